@@ -1,0 +1,20 @@
+"""gpumlp: an exact MLP regressor with one set of array-API kernels for CPU and GPU.
+
+``import gpumlp`` never imports CuPy; it is imported the first time a CUDA
+device is asked for.
+"""
+
+from .devices import CUDAUnavailableError, Device, get_device
+from .estimator import MLPRegressor
+from .training import TrainingDivergedError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CUDAUnavailableError",
+    "Device",
+    "MLPRegressor",
+    "TrainingDivergedError",
+    "__version__",
+    "get_device",
+]

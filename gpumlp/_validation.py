@@ -1,0 +1,215 @@
+"""Checks at the public boundary: shapes, dtypes, finiteness, parameters.
+
+Each check raises with what was wrong and what to do, so that bad input never
+surfaces as a traceback from inside a matrix product. Arrays of any array-API
+namespace are checked in their own namespace; anything else (lists, pandas
+frames, memory maps) goes through ``numpy.asarray`` first.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import array_api_compat as aac
+import numpy as np
+
+from .devices import Device, to_numpy
+
+__all__ = ["check_params", "check_X", "check_y", "resolve_dtype"]
+
+
+def _as_array(x, name):
+    if aac.is_array_api_obj(x) and not aac.is_numpy_array(x):
+        return x
+    if hasattr(x, "tocsr") or hasattr(x, "toarray"):
+        raise TypeError(
+            f"{name} is a sparse matrix, and gpumlp does not support sparse input. "
+            f"Convert it with {name}.toarray() first."
+        )
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} could not be read as a numeric array: {exc}") from None
+    if arr.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported in {name}; pass real numbers.")
+    if arr.dtype.kind not in "biuf":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            # Keep the exception's type: a TypeError (a dict, say) is not a
+            # bad value but a wrong kind of object.
+            raise type(exc)(
+                f"{name} contains non-numeric values{_first_non_numeric(arr)}: {exc}. "
+                f"Encode or drop those entries before fitting."
+            ) from None
+    return arr
+
+
+def _first_non_numeric(arr):
+    flat = arr.reshape(arr.shape[0], -1) if arr.ndim >= 1 and arr.size else arr
+    for index, value in np.ndenumerate(flat):
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            return f" (first at index {index}: {value!r})"
+    return ""
+
+
+def resolve_dtype(requested, x):
+    """The floating dtype to compute in: ``requested``, else the input's own.
+
+    ``None`` keeps float32 and float64 input as it is and turns anything
+    else (integers, booleans, float16) into float64.
+    """
+    xp = aac.array_namespace(x)
+    if requested is None:
+        if x.dtype == xp.float32:
+            return "float32"
+        return "float64"
+    name = np.dtype(requested).name if not isinstance(requested, str) else requested
+    if name not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32', 'float64' or None, got {requested!r}.")
+    return name
+
+
+def _check_finite(x, name):
+    xp = aac.array_namespace(x)
+    finite = xp.isfinite(x)
+    if bool(xp.all(finite)):
+        return
+    host = to_numpy(x)
+    n_nan = int(np.isnan(host).sum())
+    n_inf = int(np.isinf(host).sum())
+    where = np.argwhere(~np.isfinite(host))[0]
+    place = f"row {where[0]}" + (f", column {where[1]}" if len(where) > 1 else "")
+    parts = [f"{n_nan} NaN"] if n_nan else []
+    parts += [f"{n_inf} infinity"] if n_inf else []
+    raise ValueError(
+        f"Input {name} contains {' and '.join(parts)} value(s), first at {place}. "
+        f"Remove or impute them before fitting."
+    )
+
+
+def check_X(X, estimator_name="MLPRegressor", n_features=None):
+    """Validate a feature matrix; return it as a 2-D real array.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not 2-D, is empty, is not numeric, holds NaN or infinity,
+        or has a feature count other than ``n_features``.
+    TypeError
+        If ``X`` is sparse.
+    """
+    if X is None:
+        raise ValueError(f"{estimator_name} needs X, got None.")
+    X = _as_array(X, "X")
+    xp = aac.array_namespace(X)
+    if X.ndim != 2:
+        hint = (
+            "Reshape your data either using X.reshape(-1, 1) if your data has a "
+            "single feature or X.reshape(1, -1) if it contains a single sample."
+        )
+        raise ValueError(f"Expected 2D array, got {X.ndim}D array instead. {hint}")
+    n_samples, n_cols = X.shape
+    if n_samples < 1:
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a minimum "
+            f"of 1 is required by {estimator_name}. Pass at least one row."
+        )
+    if n_cols < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum "
+            f"of 1 is required by {estimator_name}."
+        )
+    if not (xp.isdtype(X.dtype, "real floating") or xp.isdtype(X.dtype, "integral")
+            or X.dtype == xp.bool):
+        raise ValueError(f"X must be real numbers, got dtype {X.dtype}.")
+    if xp.isdtype(X.dtype, "real floating"):
+        _check_finite(X, "X")
+    if n_features is not None and n_cols != n_features:
+        raise ValueError(
+            f"X has {n_cols} features, but {estimator_name} is expecting "
+            f"{n_features} features as input."
+        )
+    return X
+
+
+def check_y(y, n_samples, estimator_name="MLPRegressor"):
+    """Validate a target; return it as a 1-D or 2-D real array."""
+    if y is None:
+        raise ValueError(
+            f"{estimator_name} requires y to be passed, but the target y is None."
+        )
+    y = _as_array(y, "y")
+    xp = aac.array_namespace(y)
+    if y.ndim not in (1, 2):
+        raise ValueError(f"y must be 1-D or 2-D, got shape {tuple(y.shape)}.")
+    if y.shape[0] != n_samples:
+        raise ValueError(
+            f"Found input variables with inconsistent numbers of samples: "
+            f"[{n_samples}, {y.shape[0]}]. X and y need one row per sample."
+        )
+    if y.ndim == 2 and y.shape[1] < 1:
+        raise ValueError("y has 0 outputs; pass at least one target column.")
+    if xp.isdtype(y.dtype, "real floating"):
+        _check_finite(y, "y")
+    return y
+
+
+def _check_number(name, value, low, high=None, low_open=False, integer=False):
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "an integer" if integer else "a number"
+        raise TypeError(f"{name} must be {what}, got {value!r}.")
+    too_low = value <= low if low_open else value < low
+    if too_low or (high is not None and value > high) or not np.isfinite(value):
+        bound = f"> {low}" if low_open else f">= {low}"
+        if high is not None:
+            bound += f" and <= {high}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}.")
+
+
+def check_params(est):
+    """Validate the estimator's hyper-parameters (called at the start of fit)."""
+    from .kernels import ACTIVATIONS
+
+    sizes = est.hidden_layer_sizes
+    if isinstance(sizes, numbers.Integral):
+        sizes = (sizes,)
+    try:
+        sizes = tuple(sizes)
+    except TypeError:
+        raise TypeError(
+            f"hidden_layer_sizes must be an int or a sequence of ints, got {sizes!r}."
+        ) from None
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(
+                f"hidden_layer_sizes must hold positive integers, got {est.hidden_layer_sizes!r}."
+            )
+    if est.activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {est.activation!r}.")
+    if est.solver not in ("gd", "sgd", "adam"):
+        raise ValueError(f"solver must be 'gd', 'sgd' or 'adam', got {est.solver!r}.")
+    _check_number("alpha", est.alpha, 0.0)
+    _check_number("learning_rate_init", est.learning_rate_init, 0.0, low_open=True)
+    _check_number("max_iter", est.max_iter, 1, integer=True)
+    _check_number("tol", est.tol, 0.0)
+    _check_number("n_iter_no_change", est.n_iter_no_change, 1, integer=True)
+    _check_number("momentum", est.momentum, 0.0, 1.0)
+    _check_number("beta_1", est.beta_1, 0.0, 1.0)
+    _check_number("beta_2", est.beta_2, 0.0, 1.0)
+    if est.beta_1 == 1.0 or est.beta_2 == 1.0:
+        raise ValueError("beta_1 and beta_2 must be < 1.")
+    _check_number("epsilon", est.epsilon, 0.0, low_open=True)
+    _check_number("validation_fraction", est.validation_fraction, 0.0, 1.0, low_open=True)
+    if est.validation_fraction >= 1.0:
+        raise ValueError("validation_fraction must be < 1.")
+    if est.batch_size != "auto":
+        _check_number("batch_size", est.batch_size, 1, integer=True)
+    if est.dtype is not None:
+        resolve_dtype(est.dtype, np.zeros(1))
+    if est.device is not None and not isinstance(est.device, (str, Device)):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', got {est.device!r}.")
+    return sizes

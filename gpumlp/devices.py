@@ -1,0 +1,271 @@
+"""Where computation runs: device specifiers parsed once into values.
+
+A :class:`Device` is a small, picklable value. It knows its array namespace
+(array-api-compat's wrapper of NumPy or CuPy, or any namespace that
+array-api-compat understands) and the device object to pass as ``device=``
+when creating arrays there. Everything below the estimator takes a ``Device``
+or an ``xp``; nothing below this module looks at strings or environment
+variables.
+
+CuPy is imported only when a CUDA device is asked for (``"cuda"``,
+``"cuda:N"``, or ``"auto"``), so ``import gpumlp`` stays fast and works on
+machines without CUDA. When CUDA cannot be had, one error,
+:class:`CUDAUnavailableError`, says why and how to fix it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CUDAUnavailableError",
+    "Device",
+    "default_device_spec",
+    "device_of",
+    "get_device",
+    "to_numpy",
+]
+
+logger = logging.getLogger("gpumlp")
+
+ENV_VAR = "GPUMLP_DEVICE"
+
+_INSTALL_HINT = (
+    "Install CuPy for your CUDA version with `pip install 'gpumlp[cuda12]'` "
+    "or `pip install 'gpumlp[cuda13]'`, or pass device='cpu'."
+)
+
+
+class CUDAUnavailableError(RuntimeError):
+    """A CUDA device was asked for, but CuPy or a GPU is missing."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where arrays live and which array namespace computes on them.
+
+    Build one with :func:`get_device` (from a specifier such as ``"cuda:1"``)
+    or :func:`device_of` (from an array). The value holds only names, so it
+    pickles; the namespace and the native device object are looked up when
+    first needed.
+
+    Parameters
+    ----------
+    kind : {"cpu", "cuda", "array"}
+        ``"array"`` means a device of another array-API library, taken from
+        an input array (for example array-api-strict).
+    index : int, optional
+        The CUDA device ordinal, for ``kind="cuda"``.
+    namespace : module, optional
+        For ``kind="array"``: the array-API namespace of the input.
+    native : object, optional
+        For ``kind="array"``: the input array's ``.device``.
+    """
+
+    kind: str
+    index: int | None = None
+    namespace: Any = field(default=None, compare=False, repr=False)
+    native: Any = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        if self.kind == "cuda":
+            return f"cuda:{self.index}"
+        if self.kind == "array":
+            return f"{self.namespace.__name__}:{self.native}"
+        return "cpu"
+
+    def __reduce__(self):
+        # Foreign namespaces and their device objects need not pickle; a
+        # pickled estimator keeps only CPU or CUDA, which it can rebuild.
+        if self.kind == "array":
+            return (Device, ("cpu",))
+        return (Device, (self.kind, self.index))
+
+    @property
+    def xp(self):
+        """The array-API namespace that computes on this device."""
+        if self.kind == "cpu":
+            import array_api_compat.numpy as xp
+
+            return xp
+        if self.kind == "cuda":
+            _cupy()
+            import array_api_compat.cupy as xp
+
+            return xp
+        return self.namespace
+
+    @property
+    def array_device(self):
+        """The object to pass as ``device=`` to ``xp.asarray``."""
+        if self.kind == "cpu":
+            return "cpu"
+        if self.kind == "cuda":
+            return _cupy().cuda.Device(self.index)
+        return self.native
+
+    @property
+    def is_numpy(self) -> bool:
+        return self.kind == "cpu"
+
+    def context(self):
+        """A context manager that makes this device current (CUDA only)."""
+        if self.kind == "cuda":
+            return _cupy().cuda.Device(self.index)
+        return nullcontext()
+
+    def asarray(self, x, dtype=None):
+        """Move ``x`` (NumPy or any array of this namespace) onto this device."""
+        xp = self.xp
+        if self.kind == "cuda":
+            with self.context():
+                return xp.asarray(x, dtype=dtype)
+        return xp.asarray(x, dtype=dtype, device=self.array_device)
+
+    def synchronize(self) -> None:
+        """Wait for queued work on this device (a no-op off CUDA)."""
+        if self.kind == "cuda":
+            _cupy().cuda.Device(self.index).synchronize()
+
+
+_SPEC = re.compile(r"^(?P<kind>cpu|cuda|gpu|auto)(?::(?P<index>\d+))?$")
+
+
+def default_device_spec() -> str:
+    """The specifier used when none is given: ``$GPUMLP_DEVICE`` or ``"auto"``."""
+    return os.environ.get(ENV_VAR, "").strip() or "auto"
+
+
+def get_device(spec: str | Device | None = None) -> Device:
+    """Parse a device specifier into a :class:`Device`.
+
+    Parameters
+    ----------
+    spec : str, Device or None
+        ``"cpu"``; ``"cuda"`` (device 0) or ``"cuda:N"``; ``"auto"`` (the first
+        CUDA device if CuPy imports and sees a GPU, else the CPU); a
+        :class:`Device`, returned as is; or ``None``, meaning the environment
+        variable ``GPUMLP_DEVICE`` if set, else ``"auto"``.
+
+    Returns
+    -------
+    Device
+
+    Raises
+    ------
+    ValueError
+        If the specifier is not one of the forms above.
+    CUDAUnavailableError
+        If a CUDA device was asked for explicitly and CuPy or that GPU is
+        missing.
+    """
+    if isinstance(spec, Device):
+        return spec
+    if spec is None:
+        spec = default_device_spec()
+    if not isinstance(spec, str):
+        raise TypeError(
+            f"device must be a string such as 'cpu', 'cuda:0' or 'auto', "
+            f"got {type(spec).__name__}."
+        )
+    match = _SPEC.match(spec.strip().lower())
+    if match is None:
+        raise ValueError(
+            f"Unknown device {spec!r}. Use 'auto', 'cpu', 'cuda' or 'cuda:N' "
+            f"(N a GPU index)."
+        )
+    kind, index = match["kind"], match["index"]
+    if kind == "gpu":
+        kind = "cuda"
+    if kind == "cpu":
+        if index not in (None, "0"):
+            raise ValueError(f"Unknown device {spec!r}: there is one CPU device, 'cpu'.")
+        return Device("cpu")
+    if kind == "auto":
+        if index is not None:
+            raise ValueError(f"Unknown device {spec!r}: 'auto' takes no index.")
+        return _auto_device()
+    index = int(index or 0)
+    count = _cuda_device_count()  # raises CUDAUnavailableError
+    if index >= count:
+        raise CUDAUnavailableError(
+            f"CUDA device {index} was asked for, but only {count} GPU(s) are "
+            f"visible (indices 0 to {count - 1}). Check CUDA_VISIBLE_DEVICES."
+        )
+    return Device("cuda", index)
+
+
+@functools.lru_cache(maxsize=None)
+def _auto_device() -> Device:
+    # Cached so that the choice is made, and said, once per process.
+    try:
+        count = _cuda_device_count()
+    except CUDAUnavailableError as exc:
+        logger.info("gpumlp: device 'auto' chose the CPU (%s)", str(exc).split(".")[0])
+        return Device("cpu")
+    if count == 0:  # pragma: no cover - _cuda_device_count raises instead
+        return Device("cpu")
+    logger.info("gpumlp: device 'auto' chose cuda:0")
+    return Device("cuda", 0)
+
+
+def _cupy():
+    """Import CuPy, or raise the one clear error."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise CUDAUnavailableError(
+            f"CUDA was asked for, but CuPy is not installed ({exc}). {_INSTALL_HINT}"
+        ) from None
+    return cupy
+
+
+def _cuda_device_count() -> int:
+    cupy = _cupy()
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError when no driver or no GPU
+        raise CUDAUnavailableError(
+            f"CUDA was asked for, but CuPy sees no usable GPU ({exc}). "
+            f"Check the NVIDIA driver with `nvidia-smi`, or pass device='cpu'."
+        ) from None
+    if count == 0:
+        raise CUDAUnavailableError(
+            "CUDA was asked for, but CuPy sees no GPU. Check the NVIDIA driver "
+            "with `nvidia-smi` and CUDA_VISIBLE_DEVICES, or pass device='cpu'."
+        )
+    return count
+
+
+def device_of(x) -> Device:
+    """The :class:`Device` an array lives on (NumPy, CuPy or any array-API array)."""
+    import array_api_compat as aac
+
+    if aac.is_numpy_array(x):
+        return Device("cpu")
+    if aac.is_cupy_array(x):
+        return Device("cuda", int(x.device.id))
+    xp = aac.array_namespace(x)
+    return Device("array", None, xp, aac.device(x))
+
+
+def to_numpy(x) -> np.ndarray:
+    """Copy an array of any supported namespace to a NumPy array on the host."""
+    import array_api_compat as aac
+
+    if isinstance(x, np.ndarray):
+        return x
+    if aac.is_cupy_array(x):
+        return x.get()
+    try:
+        return np.from_dlpack(x)
+    except (TypeError, RuntimeError, BufferError, AttributeError, ValueError):
+        return np.asarray(x)

@@ -1,0 +1,404 @@
+"""``MLPRegressor``: the scikit-learn-style face of the kernels.
+
+This is the edge where data moves: inputs are validated, moved once onto the
+training device in the training dtype, and fitted weights are copied back once
+at the end of ``fit`` into the kind of array the user passed (NumPy for
+NumPy or lists). The loop in between never leaves the device.
+"""
+
+from __future__ import annotations
+
+import array_api_compat as aac
+import numpy as np
+
+from . import kernels
+from ._sklearn_compat import HAVE_SKLEARN, BaseEstimator, NotFittedError, RegressorMixin
+from ._validation import check_params, check_X, check_y, resolve_dtype
+from .devices import Device, device_of, get_device, to_numpy
+from .initialization import as_generator, glorot_uniform
+from .training import Trainer, make_solver, r2_score, split_validation
+
+__all__ = ["MLPRegressor"]
+
+
+def _same_device(a: Device, b: Device) -> bool:
+    if a.kind != b.kind:
+        return False
+    if a.kind == "array":
+        return a.namespace is b.namespace and a.native == b.native
+    return a.index == b.index
+
+
+def move(x, device: Device, dtype: str | None = None):
+    """``x`` on ``device`` (in ``dtype`` if given), copying only when needed."""
+    here = device_of(x)
+    xp = device.xp
+    if _same_device(here, device):
+        if dtype is not None and x.dtype != getattr(xp, dtype):
+            return xp.astype(x, getattr(xp, dtype))
+        return x
+    return device.asarray(to_numpy(x), dtype=None if dtype is None else getattr(xp, dtype))
+
+
+def _dtype_name(x) -> str:
+    """``"float32"`` or ``"float64"`` for an array of any namespace."""
+    return str(x.dtype).rsplit(".", 1)[-1]
+
+
+class MLPRegressor(RegressorMixin, BaseEstimator):
+    """Multi-layer perceptron regressor trained by hand-written array-API kernels.
+
+    The default is exactly the specified network: one sigmoid hidden layer, a
+    linear output, the mean-squared-error loss ``mean((y - y_pred)**2)`` (not
+    half of it) and full-batch gradient descent. The same code trains on NumPy
+    (CPU), CuPy (CUDA) or any array-API namespace.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(100,)
+        Width of each hidden layer.
+    activation : {"sigmoid", "logistic", "tanh", "relu", "identity"}, default="sigmoid"
+        Hidden-layer activation; ``"logistic"`` is an alias of ``"sigmoid"``.
+        The output layer is always linear.
+    solver : {"gd", "sgd", "adam"}, default="gd"
+        ``"gd"``: full-batch gradient descent, the specified algorithm.
+        ``"sgd"``: minibatch SGD with optional (Nesterov) momentum.
+        ``"adam"``: Adam on minibatches.
+    alpha : float, default=0.0
+        L2 penalty; the loss gains ``(alpha / (2 n)) * sum ||W||**2``.
+    batch_size : int or "auto", default="auto"
+        Minibatch size for ``"sgd"`` and ``"adam"``; ``"auto"`` is
+        ``min(200, n_samples)``. Ignored by ``"gd"``.
+    learning_rate_init : float, default=0.01
+        Step size. On standardised data, full-batch gradient descent with a
+        sigmoid layer of width ``h`` is stable up to about ``4 / h`` (the
+        curvature along the output weights is about ``h / 2``), so 0.01 suits
+        the default width of 100; Adam usually wants about 0.001.
+    max_iter : int, default=200
+        Maximum epochs per call to ``fit`` (for ``"gd"``, one epoch is one step).
+    shuffle : bool, default=True
+        Shuffle rows each epoch when there is more than one minibatch.
+    random_state : int, numpy Generator or None, default=None
+        Seeds the initial weights, the batch order and the validation split.
+    tol : float, default=1e-4
+        Training stops when the loss improves by less than ``tol`` (or the
+        validation R² by less than ``tol``, with early stopping) for
+        ``n_iter_no_change`` consecutive epochs.
+    verbose : bool, default=False
+        Print the loss of each epoch.
+    warm_start : bool, default=False
+        Continue from the current ``coefs_`` and ``intercepts_`` (including
+        arrays assigned by hand) instead of re-initialising.
+    momentum : float, default=0.9
+        Momentum for ``"sgd"``; 0 disables it.
+    nesterovs_momentum : bool, default=True
+        Use Nesterov's momentum with ``"sgd"``.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows and stop on their R².
+        The weights with the best validation score are kept.
+    validation_fraction : float, default=0.1
+    beta_1, beta_2, epsilon : float, defaults 0.9, 0.999, 1e-8
+        Adam's parameters.
+    n_iter_no_change : int, default=10
+    device : str or None, default=None
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. ``None`` trains
+        where a non-NumPy input array lives, and for NumPy input uses the
+        environment variable ``GPUMLP_DEVICE`` if set, else ``"auto"``.
+    dtype : {"float32", "float64"} or None, default=None
+        Computation dtype; ``None`` keeps float32 or float64 input as is and
+        uses float64 for anything else.
+
+    Attributes
+    ----------
+    coefs_ : list of arrays, ``coefs_[i]`` of shape (fan_in, fan_out)
+    intercepts_ : list of arrays, ``intercepts_[i]`` of shape (fan_out,)
+        In the kind of array ``fit`` was given (NumPy for NumPy or lists).
+    loss_curve_ : list of float
+        The loss of each epoch.
+    best_loss_ : float or None
+    validation_scores_ : list of float or None
+    best_validation_score_ : float or None
+    n_iter_ : int
+        Epochs run so far (they add up over warm starts and ``partial_fit``).
+    t_ : int
+        Training samples seen.
+    n_features_in_ : int
+    n_outputs_ : int
+    n_layers_ : int
+    out_activation_ : str
+        Always ``"identity"``.
+    device_ : Device
+        Where the last ``fit`` ran.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpumlp import MLPRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 3))
+    >>> y = X @ np.array([1.0, -2.0, 0.5])
+    >>> model = MLPRegressor(hidden_layer_sizes=(16,), max_iter=500, device="cpu",
+    ...                      random_state=0).fit(X, y)
+    >>> model.score(X, y) > 0.9
+    True
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="sigmoid",
+        *,
+        solver="gd",
+        alpha=0.0,
+        batch_size="auto",
+        learning_rate_init=0.01,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        device=None,
+        dtype=None,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.device = device
+        self.dtype = dtype
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y):
+        """Train on ``X`` and ``y``.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_samples, n_features)
+            NumPy, CuPy or any array-API array, or a list.
+        y : array-like, shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        TrainingDivergedError
+            If the loss becomes NaN or infinite; ``coefs_`` then hold the
+            last finite weights.
+        """
+        return self._fit(X, y, incremental=False)
+
+    def partial_fit(self, X, y):
+        """Run one epoch on ``X`` and ``y``, continuing from the current state."""
+        return self._fit(X, y, incremental=True)
+
+    def _fit(self, X, y, incremental):
+        hidden = check_params(self)
+        continuing = (incremental or self.warm_start) and hasattr(self, "coefs_")
+        X = check_X(X, type(self).__name__,
+                    n_features=self.coefs_[0].shape[0] if continuing else None)
+        y = check_y(y, X.shape[0], type(self).__name__)
+        device = self._resolve_device(X)
+        input_device = device_of(X)
+        dtype = resolve_dtype(self.dtype, X)
+        if continuing and self.dtype is None:
+            dtype = _dtype_name(self.coefs_[0])
+
+        with device.context():
+            Xd = move(X, device, dtype)
+            yd = move(y, device, dtype)
+            y_was_1d = yd.ndim == 1
+            if y_was_1d:
+                yd = device.xp.reshape(yd, (-1, 1))
+            layer_sizes = [Xd.shape[1], *hidden, yd.shape[1]]
+            trainer = self._trainer_for(layer_sizes, device, dtype, continuing)
+            n = Xd.shape[0]
+            validation = None
+            if self.early_stopping and not incremental:
+                train_rows, val_rows = split_validation(n, self.validation_fraction, self._rng)
+                xp = device.xp
+                train_rows, val_rows = device.asarray(train_rows), device.asarray(val_rows)
+                validation = (xp.take(Xd, val_rows, axis=0), xp.take(yd, val_rows, axis=0))
+                Xd, yd = xp.take(Xd, train_rows, axis=0), xp.take(yd, train_rows, axis=0)
+            if self.solver == "gd":
+                batch_size = Xd.shape[0]
+            elif self.batch_size == "auto":
+                batch_size = min(200, Xd.shape[0])
+            else:
+                batch_size = self.batch_size
+            try:
+                trainer.fit(
+                    Xd, yd, device=device, rng=self._rng, batch_size=batch_size,
+                    shuffle=self.shuffle, max_iter=1 if incremental else self.max_iter,
+                    tol=self.tol, n_iter_no_change=self.n_iter_no_change,
+                    validation=validation, verbose=self.verbose,
+                    check_convergence=not incremental,
+                    on_epoch=getattr(self, "_on_epoch", None),
+                )
+                if validation is not None and trainer.best_params is not None:
+                    trainer.params = trainer.best_params
+            finally:
+                self._store(trainer, device, input_device, y_was_1d, validation is not None)
+        return self
+
+    def _trainer_for(self, layer_sizes, device, dtype, continuing):
+        """The trainer to continue, or a fresh one from Glorot-uniform weights."""
+        trainer = getattr(self, "_trainer", None)
+        if continuing:
+            params = [move(p, device, dtype) for p in (*self.coefs_, *self.intercepts_)]
+            expected = [(a, b) for a, b in zip(layer_sizes[:-1], layer_sizes[1:])]
+            shapes = [tuple(W.shape) for W in params[: len(self.coefs_)]]
+            bias_shapes = [tuple(b.shape) for b in params[len(self.coefs_):]]
+            if shapes != expected or bias_shapes != [(b,) for _, b in expected]:
+                raise ValueError(
+                    f"warm_start needs coefs_ shaped {expected} and intercepts_ shaped "
+                    f"{[(b,) for _, b in expected]} for this data and "
+                    f"hidden_layer_sizes; they are {shapes} and {bias_shapes}."
+                )
+            if trainer is None or trainer.n_layers != len(expected) or \
+                    not isinstance(trainer.solver, type(make_solver(self))):
+                trainer = self._new_trainer(len(expected))
+                trainer.params = params
+                trainer.solver.init_state(params)
+            else:
+                trainer.params = params
+                trainer.solver.learning_rate = float(self.learning_rate_init)
+            if not hasattr(self, "_rng"):
+                self._rng = as_generator(self.random_state)
+            return trainer
+        self._rng = as_generator(self.random_state)
+        coefs, intercepts = glorot_uniform(layer_sizes, self._rng, dtype)
+        trainer = self._new_trainer(len(coefs))
+        trainer.params = [device.asarray(p) for p in (*coefs, *intercepts)]
+        trainer.solver.init_state(trainer.params)
+        return trainer
+
+    def _new_trainer(self, n_layers):
+        return Trainer(
+            activation=self.activation, solver=make_solver(self),
+            alpha=float(self.alpha), n_layers=n_layers,
+        )
+
+    def _store(self, trainer, device, input_device, y_was_1d, early_stopping):
+        """Copy the trained state back, once, into the kind of array given to fit."""
+        self._trainer = trainer
+        self.device_ = device
+        self.coefs_ = [move(W, input_device) for W in trainer.coefs]
+        self.intercepts_ = [move(b, input_device) for b in trainer.intercepts]
+        self.loss_curve_ = list(trainer.loss_curve)
+        self.n_iter_ = len(trainer.loss_curve)
+        self.t_ = trainer.samples_seen
+        self.best_loss_ = None if early_stopping else (
+            min(trainer.loss_curve) if trainer.loss_curve else None)
+        self.validation_scores_ = list(trainer.validation_scores) if early_stopping else None
+        self.best_validation_score_ = (
+            max(trainer.validation_scores) if early_stopping and trainer.validation_scores
+            else None)
+        self.n_features_in_ = int(self.coefs_[0].shape[0])
+        self.n_outputs_ = int(self.coefs_[-1].shape[1])
+        self.n_layers_ = len(self.coefs_) + 1
+        self.out_activation_ = "identity"
+        self._y_was_1d = y_was_1d
+
+    def _resolve_device(self, X) -> Device:
+        if self.device is not None:
+            return get_device(self.device)
+        if not aac.is_numpy_array(X):
+            return device_of(X)
+        return get_device(None)
+
+    # -------------------------------------------------------------- predict
+    def _check_fitted(self):
+        if not hasattr(self, "coefs_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' "
+                f"with appropriate arguments before using this estimator."
+            )
+
+    def predict(self, X):
+        """Predict targets for ``X``.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : array, shape (n_samples,) or (n_samples, n_outputs)
+            1-D when ``fit`` was given a 1-D ``y``; in the kind of array
+            ``X`` is (NumPy for NumPy or lists).
+        """
+        self._check_fitted()
+        X = check_X(X, type(self).__name__, n_features=self.coefs_[0].shape[0])
+        device = self._resolve_device(X)
+        dtype = _dtype_name(self.coefs_[0])
+        with device.context():
+            Xd = move(X, device, dtype)
+            coefs = [move(W, device, dtype) for W in self.coefs_]
+            intercepts = [move(b, device, dtype) for b in self.intercepts_]
+            y_pred = kernels.predict(Xd, coefs, intercepts, self.activation)
+            if getattr(self, "_y_was_1d", False):
+                y_pred = y_pred[:, 0]
+            return move(y_pred, device_of(X))
+
+    def score(self, X, y, sample_weight=None):
+        """R² of the predictions, averaged uniformly over outputs.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_samples, n_features)
+        y : array-like, shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        float
+        """
+        y_pred = self.predict(X)
+        y = check_y(y, y_pred.shape[0], type(self).__name__)
+        if sample_weight is not None:
+            from sklearn.metrics import r2_score as weighted_r2
+
+            return float(weighted_r2(to_numpy(y), to_numpy(y_pred),
+                                     sample_weight=to_numpy(np.asarray(sample_weight))))
+        xp = aac.array_namespace(y_pred)
+        y = move(y, device_of(y_pred), None)
+        y = xp.astype(y, y_pred.dtype)
+        if y.ndim == 1:
+            y, y_pred = xp.reshape(y, (-1, 1)), xp.reshape(y_pred, (-1, 1))
+        return float(r2_score(y, y_pred))
+
+    if HAVE_SKLEARN:
+
+        def __sklearn_tags__(self):
+            tags = super().__sklearn_tags__()
+            tags.target_tags.multi_output = True
+            tags.target_tags.single_output = True
+            tags.array_api_support = True
+            return tags

@@ -1,0 +1,228 @@
+"""The network's mathematics, written once against the array-API standard.
+
+Every function here is pure and generic: it takes arrays of any namespace
+that ``array_api_compat.array_namespace`` understands (NumPy, CuPy,
+array-api-strict, ...) and returns new arrays of that namespace, on the same
+device, in the same dtype. Nothing here imports NumPy or CuPy, moves data
+between devices, or reads a value back to the host.
+
+Conventions, stated once
+------------------------
+* Shapes: ``X`` is ``(n_samples, n_features)``, ``y`` and ``y_pred`` are
+  ``(n_samples, n_outputs)``; ``coefs[i]`` is ``(fan_in, fan_out)`` and
+  ``intercepts[i]`` is ``(fan_out,)``, so a layer is ``z = a @ W + b``.
+* The loss is the **mean** of squared errors over all ``n * k`` entries,
+  ``L = (1/(n k)) * sum (y - y_pred)**2`` -- not half of it. Its gradient
+  with respect to the (linear) output therefore carries the factor 2:
+  ``dL/dy_pred = (2/(n k)) * (y_pred - y)``.
+* The optional L2 penalty is ``(alpha / (2 n)) * sum_i ||W_i||_F**2`` over
+  the weight matrices (not the intercepts), with ``n`` the rows in the batch,
+  as in scikit-learn; its gradient is ``(alpha / n) * W_i``.
+* Hyper-parameters (learning rate, momentum, ...) must be Python floats, so
+  that a float32 computation stays float32: an array-API Python scalar takes
+  the array's dtype, whereas a 0-d float64 array would promote it.
+
+The default network is the specified one: ``z1 = X W1 + b1``,
+``a1 = sigmoid(z1)``, ``y_pred = a1 W2 + b2``, with the loss above.
+"""
+
+from __future__ import annotations
+
+import math
+
+from array_api_compat import array_namespace
+
+__all__ = [
+    "ACTIVATIONS",
+    "activation_derivative",
+    "adam_step",
+    "apply_activation",
+    "backward",
+    "forward",
+    "gd_step",
+    "l2_penalty",
+    "momentum_step",
+    "predict",
+    "squared_error",
+]
+
+#: Hidden-layer activations; ``"logistic"`` is scikit-learn's name for sigmoid.
+ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
+
+
+def apply_activation(name, z):
+    """Apply a hidden-layer activation elementwise.
+
+    The sigmoid is computed as ``tanh(z/2)/2 + 1/2``, which equals
+    ``1 / (1 + exp(-z))`` but never overflows: ``exp(-z)`` would overflow in
+    float32 already for ``z < -88``.
+    """
+    xp = array_namespace(z)
+    if name in ("sigmoid", "logistic"):
+        return 0.5 * xp.tanh(0.5 * z) + 0.5
+    if name == "tanh":
+        return xp.tanh(z)
+    if name == "relu":
+        return xp.where(z > 0, z, xp.zeros_like(z))
+    if name == "identity":
+        return z
+    raise ValueError(f"Unknown activation {name!r}; choose one of {ACTIVATIONS}.")
+
+
+def activation_derivative(name, a):
+    """``d a / d z`` written in terms of the activation's output ``a``.
+
+    Using the output rather than ``z`` means the forward pass need not keep
+    ``z``. Returns ``None`` for the identity, whose derivative is 1.
+    """
+    xp = array_namespace(a)
+    if name in ("sigmoid", "logistic"):
+        return a * (1.0 - a)
+    if name == "tanh":
+        return 1.0 - a * a
+    if name == "relu":
+        return xp.astype(a > 0, a.dtype)
+    if name == "identity":
+        return None
+    raise ValueError(f"Unknown activation {name!r}; choose one of {ACTIVATIONS}.")
+
+
+def forward(X, coefs, intercepts, activation="sigmoid"):
+    """Run the network forward and keep what :func:`backward` needs.
+
+    Parameters
+    ----------
+    X : array, shape (n_samples, n_features)
+    coefs : list of arrays, ``coefs[i]`` of shape (fan_in, fan_out)
+    intercepts : list of arrays, ``intercepts[i]`` of shape (fan_out,)
+    activation : str
+        The hidden layers' activation; the output layer is linear.
+
+    Returns
+    -------
+    activations : list of arrays
+        ``[X, a1, ..., y_pred]``: the input, each hidden layer's output and
+        the network's output, shape (n_samples, n_outputs).
+    """
+    activations = [X]
+    last = len(coefs) - 1
+    for i, (W, b) in enumerate(zip(coefs, intercepts)):
+        z = activations[-1] @ W + b
+        activations.append(z if i == last else apply_activation(activation, z))
+    return activations
+
+
+def predict(X, coefs, intercepts, activation="sigmoid"):
+    """The network's output for ``X``, shape (n_samples, n_outputs)."""
+    return forward(X, coefs, intercepts, activation)[-1]
+
+
+def squared_error(y, y_pred):
+    """Mean squared error over all entries, as a 0-d array.
+
+    Parameters
+    ----------
+    y, y_pred : arrays, shape (n_samples, n_outputs)
+    """
+    xp = array_namespace(y, y_pred)
+    diff = y_pred - y
+    return xp.mean(diff * diff)
+
+
+def l2_penalty(coefs, alpha, n_samples):
+    """``(alpha / (2 n)) * sum_i ||W_i||**2``, as a 0-d array."""
+    xp = array_namespace(*coefs)
+    total = sum(xp.sum(W * W) for W in coefs)
+    return (0.5 * alpha / n_samples) * total
+
+
+def backward(y, activations, coefs, activation="sigmoid", alpha=0.0):
+    """Gradients of the loss (plus L2 penalty) with respect to every parameter.
+
+    Parameters
+    ----------
+    y : array, shape (n_samples, n_outputs)
+    activations : list of arrays
+        As returned by :func:`forward` for the same ``coefs``.
+    coefs : list of arrays
+    activation : str
+        The hidden layers' activation.
+    alpha : float
+        L2 penalty strength.
+
+    Returns
+    -------
+    coef_grads, intercept_grads : lists of arrays
+        Shaped like ``coefs`` and the intercepts.
+    """
+    xp = array_namespace(y, *activations)
+    n, k = y.shape
+    # The output layer is linear and the loss is the mean squared error, so
+    # dL/dz_out = dL/dy_pred = (2/(n k)) (y_pred - y): the factor 2 from the
+    # square, the 1/(n k) from the mean.
+    delta = (2.0 / (n * k)) * (activations[-1] - y)
+    coef_grads = [None] * len(coefs)
+    intercept_grads = [None] * len(coefs)
+    for i in range(len(coefs) - 1, -1, -1):
+        coef_grads[i] = activations[i].T @ delta
+        if alpha:
+            coef_grads[i] = coef_grads[i] + (alpha / n) * coefs[i]
+        intercept_grads[i] = xp.sum(delta, axis=0)
+        if i > 0:
+            # Back through layer i's weights, then through the activation
+            # that produced activations[i].
+            delta = delta @ coefs[i].T
+            derivative = activation_derivative(activation, activations[i])
+            if derivative is not None:
+                delta = delta * derivative
+    return coef_grads, intercept_grads
+
+
+def gd_step(params, grads, learning_rate):
+    """Plain gradient descent: ``p - lr * g`` for each parameter."""
+    return [p - learning_rate * g for p, g in zip(params, grads)]
+
+
+def momentum_step(params, grads, velocities, learning_rate, momentum, nesterov):
+    """Heavy-ball or Nesterov momentum, in scikit-learn's formulation.
+
+    ``v <- momentum * v - lr * g``; then ``p <- p + v``, or for Nesterov
+    ``p <- p + momentum * v - lr * g``.
+
+    Returns
+    -------
+    params, velocities : lists of arrays
+    """
+    velocities = [momentum * v - learning_rate * g for v, g in zip(velocities, grads)]
+    if nesterov:
+        params = [
+            p + (momentum * v - learning_rate * g)
+            for p, v, g in zip(params, velocities, grads)
+        ]
+    else:
+        params = [p + v for p, v in zip(params, velocities)]
+    return params, velocities
+
+
+def adam_step(params, grads, first, second, t, learning_rate, beta_1, beta_2, epsilon):
+    """One Adam step (Kingma and Ba, 2014), bias correction folded into the rate.
+
+    Parameters
+    ----------
+    params, grads, first, second : lists of arrays
+        Parameters, their gradients, and the running first and second moments.
+    t : int
+        The step number, starting at 1.
+
+    Returns
+    -------
+    params, first, second : lists of arrays
+    """
+    xp = array_namespace(*params)
+    rate = learning_rate * math.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t)
+    first = [beta_1 * m + (1.0 - beta_1) * g for m, g in zip(first, grads)]
+    second = [beta_2 * v + (1.0 - beta_2) * (g * g) for v, g in zip(second, grads)]
+    params = [
+        p - rate * m / (xp.sqrt(v) + epsilon) for p, m, v in zip(params, first, second)
+    ]
+    return params, first, second

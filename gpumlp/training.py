@@ -1,0 +1,307 @@
+"""The training loop: epochs, minibatches, solvers and the stopping rule.
+
+Parameters are held as one flat list, ``coefs + intercepts``, on the device
+of the data. Within an epoch nothing is read back to the host: the epoch's
+loss (and, with early stopping, the validation score and a finiteness flag)
+is accumulated as 0-d device arrays and read back in a single transfer by
+:func:`read_scalars` once per epoch. The only other traffic is the upload of
+one epoch's row permutation when minibatches are shuffled; permutations are
+drawn on the host from a NumPy ``Generator`` so that every backend sees the
+same batch order.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from . import kernels
+from ._sklearn_compat import ConvergenceWarning
+from .devices import to_numpy
+
+__all__ = ["Trainer", "TrainingDivergedError", "make_solver", "read_scalars"]
+
+
+class TrainingDivergedError(ValueError):
+    """The training loss became NaN or infinite; the last finite weights were kept."""
+
+
+def read_scalars(*values):
+    """Read 0-d device arrays back to the host as Python floats, in one transfer.
+
+    This is the training loop's only synchronisation point with the device.
+    """
+    xp = array_namespace(*values)
+    stacked = xp.stack([xp.reshape(v, ()) for v in values])
+    return [float(v) for v in to_numpy(stacked)]
+
+
+class GDSolver:
+    """Plain gradient descent, ``p <- p - lr * g``: the specified algorithm."""
+
+    def __init__(self, learning_rate):
+        self.learning_rate = float(learning_rate)
+
+    def init_state(self, params):
+        pass
+
+    def update(self, params, grads):
+        return kernels.gd_step(params, grads, self.learning_rate)
+
+
+class MomentumSolver(GDSolver):
+    """Heavy-ball or Nesterov momentum (scikit-learn's formulation)."""
+
+    def __init__(self, learning_rate, momentum, nesterov):
+        super().__init__(learning_rate)
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.velocities = None
+
+    def init_state(self, params):
+        xp = array_namespace(*params)
+        self.velocities = [xp.zeros_like(p) for p in params]
+
+    def update(self, params, grads):
+        params, self.velocities = kernels.momentum_step(
+            params, grads, self.velocities, self.learning_rate, self.momentum, self.nesterov
+        )
+        return params
+
+
+class AdamSolver(GDSolver):
+    """Adam, with its step count and moment estimates."""
+
+    def __init__(self, learning_rate, beta_1, beta_2, epsilon):
+        super().__init__(learning_rate)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.t = 0
+        self.first = self.second = None
+
+    def init_state(self, params):
+        xp = array_namespace(*params)
+        self.t = 0
+        self.first = [xp.zeros_like(p) for p in params]
+        self.second = [xp.zeros_like(p) for p in params]
+
+    def update(self, params, grads):
+        self.t += 1
+        params, self.first, self.second = kernels.adam_step(
+            params, grads, self.first, self.second, self.t,
+            self.learning_rate, self.beta_1, self.beta_2, self.epsilon,
+        )
+        return params
+
+
+def make_solver(est):
+    """Build the solver an estimator's parameters describe."""
+    if est.solver == "adam":
+        return AdamSolver(est.learning_rate_init, est.beta_1, est.beta_2, est.epsilon)
+    if est.solver == "sgd" and est.momentum > 0:
+        return MomentumSolver(est.learning_rate_init, est.momentum, est.nesterovs_momentum)
+    return GDSolver(est.learning_rate_init)
+
+
+def r2_score(y, y_pred):
+    """Coefficient of determination, averaged uniformly over outputs (0-d array)."""
+    xp = array_namespace(y, y_pred)
+    diff = y - y_pred
+    sse = xp.sum(diff * diff, axis=0)
+    centred = y - xp.mean(y, axis=0)
+    sst = xp.sum(centred * centred, axis=0)
+    # scikit-learn's conventions for a constant target: 1 if predicted
+    # exactly, else 0.
+    safe = xp.where(sst > 0, sst, xp.ones_like(sst))
+    per_output = xp.where(sst > 0, 1.0 - sse / safe, xp.where(sse == 0, 1.0, 0.0))
+    return xp.mean(per_output)
+
+
+def _all_finite(params):
+    xp = array_namespace(*params)
+    flags = xp.stack([xp.all(xp.isfinite(p)) for p in params])
+    return xp.astype(xp.all(flags), params[0].dtype)
+
+
+@dataclass
+class Trainer:
+    """Training state that outlives one call to ``fit``: solver state and history.
+
+    Attributes
+    ----------
+    params : list of arrays
+        ``coefs + intercepts`` on the training device.
+    loss_curve : list of float
+        The loss (mean squared error plus penalty) of each epoch, averaged
+        over its minibatches.
+    """
+
+    activation: str
+    solver: GDSolver
+    alpha: float
+    n_layers: int
+    params: list = field(default_factory=list)
+    loss_curve: list = field(default_factory=list)
+    validation_scores: list = field(default_factory=list)
+    best_loss: float = math.inf
+    best_validation_score: float = -math.inf
+    best_params: list | None = None
+    no_improvement_count: int = 0
+    samples_seen: int = 0
+
+    @property
+    def coefs(self):
+        return self.params[: self.n_layers]
+
+    @property
+    def intercepts(self):
+        return self.params[self.n_layers :]
+
+    def batch_loss_and_grads(self, X, y):
+        """Loss and gradients of one batch under the current parameters."""
+        activations = kernels.forward(X, self.coefs, self.intercepts, self.activation)
+        loss = kernels.squared_error(y, activations[-1])
+        if self.alpha:
+            loss = loss + kernels.l2_penalty(self.coefs, self.alpha, X.shape[0])
+        coef_grads, intercept_grads = kernels.backward(
+            y, activations, self.coefs, self.activation, self.alpha
+        )
+        return loss, coef_grads + intercept_grads
+
+    def epoch(self, X, y, batch_size, order):
+        """One pass over ``X``; returns the epoch's mean loss as a 0-d array.
+
+        ``order`` is a device array of row indices (a shuffled epoch), or
+        ``None`` for rows in their stored order.
+        """
+        xp = array_namespace(X, y)
+        n = X.shape[0]
+        total = None
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            if order is None:
+                Xb, yb = (X, y) if stop - start == n else (X[start:stop, ...], y[start:stop, ...])
+            else:
+                rows = order[start:stop]
+                Xb, yb = xp.take(X, rows, axis=0), xp.take(y, rows, axis=0)
+            loss, grads = self.batch_loss_and_grads(Xb, yb)
+            self.params = self.solver.update(self.params, grads)
+            weighted = loss * float(stop - start)
+            total = weighted if total is None else total + weighted
+        self.samples_seen += n
+        return total / float(n)
+
+    def fit(self, X, y, *, device, rng, batch_size, shuffle, max_iter, tol,
+            n_iter_no_change, validation=None, verbose=False, check_convergence=True,
+            on_epoch=None):
+        """Run up to ``max_iter`` epochs; stop early by the rule in the module docs.
+
+        Parameters
+        ----------
+        X, y : arrays on ``device``, shapes (n, f) and (n, k)
+        device : Device
+        rng : numpy.random.Generator
+            Draws each epoch's row order (on the host).
+        validation : tuple of arrays, optional
+            ``(X_val, y_val)`` for early stopping on the validation R².
+        check_convergence : bool
+            False for ``partial_fit``: run the epochs, apply no stopping rule.
+        on_epoch : callable, optional
+            Called as ``on_epoch(epoch, loss, score)`` after each epoch.
+
+        Returns
+        -------
+        n_epochs : int
+            Epochs run in this call.
+        converged : bool
+
+        Raises
+        ------
+        TrainingDivergedError
+            When the loss or the weights stop being finite. The trainer's
+            parameters are then the last finite ones.
+        KeyboardInterrupt
+            Re-raised after restoring the parameters of the last whole epoch.
+        """
+        n = X.shape[0]
+        batch_size = min(batch_size, n)
+        last_good = list(self.params)
+        epochs = 0
+        try:
+            for _ in range(max_iter):
+                order = None
+                if shuffle and batch_size < n:
+                    order = device.asarray(rng.permutation(n))
+                loss = self.epoch(X, y, batch_size, order)
+                score = None
+                to_read = [loss, _all_finite(self.params)]
+                if validation is not None:
+                    X_val, y_val = validation
+                    y_val_pred = kernels.predict(X_val, self.coefs, self.intercepts, self.activation)
+                    to_read.append(r2_score(y_val, y_val_pred))
+                values = read_scalars(*to_read)
+                loss_value, params_finite = values[0], values[1]
+                if not (math.isfinite(loss_value) and params_finite):
+                    self.params = last_good
+                    raise TrainingDivergedError(
+                        f"Training diverged at epoch {len(self.loss_curve) + 1}: the loss "
+                        f"became {loss_value}. The weights of the last finite epoch were "
+                        f"kept. Lower learning_rate_init (now {self.solver.learning_rate:g})"
+                        f" or standardise X and y."
+                    )
+                last_good = list(self.params)
+                epochs += 1
+                self.loss_curve.append(loss_value)
+                if validation is not None:
+                    score = values[2]
+                    self.validation_scores.append(score)
+                if verbose:
+                    print(f"Iteration {len(self.loss_curve)}, loss = {loss_value:.8f}")
+                if on_epoch is not None:
+                    on_epoch(len(self.loss_curve), loss_value, score)
+                if check_convergence and self._should_stop(tol, n_iter_no_change, score):
+                    what = "Validation score" if validation is not None else "Training loss"
+                    if verbose:
+                        print(f"{what} did not improve more than tol={tol:f} for "
+                              f"{n_iter_no_change} consecutive epochs. Stopping.")
+                    return epochs, True
+        except KeyboardInterrupt:
+            self.params = last_good
+            raise
+        if check_convergence:
+            warnings.warn(
+                f"Maximum iterations ({max_iter}) reached and the optimization hasn't "
+                f"converged yet. Raise max_iter or learning_rate_init.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return epochs, False
+
+    def _should_stop(self, tol, n_iter_no_change, score):
+        if score is not None:
+            improved = score >= self.best_validation_score + tol
+            if score > self.best_validation_score:
+                self.best_validation_score = score
+                self.best_params = list(self.params)
+        else:
+            loss = self.loss_curve[-1]
+            improved = loss <= self.best_loss - tol
+            self.best_loss = min(self.best_loss, loss)
+        self.no_improvement_count = 0 if improved else self.no_improvement_count + 1
+        return self.no_improvement_count >= n_iter_no_change
+
+
+def split_validation(n, fraction, rng):
+    """Host indices ``(train, validation)`` for early stopping."""
+    n_val = int(math.ceil(fraction * n)) if fraction else 0
+    if n_val < 2 or n - n_val < 1:
+        raise ValueError(
+            f"early_stopping needs at least 2 validation rows and 1 training row; "
+            f"with {n} samples and validation_fraction={fraction} there are {n_val}. "
+            f"Pass more data or a larger validation_fraction."
+        )
+    perm = rng.permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
