@@ -226,8 +226,17 @@ class Trainer:
         KeyboardInterrupt
             Re-raised after restoring the parameters of the last whole epoch.
         """
+        batch_size = min(batch_size, X.shape[0])
+        # Divergence is detected from the loss and reported once, clearly;
+        # NumPy's overflow warnings on the way there would only be noise.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._run(X, y, device, rng, batch_size, shuffle, max_iter, tol,
+                             n_iter_no_change, validation, verbose, check_convergence,
+                             on_epoch)
+
+    def _run(self, X, y, device, rng, batch_size, shuffle, max_iter, tol,
+             n_iter_no_change, validation, verbose, check_convergence, on_epoch):
         n = X.shape[0]
-        batch_size = min(batch_size, n)
         last_good = list(self.params)
         epochs = 0
         try:
