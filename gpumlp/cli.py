@@ -102,6 +102,65 @@ def _run_train(args):
     return 0
 
 
+def _add_validate(sub):
+    from .agreement import BACKENDS, TRAINING_CONFIGS
+
+    p = sub.add_parser(
+        "validate",
+        help="check that every backend gives the numbers NumPy float64 gives",
+        description=(
+            "Run every kernel and several training runs (full-batch, minibatch, "
+            "momentum, Adam; weights after 1, 10 and 100 epochs) from the same "
+            "initial weights and data on each backend and dtype, compare them with "
+            "NumPy in float64, and print max absolute error, normwise relative error, "
+            "max ULP distance, the tolerance and PASS/FAIL. Exits 1 on any FAIL."
+        ),
+    )
+    p.add_argument("--backends", default=None,
+                   help=f"comma-separated, of {', '.join(BACKENDS)} (default: all available)")
+    p.add_argument("--dtypes", default="float32,float64", help="default: float32,float64")
+    p.add_argument("--configs", default=None,
+                   help=f"training runs, of {', '.join(TRAINING_CONFIGS)} (default: all)")
+    p.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON")
+    p.set_defaults(run=_run_validate)
+
+
+def _run_validate(args):
+    from . import agreement
+
+    def names(text):
+        return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+    backends = names(args.backends)
+    if backends is None:
+        backends, unusable = agreement.available_backends()
+        for name, reason in unusable.items():
+            print(f"skipping backend {name}: {reason}")
+    else:
+        for name in backends:
+            try:
+                agreement.backend_device(name)
+            except agreement.BackendUnavailableError as exc:
+                raise ValueError(f"backend {name!r} is not available: {exc}") from None
+    dtypes = names(args.dtypes)
+    for dtype in dtypes:
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"--dtypes takes float32 and/or float64, got {dtype!r}")
+    configs = names(args.configs)
+    for config in configs or ():
+        if config not in agreement.TRAINING_CONFIGS:
+            raise ValueError(f"unknown --configs entry {config!r}; choose from "
+                             f"{', '.join(agreement.TRAINING_CONFIGS)}")
+    results = agreement.validate(backends, dtypes, configs)
+    print(agreement.format_table(results))
+    if args.json:
+        from .io import write_text_atomic
+
+        write_text_atomic(args.json, agreement.to_json(results))
+        print(f"wrote {args.json}")
+    return 0 if all(r.passed for r in results) else 1
+
+
 def build_parser():
     from . import __version__
 
@@ -112,6 +171,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"gpumlp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
+    _add_validate(sub)
     return parser
 
 
