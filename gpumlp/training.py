@@ -116,7 +116,7 @@ def r2_score(y, y_pred):
     # scikit-learn's conventions for a constant target: 1 if predicted
     # exactly, else 0.
     safe = xp.where(sst > 0, sst, xp.ones_like(sst))
-    per_output = xp.where(sst > 0, 1.0 - sse / safe, xp.where(sse == 0, 1.0, 0.0))
+    per_output = xp.where(sst > 0, 1.0 - sse / safe, xp.astype(sse == 0, sse.dtype))
     return xp.mean(per_output)
 
 
