@@ -117,6 +117,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         The loss of each epoch.
     best_loss_ : float or None
     validation_scores_ : list of float or None
+        R² on the validation set (early stopping or ``eval_set``) per epoch.
+    validation_loss_curve_ : list of float or None
+        The loss on the validation set per epoch.
     best_validation_score_ : float or None
     n_iter_ : int
         Epochs run so far (they add up over warm starts and ``partial_fit``).
@@ -193,7 +196,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self.dtype = dtype
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y):
+    def fit(self, X, y, *, eval_set=None, callback=None):
         """Train on ``X`` and ``y``.
 
         Parameters
@@ -201,6 +204,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         X : array-like, shape (n_samples, n_features)
             NumPy, CuPy or any array-API array, or a list.
         y : array-like, shape (n_samples,) or (n_samples, n_outputs)
+        eval_set : tuple (X_val, y_val), optional
+            A held-out set evaluated after every epoch; its loss is recorded in
+            ``validation_loss_curve_`` and its R² in ``validation_scores_``.
+            With ``early_stopping=True`` it replaces the internal split.
+        callback : callable, optional
+            Called after every epoch as ``callback(epoch, loss, validation_loss)``.
 
         Returns
         -------
@@ -212,13 +221,13 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             If the loss becomes NaN or infinite; ``coefs_`` then hold the
             last finite weights.
         """
-        return self._fit(X, y, incremental=False)
+        return self._fit(X, y, incremental=False, eval_set=eval_set, callback=callback)
 
     def partial_fit(self, X, y):
         """Run one epoch on ``X`` and ``y``, continuing from the current state."""
         return self._fit(X, y, incremental=True)
 
-    def _fit(self, X, y, incremental):
+    def _fit(self, X, y, incremental, eval_set=None, callback=None):
         hidden = check_params(self)
         continuing = (incremental or self.warm_start) and hasattr(self, "coefs_")
         X = check_X(X, type(self).__name__,
@@ -238,14 +247,25 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 yd = device.xp.reshape(yd, (-1, 1))
             layer_sizes = [Xd.shape[1], *hidden, yd.shape[1]]
             trainer = self._trainer_for(layer_sizes, device, dtype, continuing)
-            n = Xd.shape[0]
             validation = None
-            if self.early_stopping and not incremental:
-                train_rows, val_rows = split_validation(n, self.validation_fraction, self._rng)
+            if eval_set is not None:
+                X_val, y_val = eval_set
+                X_val = check_X(X_val, type(self).__name__, n_features=Xd.shape[1])
+                y_val = check_y(y_val, X_val.shape[0], type(self).__name__)
+                y_val = move(y_val, device, dtype)
+                validation = (move(X_val, device, dtype),
+                              device.xp.reshape(y_val, (y_val.shape[0], -1)))
+                if validation[1].shape[1] != yd.shape[1]:
+                    raise ValueError(f"eval_set's y has {validation[1].shape[1]} outputs; "
+                                     f"y has {yd.shape[1]}.")
+            elif self.early_stopping and not incremental:
+                train_rows, val_rows = split_validation(
+                    Xd.shape[0], self.validation_fraction, self._rng)
                 xp = device.xp
                 train_rows, val_rows = device.asarray(train_rows), device.asarray(val_rows)
                 validation = (xp.take(Xd, val_rows, axis=0), xp.take(yd, val_rows, axis=0))
                 Xd, yd = xp.take(Xd, train_rows, axis=0), xp.take(yd, train_rows, axis=0)
+            early_stopping = self.early_stopping and not incremental
             if self.solver == "gd":
                 batch_size = Xd.shape[0]
             elif self.batch_size == "auto":
@@ -257,14 +277,15 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                     Xd, yd, device=device, rng=self._rng, batch_size=batch_size,
                     shuffle=self.shuffle, max_iter=1 if incremental else self.max_iter,
                     tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-                    validation=validation, verbose=self.verbose,
-                    check_convergence=not incremental,
-                    on_epoch=getattr(self, "_on_epoch", None),
+                    validation=validation, stop_on_validation=early_stopping,
+                    verbose=self.verbose, check_convergence=not incremental,
+                    on_epoch=callback,
                 )
-                if validation is not None and trainer.best_params is not None:
+                if early_stopping and trainer.best_params is not None:
                     trainer.params = trainer.best_params
             finally:
-                self._store(trainer, device, input_device, y_was_1d, validation is not None)
+                self._store(trainer, device, input_device, y_was_1d, early_stopping,
+                            validation is not None)
         return self
 
     def _trainer_for(self, layer_sizes, device, dtype, continuing):
@@ -305,7 +326,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             alpha=float(self.alpha), n_layers=n_layers,
         )
 
-    def _store(self, trainer, device, input_device, y_was_1d, early_stopping):
+    def _store(self, trainer, device, input_device, y_was_1d, early_stopping, validated):
         """Copy the trained state back, once, into the kind of array given to fit."""
         self._trainer = trainer
         self.device_ = device
@@ -316,9 +337,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self.t_ = trainer.samples_seen
         self.best_loss_ = None if early_stopping else (
             min(trainer.loss_curve) if trainer.loss_curve else None)
-        self.validation_scores_ = list(trainer.validation_scores) if early_stopping else None
+        self.validation_scores_ = list(trainer.validation_scores) if validated else None
+        self.validation_loss_curve_ = list(trainer.validation_losses) if validated else None
         self.best_validation_score_ = (
-            max(trainer.validation_scores) if early_stopping and trainer.validation_scores
+            max(trainer.validation_scores) if validated and trainer.validation_scores
             else None)
         self.n_features_in_ = int(self.coefs_[0].shape[0])
         self.n_outputs_ = int(self.coefs_[-1].shape[1])

@@ -2,12 +2,18 @@
 
 Parameters are held as one flat list, ``coefs + intercepts``, on the device
 of the data. Within an epoch nothing is read back to the host: the epoch's
-loss (and, with early stopping, the validation score and a finiteness flag)
+loss, a finiteness flag and, when a validation set is given, its loss and R²
 is accumulated as 0-d device arrays and read back in a single transfer by
 :func:`read_scalars` once per epoch. The only other traffic is the upload of
 one epoch's row permutation when minibatches are shuffled; permutations are
 drawn on the host from a NumPy ``Generator`` so that every backend sees the
 same batch order.
+
+The stopping rule ("repeat until converged"): an epoch counts as an
+improvement when its loss is at least ``tol`` below the best loss so far (with
+early stopping: when the validation R² is at least ``tol`` above the best so
+far). Training stops after ``n_iter_no_change`` consecutive epochs without
+improvement, or after ``max_iter`` epochs with a ``ConvergenceWarning``.
 """
 
 from __future__ import annotations
@@ -145,6 +151,7 @@ class Trainer:
     n_layers: int
     params: list = field(default_factory=list)
     loss_curve: list = field(default_factory=list)
+    validation_losses: list = field(default_factory=list)
     validation_scores: list = field(default_factory=list)
     best_loss: float = math.inf
     best_validation_score: float = -math.inf
@@ -195,8 +202,8 @@ class Trainer:
         return total / float(n)
 
     def fit(self, X, y, *, device, rng, batch_size, shuffle, max_iter, tol,
-            n_iter_no_change, validation=None, verbose=False, check_convergence=True,
-            on_epoch=None):
+            n_iter_no_change, validation=None, stop_on_validation=False, verbose=False,
+            check_convergence=True, on_epoch=None):
         """Run up to ``max_iter`` epochs; stop early by the rule in the module docs.
 
         Parameters
@@ -206,16 +213,19 @@ class Trainer:
         rng : numpy.random.Generator
             Draws each epoch's row order (on the host).
         validation : tuple of arrays, optional
-            ``(X_val, y_val)`` for early stopping on the validation R².
+            ``(X_val, y_val)``, evaluated after every epoch: its loss goes to
+            ``validation_losses`` and its R² to ``validation_scores``.
+        stop_on_validation : bool
+            Apply the stopping rule to the validation R² instead of the
+            training loss (early stopping).
         check_convergence : bool
             False for ``partial_fit``: run the epochs, apply no stopping rule.
         on_epoch : callable, optional
-            Called as ``on_epoch(epoch, loss, score)`` after each epoch.
+            Called as ``on_epoch(epoch, loss, validation_loss)`` after each
+            epoch (``validation_loss`` is None without ``validation``).
 
         Returns
         -------
-        n_epochs : int
-            Epochs run in this call.
         converged : bool
 
         Raises
@@ -227,56 +237,52 @@ class Trainer:
             Re-raised after restoring the parameters of the last whole epoch.
         """
         batch_size = min(batch_size, X.shape[0])
-        # Divergence is detected from the loss and reported once, clearly;
-        # NumPy's overflow warnings on the way there would only be noise.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return self._run(X, y, device, rng, batch_size, shuffle, max_iter, tol,
-                             n_iter_no_change, validation, verbose, check_convergence,
-                             on_epoch)
-
-    def _run(self, X, y, device, rng, batch_size, shuffle, max_iter, tol,
-             n_iter_no_change, validation, verbose, check_convergence, on_epoch):
         n = X.shape[0]
         last_good = list(self.params)
-        epochs = 0
+        # Divergence is detected from the loss and reported once, clearly;
+        # NumPy's overflow warnings on the way there would only be noise.
+        errstate = np.errstate(over="ignore", invalid="ignore", divide="ignore")
         try:
-            for _ in range(max_iter):
-                order = None
-                if shuffle and batch_size < n:
-                    order = device.asarray(rng.permutation(n))
-                loss = self.epoch(X, y, batch_size, order)
-                score = None
-                to_read = [loss, _all_finite(self.params)]
-                if validation is not None:
-                    X_val, y_val = validation
-                    y_val_pred = kernels.predict(X_val, self.coefs, self.intercepts, self.activation)
-                    to_read.append(r2_score(y_val, y_val_pred))
-                values = read_scalars(*to_read)
-                loss_value, params_finite = values[0], values[1]
-                if not (math.isfinite(loss_value) and params_finite):
-                    self.params = last_good
-                    raise TrainingDivergedError(
-                        f"Training diverged at epoch {len(self.loss_curve) + 1}: the loss "
-                        f"became {loss_value}. The weights of the last finite epoch were "
-                        f"kept. Lower learning_rate_init (now {self.solver.learning_rate:g})"
-                        f" or standardise X and y."
-                    )
-                last_good = list(self.params)
-                epochs += 1
-                self.loss_curve.append(loss_value)
-                if validation is not None:
-                    score = values[2]
-                    self.validation_scores.append(score)
-                if verbose:
-                    print(f"Iteration {len(self.loss_curve)}, loss = {loss_value:.8f}")
-                if on_epoch is not None:
-                    on_epoch(len(self.loss_curve), loss_value, score)
-                if check_convergence and self._should_stop(tol, n_iter_no_change, score):
-                    what = "Validation score" if validation is not None else "Training loss"
+            with errstate:
+                for _ in range(max_iter):
+                    order = None
+                    if shuffle and batch_size < n:
+                        order = device.asarray(rng.permutation(n))
+                    to_read = [self.epoch(X, y, batch_size, order), _all_finite(self.params)]
+                    if validation is not None:
+                        X_val, y_val = validation
+                        y_val_pred = kernels.predict(X_val, self.coefs, self.intercepts,
+                                                     self.activation)
+                        to_read += [kernels.squared_error(y_val, y_val_pred),
+                                    r2_score(y_val, y_val_pred)]
+                    values = read_scalars(*to_read)
+                    loss, params_finite = values[0], values[1]
+                    if not (math.isfinite(loss) and params_finite):
+                        self.params = last_good
+                        raise TrainingDivergedError(
+                            f"Training diverged at epoch {len(self.loss_curve) + 1}: the "
+                            f"loss became {loss}. The weights of the last finite epoch were "
+                            f"kept. Lower learning_rate_init (now "
+                            f"{self.solver.learning_rate:g}) or standardise X and y."
+                        )
+                    last_good = list(self.params)
+                    self.loss_curve.append(loss)
+                    validation_loss = score = None
+                    if validation is not None:
+                        validation_loss, score = values[2], values[3]
+                        self.validation_losses.append(validation_loss)
+                        self.validation_scores.append(score)
                     if verbose:
-                        print(f"{what} did not improve more than tol={tol:f} for "
-                              f"{n_iter_no_change} consecutive epochs. Stopping.")
-                    return epochs, True
+                        print(f"Iteration {len(self.loss_curve)}, loss = {loss:.8f}")
+                    if on_epoch is not None:
+                        on_epoch(len(self.loss_curve), loss, validation_loss)
+                    if check_convergence and self._should_stop(
+                            tol, n_iter_no_change, score if stop_on_validation else None):
+                        if verbose:
+                            what = "Validation score" if stop_on_validation else "Training loss"
+                            print(f"{what} did not improve more than tol={tol:f} for "
+                                  f"{n_iter_no_change} consecutive epochs. Stopping.")
+                        return True
         except KeyboardInterrupt:
             self.params = last_good
             raise
@@ -287,7 +293,7 @@ class Trainer:
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        return epochs, False
+        return False
 
     def _should_stop(self, tol, n_iter_no_change, score):
         if score is not None:

@@ -200,9 +200,8 @@ def test_interrupt_keeps_the_last_whole_epoch(data):
         if epoch == 3:
             raise KeyboardInterrupt
 
-    model._on_epoch = stop_at_three
     with pytest.raises(KeyboardInterrupt):
-        model.fit(X, y)
+        model.fit(X, y, callback=stop_at_three)
     assert model.n_iter_ == 3 and all(np.all(np.isfinite(W)) for W in model.coefs_)
 
 
@@ -254,3 +253,18 @@ def test_bad_parameters_get_clear_errors(data, params, error, match):
 def test_bad_input_gets_clear_errors(X, y, match):
     with pytest.raises(ValueError, match=match):
         MLPRegressor(device="cpu").fit(X, y)
+
+
+def test_eval_set_records_a_validation_curve(data):
+    X, y = data
+    seen = []
+    model = MLPRegressor((8,), max_iter=6, tol=0, device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X[:90], y[:90], eval_set=(X[90:], y[90:]),
+                  callback=lambda *args: seen.append(args))
+    assert len(model.validation_loss_curve_) == 6 == len(seen)
+    final = np.mean((model.predict(X[90:]) - y[90:]) ** 2)
+    assert model.validation_loss_curve_[-1] == pytest.approx(final, rel=1e-12)
+    assert [s[2] for s in seen] == model.validation_loss_curve_
+    assert model.best_loss_ == min(model.loss_curve_)
