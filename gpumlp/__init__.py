@@ -6,6 +6,8 @@ device is asked for.
 
 from .devices import CUDAUnavailableError, Device, get_device
 from .estimator import MLPRegressor
+from .io import ModelFileError, load, save
+from .scaling import StandardizedRegressor
 from .training import TrainingDivergedError
 
 __version__ = "0.1.0"
@@ -14,7 +16,11 @@ __all__ = [
     "CUDAUnavailableError",
     "Device",
     "MLPRegressor",
+    "ModelFileError",
+    "StandardizedRegressor",
     "TrainingDivergedError",
     "__version__",
     "get_device",
+    "load",
+    "save",
 ]

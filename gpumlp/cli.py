@@ -1,13 +1,15 @@
-"""The ``gpumlp`` command line: a thin layer over the estimator.
+"""The ``gpumlp`` command line: a thin layer over the library.
 
 Each sub-command parses its arguments, calls the library, and turns the
-library's exceptions into one-line messages on stderr with exit status 2
-(bad input or environment) or 1 (training failed). Nothing here computes.
+library's exceptions into one-line messages on stderr: exit status 2 for bad
+input or environment, 1 for a training that failed or a validation that found
+a disagreement, 130 for Ctrl-C. Nothing here computes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -29,35 +31,94 @@ def _hidden(text):
 def _add_train(sub):
     p = sub.add_parser(
         "train",
-        help="train a network (by default on the embedded Friedman #1 data)",
+        help="train a network on a data file (default: embedded Friedman #1 data)",
         description=(
-            "Train the specified network: one sigmoid hidden layer, a linear output, "
-            "mean-squared-error loss and full-batch gradient descent. With no "
-            "arguments it trains on 2000 rows of Friedman #1 generated with seed 0, "
-            "standardised, and reports train/test MSE and R^2."
+            "Train the specified network (by default one sigmoid hidden layer, a linear "
+            "output, mean-squared-error loss and full-batch gradient descent) and report "
+            "train/test MSE and R^2 in the target's units. Without --data it trains on "
+            "2000 rows of Friedman #1 generated with --seed. X and y are standardised "
+            "with statistics of the training split, which are saved with the model."
+        ),
+        epilog=(
+            "Data files: CSV with a header row (target: --target, default the last column); "
+            ".npy, a 2-D array whose last column is the target; .npz with arrays X and y."
         ),
     )
+    p.add_argument("--data", metavar="FILE", help="a .csv, .npy or .npz file")
+    p.add_argument("--target", metavar="NAME", help="CSV target column (default: the last)")
     p.add_argument("--device", default=None,
                    help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
     p.add_argument("--hidden", type=_hidden, default=(32,), metavar="W1,W2,...",
                    help="hidden layer widths (default: 32)")
     p.add_argument("--activation", default="sigmoid",
                    choices=["sigmoid", "logistic", "tanh", "relu", "identity"])
-    p.add_argument("--solver", default="gd", choices=["gd", "sgd", "adam"])
+    p.add_argument("--solver", default="gd", choices=["gd", "sgd", "adam"],
+                   help="gd: full-batch gradient descent (default); sgd; adam")
     p.add_argument("--lr", type=float, default=0.1, help="learning rate (default: 0.1)")
     p.add_argument("--epochs", type=int, default=5000, help="maximum epochs (default: 5000)")
     p.add_argument("--tol", type=float, default=1e-6,
-                   help="stop when the loss improves by less than this for 10 epochs")
+                   help="stop when the loss improves by less than this for 10 epochs "
+                        "(default: 1e-6)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="minibatch size for sgd and adam (default: min(200, n))")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--test-size", type=float, default=0.2,
                    help="fraction of rows held out for testing (default: 0.2)")
+    p.add_argument("--no-standardize", action="store_true",
+                   help="train on X and y as they are")
     p.add_argument("--samples", type=int, default=2000,
-                   help="rows of the default dataset (default: 2000)")
-    p.add_argument("--quiet", action="store_true", help="print only the summary")
+                   help="rows of the embedded dataset, without --data (default: 2000)")
+    p.add_argument("--out", metavar="MODEL.npz", help="save the trained model here")
+    p.add_argument("--plot", metavar="LOSS.png",
+                   help="write a plot of the training and held-out loss (needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_train)
+
+
+class _Progress:
+    """A tqdm bar over epochs: loss, held-out loss, samples per second and ETA."""
+
+    def __init__(self, total, n_rows, enabled):
+        self.n_rows = n_rows
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, unit="epoch", file=sys.stderr, dynamic_ncols=True,
+                            desc="training")
+        self.start = time.perf_counter()
+
+    def __call__(self, epoch, loss, validation_loss):
+        if self.bar is None:
+            return
+        rate = epoch * self.n_rows / max(time.perf_counter() - self.start, 1e-9)
+        postfix = {"loss": f"{loss:.4g}"}
+        if validation_loss is not None:
+            postfix["held-out"] = f"{validation_loss:.4g}"
+        postfix["samples/s"] = f"{rate:.3g}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _load_training_data(args):
+    from .data import read_training_data
+    from .datasets import make_friedman1
+
+    if args.data is None:
+        if args.target is not None:
+            raise ValueError("--target needs --data: the embedded dataset's target is fixed.")
+        X, y = make_friedman1(args.samples, random_state=args.seed)
+        names = [f"x{j}" for j in range(X.shape[1])]
+        return X, y, names, "y", f"Friedman #1 (embedded, seed {args.seed})"
+    X, y, names, target = read_training_data(args.data, args.target)
+    return X, y, names, target, args.data
 
 
 def _run_train(args):
@@ -67,38 +128,149 @@ def _run_train(args):
 
     from . import MLPRegressor, get_device
     from ._sklearn_compat import ConvergenceWarning
-    from .datasets import make_friedman1, standardize, train_test_split
+    from .datasets import train_test_split
+    from .io import save
+    from .scaling import StandardizedRegressor
 
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("--plot needs matplotlib: pip install 'gpumlp[plot]'") from None
+    if args.test_size < 0 or args.test_size >= 1:
+        raise ValueError(f"--test-size must be in [0, 1), got {args.test_size}")
     device = get_device(args.device)
-    X, y = make_friedman1(args.samples, random_state=args.seed)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, args.test_size, args.seed)
-    X_train, X_test, _ = standardize(X_train, X_test)
-    y_mean, y_scale = float(y_train.mean()), float(y_train.std())
-    model = MLPRegressor(
+    X, y, names, target, source = _load_training_data(args)
+    if args.test_size > 0:
+        X_train, X_test, y_train, y_test = train_test_split(X, y, args.test_size, args.seed)
+    else:
+        X_train, X_test, y_train, y_test = X, None, y, None
+    net = MLPRegressor(
         args.hidden, args.activation, solver=args.solver, learning_rate_init=args.lr,
         max_iter=args.epochs, tol=args.tol, random_state=args.seed, device=device,
         dtype=args.dtype, batch_size=args.batch_size or "auto",
     )
-    print(f"device: {device}  data: Friedman #1, {X_train.shape[0]} train / "
-          f"{X_test.shape[0]} test rows, {X.shape[1]} features  dtype: {args.dtype}")
+    model = net if args.no_standardize else StandardizedRegressor(net)
+    print(f"device: {device}  data: {source}, {X_train.shape[0]} train / "
+          f"{0 if X_test is None else X_test.shape[0]} test rows, {X.shape[1]} features, "
+          f"target {target!r}  dtype: {args.dtype}")
+    progress = _Progress(args.epochs, X_train.shape[0],
+                         enabled=not args.quiet and sys.stderr.isatty())
+    eval_set = None if X_test is None else (X_test, y_test)
     start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        model.fit(X_train, (y_train - y_mean) / y_scale)
+    interrupted = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model.fit(X_train, y_train, eval_set=eval_set, callback=progress)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
     wall = time.perf_counter() - start
+    if interrupted:
+        print(f"interrupted after {net.n_iter_} epochs ({wall:.2f} s)", file=sys.stderr)
+        if args.out and getattr(net, "n_iter_", 0) > 0:
+            save(model, args.out, feature_names=names, target_names=[target],
+                 extra={"source": source, "interrupted": True})
+            print(f"saved the last complete epoch's model to {args.out}", file=sys.stderr)
+        return 130
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
 
     def report(name, X_part, y_part):
-        y_pred = np.asarray(model.predict(X_part), dtype=np.float64) * y_scale + y_mean
+        y_pred = np.asarray(model.predict(X_part), dtype=np.float64)
         mse = float(np.mean((y_part - y_pred) ** 2))
-        r2 = 1.0 - mse / float(np.var(y_part))
-        print(f"{name:5s} MSE {mse:10.4f}   R^2 {r2:7.4f}")
+        variance = float(np.var(y_part))
+        r2 = 1.0 - mse / variance if variance > 0 else float("nan")
+        print(f"{name:5s} MSE {mse:12.6g}   R^2 {r2:8.4f}")
 
     state = "converged" if converged else "stopped at --epochs"
-    print(f"epochs: {model.n_iter_} ({state})  final loss: {model.loss_curve_[-1]:.6g}")
+    print(f"epochs: {net.n_iter_} ({state})  final loss: {net.loss_curve_[-1]:.6g}")
     report("train", X_train, y_train)
-    report("test", X_test, y_test)
+    if X_test is not None:
+        report("test", X_test, y_test)
     print(f"wall time: {wall:.2f} s")
+    if args.out:
+        save(model, args.out, feature_names=names, target_names=[target],
+             extra={"source": source})
+        print(f"saved model to {args.out}")
+    if args.plot:
+        from .plotting import plot_loss
+
+        plot_loss(net.loss_curve_, net.validation_loss_curve_, args.plot)
+        print(f"wrote loss plot to {args.plot}")
+    return 0
+
+
+def _add_predict(sub):
+    p = sub.add_parser(
+        "predict",
+        help="predict with a saved model",
+        description=(
+            "Predict with a model saved by 'gpumlp train --out'. A CSV needs the model's "
+            "feature columns (any order; other columns, such as the target, are ignored); "
+            ".npy holds exactly the features; .npz holds them as X."
+        ),
+    )
+    p.add_argument("--model", required=True, metavar="MODEL.npz")
+    p.add_argument("--data", required=True, metavar="FILE")
+    p.add_argument("--out", metavar="PREDS.csv",
+                   help="write predictions here (.csv or .npy); default: print them")
+    p.add_argument("--device", default=None,
+                   help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
+    p.set_defaults(run=_run_predict)
+
+
+def _run_predict(args):
+    import numpy as np
+
+    from .data import read_features, write_predictions
+    from .io import load, read_metadata
+
+    metadata = read_metadata(args.model)
+    model = load(args.model)
+    net = getattr(model, "regressor_", model)
+    if args.device is not None:
+        net.set_params(device=args.device)
+    names = metadata.get("feature_names") or [
+        f"x{j}" for j in range(metadata["layer_sizes"][0])]
+    target = (metadata.get("target_names") or ["prediction"])[0]
+    X = read_features(args.data, names, target)
+    y_pred = np.asarray(model.predict(X))
+    if args.out:
+        write_predictions(args.out, y_pred, target)
+        print(f"wrote {y_pred.shape[0]} predictions to {args.out}")
+    else:
+        np.savetxt(sys.stdout, y_pred.reshape(y_pred.shape[0], -1), fmt="%.9g",
+                   header=target, comments="")
+    return 0
+
+
+def _add_devices(sub):
+    p = sub.add_parser("devices", help="list the devices gpumlp can use here",
+                       description="List the CPU and, when CuPy sees them, the CUDA GPUs "
+                                   "with their memory; otherwise say why CUDA is unusable.")
+    p.set_defaults(run=_run_devices)
+
+
+def _run_devices(args):
+    import numpy as np
+
+    from .devices import CUDAUnavailableError, _cupy, _cuda_device_count
+
+    print(f"cpu       NumPy {np.__version__}")
+    try:
+        count = _cuda_device_count()
+        cupy = _cupy()
+    except CUDAUnavailableError as exc:
+        print(f"cuda      not usable: {exc}")
+        return 0
+    print(f"cuda      CuPy {cupy.__version__}, {count} GPU(s)")
+    for index in range(count):
+        props = cupy.cuda.runtime.getDeviceProperties(index)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        memory = props["totalGlobalMem"] / 2**30
+        print(f"cuda:{index:<4d}  {name}, {memory:.1f} GiB")
     return 0
 
 
@@ -127,6 +299,7 @@ def _add_validate(sub):
 
 def _run_validate(args):
     from . import agreement
+    from .io import write_text_atomic
 
     def names(text):
         return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
@@ -154,8 +327,6 @@ def _run_validate(args):
     results = agreement.validate(backends, dtypes, configs)
     print(agreement.format_table(results))
     if args.json:
-        from .io import write_text_atomic
-
         write_text_atomic(args.json, agreement.to_json(results))
         print(f"wrote {args.json}")
     return 0 if all(r.passed for r in results) else 1
@@ -166,11 +337,14 @@ def build_parser():
 
     parser = argparse.ArgumentParser(
         prog="gpumlp",
-        description="Train and check an MLP regressor on the CPU (NumPy) or a CUDA GPU (CuPy).",
+        description="Train, use and check an MLP regressor on the CPU (NumPy) or a CUDA "
+                    "GPU (CuPy).",
     )
     parser.add_argument("--version", action="version", version=f"gpumlp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
+    _add_predict(sub)
+    _add_devices(sub)
     _add_validate(sub)
     return parser
 
@@ -187,10 +361,12 @@ def main(argv=None):
         return 2
     try:
         return args.run(args)
-    except (ValueError, TypeError, CUDAUnavailableError, OSError) as exc:
-        status = 1 if isinstance(exc, TrainingDivergedError) else 2
+    except TrainingDivergedError as exc:
         print(f"gpumlp {args.command}: error: {exc}", file=sys.stderr)
-        return status
+        return 1
+    except (ValueError, TypeError, CUDAUnavailableError, OSError, MemoryError) as exc:
+        print(f"gpumlp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"gpumlp {args.command}: interrupted", file=sys.stderr)
         return 130

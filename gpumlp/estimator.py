@@ -234,11 +234,25 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                     n_features=self.coefs_[0].shape[0] if continuing else None)
         y = check_y(y, X.shape[0], type(self).__name__)
         device = self._resolve_device(X)
-        input_device = device_of(X)
         dtype = resolve_dtype(self.dtype, X)
         if continuing and self.dtype is None:
             dtype = _dtype_name(self.coefs_[0])
 
+        try:
+            return self._fit_on(device, X, y, dtype, hidden, continuing, incremental,
+                                eval_set, callback)
+        except MemoryError as exc:
+            # CuPy's OutOfMemoryError is a MemoryError too.
+            raise MemoryError(
+                f"{device} ran out of memory while training on {X.shape[0]} rows "
+                f"({exc}). Use solver='sgd' or 'adam' with a smaller batch_size "
+                f"(on the command line: --solver adam --batch-size 1024), or train "
+                f"on fewer rows."
+            ) from exc
+
+    def _fit_on(self, device, X, y, dtype, hidden, continuing, incremental, eval_set,
+                callback):
+        input_device = device_of(X)
         with device.context():
             Xd = move(X, device, dtype)
             yd = move(y, device, dtype)

@@ -1,0 +1,107 @@
+"""``StandardizedRegressor``: standardise X and y around an MLPRegressor.
+
+Gradient descent on a sigmoid network wants inputs and targets of unit
+scale. This wrapper learns each column's mean and standard deviation from the
+training data, trains the regressor on the standardised data, and undoes the
+target's scaling in ``predict``. The scalers are fitted state, saved with the
+model, so predictions on raw data stay right wherever the model is loaded.
+"""
+
+from __future__ import annotations
+
+import array_api_compat as aac
+
+from ._sklearn_compat import BaseEstimator, NotFittedError, RegressorMixin
+from ._validation import check_X, check_y
+from .devices import device_of
+from .estimator import MLPRegressor, move
+
+__all__ = ["StandardizedRegressor"]
+
+
+def _mean_scale(x):
+    xp = aac.array_namespace(x)
+    mean = xp.mean(x, axis=0)
+    scale = xp.std(x, axis=0)
+    # A constant column keeps a scale of 1 rather than dividing by zero.
+    return mean, xp.where(scale > 0, scale, xp.ones_like(scale))
+
+
+class StandardizedRegressor(RegressorMixin, BaseEstimator):
+    """Fit ``regressor`` on standardised X and y; predict in the original units.
+
+    Parameters
+    ----------
+    regressor : MLPRegressor, optional
+        The model to train (default: ``MLPRegressor()``); it is used as is,
+        not copied.
+
+    Attributes
+    ----------
+    regressor_ : MLPRegressor
+    x_mean_, x_scale_ : arrays, shape (n_features,)
+    y_mean_, y_scale_ : arrays, shape (n_outputs,)
+    """
+
+    def __init__(self, regressor=None):
+        self.regressor = regressor
+
+    def fit(self, X, y, *, eval_set=None, callback=None):
+        """Learn the scalers from ``X`` and ``y``, then fit the regressor.
+
+        ``eval_set`` is scaled with the training statistics.
+        """
+        X = check_X(X, type(self).__name__)
+        y = check_y(y, X.shape[0], type(self).__name__)
+        xp = aac.array_namespace(X)
+        X = xp.astype(X, xp.float64) if not xp.isdtype(X.dtype, "real floating") else X
+        y = xp.astype(y, X.dtype)
+        y_2d = xp.reshape(y, (y.shape[0], -1))
+        self.x_mean_, self.x_scale_ = _mean_scale(X)
+        self.y_mean_, self.y_scale_ = _mean_scale(y_2d)
+        self.regressor_ = self.regressor if self.regressor is not None else MLPRegressor()
+        if eval_set is not None:
+            eval_set = (self._scale_X(eval_set[0]), self._scale_y(eval_set[1]))
+        self.regressor_.fit(self._scale_X(X), self._scale_y(y), eval_set=eval_set,
+                            callback=callback)
+        return self
+
+    def _scale_X(self, X):
+        X = check_X(X, type(self).__name__, n_features=self.x_mean_.shape[0])
+        place = device_of(X)
+        return (X - move(self.x_mean_, place)) / move(self.x_scale_, place)
+
+    def _scale_y(self, y):
+        y = check_y(y, y.shape[0], type(self).__name__)
+        xp = aac.array_namespace(y)
+        place = device_of(y)
+        mean, scale = move(self.y_mean_, place), move(self.y_scale_, place)
+        if y.ndim == 1:
+            mean, scale = xp.reshape(mean, ()), xp.reshape(scale, ())
+        return (y - mean) / scale
+
+    def predict(self, X):
+        """Predictions for raw ``X``, in the target's original units."""
+        if not hasattr(self, "regressor_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first.")
+        y_scaled = self.regressor_.predict(self._scale_X(X))
+        xp = aac.array_namespace(y_scaled)
+        place = device_of(y_scaled)
+        mean = xp.astype(move(self.y_mean_, place), y_scaled.dtype)
+        scale = xp.astype(move(self.y_scale_, place), y_scaled.dtype)
+        if y_scaled.ndim == 1:
+            mean, scale = xp.reshape(mean, ()), xp.reshape(scale, ())
+        return y_scaled * scale + mean
+
+    def score(self, X, y, sample_weight=None):
+        """R² of the predictions, in the original units."""
+        from .training import r2_score
+
+        y_pred = self.predict(X)
+        xp = aac.array_namespace(y_pred)
+        y = xp.astype(move(check_y(y, y_pred.shape[0]), device_of(y_pred)), y_pred.dtype)
+        if sample_weight is not None:
+            raise TypeError("StandardizedRegressor.score does not take sample_weight.")
+        return float(r2_score(xp.reshape(y, (y.shape[0], -1)),
+                              xp.reshape(y_pred, (y_pred.shape[0], -1))))

@@ -1,0 +1,165 @@
+"""Model files: round trips, portability across devices, refusal of bad files."""
+
+import json
+import os
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+import gpumlp
+from gpumlp import MLPRegressor, io
+from gpumlp.agreement import TOLERANCES
+from gpumlp.devices import to_numpy
+from gpumlp.io import ModelFileError
+from gpumlp.scaling import StandardizedRegressor
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-1, 1, (150, 3)) * [1.0, 10.0, 100.0]
+    y = X[:, 0] + np.sin(X[:, 1] / 5) + X[:, 2] / 50 + 300.0
+    return X, y
+
+
+def _fit(model, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit(X, y)
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "standardized"])
+def test_save_load_predict_round_trip(tmp_path, data, wrapped):
+    X, y = data
+    net = MLPRegressor((8, 4), "tanh", solver="adam", learning_rate_init=0.01, max_iter=50,
+                       random_state=0, device="cpu")
+    model = _fit(StandardizedRegressor(net) if wrapped else net, X, y)
+    path = tmp_path / "model.npz"
+    io.save(model, path, feature_names=["a", "b", "c"], target_names=["t"])
+    loaded = io.load(path)
+    assert type(loaded) is type(model)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    metadata = io.read_metadata(path)
+    assert metadata["layer_sizes"] == [3, 8, 4, 1] and metadata["activation"] == "tanh"
+    assert metadata["feature_names"] == ["a", "b", "c"]
+    assert metadata["format_version"] == io.FORMAT_VERSION
+
+
+def test_standardized_regressor_predicts_in_original_units(data):
+    X, y = data
+    model = _fit(StandardizedRegressor(MLPRegressor((16,), learning_rate_init=0.1,
+                                                    max_iter=2000, device="cpu")), X, y)
+    assert abs(float(np.mean(model.predict(X))) - 300.0) < 1.0
+    assert model.score(X, y) > 0.9
+    np.testing.assert_allclose(model.x_mean_, X.mean(axis=0))
+
+
+def test_model_trained_on_any_backend_loads_and_predicts_on_the_cpu(backend, tmp_path, data):
+    name, device = backend
+    X, y = data
+    with device.context():
+        Xd, yd = device.asarray(X, dtype=device.xp.float32), device.asarray(y, dtype=device.xp.float32)
+    model = _fit(StandardizedRegressor(MLPRegressor((8,), max_iter=30, random_state=0)), Xd, yd)
+    on_device = to_numpy(model.predict(Xd)).astype(np.float64)
+    io.save(model, tmp_path / "m.npz")
+    loaded = io.load(tmp_path / "m.npz")
+    loaded.regressor_.set_params(device="cpu")
+    on_cpu = loaded.predict(X.astype(np.float32)).astype(np.float64)
+    rel = np.linalg.norm(on_cpu - on_device) / np.linalg.norm(on_device)
+    assert rel <= TOLERANCES[("kernel", "float32")], (name, rel)
+
+
+class _Exploit:
+    """Unpickling this would create a file: proof that something was unpickled."""
+
+    marker = None
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_objects_are_refused_without_being_unpickled(tmp_path):
+    marker = tmp_path / "unpickled"
+    _Exploit.marker = str(marker)
+    path = tmp_path / "evil.npz"
+    metadata = json.dumps({"format": "gpumlp-model", "format_version": 1})
+    np.savez(path, metadata=np.array(metadata), coef_0=np.array([_Exploit()], dtype=object))
+    assert not marker.exists()
+    with pytest.raises(ModelFileError, match="pickled objects"):
+        io.load(path)
+    assert not marker.exists()
+    # The same file does unpickle when allowed, so the test would notice.
+    with np.load(path, allow_pickle=True) as archive:
+        archive["coef_0"]
+    assert marker.exists()
+
+
+def test_newer_format_version_is_refused(tmp_path, data):
+    X, y = data
+    path = tmp_path / "m.npz"
+    io.save(_fit(MLPRegressor((3,), max_iter=2, device="cpu"), X, y), path)
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    metadata = json.loads(str(arrays["metadata"]))
+    metadata["format_version"] = io.FORMAT_VERSION + 1
+    arrays["metadata"] = np.array(json.dumps(metadata))
+    np.savez(path, **arrays)
+    with pytest.raises(ModelFileError, match="newer than this gpumlp reads"):
+        io.load(path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "not-a-model", "missing-array"])
+def test_damaged_files_are_refused(tmp_path, data, damage):
+    X, y = data
+    path = tmp_path / "m.npz"
+    io.save(_fit(MLPRegressor((3,), max_iter=2, device="cpu"), X, y), path)
+    raw = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"this is not a zip file" * 10)
+    elif damage == "not-a-model":
+        np.savez(path, X=X)
+    else:
+        with np.load(path) as archive:
+            arrays = {k: archive[k] for k in archive.files if k != "coef_1"}
+        np.savez(path, **arrays)
+    with pytest.raises(ModelFileError, match="damaged|not a gpumlp model"):
+        io.load(path)
+
+
+def test_missing_model_file():
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        io.load("/nonexistent/model.npz")
+
+
+def test_a_failed_save_leaves_the_old_file_and_no_debris(tmp_path, data, monkeypatch):
+    X, y = data
+    path = tmp_path / "m.npz"
+    good = _fit(MLPRegressor((3,), max_iter=2, device="cpu"), X, y)
+    io.save(good, path)
+    before = path.read_bytes()
+
+    def crash(handle, **arrays):
+        handle.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        io.save(_fit(MLPRegressor((5,), max_iter=2, device="cpu"), X, y), path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
+def test_unfitted_model_cannot_be_saved(tmp_path):
+    with pytest.raises(ValueError, match="Only a fitted model"):
+        io.save(MLPRegressor(), tmp_path / "m.npz")
+    with pytest.raises(TypeError, match="MLPRegressor or StandardizedRegressor"):
+        io.save(pickle, tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_public_names():
+    assert gpumlp.save is io.save and gpumlp.load is io.load
