@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import kernels
+from . import fastpath, kernels
 from .devices import CUDAUnavailableError, Device, get_device, to_numpy
 from .initialization import glorot_uniform
 
@@ -166,21 +166,24 @@ def make_problem(n_samples=256, n_features=8, hidden=(16,), n_outputs=1, seed=0)
 def kernel_outputs(device: Device, dtype: str, problem=None, activation="sigmoid"):
     """Every kernel's result on ``device`` in ``dtype``, as a dict of arrays.
 
-    Keys: ``a1``.. (hidden activations), ``y_pred``, ``loss``, ``dW1``,
-    ``db1``, ..., and one step of each update rule: ``gd/W1``...,
-    ``momentum/W1``..., ``adam/W1``...
+    Keys: ``a1``.. (hidden activations), ``y_pred``, ``loss`` (with an L2
+    penalty, alpha = 0.1), ``dW1``, ``db1``, ..., one step of each update
+    rule: ``gd/W1``..., ``momentum/W1``..., ``adam/W1``..., and where the
+    backend has a fast path (:mod:`gpumlp.fastpath`), its results as
+    ``fast/loss``, ``fast/dW1``...
     """
     X, y, coefs, intercepts = problem if problem is not None else make_problem()
     xp = device.xp
     dt = getattr(xp, dtype)
     with device.context():
         Xd, yd = device.asarray(X, dtype=dt), device.asarray(y, dtype=dt)
+        n = X.shape[0]
         cs = [device.asarray(W, dtype=dt) for W in coefs]
         bs = [device.asarray(b, dtype=dt) for b in intercepts]
         acts = kernels.forward(Xd, cs, bs, activation)
         out = {f"a{i}": a for i, a in enumerate(acts[1:-1], start=1)}
         out["y_pred"] = acts[-1]
-        out["loss"] = kernels.squared_error(yd, acts[-1])
+        out["loss"] = kernels.squared_error(yd, acts[-1]) + kernels.l2_penalty(cs, 0.1, n)
         coef_grads, intercept_grads = kernels.backward(yd, acts, cs, activation, alpha=0.1)
         names = [f"W{i + 1}" for i in range(len(cs))] + [f"b{i + 1}" for i in range(len(bs))]
         grads = coef_grads + intercept_grads
@@ -194,6 +197,12 @@ def kernel_outputs(device: Device, dtype: str, problem=None, activation="sigmoid
         }
         for rule, new in stepped.items():
             out.update({f"{rule}/{k}": p for k, p in zip(names, new)})
+        fast = fastpath.select(Xd, len(cs), activation, 0.1)
+        if fast is not None:
+            loss, coef_grads, intercept_grads = fast(Xd, yd, cs, bs)
+            out["fast/loss"] = loss
+            out.update({f"fast/d{k}": g for k, g in
+                        zip(names, coef_grads + intercept_grads)})
     return out
 
 
@@ -243,6 +252,17 @@ def training_outputs(device: Device, dtype: str, config: str, problem=None,
     return out
 
 
+def oracle(problem, configs):
+    """NumPy float64 results of the generic path: kernels, and each training run."""
+    device = Device("cpu")
+    with fastpath.disabled():
+        kernels_ = {k: to_numpy(v) for k, v in kernel_outputs(device, "float64", problem).items()}
+        training = {c: {k: to_numpy(v) for k, v in
+                        training_outputs(device, "float64", c, problem).items()}
+                    for c in configs}
+    return kernels_, training
+
+
 # ----------------------------------------------------------------- report
 def validate(backends=None, dtypes=("float32", "float64"), configs=None, problem=None):
     """Train and compare on several backends against NumPy float64.
@@ -263,23 +283,19 @@ def validate(backends=None, dtypes=("float32", "float64"), configs=None, problem
         backends, _ = available_backends()
     configs = list(TRAINING_CONFIGS) if configs is None else configs
     problem = make_problem() if problem is None else problem
-    oracle_device = Device("cpu")
-    oracle_kernels = {k: to_numpy(v) for k, v in
-                      kernel_outputs(oracle_device, "float64", problem).items()}
-    oracle_training = {c: {k: to_numpy(v) for k, v in
-                           training_outputs(oracle_device, "float64", c, problem).items()}
-                       for c in configs}
+    oracle_kernels, oracle_training = oracle(problem, configs)
     results = []
     for backend in backends:
         device = backend_device(backend)
         for dtype in dtypes:
-            if backend == "numpy" and dtype == "float64":
-                continue  # the oracle itself
             got = kernel_outputs(device, dtype, problem)
             tol = TOLERANCES[("kernel", dtype)]
-            for name, ref in oracle_kernels.items():
-                results.append(compare(got[name], ref, backend=backend, dtype=dtype,
-                                       group="kernel", name=name, tol=tol))
+            for name, value in got.items():
+                # A fast path's gradients are compared with the generic ones.
+                ref = oracle_kernels[name.removeprefix("fast/")]
+                group = "fastpath" if name.startswith("fast/") else "kernel"
+                results.append(compare(value, ref, backend=backend, dtype=dtype,
+                                       group=group, name=name, tol=tol))
             tol = TOLERANCES[("training", dtype)]
             for config in configs:
                 got = training_outputs(device, dtype, config, problem)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import kernels
+from . import fastpath, kernels
 from ._sklearn_compat import ConvergenceWarning
 from .devices import to_numpy
 
@@ -158,6 +158,7 @@ class Trainer:
     best_params: list | None = None
     no_improvement_count: int = 0
     samples_seen: int = 0
+    use_fastpath: bool = True
 
     @property
     def coefs(self):
@@ -168,7 +169,16 @@ class Trainer:
         return self.params[self.n_layers :]
 
     def batch_loss_and_grads(self, X, y):
-        """Loss and gradients of one batch under the current parameters."""
+        """Loss and gradients of one batch under the current parameters.
+
+        Uses a backend's fast path when :func:`gpumlp.fastpath.select` offers
+        one, else the generic kernels.
+        """
+        fast = fastpath.select(X, self.n_layers, self.activation, self.alpha) \
+            if self.use_fastpath else None
+        if fast is not None:
+            loss, coef_grads, intercept_grads = fast(X, y, self.coefs, self.intercepts)
+            return loss, coef_grads + intercept_grads
         activations = kernels.forward(X, self.coefs, self.intercepts, self.activation)
         loss = kernels.squared_error(y, activations[-1])
         if self.alpha:

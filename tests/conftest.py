@@ -22,7 +22,6 @@ import pytest  # noqa: E402
 from gpumlp.agreement import (  # noqa: E402
     BACKENDS,
     BackendUnavailableError,
-    available_backends,
     backend_device,
 )
 
@@ -75,6 +74,13 @@ def backend(request):
         pytest.skip(f"backend {name} unavailable: {exc}")
 
 
-@pytest.fixture(scope="session")
-def usable_backends():
-    return available_backends()[0]
+@pytest.fixture
+def cupy_device(request):
+    """The CUDA device for CuPy-only tests; skips with the reason without one."""
+    selected = request.config._gpumlp_backends
+    if selected and "cupy" not in selected:
+        pytest.skip("the cupy backend was not selected")
+    try:
+        return backend_device("cupy")
+    except BackendUnavailableError as exc:
+        pytest.skip(f"backend cupy unavailable: {exc}")

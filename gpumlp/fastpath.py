@@ -1,0 +1,295 @@
+"""Backend-specific fast paths for one training step, behind one dispatch.
+
+The generic kernels (:mod:`gpumlp.kernels`) are the reference. For the common
+case of one hidden layer, :func:`select` may return a faster function with the
+same contract as the generic one::
+
+    loss, coef_grads, intercept_grads = step(X, y, coefs, intercepts)
+
+* **NumPy** (:func:`numpy_loss_and_grads`, sigmoid and tanh): rows are
+  processed in chunks whose hidden activations fit in the CPU's cache, with
+  every temporary preallocated and every elementwise operation in place
+  (``out=``), so the ``n x h`` activations never travel through main memory;
+  the bias rides in the product, and the sigmoid's affine form and
+  derivative constants are applied to the small gradient matrices, leaving
+  three elementwise passes over each chunk. On several cores, one block of
+  rows per core, each in its own thread with a one-thread BLAS.
+* **CuPy** (:func:`cupy_loss_and_grads`): the bias and the activation are
+  one fused elementwise kernel applied in place, the backward product with
+  the activation's derivative (for one output, the outer product too) is
+  another, and column sums are matrix-vector products, so each ``n x h``
+  array is written once and read as few times as the products need.
+
+Both compute the same mathematics as the generic path in another summation
+order; ``tests/test_agreement.py`` compares each against the generic path and
+the NumPy float64 oracle (which is computed by the generic path). Nothing
+here runs unless :func:`select` chooses it; ``GPUMLP_FASTPATH=0`` (read once,
+at import) or the :func:`disabled` context switches every fast path off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import array_api_compat as aac
+
+__all__ = ["cupy_loss_and_grads", "disabled", "numpy_loss_and_grads", "select"]
+
+ENABLED = os.environ.get("GPUMLP_FASTPATH", "1").strip() not in ("0", "false", "no")
+
+#: Activations the fast paths implement.
+_FAST_ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
+
+#: Bytes of hidden activations per chunk: small enough for a core's L2 cache.
+CHUNK_BYTES = 1 << 19
+
+#: Below this many rows per core, one thread does all the rows.
+MIN_ROWS_PER_THREAD = 4096
+
+
+@contextlib.contextmanager
+def disabled():
+    """Within this block, :func:`select` offers no fast path (the generic kernels run)."""
+    global ENABLED
+    saved, ENABLED = ENABLED, False
+    try:
+        yield
+    finally:
+        ENABLED = saved
+
+
+def select(X, n_layers, activation, alpha):
+    """The fast ``loss_and_grads`` for these arrays and network, or ``None``."""
+    if not ENABLED or n_layers != 2 or activation not in _FAST_ACTIVATIONS:
+        return None
+    if aac.is_numpy_array(X) and activation in _TANH_FORM:
+        return lambda X, y, coefs, intercepts: numpy_loss_and_grads(
+            X, y, coefs, intercepts, activation, alpha)
+    if aac.is_cupy_array(X):
+        return lambda X, y, coefs, intercepts: cupy_loss_and_grads(
+            X, y, coefs, intercepts, activation, alpha)
+    return None
+
+
+# ---------------------------------------------------------------- NumPy
+#: The NumPy path writes sigmoid and tanh through t = tanh(c z):
+#: a = alpha t + beta and da/dz = gamma (1 - t^2), with (c, alpha, beta, gamma).
+_TANH_FORM = {
+    "sigmoid": (0.5, 0.5, 0.5, 0.25),   # sigmoid(z) = tanh(z/2)/2 + 1/2
+    "logistic": (0.5, 0.5, 0.5, 0.25),
+    "tanh": (1.0, 1.0, 0.0, 1.0),
+}
+
+
+def _numpy_rows(X, y, W1a, W2, b2, form, start, stop, chunk_rows, scale):
+    """Sums over rows ``start:stop``: squared error and the gradient pieces.
+
+    Works with ``t = tanh(c z1)`` instead of ``a1`` (see ``_TANH_FORM``), so
+    that the affine map from ``t`` to ``a1`` and the derivative's constant
+    factor are applied to the small gradient matrices, not to every ``n x h``
+    element. ``W1a`` is ``c [W1; b1]``: the bias rides in the product on a
+    column of ones. Returns ``sse, G, u, s_r`` as used by
+    :func:`numpy_loss_and_grads`.
+    """
+    import numpy as np
+
+    _, alpha, beta, _ = form
+    f1, h = W1a.shape
+    k, dtype = y.shape[1], X.dtype
+    xa = np.empty((chunk_rows, f1), dtype)   # [X_chunk, 1]
+    xa[:, -1] = 1
+    xr = np.empty((chunk_rows, f1), dtype)   # [X_chunk, 1] * r, for one output
+    t = np.empty((chunk_rows, h), dtype)
+    q = np.empty((chunk_rows, h), dtype)     # 1 - t^2, then for k > 1 the delta
+    r = np.empty((chunk_rows, k), dtype)
+    W2_alpha = alpha * W2
+    offset = beta * W2.sum(axis=0) + b2      # a1 W2 + b2 = t (alpha W2) + offset
+    ones = np.ones(chunk_rows, dtype)        # column sums as matrix-vector products
+    W2T = np.ascontiguousarray(W2.T)
+    G = np.zeros((f1, h), dtype)
+    u = np.zeros((h, k), dtype)
+    s_r = np.zeros(k, dtype)
+    sse = dtype.type(0)
+    for first in range(start, stop, chunk_rows):
+        last = min(first + chunk_rows, stop)
+        m = last - first
+        xc, xrc, tc, qc, rc = xa[:m], xr[:m], t[:m], q[:m], r[:m]
+        xc[:, :-1] = X[first:last]
+        np.matmul(xc, W1a, out=tc)            # c z1
+        np.tanh(tc, out=tc)                   # t
+        np.matmul(tc, W2_alpha, out=rc)
+        rc += offset
+        rc -= y[first:last]                   # y_pred - y
+        sse += np.vdot(rc, rc)
+        rc *= scale                           # dL/dz2 for these rows
+        u += tc.T @ rc
+        s_r += ones[:m] @ rc
+        np.multiply(tc, tc, out=qc)
+        np.subtract(1, qc, out=qc)            # 1 - t^2
+        if k == 1:
+            # [X 1]^T ((r w^T) * q) = (([X 1] * r)^T q) * w^T: scale the
+            # narrow rows by r instead of forming the wide outer product.
+            np.multiply(xc, rc, out=xrc)
+            G += xrc.T @ qc
+        else:
+            qc *= rc @ W2T
+            G += xc.T @ qc
+    return sse, G, u, s_r
+
+
+_POOL = None
+_BLAS = None
+
+
+def _workers(n):
+    """How many threads to split ``n`` rows over (one per core, enough rows each)."""
+    return max(1, min(os.cpu_count() or 1, n // MIN_ROWS_PER_THREAD))
+
+
+def numpy_loss_and_grads(X, y, coefs, intercepts, activation, alpha, chunk_rows=None,
+                         workers=None):
+    """Loss and gradients of a one-hidden-layer sigmoid or tanh network, in chunks.
+
+    Same contract and mathematics as ``kernels.forward`` + ``squared_error`` +
+    ``l2_penalty`` + ``backward``; see :mod:`gpumlp.kernels` for the
+    conventions. Rows go through in cache-sized chunks with preallocated,
+    in-place temporaries. With ``t = tanh(c z1)``, ``a1 = alpha t + beta`` and
+    ``f'(z1) = gamma (1 - t^2)``, and ``r = (2/(n k)) (y_pred - y)``:
+
+    * ``dW2 = a1^T r = alpha t^T r + beta 1 (1^T r)``, and ``db2 = 1^T r``;
+    * ``[dW1; db1] = gamma [X 1]^T ((r W2^T) * (1 - t^2))``, which for one
+      output is computed as ``gamma (([X 1] * r)^T (1 - t^2)) * w^T``.
+
+    With several cores the rows are split into one contiguous block per core,
+    each worked by a thread with a one-thread BLAS (NumPy releases the GIL in
+    its loops), and the blocks' sums are added in a fixed order, so results
+    are deterministic.
+    """
+    import numpy as np
+
+    W1, W2 = coefs
+    b1, b2 = intercepts
+    n, k = y.shape
+    f, h = W1.shape
+    dtype = X.dtype
+    form = _TANH_FORM[activation]
+    c, a_scale, a_shift, gamma = form
+    if chunk_rows is None:
+        chunk_rows = max(64, CHUNK_BYTES // (h * dtype.itemsize))
+    chunk_rows = min(chunk_rows, n)
+    scale = dtype.type(2.0 / (n * k))
+    W1a = np.empty((f + 1, h), dtype)
+    W1a[:f] = W1
+    W1a[f] = b1
+    W1a *= dtype.type(c)
+    workers = _workers(n) if workers is None else workers
+    args = (X, y, W1a, W2, b2, form)
+    if workers == 1:
+        parts = [_numpy_rows(*args, 0, n, chunk_rows, scale)]
+    else:
+        global _POOL, _BLAS
+        if _POOL is None or _POOL._max_workers < workers:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from threadpoolctl import ThreadpoolController
+
+            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="gpumlp")
+            _BLAS = ThreadpoolController()
+        bounds = [n * i // workers for i in range(workers + 1)]
+        with _BLAS.limit(limits=1, user_api="blas"):
+            futures = [_POOL.submit(_numpy_rows, *args, bounds[i], bounds[i + 1],
+                                    chunk_rows, scale) for i in range(workers)]
+            parts = [future.result() for future in futures]
+    sse, G, u, s_r = parts[0]
+    for part in parts[1:]:
+        sse = sse + part[0]
+        G += part[1]
+        u += part[2]
+        s_r += part[3]
+    if k == 1:
+        G *= W2[:, 0]
+    G *= dtype.type(gamma)
+    dW1, db1 = G[:f], G[f]
+    dW2 = dtype.type(a_scale) * u + dtype.type(a_shift) * s_r
+    db2 = s_r
+    loss = sse / dtype.type(n * k)
+    if alpha:
+        loss = loss + dtype.type(0.5 * alpha / n) * (np.vdot(W1, W1) + np.vdot(W2, W2))
+        dW1 = dW1 + dtype.type(alpha / n) * W1
+        dW2 = dW2 + dtype.type(alpha / n) * W2
+    return np.asarray(loss, dtype=dtype), [dW1, dW2], [db1, db2]
+
+
+# ----------------------------------------------------------------- CuPy
+_CUPY_KERNELS = {}
+
+_ACTIVATION_C = {
+    "sigmoid": "(T)0.5 * tanh((T)0.5 * (z + b)) + (T)0.5",
+    "tanh": "tanh(z + b)",
+    "relu": "(z + b > (T)0 ? z + b : (T)0)",
+    "identity": "z + b",
+}
+
+_DERIVATIVE_C = {
+    "sigmoid": "a * ((T)1 - a)",
+    "tanh": "((T)1 - a * a)",
+    "relu": "(a > (T)0 ? (T)1 : (T)0)",
+    "identity": "(T)1",
+}
+
+
+def _cupy_kernels(activation):
+    """Compile (once per activation) the two fused elementwise kernels."""
+    name = "sigmoid" if activation == "logistic" else activation
+    if name not in _CUPY_KERNELS:
+        import cupy
+
+        # a1 = f(z1 + b1): the bias and the activation in one pass, in place.
+        activate = cupy.ElementwiseKernel(
+            "T z, T b", "T a", f"a = {_ACTIVATION_C[name]}", f"gpumlp_activate_{name}")
+        # delta1 = (delta2 W2^T) * f'(a1), given g = delta2 W2^T; for one
+        # output, g is the outer product r w^T, formed inside the kernel.
+        backward = cupy.ElementwiseKernel(
+            "T g, T w, T a", "T d", f"d = g * w * {_DERIVATIVE_C[name]}",
+            f"gpumlp_backward_{name}")
+        _CUPY_KERNELS[name] = (activate, backward)
+    return _CUPY_KERNELS[name]
+
+
+def cupy_loss_and_grads(X, y, coefs, intercepts, activation, alpha):
+    """Loss and gradients of a one-hidden-layer network with fused CuPy kernels.
+
+    Same contract and mathematics as the generic path; see
+    :mod:`gpumlp.kernels` for the conventions. Each ``n x h`` array is
+    written once and read as few times as the products need; nothing is
+    synchronised with the host.
+    """
+    import cupy
+
+    W1, W2 = coefs
+    b1, b2 = intercepts
+    activate, backward = _cupy_kernels(activation)
+    n, k = y.shape
+    one = y.dtype.type(1)
+    a = X @ W1
+    activate(a, b1, a)                                   # a1 = f(X W1 + b1), in place
+    r = a @ W2
+    r += b2
+    r -= y                                               # y_pred - y
+    sse = cupy.vdot(r, r)
+    r *= y.dtype.type(2.0 / (n * k))                    # dL/dz2
+    dW2 = a.T @ r
+    db2 = r.sum(axis=0)
+    if k == 1:
+        d = backward(r, W2[:, 0], a)                     # outer product, fused
+    else:
+        d = backward(r @ W2.T, one, a)
+    dW1 = X.T @ d
+    db1 = cupy.full(n, one, dtype=y.dtype) @ d           # column sums as one GEMV
+    loss = sse / y.dtype.type(n * k)
+    if alpha:
+        loss = loss + y.dtype.type(0.5 * alpha / n) * (cupy.vdot(W1, W1) + cupy.vdot(W2, W2))
+        dW1 = dW1 + y.dtype.type(alpha / n) * W1
+        dW2 = dW2 + y.dtype.type(alpha / n) * W2
+    return loss, [dW1, dW2], [db1, db2]

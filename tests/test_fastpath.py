@@ -1,0 +1,104 @@
+"""Each backend's fast path against the generic kernels, and the dispatch."""
+
+import numpy as np
+import pytest
+
+from gpumlp import MLPRegressor, fastpath, kernels
+from gpumlp.agreement import TOLERANCES
+from gpumlp.devices import Device, to_numpy
+from gpumlp.initialization import glorot_uniform
+
+
+def _generic(X, y, coefs, intercepts, activation, alpha):
+    acts = kernels.forward(X, coefs, intercepts, activation)
+    loss = kernels.squared_error(y, acts[-1]) + kernels.l2_penalty(coefs, alpha, X.shape[0])
+    coef_grads, intercept_grads = kernels.backward(y, acts, coefs, activation, alpha)
+    return loss, coef_grads, intercept_grads
+
+
+def _problem(n, k, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 6))
+    y = rng.standard_normal((n, k))
+    coefs, intercepts = glorot_uniform([6, 9, k], rng)
+    cast = lambda arrays: [a.astype(dtype) for a in arrays]  # noqa: E731
+    return X.astype(dtype), y.astype(dtype), cast(coefs), cast(intercepts)
+
+
+def _assert_close(fast, reference, dtype):
+    tol = TOLERANCES[("kernel", dtype)]
+    loss, coef_grads, intercept_grads = fast
+    ref_loss, ref_coef_grads, ref_intercept_grads = reference
+    assert abs(float(loss) - float(ref_loss)) <= tol * abs(float(ref_loss))
+    for got, want in zip(coef_grads + intercept_grads, ref_coef_grads + ref_intercept_grads):
+        got, want = to_numpy(got).astype(np.float64), to_numpy(want).astype(np.float64)
+        assert got.shape == want.shape
+        assert np.linalg.norm(got - want) <= tol * np.linalg.norm(want)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "logistic", "tanh"])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+@pytest.mark.parametrize("chunk_rows, workers", [(None, None), (7, 1), (64, 2), (1000, 3)])
+def test_numpy_fast_path_matches_generic(dtype, activation, k, alpha, chunk_rows, workers):
+    X, y, coefs, intercepts = _problem(301, k, dtype)
+    fast = fastpath.numpy_loss_and_grads(X, y, coefs, intercepts, activation, alpha,
+                                         chunk_rows=chunk_rows, workers=workers)
+    assert fast[0].dtype == np.dtype(dtype)
+    assert all(g.dtype == np.dtype(dtype) for g in fast[1] + fast[2])
+    reference = _generic(X.astype(np.float64), y.astype(np.float64),
+                         [c.astype(np.float64) for c in coefs],
+                         [b.astype(np.float64) for b in intercepts], activation, alpha)
+    _assert_close(fast, reference, dtype)
+
+
+def test_numpy_fast_path_is_deterministic():
+    X, y, coefs, intercepts = _problem(50_000, 1, "float32")
+    first = fastpath.numpy_loss_and_grads(X, y, coefs, intercepts, "sigmoid", 0.0, workers=2)
+    second = fastpath.numpy_loss_and_grads(X, y, coefs, intercepts, "sigmoid", 0.0, workers=2)
+    for a, b in zip([first[0], *first[1], *first[2]], [second[0], *second[1], *second[2]]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "identity"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_cupy_fast_path_matches_generic(cupy_device, dtype, activation, k):
+    device = cupy_device
+    X, y, coefs, intercepts = _problem(1001, k, dtype)
+    with device.context():
+        put = lambda arrays: [device.asarray(a) for a in arrays]  # noqa: E731
+        args = (device.asarray(X), device.asarray(y), put(coefs), put(intercepts))
+        fast = fastpath.cupy_loss_and_grads(*args, activation, 0.25)
+        reference = _generic(*args, activation, 0.25)
+    _assert_close(fast, reference, dtype)
+    oracle = _generic(X.astype(np.float64), y.astype(np.float64),
+                      [c.astype(np.float64) for c in coefs],
+                      [b.astype(np.float64) for b in intercepts], activation, 0.25)
+    _assert_close(fast, oracle, dtype)
+
+
+def test_dispatch():
+    X = np.zeros((4, 2))
+    assert fastpath.select(X, 2, "sigmoid", 0.0) is not None
+    assert fastpath.select(X, 3, "sigmoid", 0.0) is None       # two hidden layers
+    assert fastpath.select(X, 2, "relu", 0.0) is None          # not on NumPy
+    with fastpath.disabled():
+        assert fastpath.select(X, 2, "sigmoid", 0.0) is None
+    assert fastpath.select(X, 2, "sigmoid", 0.0) is not None
+    xp = pytest.importorskip("array_api_strict")
+    assert fastpath.select(xp.asarray(X), 2, "sigmoid", 0.0) is None
+
+
+def test_training_with_and_without_fast_path_agree():
+    X, y, _, _ = _problem(500, 1, "float64")
+
+    def fit():
+        model = MLPRegressor((9,), max_iter=50, tol=0, random_state=0, device=Device("cpu"))
+        with pytest.warns(Warning):
+            return model.fit(X, y[:, 0])
+
+    fast = fit()
+    with fastpath.disabled():
+        generic = fit()
+    for a, b in zip(fast.coefs_ + fast.intercepts_, generic.coefs_ + generic.intercepts_):
+        assert np.linalg.norm(a - b) <= TOLERANCES[("training", "float64")] * np.linalg.norm(b)
