@@ -166,6 +166,7 @@ def test_ctrl_c_stops_cleanly_and_saves_the_last_good_state(tmp_path):
     model = tmp_path / "model.npz"
     process = subprocess.Popen(
         [sys.executable, "-m", "gpumlp", "train", "--device", "cpu", "--epochs", "10000000",
+         "--samples", "400000", "--hidden", "64",
          "--tol", "0", "--out", str(model)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

@@ -1,0 +1,41 @@
+"""ci/gpu, exercised as far as a machine without a GPU allows."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "ci" / "gpu"
+
+
+def run(*args, **env):
+    environment = dict(os.environ, PYTHON=sys.executable, **env)
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
+                          env=environment, timeout=120)
+
+
+def test_help_says_how_to_prepare_the_wheels():
+    result = run("--help")
+    assert result.returncode == 0
+    assert "pip download --no-deps" in result.stdout and "TF32" in result.stdout
+
+
+def test_unknown_argument_is_refused():
+    result = run("--frobnicate")
+    assert result.returncode == 2
+    assert "unknown argument '--frobnicate'" in result.stderr
+
+
+def test_fails_clearly_without_cupy(tmp_path):
+    try:
+        import cupy  # noqa: F401
+
+        pytest.skip("CuPy is installed here")
+    except ImportError:
+        pass
+    result = run("--out", str(tmp_path))
+    assert result.returncode == 3
+    assert "no usable CUDA GPU through CuPy" in result.stderr
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing was written
