@@ -1,5 +1,7 @@
 """scikit-learn's own estimator checks, on the CPU."""
 
+import inspect
+
 import pytest
 
 sklearn_estimator_checks = pytest.importorskip(
@@ -16,9 +18,17 @@ DELIBERATE = {
     ),
 }
 
+_parametrize = sklearn_estimator_checks.parametrize_with_checks
+if "expected_failed_checks" in inspect.signature(_parametrize).parameters:
+    checks = _parametrize([MLPRegressor(device="cpu")],
+                          expected_failed_checks=lambda estimator: DELIBERATE)
+else:  # scikit-learn < 1.6
+    checks = _parametrize([MLPRegressor(device="cpu")])
 
-@sklearn_estimator_checks.parametrize_with_checks(
-    [MLPRegressor(device="cpu")], expected_failed_checks=lambda estimator: DELIBERATE
-)
+
+@checks
 def test_sklearn_compatible(estimator, check):
+    name = getattr(check, "func", check).__name__
+    if name in DELIBERATE:
+        pytest.xfail(DELIBERATE[name])
     check(estimator)
