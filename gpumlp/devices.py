@@ -265,6 +265,8 @@ def to_numpy(x) -> np.ndarray:
         return x
     if aac.is_cupy_array(x):
         return x.get()
+    if aac.is_torch_array(x):
+        return x.detach().cpu().numpy()
     try:
         return np.from_dlpack(x)
     except (TypeError, RuntimeError, BufferError, AttributeError, ValueError):

@@ -30,11 +30,13 @@ at import) or the :func:`disabled` context switches every fast path off.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import array_api_compat as aac
 
-__all__ = ["cupy_loss_and_grads", "disabled", "numpy_loss_and_grads", "select"]
+__all__ = ["cupy_fused_loss_and_grads", "cupy_loss_and_grads", "disabled",
+           "numpy_loss_and_grads", "select"]
 
 ENABLED = os.environ.get("GPUMLP_FASTPATH", "1").strip() not in ("0", "false", "no")
 
@@ -43,6 +45,10 @@ _FAST_ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
 
 #: Bytes of hidden activations per chunk: small enough for a core's L2 cache.
 CHUNK_BYTES = 1 << 19
+
+#: On CuPy, use the fused row kernels where they apply (one output, width up
+#: to ``MAX_FUSED_WIDTH``); else the fused elementwise kernels.
+CUPY_FUSED = True
 
 #: Below this many rows per core, one thread does all the rows.
 MIN_ROWS_PER_THREAD = 4096
@@ -67,7 +73,7 @@ def select(X, n_layers, activation, alpha):
         return lambda X, y, coefs, intercepts: numpy_loss_and_grads(
             X, y, coefs, intercepts, activation, alpha)
     if aac.is_cupy_array(X):
-        return lambda X, y, coefs, intercepts: cupy_loss_and_grads(
+        return lambda X, y, coefs, intercepts: _cupy_step(
             X, y, coefs, intercepts, activation, alpha)
     return None
 
@@ -293,3 +299,175 @@ def cupy_loss_and_grads(X, y, coefs, intercepts, activation, alpha):
         dW1 = dW1 + y.dtype.type(alpha / n) * W1
         dW2 = dW2 + y.dtype.type(alpha / n) * W2
     return loss, [dW1, dW2], [db1, db2]
+
+
+# ------------------------------------------------- CuPy, fused row kernels
+_ROW_ACTIVATION = {
+    "sigmoid": "(T)0.5 * tanh((T)0.5 * z) + (T)0.5",
+    "tanh": "tanh(z)",
+    "relu": "(z > (T)0 ? z : (T)0)",
+    "identity": "z",
+}
+
+_ROW_SOURCE = r"""
+typedef %(ctype)s T;
+#define H %(h)d
+#define PER ((H + 31) / 32)
+
+__device__ __forceinline__ T activate(T z) { return %(activation)s; }
+__device__ __forceinline__ T derivative(T a) { return %(derivative)s; }
+
+// One warp per row (grid-stride): a <- f(z + b1) in place, and the output
+// r = a . w + b2 - y of a one-output network, reduced across the warp.
+extern "C" __global__ void gpumlp_forward(
+        T* __restrict__ a, const T* __restrict__ b1, const T* __restrict__ w,
+        const T* __restrict__ b2, const T* __restrict__ y, T* __restrict__ r,
+        long long n) {
+    const int lane = threadIdx.x & 31;
+    long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
+    for (long long i = warp; i < n; i += warps) {
+        T* row = a + i * H;
+        T acc = 0;
+        for (int j = lane; j < H; j += 32) {
+            T v = activate(row[j] + b1[j]);
+            row[j] = v;
+            acc += v * w[j];
+        }
+        for (int offset = 16; offset > 0; offset >>= 1)
+            acc += __shfl_down_sync(0xffffffffu, acc, offset);
+        if (lane == 0) r[i] = acc + b2[0] - y[i];
+    }
+}
+
+// One warp per row (grid-stride): d = r w^T * f'(a), and per warp the
+// column sums of a * r (for dW2) and of d (for db1), written to
+// partial[warp][0 or 1][:] and added up afterwards in a fixed order.
+extern "C" __global__ void gpumlp_backward(
+        const T* __restrict__ a, const T* __restrict__ r, const T* __restrict__ w,
+        T* __restrict__ d, T* __restrict__ partial, long long n) {
+    const int lane = threadIdx.x & 31;
+    const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
+    T wl[PER], s_w2[PER], s_b1[PER];
+    #pragma unroll
+    for (int p = 0; p < PER; ++p) {
+        int j = lane + 32 * p;
+        wl[p] = j < H ? w[j] : (T)0;
+        s_w2[p] = 0;
+        s_b1[p] = 0;
+    }
+    for (long long i = warp; i < n; i += warps) {
+        const T ri = r[i];
+        const T* arow = a + i * H;
+        T* drow = d + i * H;
+        #pragma unroll
+        for (int p = 0; p < PER; ++p) {
+            int j = lane + 32 * p;
+            if (j < H) {
+                T av = arow[j];
+                T dv = ri * wl[p] * derivative(av);
+                drow[j] = dv;
+                s_w2[p] += av * ri;
+                s_b1[p] += dv;
+            }
+        }
+    }
+    #pragma unroll
+    for (int p = 0; p < PER; ++p) {
+        int j = lane + 32 * p;
+        if (j < H) {
+            partial[(warp * 2) * H + j] = s_w2[p];
+            partial[(warp * 2 + 1) * H + j] = s_b1[p];
+        }
+    }
+}
+"""
+
+_ROW_KERNELS = {}
+
+#: The fused row kernels keep ceil(h / 32) partial sums per thread in registers.
+MAX_FUSED_WIDTH = 1024
+
+
+def _row_kernels(activation, h, dtype):
+    """Compile (once per activation, width and dtype) the fused row kernels."""
+    import cupy
+
+    name = "sigmoid" if activation == "logistic" else activation
+    key = (name, h, dtype.str)
+    if key not in _ROW_KERNELS:
+        source = _ROW_SOURCE % {
+            "ctype": "float" if dtype == cupy.float32 else "double", "h": h,
+            "activation": _ROW_ACTIVATION[name],
+            "derivative": _DERIVATIVE_C[name],
+        }
+        module = cupy.RawModule(code=source, options=("-std=c++14",))
+        _ROW_KERNELS[key] = (module.get_function("gpumlp_forward"),
+                             module.get_function("gpumlp_backward"))
+    return _ROW_KERNELS[key]
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device_id):
+    import cupy
+
+    return cupy.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"]
+
+
+def _launch_shape(n):
+    import cupy
+
+    sms = _multiprocessors(cupy.cuda.runtime.getDevice())
+    threads = 256
+    forward_blocks = int(max(1, min((n * 32 + threads - 1) // threads, sms * 64)))
+    backward_blocks = int(sms * 16)
+    return threads, forward_blocks, backward_blocks
+
+
+def cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha):
+    """Like :func:`cupy_loss_and_grads` for one output, with two fused row kernels.
+
+    The forward kernel applies bias and activation in place and computes the
+    output and residual in the same pass over ``a1``; the backward kernel
+    writes ``delta1`` and, in the same pass, the column sums that give
+    ``dW2`` and ``db1``, reduced per warp and then across warps in a fixed
+    order (so results are deterministic). Only the two products with ``X``
+    remain as cuBLAS calls.
+    """
+    import cupy
+
+    W1, W2 = coefs
+    b1, b2 = intercepts
+    n, k = y.shape
+    h = W1.shape[1]
+    forward, backward = _row_kernels(activation, h, y.dtype)
+    threads, forward_blocks, backward_blocks = _launch_shape(n)
+    a = X @ W1
+    w = cupy.ascontiguousarray(W2[:, 0])
+    yc = cupy.ascontiguousarray(y[:, 0])
+    r = cupy.empty(n, dtype=y.dtype)
+    forward((forward_blocks,), (threads,), (a, b1, w, b2, yc, r, cupy.int64(n)))
+    sse = cupy.vdot(r, r)
+    r *= y.dtype.type(2.0 / n)                           # dL/dz2
+    d = cupy.empty_like(a)
+    partial = cupy.empty((backward_blocks * threads // 32, 2, h), dtype=y.dtype)
+    backward((backward_blocks,), (threads,), (a, r, w, d, partial, cupy.int64(n)))
+    sums = partial.sum(axis=0)
+    dW2 = sums[0][:, None]
+    db1 = sums[1]
+    db2 = r.sum(keepdims=True)
+    dW1 = X.T @ d
+    loss = sse / y.dtype.type(n)
+    if alpha:
+        loss = loss + y.dtype.type(0.5 * alpha / n) * (cupy.vdot(W1, W1) + cupy.vdot(W2, W2))
+        dW1 = dW1 + y.dtype.type(alpha / n) * W1
+        dW2 = dW2 + y.dtype.type(alpha / n) * W2
+    return loss, [dW1, dW2], [db1, db2]
+
+
+def _cupy_step(X, y, coefs, intercepts, activation, alpha):
+    """The CuPy fast path: fused row kernels where they apply, else fused elementwise."""
+    if CUPY_FUSED and y.shape[1] == 1 and coefs[0].shape[1] <= MAX_FUSED_WIDTH:
+        return cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha)
+    return cupy_loss_and_grads(X, y, coefs, intercepts, activation, alpha)

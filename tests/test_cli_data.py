@@ -58,8 +58,10 @@ def test_predict_reorders_csv_columns_and_ignores_the_target(tmp_path, csv_file)
                          names=["f4", "f2", "f0", "f1", "f3"], target="other")
     npy = tmp_path / "features.npy"
     np.save(npy, table[:, :5])
-    a = run("predict", "--model", str(model), "--data", str(shuffled), check=True).stdout
-    b = run("predict", "--model", str(model), "--data", str(npy), check=True).stdout
+    a = run("predict", "--model", str(model), "--data", str(shuffled), "--device", "cpu",
+            check=True).stdout
+    b = run("predict", "--model", str(model), "--data", str(npy), "--device", "cpu",
+            check=True).stdout
     assert a == b and len(a.splitlines()) == 301
 
 

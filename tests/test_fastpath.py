@@ -62,14 +62,21 @@ def test_numpy_fast_path_is_deterministic():
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "identity"])
 @pytest.mark.parametrize("k", [1, 3])
-def test_cupy_fast_path_matches_generic(cupy_device, dtype, activation, k):
+@pytest.mark.parametrize("variant", ["cupy_loss_and_grads", "cupy_fused_loss_and_grads"])
+@pytest.mark.parametrize("n", [1001, 40_000])
+def test_cupy_fast_path_matches_generic(cupy_device, dtype, activation, k, variant, n):
     device = cupy_device
-    X, y, coefs, intercepts = _problem(1001, k, dtype)
+    if variant == "cupy_fused_loss_and_grads" and k != 1:
+        pytest.skip("the fused row kernels serve one output")
+    X, y, coefs, intercepts = _problem(n, k, dtype)
     with device.context():
         put = lambda arrays: [device.asarray(a) for a in arrays]  # noqa: E731
         args = (device.asarray(X), device.asarray(y), put(coefs), put(intercepts))
-        fast = fastpath.cupy_loss_and_grads(*args, activation, 0.25)
+        fast = getattr(fastpath, variant)(*args, activation, 0.25)
+        again = getattr(fastpath, variant)(*args, activation, 0.25)
         reference = _generic(*args, activation, 0.25)
+    for first, second in zip([fast[0], *fast[1], *fast[2]], [again[0], *again[1], *again[2]]):
+        np.testing.assert_array_equal(to_numpy(first), to_numpy(second))  # deterministic
     _assert_close(fast, reference, dtype)
     oracle = _generic(X.astype(np.float64), y.astype(np.float64),
                       [c.astype(np.float64) for c in coefs],

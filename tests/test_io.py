@@ -31,7 +31,8 @@ def _fit(model, X, y):
 
 
 @pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "standardized"])
-def test_save_load_predict_round_trip(tmp_path, data, wrapped):
+def test_save_load_predict_round_trip(tmp_path, data, wrapped, monkeypatch):
+    monkeypatch.setenv("GPUMLP_DEVICE", "cpu")  # a loaded model's device is the default
     X, y = data
     net = MLPRegressor((8, 4), "tanh", solver="adam", learning_rate_init=0.01, max_iter=50,
                        random_state=0, device="cpu")
