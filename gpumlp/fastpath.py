@@ -19,6 +19,9 @@ same contract as the generic one::
   the activation's derivative (for one output, the outer product too) is
   another, and column sums are matrix-vector products, so each ``n x h``
   array is written once and read as few times as the products need.
+  For large one-output batches, :func:`cupy_fused_loss_and_grads` goes
+  further: two warp-per-row kernels also fold in the products with ``W2``
+  and the column sums, leaving only the two products with ``X`` to cuBLAS.
 
 Both compute the same mathematics as the generic path in another summation
 order; ``tests/test_agreement.py`` compares each against the generic path and
@@ -47,8 +50,10 @@ _FAST_ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
 CHUNK_BYTES = 1 << 19
 
 #: On CuPy, use the fused row kernels where they apply (one output, width up
-#: to ``MAX_FUSED_WIDTH``); else the fused elementwise kernels.
+#: to ``MAX_FUSED_WIDTH``, at least ``FUSED_MIN_ELEMENTS`` hidden activations);
+#: else the fused elementwise kernels.
 CUPY_FUSED = True
+FUSED_MIN_ELEMENTS = 1 << 26
 
 #: Below this many rows per core, one thread does all the rows.
 MIN_ROWS_PER_THREAD = 4096
@@ -467,7 +472,15 @@ def cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha):
 
 
 def _cupy_step(X, y, coefs, intercepts, activation, alpha):
-    """The CuPy fast path: fused row kernels where they apply, else fused elementwise."""
-    if CUPY_FUSED and y.shape[1] == 1 and coefs[0].shape[1] <= MAX_FUSED_WIDTH:
+    """The CuPy fast path: fused row kernels for large batches, else fused elementwise.
+
+    The threshold comes from measurements on an H200 (2026-11-26, see
+    ``scripts/PERF_NOTES.md``): the row kernels took 1.57 ms against 2.57 ms at
+    (1M, 32, 128), but 0.79 against 0.61 ms at (100k, 64, 256) and 0.38 against
+    0.29 ms at (10k, 16, 64), where their fixed per-warp partial sums dominate.
+    """
+    h = coefs[0].shape[1]
+    if (CUPY_FUSED and y.shape[1] == 1 and h <= MAX_FUSED_WIDTH
+            and X.shape[0] * h >= FUSED_MIN_ELEMENTS):
         return cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha)
     return cupy_loss_and_grads(X, y, coefs, intercepts, activation, alpha)

@@ -109,3 +109,22 @@ def test_training_with_and_without_fast_path_agree():
         generic = fit()
     for a, b in zip(fast.coefs_ + fast.intercepts_, generic.coefs_ + generic.intercepts_):
         assert np.linalg.norm(a - b) <= TOLERANCES[("training", "float64")] * np.linalg.norm(b)
+
+
+def test_cupy_dispatch_picks_the_row_kernels_only_for_large_one_output_batches(monkeypatch):
+    from types import SimpleNamespace
+
+    chosen = []
+    monkeypatch.setattr(fastpath, "cupy_fused_loss_and_grads", lambda *a: chosen.append("rows"))
+    monkeypatch.setattr(fastpath, "cupy_loss_and_grads", lambda *a: chosen.append("elementwise"))
+
+    def step(n, h, k):
+        X, y = SimpleNamespace(shape=(n, 8)), SimpleNamespace(shape=(n, k))
+        coefs = [SimpleNamespace(shape=(8, h)), SimpleNamespace(shape=(h, k))]
+        fastpath._cupy_step(X, y, coefs, [None, None], "sigmoid", 0.0)
+        return chosen.pop()
+
+    assert step(1_000_000, 128, 1) == "rows"
+    assert step(100_000, 256, 1) == "elementwise"
+    assert step(1_000_000, 128, 2) == "elementwise"
+    assert step(100_000, 2048, 1) == "elementwise"   # wider than the row kernels hold
