@@ -41,7 +41,11 @@ def _add_train(sub):
         ),
         epilog=(
             "Data files: CSV with a header row (target: --target, default the last column); "
-            ".npy, a 2-D array whose last column is the target; .npz with arrays X and y."
+            ".npy, a 2-D array whose last column is the target; .npz with arrays X and y. "
+            "A directory or glob of .npy/.npz files, a .zarr store or a .parquet dataset "
+            "trains on Dask (--cluster local:N, the default with N = cores, or "
+            "--scheduler ADDRESS), reading the data on the workers; the test rows are "
+            "then the last --test-size of the chunks."
         ),
     )
     p.add_argument("--data", metavar="FILE", help="a .csv, .npy or .npz file")
@@ -73,6 +77,12 @@ def _add_train(sub):
     p.add_argument("--plot", metavar="LOSS.png",
                    help="write a plot of the training and held-out loss (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--cluster", metavar="local:N",
+                   help="train on Dask: start a local cluster of N worker processes "
+                        "(local-cuda: one worker per GPU, needs dask-cuda)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="train on Dask: join the cluster at this scheduler address, "
+                        "e.g. tcp://host:8786")
     p.set_defaults(run=_run_train)
 
 
@@ -121,16 +131,15 @@ def _load_training_data(args):
     return X, y, names, target, args.data
 
 
+def _uses_dask(args):
+    from .distributed import is_dataset_path
+
+    return bool(args.cluster or args.scheduler or (args.data and is_dataset_path(args.data)))
+
+
 def _run_train(args):
-    import warnings
-
-    import numpy as np
-
-    from . import MLPRegressor, get_device
-    from ._sklearn_compat import ConvergenceWarning
+    from . import get_device
     from .datasets import train_test_split
-    from .io import save
-    from .scaling import StandardizedRegressor
 
     if args.plot:
         try:
@@ -139,15 +148,55 @@ def _run_train(args):
             raise ValueError("--plot needs matplotlib: pip install 'gpumlp[plot]'") from None
     if args.test_size < 0 or args.test_size >= 1:
         raise ValueError(f"--test-size must be in [0, 1), got {args.test_size}")
-    device = get_device(args.device)
-    X, y, names, target, source = _load_training_data(args)
-    if args.test_size > 0:
-        X_train, X_test, y_train, y_test = train_test_split(X, y, args.test_size, args.seed)
+    cluster = client = None
+    if _uses_dask(args):
+        from .distributed import connect, read_dataset, split_by_chunks
+
+        if args.data is None:
+            raise ValueError("--cluster and --scheduler need --data (a directory or glob "
+                             "of .npy/.npz files, a .zarr store or a .parquet dataset)")
+        client, cluster = connect(args.scheduler or args.cluster or "local")
+        device = "dask workers" + (f" ({args.scheduler})" if args.scheduler else
+                                   f" ({len(client.scheduler_info()['workers'])} local)")
+        X, y, names, target = read_dataset(args.data, args.target)
+        source = args.data
+        X_train, X_test, y_train, y_test = split_by_chunks(X, y, args.test_size)
+        if args.cluster and args.cluster.startswith("local-cuda"):
+            from .distributed import to_cupy_blocks
+
+            X_train, y_train = to_cupy_blocks(X_train), to_cupy_blocks(y_train)
     else:
-        X_train, X_test, y_train, y_test = X, None, y, None
+        device = get_device(args.device)
+        X, y, names, target, source = _load_training_data(args)
+        if args.test_size > 0:
+            X_train, X_test, y_train, y_test = train_test_split(X, y, args.test_size, args.seed)
+        else:
+            X_train, X_test, y_train, y_test = X, None, y, None
+    try:
+        return _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
+                                 names, target, source)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test, names,
+                      target, source):
+    import warnings
+
+    import numpy as np
+
+    from . import MLPRegressor
+    from ._sklearn_compat import ConvergenceWarning
+    from .io import save
+    from .scaling import StandardizedRegressor
+
     net = MLPRegressor(
         args.hidden, args.activation, solver=args.solver, learning_rate_init=args.lr,
-        max_iter=args.epochs, tol=args.tol, random_state=args.seed, device=device,
+        max_iter=args.epochs, tol=args.tol, random_state=args.seed,
+        device=None if client is not None else device,
         dtype=args.dtype, batch_size=args.batch_size or "auto",
     )
     model = net if args.no_standardize else StandardizedRegressor(net)
@@ -156,13 +205,14 @@ def _run_train(args):
           f"target {target!r}  dtype: {args.dtype}")
     progress = _Progress(args.epochs, X_train.shape[0],
                          enabled=not args.quiet and sys.stderr.isatty())
-    eval_set = None if X_test is None else (X_test, y_test)
+    eval_set = None if X_test is None or client is not None else (X_test, y_test)
+    extra = {} if client is None else {"client": client}
     start = time.perf_counter()
     interrupted = False
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            model.fit(X_train, y_train, eval_set=eval_set, callback=progress)
+            model.fit(X_train, y_train, eval_set=eval_set, callback=progress, **extra)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -178,9 +228,16 @@ def _run_train(args):
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
 
     def report(name, X_part, y_part):
-        y_pred = np.asarray(model.predict(X_part), dtype=np.float64)
-        mse = float(np.mean((y_part - y_pred) ** 2))
-        variance = float(np.var(y_part))
+        y_pred = model.predict(X_part)
+        if client is not None:  # dask: two numbers computed on the workers
+            import dask
+
+            mse, variance = (float(v) for v in dask.compute(
+                ((y_part - y_pred) ** 2).mean(), y_part.var()))
+        else:
+            y_pred = np.asarray(y_pred, dtype=np.float64)
+            mse = float(np.mean((y_part - y_pred) ** 2))
+            variance = float(np.var(y_part))
         r2 = 1.0 - mse / variance if variance > 0 else float("nan")
         print(f"{name:5s} MSE {mse:12.6g}   R^2 {r2:8.4f}")
 

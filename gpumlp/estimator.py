@@ -196,7 +196,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self.dtype = dtype
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y, *, eval_set=None, callback=None):
+    def fit(self, X, y, *, eval_set=None, callback=None, client=None):
         """Train on ``X`` and ``y``.
 
         Parameters
@@ -210,6 +210,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             With ``early_stopping=True`` it replaces the internal split.
         callback : callable, optional
             Called after every epoch as ``callback(epoch, loss, validation_loss)``.
+        client : distributed.Client, optional
+            For dask arrays: the cluster to train on (default: the current
+            client). See :mod:`gpumlp.distributed`.
 
         Returns
         -------
@@ -221,14 +224,22 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             If the loss becomes NaN or infinite; ``coefs_`` then hold the
             last finite weights.
         """
-        return self._fit(X, y, incremental=False, eval_set=eval_set, callback=callback)
+        return self._fit(X, y, incremental=False, eval_set=eval_set, callback=callback,
+                         client=client)
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, *, client=None):
         """Run one epoch on ``X`` and ``y``, continuing from the current state."""
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, client=client)
 
-    def _fit(self, X, y, incremental, eval_set=None, callback=None):
+    def _fit(self, X, y, incremental, eval_set=None, callback=None, client=None):
         hidden = check_params(self)
+        if aac.is_dask_array(X):
+            if eval_set is not None:
+                raise ValueError("eval_set is not supported with dask arrays yet.")
+            from . import distributed
+
+            return distributed.fit(self, X, y, client=client, incremental=incremental,
+                                   callback=callback, hidden=hidden)
         continuing = (incremental or self.warm_start) and hasattr(self, "coefs_")
         X = check_X(X, type(self).__name__,
                     n_features=self.coefs_[0].shape[0] if continuing else None)
@@ -388,9 +399,14 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         -------
         y_pred : array, shape (n_samples,) or (n_samples, n_outputs)
             1-D when ``fit`` was given a 1-D ``y``; in the kind of array
-            ``X`` is (NumPy for NumPy or lists).
+            ``X`` is (NumPy for NumPy or lists; a dask array, computed
+            lazily block by block, for a dask array).
         """
         self._check_fitted()
+        if aac.is_dask_array(X):
+            from . import distributed
+
+            return distributed.predict(self, X)
         X = check_X(X, type(self).__name__, n_features=self.coefs_[0].shape[0])
         device = self._resolve_device(X)
         dtype = _dtype_name(self.coefs_[0])

@@ -136,7 +136,7 @@ def l2_penalty(coefs, alpha, n_samples):
     return (0.5 * alpha / n_samples) * total
 
 
-def backward(y, activations, coefs, activation="sigmoid", alpha=0.0):
+def backward(y, activations, coefs, activation="sigmoid", alpha=0.0, n_total=None):
     """Gradients of the loss (plus L2 penalty) with respect to every parameter.
 
     Parameters
@@ -149,6 +149,11 @@ def backward(y, activations, coefs, activation="sigmoid", alpha=0.0):
         The hidden layers' activation.
     alpha : float
         L2 penalty strength.
+    n_total : int, optional
+        When these rows are one chunk of a larger batch of ``n_total`` rows:
+        the gradients are then this chunk's share of the batch's gradient,
+        so that summing them over the chunks gives the batch's gradient.
+        By default the rows are the whole batch.
 
     Returns
     -------
@@ -157,6 +162,7 @@ def backward(y, activations, coefs, activation="sigmoid", alpha=0.0):
     """
     xp = array_namespace(y, *activations)
     n, k = y.shape
+    n = n if n_total is None else n_total
     # The output layer is linear and the loss is the mean squared error, so
     # dL/dz_out = dL/dy_pred = (2/(n k)) (y_pred - y): the factor 2 from the
     # square, the 1/(n k) from the mean.

@@ -10,6 +10,7 @@ model, so predictions on raw data stay right wherever the model is loaded.
 from __future__ import annotations
 
 import array_api_compat as aac
+import numpy as np
 
 from ._sklearn_compat import BaseEstimator, NotFittedError, RegressorMixin
 from ._validation import check_X, check_y
@@ -23,6 +24,12 @@ def _mean_scale(x):
     xp = aac.array_namespace(x)
     mean = xp.mean(x, axis=0)
     scale = xp.std(x, axis=0)
+    if aac.is_dask_array(x):
+        # Two small vectors, computed on the workers in one pass.
+        import dask
+
+        mean, scale = (np.asarray(v) for v in dask.compute(mean, scale))
+        xp = aac.array_namespace(mean)
     # A constant column keeps a scale of 1 rather than dividing by zero.
     return mean, xp.where(scale > 0, scale, xp.ones_like(scale))
 
@@ -46,13 +53,16 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
     def __init__(self, regressor=None):
         self.regressor = regressor
 
-    def fit(self, X, y, *, eval_set=None, callback=None):
+    def fit(self, X, y, *, eval_set=None, callback=None, client=None):
         """Learn the scalers from ``X`` and ``y``, then fit the regressor.
 
-        ``eval_set`` is scaled with the training statistics.
+        ``eval_set`` is scaled with the training statistics. Dask arrays are
+        scaled lazily, with statistics computed on the workers, and trained
+        on ``client`` (see :mod:`gpumlp.distributed`).
         """
-        X = check_X(X, type(self).__name__)
-        y = check_y(y, X.shape[0], type(self).__name__)
+        if not aac.is_dask_array(X):
+            X = check_X(X, type(self).__name__)
+            y = check_y(y, X.shape[0], type(self).__name__)
         xp = aac.array_namespace(X)
         X = xp.astype(X, xp.float64) if not xp.isdtype(X.dtype, "real floating") else X
         y = xp.astype(y, X.dtype)
@@ -62,16 +72,22 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         self.regressor_ = self.regressor if self.regressor is not None else MLPRegressor()
         if eval_set is not None:
             eval_set = (self._scale_X(eval_set[0]), self._scale_y(eval_set[1]))
+        extra = {} if client is None else {"client": client}
         self.regressor_.fit(self._scale_X(X), self._scale_y(y), eval_set=eval_set,
-                            callback=callback)
+                            callback=callback, **extra)
         return self
 
     def _scale_X(self, X):
+        if aac.is_dask_array(X):
+            return (X - np.asarray(self.x_mean_)) / np.asarray(self.x_scale_)
         X = check_X(X, type(self).__name__, n_features=self.x_mean_.shape[0])
         place = device_of(X)
         return (X - move(self.x_mean_, place)) / move(self.x_scale_, place)
 
     def _scale_y(self, y):
+        if aac.is_dask_array(y):
+            mean, scale = np.asarray(self.y_mean_), np.asarray(self.y_scale_)
+            return (y - mean) / scale if y.ndim == 2 else (y - mean[0]) / scale[0]
         y = check_y(y, y.shape[0], type(self).__name__)
         xp = aac.array_namespace(y)
         place = device_of(y)
@@ -86,6 +102,11 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first.")
         y_scaled = self.regressor_.predict(self._scale_X(X))
+        if aac.is_dask_array(y_scaled):
+            mean, scale = np.asarray(self.y_mean_), np.asarray(self.y_scale_)
+            if y_scaled.ndim == 1:
+                mean, scale = mean[0], scale[0]
+            return y_scaled * scale + mean
         xp = aac.array_namespace(y_scaled)
         place = device_of(y_scaled)
         mean = xp.astype(move(self.y_mean_, place), y_scaled.dtype)

@@ -188,6 +188,16 @@ class Trainer:
         )
         return loss, coef_grads + intercept_grads
 
+    def draw_order(self, rng, n, batch_size, shuffle, device):
+        """This epoch's row order on ``device``, or ``None`` to keep rows in place.
+
+        A single full batch is never shuffled: a permutation would change
+        nothing but the summation order.
+        """
+        if shuffle and batch_size < n:
+            return device.asarray(rng.permutation(n))
+        return None
+
     def epoch(self, X, y, batch_size, order):
         """One pass over ``X``; returns the epoch's mean loss as a 0-d array.
 
@@ -244,7 +254,8 @@ class Trainer:
             When the loss or the weights stop being finite. The trainer's
             parameters are then the last finite ones.
         KeyboardInterrupt
-            Re-raised after restoring the parameters of the last whole epoch.
+            Re-raised, as is any other exception, after restoring the
+            parameters of the last whole epoch.
         """
         batch_size = min(batch_size, X.shape[0])
         n = X.shape[0]
@@ -255,9 +266,7 @@ class Trainer:
         try:
             with errstate:
                 for _ in range(max_iter):
-                    order = None
-                    if shuffle and batch_size < n:
-                        order = device.asarray(rng.permutation(n))
+                    order = self.draw_order(rng, n, batch_size, shuffle, device)
                     to_read = [self.epoch(X, y, batch_size, order), _all_finite(self.params)]
                     if validation is not None:
                         X_val, y_val = validation
@@ -293,7 +302,9 @@ class Trainer:
                             print(f"{what} did not improve more than tol={tol:f} for "
                                   f"{n_iter_no_change} consecutive epochs. Stopping.")
                         return True
-        except KeyboardInterrupt:
+        except BaseException:
+            # Ctrl-C, or a failure part-way through an epoch: keep the last
+            # complete epoch's weights.
             self.params = last_good
             raise
         if check_convergence:

@@ -1,0 +1,435 @@
+"""Training on Dask: data-parallel gradient descent over row chunks.
+
+Each chunk of rows stays on the worker that holds it and goes through the
+same array-API kernels as in-process training, in the chunk's own namespace
+(NumPy, or CuPy on GPU workers). A chunk returns its *share* of the batch's
+gradient (``kernels.backward(..., n_total=rows in the batch)``) and its sum of
+squared errors; Dask adds those up as a tree, and the driver applies the L2
+penalty and the solver's update (the same solver objects as in-process) to
+the small host-side weights, which are sent to the workers each step.
+
+Full-batch gradient descent therefore takes the same steps as in-process
+training, up to the summation order. Minibatches are whole chunks: an epoch
+visits every chunk once, in an order drawn from the estimator's seed, and
+groups consecutive chunks until a batch holds at least ``batch_size`` rows;
+each batch's gradient is divided by the rows it actually holds.
+
+Dask is optional (the ``dask`` extra); this module imports it only when a
+dask array reaches the estimator or a reader below is called.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import zipfile
+
+import numpy as np
+
+from . import kernels
+from .devices import Device, device_of, to_numpy
+from .training import Trainer
+
+__all__ = ["DaskData", "DaskTrainer", "connect", "predict", "read_dataset",
+           "split_by_chunks", "to_cupy_blocks"]
+
+
+def _require_dask():
+    try:
+        import dask.array  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "Training on dask arrays needs Dask: pip install 'gpumlp[dask]'"
+        ) from None
+
+
+# ------------------------------------------------------------ worker side
+def _chunk_sums(X, y, params, n_layers, activation, n_total, dtype):
+    """On a worker: sum of squared errors and this chunk's gradient share."""
+    from array_api_compat import array_namespace
+
+    place = device_of(X)
+    xp = array_namespace(X)
+    X = xp.astype(X, getattr(xp, dtype))
+    y = xp.astype(y, getattr(xp, dtype))
+    if y.ndim == 1:
+        y = xp.reshape(y, (-1, 1))
+    params = params if place.is_numpy else [place.asarray(p) for p in params]
+    coefs, intercepts = params[:n_layers], params[n_layers:]
+    activations = kernels.forward(X, coefs, intercepts, activation)
+    diff = activations[-1] - y
+    sse = xp.sum(diff * diff)
+    coef_grads, intercept_grads = kernels.backward(
+        y, activations, coefs, activation, 0.0, n_total=n_total)
+    return [to_numpy(sse), *(to_numpy(g) for g in coef_grads + intercept_grads)]
+
+
+def _add(a, b):
+    return [x + y for x, y in zip(a, b)]
+
+
+def _finite_and_rows(X, y):
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(X)
+    ok = bool(xp.all(xp.isfinite(X))) if xp.isdtype(X.dtype, "real floating") else True
+    yp = array_namespace(y)
+    ok_y = bool(yp.all(yp.isfinite(y))) if yp.isdtype(y.dtype, "real floating") else True
+    return ok, ok_y, int(X.shape[0])
+
+
+# ------------------------------------------------------------ driver side
+class DaskData:
+    """The row chunks of X and y, computed once and held on the workers.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    X : dask array, shape (n, f), chunked by rows
+    y : dask array, shape (n,) or (n, k), or a NumPy array
+    """
+
+    def __init__(self, client, X, y):
+        import dask.array as da
+
+        if X.ndim != 2:
+            raise ValueError(f"Expected a 2-D dask array X, got {X.ndim}-D.")
+        if len(X.chunks[1]) != 1:
+            X = X.rechunk({1: -1})  # whole rows per chunk
+        if math.isnan(X.shape[0]):
+            raise ValueError("X has unknown chunk lengths; compute them first "
+                             "(for dask dataframes: to_dask_array(lengths=True)).")
+        if y is None:
+            raise ValueError("MLPRegressor requires y to be passed, but the target y is None.")
+        if np.ndim(y) not in (1, 2) or np.shape(y)[0] != X.shape[0]:
+            raise ValueError(
+                f"Found input variables with inconsistent numbers of samples: "
+                f"[{X.shape[0]}, {np.shape(y)[0] if np.ndim(y) else 0}]. X and y need one "
+                f"row per sample.")
+        if not hasattr(y, "dask"):
+            y = da.from_array(np.asarray(y), chunks=(X.chunks[0],) + ((-1,) if np.ndim(y) == 2
+                                                                    else ()))
+        y = y.rechunk((X.chunks[0],) + ((-1,) if y.ndim == 2 else ()))
+        self.client = client
+        self.shape = X.shape
+        self.y_ndim = y.ndim
+        self.n_outputs = 1 if y.ndim == 1 else y.shape[1]
+        self.dtype = X.dtype
+        self.rows = list(X.chunks[0])
+        self.X = client.compute(list(X.to_delayed().ravel()))
+        self.y = client.compute(list(y.to_delayed().ravel()))
+
+    def check_finite(self):
+        """Raise ``ValueError`` if any chunk holds NaN or infinity (one pass, on the workers)."""
+        checks = self.client.gather([self.client.submit(_finite_and_rows, x, y, pure=False)
+                                     for x, y in zip(self.X, self.y)])
+        for which, position in (("X", 0), ("y", 1)):
+            bad = [i for i, c in enumerate(checks) if not c[position]]
+            if bad:
+                raise ValueError(
+                    f"Input {which} contains NaN or infinity in {len(bad)} chunk(s), the "
+                    f"first being chunk {bad[0]} (rows {sum(self.rows[:bad[0]])} to "
+                    f"{sum(self.rows[:bad[0] + 1]) - 1}). Remove or impute them before fitting.")
+
+    def sums(self, chunk_ids, params, n_layers, activation, dtype):
+        """Tree-reduced ``[sse, *gradients]`` over the chunks, gathered to the driver."""
+        client = self.client
+        n_total = sum(self.rows[i] for i in chunk_ids)
+        [params_future] = client.scatter([list(params)], broadcast=True, hash=False)
+        parts = [client.submit(_chunk_sums, self.X[i], self.y[i], params_future, n_layers,
+                               activation, n_total, dtype, pure=False) for i in chunk_ids]
+        while len(parts) > 1:
+            parts = [client.submit(_add, parts[j], parts[j + 1], pure=False)
+                     if j + 1 < len(parts) else parts[j] for j in range(0, len(parts), 2)]
+        return parts[0].result(), n_total
+
+
+class DaskTrainer(Trainer):
+    """A :class:`~gpumlp.training.Trainer` whose epochs run on Dask workers.
+
+    The parameters are NumPy arrays on the driver; ``X`` and ``y`` passed to
+    :meth:`fit` are one :class:`DaskData` (given twice, as X and y).
+    """
+
+    def draw_order(self, rng, n, batch_size, shuffle, device):
+        n_chunks = len(self._data.rows)
+        if shuffle and batch_size < n and n_chunks > 1:
+            return rng.permutation(n_chunks)
+        return None
+
+    def epoch(self, data, _y, batch_size, order):
+        order = range(len(data.rows)) if order is None else order
+        batches, current, rows = [], [], 0
+        for i in order:
+            current.append(int(i))
+            rows += data.rows[i]
+            if rows >= batch_size:
+                batches.append(current)
+                current, rows = [], 0
+        if current:
+            batches.append(current)
+        dtype = self.params[0].dtype
+        total = dtype.type(0)
+        for chunk_ids in batches:
+            sums, n_b = data.sums(chunk_ids, self.params, self.n_layers, self.activation,
+                                  dtype.name)
+            sse, grads = sums[0], sums[1:]
+            loss = sse / dtype.type(n_b * data.n_outputs)
+            if self.alpha:
+                loss = loss + kernels.l2_penalty(self.coefs, self.alpha, n_b)
+                for i, W in enumerate(self.coefs):
+                    grads[i] = grads[i] + (self.alpha / n_b) * W
+            self.params = self.solver.update(self.params, grads)
+            total = total + loss * dtype.type(n_b)
+        self.samples_seen += data.shape[0]
+        return np.asarray(total / dtype.type(data.shape[0]), dtype=dtype)
+
+
+def fit(est, X, y, *, client, incremental, callback, hidden):
+    """``MLPRegressor.fit`` for dask arrays (see the module docstring)."""
+    _require_dask()
+    if est.early_stopping:
+        raise ValueError("early_stopping is not supported with dask arrays yet; "
+                         "pass early_stopping=False.")
+    client = client if client is not None else _default_client()
+    data = DaskData(client, X, y)
+    n_features = data.shape[1]
+    continuing = (incremental or est.warm_start) and hasattr(est, "coefs_")
+    if continuing and est.coefs_[0].shape[0] != n_features:
+        raise ValueError(f"X has {n_features} features, but {type(est).__name__} is "
+                         f"expecting {est.coefs_[0].shape[0]} features as input.")
+    data.check_finite()
+    dtype = est.dtype or (data.dtype.name if data.dtype in (np.float32, np.float64)
+                          else "float64")
+    cpu = Device("cpu")
+    layer_sizes = [n_features, *hidden, data.n_outputs]
+    trainer = est._trainer_for(layer_sizes, cpu, dtype, continuing)
+    if not isinstance(trainer, DaskTrainer):
+        # Same parameters, solver state and history; epochs on the workers.
+        trainer = DaskTrainer(
+            activation=trainer.activation, solver=trainer.solver, alpha=trainer.alpha,
+            n_layers=trainer.n_layers, params=trainer.params, loss_curve=trainer.loss_curve,
+            samples_seen=trainer.samples_seen)
+    trainer._data = data
+    n = data.shape[0]
+    batch_size = n if est.solver == "gd" else (
+        min(200, n) if est.batch_size == "auto" else est.batch_size)
+    try:
+        trainer.fit(data, data, device=cpu, rng=est._rng, batch_size=batch_size,
+                    shuffle=est.shuffle, max_iter=1 if incremental else est.max_iter,
+                    tol=est.tol, n_iter_no_change=est.n_iter_no_change,
+                    verbose=est.verbose, check_convergence=not incremental,
+                    on_epoch=callback)
+    except ValueError:
+        raise
+    except Exception as exc:
+        # Dask retries tasks on other workers; when it gives up, say so plainly.
+        raise RuntimeError(
+            f"Training on the Dask cluster failed ({type(exc).__name__}: {exc}). The model "
+            f"keeps the weights of the last complete epoch; check the workers' logs and "
+            f"call fit again.") from exc
+    finally:
+        trainer._data = None
+        est._store(trainer, cpu, cpu, data.y_ndim == 1, False, False)
+    return est
+
+
+def predict(est, X):
+    """Predictions for a dask array: a dask array, one block per row chunk."""
+    _require_dask()
+    if X.ndim != 2:
+        raise ValueError(f"Expected a 2-D dask array X, got {X.ndim}-D.")
+    n_features = est.coefs_[0].shape[0]
+    if X.shape[1] != n_features:
+        raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is "
+                         f"expecting {n_features} features as input.")
+    if len(X.chunks[1]) != 1:
+        X = X.rechunk({1: -1})
+    dtype = np.dtype(str(est.coefs_[0].dtype))
+    if getattr(est, "_y_was_1d", False):
+        return X.map_blocks(_predict_block, est, dtype=dtype, drop_axis=1)
+    k = est.coefs_[-1].shape[1]
+    return X.map_blocks(_predict_block, est, dtype=dtype, chunks=(X.chunks[0], (k,)))
+
+
+def _predict_block(block, est):
+    return est.predict(block)
+
+
+# ---------------------------------------------------------------- clusters
+def _default_client():
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        raise ValueError(
+            "Fitting on dask arrays needs a Dask client: create one "
+            "(distributed.Client(...)) or pass fit(..., client=client).") from None
+
+
+def connect(spec):
+    """A ``(client, cluster)`` from ``"local:N"``, ``"local-cuda"`` or a scheduler address.
+
+    ``cluster`` is ``None`` for an existing scheduler; close both when done.
+    """
+    _require_dask()
+    from distributed import Client, LocalCluster
+
+    if spec.startswith("local-cuda"):
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            raise ImportError("--cluster local-cuda needs dask-cuda: "
+                              "pip install 'gpumlp[dask-cuda]'") from None
+        cluster = LocalCUDACluster(dashboard_address=None)
+        return Client(cluster), cluster
+    if spec.startswith("local"):
+        _, _, count = spec.partition(":")
+        try:
+            workers = int(count) if count else (os.cpu_count() or 1)
+        except ValueError:
+            raise ValueError(f"--cluster takes local:N (N workers), got {spec!r}") from None
+        if workers < 1:
+            raise ValueError(f"--cluster local:N needs N >= 1, got {workers}")
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None)
+        return Client(cluster), cluster
+    return Client(spec, timeout="10s"), None
+
+
+def split_by_chunks(X, y, test_size):
+    """Train and test parts of dask arrays: the last ``test_size`` of the row chunks.
+
+    Returns ``X_train, X_test, y_train, y_test``; the test parts are ``None``
+    when ``test_size`` is 0 or there is only one chunk.
+    """
+    n_chunks = len(X.chunks[0])
+    n_test = int(round(test_size * n_chunks))
+    if test_size <= 0 or n_chunks < 2:
+        return X, None, y, None
+    n_test = min(max(n_test, 1), n_chunks - 1)
+    split = sum(X.chunks[0][: n_chunks - n_test])
+    return X[:split], X[split:], y[:split], y[split:]
+
+
+def _as_cupy(block):
+    import cupy
+
+    return cupy.asarray(block)
+
+
+def to_cupy_blocks(x):
+    """Each block of a dask array turned into CuPy on its (GPU) worker, lazily."""
+    return x.map_blocks(_as_cupy, dtype=x.dtype)
+
+
+# ----------------------------------------------------------------- readers
+def is_dataset_path(path):
+    """Whether ``path`` names data for Dask: a glob, a directory, Zarr or Parquet."""
+    return (any(c in path for c in "*?[") or os.path.isdir(path)
+            or path.rstrip("/").endswith((".zarr", ".parquet")))
+
+
+def _npz_shape(path, key):
+    with zipfile.ZipFile(path) as archive:
+        with archive.open(f"{key}.npy") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(handle)
+    return shape, dtype
+
+
+def _load_npz(path, key):
+    with np.load(path, allow_pickle=False) as archive:
+        return archive[key]
+
+
+def read_dataset(path, target=None):
+    """X and y as dask arrays, read on the workers, never gathered on the driver.
+
+    * a glob or directory of ``.npy`` files: 2-D arrays, the target in the last
+      column, one chunk per file;
+    * a glob or directory of ``.npz`` files, each with arrays ``X`` and ``y``;
+    * a ``.zarr`` store holding arrays ``X`` and ``y``, or one 2-D array whose
+      last column is the target;
+    * a ``.parquet`` dataset (needs pandas and pyarrow): the column ``target``
+      (default: the last) is the target.
+
+    Only file headers are read here, for shapes and dtypes.
+
+    Returns
+    -------
+    X, y : dask arrays
+    feature_names : list of str
+    target_name : str
+    """
+    _require_dask()
+    import dask
+    import dask.array as da
+
+    from .data import DataError
+
+    path = path.rstrip("/")
+    if path.endswith(".zarr"):
+        import zarr
+
+        root = zarr.open(path, mode="r")
+        if hasattr(root, "keys") and {"X", "y"} <= set(root.keys()):
+            X, y = da.from_zarr(path, component="X"), da.from_zarr(path, component="y")
+            names = [f"x{j}" for j in range(X.shape[1])]
+            return X, y, names, "y"
+        table = da.from_zarr(path)
+        names = [f"x{j}" for j in range(table.shape[1] - 1)]
+        return table[:, :-1], table[:, -1], names, "y"
+    if path.endswith(".parquet"):
+        try:
+            import dask.dataframe as dd
+        except ImportError:
+            raise ImportError("Parquet needs dask.dataframe: pip install 'dask[dataframe]' "
+                              "pyarrow") from None
+        frame = dd.read_parquet(path)
+        columns = list(frame.columns)
+        target = columns[-1] if target is None else target
+        if target not in columns:
+            raise DataError(f"{path}: there is no column {target!r}; the columns are "
+                            f"{', '.join(columns)}.")
+        features = [c for c in columns if c != target]
+        return (frame[features].to_dask_array(lengths=True).astype("float64"),
+                frame[target].to_dask_array(lengths=True).astype("float64"), features, target)
+    files = sorted(glob.glob(os.path.join(path, "*")) if os.path.isdir(path) else glob.glob(path))
+    files = [f for f in files if f.endswith((".npy", ".npz"))]
+    if not files:
+        raise DataError(f"{path}: no .npy or .npz files found. Pass a directory or a glob "
+                        f"such as 'data/*.npy'.")
+    kinds = {os.path.splitext(f)[1] for f in files}
+    if len(kinds) > 1:
+        raise DataError(f"{path}: mixes .npy and .npz files; use one kind.")
+    if kinds == {".npy"}:
+        blocks = []
+        for f in files:
+            header = np.load(f, mmap_mode="r")
+            if header.ndim != 2 or header.shape[1] < 2:
+                raise DataError(f"{f}: expected a 2-D array with the target in its last "
+                                f"column, got shape {header.shape}.")
+            blocks.append(da.from_delayed(dask.delayed(np.load)(f, allow_pickle=False),
+                                          header.shape, header.dtype))
+        widths = {b.shape[1] for b in blocks}
+        if len(widths) > 1:
+            raise DataError(f"{path}: the files have different column counts {sorted(widths)}.")
+        table = da.concatenate(blocks, axis=0)
+        names = [f"x{j}" for j in range(table.shape[1] - 1)]
+        return table[:, :-1], table[:, -1], names, "y"
+    Xs, ys = [], []
+    for f in files:
+        try:
+            (x_shape, x_dtype), (y_shape, y_dtype) = _npz_shape(f, "X"), _npz_shape(f, "y")
+        except KeyError:
+            raise DataError(f"{f}: an .npz file needs arrays named X and y.") from None
+        Xs.append(da.from_delayed(dask.delayed(_load_npz)(f, "X"), x_shape, x_dtype))
+        ys.append(da.from_delayed(dask.delayed(_load_npz)(f, "y"), y_shape, y_dtype))
+    X, y = da.concatenate(Xs, axis=0), da.concatenate(ys, axis=0)
+    return X, y, [f"x{j}" for j in range(X.shape[1])], "y"
