@@ -1,8 +1,9 @@
 """Training on Dask: data-parallel gradient descent over row chunks.
 
 Each chunk of rows stays on the worker that holds it and goes through the
-same array-API kernels as in-process training, in the chunk's own namespace
-(NumPy, or CuPy on GPU workers). A chunk returns its *share* of the batch's
+same code as in-process training (the backend's fast path where
+:func:`gpumlp.fastpath.select` offers one, else the generic array-API
+kernels), in the chunk's own namespace (NumPy, or CuPy on GPU workers). A chunk returns its *share* of the batch's
 gradient (``kernels.backward(..., n_total=rows in the batch)``) and its sum of
 squared errors; Dask adds those up as a tree, and the driver applies the L2
 penalty and the solver's update (the same solver objects as in-process) to
@@ -27,7 +28,7 @@ import zipfile
 
 import numpy as np
 
-from . import kernels
+from . import fastpath, kernels
 from .devices import Device, device_of, to_numpy
 from .training import Trainer
 
@@ -58,11 +59,16 @@ def _chunk_sums(X, y, params, n_layers, activation, n_total, dtype):
         y = xp.reshape(y, (-1, 1))
     params = params if place.is_numpy else [place.asarray(p) for p in params]
     coefs, intercepts = params[:n_layers], params[n_layers:]
-    activations = kernels.forward(X, coefs, intercepts, activation)
-    diff = activations[-1] - y
-    sse = xp.sum(diff * diff)
-    coef_grads, intercept_grads = kernels.backward(
-        y, activations, coefs, activation, 0.0, n_total=n_total)
+    fast = fastpath.select(X, n_layers, activation, 0.0)
+    if fast is not None:
+        loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts, n_total=n_total)
+        sse = loss * float(y.shape[0] * y.shape[1])
+    else:
+        activations = kernels.forward(X, coefs, intercepts, activation)
+        diff = activations[-1] - y
+        sse = xp.sum(diff * diff)
+        coef_grads, intercept_grads = kernels.backward(
+            y, activations, coefs, activation, 0.0, n_total=n_total)
     return [to_numpy(sse), *(to_numpy(g) for g in coef_grads + intercept_grads)]
 
 

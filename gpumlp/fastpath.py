@@ -71,15 +71,21 @@ def disabled():
 
 
 def select(X, n_layers, activation, alpha):
-    """The fast ``loss_and_grads`` for these arrays and network, or ``None``."""
+    """The fast ``loss_and_grads`` for these arrays and network, or ``None``.
+
+    The function returned takes ``(X, y, coefs, intercepts, n_total=None)``;
+    ``n_total`` has the meaning it has in :func:`gpumlp.kernels.backward`
+    (the gradients are then a chunk's share of a larger batch's), while the
+    loss stays the mean over the rows given.
+    """
     if not ENABLED or n_layers != 2 or activation not in _FAST_ACTIVATIONS:
         return None
     if aac.is_numpy_array(X) and activation in _TANH_FORM:
-        return lambda X, y, coefs, intercepts: numpy_loss_and_grads(
-            X, y, coefs, intercepts, activation, alpha)
+        return lambda X, y, coefs, intercepts, n_total=None: numpy_loss_and_grads(
+            X, y, coefs, intercepts, activation, alpha, n_total=n_total)
     if aac.is_cupy_array(X):
-        return lambda X, y, coefs, intercepts: _cupy_step(
-            X, y, coefs, intercepts, activation, alpha)
+        return lambda X, y, coefs, intercepts, n_total=None: _cupy_step(
+            X, y, coefs, intercepts, activation, alpha, n_total)
     return None
 
 
@@ -159,7 +165,7 @@ def _workers(n):
 
 
 def numpy_loss_and_grads(X, y, coefs, intercepts, activation, alpha, chunk_rows=None,
-                         workers=None):
+                         workers=None, n_total=None):
     """Loss and gradients of a one-hidden-layer sigmoid or tanh network, in chunks.
 
     Same contract and mathematics as ``kernels.forward`` + ``squared_error`` +
@@ -189,7 +195,7 @@ def numpy_loss_and_grads(X, y, coefs, intercepts, activation, alpha, chunk_rows=
     if chunk_rows is None:
         chunk_rows = max(64, CHUNK_BYTES // (h * dtype.itemsize))
     chunk_rows = min(chunk_rows, n)
-    scale = dtype.type(2.0 / (n * k))
+    scale = dtype.type(2.0 / ((n if n_total is None else n_total) * k))
     W1a = np.empty((f + 1, h), dtype)
     W1a[:f] = W1
     W1a[f] = b1
@@ -226,9 +232,10 @@ def numpy_loss_and_grads(X, y, coefs, intercepts, activation, alpha, chunk_rows=
     db2 = s_r
     loss = sse / dtype.type(n * k)
     if alpha:
+        n_b = n if n_total is None else n_total
         loss = loss + dtype.type(0.5 * alpha / n) * (np.vdot(W1, W1) + np.vdot(W2, W2))
-        dW1 = dW1 + dtype.type(alpha / n) * W1
-        dW2 = dW2 + dtype.type(alpha / n) * W2
+        dW1 = dW1 + dtype.type(alpha / n_b) * W1
+        dW2 = dW2 + dtype.type(alpha / n_b) * W2
     return np.asarray(loss, dtype=dtype), [dW1, dW2], [db1, db2]
 
 
@@ -268,7 +275,7 @@ def _cupy_kernels(activation):
     return _CUPY_KERNELS[name]
 
 
-def cupy_loss_and_grads(X, y, coefs, intercepts, activation, alpha):
+def cupy_loss_and_grads(X, y, coefs, intercepts, activation, alpha, n_total=None):
     """Loss and gradients of a one-hidden-layer network with fused CuPy kernels.
 
     Same contract and mathematics as the generic path; see
@@ -289,7 +296,7 @@ def cupy_loss_and_grads(X, y, coefs, intercepts, activation, alpha):
     r += b2
     r -= y                                               # y_pred - y
     sse = cupy.vdot(r, r)
-    r *= y.dtype.type(2.0 / (n * k))                    # dL/dz2
+    r *= y.dtype.type(2.0 / ((n if n_total is None else n_total) * k))  # dL/dz2
     dW2 = a.T @ r
     db2 = r.sum(axis=0)
     if k == 1:
@@ -301,8 +308,9 @@ def cupy_loss_and_grads(X, y, coefs, intercepts, activation, alpha):
     loss = sse / y.dtype.type(n * k)
     if alpha:
         loss = loss + y.dtype.type(0.5 * alpha / n) * (cupy.vdot(W1, W1) + cupy.vdot(W2, W2))
-        dW1 = dW1 + y.dtype.type(alpha / n) * W1
-        dW2 = dW2 + y.dtype.type(alpha / n) * W2
+        n_b = n if n_total is None else n_total
+        dW1 = dW1 + y.dtype.type(alpha / n_b) * W1
+        dW2 = dW2 + y.dtype.type(alpha / n_b) * W2
     return loss, [dW1, dW2], [db1, db2]
 
 
@@ -430,7 +438,7 @@ def _launch_shape(n):
     return threads, forward_blocks, backward_blocks
 
 
-def cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha):
+def cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha, n_total=None):
     """Like :func:`cupy_loss_and_grads` for one output, with two fused row kernels.
 
     The forward kernel applies bias and activation in place and computes the
@@ -454,7 +462,7 @@ def cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha):
     r = cupy.empty(n, dtype=y.dtype)
     forward((forward_blocks,), (threads,), (a, b1, w, b2, yc, r, cupy.int64(n)))
     sse = cupy.vdot(r, r)
-    r *= y.dtype.type(2.0 / n)                           # dL/dz2
+    r *= y.dtype.type(2.0 / (n if n_total is None else n_total))  # dL/dz2
     d = cupy.empty_like(a)
     partial = cupy.empty((backward_blocks * threads // 32, 2, h), dtype=y.dtype)
     backward((backward_blocks,), (threads,), (a, r, w, d, partial, cupy.int64(n)))
@@ -466,12 +474,13 @@ def cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha):
     loss = sse / y.dtype.type(n)
     if alpha:
         loss = loss + y.dtype.type(0.5 * alpha / n) * (cupy.vdot(W1, W1) + cupy.vdot(W2, W2))
-        dW1 = dW1 + y.dtype.type(alpha / n) * W1
-        dW2 = dW2 + y.dtype.type(alpha / n) * W2
+        n_b = n if n_total is None else n_total
+        dW1 = dW1 + y.dtype.type(alpha / n_b) * W1
+        dW2 = dW2 + y.dtype.type(alpha / n_b) * W2
     return loss, [dW1, dW2], [db1, db2]
 
 
-def _cupy_step(X, y, coefs, intercepts, activation, alpha):
+def _cupy_step(X, y, coefs, intercepts, activation, alpha, n_total=None):
     """The CuPy fast path: fused row kernels for large batches, else fused elementwise.
 
     The threshold comes from measurements on an H200 (2026-11-26, see
@@ -482,5 +491,5 @@ def _cupy_step(X, y, coefs, intercepts, activation, alpha):
     h = coefs[0].shape[1]
     if (CUPY_FUSED and y.shape[1] == 1 and h <= MAX_FUSED_WIDTH
             and X.shape[0] * h >= FUSED_MIN_ELEMENTS):
-        return cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha)
-    return cupy_loss_and_grads(X, y, coefs, intercepts, activation, alpha)
+        return cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha, n_total)
+    return cupy_loss_and_grads(X, y, coefs, intercepts, activation, alpha, n_total)

@@ -128,3 +128,16 @@ def test_cupy_dispatch_picks_the_row_kernels_only_for_large_one_output_batches(m
     assert step(100_000, 256, 1) == "elementwise"
     assert step(1_000_000, 128, 2) == "elementwise"
     assert step(100_000, 2048, 1) == "elementwise"   # wider than the row kernels hold
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_numpy_fast_path_chunk_shares_add_up_to_the_batch_gradient(activation):
+    X, y, coefs, intercepts = _problem(300, 2, "float64")
+    whole = fastpath.numpy_loss_and_grads(X, y, coefs, intercepts, activation, 0.0)
+    parts = [fastpath.numpy_loss_and_grads(X[a:b], y[a:b], coefs, intercepts, activation,
+                                           0.0, n_total=300) for a, b in ((0, 120), (120, 300))]
+    for i, grad in enumerate(whole[1] + whole[2]):
+        total = sum((p[1] + p[2])[i] for p in parts)
+        np.testing.assert_allclose(total, grad, rtol=1e-12, atol=1e-15)
+    losses = [float(p[0]) * n for p, n in zip(parts, (120, 180))]
+    assert sum(losses) / 300 == pytest.approx(float(whole[0]), rel=1e-12)
