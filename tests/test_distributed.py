@@ -195,6 +195,22 @@ def test_readers_keep_data_lazy_and_exact(tmp_path):
     np.testing.assert_array_equal(y.compute(), y_all)
 
 
+def test_parquet_reader(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    X_all, y_all = _table(250, 3, 0)
+    frame = pd.DataFrame(X_all, columns=["a", "b", "c"]).assign(price=y_all)
+    frame.to_parquet(tmp_path / "t.parquet", row_group_size=100)
+    X, y, names, target = gd.read_dataset(str(tmp_path / "t.parquet"), "price")
+    assert names == ["a", "b", "c"] and target == "price"
+    np.testing.assert_array_equal(X.compute(), X_all)
+    np.testing.assert_array_equal(y.compute(), y_all)
+    from gpumlp.data import DataError
+
+    with pytest.raises(DataError, match="there is no column 'cost'"):
+        gd.read_dataset(str(tmp_path / "t.parquet"), "cost")
+
+
 def test_reader_errors(tmp_path):
     from gpumlp.data import DataError
 
