@@ -1,66 +1,131 @@
-"""scikit-learn's base classes and exceptions, or small stand-ins without it.
+"""scikit-learn's estimator protocol, without importing scikit-learn.
 
-scikit-learn is optional. When it is installed, the estimator inherits its
-``BaseEstimator`` and ``RegressorMixin`` and raises its ``NotFittedError`` and
-``ConvergenceWarning``, so it works in pipelines, grid searches and
-``parametrize_with_checks``. Without it, the stand-ins below give the same
-``get_params``/``set_params``/``repr`` manners and exception types (a
-``NotFittedError`` that is both a ValueError and an AttributeError).
+scikit-learn is optional, and importing it takes about a second, so
+``import gpumlp`` does not. The light ``BaseEstimator`` and
+``RegressorMixin`` here give ``get_params``/``set_params`` (nested ones too),
+a compact ``repr`` and the ``__sklearn_tags__`` hook that scikit-learn >= 1.6
+asks for (built from scikit-learn's own tag classes, imported only then), so
+the estimator works with ``clone``, pipelines, grid searches and
+``parametrize_with_checks``.
+
+The exceptions are scikit-learn's when it is installed and equivalent
+stand-ins otherwise; they are looked up when first needed
+(:func:`not_fitted_error`, :func:`convergence_warning`), and also as this
+module's attributes ``NotFittedError`` and ``ConvergenceWarning``.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 
-try:
-    from sklearn.base import BaseEstimator, RegressorMixin
-    from sklearn.exceptions import ConvergenceWarning, NotFittedError
+__all__ = ["BaseEstimator", "RegressorMixin", "convergence_warning", "not_fitted_error"]
 
-    HAVE_SKLEARN = True
-except ImportError:  # pragma: no cover - exercised only without scikit-learn
-    HAVE_SKLEARN = False
 
-    class NotFittedError(ValueError, AttributeError):
-        """The estimator is used before ``fit``."""
+class _NotFittedError(ValueError, AttributeError):
+    """The estimator is used before ``fit`` (stand-in for scikit-learn's)."""
 
-    class ConvergenceWarning(UserWarning):
-        """The solver stopped at ``max_iter`` before converging."""
 
-    class BaseEstimator:
-        """``get_params``/``set_params`` from the ``__init__`` signature."""
+class _ConvergenceWarning(UserWarning):
+    """The solver stopped at ``max_iter`` before converging (stand-in for scikit-learn's)."""
 
-        @classmethod
-        def _get_param_names(cls):
-            signature = inspect.signature(cls.__init__)
-            return sorted(p.name for p in signature.parameters.values() if p.name != "self")
 
-        def get_params(self, deep=True):
-            return {name: getattr(self, name) for name in self._get_param_names()}
+@functools.lru_cache(maxsize=None)
+def not_fitted_error():
+    """scikit-learn's ``NotFittedError`` if installed, else an equivalent class."""
+    try:
+        from sklearn.exceptions import NotFittedError
+    except ImportError:
+        return _NotFittedError
+    return NotFittedError
 
-        def set_params(self, **params):
-            valid = self._get_param_names()
-            for key, value in params.items():
-                if key not in valid:
-                    raise ValueError(
-                        f"Invalid parameter {key!r} for {type(self).__name__}; "
-                        f"valid parameters are {valid}."
-                    )
-                setattr(self, key, value)
-            return self
 
-        def __repr__(self):
-            args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-            return f"{type(self).__name__}({args})"
+@functools.lru_cache(maxsize=None)
+def convergence_warning():
+    """scikit-learn's ``ConvergenceWarning`` if installed, else an equivalent class."""
+    try:
+        from sklearn.exceptions import ConvergenceWarning
+    except ImportError:
+        return _ConvergenceWarning
+    return ConvergenceWarning
 
-    class RegressorMixin:
-        """Marks a regressor; ``score`` is defined by the estimator itself."""
 
-        _estimator_type = "regressor"
+def __getattr__(name):
+    if name == "NotFittedError":
+        return not_fitted_error()
+    if name == "ConvergenceWarning":
+        return convergence_warning()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = [
-    "HAVE_SKLEARN",
-    "BaseEstimator",
-    "ConvergenceWarning",
-    "NotFittedError",
-    "RegressorMixin",
-]
+
+class BaseEstimator:
+    """Parameters from the ``__init__`` signature, as scikit-learn defines them."""
+
+    @classmethod
+    def _get_param_names(cls):
+        signature = inspect.signature(cls.__init__)
+        return sorted(p.name for p in signature.parameters.values()
+                      if p.name != "self" and p.kind != p.VAR_KEYWORD)
+
+    def get_params(self, deep=True):
+        params = {}
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                params.update({f"{name}__{k}": v for k, v in value.get_params().items()})
+            params[name] = value
+        return params
+
+    def set_params(self, **params):
+        valid = self._get_param_names()
+        nested = {}
+        for key, value in params.items():
+            name, _, sub = key.partition("__")
+            if name not in valid:
+                raise ValueError(
+                    f"Invalid parameter {name!r} for estimator {type(self).__name__}. "
+                    f"Valid parameters are: {valid!r}."
+                )
+            if sub:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                setattr(self, name, value)
+        for name, sub_params in nested.items():
+            getattr(self, name).set_params(**sub_params)
+        return self
+
+    def __repr__(self):
+        defaults = {p.name: p.default for p in
+                    inspect.signature(type(self).__init__).parameters.values()}
+        changed = []
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            default = defaults.get(name, inspect.Parameter.empty)
+            try:
+                same = value is default or bool(value == default)
+            except Exception:  # arrays and other objects without a plain ==
+                same = False
+            if not same:
+                changed.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False),
+                    transformer_tags=None, regressor_tags=None, classifier_tags=None)
+
+
+class RegressorMixin:
+    """Marks a regressor for scikit-learn; ``score`` is the estimator's own."""
+
+    _estimator_type = "regressor"
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import RegressorTags
+
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "regressor"
+        tags.regressor_tags = RegressorTags()
+        tags.target_tags.required = True
+        return tags

@@ -12,7 +12,7 @@ import array_api_compat as aac
 import numpy as np
 
 from . import kernels
-from ._sklearn_compat import HAVE_SKLEARN, BaseEstimator, NotFittedError, RegressorMixin
+from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from ._validation import check_params, check_X, check_y, resolve_dtype
 from .devices import Device, device_of, get_device, to_numpy
 from .initialization import as_generator, glorot_uniform
@@ -383,7 +383,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     # -------------------------------------------------------------- predict
     def _check_fitted(self):
         if not hasattr(self, "coefs_"):
-            raise NotFittedError(
+            raise not_fitted_error()(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' "
                 f"with appropriate arguments before using this estimator."
             )
@@ -446,11 +446,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             y, y_pred = xp.reshape(y, (-1, 1)), xp.reshape(y_pred, (-1, 1))
         return float(r2_score(y, y_pred))
 
-    if HAVE_SKLEARN:
-
-        def __sklearn_tags__(self):
-            tags = super().__sklearn_tags__()
-            tags.target_tags.multi_output = True
-            tags.target_tags.single_output = True
-            tags.array_api_support = True
-            return tags
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        tags.array_api_support = True
+        return tags

@@ -12,7 +12,7 @@ from __future__ import annotations
 import array_api_compat as aac
 import numpy as np
 
-from ._sklearn_compat import BaseEstimator, NotFittedError, RegressorMixin
+from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from ._validation import check_X, check_y
 from .devices import device_of
 from .estimator import MLPRegressor, move
@@ -99,7 +99,7 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
     def predict(self, X):
         """Predictions for raw ``X``, in the target's original units."""
         if not hasattr(self, "regressor_"):
-            raise NotFittedError(
+            raise not_fitted_error()(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first.")
         y_scaled = self.regressor_.predict(self._scale_X(X))
         if aac.is_dask_array(y_scaled):

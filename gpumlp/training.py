@@ -26,7 +26,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from . import fastpath, kernels
-from ._sklearn_compat import ConvergenceWarning
+from ._sklearn_compat import convergence_warning
 from .devices import to_numpy
 
 __all__ = ["Trainer", "TrainingDivergedError", "make_solver", "read_scalars"]
@@ -311,7 +311,7 @@ class Trainer:
             warnings.warn(
                 f"Maximum iterations ({max_iter}) reached and the optimization hasn't "
                 f"converged yet. Raise max_iter or learning_rate_init.",
-                ConvergenceWarning,
+                convergence_warning(),
                 stacklevel=3,
             )
         return False

@@ -241,3 +241,16 @@ def test_cli_cluster_errors():
     assert result.returncode == 2 and "--cluster takes local:N" in result.stderr
     result = run("train", "--cluster", "local:2")
     assert result.returncode == 2 and "--cluster and --scheduler need --data" in result.stderr
+
+
+def test_cli_joins_a_running_scheduler(client, tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for i in range(3):
+        X, y = _table(200, 3, i)
+        np.savez(folder / f"part{i}.npz", X=X, y=y)
+    address = client.scheduler.address
+    result = run("train", "--data", str(folder), "--scheduler", address, "--epochs", "5",
+                 "--quiet", check=True)
+    assert f"dask workers ({address})" in result.stdout
+    assert "400 train / 200 test rows" in result.stdout
