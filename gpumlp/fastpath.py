@@ -89,6 +89,17 @@ def select(X, n_layers, activation, alpha):
     return None
 
 
+def _with_l2(loss, coef_grads, coefs, alpha, n, n_total):
+    """Add the L2 penalty: its loss term over the ``n`` rows given, and its
+    gradient, ``(alpha / n) W``, over the whole batch (``n_total`` rows if set)."""
+    if not alpha:
+        return loss, coef_grads
+    scalar = loss.dtype.type
+    n_batch = n if n_total is None else n_total
+    loss = loss + scalar(0.5 * alpha / n) * sum((W * W).sum() for W in coefs)
+    return loss, [g + scalar(alpha / n_batch) * W for g, W in zip(coef_grads, coefs)]
+
+
 # ---------------------------------------------------------------- NumPy
 #: The NumPy path writes sigmoid and tanh through t = tanh(c z):
 #: a = alpha t + beta and da/dz = gamma (1 - t^2), with (c, alpha, beta, gamma).
@@ -230,13 +241,9 @@ def numpy_loss_and_grads(X, y, coefs, intercepts, activation, alpha, chunk_rows=
     dW1, db1 = G[:f], G[f]
     dW2 = dtype.type(a_scale) * u + dtype.type(a_shift) * s_r
     db2 = s_r
-    loss = sse / dtype.type(n * k)
-    if alpha:
-        n_b = n if n_total is None else n_total
-        loss = loss + dtype.type(0.5 * alpha / n) * (np.vdot(W1, W1) + np.vdot(W2, W2))
-        dW1 = dW1 + dtype.type(alpha / n_b) * W1
-        dW2 = dW2 + dtype.type(alpha / n_b) * W2
-    return np.asarray(loss, dtype=dtype), [dW1, dW2], [db1, db2]
+    loss, coef_grads = _with_l2(np.asarray(sse / dtype.type(n * k), dtype=dtype), [dW1, dW2],
+                                coefs, alpha, n, n_total)
+    return loss, coef_grads, [db1, db2]
 
 
 # ----------------------------------------------------------------- CuPy
@@ -306,12 +313,8 @@ def cupy_loss_and_grads(X, y, coefs, intercepts, activation, alpha, n_total=None
     dW1 = X.T @ d
     db1 = cupy.full(n, one, dtype=y.dtype) @ d           # column sums as one GEMV
     loss = sse / y.dtype.type(n * k)
-    if alpha:
-        loss = loss + y.dtype.type(0.5 * alpha / n) * (cupy.vdot(W1, W1) + cupy.vdot(W2, W2))
-        n_b = n if n_total is None else n_total
-        dW1 = dW1 + y.dtype.type(alpha / n_b) * W1
-        dW2 = dW2 + y.dtype.type(alpha / n_b) * W2
-    return loss, [dW1, dW2], [db1, db2]
+    loss, coef_grads = _with_l2(loss, [dW1, dW2], coefs, alpha, n, n_total)
+    return loss, coef_grads, [db1, db2]
 
 
 # ------------------------------------------------- CuPy, fused row kernels
@@ -472,12 +475,8 @@ def cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha, n_tota
     db2 = r.sum(keepdims=True)
     dW1 = X.T @ d
     loss = sse / y.dtype.type(n)
-    if alpha:
-        loss = loss + y.dtype.type(0.5 * alpha / n) * (cupy.vdot(W1, W1) + cupy.vdot(W2, W2))
-        n_b = n if n_total is None else n_total
-        dW1 = dW1 + y.dtype.type(alpha / n_b) * W1
-        dW2 = dW2 + y.dtype.type(alpha / n_b) * W2
-    return loss, [dW1, dW2], [db1, db2]
+    loss, coef_grads = _with_l2(loss, [dW1, dW2], coefs, alpha, n, n_total)
+    return loss, coef_grads, [db1, db2]
 
 
 def _cupy_step(X, y, coefs, intercepts, activation, alpha, n_total=None):

@@ -187,7 +187,7 @@ def test_divergence_stops_and_keeps_finite_weights(data):
                          device="cpu")
     with pytest.raises(TrainingDivergedError, match=r"Lower learning_rate_init \(now 1\)"):
         model.fit(X, y)
-    assert 1 < model.n_iter_ < 5000
+    assert model.n_iter_ > 1 and model.n_iter_ < 5000  # diverged part-way
     assert all(np.all(np.isfinite(W)) for W in model.coefs_ + model.intercepts_)
     assert all(np.isfinite(model.loss_curve_))
 
