@@ -1,0 +1,27 @@
+"""The documentation's examples run as written."""
+
+import doctest
+import pathlib
+import re
+import warnings
+
+import gpumlp.estimator
+
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_docstring_examples():
+    results = doctest.testmod(gpumlp.estimator)
+    assert results.attempted > 0 and results.failed == 0
+
+
+def test_readme_python_example(monkeypatch, capsys):
+    monkeypatch.setenv("GPUMLP_DEVICE", "cpu")
+    block = re.search(r"## Python\n\n```python\n(.*?)```", README.read_text(), re.S).group(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        namespace = {}
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["model"].score(namespace["X"], namespace["y"]) > 0.8
+    assert namespace["y_pred"].shape == (1000,)
+    assert "cpu" in capsys.readouterr().out
