@@ -469,9 +469,13 @@ def cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha, n_tota
     d = cupy.empty_like(a)
     partial = cupy.empty((backward_blocks * threads // 32, 2, h), dtype=y.dtype)
     backward((backward_blocks,), (threads,), (a, r, w, d, partial, cupy.int64(n)))
-    sums = partial.sum(axis=0)
-    dW2 = sums[0][:, None]
-    db1 = sums[1]
+    # The per-warp partial sums, added up by one matrix-vector product: a
+    # column reduction over the leading axis took 0.19 ms at 1M rows on an
+    # H200, reading 17 MB with strided loads.
+    warps = partial.shape[0]
+    sums = cupy.ones(warps, dtype=y.dtype) @ partial.reshape(warps, 2 * h)
+    dW2 = sums[:h][:, None]
+    db1 = sums[h:]
     db2 = r.sum(keepdims=True)
     dW1 = X.T @ d
     loss = sse / y.dtype.type(n)
