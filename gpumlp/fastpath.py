@@ -489,7 +489,9 @@ def _cupy_step(X, y, coefs, intercepts, activation, alpha, n_total=None):
     The threshold comes from measurements on an H200 (2026-11-26, see
     ``scripts/PERF_NOTES.md``): the row kernels took 1.57 ms against 2.57 ms at
     (1M, 32, 128), but 0.79 against 0.61 ms at (100k, 64, 256) and 0.38 against
-    0.29 ms at (10k, 16, 64), where their fixed per-warp partial sums dominate.
+    0.29 ms at (10k, 16, 64), where their fixed per-warp partial sums then
+    dominated (those sums have since become one GEMV; the smaller sizes have
+    not been re-measured).
     """
     h = coefs[0].shape[1]
     if (CUPY_FUSED and y.shape[1] == 1 and h <= MAX_FUSED_WIDTH
