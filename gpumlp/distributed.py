@@ -76,6 +76,10 @@ def _add(a, b):
     return [x + y for x, y in zip(a, b)]
 
 
+def _identity(x):
+    return x
+
+
 def _finite_and_rows(X, y):
     from array_api_compat import array_namespace
 
@@ -124,8 +128,25 @@ class DaskData:
         self.n_outputs = 1 if y.ndim == 1 else y.shape[1]
         self.dtype = X.dtype
         self.rows = list(X.chunks[0])
-        self.X = client.compute(list(X.to_delayed().ravel()))
-        self.y = client.compute(list(y.to_delayed().ravel()))
+        self.X = self._hold(client, X, "X")
+        self.y = self._hold(client, y, "y")
+
+    @staticmethod
+    def _hold(client, array, name):
+        """Compute the blocks once and keep them on the workers, under keys of our own.
+
+        Fresh keys keep the training data apart from later graphs over the
+        same arrays (a prediction, a score): when the fit ends and these
+        futures are released, no other computation shares their keys.
+        """
+        import uuid
+
+        from dask import delayed
+
+        token = uuid.uuid4().hex
+        blocks = [delayed(_identity, pure=False)(block, dask_key_name=f"gpumlp-{name}-{token}-{i}")
+                  for i, block in enumerate(array.to_delayed().ravel())]
+        return client.compute(blocks)
 
     def check_finite(self):
         """Raise ``ValueError`` if any chunk holds NaN or infinity (one pass, on the workers)."""
@@ -143,8 +164,11 @@ class DaskData:
         """Tree-reduced ``[sse, *gradients]`` over the chunks, gathered to the driver."""
         client = self.client
         n_total = sum(self.rows[i] for i in chunk_ids)
-        [params_future] = client.scatter([list(params)], broadcast=True, hash=False)
-        parts = [client.submit(_chunk_sums, self.X[i], self.y[i], params_future, n_layers,
+        # The weights travel inside each task rather than as scattered data:
+        # a task can then be rerun on any worker, even after the worker that
+        # held a scattered copy has died.
+        params = list(params)
+        parts = [client.submit(_chunk_sums, self.X[i], self.y[i], params, n_layers,
                                activation, n_total, dtype, pure=False) for i in chunk_ids]
         while len(parts) > 1:
             parts = [client.submit(_add, parts[j], parts[j + 1], pure=False)
