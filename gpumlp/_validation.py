@@ -55,21 +55,29 @@ def _first_non_numeric(arr):
     return ""
 
 
+def check_dtype(requested):
+    """``"float32"``, ``"float64"`` or ``None``, from a name or a NumPy dtype."""
+    if requested is None:
+        return None
+    try:
+        name = requested if isinstance(requested, str) else np.dtype(requested).name
+    except TypeError:
+        name = None
+    if name not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32', 'float64' or None, got {requested!r}.")
+    return name
+
+
 def resolve_dtype(requested, x):
     """The floating dtype to compute in: ``requested``, else the input's own.
 
     ``None`` keeps float32 and float64 input as it is and turns anything
     else (integers, booleans, float16) into float64.
     """
+    if requested is not None:
+        return check_dtype(requested)
     xp = aac.array_namespace(x)
-    if requested is None:
-        if x.dtype == xp.float32:
-            return "float32"
-        return "float64"
-    name = np.dtype(requested).name if not isinstance(requested, str) else requested
-    if name not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32', 'float64' or None, got {requested!r}.")
-    return name
+    return "float32" if x.dtype == xp.float32 else "float64"
 
 
 def _check_finite(x, name):
@@ -208,8 +216,7 @@ def check_params(est):
         raise ValueError("validation_fraction must be < 1.")
     if est.batch_size != "auto":
         _check_number("batch_size", est.batch_size, 1, integer=True)
-    if est.dtype is not None:
-        resolve_dtype(est.dtype, np.zeros(1))
+    check_dtype(est.dtype)
     if est.device is not None and not isinstance(est.device, (str, Device)):
         raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', got {est.device!r}.")
     return sizes
