@@ -30,7 +30,7 @@ class _ConvergenceWarning(UserWarning):
     """The solver stopped at ``max_iter`` before converging (stand-in for scikit-learn's)."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def not_fitted_error():
     """scikit-learn's ``NotFittedError`` if installed, else an equivalent class."""
     try:
@@ -40,7 +40,7 @@ def not_fitted_error():
     return NotFittedError
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def convergence_warning():
     """scikit-learn's ``ConvergenceWarning`` if installed, else an equivalent class."""
     try:

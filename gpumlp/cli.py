@@ -9,7 +9,6 @@ a disagreement, 130 for Ctrl-C. Nothing here computes.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -315,7 +314,7 @@ def _add_devices(sub):
 def _run_devices(args):
     import numpy as np
 
-    from .devices import CUDAUnavailableError, _cupy, _cuda_device_count
+    from .devices import CUDAUnavailableError, _cuda_device_count, _cupy
 
     print(f"cpu       NumPy {np.__version__}")
     try:

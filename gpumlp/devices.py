@@ -203,7 +203,7 @@ def get_device(spec: str | Device | None = None) -> Device:
     return Device("cuda", index)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _auto_device() -> Device:
     # Cached so that the choice is made, and said, once per process.
     try:

@@ -3,7 +3,8 @@
 Each chunk of rows stays on the worker that holds it and goes through the
 same code as in-process training (the backend's fast path where
 :func:`gpumlp.fastpath.select` offers one, else the generic array-API
-kernels), in the chunk's own namespace (NumPy, or CuPy on GPU workers). A chunk returns its *share* of the batch's
+kernels), in the chunk's own namespace (NumPy, or CuPy on GPU workers). A chunk
+returns its *share* of the batch's
 gradient (``kernels.backward(..., n_total=rows in the batch)``) and its sum of
 squared errors; Dask adds those up as a tree, and the driver applies the L2
 penalty and the solver's update (the same solver objects as in-process) to

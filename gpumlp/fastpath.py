@@ -424,7 +424,7 @@ def _row_kernels(activation, h, dtype):
     return _ROW_KERNELS[key]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _multiprocessors(device_id):
     import cupy
 

@@ -90,9 +90,9 @@ def save(model, path, *, feature_names=None, target_names=None, extra=None):
     extra : dict, optional
         More JSON-serialisable metadata (for example the CLI's settings).
     """
+    from . import __version__
     from .estimator import MLPRegressor
     from .scaling import StandardizedRegressor
-    from . import __version__
 
     scalers = {}
     if isinstance(model, StandardizedRegressor):

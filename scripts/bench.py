@@ -139,7 +139,8 @@ def run_sklearn(ctx):
     X, y = ctx["data"]
 
     def model(batch):
-        m = MLPRegressor(hidden_layer_sizes=(h,), activation="logistic", solver="sgd", batch_size=batch,
+        m = MLPRegressor(hidden_layer_sizes=(h,), activation="logistic", solver="sgd",
+                         batch_size=batch,
                          momentum=0.0, learning_rate_init=2 * LR, alpha=0.0, shuffle=False,
                          max_iter=1, random_state=0)
         with warnings.catch_warnings():

@@ -8,12 +8,11 @@ import time
 
 import numpy as np
 import pytest
+from test_cli import run
 
 from gpumlp import io
 from gpumlp.cli import main
 from gpumlp.datasets import make_friedman1
-
-from test_cli import run
 
 
 def write_csv(path, X, y, names=None, target="price"):

@@ -12,10 +12,10 @@ import pytest
 distributed = pytest.importorskip("distributed", reason="Dask is not installed")
 da = pytest.importorskip("dask.array")
 
+from test_cli import run  # noqa: E402
+
 from gpumlp import MLPRegressor, StandardizedRegressor, io  # noqa: E402
 from gpumlp import distributed as gd  # noqa: E402
-
-from test_cli import run  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -131,7 +131,8 @@ def test_warm_start_from_weights_assigned_by_hand(data):
 def test_warm_start_with_wrong_shapes_is_refused(data):
     X, y = data
     model = MLPRegressor((6,), warm_start=True, device="cpu")
-    model.coefs_, model.intercepts_ = [np.zeros((4, 5)), np.zeros((5, 1))], [np.zeros(5), np.zeros(1)]
+    model.coefs_ = [np.zeros((4, 5)), np.zeros((5, 1))]
+    model.intercepts_ = [np.zeros(5), np.zeros(1)]
     with pytest.raises(ValueError, match="warm_start needs coefs_ shaped"):
         model.fit(X, y)
 
@@ -245,7 +246,8 @@ def test_bad_parameters_get_clear_errors(data, params, error, match):
 
 
 @pytest.mark.parametrize("X, y, match", [
-    (np.array([[1.0, np.nan], [2.0, 3.0]]), [1.0, 2.0], r"X contains 1 NaN value\(s\), first at row 0, column 1"),
+    (np.array([[1.0, np.nan], [2.0, 3.0]]), [1.0, 2.0],
+     r"X contains 1 NaN value\(s\), first at row 0, column 1"),
     (np.array([[1.0], [2.0]]), [np.inf, 2.0], r"y contains 1 infinity"),
     (np.zeros((0, 3)), np.zeros(0), "0 sample"),
     (np.zeros((3, 2)), np.zeros(4), "inconsistent numbers of samples"),

@@ -61,7 +61,8 @@ def test_model_trained_on_any_backend_loads_and_predicts_on_the_cpu(backend, tmp
     name, device = backend
     X, y = data
     with device.context():
-        Xd, yd = device.asarray(X, dtype=device.xp.float32), device.asarray(y, dtype=device.xp.float32)
+        f32 = device.xp.float32
+        Xd, yd = device.asarray(X, dtype=f32), device.asarray(y, dtype=f32)
     model = _fit(StandardizedRegressor(MLPRegressor((8,), max_iter=30, random_state=0)), Xd, yd)
     on_device = to_numpy(model.predict(Xd)).astype(np.float64)
     io.save(model, tmp_path / "m.npz")
