@@ -15,7 +15,8 @@ import numpy as np
 
 from .devices import Device, to_numpy
 
-__all__ = ["check_params", "check_X", "check_y", "resolve_dtype"]
+__all__ = ["check_n_features", "check_params", "check_sample_weight", "check_X", "check_y",
+           "resolve_dtype"]
 
 
 def _as_array(x, name):
@@ -135,12 +136,17 @@ def check_X(X, estimator_name="MLPRegressor", n_features=None):
         raise ValueError(f"X must be real numbers, got dtype {X.dtype}.")
     if xp.isdtype(X.dtype, "real floating"):
         _check_finite(X, "X")
+    check_n_features(n_cols, n_features, estimator_name)
+    return X
+
+
+def check_n_features(n_cols, n_features, estimator_name="MLPRegressor"):
+    """Raise when ``X`` has ``n_cols`` columns but a fitted model expects ``n_features``."""
     if n_features is not None and n_cols != n_features:
         raise ValueError(
             f"X has {n_cols} features, but {estimator_name} is expecting "
             f"{n_features} features as input."
         )
-    return X
 
 
 def check_y(y, n_samples, estimator_name="MLPRegressor"):
@@ -178,9 +184,45 @@ def _check_number(name, value, low, high=None, low_open=False, integer=False):
         raise ValueError(f"{name} must be {bound}, got {value!r}.")
 
 
+def check_sample_weight(sample_weight, n_samples):
+    """Validate sample weights; return them as a float64 NumPy array of shape (n_samples,).
+
+    Raises
+    ------
+    ValueError
+        If the weights are not one number per row, are negative, NaN or
+        infinite, or are all zero.
+    """
+    weights = to_numpy(sample_weight) if aac.is_array_api_obj(sample_weight) else sample_weight
+    try:
+        weights = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"sample_weight must be numbers, one per row: {exc}") from None
+    if weights.ndim == 0:
+        weights = np.full(n_samples, float(weights))
+    if weights.shape != (n_samples,):
+        raise ValueError(f"sample_weight has shape {weights.shape}; it needs one weight per "
+                         f"row, shape ({n_samples},).")
+    if not np.all(np.isfinite(weights)):
+        raise ValueError("sample_weight contains NaN or infinity; pass finite weights.")
+    if np.any(weights < 0):
+        raise ValueError("sample_weight contains negative weights; weights must be >= 0.")
+    if not np.any(weights > 0):
+        raise ValueError("sample_weight is all zero; at least one row must have weight > 0.")
+    return weights
+
+
 def check_params(est):
-    """Validate the estimator's hyper-parameters (called at the start of fit)."""
-    from .kernels import ACTIVATIONS
+    """Validate the estimator's hyper-parameters (called at the start of fit).
+
+    Returns
+    -------
+    hidden_layer_sizes : tuple of int
+    activation : Activation
+        The activation's record, aliases resolved.
+    """
+    from .activations import NAMES as ACTIVATIONS
+    from .activations import get_activation
 
     sizes = est.hidden_layer_sizes
     if isinstance(sizes, numbers.Integral):
@@ -219,4 +261,4 @@ def check_params(est):
     check_dtype(est.dtype)
     if est.device is not None and not isinstance(est.device, (str, Device)):
         raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', got {est.device!r}.")
-    return sizes
+    return sizes, get_activation(est.activation)

@@ -197,9 +197,10 @@ def kernel_outputs(device: Device, dtype: str, problem=None, activation="sigmoid
         }
         for rule, new in stepped.items():
             out.update({f"{rule}/{k}": p for k, p in zip(names, new)})
-        fast = fastpath.select(Xd, len(cs), activation, 0.1)
+        fast = fastpath.select(Xd, len(cs), activation)
         if fast is not None:
             loss, coef_grads, intercept_grads = fast(Xd, yd, cs, bs)
+            loss, coef_grads = kernels.add_l2(loss, coef_grads, cs, 0.1, n)
             out["fast/loss"] = loss
             out.update({f"fast/d{k}": g for k, g in
                         zip(names, coef_grads + intercept_grads)})
@@ -238,15 +239,17 @@ def training_outputs(device: Device, dtype: str, config: str, problem=None,
     )
     model.coefs_ = [W.astype(dtype) for W in coefs]
     model.intercepts_ = [b.astype(dtype) for b in intercepts]
-    out, done = {}, 0
+    out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=Warning)
-        for checkpoint in checkpoints:
-            model.set_params(max_iter=checkpoint - done).fit(Xd, yd)
-            done = checkpoint
-            for i, (W, b) in enumerate(zip(model.coefs_, model.intercepts_), start=1):
-                out[f"step{checkpoint}/W{i}"] = W
-                out[f"step{checkpoint}/b{i}"] = b
+        # One epoch per partial_fit keeps the solver's state, so the weights
+        # at each checkpoint lie on one uninterrupted trajectory.
+        for epoch in range(1, max(checkpoints) + 1):
+            model.partial_fit(Xd, yd)
+            if epoch in checkpoints:
+                for i, (W, b) in enumerate(zip(model.coefs_, model.intercepts_), start=1):
+                    out[f"step{epoch}/W{i}"] = W
+                    out[f"step{epoch}/b{i}"] = b
     out["loss_curve"] = np.asarray(model.loss_curve_)
     out["predict"] = model.predict(Xd)
     return out

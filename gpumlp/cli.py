@@ -138,7 +138,7 @@ def _uses_dask(args):
 
 def _run_train(args):
     from . import get_device
-    from .datasets import train_test_split
+    from .splitting import train_test_split
 
     if args.plot:
         try:

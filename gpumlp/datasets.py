@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["make_friedman1", "standardize", "train_test_split"]
+__all__ = ["make_friedman1"]
 
 
 def make_friedman1(n_samples=2000, n_features=10, noise=1.0, random_state=0):
@@ -25,29 +25,3 @@ def make_friedman1(n_samples=2000, n_features=10, noise=1.0, random_state=0):
     y = (10 * np.sin(np.pi * X[:, 0] * X[:, 1]) + 20 * (X[:, 2] - 0.5) ** 2
          + 10 * X[:, 3] + 5 * X[:, 4] + noise * rng.standard_normal(n_samples))
     return X, y
-
-
-def train_test_split(X, y, test_size=0.2, random_state=0):
-    """Split rows at random into train and test sets (NumPy arrays)."""
-    n = X.shape[0]
-    n_test = int(round(test_size * n))
-    if not 0 < n_test < n:
-        raise ValueError(
-            f"test_size={test_size} leaves {n_test} test rows of {n}; choose a value "
-            f"that keeps at least one row on each side."
-        )
-    perm = np.random.default_rng(random_state).permutation(n)
-    test, train = perm[:n_test], perm[n_test:]
-    return X[train], X[test], y[train], y[test]
-
-
-def standardize(train, *others):
-    """Scale columns to zero mean and unit variance, using ``train``'s statistics.
-
-    Returns the scaled arrays followed by ``(mean, scale)``; constant columns
-    keep a scale of 1.
-    """
-    mean = train.mean(axis=0)
-    scale = train.std(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
-    return (*[(a - mean) / scale for a in (train, *others)], (mean, scale))

@@ -20,17 +20,21 @@ import logging
 import os
 import re
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 __all__ = [
     "CUDAUnavailableError",
+    "ArrayDevice",
+    "CPUDevice",
+    "CUDADevice",
     "Device",
     "default_device_spec",
     "device_of",
+    "dtype_name",
     "get_device",
+    "move",
     "to_numpy",
 ]
 
@@ -48,92 +52,197 @@ class CUDAUnavailableError(RuntimeError):
     """A CUDA device was asked for, but CuPy or a GPU is missing."""
 
 
-@dataclass(frozen=True)
 class Device:
     """Where arrays live and which array namespace computes on them.
 
-    Build one with :func:`get_device` (from a specifier such as ``"cuda:1"``)
-    or :func:`device_of` (from an array). The value holds only names, so it
-    pickles; the namespace and the native device object are looked up when
-    first needed.
+    A device is a small value, one subclass per backend: :class:`CPUDevice`
+    (NumPy), :class:`CUDADevice` (CuPy) and :class:`ArrayDevice` (any other
+    namespace array-api-compat understands, taken from an input array).
+    Adding a backend is adding one subclass (and, if it pays, one fast-path
+    module, named by :attr:`fastpath`). Build one with :func:`get_device`
+    (from a specifier such as ``"cuda:1"``) or :func:`device_of` (from an
+    array); ``Device("cpu")``, ``Device("cuda", 1)`` and
+    ``Device("array", None, namespace, native)`` build the subclass by kind.
 
-    Parameters
+    Attributes
     ----------
-    kind : {"cpu", "cuda", "array"}
-        ``"array"`` means a device of another array-API library, taken from
-        an input array (for example array-api-strict).
-    index : int, optional
-        The CUDA device ordinal, for ``kind="cuda"``.
-    namespace : module, optional
-        For ``kind="array"``: the array-API namespace of the input.
-    native : object, optional
-        For ``kind="array"``: the input array's ``.device``.
+    kind : str
+        ``"cpu"``, ``"cuda"`` or ``"array"``.
+    index : int or None
+        The CUDA device ordinal.
+    namespace : module or None
+        For ``"array"``: the array-API namespace of the input.
+    native : object or None
+        For ``"array"``: the input array's ``.device``.
+    fastpath : str or None
+        The module of :mod:`gpumlp.fastpath` with this backend's fast steps.
     """
 
-    kind: str
-    index: int | None = None
-    namespace: Any = field(default=None, compare=False, repr=False)
-    native: Any = field(default=None, compare=False, repr=False)
+    kind: str = ""
+    fastpath: str | None = None
+    _kinds: dict = {}
 
-    def __str__(self) -> str:
-        if self.kind == "cuda":
-            return f"cuda:{self.index}"
-        if self.kind == "array":
-            return f"{self.namespace.__name__}:{self.native}"
-        return "cpu"
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Device._kinds[cls.kind] = cls
+
+    def __new__(cls, kind: str | None = None, *args, **kwargs):
+        if cls is Device:
+            try:
+                cls = Device._kinds[kind]
+            except KeyError:
+                raise ValueError(f"Unknown device kind {kind!r}.") from None
+        return object.__new__(cls)
+
+    def __init__(self, kind: str | None = None, index: int | None = None,
+                 namespace: Any = None, native: Any = None):
+        self.index = index
+        self.namespace = namespace
+        self.native = native
+
+    def _key(self):
+        return (self.kind, self.index)
+
+    def __eq__(self, other):
+        return isinstance(other, Device) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return f"Device({str(self)!r})"
 
     def __reduce__(self):
-        # Foreign namespaces and their device objects need not pickle; a
-        # pickled estimator keeps only CPU or CUDA, which it can rebuild.
-        if self.kind == "array":
-            return (Device, ("cpu",))
         return (Device, (self.kind, self.index))
 
     @property
     def xp(self):
         """The array-API namespace that computes on this device."""
-        if self.kind == "cpu":
-            import array_api_compat.numpy as xp
-
-            return xp
-        if self.kind == "cuda":
-            _cupy()
-            import array_api_compat.cupy as xp
-
-            return xp
-        return self.namespace
+        raise NotImplementedError
 
     @property
     def array_device(self):
         """The object to pass as ``device=`` to ``xp.asarray``."""
-        if self.kind == "cpu":
-            return "cpu"
-        if self.kind == "cuda":
-            return _cupy().cuda.Device(self.index)
-        return self.native
+        raise NotImplementedError
 
     @property
     def is_numpy(self) -> bool:
-        return self.kind == "cpu"
+        """True for NumPy on the host."""
+        return False
+
+    def holds(self, x) -> bool:
+        """True when the array ``x`` already lives here, in this namespace."""
+        return device_of(x) == self
 
     def context(self):
-        """A context manager that makes this device current (CUDA only)."""
-        if self.kind == "cuda":
-            return _cupy().cuda.Device(self.index)
+        """A context manager that makes this device current (a no-op but on CUDA)."""
         return nullcontext()
 
     def asarray(self, x, dtype=None):
         """Move ``x`` (NumPy or any array of this namespace) onto this device."""
-        xp = self.xp
-        if self.kind == "cuda":
-            with self.context():
-                return xp.asarray(x, dtype=dtype)
-        return xp.asarray(x, dtype=dtype, device=self.array_device)
+        return self.xp.asarray(x, dtype=dtype, device=self.array_device)
 
     def synchronize(self) -> None:
-        """Wait for queued work on this device (a no-op off CUDA)."""
-        if self.kind == "cuda":
-            _cupy().cuda.Device(self.index).synchronize()
+        """Wait for queued work on this device (a no-op off accelerators)."""
+
+
+class CPUDevice(Device):
+    """NumPy, on the host."""
+
+    kind = "cpu"
+    fastpath = "numpy"
+
+    def __str__(self) -> str:
+        return "cpu"
+
+    @property
+    def xp(self):
+        import array_api_compat.numpy as xp
+
+        return xp
+
+    @property
+    def array_device(self):
+        return "cpu"
+
+    @property
+    def is_numpy(self) -> bool:
+        return True
+
+
+class CUDADevice(Device):
+    """CuPy, on one CUDA GPU; CuPy is imported when first needed."""
+
+    kind = "cuda"
+    fastpath = "cupy"
+
+    def __str__(self) -> str:
+        return f"cuda:{self.index}"
+
+    @property
+    def xp(self):
+        _cupy()
+        import array_api_compat.cupy as xp
+
+        return xp
+
+    @property
+    def array_device(self):
+        return _cupy().cuda.Device(self.index)
+
+    def context(self):
+        return _cupy().cuda.Device(self.index)
+
+    def asarray(self, x, dtype=None):
+        with self.context():
+            return self.xp.asarray(x, dtype=dtype)
+
+    def synchronize(self) -> None:
+        _cupy().cuda.Device(self.index).synchronize()
+
+
+class ArrayDevice(Device):
+    """A device of another array-API library, taken from an input array."""
+
+    kind = "array"
+
+    def _key(self):
+        return (self.kind, id(self.namespace), self.native)
+
+    def __str__(self) -> str:
+        return f"{self.namespace.__name__}:{self.native}"
+
+    def __reduce__(self):
+        # Foreign namespaces and their device objects need not pickle; a
+        # pickled estimator keeps only CPU or CUDA, which it can rebuild.
+        return (Device, ("cpu",))
+
+    @property
+    def xp(self):
+        return self.namespace
+
+    @property
+    def array_device(self):
+        return self.native
+
+
+def move(x, device: Device, dtype: str | None = None):
+    """``x`` on ``device`` (in ``dtype`` if given), copying only when needed.
+
+    This, :func:`to_numpy` and :meth:`Device.asarray` are the only ways data
+    crosses between devices.
+    """
+    xp = device.xp
+    if device.holds(x):
+        if dtype is not None and x.dtype != getattr(xp, dtype):
+            return xp.astype(x, getattr(xp, dtype))
+        return x
+    return device.asarray(to_numpy(x), dtype=None if dtype is None else getattr(xp, dtype))
+
+
+def dtype_name(x) -> str:
+    """``"float32"`` or ``"float64"`` (the dtype's name) for an array of any namespace."""
+    return str(x.dtype).rsplit(".", 1)[-1]
 
 
 _SPEC = re.compile(r"^(?P<kind>cpu|cuda|gpu|auto)(?::(?P<index>\d+))?$")
@@ -207,11 +316,9 @@ def get_device(spec: str | Device | None = None) -> Device:
 def _auto_device() -> Device:
     # Cached so that the choice is made, and said, once per process.
     try:
-        count = _cuda_device_count()
+        _cuda_device_count()  # raises when CUDA cannot be had
     except CUDAUnavailableError as exc:
         logger.info("gpumlp: device 'auto' chose the CPU (%s)", str(exc).split(".")[0])
-        return Device("cpu")
-    if count == 0:  # pragma: no cover - _cuda_device_count raises instead
         return Device("cpu")
     logger.info("gpumlp: device 'auto' chose cuda:0")
     return Device("cuda", 0)

@@ -1,23 +1,29 @@
 """Training on Dask: data-parallel gradient descent over row chunks.
 
-Each chunk of rows stays on the worker that holds it and goes through the
-same code as in-process training (the backend's fast path where
+Dask is one more batch source (:mod:`gpumlp.sources`): :class:`ChunkSource`
+holds the row chunks of X and y on the workers, and the ordinary trainer
+drives the steps. Each chunk stays on the worker that holds it and goes
+through the same code as in-process training (the backend's fast path where
 :func:`gpumlp.fastpath.select` offers one, else the generic array-API
-kernels), in the chunk's own namespace (NumPy, or CuPy on GPU workers). A chunk
-returns its *share* of the batch's
-gradient (``kernels.backward(..., n_total=rows in the batch)``) and its sum of
-squared errors; Dask adds those up as a tree, and the driver applies the L2
-penalty and the solver's update (the same solver objects as in-process) to
-the small host-side weights, which are sent to the workers each step.
+kernels), in the chunk's own namespace (NumPy, or CuPy on GPU workers). A
+chunk returns its *share* of the batch's gradient
+(``kernels.backward(..., n_total=rows in the batch)``) and its sum of squared
+errors; Dask adds those up as a tree, and the driver applies the L2 penalty
+and the solver's update (the same solvers as in-process) to the small
+host-side weights, which are sent to the workers each step.
 
 Full-batch gradient descent therefore takes the same steps as in-process
 training, up to the summation order. Minibatches are whole chunks: an epoch
 visits every chunk once, in an order drawn from the estimator's seed, and
 groups consecutive chunks until a batch holds at least ``batch_size`` rows;
-each batch's gradient is divided by the rows it actually holds.
+each batch's gradient is divided by the rows it actually holds. A validation
+source (``eval_set``, or ``early_stopping``'s split, which holds out whole
+chunks) is evaluated on the workers the same way.
 
-Dask is optional (the ``dask`` extra); this module imports it only when a
-dask array reaches the estimator or a reader below is called.
+This module keeps what is Dask's own: the chunk source, connecting to a
+cluster, and the readers. Dask is optional (the ``dask`` extra); this module
+imports it only when a dask array reaches the estimator or a reader below is
+called.
 """
 
 from __future__ import annotations
@@ -30,11 +36,11 @@ import zipfile
 import numpy as np
 
 from . import fastpath, kernels
-from .devices import Device, device_of, to_numpy
-from .training import Trainer
+from ._validation import check_n_features
+from .devices import device_of, to_numpy
 
-__all__ = ["DaskData", "DaskTrainer", "connect", "predict", "read_dataset",
-           "split_by_chunks", "to_cupy_blocks"]
+__all__ = ["ChunkSource", "connect", "predict", "read_dataset", "split_by_chunks",
+           "to_cupy_blocks"]
 
 
 def _require_dask():
@@ -48,8 +54,8 @@ def _require_dask():
 
 
 # ------------------------------------------------------------ worker side
-def _chunk_sums(X, y, params, n_layers, activation, n_total, dtype):
-    """On a worker: sum of squared errors and this chunk's gradient share."""
+def _on_worker(X, y, params, dtype):
+    """A chunk in the training dtype, ``y`` 2-D, and the weights where the chunk lives."""
     from array_api_compat import array_namespace
 
     place = device_of(X)
@@ -59,18 +65,30 @@ def _chunk_sums(X, y, params, n_layers, activation, n_total, dtype):
     if y.ndim == 1:
         y = xp.reshape(y, (-1, 1))
     params = params if place.is_numpy else [place.asarray(p) for p in params]
+    return xp, X, y, params
+
+
+def _chunk_sums(X, y, params, n_layers, activation, n_total, dtype, use_fastpath):
+    """On a worker: sum of squared errors and this chunk's gradient share."""
+    xp, X, y, params = _on_worker(X, y, params, dtype)
     coefs, intercepts = params[:n_layers], params[n_layers:]
-    fast = fastpath.select(X, n_layers, activation, 0.0)
+    fast = fastpath.select(X, n_layers, activation, enabled=use_fastpath)
     if fast is not None:
         loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts, n_total=n_total)
-        sse = loss * float(y.shape[0] * y.shape[1])
     else:
-        activations = kernels.forward(X, coefs, intercepts, activation)
-        diff = activations[-1] - y
-        sse = xp.sum(diff * diff)
-        coef_grads, intercept_grads = kernels.backward(
-            y, activations, coefs, activation, 0.0, n_total=n_total)
+        loss, coef_grads, intercept_grads = kernels.loss_and_grads(
+            X, y, coefs, intercepts, activation, n_total=n_total)
+    sse = loss * float(y.shape[0] * y.shape[1])
     return [to_numpy(sse), *(to_numpy(g) for g in coef_grads + intercept_grads)]
+
+
+def _chunk_eval(X, y, params, n_layers, activation, dtype):
+    """On a worker: per output, the squared errors, and the sums of y and y**2."""
+    xp, X, y, params = _on_worker(X, y, params, dtype)
+    y_pred = kernels.predict(X, params[:n_layers], params[n_layers:], activation)
+    diff = y_pred - y
+    sums = [xp.sum(diff * diff, axis=0), xp.sum(y, axis=0), xp.sum(y * y, axis=0)]
+    return [to_numpy(v) for v in sums] + [np.asarray(float(y.shape[0]))]
 
 
 def _add(a, b):
@@ -92,19 +110,42 @@ def _finite_and_rows(X, y):
 
 
 # ------------------------------------------------------------ driver side
-class DaskData:
-    """The row chunks of X and y, computed once and held on the workers.
+class ChunkSource:
+    """Row chunks of X and y, computed once and held on the Dask workers.
 
-    Parameters
-    ----------
-    client : distributed.Client
-    X : dask array, shape (n, f), chunked by rows
-    y : dask array, shape (n,) or (n, k), or a NumPy array
+    A batch source (see :mod:`gpumlp.sources`): a batch is a list of chunk
+    indices, and the parameters it is given are NumPy arrays on the driver.
+
+    Build one with :meth:`from_arrays`.
     """
 
-    def __init__(self, client, X, y):
+    def __init__(self, client, X_blocks, y_blocks, rows, n_features, n_outputs, y_ndim,
+                 dtype):
+        self.client = client
+        self.X, self.y, self.rows = X_blocks, y_blocks, list(rows)
+        self.n_samples = sum(self.rows)
+        self.n_features, self.n_outputs, self.y_ndim = n_features, n_outputs, y_ndim
+        #: The training dtype's name; the estimator may set it before training.
+        self.dtype = dtype
+
+    @classmethod
+    def from_arrays(cls, X, y, client=None, estimator_name="MLPRegressor",
+                    n_features=None) -> ChunkSource:
+        """Check X and y, and hold their chunks on the workers.
+
+        Parameters
+        ----------
+        X : dask array, shape (n, f), chunked by rows (columns are merged)
+        y : dask array or NumPy array, shape (n,) or (n, k)
+        client : distributed.Client, optional
+            Default: the current client.
+        n_features : int, optional
+            The feature count a fitted model expects.
+        """
+        _require_dask()
         import dask.array as da
 
+        client = client if client is not None else _default_client()
         if X.ndim != 2:
             raise ValueError(f"Expected a 2-D dask array X, got {X.ndim}-D.")
         if len(X.chunks[1]) != 1:
@@ -113,24 +154,23 @@ class DaskData:
             raise ValueError("X has unknown chunk lengths; compute them first "
                              "(for dask dataframes: to_dask_array(lengths=True)).")
         if y is None:
-            raise ValueError("MLPRegressor requires y to be passed, but the target y is None.")
+            raise ValueError(f"{estimator_name} requires y to be passed, but the target y "
+                             f"is None.")
         if np.ndim(y) not in (1, 2) or np.shape(y)[0] != X.shape[0]:
             raise ValueError(
                 f"Found input variables with inconsistent numbers of samples: "
                 f"[{X.shape[0]}, {np.shape(y)[0] if np.ndim(y) else 0}]. X and y need one "
                 f"row per sample.")
+        check_n_features(X.shape[1], n_features, estimator_name)
         if not hasattr(y, "dask"):
             y = da.from_array(np.asarray(y), chunks=(X.chunks[0],) + ((-1,) if np.ndim(y) == 2
                                                                     else ()))
         y = y.rechunk((X.chunks[0],) + ((-1,) if y.ndim == 2 else ()))
-        self.client = client
-        self.shape = X.shape
-        self.y_ndim = y.ndim
-        self.n_outputs = 1 if y.ndim == 1 else y.shape[1]
-        self.dtype = X.dtype
-        self.rows = list(X.chunks[0])
-        self.X = self._hold(client, X, "X")
-        self.y = self._hold(client, y, "y")
+        dtype = X.dtype.name if X.dtype in (np.float32, np.float64) else "float64"
+        source = cls(client, cls._hold(client, X, "X"), cls._hold(client, y, "y"),
+                     X.chunks[0], X.shape[1], 1 if y.ndim == 1 else y.shape[1], y.ndim, dtype)
+        source.check_finite()
+        return source
 
     @staticmethod
     def _hold(client, array, name):
@@ -161,110 +201,85 @@ class DaskData:
                     f"first being chunk {bad[0]} (rows {sum(self.rows[:bad[0]])} to "
                     f"{sum(self.rows[:bad[0] + 1]) - 1}). Remove or impute them before fitting.")
 
-    def sums(self, chunk_ids, params, n_layers, activation, dtype):
-        """Tree-reduced ``[sse, *gradients]`` over the chunks, gathered to the driver."""
-        client = self.client
-        n_total = sum(self.rows[i] for i in chunk_ids)
-        # The weights travel inside each task rather than as scattered data:
-        # a task can then be rerun on any worker, even after the worker that
-        # held a scattered copy has died.
-        params = list(params)
-        parts = [client.submit(_chunk_sums, self.X[i], self.y[i], params, n_layers,
-                               activation, n_total, dtype, pure=False) for i in chunk_ids]
-        while len(parts) > 1:
-            parts = [client.submit(_add, parts[j], parts[j + 1], pure=False)
-                     if j + 1 < len(parts) else parts[j] for j in range(0, len(parts), 2)]
-        return parts[0].result(), n_total
+    def _subset(self, chunk_ids):
+        return ChunkSource(self.client, [self.X[i] for i in chunk_ids],
+                           [self.y[i] for i in chunk_ids], [self.rows[i] for i in chunk_ids],
+                           self.n_features, self.n_outputs, self.y_ndim, self.dtype)
 
+    def split(self, fraction, rng):
+        """``(train, validation)`` sources: ``ceil(fraction * chunks)`` whole chunks held out."""
+        n_chunks = len(self.rows)
+        n_val = max(1, int(math.ceil(fraction * n_chunks)))
+        if n_val >= n_chunks:
+            raise ValueError(
+                f"early_stopping on dask arrays holds out whole chunks, and X has "
+                f"{n_chunks} chunk(s); with validation_fraction={fraction} no chunk is left "
+                f"to train on. Rechunk X into more chunks, or pass a smaller fraction.")
+        perm = rng.permutation(n_chunks)
+        return self._subset(sorted(perm[n_val:])), self._subset(sorted(perm[:n_val]))
 
-class DaskTrainer(Trainer):
-    """A :class:`~gpumlp.training.Trainer` whose epochs run on Dask workers.
-
-    The parameters are NumPy arrays on the driver; ``X`` and ``y`` passed to
-    :meth:`fit` are one :class:`DaskData` (given twice, as X and y).
-    """
-
-    def draw_order(self, rng, n, batch_size, shuffle, device):
-        n_chunks = len(self._data.rows)
-        if shuffle and batch_size < n and n_chunks > 1:
-            return rng.permutation(n_chunks)
-        return None
-
-    def epoch(self, data, _y, batch_size, order):
-        order = range(len(data.rows)) if order is None else order
+    def batches(self, rng, batch_size, shuffle):
+        """This epoch's batches: groups of consecutive chunks of at least ``batch_size`` rows."""
+        n_chunks = len(self.rows)
+        order = range(n_chunks)
+        if shuffle and batch_size < self.n_samples and n_chunks > 1:
+            order = rng.permutation(n_chunks)
         batches, current, rows = [], [], 0
         for i in order:
             current.append(int(i))
-            rows += data.rows[i]
+            rows += self.rows[i]
             if rows >= batch_size:
                 batches.append(current)
                 current, rows = [], 0
         if current:
             batches.append(current)
-        dtype = self.params[0].dtype
-        total = dtype.type(0)
-        for chunk_ids in batches:
-            sums, n_b = data.sums(chunk_ids, self.params, self.n_layers, self.activation,
-                                  dtype.name)
-            sse, grads = sums[0], sums[1:]
-            loss = sse / dtype.type(n_b * data.n_outputs)
-            if self.alpha:
-                loss = loss + kernels.l2_penalty(self.coefs, self.alpha, n_b)
-                for i, W in enumerate(self.coefs):
-                    grads[i] = grads[i] + (self.alpha / n_b) * W
-            self.params = self.solver.update(self.params, grads)
-            total = total + loss * dtype.type(n_b)
-        self.samples_seen += data.shape[0]
-        return np.asarray(total / dtype.type(data.shape[0]), dtype=dtype)
+        return batches
 
+    def batch_rows(self, batch):
+        """Rows in one batch."""
+        return sum(self.rows[i] for i in batch)
 
-def fit(est, X, y, *, client, incremental, callback, hidden):
-    """``MLPRegressor.fit`` for dask arrays (see the module docstring)."""
-    _require_dask()
-    if est.early_stopping:
-        raise ValueError("early_stopping is not supported with dask arrays yet; "
-                         "pass early_stopping=False.")
-    client = client if client is not None else _default_client()
-    data = DaskData(client, X, y)
-    n_features = data.shape[1]
-    continuing = (incremental or est.warm_start) and hasattr(est, "coefs_")
-    if continuing and est.coefs_[0].shape[0] != n_features:
-        raise ValueError(f"X has {n_features} features, but {type(est).__name__} is "
-                         f"expecting {est.coefs_[0].shape[0]} features as input.")
-    data.check_finite()
-    dtype = est.dtype or (data.dtype.name if data.dtype in (np.float32, np.float64)
-                          else "float64")
-    cpu = Device("cpu")
-    layer_sizes = [n_features, *hidden, data.n_outputs]
-    trainer = est._trainer_for(layer_sizes, cpu, dtype, continuing)
-    if not isinstance(trainer, DaskTrainer):
-        # Same parameters, solver state and history; epochs on the workers.
-        trainer = DaskTrainer(
-            activation=trainer.activation, solver=trainer.solver, alpha=trainer.alpha,
-            n_layers=trainer.n_layers, params=trainer.params, loss_curve=trainer.loss_curve,
-            samples_seen=trainer.samples_seen)
-    trainer._data = data
-    n = data.shape[0]
-    batch_size = n if est.solver == "gd" else (
-        min(200, n) if est.batch_size == "auto" else est.batch_size)
-    try:
-        trainer.fit(data, data, device=cpu, rng=est._rng, batch_size=batch_size,
-                    shuffle=est.shuffle, max_iter=1 if incremental else est.max_iter,
-                    tol=est.tol, n_iter_no_change=est.n_iter_no_change,
-                    verbose=est.verbose, check_convergence=not incremental,
-                    on_epoch=callback)
-    except ValueError:
-        raise
-    except Exception as exc:
-        # Dask retries tasks on other workers; when it gives up, say so plainly.
-        raise RuntimeError(
-            f"Training on the Dask cluster failed ({type(exc).__name__}: {exc}). The model "
-            f"keeps the weights of the last complete epoch; check the workers' logs and "
-            f"call fit again.") from exc
-    finally:
-        trainer._data = None
-        est._store(trainer, cpu, cpu, data.y_ndim == 1, False, False)
-    return est
+    def _reduce(self, function, chunk_ids, *args):
+        """Run ``function`` on each chunk, add the results up as a tree, gather them."""
+        client = self.client
+        # The weights travel inside each task rather than as scattered data:
+        # a task can then be rerun on any worker, even after the worker that
+        # held a scattered copy has died.
+        parts = [client.submit(function, self.X[i], self.y[i], *args, pure=False)
+                 for i in chunk_ids]
+        while len(parts) > 1:
+            parts = [client.submit(_add, parts[j], parts[j + 1], pure=False)
+                     if j + 1 < len(parts) else parts[j] for j in range(0, len(parts), 2)]
+        try:
+            return parts[0].result()
+        except Exception as exc:
+            # Dask retries tasks on other workers; when it gives up, say so plainly.
+            raise RuntimeError(
+                f"Training on the Dask cluster failed ({type(exc).__name__}: {exc}). The "
+                f"model keeps the weights of the last complete epoch; check the workers' "
+                f"logs and call fit again.") from exc
+
+    def loss_and_grads(self, batch, coefs, intercepts, network):
+        """The batch's mean squared error and gradients, summed on the workers."""
+        n_total = self.batch_rows(batch)
+        dtype = np.dtype(self.dtype)
+        sums = self._reduce(_chunk_sums, batch, [*coefs, *intercepts], network.n_layers,
+                            network.activation.name, n_total, self.dtype, network.fastpath)
+        loss = np.asarray(sums[0] / dtype.type(n_total * self.n_outputs), dtype=dtype)
+        return loss, [np.asarray(g, dtype=dtype) for g in sums[1:]], n_total
+
+    def evaluate(self, coefs, intercepts, activation):
+        """Loss and R² on all chunks, computed on the workers (NumPy 0-d arrays)."""
+        dtype = np.dtype(self.dtype)
+        sse, total, squares, n = self._reduce(
+            _chunk_eval, range(len(self.rows)), [*coefs, *intercepts], len(coefs),
+            activation.name, self.dtype)
+        n = float(n)
+        sst = squares - total * total / n
+        safe = np.where(sst > 0, sst, 1.0)
+        r2 = np.where(sst > 0, 1.0 - sse / safe, (sse == 0).astype(sse.dtype))
+        return (np.asarray(sse.sum() / (n * self.n_outputs), dtype=dtype),
+                np.asarray(r2.mean(), dtype=dtype))
 
 
 def predict(est, X):
@@ -272,10 +287,7 @@ def predict(est, X):
     _require_dask()
     if X.ndim != 2:
         raise ValueError(f"Expected a 2-D dask array X, got {X.ndim}-D.")
-    n_features = est.coefs_[0].shape[0]
-    if X.shape[1] != n_features:
-        raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is "
-                         f"expecting {n_features} features as input.")
+    check_n_features(X.shape[1], est.coefs_[0].shape[0], type(est).__name__)
     if len(X.chunks[1]) != 1:
         X = X.rechunk({1: -1})
     dtype = np.dtype(str(est.coefs_[0].dtype))

@@ -9,40 +9,18 @@ NumPy or lists). The loop in between never leaves the device.
 from __future__ import annotations
 
 import array_api_compat as aac
-import numpy as np
 
-from . import kernels
+from . import fastpath, kernels
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from ._validation import check_params, check_X, check_y, resolve_dtype
-from .devices import Device, device_of, get_device, to_numpy
+from .devices import Device, device_of, dtype_name, get_device, move
 from .initialization import as_generator, glorot_uniform
-from .training import Trainer, make_solver, r2_score, split_validation
+from .metrics import score
+from .solvers import make_solver, map_state
+from .sources import ArraySource, Network
+from .training import Trainer
 
 __all__ = ["MLPRegressor"]
-
-
-def _same_device(a: Device, b: Device) -> bool:
-    if a.kind != b.kind:
-        return False
-    if a.kind == "array":
-        return a.namespace is b.namespace and a.native == b.native
-    return a.index == b.index
-
-
-def move(x, device: Device, dtype: str | None = None):
-    """``x`` on ``device`` (in ``dtype`` if given), copying only when needed."""
-    here = device_of(x)
-    xp = device.xp
-    if _same_device(here, device):
-        if dtype is not None and x.dtype != getattr(xp, dtype):
-            return xp.astype(x, getattr(xp, dtype))
-        return x
-    return device.asarray(to_numpy(x), dtype=None if dtype is None else getattr(xp, dtype))
-
-
-def _dtype_name(x) -> str:
-    """``"float32"`` or ``"float64"`` for an array of any namespace."""
-    return str(x.dtype).rsplit(".", 1)[-1]
 
 
 class MLPRegressor(RegressorMixin, BaseEstimator):
@@ -232,26 +210,34 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         return self._fit(X, y, incremental=True, client=client)
 
     def _fit(self, X, y, incremental, eval_set=None, callback=None, client=None):
-        hidden = check_params(self)
-        if aac.is_dask_array(X):
-            if eval_set is not None:
-                raise ValueError("eval_set is not supported with dask arrays yet.")
-            from . import distributed
-
-            return distributed.fit(self, X, y, client=client, incremental=incremental,
-                                   callback=callback, hidden=hidden)
+        hidden, activation = check_params(self)
         continuing = (incremental or self.warm_start) and hasattr(self, "coefs_")
-        X = check_X(X, type(self).__name__,
-                    n_features=self.coefs_[0].shape[0] if continuing else None)
-        y = check_y(y, X.shape[0], type(self).__name__)
-        device = self._resolve_device(X)
-        dtype = resolve_dtype(self.dtype, X)
-        if continuing and self.dtype is None:
-            dtype = _dtype_name(self.coefs_[0])
+        n_features = self.coefs_[0].shape[0] if continuing else None
+        if aac.is_dask_array(X):
+            from .distributed import ChunkSource
 
+            source = ChunkSource.from_arrays(X, y, client, type(self).__name__, n_features)
+            device = input_device = Device("cpu")
+            dtype = self.dtype or source.dtype
+            y_was_1d = source.y_ndim == 1
+        else:
+            X = check_X(X, type(self).__name__, n_features=n_features)
+            y = check_y(y, X.shape[0], type(self).__name__)
+            device, input_device = self._resolve_device(X), device_of(X)
+            dtype = resolve_dtype(self.dtype, X)
+            y_was_1d = y.ndim == 1
+            source = None
+        if continuing and self.dtype is None:
+            dtype = dtype_name(self.coefs_[0])
         try:
-            return self._fit_on(device, X, y, dtype, hidden, continuing, incremental,
-                                eval_set, callback)
+            with device.context():
+                if source is None:
+                    source = ArraySource.from_arrays(X, y, device, dtype)
+                else:
+                    source.dtype = dtype
+                return self._fit_source(source, device, input_device, dtype, hidden,
+                                        activation, y_was_1d, continuing, incremental,
+                                        eval_set, callback, client)
         except MemoryError as exc:
             # CuPy's OutOfMemoryError is a MemoryError too.
             raise MemoryError(
@@ -261,117 +247,134 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 f"on fewer rows."
             ) from exc
 
-    def _fit_on(self, device, X, y, dtype, hidden, continuing, incremental, eval_set,
-                callback):
-        input_device = device_of(X)
-        with device.context():
-            Xd = move(X, device, dtype)
-            yd = move(y, device, dtype)
-            y_was_1d = yd.ndim == 1
-            if y_was_1d:
-                yd = device.xp.reshape(yd, (-1, 1))
-            layer_sizes = [Xd.shape[1], *hidden, yd.shape[1]]
-            trainer = self._trainer_for(layer_sizes, device, dtype, continuing)
-            validation = None
-            if eval_set is not None:
-                X_val, y_val = eval_set
-                X_val = check_X(X_val, type(self).__name__, n_features=Xd.shape[1])
-                y_val = check_y(y_val, X_val.shape[0], type(self).__name__)
-                y_val = move(y_val, device, dtype)
-                validation = (move(X_val, device, dtype),
-                              device.xp.reshape(y_val, (y_val.shape[0], -1)))
-                if validation[1].shape[1] != yd.shape[1]:
-                    raise ValueError(f"eval_set's y has {validation[1].shape[1]} outputs; "
-                                     f"y has {yd.shape[1]}.")
-            elif self.early_stopping and not incremental:
-                train_rows, val_rows = split_validation(
-                    Xd.shape[0], self.validation_fraction, self._rng)
-                xp = device.xp
-                train_rows, val_rows = device.asarray(train_rows), device.asarray(val_rows)
-                validation = (xp.take(Xd, val_rows, axis=0), xp.take(yd, val_rows, axis=0))
-                Xd, yd = xp.take(Xd, train_rows, axis=0), xp.take(yd, train_rows, axis=0)
-            early_stopping = self.early_stopping and not incremental
-            if self.solver == "gd":
-                batch_size = Xd.shape[0]
-            elif self.batch_size == "auto":
-                batch_size = min(200, Xd.shape[0])
-            else:
-                batch_size = self.batch_size
-            try:
-                trainer.fit(
-                    Xd, yd, device=device, rng=self._rng, batch_size=batch_size,
-                    shuffle=self.shuffle, max_iter=1 if incremental else self.max_iter,
-                    tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-                    validation=validation, stop_on_validation=early_stopping,
-                    verbose=self.verbose, check_convergence=not incremental,
-                    on_epoch=callback,
-                )
-                if early_stopping and trainer.best_params is not None:
-                    trainer.params = trainer.best_params
-            finally:
-                self._store(trainer, device, input_device, y_was_1d, early_stopping,
-                            validation is not None)
+    def _fit_source(self, source, device, input_device, dtype, hidden, activation, y_was_1d,
+                    continuing, incremental, eval_set, callback, client):
+        """The one fit flow, for every batch source (see :mod:`gpumlp.sources`)."""
+        layer_sizes = [source.n_features, *hidden, source.n_outputs]
+        trainer = self._trainer_for(layer_sizes, device, dtype, activation, continuing,
+                                    incremental)
+        validation = None
+        early_stopping = self.early_stopping and not incremental
+        if eval_set is not None:
+            validation = self._eval_source(eval_set, source, device, dtype, client)
+        elif early_stopping:
+            source, validation = source.split(self.validation_fraction, self._rng)
+        if self.solver == "gd":
+            batch_size = source.n_samples
+        elif self.batch_size == "auto":
+            batch_size = min(200, source.n_samples)
+        else:
+            batch_size = self.batch_size
+        try:
+            trainer.fit(
+                source, rng=self._rng, batch_size=batch_size, shuffle=self.shuffle,
+                max_iter=1 if incremental else self.max_iter, tol=self.tol,
+                n_iter_no_change=self.n_iter_no_change, validation=validation,
+                stop_on_validation=early_stopping, verbose=self.verbose,
+                check_convergence=not incremental, on_epoch=callback,
+            )
+            if early_stopping and trainer.best_params is not None:
+                trainer.params = trainer.best_params
+        finally:
+            self._store(trainer, device, input_device, y_was_1d, early_stopping,
+                        validation is not None)
         return self
 
-    def _trainer_for(self, layer_sizes, device, dtype, continuing):
-        """The trainer to continue, or a fresh one from Glorot-uniform weights."""
-        trainer = getattr(self, "_trainer", None)
-        if continuing:
-            params = [move(p, device, dtype) for p in (*self.coefs_, *self.intercepts_)]
-            expected = [(a, b) for a, b in zip(layer_sizes[:-1], layer_sizes[1:])]
-            shapes = [tuple(W.shape) for W in params[: len(self.coefs_)]]
-            bias_shapes = [tuple(b.shape) for b in params[len(self.coefs_):]]
-            if shapes != expected or bias_shapes != [(b,) for _, b in expected]:
-                raise ValueError(
-                    f"warm_start needs coefs_ shaped {expected} and intercepts_ shaped "
-                    f"{[(b,) for _, b in expected]} for this data and "
-                    f"hidden_layer_sizes; they are {shapes} and {bias_shapes}."
-                )
-            if trainer is None or trainer.n_layers != len(expected) or \
-                    not isinstance(trainer.solver, type(make_solver(self))):
-                trainer = self._new_trainer(len(expected))
-                trainer.params = params
-                trainer.solver.init_state(params)
-            else:
-                trainer.params = params
-                trainer.solver.learning_rate = float(self.learning_rate_init)
-            if not hasattr(self, "_rng"):
-                self._rng = as_generator(self.random_state)
-            return trainer
-        self._rng = as_generator(self.random_state)
-        coefs, intercepts = glorot_uniform(layer_sizes, self._rng, dtype)
-        trainer = self._new_trainer(len(coefs))
-        trainer.params = [device.asarray(p) for p in (*coefs, *intercepts)]
-        trainer.solver.init_state(trainer.params)
-        return trainer
+    def _eval_source(self, eval_set, source, device, dtype, client):
+        """A validation source for ``eval_set``, of the kind the training data is."""
+        X_val, y_val = eval_set
+        name = type(self).__name__
+        if aac.is_dask_array(X_val):
+            from .distributed import ChunkSource
 
-    def _new_trainer(self, n_layers):
-        return Trainer(
-            activation=self.activation, solver=make_solver(self),
-            alpha=float(self.alpha), n_layers=n_layers,
-        )
+            validation = ChunkSource.from_arrays(X_val, y_val, client, name, source.n_features)
+            validation.dtype = dtype
+        else:
+            X_val = check_X(X_val, name, n_features=source.n_features)
+            y_val = check_y(y_val, X_val.shape[0], name)
+            validation = ArraySource.from_arrays(X_val, y_val, device, dtype)
+        if validation.n_outputs != source.n_outputs:
+            raise ValueError(f"eval_set's y has {validation.n_outputs} outputs; "
+                             f"y has {source.n_outputs}.")
+        return validation
+
+    def _trainer_for(self, layer_sizes, device, dtype, activation, continuing, incremental):
+        """A trainer built from the current hyper-parameters.
+
+        Its weights are the fitted ones when continuing (``warm_start`` or
+        ``partial_fit``), else fresh Glorot-uniform ones. Like scikit-learn,
+        ``partial_fit`` keeps the solver's state (momenta, Adam's moments and
+        step) when the solver is the same kind, and a warm-start ``fit``
+        starts a new one; the history (loss curve, stopping-rule counters)
+        carries on in both.
+        """
+        solver = make_solver(self.solver, self.learning_rate_init, self.get_params())
+        network = Network(len(layer_sizes) - 1, activation, fastpath.is_enabled())
+        previous = getattr(self, "_trainer", None)
+        if not continuing:
+            self._rng = as_generator(self.random_state)
+            coefs, intercepts = glorot_uniform(layer_sizes, self._rng, dtype)
+            params = [device.asarray(p) for p in (*coefs, *intercepts)]
+            return Trainer(network, solver, float(self.alpha), params,
+                           solver.init_state(params))
+        params = [move(p, device, dtype) for p in (*self.coefs_, *self.intercepts_)]
+        expected = list(zip(layer_sizes[:-1], layer_sizes[1:]))
+        n_layers = len(self.coefs_)
+        shapes = [tuple(W.shape) for W in params[:n_layers]]
+        bias_shapes = [tuple(b.shape) for b in params[n_layers:]]
+        if shapes != expected or bias_shapes != [(b,) for _, b in expected]:
+            raise ValueError(
+                f"warm_start needs coefs_ shaped {expected} and intercepts_ shaped "
+                f"{[(b,) for _, b in expected]} for this data and "
+                f"hidden_layer_sizes; they are {shapes} and {bias_shapes}."
+            )
+        if not hasattr(self, "_rng"):
+            self._rng = as_generator(self.random_state)
+        trainer = Trainer(network, solver, float(self.alpha), params, solver.init_state(params))
+        if previous is not None:
+            for name in ("loss_curve", "validation_losses", "validation_scores", "best_loss",
+                         "best_validation_score", "no_improvement_count", "samples_seen"):
+                setattr(trainer, name, getattr(previous, name))
+            if incremental and type(previous.solver) is type(solver) and \
+                    previous.state is not None:
+                trainer.state = map_state(previous.state, lambda a: move(a, device, dtype))
+        return trainer
 
     def _store(self, trainer, device, input_device, y_was_1d, early_stopping, validated):
         """Copy the trained state back, once, into the kind of array given to fit."""
         self._trainer = trainer
         self.device_ = device
-        self.coefs_ = [move(W, input_device) for W in trainer.coefs]
-        self.intercepts_ = [move(b, input_device) for b in trainer.intercepts]
-        self.loss_curve_ = list(trainer.loss_curve)
-        self.n_iter_ = len(trainer.loss_curve)
-        self.t_ = trainer.samples_seen
-        self.best_loss_ = None if early_stopping else (
-            min(trainer.loss_curve) if trainer.loss_curve else None)
-        self.validation_scores_ = list(trainer.validation_scores) if validated else None
-        self.validation_loss_curve_ = list(trainer.validation_losses) if validated else None
-        self.best_validation_score_ = (
-            max(trainer.validation_scores) if validated and trainer.validation_scores
-            else None)
+        self._set_fitted(
+            [move(W, input_device) for W in trainer.coefs],
+            [move(b, input_device) for b in trainer.intercepts],
+            loss_curve=trainer.loss_curve, samples_seen=trainer.samples_seen,
+            y_was_1d=y_was_1d,
+            best_loss=None if early_stopping else (
+                min(trainer.loss_curve) if trainer.loss_curve else None),
+            validation_scores=trainer.validation_scores if validated else None,
+            validation_losses=trainer.validation_losses if validated else None,
+        )
+
+    def _set_fitted(self, coefs, intercepts, *, loss_curve, y_was_1d, samples_seen=0,
+                    n_iter=None, best_loss=None, validation_scores=None,
+                    validation_losses=None):
+        """Set every fitted attribute; the one place both ``fit`` and :func:`gpumlp.load` use."""
+        self.coefs_ = list(coefs)
+        self.intercepts_ = list(intercepts)
+        self.loss_curve_ = list(loss_curve)
+        self.n_iter_ = len(self.loss_curve_) if n_iter is None else int(n_iter)
+        self.t_ = int(samples_seen)
+        self.best_loss_ = best_loss
+        self.validation_scores_ = None if validation_scores is None else list(validation_scores)
+        self.validation_loss_curve_ = (None if validation_losses is None
+                                       else list(validation_losses))
+        self.best_validation_score_ = (max(validation_scores) if validation_scores
+                                       else None)
         self.n_features_in_ = int(self.coefs_[0].shape[0])
         self.n_outputs_ = int(self.coefs_[-1].shape[1])
         self.n_layers_ = len(self.coefs_) + 1
         self.out_activation_ = "identity"
-        self._y_was_1d = y_was_1d
+        self._y_was_1d = bool(y_was_1d)
 
     def _resolve_device(self, X) -> Device:
         if self.device is not None:
@@ -409,7 +412,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             return distributed.predict(self, X)
         X = check_X(X, type(self).__name__, n_features=self.coefs_[0].shape[0])
         device = self._resolve_device(X)
-        dtype = _dtype_name(self.coefs_[0])
+        dtype = dtype_name(self.coefs_[0])
         with device.context():
             Xd = move(X, device, dtype)
             coefs = [move(W, device, dtype) for W in self.coefs_]
@@ -432,19 +435,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         -------
         float
         """
-        y_pred = self.predict(X)
-        y = check_y(y, y_pred.shape[0], type(self).__name__)
-        if sample_weight is not None:
-            from sklearn.metrics import r2_score as weighted_r2
-
-            return float(weighted_r2(to_numpy(y), to_numpy(y_pred),
-                                     sample_weight=to_numpy(np.asarray(sample_weight))))
-        xp = aac.array_namespace(y_pred)
-        y = move(y, device_of(y_pred), None)
-        y = xp.astype(y, y_pred.dtype)
-        if y.ndim == 1:
-            y, y_pred = xp.reshape(y, (-1, 1)), xp.reshape(y_pred, (-1, 1))
-        return float(r2_score(y, y_pred))
+        return score(y, self.predict(X), sample_weight, type(self).__name__)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

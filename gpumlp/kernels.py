@@ -32,41 +32,32 @@ import math
 
 from array_api_compat import array_namespace
 
+from .activations import NAMES, get_activation
+
 __all__ = [
     "ACTIVATIONS",
     "activation_derivative",
     "adam_step",
+    "add_l2",
     "apply_activation",
     "backward",
     "forward",
     "gd_step",
     "l2_penalty",
+    "loss_and_grads",
     "momentum_step",
+    "output_delta_scale",
     "predict",
     "squared_error",
 ]
 
-#: Hidden-layer activations; ``"logistic"`` is scikit-learn's name for sigmoid.
-ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
+#: Every activation name accepted (see :mod:`gpumlp.activations`).
+ACTIVATIONS = NAMES
 
 
 def apply_activation(name, z):
-    """Apply a hidden-layer activation elementwise.
-
-    The sigmoid is computed as ``tanh(z/2)/2 + 1/2``, which equals
-    ``1 / (1 + exp(-z))`` but never overflows: ``exp(-z)`` would overflow in
-    float32 already for ``z < -88``.
-    """
-    xp = array_namespace(z)
-    if name in ("sigmoid", "logistic"):
-        return 0.5 * xp.tanh(0.5 * z) + 0.5
-    if name == "tanh":
-        return xp.tanh(z)
-    if name == "relu":
-        return xp.where(z > 0, z, xp.zeros_like(z))
-    if name == "identity":
-        return z
-    raise ValueError(f"Unknown activation {name!r}; choose one of {ACTIVATIONS}.")
+    """Apply a hidden-layer activation (a name or an :class:`Activation`) elementwise."""
+    return get_activation(name).forward(z)
 
 
 def activation_derivative(name, a):
@@ -75,16 +66,17 @@ def activation_derivative(name, a):
     Using the output rather than ``z`` means the forward pass need not keep
     ``z``. Returns ``None`` for the identity, whose derivative is 1.
     """
-    xp = array_namespace(a)
-    if name in ("sigmoid", "logistic"):
-        return a * (1.0 - a)
-    if name == "tanh":
-        return 1.0 - a * a
-    if name == "relu":
-        return xp.astype(a > 0, a.dtype)
-    if name == "identity":
-        return None
-    raise ValueError(f"Unknown activation {name!r}; choose one of {ACTIVATIONS}.")
+    derivative = get_activation(name).derivative
+    return None if derivative is None else derivative(a)
+
+
+def output_delta_scale(n_samples, n_outputs):
+    """The factor in ``dL/dy_pred = (2 / (n k)) (y_pred - y)``, as a Python float.
+
+    The 2 comes from the square, the ``1 / (n k)`` from the mean over all
+    ``n k`` entries. Every path (generic, fast, chunked) takes it from here.
+    """
+    return 2.0 / (n_samples * n_outputs)
 
 
 def forward(X, coefs, intercepts, activation="sigmoid"):
@@ -95,7 +87,7 @@ def forward(X, coefs, intercepts, activation="sigmoid"):
     X : array, shape (n_samples, n_features)
     coefs : list of arrays, ``coefs[i]`` of shape (fan_in, fan_out)
     intercepts : list of arrays, ``intercepts[i]`` of shape (fan_out,)
-    activation : str
+    activation : str or Activation
         The hidden layers' activation; the output layer is linear.
 
     Returns
@@ -104,11 +96,12 @@ def forward(X, coefs, intercepts, activation="sigmoid"):
         ``[X, a1, ..., y_pred]``: the input, each hidden layer's output and
         the network's output, shape (n_samples, n_outputs).
     """
+    f = get_activation(activation).forward
     activations = [X]
     last = len(coefs) - 1
     for i, (W, b) in enumerate(zip(coefs, intercepts)):
         z = activations[-1] @ W + b
-        activations.append(z if i == last else apply_activation(activation, z))
+        activations.append(z if i == last else f(z))
     return activations
 
 
@@ -136,6 +129,36 @@ def l2_penalty(coefs, alpha, n_samples):
     return (0.5 * alpha / n_samples) * total
 
 
+def _l2_gradients(coef_grads, coefs, alpha, n_samples):
+    """``g_i + (alpha / n) W_i``: the penalty's gradient added to each weight's."""
+    return [g + (alpha / n_samples) * W for g, W in zip(coef_grads, coefs)]
+
+
+def add_l2(loss, coef_grads, coefs, alpha, n_samples):
+    """Add the L2 penalty of :func:`l2_penalty` to a loss and its weight gradients.
+
+    This is the one place where the penalty enters training, whichever path
+    (generic, fast, Dask chunks) computed the data term.
+
+    Parameters
+    ----------
+    loss : 0-d array
+        The data term over the batch.
+    coef_grads, coefs : lists of arrays
+    alpha : float
+    n_samples : int
+        Rows in the batch.
+
+    Returns
+    -------
+    loss, coef_grads
+    """
+    if not alpha:
+        return loss, coef_grads
+    return (loss + l2_penalty(coefs, alpha, n_samples),
+            _l2_gradients(coef_grads, coefs, alpha, n_samples))
+
+
 def backward(y, activations, coefs, activation="sigmoid", alpha=0.0, n_total=None):
     """Gradients of the loss (plus L2 penalty) with respect to every parameter.
 
@@ -145,7 +168,7 @@ def backward(y, activations, coefs, activation="sigmoid", alpha=0.0, n_total=Non
     activations : list of arrays
         As returned by :func:`forward` for the same ``coefs``.
     coefs : list of arrays
-    activation : str
+    activation : str or Activation
         The hidden layers' activation.
     alpha : float
         L2 penalty strength.
@@ -161,27 +184,45 @@ def backward(y, activations, coefs, activation="sigmoid", alpha=0.0, n_total=Non
         Shaped like ``coefs`` and the intercepts.
     """
     xp = array_namespace(y, *activations)
+    derivative = get_activation(activation).derivative
     n, k = y.shape
     n = n if n_total is None else n_total
     # The output layer is linear and the loss is the mean squared error, so
-    # dL/dz_out = dL/dy_pred = (2/(n k)) (y_pred - y): the factor 2 from the
-    # square, the 1/(n k) from the mean.
-    delta = (2.0 / (n * k)) * (activations[-1] - y)
+    # dL/dz_out = dL/dy_pred (see output_delta_scale).
+    delta = output_delta_scale(n, k) * (activations[-1] - y)
     coef_grads = [None] * len(coefs)
     intercept_grads = [None] * len(coefs)
     for i in range(len(coefs) - 1, -1, -1):
         coef_grads[i] = activations[i].T @ delta
-        if alpha:
-            coef_grads[i] = coef_grads[i] + (alpha / n) * coefs[i]
         intercept_grads[i] = xp.sum(delta, axis=0)
         if i > 0:
             # Back through layer i's weights, then through the activation
             # that produced activations[i].
             delta = delta @ coefs[i].T
-            derivative = activation_derivative(activation, activations[i])
             if derivative is not None:
-                delta = delta * derivative
+                delta = delta * derivative(activations[i])
+    if alpha:
+        coef_grads = _l2_gradients(coef_grads, coefs, alpha, n)
     return coef_grads, intercept_grads
+
+
+def loss_and_grads(X, y, coefs, intercepts, activation="sigmoid", n_total=None):
+    """The data term of the loss and its gradients, by the generic kernels.
+
+    The contract every fast path shares: ``loss`` is the mean squared error
+    over the rows given (a 0-d array), and the gradients are the batch's, or
+    with ``n_total`` this chunk's share of a batch of ``n_total`` rows (see
+    :func:`backward`). No L2 penalty: :func:`add_l2` adds it.
+
+    Returns
+    -------
+    loss, coef_grads, intercept_grads
+    """
+    activations = forward(X, coefs, intercepts, activation)
+    loss = squared_error(y, activations[-1])
+    coef_grads, intercept_grads = backward(y, activations, coefs, activation,
+                                           n_total=n_total)
+    return loss, coef_grads, intercept_grads
 
 
 def gd_step(params, grads, learning_rate):

@@ -14,13 +14,26 @@ import numpy as np
 
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from ._validation import check_X, check_y
-from .devices import device_of
-from .estimator import MLPRegressor, move
+from .devices import device_of, move
+from .estimator import MLPRegressor
+from .metrics import score
 
-__all__ = ["StandardizedRegressor"]
+__all__ = ["StandardizedRegressor", "mean_scale"]
 
 
-def _mean_scale(x):
+def mean_scale(x):
+    """Each column's mean and standard deviation; a constant column gets a scale of 1.
+
+    Parameters
+    ----------
+    x : array, shape (n_samples, n_columns)
+        Any array-API array, or a dask array (then both are computed on the
+        workers, in one pass, and returned as NumPy arrays).
+
+    Returns
+    -------
+    mean, scale : arrays, shape (n_columns,)
+    """
     xp = aac.array_namespace(x)
     mean = xp.mean(x, axis=0)
     scale = xp.std(x, axis=0)
@@ -67,8 +80,8 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         X = xp.astype(X, xp.float64) if not xp.isdtype(X.dtype, "real floating") else X
         y = xp.astype(y, X.dtype)
         y_2d = xp.reshape(y, (y.shape[0], -1))
-        self.x_mean_, self.x_scale_ = _mean_scale(X)
-        self.y_mean_, self.y_scale_ = _mean_scale(y_2d)
+        self.x_mean_, self.x_scale_ = mean_scale(X)
+        self.y_mean_, self.y_scale_ = mean_scale(y_2d)
         self.regressor_ = self.regressor if self.regressor is not None else MLPRegressor()
         if eval_set is not None:
             eval_set = (self._scale_X(eval_set[0]), self._scale_y(eval_set[1]))
@@ -116,13 +129,16 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         return y_scaled * scale + mean
 
     def score(self, X, y, sample_weight=None):
-        """R² of the predictions, in the original units."""
-        from .training import r2_score
+        """R² of the predictions, in the original units.
 
-        y_pred = self.predict(X)
-        xp = aac.array_namespace(y_pred)
-        y = xp.astype(move(check_y(y, y_pred.shape[0]), device_of(y_pred)), y_pred.dtype)
-        if sample_weight is not None:
-            raise TypeError("StandardizedRegressor.score does not take sample_weight.")
-        return float(r2_score(xp.reshape(y, (y.shape[0], -1)),
-                              xp.reshape(y_pred, (y_pred.shape[0], -1))))
+        Parameters
+        ----------
+        X : array-like, shape (n_samples, n_features)
+        y : array-like, shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        float
+        """
+        return score(y, self.predict(X), sample_weight, type(self).__name__)

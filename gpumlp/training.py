@@ -1,19 +1,30 @@
-"""The training loop: epochs, minibatches, solvers and the stopping rule.
+"""The training loop: epochs of solver steps over a batch source, and the stopping rule.
+
+One training step is the solver's pure update (:mod:`gpumlp.solvers`)::
+
+    params, state, loss = solver.update(params, state, objective)
+
+where ``objective(params)`` asks the batch source (:mod:`gpumlp.sources`)
+for the batch's loss and gradients and adds the L2 penalty, the one place
+where the penalty enters (:func:`gpumlp.kernels.add_l2`). The trainer drives
+steps and never needs to know where a batch lives: in memory on a device, or
+in chunks on Dask workers.
 
 Parameters are held as one flat list, ``coefs + intercepts``, on the device
 of the data. Within an epoch nothing is read back to the host: the epoch's
-loss, a finiteness flag and, when a validation set is given, its loss and R²
-is accumulated as 0-d device arrays and read back in a single transfer by
-:func:`read_scalars` once per epoch. The only other traffic is the upload of
-one epoch's row permutation when minibatches are shuffled; permutations are
-drawn on the host from a NumPy ``Generator`` so that every backend sees the
-same batch order.
+loss, a finiteness flag and, with a validation source, its loss and R² are
+read back in a single transfer by :func:`read_scalars` once per epoch.
 
 The stopping rule ("repeat until converged"): an epoch counts as an
 improvement when its loss is at least ``tol`` below the best loss so far (with
 early stopping: when the validation R² is at least ``tol`` above the best so
 far). Training stops after ``n_iter_no_change`` consecutive epochs without
 improvement, or after ``max_iter`` epochs with a ``ConvergenceWarning``.
+
+Divergence is never called convergence: a loss that becomes NaN or infinite
+raises :class:`TrainingDivergedError`, keeping the weights whose loss was
+last finite; a fit that ends with a higher loss than it began with warns
+(:class:`LossIncreasedWarning`), naming the learning rate.
 """
 
 from __future__ import annotations
@@ -21,19 +32,26 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import fastpath, kernels
+from . import kernels
 from ._sklearn_compat import convergence_warning
 from .devices import to_numpy
+from .solvers import Solver
+from .sources import Network
 
-__all__ = ["Trainer", "TrainingDivergedError", "make_solver", "read_scalars"]
+__all__ = ["LossIncreasedWarning", "Trainer", "TrainingDivergedError", "read_scalars"]
 
 
 class TrainingDivergedError(ValueError):
     """The training loss became NaN or infinite; the last finite weights were kept."""
+
+
+class LossIncreasedWarning(UserWarning):
+    """A fit ended with a higher training loss than it started with."""
 
 
 def read_scalars(*values):
@@ -46,86 +64,6 @@ def read_scalars(*values):
     return [float(v) for v in to_numpy(stacked)]
 
 
-class GDSolver:
-    """Plain gradient descent, ``p <- p - lr * g``: the specified algorithm."""
-
-    def __init__(self, learning_rate):
-        self.learning_rate = float(learning_rate)
-
-    def init_state(self, params):
-        pass
-
-    def update(self, params, grads):
-        return kernels.gd_step(params, grads, self.learning_rate)
-
-
-class MomentumSolver(GDSolver):
-    """Heavy-ball or Nesterov momentum (scikit-learn's formulation)."""
-
-    def __init__(self, learning_rate, momentum, nesterov):
-        super().__init__(learning_rate)
-        self.momentum = float(momentum)
-        self.nesterov = bool(nesterov)
-        self.velocities = None
-
-    def init_state(self, params):
-        xp = array_namespace(*params)
-        self.velocities = [xp.zeros_like(p) for p in params]
-
-    def update(self, params, grads):
-        params, self.velocities = kernels.momentum_step(
-            params, grads, self.velocities, self.learning_rate, self.momentum, self.nesterov
-        )
-        return params
-
-
-class AdamSolver(GDSolver):
-    """Adam, with its step count and moment estimates."""
-
-    def __init__(self, learning_rate, beta_1, beta_2, epsilon):
-        super().__init__(learning_rate)
-        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
-        self.t = 0
-        self.first = self.second = None
-
-    def init_state(self, params):
-        xp = array_namespace(*params)
-        self.t = 0
-        self.first = [xp.zeros_like(p) for p in params]
-        self.second = [xp.zeros_like(p) for p in params]
-
-    def update(self, params, grads):
-        self.t += 1
-        params, self.first, self.second = kernels.adam_step(
-            params, grads, self.first, self.second, self.t,
-            self.learning_rate, self.beta_1, self.beta_2, self.epsilon,
-        )
-        return params
-
-
-def make_solver(est):
-    """Build the solver an estimator's parameters describe."""
-    if est.solver == "adam":
-        return AdamSolver(est.learning_rate_init, est.beta_1, est.beta_2, est.epsilon)
-    if est.solver == "sgd" and est.momentum > 0:
-        return MomentumSolver(est.learning_rate_init, est.momentum, est.nesterovs_momentum)
-    return GDSolver(est.learning_rate_init)
-
-
-def r2_score(y, y_pred):
-    """Coefficient of determination, averaged uniformly over outputs (0-d array)."""
-    xp = array_namespace(y, y_pred)
-    diff = y - y_pred
-    sse = xp.sum(diff * diff, axis=0)
-    centred = y - xp.mean(y, axis=0)
-    sst = xp.sum(centred * centred, axis=0)
-    # scikit-learn's conventions for a constant target: 1 if predicted
-    # exactly, else 0.
-    safe = xp.where(sst > 0, sst, xp.ones_like(sst))
-    per_output = xp.where(sst > 0, 1.0 - sse / safe, xp.astype(sse == 0, sse.dtype))
-    return xp.mean(per_output)
-
-
 def _all_finite(params):
     xp = array_namespace(*params)
     flags = xp.stack([xp.all(xp.isfinite(p)) for p in params])
@@ -134,22 +72,28 @@ def _all_finite(params):
 
 @dataclass
 class Trainer:
-    """Training state that outlives one call to ``fit``: solver state and history.
+    """Training state that outlives one call to ``fit``: parameters, solver state, history.
 
     Attributes
     ----------
+    network : Network
+    solver : Solver
+    alpha : float
+        L2 penalty strength.
     params : list of arrays
         ``coefs + intercepts`` on the training device.
+    state : object
+        The solver's state (see :mod:`gpumlp.solvers`).
     loss_curve : list of float
         The loss (mean squared error plus penalty) of each epoch, averaged
         over its minibatches.
     """
 
-    activation: str
-    solver: GDSolver
+    network: Network
+    solver: Solver
     alpha: float
-    n_layers: int
-    params: list = field(default_factory=list)
+    params: list
+    state: Any = None
     loss_curve: list = field(default_factory=list)
     validation_losses: list = field(default_factory=list)
     validation_scores: list = field(default_factory=list)
@@ -158,83 +102,56 @@ class Trainer:
     best_params: list | None = None
     no_improvement_count: int = 0
     samples_seen: int = 0
-    use_fastpath: bool = True
 
     @property
     def coefs(self):
-        return self.params[: self.n_layers]
+        return self.params[: self.network.n_layers]
 
     @property
     def intercepts(self):
-        return self.params[self.n_layers :]
+        return self.params[self.network.n_layers:]
 
-    def batch_loss_and_grads(self, X, y):
-        """Loss and gradients of one batch under the current parameters.
+    def objective(self, source, batch):
+        """``params -> (loss, grads)`` on one batch, with the L2 penalty added."""
+        n_layers = self.network.n_layers
 
-        Uses a backend's fast path when :func:`gpumlp.fastpath.select` offers
-        one, else the generic kernels.
-        """
-        fast = fastpath.select(X, self.n_layers, self.activation, self.alpha) \
-            if self.use_fastpath else None
-        if fast is not None:
-            loss, coef_grads, intercept_grads = fast(X, y, self.coefs, self.intercepts)
-            return loss, coef_grads + intercept_grads
-        activations = kernels.forward(X, self.coefs, self.intercepts, self.activation)
-        loss = kernels.squared_error(y, activations[-1])
-        if self.alpha:
-            loss = loss + kernels.l2_penalty(self.coefs, self.alpha, X.shape[0])
-        coef_grads, intercept_grads = kernels.backward(
-            y, activations, self.coefs, self.activation, self.alpha
-        )
-        return loss, coef_grads + intercept_grads
+        def evaluate(params):
+            coefs, intercepts = params[:n_layers], params[n_layers:]
+            loss, grads, rows = source.loss_and_grads(batch, coefs, intercepts, self.network)
+            loss, coef_grads = kernels.add_l2(loss, grads[:n_layers], coefs, self.alpha, rows)
+            return loss, coef_grads + grads[n_layers:]
 
-    def draw_order(self, rng, n, batch_size, shuffle, device):
-        """This epoch's row order on ``device``, or ``None`` to keep rows in place.
+        return evaluate
 
-        A single full batch is never shuffled: a permutation would change
-        nothing but the summation order.
-        """
-        if shuffle and batch_size < n:
-            return device.asarray(rng.permutation(n))
-        return None
-
-    def epoch(self, X, y, batch_size, order):
-        """One pass over ``X``; returns the epoch's mean loss as a 0-d array.
-
-        ``order`` is a device array of row indices (a shuffled epoch), or
-        ``None`` for rows in their stored order.
-        """
-        xp = array_namespace(X, y)
-        n = X.shape[0]
+    def epoch(self, source, batches):
+        """One pass over ``batches`` of ``source``; the epoch's mean loss as a 0-d array."""
         total = None
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            if order is None:
-                Xb, yb = (X, y) if stop - start == n else (X[start:stop, ...], y[start:stop, ...])
-            else:
-                rows = order[start:stop]
-                Xb, yb = xp.take(X, rows, axis=0), xp.take(y, rows, axis=0)
-            loss, grads = self.batch_loss_and_grads(Xb, yb)
-            self.params = self.solver.update(self.params, grads)
-            weighted = loss * float(stop - start)
+        for batch in batches:
+            self.params, self.state, loss = self.solver.update(
+                self.params, self.state, self.objective(source, batch))
+            weighted = loss * float(source.batch_rows(batch))
             total = weighted if total is None else total + weighted
-        self.samples_seen += n
-        return total / float(n)
+        self.samples_seen += source.n_samples
+        return total / float(source.n_samples)
 
-    def fit(self, X, y, *, device, rng, batch_size, shuffle, max_iter, tol,
-            n_iter_no_change, validation=None, stop_on_validation=False, verbose=False,
+    def fit(self, source, *, rng, batch_size, shuffle, max_iter, tol, n_iter_no_change,
+            validation=None, stop_on_validation=False, verbose=False,
             check_convergence=True, on_epoch=None):
         """Run up to ``max_iter`` epochs; stop early by the rule in the module docs.
 
         Parameters
         ----------
-        X, y : arrays on ``device``, shapes (n, f) and (n, k)
-        device : Device
+        source : batch source
+            See :mod:`gpumlp.sources`.
         rng : numpy.random.Generator
-            Draws each epoch's row order (on the host).
-        validation : tuple of arrays, optional
-            ``(X_val, y_val)``, evaluated after every epoch: its loss goes to
-            ``validation_losses`` and its R² to ``validation_scores``.
+            Draws each epoch's batch order (on the host).
+        batch_size : int
+        shuffle : bool
+        max_iter, n_iter_no_change : int
+        tol : float
+        validation : batch source, optional
+            Evaluated after every epoch: its loss goes to ``validation_losses``
+            and its R² to ``validation_scores``.
         stop_on_validation : bool
             Apply the stopping rule to the validation R² instead of the
             training loss (early stopping).
@@ -251,40 +168,38 @@ class Trainer:
         Raises
         ------
         TrainingDivergedError
-            When the loss or the weights stop being finite. The trainer's
-            parameters are then the last finite ones.
+            When the loss or the weights stop being finite. The parameters
+            are then those at which the last finite loss was measured.
         KeyboardInterrupt
             Re-raised, as is any other exception, after restoring the
             parameters of the last whole epoch.
         """
-        batch_size = min(batch_size, X.shape[0])
-        n = X.shape[0]
-        last_good = list(self.params)
+        batch_size = min(batch_size, source.n_samples)
+        first_epoch = len(self.loss_curve)
+        # ``start`` holds the parameters at the start of the running epoch,
+        # ``previous`` those at the start of the one before: for full-batch
+        # descent, the point at which the last finite loss was measured.
+        start = previous = list(self.params)
         # Divergence is detected from the loss and reported once, clearly;
         # NumPy's overflow warnings on the way there would only be noise.
         errstate = np.errstate(over="ignore", invalid="ignore", divide="ignore")
         try:
             with errstate:
                 for _ in range(max_iter):
-                    order = self.draw_order(rng, n, batch_size, shuffle, device)
-                    to_read = [self.epoch(X, y, batch_size, order), _all_finite(self.params)]
+                    previous, start = start, list(self.params)
+                    batches = source.batches(rng, batch_size, shuffle)
+                    to_read = [self.epoch(source, batches), _all_finite(self.params)]
                     if validation is not None:
-                        X_val, y_val = validation
-                        y_val_pred = kernels.predict(X_val, self.coefs, self.intercepts,
-                                                     self.activation)
-                        to_read += [kernels.squared_error(y_val, y_val_pred),
-                                    r2_score(y_val, y_val_pred)]
+                        to_read += list(validation.evaluate(self.coefs, self.intercepts,
+                                                            self.network.activation))
                     values = read_scalars(*to_read)
                     loss, params_finite = values[0], values[1]
-                    if not (math.isfinite(loss) and params_finite):
-                        self.params = last_good
-                        raise TrainingDivergedError(
-                            f"Training diverged at epoch {len(self.loss_curve) + 1}: the "
-                            f"loss became {loss}. The weights of the last finite epoch were "
-                            f"kept. Lower learning_rate_init (now "
-                            f"{self.solver.learning_rate:g}) or standardise X and y."
-                        )
-                    last_good = list(self.params)
+                    if not math.isfinite(loss):
+                        self.params = previous
+                        raise self._diverged(loss)
+                    if not params_finite:
+                        self.params = start
+                        raise self._diverged(loss)
                     self.loss_curve.append(loss)
                     validation_loss = score = None
                     if validation is not None:
@@ -301,13 +216,17 @@ class Trainer:
                             what = "Validation score" if stop_on_validation else "Training loss"
                             print(f"{what} did not improve more than tol={tol:f} for "
                                   f"{n_iter_no_change} consecutive epochs. Stopping.")
+                        self._warn_if_loss_rose(first_epoch, stop_on_validation)
                         return True
+        except TrainingDivergedError:
+            raise
         except BaseException:
             # Ctrl-C, or a failure part-way through an epoch: keep the last
             # complete epoch's weights.
-            self.params = last_good
+            self.params = start
             raise
         if check_convergence:
+            self._warn_if_loss_rose(first_epoch, stop_on_validation)
             warnings.warn(
                 f"Maximum iterations ({max_iter}) reached and the optimization hasn't "
                 f"converged yet. Raise max_iter or learning_rate_init.",
@@ -315,6 +234,28 @@ class Trainer:
                 stacklevel=3,
             )
         return False
+
+    def _diverged(self, loss):
+        return TrainingDivergedError(
+            f"Training diverged at epoch {len(self.loss_curve) + 1}: the loss became "
+            f"{loss}. The weights of the last epoch with a finite loss were kept. Lower "
+            f"learning_rate_init (now {self.solver.learning_rate:g}) or standardise X and y."
+        )
+
+    def _warn_if_loss_rose(self, first_epoch, stop_on_validation):
+        """Warn when this call's last loss is clearly above its first (by over 1%).
+
+        A healthy fit, even a noisy minibatch one, does not end above where it
+        began; a step that is too large does, without ever overflowing.
+        """
+        curve = self.loss_curve[first_epoch:]
+        if stop_on_validation or len(curve) < 2 or not curve[-1] > 1.01 * curve[0]:
+            return
+        warnings.warn(
+            f"The training loss rose from {curve[0]:.6g} to {curve[-1]:.6g} over "
+            f"{len(curve)} epochs: the step is too large for this problem. Lower "
+            f"learning_rate_init (now {self.solver.learning_rate:g}).",
+            LossIncreasedWarning, stacklevel=4)
 
     def _should_stop(self, tol, n_iter_no_change, score):
         if score is not None:
@@ -329,15 +270,3 @@ class Trainer:
         self.no_improvement_count = 0 if improved else self.no_improvement_count + 1
         return self.no_improvement_count >= n_iter_no_change
 
-
-def split_validation(n, fraction, rng):
-    """Host indices ``(train, validation)`` for early stopping."""
-    n_val = int(math.ceil(fraction * n)) if fraction else 0
-    if n_val < 2 or n - n_val < 1:
-        raise ValueError(
-            f"early_stopping needs at least 2 validation rows and 1 training row; "
-            f"with {n} samples and validation_fraction={fraction} there are {n_val}. "
-            f"Pass more data or a larger validation_fraction."
-        )
-    perm = rng.permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])

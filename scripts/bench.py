@@ -74,25 +74,31 @@ def make_data(n, f, dtype, seed=0):
 
 # ----------------------------------------------------------------- runners
 def run_gpumlp(ctx, fast=True):
+    from gpumlp.activations import get_activation
     from gpumlp.devices import get_device
     from gpumlp.initialization import glorot_uniform
-    from gpumlp.training import GDSolver, Trainer
+    from gpumlp.solvers import GradientDescent
+    from gpumlp.sources import ArraySource, Network
+    from gpumlp.training import Trainer
 
     device = get_device(ctx["device"])
     n, f, h = ctx["size"]
     X, y = ctx["data"]
     coefs, intercepts = glorot_uniform([f, h, 1], np.random.default_rng(0), ctx["dtype"])
+    rng = np.random.default_rng(0)
     with device.context():
-        Xd, yd = device.asarray(X), device.asarray(y)
-        trainer = Trainer("sigmoid", GDSolver(LR), 0.0, 2, use_fastpath=fast)
-        trainer.params = [device.asarray(p) for p in coefs + intercepts]
+        source = ArraySource(device.asarray(X), device.asarray(y), device)
+        params = [device.asarray(p) for p in coefs + intercepts]
+        trainer = Trainer(Network(2, get_activation("sigmoid"), fast), GradientDescent(LR),
+                          0.0, params)
+        whole = source.batches(rng, n, shuffle=False)[0]
 
         def step():
-            loss, grads = trainer.batch_loss_and_grads(Xd, yd)
-            trainer.params = trainer.solver.update(trainer.params, grads)
+            trainer.params, trainer.state, _ = trainer.solver.update(
+                trainer.params, trainer.state, trainer.objective(source, whole))
 
         def epoch():
-            trainer.epoch(Xd, yd, ctx["batch"], None)
+            trainer.epoch(source, source.batches(rng, ctx["batch"], shuffle=False))
 
         result = time_step_and_epoch(ctx, step, epoch, device.synchronize)
         result["peak_mb"] = peak_memory_mb(ctx, step, device)

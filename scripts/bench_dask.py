@@ -59,21 +59,27 @@ def time_distributed(client, n, f, h, chunk_rows, repeats):
 
 
 def time_in_process(n, f, h, repeats, fast):
+    from gpumlp.activations import get_activation
     from gpumlp.devices import Device
     from gpumlp.initialization import glorot_uniform
-    from gpumlp.training import GDSolver, Trainer
+    from gpumlp.solvers import GradientDescent
+    from gpumlp.sources import ArraySource, Network
+    from gpumlp.training import Trainer
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, f)).astype(np.float32)
     y = (np.sin(X[:, :1]) + 0.1 * rng.standard_normal((n, 1))).astype(np.float32)
     coefs, intercepts = glorot_uniform([f, h, 1], rng, "float32")
-    trainer = Trainer("sigmoid", GDSolver(0.01), 0.0, 2, use_fastpath=fast)
-    trainer.params = [Device("cpu").asarray(p) for p in coefs + intercepts]
+    source = ArraySource(X, y, Device("cpu"))
+    params = [Device("cpu").asarray(p) for p in coefs + intercepts]
+    trainer = Trainer(Network(2, get_activation("sigmoid"), fast), GradientDescent(0.01), 0.0,
+                      params)
+    whole = source.batches(rng, n, shuffle=False)[0]
     times = []
     for i in range(repeats + 1):
         start = time.perf_counter()
-        loss, grads = trainer.batch_loss_and_grads(X, y)
-        trainer.params = trainer.solver.update(trainer.params, grads)
+        trainer.params, trainer.state, _ = trainer.solver.update(
+            trainer.params, trainer.state, trainer.objective(source, whole))
         if i:
             times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)

@@ -70,8 +70,8 @@ def main():
                 a = X @ coefs[0]
                 d = cupy.empty_like(a)
                 r = cupy.empty(n, dtype=dtype)
-                fwd, bwd = fastpath._row_kernels("sigmoid", h, cupy.dtype(dtype))
-                threads, fb, bb = fastpath._launch_shape(n)
+                fwd, bwd = fastpath.cupy._row_kernels("sigmoid", h, cupy.dtype(dtype))
+                threads, fb, bb = fastpath.cupy._launch_shape(n)
                 partial = cupy.empty((bb * threads // 32, 2, h), dtype=dtype)
                 w = cupy.ascontiguousarray(coefs[1][:, 0])
                 yc = cupy.ascontiguousarray(y[:, 0])

@@ -116,8 +116,54 @@ def test_bad_dask_input_gets_clear_errors(client, data):
         MLPRegressor().fit(da.from_array(bad, chunks=(250, 5)), y, client=client)
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         MLPRegressor().fit(da.from_array(X, chunks=(250, 5)), y[:10], client=client)
-    with pytest.raises(ValueError, match="early_stopping is not supported"):
+    with pytest.raises(ValueError, match="holds out whole chunks"):
         MLPRegressor(early_stopping=True).fit(da.from_array(X), y, client=client)
+
+
+def test_eval_set_on_dask_gives_the_in_process_figures(client, data):
+    X, y = data
+    params = dict(hidden_layer_sizes=(8,), max_iter=15, tol=0, random_state=0,
+                  learning_rate_init=0.1)
+    local = fit_quietly(MLPRegressor(device="cpu", **params), X[:800], y[:800],
+                        eval_set=(X[800:], y[800:]))
+    remote = fit_quietly(
+        MLPRegressor(**params), da.from_array(X[:800], chunks=(200, 5)),
+        da.from_array(y[:800], chunks=200), client=client,
+        eval_set=(da.from_array(X[800:], chunks=(100, 5)), da.from_array(y[800:], chunks=100)))
+    assert len(remote.validation_scores_) == 15
+    np.testing.assert_allclose(remote.validation_loss_curve_, local.validation_loss_curve_,
+                               rtol=1e-10)
+    np.testing.assert_allclose(remote.validation_scores_, local.validation_scores_,
+                               rtol=1e-9)
+
+
+def test_early_stopping_on_dask_holds_out_chunks_and_keeps_the_best(client, data):
+    X, y = data
+    model = fit_quietly(MLPRegressor((8,), early_stopping=True, validation_fraction=0.2,
+                                     learning_rate_init=0.1, max_iter=40, random_state=0),
+                        da.from_array(X, chunks=(100, 5)), da.from_array(y, chunks=100),
+                        client=client)
+    scores = model.validation_scores_
+    assert len(scores) == model.n_iter_ and model.best_validation_score_ == max(scores)
+    # ceil(0.2 * 11) = 3 of the eleven chunks (ten of 100 rows, one of 3) are held out.
+    assert model.t_ / model.n_iter_ in (1003 - 300, 1003 - 203)
+    assert model.score(X, y) > 0.0
+
+
+@pytest.mark.parametrize("how", ["warm_start", "partial_fit"])
+def test_a_dask_fitted_model_goes_on_training_in_memory(client, data, how):
+    X, y = data
+    model = fit_quietly(MLPRegressor((8,), solver="adam", max_iter=3, tol=0, random_state=0),
+                        da.from_array(X, chunks=(250, 5)), da.from_array(y, chunks=250),
+                        client=client)
+    before = [W.copy() for W in model.coefs_]
+    if how == "warm_start":
+        fit_quietly(model.set_params(warm_start=True, device="cpu"), X, y)
+    else:
+        model.set_params(device="cpu").partial_fit(X, y)
+    assert model.n_iter_ > 3
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.coefs_))
+    assert all(np.all(np.isfinite(W)) for W in model.coefs_)
 
 
 def test_without_a_client_says_how_to_get_one(data, monkeypatch):

@@ -86,14 +86,14 @@ def test_cupy_fast_path_matches_generic(cupy_device, dtype, activation, k, varia
 
 def test_dispatch():
     X = np.zeros((4, 2))
-    assert fastpath.select(X, 2, "sigmoid", 0.0) is not None
-    assert fastpath.select(X, 3, "sigmoid", 0.0) is None       # two hidden layers
-    assert fastpath.select(X, 2, "relu", 0.0) is None          # not on NumPy
+    assert fastpath.select(X, 2, "sigmoid") is not None
+    assert fastpath.select(X, 3, "sigmoid") is None       # two hidden layers
+    assert fastpath.select(X, 2, "relu") is None          # not on NumPy
     with fastpath.disabled():
-        assert fastpath.select(X, 2, "sigmoid", 0.0) is None
-    assert fastpath.select(X, 2, "sigmoid", 0.0) is not None
+        assert fastpath.select(X, 2, "sigmoid") is None
+    assert fastpath.select(X, 2, "sigmoid") is not None
     xp = pytest.importorskip("array_api_strict")
-    assert fastpath.select(xp.asarray(X), 2, "sigmoid", 0.0) is None
+    assert fastpath.select(xp.asarray(X), 2, "sigmoid") is None
 
 
 def test_training_with_and_without_fast_path_agree():
@@ -115,13 +115,15 @@ def test_cupy_dispatch_picks_the_row_kernels_only_for_large_one_output_batches(m
     from types import SimpleNamespace
 
     chosen = []
-    monkeypatch.setattr(fastpath, "cupy_fused_loss_and_grads", lambda *a: chosen.append("rows"))
-    monkeypatch.setattr(fastpath, "cupy_loss_and_grads", lambda *a: chosen.append("elementwise"))
+    monkeypatch.setattr(fastpath.cupy, "cupy_fused_loss_and_grads",
+                        lambda *a: chosen.append("rows"))
+    monkeypatch.setattr(fastpath.cupy, "cupy_loss_and_grads",
+                        lambda *a: chosen.append("elementwise"))
 
     def step(n, h, k):
         X, y = SimpleNamespace(shape=(n, 8)), SimpleNamespace(shape=(n, k))
         coefs = [SimpleNamespace(shape=(8, h)), SimpleNamespace(shape=(h, k))]
-        fastpath._cupy_step(X, y, coefs, [None, None], "sigmoid", 0.0)
+        fastpath.cupy._cupy_step(X, y, coefs, [None, None], "sigmoid", 0.0)
         return chosen.pop()
 
     assert step(1_000_000, 128, 1) == "rows"

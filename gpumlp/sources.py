@@ -1,0 +1,151 @@
+"""Batch sources: where the trainer's rows come from.
+
+The trainer (:mod:`gpumlp.training`) never needs to know where data lives. A
+source gives it batches in a seeded order and, for a batch and the current
+parameters, the data term of the loss with its gradients; a validation source
+also evaluates a loss and an R². Two sources share this interface:
+
+* :class:`ArraySource` (here): rows held in memory on one device;
+* :class:`gpumlp.distributed.ChunkSource`: row chunks held by Dask workers.
+
+The interface (duck-typed)::
+
+    n_samples, n_features, n_outputs : int
+    batches(rng, batch_size, shuffle) -> list of batches
+    batch_rows(batch) -> int
+    loss_and_grads(batch, coefs, intercepts, network) -> (loss, grads, rows)
+    evaluate(coefs, intercepts, activation) -> (loss, r2)
+    split(fraction, rng) -> (train_source, validation_source)
+
+``loss`` is the mean squared error over the batch's rows (a 0-d array in the
+parameters' namespace) and ``grads`` is ``coef_grads + intercept_grads``;
+the trainer adds the L2 penalty (:func:`gpumlp.kernels.add_l2`) itself.
+Row orders are drawn on the host from a NumPy ``Generator``, so every backend
+sees the same batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import fastpath, kernels
+from .activations import Activation
+from .devices import Device, move, to_numpy
+from .metrics import r2_score
+from .splitting import validation_split
+
+__all__ = ["ArraySource", "Network"]
+
+
+@dataclass(frozen=True)
+class Network:
+    """What a source needs to know of the network to compute a batch's gradients.
+
+    Attributes
+    ----------
+    n_layers : int
+        Weight matrices (2 for one hidden layer).
+    activation : Activation
+        The hidden layers' activation.
+    fastpath : bool
+        Whether a backend's fast path may be used (see :mod:`gpumlp.fastpath`).
+    """
+
+    n_layers: int
+    activation: Activation
+    fastpath: bool = True
+
+
+class ArraySource:
+    """Rows held in memory, on one device, in the training dtype.
+
+    Parameters
+    ----------
+    X : array, shape (n_samples, n_features)
+    y : array, shape (n_samples, n_outputs)
+    device : Device
+        Where ``X`` and ``y`` live.
+    """
+
+    def __init__(self, X, y, device: Device):
+        self.X, self.y, self.device = X, y, device
+        self.n_samples, self.n_features = X.shape
+        self.n_outputs = y.shape[1]
+
+    @classmethod
+    def from_arrays(cls, X, y, device: Device, dtype: str) -> ArraySource:
+        """Move validated ``X`` and ``y`` onto ``device`` in ``dtype``; ``y`` becomes 2-D.
+
+        Raises
+        ------
+        ValueError
+            When a value that was finite is not finite in ``dtype`` (above
+            about 3.4e38 in float32): it overflowed the cast.
+        """
+        xp = device.xp
+        X, y = move(X, device, dtype), move(y, device, dtype)
+        if y.ndim == 1:
+            y = xp.reshape(y, (-1, 1))
+        flags = to_numpy(xp.stack([xp.all(xp.isfinite(X)), xp.all(xp.isfinite(y))]))
+        for name, ok in zip(("X", "y"), flags):
+            if not ok:
+                raise ValueError(
+                    f"{name} holds values too large for {dtype} (they overflow to "
+                    f"infinity); pass dtype='float64' (on the command line: --dtype "
+                    f"float64), or rescale {name}.")
+        return cls(X, y, device)
+
+    def batches(self, rng, batch_size: int, shuffle: bool) -> list:
+        """This epoch's batches, as ``(start, stop, order)`` triples.
+
+        ``order`` is a device array of row indices (a shuffled epoch), or
+        ``None`` for rows in their stored order. A single full batch is never
+        shuffled: a permutation would change nothing but the summation order.
+        """
+        n = self.n_samples
+        order = None
+        if shuffle and batch_size < n:
+            order = self.device.asarray(rng.permutation(n))
+        return [(start, min(start + batch_size, n), order) for start in range(0, n, batch_size)]
+
+    def batch_rows(self, batch) -> int:
+        """Rows in one batch."""
+        return batch[1] - batch[0]
+
+    def _rows(self, batch):
+        start, stop, order = batch
+        if order is None:
+            if stop - start == self.n_samples:
+                return self.X, self.y
+            return self.X[start:stop, ...], self.y[start:stop, ...]
+        xp = self.device.xp
+        rows = order[start:stop]
+        return xp.take(self.X, rows, axis=0), xp.take(self.y, rows, axis=0)
+
+    def loss_and_grads(self, batch, coefs, intercepts, network: Network):
+        """The batch's mean squared error and gradients: ``(loss, grads, rows)``."""
+        X, y = self._rows(batch)
+        fast = fastpath.select(X, network.n_layers, network.activation,
+                               enabled=network.fastpath)
+        if fast is not None:
+            loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts)
+        else:
+            loss, coef_grads, intercept_grads = kernels.loss_and_grads(
+                X, y, coefs, intercepts, network.activation)
+        return loss, coef_grads + intercept_grads, X.shape[0]
+
+    def evaluate(self, coefs, intercepts, activation):
+        """Loss and R² of the network on all rows, as 0-d arrays (no host read)."""
+        y_pred = kernels.predict(self.X, coefs, intercepts, activation)
+        return kernels.squared_error(self.y, y_pred), r2_score(self.y, y_pred)
+
+    def split(self, fraction: float, rng):
+        """``(train, validation)`` sources: ``ceil(fraction * n)`` rows held out at random."""
+        train_rows, val_rows = validation_split(self.n_samples, fraction, rng)
+        xp = self.device.xp
+        parts = []
+        for rows in (train_rows, val_rows):
+            rows = self.device.asarray(rows)
+            parts.append(ArraySource(xp.take(self.X, rows, axis=0),
+                                     xp.take(self.y, rows, axis=0), self.device))
+        return tuple(parts)
