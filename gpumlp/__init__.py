@@ -4,13 +4,12 @@
 device is asked for.
 """
 
+from ._version import __version__  # noqa: E402
 from .devices import CUDAUnavailableError, Device, get_device
 from .estimator import MLPRegressor
 from .io import ModelFileError, load, save
 from .scaling import StandardizedRegressor
 from .training import TrainingDivergedError
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CUDAUnavailableError",

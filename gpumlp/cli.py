@@ -391,7 +391,7 @@ def _run_validate(args):
 
 
 def build_parser():
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="gpumlp",
@@ -429,6 +429,3 @@ def main(argv=None):
         print(f"gpumlp {args.command}: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -36,7 +36,7 @@ import zipfile
 import numpy as np
 
 from . import fastpath, kernels
-from ._validation import check_n_features
+from ._checks import check_n_features
 from .devices import device_of, to_numpy
 
 __all__ = ["ChunkSource", "connect", "predict", "read_dataset", "split_by_chunks",
@@ -68,11 +68,11 @@ def _on_worker(X, y, params, dtype):
     return xp, X, y, params
 
 
-def _chunk_sums(X, y, params, n_layers, activation, n_total, dtype, use_fastpath):
+def _chunk_sums(X, y, params, n_coefs, activation, n_total, dtype, use_fastpath):
     """On a worker: sum of squared errors and this chunk's gradient share."""
     xp, X, y, params = _on_worker(X, y, params, dtype)
-    coefs, intercepts = params[:n_layers], params[n_layers:]
-    fast = fastpath.select(X, n_layers, activation, enabled=use_fastpath)
+    coefs, intercepts = params[:n_coefs], params[n_coefs:]
+    fast = fastpath.select(X, n_coefs, activation, enabled=use_fastpath)
     if fast is not None:
         loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts, n_total=n_total)
     else:
@@ -82,10 +82,10 @@ def _chunk_sums(X, y, params, n_layers, activation, n_total, dtype, use_fastpath
     return [to_numpy(sse), *(to_numpy(g) for g in coef_grads + intercept_grads)]
 
 
-def _chunk_eval(X, y, params, n_layers, activation, dtype):
+def _chunk_eval(X, y, params, n_coefs, activation, dtype):
     """On a worker: per output, the squared errors, and the sums of y and y**2."""
     xp, X, y, params = _on_worker(X, y, params, dtype)
-    y_pred = kernels.predict(X, params[:n_layers], params[n_layers:], activation)
+    y_pred = kernels.predict(X, params[:n_coefs], params[n_coefs:], activation)
     diff = y_pred - y
     sums = [xp.sum(diff * diff, axis=0), xp.sum(y, axis=0), xp.sum(y * y, axis=0)]
     return [to_numpy(v) for v in sums] + [np.asarray(float(y.shape[0]))]
@@ -263,7 +263,7 @@ class ChunkSource:
         """The batch's mean squared error and gradients, summed on the workers."""
         n_total = self.batch_rows(batch)
         dtype = np.dtype(self.dtype)
-        sums = self._reduce(_chunk_sums, batch, [*coefs, *intercepts], network.n_layers,
+        sums = self._reduce(_chunk_sums, batch, [*coefs, *intercepts], network.n_coefs,
                             network.activation.name, n_total, self.dtype, network.fastpath)
         loss = np.asarray(sums[0] / dtype.type(n_total * self.n_outputs), dtype=dtype)
         return loss, [np.asarray(g, dtype=dtype) for g in sums[1:]], n_total

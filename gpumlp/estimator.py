@@ -11,8 +11,8 @@ from __future__ import annotations
 import array_api_compat as aac
 
 from . import fastpath, kernels
+from ._checks import check_params, check_X, check_y, resolve_dtype
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
-from ._validation import check_params, check_X, check_y, resolve_dtype
 from .devices import Device, device_of, dtype_name, get_device, move
 from .initialization import as_generator, glorot_uniform
 from .metrics import score
@@ -319,9 +319,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                            solver.init_state(params))
         params = [move(p, device, dtype) for p in (*self.coefs_, *self.intercepts_)]
         expected = list(zip(layer_sizes[:-1], layer_sizes[1:]))
-        n_layers = len(self.coefs_)
-        shapes = [tuple(W.shape) for W in params[:n_layers]]
-        bias_shapes = [tuple(b.shape) for b in params[n_layers:]]
+        n_coefs = len(self.coefs_)
+        shapes = [tuple(W.shape) for W in params[:n_coefs]]
+        bias_shapes = [tuple(b.shape) for b in params[n_coefs:]]
         if shapes != expected or bias_shapes != [(b,) for _, b in expected]:
             raise ValueError(
                 f"warm_start needs coefs_ shaped {expected} and intercepts_ shaped "

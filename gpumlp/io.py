@@ -16,15 +16,14 @@ on a CPU, and the reverse.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
+from ._atomic import atomic_path, write_text_atomic
 from .devices import Device, to_numpy
 
 __all__ = ["FORMAT_VERSION", "ModelFileError", "atomic_path", "load", "save",
@@ -37,31 +36,6 @@ _MAGIC = "gpumlp-model"
 
 class ModelFileError(ValueError):
     """A model file that cannot be read: damaged, foreign, or from a newer gpumlp."""
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path``; on success, rename it to ``path``.
-
-    On any error (Ctrl-C included) the temporary file is removed and ``path``
-    is left as it was.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_text_atomic(path, text):
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w") as handle:
-        handle.write(text)
 
 
 def _jsonable(value):
@@ -90,7 +64,7 @@ def save(model, path, *, feature_names=None, target_names=None, extra=None):
     extra : dict, optional
         More JSON-serialisable metadata (for example the CLI's settings).
     """
-    from . import __version__
+    from ._version import __version__
     from .estimator import MLPRegressor
     from .scaling import StandardizedRegressor
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
-from ._validation import check_sample_weight, check_y
+from ._checks import check_sample_weight, check_y
 from .devices import device_of, move
 
 __all__ = ["as_columns", "r2_score", "score"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import array_api_compat as aac
 import numpy as np
 
+from ._checks import check_X, check_y
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
-from ._validation import check_X, check_y
 from .devices import device_of, move
 from .estimator import MLPRegressor
 from .metrics import score

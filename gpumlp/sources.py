@@ -43,15 +43,16 @@ class Network:
 
     Attributes
     ----------
-    n_layers : int
-        Weight matrices (2 for one hidden layer).
+    n_coefs : int
+        Weight matrices, ``len(coefs)`` (2 for one hidden layer; the
+        estimator's ``n_layers_`` counts the input layer too, so it is one more).
     activation : Activation
         The hidden layers' activation.
     fastpath : bool
         Whether a backend's fast path may be used (see :mod:`gpumlp.fastpath`).
     """
 
-    n_layers: int
+    n_coefs: int
     activation: Activation
     fastpath: bool = True
 
@@ -125,7 +126,7 @@ class ArraySource:
     def loss_and_grads(self, batch, coefs, intercepts, network: Network):
         """The batch's mean squared error and gradients: ``(loss, grads, rows)``."""
         X, y = self._rows(batch)
-        fast = fastpath.select(X, network.n_layers, network.activation,
+        fast = fastpath.select(X, network.n_coefs, network.activation,
                                enabled=network.fastpath)
         if fast is not None:
             loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts)

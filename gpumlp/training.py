@@ -105,21 +105,21 @@ class Trainer:
 
     @property
     def coefs(self):
-        return self.params[: self.network.n_layers]
+        return self.params[: self.network.n_coefs]
 
     @property
     def intercepts(self):
-        return self.params[self.network.n_layers:]
+        return self.params[self.network.n_coefs:]
 
     def objective(self, source, batch):
         """``params -> (loss, grads)`` on one batch, with the L2 penalty added."""
-        n_layers = self.network.n_layers
+        n_coefs = self.network.n_coefs
 
         def evaluate(params):
-            coefs, intercepts = params[:n_layers], params[n_layers:]
+            coefs, intercepts = params[:n_coefs], params[n_coefs:]
             loss, grads, rows = source.loss_and_grads(batch, coefs, intercepts, self.network)
-            loss, coef_grads = kernels.add_l2(loss, grads[:n_layers], coefs, self.alpha, rows)
-            return loss, coef_grads + grads[n_layers:]
+            loss, coef_grads = kernels.add_l2(loss, grads[:n_coefs], coefs, self.alpha, rows)
+            return loss, coef_grads + grads[n_coefs:]
 
         return evaluate
 

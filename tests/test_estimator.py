@@ -8,10 +8,10 @@ import pytest
 from gpumlp import MLPRegressor, TrainingDivergedError, kernels, training
 from gpumlp._sklearn_compat import ConvergenceWarning, NotFittedError
 from gpumlp.datasets import make_friedman1
-from gpumlp.scaling import mean_scale
-from gpumlp.splitting import train_test_split
 from gpumlp.devices import device_of, to_numpy
 from gpumlp.initialization import glorot_uniform
+from gpumlp.scaling import mean_scale
+from gpumlp.splitting import train_test_split
 
 
 @pytest.fixture
@@ -275,3 +275,42 @@ def test_eval_set_records_a_validation_curve(data):
     assert model.validation_loss_curve_[-1] == pytest.approx(final, rel=1e-12)
     assert [s[2] for s in seen] == model.validation_loss_curve_
     assert model.best_loss_ == min(model.loss_curve_)
+
+
+@pytest.mark.parametrize("change", [
+    {"activation": "relu"}, {"activation": "tanh"}, {"solver": "gd"},
+    {"solver": "sgd", "momentum": 0.5}, {"solver": "sgd", "nesterovs_momentum": False},
+    {"beta_1": 0.5}, {"beta_2": 0.9}, {"epsilon": 1e-3}, {"alpha": 0.5},
+    {"learning_rate_init": 0.05},
+], ids=lambda change: ",".join(f"{k}={v}" for k, v in change.items()))
+def test_warm_start_uses_the_current_hyper_parameters(data, change):
+    # After set_params, a warm-start fit must train exactly as a fresh model
+    # with those parameters, started from the same weights.
+    X, y = data
+    base = dict(hidden_layer_sizes=(6,), solver="adam", batch_size=20, shuffle=False,
+                learning_rate_init=0.01, max_iter=4, tol=0, random_state=0, device="cpu")
+    model = quiet(MLPRegressor(**base), X, y)
+    start = [W.copy() for W in model.coefs_], [b.copy() for b in model.intercepts_]
+    quiet(model.set_params(warm_start=True, **change), X, y)
+    fresh = MLPRegressor(**{**base, **change, "warm_start": True})
+    fresh.coefs_, fresh.intercepts_ = start
+    quiet(fresh, X, y)
+    for got, want in zip(model.coefs_ + model.intercepts_, fresh.coefs_ + fresh.intercepts_):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(model.predict(X), fresh.predict(X))
+
+
+def test_partial_fit_keeps_the_solver_state_and_warm_start_resets_it(data):
+    X, y = data
+    params = dict(hidden_layer_sizes=(6,), solver="adam", batch_size=20, shuffle=False,
+                  max_iter=1, tol=0, random_state=0, device="cpu")
+    stepwise = MLPRegressor(**params)
+    for _ in range(3):
+        stepwise.partial_fit(X, y)
+    whole = quiet(MLPRegressor(**{**params, "max_iter": 3}), X, y)
+    for got, want in zip(stepwise.coefs_, whole.coefs_):
+        np.testing.assert_allclose(got, want, rtol=1e-13)   # one Adam trajectory
+    restarted = quiet(MLPRegressor(**params), X, y)
+    quiet(restarted.set_params(warm_start=True, max_iter=2), X, y)
+    assert any(not np.allclose(a, b, rtol=1e-9)
+               for a, b in zip(restarted.coefs_, whole.coefs_))  # new moments, new path

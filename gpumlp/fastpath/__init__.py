@@ -64,14 +64,14 @@ def disabled():
         _ENABLED.reset(token)
 
 
-def select(X, n_layers: int, activation, *, enabled: bool | None = None):
+def select(X, n_coefs: int, activation, *, enabled: bool | None = None):
     """The fast ``loss_and_grads`` for these arrays and network, or ``None``.
 
     Parameters
     ----------
     X : array
         A batch; its namespace picks the backend.
-    n_layers : int
+    n_coefs : int
         Weight matrices in the network (2 for one hidden layer).
     activation : str or Activation
     enabled : bool, optional
@@ -82,7 +82,7 @@ def select(X, n_layers: int, activation, *, enabled: bool | None = None):
     callable or None
         ``step(X, y, coefs, intercepts, n_total=None)``; see the module docs.
     """
-    if not (is_enabled() if enabled is None else enabled) or n_layers != 2:
+    if not (is_enabled() if enabled is None else enabled) or n_coefs != 2:
         return None
     act = get_activation(activation)
     if aac.is_numpy_array(X):
