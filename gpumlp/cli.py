@@ -357,7 +357,7 @@ def _add_validate(sub):
 
 def _run_validate(args):
     from . import agreement
-    from .io import write_text_atomic
+    from ._atomic import write_text_atomic
 
     def names(text):
         return None if text is None else [t.strip() for t in text.split(",") if t.strip()]

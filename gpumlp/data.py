@@ -210,7 +210,7 @@ def read_features(path, feature_names, target_name=None):
 
 def write_predictions(path, y_pred, target_name="prediction"):
     """Write predictions as CSV (one column per output) or ``.npy``, atomically."""
-    from .io import atomic_path
+    from ._atomic import atomic_path
 
     y_pred = np.asarray(y_pred)
     ext = os.path.splitext(path)[1].lower()

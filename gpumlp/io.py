@@ -1,4 +1,4 @@
-"""Model files and atomic writes.
+"""Model files: a portable format with no pickle, validated before use.
 
 A model file is an ``.npz`` archive with no pickled objects: the weights as
 plain arrays (``coef_0``, ``intercept_0``, ...), the scalers of a
@@ -16,19 +16,17 @@ on a CPU, and the reverse.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
+from ._atomic import atomic_path, write_text_atomic  # noqa: F401 (re-exported)
 from .devices import Device, to_numpy
 
-__all__ = ["FORMAT_VERSION", "ModelFileError", "atomic_path", "load", "save",
-           "write_text_atomic"]
+__all__ = ["FORMAT_VERSION", "ModelFileError", "load", "save"]
 
 #: The model-file format this version writes, and the newest it reads.
 FORMAT_VERSION = 1
@@ -37,31 +35,6 @@ _MAGIC = "gpumlp-model"
 
 class ModelFileError(ValueError):
     """A model file that cannot be read: damaged, foreign, or from a newer gpumlp."""
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path``; on success, rename it to ``path``.
-
-    On any error (Ctrl-C included) the temporary file is removed and ``path``
-    is left as it was.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_text_atomic(path, text):
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w") as handle:
-        handle.write(text)
 
 
 def _jsonable(value):
