@@ -283,10 +283,9 @@ def _run_predict(args):
     import numpy as np
 
     from .data import read_features, write_predictions
-    from .io import load, read_metadata
+    from .io import load_with_metadata
 
-    metadata = read_metadata(args.model)
-    model = load(args.model)
+    model, metadata = load_with_metadata(args.model)
     net = getattr(model, "regressor_", model)
     if args.device is not None:
         net.set_params(device=args.device)
