@@ -396,6 +396,10 @@ def _read(path: str | os.PathLike, with_arrays: bool) -> tuple[dict, dict]:
     except _ZIP_ERRORS as exc:
         raise ModelFileError(f"{path}: not a gpumlp model file, or damaged ({exc}); "
                              f"{_REMEDY}.") from None
+    for mean, scale in (("x_mean", "x_scale"), ("y_mean", "y_scale")):
+        if mean in arrays and arrays[mean].dtype != arrays[scale].dtype:
+            raise _damaged(path, f"member {mean!r} has dtype {arrays[mean].dtype} but "
+                                 f"{scale!r} has {arrays[scale].dtype}")
     for name, array in arrays.items():
         if not np.all(np.isfinite(array)):
             raise _damaged(path, f"member {name!r} holds NaN or infinite values")
