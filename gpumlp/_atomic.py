@@ -1,17 +1,39 @@
 """Atomic file writes: a temporary file beside the target, then one rename.
 
-A crash or Ctrl-C never leaves half a file where a good one was. This module
-imports nothing from the rest of gpumlp, so every writer can use it.
+A crash or Ctrl-C never leaves half a file where a good one was, and the file
+written gets the mode a plain ``open(path, "w")`` would give it: the existing
+file's mode when it is replaced, else ``0o666`` less the umask (``mkstemp``
+alone would leave every file ``0o600``). This module imports nothing from the
+rest of gpumlp, so every writer can use it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 
 __all__ = ["atomic_path", "write_text_atomic"]
+
+
+def _current_umask() -> int:
+    # The only portable way to read the umask is to set it and set it back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(path: str) -> int:
+    """The permission bits ``path`` should get: its own if it exists, else 0666 & ~umask."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0o666 & ~_current_umask()
+    if stat.S_ISREG(st.st_mode):
+        return stat.S_IMODE(st.st_mode)
+    return 0o666 & ~_current_umask()
 
 
 @contextlib.contextmanager
@@ -26,7 +48,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     Yields
     ------
     str
-        The temporary file to write to; it exists, empty.
+        The temporary file to write to; it exists, empty, with the mode the
+        final file will have.
 
     Raises
     ------
@@ -45,7 +68,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     except OSError as exc:
         raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}") from None
-    os.close(fd)
+    try:
+        if hasattr(os, "fchmod"):  # POSIX; Windows has no such modes to keep
+            os.fchmod(fd, _mode_for(path))
+    finally:
+        os.close(fd)
     try:
         yield tmp
         os.replace(tmp, path)
