@@ -213,7 +213,7 @@ def test_untampered_file_loads(originals, tmp_path):
 
 def _add_member(path, name, size, compression=zipfile.ZIP_DEFLATED):
     """Append ``name`` to the archive: a float64 ``.npy`` of ``size`` zero bytes."""
-    with zipfile.ZipFile(path, "a", compression=compression) as archive, \
+    with zipfile.ZipFile(path, "a", compression=compression, compresslevel=1) as archive, \
             archive.open(name, "w", force_zip64=True) as member:
         np.lib.format.write_array_header_1_0(
             member, {"descr": "<f8", "fortran_order": False, "shape": (size // 8,)})
