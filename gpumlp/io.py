@@ -36,13 +36,17 @@ import struct
 import warnings
 import zipfile
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._atomic import atomic_path, write_text_atomic  # noqa: F401 (re-exported)
 from .devices import Device, to_numpy
 from .kernels import ACTIVATIONS
+
+if TYPE_CHECKING:
+    from .estimator import MLPRegressor
+    from .scaling import StandardizedRegressor
 
 __all__ = ["FORMAT_VERSION", "ModelFileError", "load", "load_with_metadata",
            "read_metadata", "save"]
@@ -98,8 +102,9 @@ def _plain(name: str, value: Any) -> Any:
                     f"strings, lists, NumPy random generators and devices.")
 
 
-def save(model, path: str | os.PathLike, *, feature_names: list[str] | None = None,
-         target_names: list[str] | None = None, extra: dict | None = None) -> None:
+def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *,
+         feature_names: list[str] | None = None, target_names: list[str] | None = None,
+         extra: dict | None = None) -> None:
     """Save a fitted model to ``path`` (an ``.npz`` file), atomically.
 
     Parameters
@@ -493,7 +498,8 @@ def _restore(net, coefs: list, intercepts: list, metadata: dict) -> None:
     net._y_was_1d = bool(metadata.get("y_1d", False))
 
 
-def load_with_metadata(path: str | os.PathLike):
+def load_with_metadata(
+        path: str | os.PathLike) -> tuple[MLPRegressor | StandardizedRegressor, dict]:
     """Load a model saved by :func:`save`, with its checked metadata, reading the file once.
 
     Parameters
@@ -533,7 +539,7 @@ def load_with_metadata(path: str | os.PathLike):
     return model, metadata
 
 
-def load(path: str | os.PathLike):
+def load(path: str | os.PathLike) -> MLPRegressor | StandardizedRegressor:
     """Load a model saved by :func:`save`; it predicts on any device.
 
     The file is checked first (see the module docstring): a model that loads
