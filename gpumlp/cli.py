@@ -9,10 +9,83 @@ a disagreement, 130 for Ctrl-C. Nothing here computes.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 
 __all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other error here."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _bounded(kind, low, *, low_open=False, below=None):
+    """An argparse type: a finite ``kind`` (int or float) >= ``low`` (or > it), < ``below``."""
+    what = "an integer" if kind is int else "a number"
+    bound = f"{'>' if low_open else '>='} {low}" + (f" and < {below}" if below else "")
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes {what}, got {text!r}") from None
+        too_low = value <= low if low_open else value < low
+        if not math.isfinite(value) or too_low or (below is not None and value >= below):
+            raise argparse.ArgumentTypeError(f"must be {what} {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one file, however they are spelled."""
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_outputs(inputs, outputs):
+    """Refuse, before any work, an output that cannot be written or would destroy a file.
+
+    ``inputs`` and ``outputs`` are ``(option, path)`` pairs; a path of None is
+    skipped. An output must not be an input or another output (compared as
+    files, not as spellings), must not be a directory, and its folder must
+    exist and be writable.
+    """
+    inputs = [(option, path) for option, path in inputs if path is not None]
+    written = []
+    for option, path in outputs:
+        if path is None:
+            continue
+        for other_option, other in inputs:
+            if _same_file(path, other):
+                raise ValueError(f"{option} {path} is the same file as {other_option} "
+                                 f"{other}, which writing it would destroy; choose another "
+                                 f"{option} path.")
+        for other_option, other in written:
+            if _same_file(path, other):
+                raise ValueError(f"{option} {path} is the same file as {other_option} "
+                                 f"{other}, so one would overwrite the other; choose "
+                                 f"another {option} path.")
+        if os.path.isdir(path):
+            raise ValueError(f"{option} {path} is a directory; give a file path.")
+        folder = os.path.dirname(path) or "."
+        if not os.path.isdir(folder):
+            problem = "is not a folder" if os.path.exists(folder) else "does not exist"
+            raise ValueError(f"{option} {path}: {folder} {problem}; create the folder or "
+                             f"choose another path.")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"{option} {path}: the folder {folder} is not writable; "
+                             f"choose another path.")
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            raise ValueError(f"{option} {path} exists and is read-only; make it writable "
+                             f"or choose another path.")
+        written.append((option, path))
 
 
 def _hidden(text):
@@ -57,20 +130,22 @@ def _add_train(sub):
                    choices=["sigmoid", "logistic", "tanh", "relu", "identity"])
     p.add_argument("--solver", default="gd", choices=["gd", "sgd", "adam"],
                    help="gd: full-batch gradient descent (default); sgd; adam")
-    p.add_argument("--lr", type=float, default=0.1, help="learning rate (default: 0.1)")
-    p.add_argument("--epochs", type=int, default=5000, help="maximum epochs (default: 5000)")
-    p.add_argument("--tol", type=float, default=1e-6,
+    p.add_argument("--lr", type=_bounded(float, 0, low_open=True), default=0.1,
+                   help="learning rate (default: 0.1)")
+    p.add_argument("--epochs", type=_bounded(int, 1), default=5000,
+                   help="maximum epochs (default: 5000)")
+    p.add_argument("--tol", type=_bounded(float, 0), default=1e-6,
                    help="stop when the loss improves by less than this for 10 epochs "
                         "(default: 1e-6)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=_bounded(int, 1), default=None,
                    help="minibatch size for sgd and adam (default: min(200, n))")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--test-size", type=float, default=0.2,
+    p.add_argument("--test-size", type=_bounded(float, 0, below=1), default=0.2,
                    help="fraction of rows held out for testing (default: 0.2)")
     p.add_argument("--no-standardize", action="store_true",
                    help="train on X and y as they are")
-    p.add_argument("--samples", type=int, default=2000,
+    p.add_argument("--samples", type=_bounded(int, 1), default=2000,
                    help="rows of the embedded dataset, without --data (default: 2000)")
     p.add_argument("--out", metavar="MODEL.npz", help="save the trained model here")
     p.add_argument("--plot", metavar="LOSS.png",
@@ -145,8 +220,7 @@ def _run_train(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install 'gpumlp[plot]'") from None
-    if args.test_size < 0 or args.test_size >= 1:
-        raise ValueError(f"--test-size must be in [0, 1), got {args.test_size}")
+    _check_outputs([("--data", args.data)], [("--out", args.out), ("--plot", args.plot)])
     cluster = client = None
     if _uses_dask(args):
         from .distributed import connect, read_dataset, split_by_chunks
@@ -283,10 +357,10 @@ def _run_predict(args):
     import numpy as np
 
     from .data import read_features, write_predictions
-    from .io import load, read_metadata
+    from .io import load_with_metadata
 
-    metadata = read_metadata(args.model)
-    model = load(args.model)
+    _check_outputs([("--model", args.model), ("--data", args.data)], [("--out", args.out)])
+    model, metadata = load_with_metadata(args.model)
     net = getattr(model, "regressor_", model)
     if args.device is not None:
         net.set_params(device=args.device)
@@ -357,11 +431,12 @@ def _add_validate(sub):
 
 def _run_validate(args):
     from . import agreement
-    from .io import write_text_atomic
+    from ._atomic import write_text_atomic
 
     def names(text):
         return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
+    _check_outputs([], [("--json", args.json)])
     backends = names(args.backends)
     if backends is None:
         backends, unusable = agreement.available_backends()
@@ -393,7 +468,7 @@ def _run_validate(args):
 def build_parser():
     from ._version import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gpumlp",
         description="Train, use and check an MLP regressor on the CPU (NumPy) or a CUDA "
                     "GPU (CuPy).",

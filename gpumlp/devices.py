@@ -271,7 +271,8 @@ def get_device(spec: str | Device | None = None) -> Device:
     Raises
     ------
     ValueError
-        If the specifier is not one of the forms above.
+        If the specifier is not one of the forms above; when it came from
+        ``GPUMLP_DEVICE``, the message names the variable.
     CUDAUnavailableError
         If a CUDA device was asked for explicitly and CuPy or that GPU is
         missing.
@@ -280,6 +281,16 @@ def get_device(spec: str | Device | None = None) -> Device:
         return spec
     if spec is None:
         spec = default_device_spec()
+        try:
+            return _parse(spec)
+        except ValueError as exc:  # only a spec from the environment can be wrong here
+            raise ValueError(f"The environment variable {ENV_VAR}={spec!r} is not a "
+                             f"device: {exc} Set it to one of those, or unset it.") from None
+    return _parse(spec)
+
+
+def _parse(spec):
+    """The :class:`Device` a specifier names (see :func:`get_device`)."""
     if not isinstance(spec, str):
         raise TypeError(
             f"device must be a string such as 'cpu', 'cuda:0' or 'auto', "

@@ -1,56 +1,110 @@
-"""Model files and atomic writes.
+"""Model files: a portable format with no pickle, checked before use.
 
-A model file is an ``.npz`` archive with no pickled objects: the weights as
-plain arrays (``coef_0``, ``intercept_0``, ...), the scalers of a
-:class:`~gpumlp.scaling.StandardizedRegressor` when there are any
-(``x_mean``, ``x_scale``, ``y_mean``, ``y_scale``), and one string array,
-``metadata``, holding JSON: the format and gpumlp versions, the architecture,
-the dtype, the device it was trained on, the estimator's parameters, the
-training history and the feature and target names.
+A model file is an ``.npz`` archive (a zip of ``.npy`` members) with no
+pickled objects: the weights as plain arrays (``coef_0``, ``intercept_0``,
+...), the scalers of a :class:`~gpumlp.scaling.StandardizedRegressor` when
+there are any (``x_mean``, ``x_scale``, ``y_mean``, ``y_scale``), and one
+string array, ``metadata``, holding JSON: the format and gpumlp versions, the
+kind of model, the layer sizes, the activation, the dtype, the device it was
+trained on, the estimator's parameters (plain JSON values only), the training
+history and the feature and target names.
 
-Files are read with ``allow_pickle=False`` and written through a temporary
-file and a rename, so a crash never leaves half a model where a good one was.
-Weights are stored as host arrays: a model trained on a GPU loads and predicts
-on a CPU, and the reverse.
+A file is untrusted input, read the way safetensors reads one: the metadata
+first, checked against the schema (:func:`_check_metadata`); then only the
+members that metadata names, each one's ``.npy`` header checked (dtype,
+shape, and a size that matches what the metadata implies) before its data is
+read; then the values (finite; positive scales). Other members are never
+decompressed, object arrays are refused and never unpickled, and anything
+wrong is a :class:`ModelFileError` that names the problem.
+
+Files are written through a temporary file and a rename (:mod:`gpumlp._atomic`),
+so a crash never leaves half a model where a good one was. Weights are stored
+as host arrays: a model trained on a GPU loads and predicts on a CPU, and the
+reverse.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
+import numbers
 import os
+import re
+import stat
+import struct
+import warnings
 import zipfile
+import zlib
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._atomic import atomic_path, write_text_atomic
+from ._atomic import atomic_path, write_text_atomic  # noqa: F401 (re-exported)
+from .activations import NAMES as ACTIVATIONS
 from .devices import Device, to_numpy
 
-__all__ = ["FORMAT_VERSION", "ModelFileError", "atomic_path", "load", "save",
-           "write_text_atomic"]
+if TYPE_CHECKING:
+    from .estimator import MLPRegressor
+    from .scaling import StandardizedRegressor
+
+__all__ = ["FORMAT_VERSION", "ModelFileError", "load", "load_with_metadata",
+           "read_metadata", "save"]
 
 #: The model-file format this version writes, and the newest it reads.
 FORMAT_VERSION = 1
 _MAGIC = "gpumlp-model"
+_KINDS = ("MLPRegressor", "StandardizedRegressor")
+_SCALERS = ("x_mean", "x_scale", "y_mean", "y_scale")
+_DTYPES = ("float32", "float64")
+#: The metadata member's largest size: a loss curve of a million epochs fits.
+_MAX_METADATA_BYTES = 256 * 2**20
+#: numpy's own bound on an ``.npy`` header.
+_MAX_HEADER_BYTES = 10_000
+#: What a damaged zip can raise from inside zipfile and its decompressors.
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
+               NotImplementedError, RuntimeError, struct.error, ValueError, OverflowError)
+_REMEDY = "save the model again with gpumlp.save or gpumlp train --out"
 
 
 class ModelFileError(ValueError):
-    """A model file that cannot be read: damaged, foreign, or from a newer gpumlp."""
+    """A model file that cannot be used: damaged, foreign, tampered with, or from a newer gpumlp."""
 
 
-def _jsonable(value):
+# ---------------------------------------------------------------- writing
+def _plain(name: str, value: Any) -> Any:
+    """``value`` as plain JSON (dict, list, str, int, float, bool, None); never a repr."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, Device):
         return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (str, int, float, bool, list, dict)) or value is None:
-        return value
-    return repr(value)
+    if name == "dtype":
+        from ._checks import check_dtype
+
+        return check_dtype(value)
+    if isinstance(value, np.random.Generator):
+        return {"numpy_generator": _plain(name, value.bit_generator.state)}
+    if isinstance(value, np.random.RandomState):
+        return {"numpy_random_state": _plain(name, value.get_state(legacy=False))}
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return [_plain(name, v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_plain(name, v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(name, v) for k, v in value.items()}
+    raise TypeError(f"Cannot save {name}={value!r}: a model file holds only numbers, "
+                    f"strings, lists, NumPy random generators and devices.")
 
 
-def save(model, path, *, feature_names=None, target_names=None, extra=None):
+def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *,
+         feature_names: list[str] | None = None, target_names: list[str] | None = None,
+         extra: dict | None = None) -> None:
     """Save a fitted model to ``path`` (an ``.npz`` file), atomically.
 
     Parameters
@@ -58,11 +112,22 @@ def save(model, path, *, feature_names=None, target_names=None, extra=None):
     model : MLPRegressor or StandardizedRegressor
         Fitted.
     path : str or path-like
-        Written as given (no extension is added).
+        Written as given (no extension is added), with the mode a new file
+        gets from the umask (or the mode of the file it replaces).
     feature_names, target_names : list of str, optional
         Stored for prediction from CSV files.
     extra : dict, optional
-        More JSON-serialisable metadata (for example the CLI's settings).
+        More metadata of plain values (for example the CLI's settings).
+
+    Notes
+    -----
+    The estimator's parameters are stored as plain JSON, so that a loaded
+    model can be fitted again: ``hidden_layer_sizes`` as a list of ints
+    (an int ``16`` becomes ``[16]``), NumPy scalars as numbers, ``dtype`` as
+    its name, a ``device`` as its string, and a NumPy ``Generator`` (or
+    ``RandomState``) ``random_state`` as its bit generator's state at the
+    time of saving, so a loaded model's next ``fit`` draws what the saved
+    model's next ``fit`` would have drawn.
     """
     from ._version import __version__
     from .estimator import MLPRegressor
@@ -72,8 +137,7 @@ def save(model, path, *, feature_names=None, target_names=None, extra=None):
     if isinstance(model, StandardizedRegressor):
         if not hasattr(model, "regressor_"):
             raise ValueError("Only a fitted model can be saved; call fit first.")
-        scalers = {name: to_numpy(getattr(model, name + "_"))
-                   for name in ("x_mean", "x_scale", "y_mean", "y_scale")}
+        scalers = {name: to_numpy(getattr(model, name + "_")) for name in _SCALERS}
         net = model.regressor_
     elif isinstance(model, MLPRegressor):
         net = model
@@ -84,25 +148,27 @@ def save(model, path, *, feature_names=None, target_names=None, extra=None):
         raise ValueError("Only a fitted model can be saved; call fit first.")
     coefs = [to_numpy(W) for W in net.coefs_]
     intercepts = [to_numpy(b) for b in net.intercepts_]
+    validation_curve = getattr(net, "validation_loss_curve_", None)
     metadata = {
         "format": _MAGIC,
         "format_version": FORMAT_VERSION,
         "gpumlp_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "kind": type(model).__name__,
-        "layer_sizes": [coefs[0].shape[0]] + [W.shape[1] for W in coefs],
+        "layer_sizes": [int(coefs[0].shape[0])] + [int(W.shape[1]) for W in coefs],
         "activation": net.activation,
         "out_activation": "identity",
         "dtype": str(coefs[0].dtype),
         "trained_on": str(getattr(net, "device_", "")),
-        "params": {k: _jsonable(v) for k, v in net.get_params().items()},
+        "params": {k: _plain(k, v) for k, v in net.get_params().items()},
         "y_1d": bool(getattr(net, "_y_was_1d", False)),
         "n_iter": int(getattr(net, "n_iter_", 0)),
         "loss_curve": [float(v) for v in getattr(net, "loss_curve_", [])],
-        "validation_loss_curve": getattr(net, "validation_loss_curve_", None),
-        "feature_names": list(feature_names) if feature_names is not None else None,
-        "target_names": list(target_names) if target_names is not None else None,
-        "extra": {k: _jsonable(v) for k, v in (extra or {}).items()},
+        "validation_loss_curve": None if validation_curve is None else [
+            float(v) for v in validation_curve],
+        "feature_names": None if feature_names is None else [str(n) for n in feature_names],
+        "target_names": None if target_names is None else [str(n) for n in target_names],
+        "extra": {str(k): _plain(str(k), v) for k, v in (extra or {}).items()},
     }
     arrays = {f"coef_{i}": W for i, W in enumerate(coefs)}
     arrays.update({f"intercept_{i}": b for i, b in enumerate(intercepts)})
@@ -112,42 +178,372 @@ def save(model, path, *, feature_names=None, target_names=None, extra=None):
         np.savez(handle, **arrays)
 
 
-def read_metadata(path):
-    """The metadata dictionary of a model file, checked for format and version."""
-    return _open(path)[0]
+# ---------------------------------------------------------------- reading
+def _damaged(path: str, problem: str) -> ModelFileError:
+    return ModelFileError(f"{path}: damaged or tampered model file: {problem}; {_REMEDY}.")
 
 
-def _open(path):
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such model file. Check the path passed to --model.")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except ValueError as exc:  # an object array: refused, never unpickled
-        raise ModelFileError(
-            f"{path}: refused to load, because it holds pickled objects ({exc}). "
-            f"gpumlp model files never do; this file is not one, or was tampered with."
-        ) from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ModelFileError(f"{path}: not a gpumlp model file, or damaged ({exc}).") from None
-    try:
-        metadata = json.loads(str(arrays.pop("metadata")[()]))
-        assert metadata.get("format") == _MAGIC
-        version = int(metadata["format_version"])
-    except Exception:
-        raise ModelFileError(
-            f"{path}: not a gpumlp model file, or damaged (its metadata is missing or "
-            f"unreadable).") from None
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_metadata(path: str, metadata: Any) -> None:
+    """Check the metadata against the schema; raise ModelFileError naming the first problem."""
+    if not isinstance(metadata, dict) or metadata.get("format") != _MAGIC:
+        raise ModelFileError(f"{path}: not a gpumlp model file (its metadata does not say "
+                             f"format {_MAGIC!r}); pass a file written by gpumlp.save or "
+                             f"gpumlp train --out.")
+    version = metadata.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise _damaged(path, f"format_version is {version!r}, not a positive int")
     if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path}: model file format {version} is newer than this gpumlp reads "
             f"(up to {FORMAT_VERSION}); upgrade gpumlp (pip install -U gpumlp).")
+    required = {"kind": str, "layer_sizes": list, "activation": str, "dtype": str,
+                "params": dict}
+    optional = {"gpumlp_version": str, "created": str, "out_activation": str,
+                "trained_on": str, "y_1d": bool, "n_iter": int, "loss_curve": list,
+                "validation_loss_curve": (list, type(None)),
+                "feature_names": (list, type(None)), "target_names": (list, type(None)),
+                "extra": dict}
+    for key in required:
+        if key not in metadata:
+            raise _damaged(path, f"metadata lacks {key!r}")
+    for key, kind in {**required, **optional}.items():
+        if key in metadata and (not isinstance(metadata[key], kind)
+                                or (kind is int and isinstance(metadata[key], bool))):
+            raise _damaged(path, f"metadata {key!r} is {metadata[key]!r}, of the wrong type")
+    if metadata["kind"] not in _KINDS:
+        raise _damaged(path, f"kind {metadata['kind']!r} is not one of {', '.join(_KINDS)}")
+    sizes = metadata["layer_sizes"]
+    if len(sizes) < 2 or not all(_is_int(n) and n >= 1 for n in sizes):
+        raise _damaged(path, f"layer_sizes {sizes!r} is not a list of at least two "
+                             f"positive ints")
+    if metadata["activation"] not in ACTIVATIONS:
+        raise _damaged(path, f"activation {metadata['activation']!r} is not one of "
+                             f"{', '.join(ACTIVATIONS)}")
+    if metadata.get("out_activation", "identity") != "identity":
+        raise _damaged(path, f"out_activation {metadata['out_activation']!r} is not "
+                             f"'identity'")
+    if metadata["dtype"] not in _DTYPES:
+        raise _damaged(path, f"dtype {metadata['dtype']!r} is not float32 or float64")
+    if metadata.get("y_1d") and sizes[-1] != 1:
+        raise _damaged(path, f"y_1d is true but the model has {sizes[-1]} outputs")
+    if metadata.get("n_iter", 0) < 0:
+        raise _damaged(path, f"n_iter {metadata['n_iter']!r} is negative")
+    for key in ("loss_curve", "validation_loss_curve"):
+        if not all(_is_number(v) for v in metadata.get(key) or ()):
+            raise _damaged(path, f"{key} holds something other than numbers")
+    for key in ("feature_names", "target_names"):
+        if not all(isinstance(v, str) for v in metadata.get(key) or ()):
+            raise _damaged(path, f"{key} holds something other than strings")
+    names = metadata.get("feature_names")
+    if names is not None and len(names) != sizes[0]:
+        raise _damaged(path, f"{len(names)} feature_names for {sizes[0]} input(s)")
+
+
+def _member_header(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
+                   max_data_bytes: int):
+    """Open member ``name`` and read its ``.npy`` header, bounded by ``max_data_bytes``.
+
+    Returns the open stream, positioned at the data, and the header's
+    ``(shape, fortran_order, dtype)``.
+    """
+    if info.file_size > max_data_bytes + _MAX_HEADER_BYTES:
+        raise _damaged(path, f"member {name!r} holds {info.file_size} bytes, more than "
+                             f"the {max_data_bytes} its metadata allows")
+    stream = archive.open(info)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(stream, _MAX_HEADER_BYTES)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(stream, _MAX_HEADER_BYTES)
+        else:
+            raise _damaged(path, f"member {name!r} has .npy format version {version}")
+    except BaseException:
+        stream.close()
+        raise
+    if header[2].hasobject:
+        stream.close()
+        raise ModelFileError(
+            f"{path}: refused to load, because member {name!r} holds pickled objects "
+            f"(dtype {header[2]}); gpumlp model files never do, so this one was not "
+            f"written by gpumlp or was tampered with. Nothing was unpickled.")
+    return stream, header
+
+
+def _read_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
+                 dtypes: tuple[str, ...], shape: tuple[int, ...] | None,
+                 max_data_bytes: int) -> np.ndarray:
+    """One member's array, after its header is checked against ``dtypes`` and ``shape``."""
+    stream, (found_shape, fortran_order, dtype) = _member_header(
+        path, archive, info, name, max_data_bytes)
+    with stream:
+        if dtype.name not in dtypes or dtype != np.dtype(dtype.name):
+            raise _damaged(path, f"member {name!r} has dtype {dtype.str}, not "
+                                 f"{' or '.join(dtypes)}")
+        if shape is not None and tuple(found_shape) != shape:
+            raise _damaged(path, f"member {name!r} has shape {tuple(found_shape)}, where "
+                                 f"layer_sizes implies {shape}")
+        n_bytes = math.prod(found_shape) * dtype.itemsize
+        if info.file_size != stream.tell() + n_bytes:
+            raise _damaged(path, f"member {name!r} is {info.file_size - stream.tell()} "
+                                 f"bytes of data, where its shape {tuple(found_shape)} "
+                                 f"needs {n_bytes}")
+        data = stream.read(n_bytes)
+        # Reading to the end makes zipfile check the member's CRC.
+        if len(data) != n_bytes or stream.read(1):
+            raise _damaged(path, f"member {name!r} is truncated")
+    order = "F" if fortran_order else "C"
+    return np.frombuffer(data, dtype=dtype).reshape(found_shape, order=order).copy()
+
+
+def _expected_members(path: str, metadata: dict, present: set[str]) -> dict:
+    """``{name: (dtypes, shape)}`` for every member the metadata names, all present."""
+    sizes = metadata["layer_sizes"]
+    dtype = (metadata["dtype"],)
+    expected = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        expected[f"coef_{i}"] = (dtype, (fan_in, fan_out))
+        expected[f"intercept_{i}"] = (dtype, (fan_out,))
+    scalers = [name for name in _SCALERS if name in present]
+    if metadata["kind"] == "StandardizedRegressor":
+        for name in _SCALERS:
+            n = sizes[0] if name.startswith("x") else sizes[-1]
+            expected[name] = (_DTYPES, (n,))
+    elif scalers:
+        raise _damaged(path, f"it holds the scalers {', '.join(scalers)} but its kind "
+                             f"is {metadata['kind']}, which would drop them")
+    stray = sorted(name for name in present if re.fullmatch(r"(coef|intercept)_\d+", name)
+                   and name not in expected)
+    if stray:
+        raise _damaged(path, f"it holds {', '.join(stray)}, which layer_sizes "
+                             f"{sizes} has no place for")
+    missing = [name for name in expected if name not in present]
+    if missing:
+        raise _damaged(path, f"member(s) {', '.join(missing)} missing")
+    return expected
+
+
+def _read_metadata_member(path: str, archive: zipfile.ZipFile, members: dict) -> Any:
+    if "metadata" not in members:
+        raise ModelFileError(f"{path}: not a gpumlp model file (it has no metadata "
+                             f"member); pass a file written by gpumlp.save or gpumlp "
+                             f"train --out.")
+    info = members["metadata"]
+    stream, (shape, _, dtype) = _member_header(path, archive, info, "metadata",
+                                               _MAX_METADATA_BYTES)
+    with stream:
+        if dtype.kind != "U" or tuple(shape) != ():
+            raise _damaged(path, f"metadata is a {dtype.str} array of shape "
+                                 f"{tuple(shape)}, not one string")
+        n_bytes = dtype.itemsize
+        if info.file_size != stream.tell() + n_bytes:
+            raise _damaged(path, "the metadata member's size does not match its header")
+        data = stream.read(n_bytes)
+        if len(data) != n_bytes or stream.read(1):
+            raise _damaged(path, "the metadata member is truncated")
+    try:
+        text = str(np.frombuffer(data, dtype=dtype)[0])
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise _damaged(path, f"its metadata is not valid JSON ({exc})") from None
+
+
+def _read(path: str | os.PathLike, with_arrays: bool) -> tuple[dict, dict]:
+    """Checked metadata, and (``with_arrays``) the checked arrays it names."""
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: no such model file. Check the path passed to --model.") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read the model file ({exc.strerror}).") \
+            from None
+    if stat.S_ISDIR(mode):
+        raise ModelFileError(f"{path} is a directory; pass a model file written by "
+                             f"gpumlp.save or gpumlp train --out.")
+    if not stat.S_ISREG(mode):
+        raise ModelFileError(f"{path} is not a regular file (a pipe or a device?); pass "
+                             f"a model file written by gpumlp.save or gpumlp train --out.")
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(6) == b"\x93NUMPY":
+                raise ModelFileError(
+                    f"{path} is a single NumPy array (.npy), not a gpumlp model file; "
+                    f"pass the .npz written by gpumlp.save or gpumlp train --out.")
+            handle.seek(0)
+            with zipfile.ZipFile(handle) as archive:
+                infos = archive.infolist()
+                names = [info.filename for info in infos]
+                if len(set(names)) != len(names):
+                    raise _damaged(path, "it names a member twice")
+                members = {info.filename[:-4]: info for info in infos
+                           if info.filename.endswith(".npy")}
+                metadata = _read_metadata_member(path, archive, members)
+                _check_metadata(path, metadata)
+                arrays = {}
+                if with_arrays:
+                    expected = _expected_members(path, metadata, set(members))
+                    for name, (dtypes, shape) in expected.items():
+                        max_bytes = math.prod(shape) * 8
+                        arrays[name] = _read_member(path, archive, members[name], name,
+                                                    dtypes, shape, max_bytes)
+    except ModelFileError:
+        raise
+    except _ZIP_ERRORS as exc:
+        raise ModelFileError(f"{path}: not a gpumlp model file, or damaged ({exc}); "
+                             f"{_REMEDY}.") from None
+    for mean, scale in (("x_mean", "x_scale"), ("y_mean", "y_scale")):
+        if mean in arrays and arrays[mean].dtype != arrays[scale].dtype:
+            raise _damaged(path, f"member {mean!r} has dtype {arrays[mean].dtype} but "
+                                 f"{scale!r} has {arrays[scale].dtype}")
+    for name, array in arrays.items():
+        if not np.all(np.isfinite(array)):
+            raise _damaged(path, f"member {name!r} holds NaN or infinite values")
+        if name.endswith("_scale") and not np.all(array > 0):
+            raise _damaged(path, f"member {name!r} holds a scale that is not positive")
     return metadata, arrays
 
 
-def load(path):
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of a model file, checked against the schema; no array is read.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    FileNotFoundError
+    ModelFileError
+    """
+    return _read(path, with_arrays=False)[0]
+
+
+def _generator(state: Any):
+    """A NumPy Generator or RandomState rebuilt from the state :func:`save` stored."""
+    kind = next(iter(state))
+    if kind not in ("numpy_generator", "numpy_random_state"):
+        raise ValueError(f"unknown random_state encoding {kind!r}")
+    bit_state = dict(state[kind])
+    name = bit_state.get("bit_generator")
+    if name not in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"):
+        raise ValueError(f"unknown bit generator {name!r}")
+    if kind == "numpy_random_state":
+        rng = np.random.RandomState()
+        rng.set_state(bit_state)
+        return rng
+    bit_generator = getattr(np.random, name)()
+    bit_generator.state = bit_state
+    return np.random.Generator(bit_generator)
+
+
+def _params(path: str, metadata: dict) -> dict:
+    """The estimator's parameters, decoded and checked; ``device`` is reset to ``None``."""
+    from ._checks import check_params
+    from .estimator import MLPRegressor
+
+    params = dict(metadata["params"])
+    known = MLPRegressor().get_params()
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise _damaged(path, f"unknown parameter(s) {', '.join(unknown)}")
+    # Older gpumlp wrote some values as their repr; the weights still hold.
+    legacy = {"random_state": None, "dtype": metadata["dtype"],
+              "hidden_layer_sizes": metadata["layer_sizes"][1:-1]}
+    for name, replacement in legacy.items():
+        value = params.get(name)
+        if isinstance(value, str) and not (name == "dtype" and value in _DTYPES):
+            warnings.warn(f"{path}: parameter {name} was saved as the text {value!r} by an "
+                          f"older gpumlp; loaded as {replacement!r}.", UserWarning,
+                          stacklevel=4)
+            params[name] = replacement
+    try:
+        sizes = params.get("hidden_layer_sizes", known["hidden_layer_sizes"])
+        params["hidden_layer_sizes"] = tuple(sizes) if isinstance(sizes, list) else sizes
+        if isinstance(params.get("random_state"), dict) and len(params["random_state"]) == 1:
+            params["random_state"] = _generator(params["random_state"])
+        params["device"] = None
+        net = MLPRegressor(**params)
+        check_params(net)
+        from .initialization import as_generator
+
+        as_generator(net.random_state)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise _damaged(path, f"a parameter is invalid ({exc})") from None
+    return params
+
+
+def _restore(net, coefs: list, intercepts: list, metadata: dict) -> None:
+    """Give ``net`` the fitted state ``fit`` would have given it."""
+    net._set_fitted(coefs, intercepts,
+                    loss_curve=[float(v) for v in metadata.get("loss_curve", [])],
+                    n_iter=metadata.get("n_iter"), y_was_1d=metadata.get("y_1d", False))
+
+
+def load_with_metadata(
+        path: str | os.PathLike) -> tuple[MLPRegressor | StandardizedRegressor, dict]:
+    """Load a model saved by :func:`save`, with its checked metadata, reading the file once.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    model : MLPRegressor or StandardizedRegressor
+        As :func:`load` returns it.
+    metadata : dict
+        As :func:`read_metadata` returns it.
+
+    Raises
+    ------
+    FileNotFoundError
+    ModelFileError
+    """
+    from .estimator import MLPRegressor
+    from .scaling import StandardizedRegressor
+
+    path = os.fspath(path)
+    metadata, arrays = _read(path, with_arrays=True)
+    if metadata["activation"] != metadata["params"].get("activation", "sigmoid"):
+        raise _damaged(path, f"activation {metadata['activation']!r} differs from the "
+                             f"parameter's {metadata['params'].get('activation')!r}")
+    net = MLPRegressor(**_params(path, metadata))
+    n_layers = len(metadata["layer_sizes"]) - 1
+    _restore(net, [arrays[f"coef_{i}"] for i in range(n_layers)],
+             [arrays[f"intercept_{i}"] for i in range(n_layers)], metadata)
+    if metadata["kind"] == "MLPRegressor":
+        return net, metadata
+    model = StandardizedRegressor(net)
+    model.regressor_ = net
+    for name in _SCALERS:
+        setattr(model, name + "_", arrays[name])
+    return model, metadata
+
+
+def load(path: str | os.PathLike) -> MLPRegressor | StandardizedRegressor:
     """Load a model saved by :func:`save`; it predicts on any device.
+
+    The file is checked first (see the module docstring): a model that loads
+    is one whose every array has the dtype and shape its metadata implies and
+    holds finite values.
+
+    Parameters
+    ----------
+    path : str or path-like
 
     Returns
     -------
@@ -160,39 +556,7 @@ def load(path):
     ------
     FileNotFoundError
     ModelFileError
-        For a damaged or foreign file, one holding pickled objects, or one
-        from a newer format version.
+        For a damaged, tampered or foreign file, one holding pickled objects,
+        or one from a newer format version.
     """
-    from .estimator import MLPRegressor
-    from .scaling import StandardizedRegressor
-
-    metadata, arrays = _open(path)
-    try:
-        n_layers = len(metadata["layer_sizes"]) - 1
-        coefs = [arrays[f"coef_{i}"] for i in range(n_layers)]
-        intercepts = [arrays[f"intercept_{i}"] for i in range(n_layers)]
-        params = dict(metadata["params"])
-        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
-        params["device"] = None
-        net = MLPRegressor(**params)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: damaged model file ({exc!r} missing or invalid).") \
-            from None
-    net.coefs_, net.intercepts_ = coefs, intercepts
-    net.loss_curve_ = list(metadata.get("loss_curve", []))
-    net.n_iter_ = int(metadata.get("n_iter", len(net.loss_curve_)))
-    net.n_features_in_ = int(coefs[0].shape[0])
-    net.n_outputs_ = int(coefs[-1].shape[1])
-    net.n_layers_ = n_layers + 1
-    net.out_activation_ = "identity"
-    net._y_was_1d = bool(metadata.get("y_1d", False))
-    if metadata.get("kind") != "StandardizedRegressor":
-        return net
-    model = StandardizedRegressor(net)
-    model.regressor_ = net
-    try:
-        for name in ("x_mean", "x_scale", "y_mean", "y_scale"):
-            setattr(model, name + "_", arrays[name])
-    except KeyError as exc:
-        raise ModelFileError(f"{path}: damaged model file (scaler {exc} missing).") from None
-    return model
+    return load_with_metadata(path)[0]

@@ -20,7 +20,7 @@ def plot_loss(loss_curve, validation_loss_curve, path):
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError("plotting needs matplotlib: pip install 'gpumlp[plot]'") from None
-    from .io import atomic_path
+    from ._atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     epochs = range(1, len(loss_curve) + 1)

@@ -36,7 +36,7 @@ def test_train_options_are_used():
 @pytest.mark.parametrize("args, message", [
     (["--device", "tpu"], "Unknown device 'tpu'"),
     (["--hidden", "a,b"], "--hidden takes comma-separated widths"),
-    (["--lr", "-1"], "learning_rate_init must be > 0"),
+    (["--lr", "-1"], "argument --lr: must be a number > 0, got '-1'"),
 ])
 def test_bad_arguments_give_one_line_errors(args, message):
     result = run("train", *args)

@@ -181,3 +181,108 @@ def test_ctrl_c_stops_cleanly_and_saves_the_last_good_state(tmp_path):
     assert loaded.regressor_.n_iter_ > 0
     assert io.read_metadata(model)["extra"]["interrupted"] is True
     assert [p for p in os.listdir(tmp_path) if p.startswith(".tmp")] == []
+
+
+def _one_line_error(capsys, argv, status=2):
+    """Run the CLI in-process; return its one-line error (argparse exits, main returns)."""
+    try:
+        result = main(argv)
+    except SystemExit as exc:
+        result = exc.code
+    captured = capsys.readouterr()
+    assert result == status, captured
+    assert len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err
+    return captured
+
+
+@pytest.mark.parametrize("make_argv, message", [
+    (lambda t, data: ["--data", data, "--out", data],
+     "--out {data} is the same file as --data {data}, which writing it would destroy"),
+    (lambda t, data: ["--data", data, "--out", str(t / "sub" / ".." / "houses.csv")],
+     "is the same file as --data"),
+    (lambda t, data: ["--data", str(t / "link.csv"), "--out", data],
+     "is the same file as --data"),
+    (lambda t, data: ["--data", data, "--out", str(t / "m.csv"), "--plot", str(t / "m.csv")],
+     "--plot {t}/m.csv is the same file as --out {t}/m.csv, so one would overwrite"),
+    (lambda t, data: ["--data", data, "--out", str(t / "m.npz"),
+                      "--plot", str(t / "sub" / ".." / "m.npz")],
+     "is the same file as --out"),
+    (lambda t, data: ["--data", data, "--out", str(t / "nodir" / "m.npz")],
+     "--out {t}/nodir/m.npz: {t}/nodir does not exist; create the folder"),
+    (lambda t, data: ["--data", data, "--out", str(t / "sub")], "is a directory"),
+    (lambda t, data: ["--data", data, "--plot", data + "/loss.png"], "is not a folder"),
+], ids=["same-spelling", "dot-dot", "symlink", "out-is-plot", "out-is-plot-dot-dot",
+        "no-folder", "directory", "file-as-folder"])
+def test_an_output_that_would_destroy_a_file_or_cannot_be_written_is_refused_first(
+        tmp_path, csv_file, capsys, monkeypatch, make_argv, message):
+    """Issue 13, item 2: checked before training, by file, not by spelling."""
+    monkeypatch.setattr("gpumlp.cli._train_and_report",
+                        lambda *a: pytest.fail("training started"))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.csv").symlink_to(csv_file)
+    before = csv_file.read_bytes()
+    err = _one_line_error(capsys, ["train", "--device", "cpu", "--quiet",
+                                   *make_argv(tmp_path, str(csv_file))]).err
+    assert message.format(t=tmp_path, data=csv_file) in err and ".tmp-" not in err
+    assert csv_file.read_bytes() == before
+
+
+@pytest.mark.parametrize("target", ["model", "data", "data-symlink"])
+def test_predict_refuses_to_overwrite_its_model_or_data(tmp_path, csv_file, capsys, target):
+    """Issue 13, item 2, for predict."""
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(csv_file), "--device", "cpu", "--epochs", "2",
+                 "--quiet", "--out", str(model)]) == 0
+    capsys.readouterr()
+    (tmp_path / "link.csv").symlink_to(csv_file)
+    out = {"model": model, "data": csv_file, "data-symlink": tmp_path / "link.csv"}[target]
+    before = out.read_bytes()
+    err = _one_line_error(capsys, ["predict", "--model", str(model), "--data", str(csv_file),
+                                   "--out", str(out)]).err
+    assert "is the same file as --" + ("model" if target == "model" else "data") in err
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("what", ["npy", "directory"])
+def test_predict_with_a_model_that_is_not_a_model_file(tmp_path, csv_file, capsys, what):
+    """Issue 13, item 14: a one-line ModelFileError, not a TypeError traceback."""
+    model = tmp_path / "model.npy"
+    if what == "npy":
+        np.save(model, np.ones((3, 3)))
+    else:
+        model.mkdir()
+    err = _one_line_error(capsys, ["predict", "--model", str(model),
+                                   "--data", str(csv_file)]).err
+    assert err.startswith("gpumlp predict: error: ")
+    assert ("is a single NumPy array (.npy), not a gpumlp model file" if what == "npy"
+            else "is a directory; pass a model file") in err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--samples", "-5", "argument --samples: must be an integer >= 1, got '-5'"),
+    ("--test-size", "nan", "argument --test-size: must be a number >= 0 and < 1, got 'nan'"),
+    ("--test-size", "1", "argument --test-size: must be a number >= 0 and < 1"),
+    ("--batch-size", "0", "argument --batch-size: must be an integer >= 1, got '0'"),
+    ("--batch-size", "2.5", "argument --batch-size: takes an integer, got '2.5'"),
+    ("--epochs", "0", "argument --epochs: must be an integer >= 1, got '0'"),
+    ("--epochs", "-3", "argument --epochs: must be an integer >= 1"),
+    ("--lr", "0", "argument --lr: must be a number > 0, got '0'"),
+    ("--lr", "nan", "argument --lr: must be a number > 0, got 'nan'"),
+    ("--lr", "inf", "argument --lr: must be a number > 0, got 'inf'"),
+    ("--tol", "-0.001", "argument --tol: must be a number >= 0, got '-0.001'"),
+    ("--tol", "nan", "argument --tol: must be a number >= 0, got 'nan'"),
+])
+def test_bad_numbers_are_refused_when_the_arguments_are_parsed(capsys, monkeypatch, option,
+                                                               value, message):
+    """Issue 13, item 19: no silent auto batch size, no run without a test split."""
+    monkeypatch.setattr("gpumlp.cli._run_train", lambda args: pytest.fail("parsed"))
+    err = _one_line_error(capsys, ["train", option, value]).err
+    assert err.startswith("gpumlp train: error: ") and message in err
+
+
+def test_a_bad_device_variable_is_named_by_the_cli():
+    """Issue 13, item 19, as a user meets it."""
+    result = run("train", "--quiet", env={"GPUMLP_DEVICE": "garbage"})
+    assert result.returncode == 2
+    assert "The environment variable GPUMLP_DEVICE='garbage' is not a device" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -73,6 +73,17 @@ def test_environment_variable_sets_the_default(monkeypatch, no_cupy):
     assert devices.default_device_spec() == "auto"
 
 
+@pytest.mark.parametrize("value", ["garbage", "cpu:1", "auto:0"])
+def test_a_bad_environment_variable_is_named_in_the_error(monkeypatch, value):
+    """Issue 13, item 19: the user did not pass this device; say where it came from."""
+    monkeypatch.setenv("GPUMLP_DEVICE", value)
+    with pytest.raises(ValueError, match=f"environment variable GPUMLP_DEVICE='{value}' is "
+                                         f"not a device: Unknown device '{value}'"):
+        get_device(None)
+    with pytest.raises(ValueError, match="^Unknown device 'garbage'"):
+        get_device("garbage")  # given directly, it is the argument that is wrong
+
+
 def test_estimator_uses_environment_default_for_numpy_input(monkeypatch, no_cupy):
     monkeypatch.setenv("GPUMLP_DEVICE", "cuda")
     with pytest.raises(CUDAUnavailableError, match="CuPy is not installed"):

@@ -82,14 +82,17 @@ class _Exploit:
         return (open, (self.marker, "w"))
 
 
-def test_pickled_objects_are_refused_without_being_unpickled(tmp_path):
+def test_pickled_objects_are_refused_without_being_unpickled(tmp_path, data):
     marker = tmp_path / "unpickled"
     _Exploit.marker = str(marker)
     path = tmp_path / "evil.npz"
-    metadata = json.dumps({"format": "gpumlp-model", "format_version": 1})
-    np.savez(path, metadata=np.array(metadata), coef_0=np.array([_Exploit()], dtype=object))
+    io.save(_fit(MLPRegressor((3,), max_iter=2, device="cpu"), *data), path)
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["coef_0"] = np.array([_Exploit()], dtype=object)
+    np.savez(path, **arrays)
     assert not marker.exists()
-    with pytest.raises(ModelFileError, match="pickled objects"):
+    with pytest.raises(ModelFileError, match="'coef_0' holds pickled objects"):
         io.load(path)
     assert not marker.exists()
     # The same file does unpickle when allowed, so the test would notice.
@@ -165,3 +168,56 @@ def test_unfitted_model_cannot_be_saved(tmp_path):
 
 def test_public_names():
     assert gpumlp.save is io.save and gpumlp.load is io.load
+
+
+@pytest.mark.parametrize("params", [
+    {"hidden_layer_sizes": 16},
+    {"hidden_layer_sizes": (np.int64(5), np.int32(3))},
+    {"hidden_layer_sizes": np.array([6, 2])},
+    {"random_state": np.random.default_rng(7)},
+    {"random_state": np.random.Generator(np.random.MT19937(7))},
+    {"random_state": np.random.RandomState(7)},
+    {"random_state": np.int64(3)},
+    {"dtype": np.float32},
+    {"dtype": np.dtype("float64")},
+    {"alpha": np.float64(1e-3), "learning_rate_init": np.float32(0.05),
+     "max_iter": np.int64(4), "batch_size": np.int64(32), "solver": "adam"},
+    {"device": gpumlp.get_device("cpu")},
+], ids=["int-width", "numpy-int-widths", "array-widths", "generator", "mt19937-generator",
+        "random-state", "numpy-int-seed", "dtype-type", "dtype-object", "numpy-scalars",
+        "device-value"])
+def test_every_parameter_fit_accepts_survives_save_load_and_refit(tmp_path, data, params,
+                                                                  monkeypatch):
+    """Issue 13, item 1: a trained model can always be loaded, and fitted again."""
+    monkeypatch.setenv("GPUMLP_DEVICE", "cpu")
+    X, y = data
+    settings = {"max_iter": 3, "device": "cpu", **params}
+    model = _fit(StandardizedRegressor(MLPRegressor(**settings)), X, y)
+    path = tmp_path / "m.npz"
+    io.save(model, path)
+    metadata = json.loads(str(np.load(path)["metadata"]))
+    assert "object at 0x" not in json.dumps(metadata) and "<class" not in json.dumps(metadata)
+    loaded = io.load(path)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    _fit(loaded, X, y)
+    assert loaded.regressor_.n_iter_ >= 1 and np.all(np.isfinite(loaded.predict(X)))
+
+
+def test_a_saved_generator_state_refits_as_the_saved_model_would(tmp_path, data):
+    X, y = data
+    net = _fit(MLPRegressor((4,), max_iter=2, device="cpu",
+                            random_state=np.random.default_rng(5)), X, y)
+    io.save(net, tmp_path / "m.npz")
+    loaded = io.load(tmp_path / "m.npz")
+    assert isinstance(loaded.random_state, np.random.Generator)
+    loaded.set_params(device="cpu")
+    np.testing.assert_array_equal(_fit(loaded, X, y).coefs_[0], _fit(net, X, y).coefs_[0])
+
+
+def test_a_parameter_that_cannot_be_plain_json_is_refused_at_save(tmp_path, data):
+    X, y = data
+    net = _fit(MLPRegressor((3,), max_iter=2, device="cpu"), X, y)
+    net.set_params(batch_size=object())
+    with pytest.raises(TypeError, match="Cannot save batch_size="):
+        io.save(net, tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
