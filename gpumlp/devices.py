@@ -130,6 +130,11 @@ class Device:
         """True for NumPy on the host."""
         return False
 
+    @classmethod
+    def of(cls, x) -> Device | None:
+        """The device of this backend that holds array ``x``, or ``None`` if not ours."""
+        return None
+
     def holds(self, x) -> bool:
         """True when the array ``x`` already lives here, in this namespace."""
         return device_of(x) == self
@@ -151,6 +156,12 @@ class CPUDevice(Device):
 
     kind = "cpu"
     fastpath = "numpy"
+
+    @classmethod
+    def of(cls, x):
+        import array_api_compat as aac
+
+        return cls("cpu") if aac.is_numpy_array(x) else None
 
     def __str__(self) -> str:
         return "cpu"
@@ -175,6 +186,12 @@ class CUDADevice(Device):
 
     kind = "cuda"
     fastpath = "cupy"
+
+    @classmethod
+    def of(cls, x):
+        import array_api_compat as aac
+
+        return cls("cuda", int(x.device.id)) if aac.is_cupy_array(x) else None
 
     def __str__(self) -> str:
         return f"cuda:{self.index}"
@@ -364,15 +381,18 @@ def _cuda_device_count() -> int:
 
 
 def device_of(x) -> Device:
-    """The :class:`Device` an array lives on (NumPy, CuPy or any array-API array)."""
+    """The :class:`Device` an array lives on (NumPy, CuPy or any array-API array).
+
+    Each backend's subclass says which arrays it owns (:meth:`Device.of`);
+    any other array-API array gets an :class:`ArrayDevice`.
+    """
+    for cls in Device._kinds.values():
+        device = cls.of(x)
+        if device is not None:
+            return device
     import array_api_compat as aac
 
-    if aac.is_numpy_array(x):
-        return Device("cpu")
-    if aac.is_cupy_array(x):
-        return Device("cuda", int(x.device.id))
-    xp = aac.array_namespace(x)
-    return Device("array", None, xp, aac.device(x))
+    return ArrayDevice("array", None, aac.array_namespace(x), aac.device(x))
 
 
 def to_numpy(x) -> np.ndarray:
