@@ -110,13 +110,17 @@ def _not_utf8(path):
     return DataError(f"{path}: not UTF-8 text; save the file as UTF-8.")
 
 
+def _unclosed_quote(path, line):
+    return DataError(f"{path}, line {line}: a quote (\") opened on this line is not closed "
+                     f"on it; balance or remove it.")
+
+
 def _syntax_error(path, line, exc):
     """The error for a record the csv module cannot split, at its first line."""
     with _open_text(path) as handle:
         text = next(itertools.islice(handle, line - 1, None), "")
     if text.count('"') % 2:
-        return DataError(f"{path}, line {line}: a quote (\") opened on this line is never "
-                         f"closed; balance or remove it.")
+        return _unclosed_quote(path, line)
     return DataError(f"{path}, line {line}: cannot split it into cells ({exc}); a cell of "
                      f"over {csv.field_size_limit()} characters cannot be a number. Fix the "
                      f"line.")
@@ -197,7 +201,9 @@ def _load_fast(handle, width, used, trailing):
         raise
     except ValueError:
         return None
-    if table.shape[0] and table.shape[1] != width:
+    if table.shape[0] == 0:  # only empty lines after the header
+        return np.empty((0, len(used)))
+    if table.shape[1] != width:
         return None
     if trailing and np.isnan(table[:, trailing]).any():
         return None
@@ -231,9 +237,8 @@ def _scan(path, n_header_lines, names, width, used, trailing):
             if not any(cell.strip() for cell in record):
                 continue
             end = n_header_lines + reader.line_num
-            if len(record) != width and end > line:
-                raise DataError(f"{path}, line {line}: a quote (\") opened on this line runs on "
-                                f"to line {end}; balance or remove it.")
+            if len(record) != width and any("\n" in c or "\r" in c for c in record):
+                raise _unclosed_quote(path, line)
             if len(record) != width:
                 raise DataError(f"{path}, line {line}: {len(record)} cells, but the header has "
                                 f"{width} columns. Make every line as long as the header.")
@@ -313,8 +318,9 @@ def _npy_header(handle, name, size):
     try:
         read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, fortran_order, dtype = read(handle)
-    except (ValueError, SyntaxError, TypeError, struct.error) as exc:
-        raise DataError(f"{name}: damaged .npy header ({exc}); save the array again.") from None
+    except Exception as exc:  # NumPy's header parser on untrusted bytes: any failure
+        raise DataError(f"{name}: damaged .npy header ({type(exc).__name__}: {exc}); save "
+                        f"the array again.") from None
     if any(n < 0 for n in shape):
         raise DataError(f"{name}: damaged .npy header (shape {shape}); save the array again.")
     if dtype.hasobject:
@@ -395,6 +401,10 @@ def _open_array(path, key, read):
             raise DataError(f"{path}: cannot read it ({exc.strerror or exc}).") from None
     name = f"{path}, array {key}"
     try:
+        with open(path, "rb") as handle:
+            if handle.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
+                # zipfile would skip leading bytes; NumPy (and we) do not.
+                raise zipfile.BadZipFile("it does not start as a zip archive")
         with zipfile.ZipFile(path) as archive:
             info = next((i for i in archive.infolist() if i.filename == f"{key}.npy"), None)
             if info is None:
