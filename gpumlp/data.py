@@ -2,27 +2,64 @@
 
 Each reader returns host NumPy arrays and names, and turns every problem with
 the file into a :class:`DataError` (a ``ValueError``) that names the file and,
-where it can, the line and column, and says what to do.
+where it can, the line and column, and says what to do. Files are untrusted
+input: nothing is ever unpickled, and an ``.npy`` header (or an ``.npz``
+member's) is checked (dtype, shape, size) before any data is read.
 
 Where the target comes from
 ---------------------------
 * CSV: the column named by ``target``; by default the last column.
 * ``.npy``: a 2-D array whose last column is the target.
-* ``.npz``: the arrays ``X`` and ``y`` (``y`` is not needed to predict).
+* ``.npz``: the arrays ``X`` and ``y`` (``y`` is not needed to predict); other
+  members are never read.
+
+What a CSV may hold
+-------------------
+* UTF-8 text (a byte-order mark is dropped); any other encoding is refused
+  with the line of the first undecodable byte: save the file as UTF-8.
+* A header row of unique names. Trailing columns without a name that are
+  empty on every line (a trailing comma on each line) are ignored; any other
+  column without a name is refused when it would be read.
+* Numbers as Python writes them (``1``, ``-2.5e3``, ``.5``, ``inf``,
+  ``nan``), optionally quoted and padded with spaces; ``1_000``, ``1,5``
+  and the like are non-numeric. Empty cells and the words ``nan``, ``na``,
+  ``n/a``, ``null`` and ``none`` (any case) are missing values, which are
+  then refused by count, with the first one's row and column.
+* Lines whose cells are all blank are skipped.
+
+When predicting, only the model's feature columns are read and must be
+numeric; other columns may hold anything.
+
+The CSV reader parses with :func:`numpy.loadtxt` (C code, about a float64
+table's size in memory) and, only when that fails, scans the file again
+with the :mod:`csv` module to report the first problem exactly or to read the
+missing values; both paths accept the same files and give the same numbers.
 """
 
 from __future__ import annotations
 
+import array
 import csv
+import itertools
 import math
 import os
+import re
+import stat
+import struct
+import warnings
 import zipfile
+import zlib
 
 import numpy as np
 
 __all__ = ["DataError", "read_features", "read_training_data", "write_predictions"]
 
-_MISSING = {"", "nan", "na", "n/a", "null", "none"}
+_MISSING = frozenset({"", "nan", "na", "n/a", "null", "none"})
+# What numpy.loadtxt parses as a float: Python's float() syntax less the
+# underscores and the non-ASCII digits that float() also takes.
+_NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|infinity|nan)",
+                     re.ASCII | re.IGNORECASE)
+_SHOWN = 40  # characters of a bad cell quoted in a message
 
 
 class DataError(ValueError):
@@ -31,9 +68,15 @@ class DataError(ValueError):
 
 def _check_exists(path):
     if not os.path.exists(path):
-        raise DataError(f"{path}: no such file. Check the path passed to --data.")
+        pattern = " (read as a file name: --data takes a folder or a glob only " \
+                  "for Dask, and this pattern matches no files)" \
+            if any(c in path for c in "*?[") else ""
+        raise DataError(f"{path}: no such file{pattern}. Check the path passed to --data.")
     if os.path.isdir(path):
         raise DataError(f"{path} is a directory; pass a .csv, .npy or .npz file.")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise DataError(f"{path} is not a regular file (a pipe or a device?); save the data "
+                        f"to a .csv, .npy or .npz file and pass that.")
 
 
 def _kind(path):
@@ -44,34 +87,201 @@ def _kind(path):
     return ext
 
 
-def _read_csv(path):
-    """Header names and a float64 table; bad cells are reported by column."""
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
-    if not rows:
-        raise DataError(f"{path} is empty; it needs a header row and at least one data row.")
-    header = [name.strip() for name in rows[0]]
-    body = [row for row in rows[1:] if any(cell.strip() for cell in row)]
-    if not body:
-        raise DataError(f"{path} has a header but 0 data rows; add at least one row.")
-    table = np.empty((len(body), len(header)))
-    for i, row in enumerate(body):
-        line = i + 2
-        if len(row) != len(header):
-            raise DataError(f"{path}, line {line}: {len(row)} cells, but the header has "
-                            f"{len(header)} columns.")
-        for j, cell in enumerate(row):
+def _shown(cell):
+    return repr(cell if len(cell) <= _SHOWN else cell[:_SHOWN] + "...")
+
+
+# ---------------------------------------------------------------------- CSV
+def _open_text(path):
+    # utf-8-sig drops a byte-order mark, so it never sticks to the first name.
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _not_utf8(path):
+    """The error for a file that is not UTF-8, naming the first bad line."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
             try:
-                table[i, j] = float(cell)
-            except ValueError:
-                if cell.strip().lower() in _MISSING:
-                    table[i, j] = math.nan
-                    continue
-                raise DataError(
-                    f"{path}, line {line}: column {header[j]!r} holds the non-numeric value "
-                    f"{cell!r}. Encode it as numbers or drop the column."
-                ) from None
-    return header, table
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                byte = line[exc.start]
+                return DataError(
+                    f"{path}, line {number}: not UTF-8 text (byte 0x{byte:02x}); save the file "
+                    f"as UTF-8 (in Excel: 'CSV UTF-8').")
+    return DataError(f"{path}: not UTF-8 text; save the file as UTF-8.")
+
+
+def _unclosed_quote(path, line):
+    return DataError(f"{path}, line {line}: a quote (\") opened on this line is not closed "
+                     f"on it; balance or remove it.")
+
+
+def _syntax_error(path, line, exc):
+    """The error for a record the csv module cannot split, at its first line."""
+    with _open_text(path) as handle:
+        text = next(itertools.islice(handle, line - 1, None), "")
+    if text.count('"') % 2:
+        return _unclosed_quote(path, line)
+    return DataError(f"{path}, line {line}: cannot split it into cells ({exc}); a cell of "
+                     f"over {csv.field_size_limit()} characters cannot be a number. Fix the "
+                     f"line.")
+
+
+def _csv_header(path):
+    """The header's names, stripped, and the number of physical lines it takes."""
+    try:
+        with _open_text(path) as handle:
+            reader = csv.reader(handle)
+            try:
+                header = next(reader, None)
+            except csv.Error as exc:
+                raise _syntax_error(path, 1, exc) from None
+            return header, reader.line_num
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+
+
+def _columns(path, header, wanted):
+    """Which columns to read, and which are unnamed trailing ones that must stay empty.
+
+    ``wanted`` is None for every named column (training) or the names to read
+    (prediction). Returns the indices to read, in ``wanted``'s order, the
+    indices of the ignorable trailing columns and the names read.
+    """
+    names = [name.strip() for name in header]
+    width = len(names)
+    while width and not names[width - 1]:
+        width -= 1
+    trailing = list(range(width, len(names)))
+    named = names[:width]
+    if not named:
+        raise DataError(f"{path}: the header row has no column names; the first line must "
+                        f"name the columns, such as a,b,price.")
+    seen = {}
+    for name in named:
+        seen[name] = seen.get(name, 0) + 1
+    duplicates = [name for name, count in seen.items() if count > 1 and name]
+    if duplicates:
+        raise DataError(f"{path}: the header names the column(s) "
+                        f"{', '.join(map(repr, duplicates))} more than once; give each column "
+                        f"its own name.")
+    if wanted is None:
+        unnamed = [j + 1 for j, name in enumerate(named) if not name]
+        if unnamed:
+            raise DataError(f"{path}: column(s) {', '.join(map(str, unnamed))} have no name in "
+                            f"the header row; name them, or delete those columns.")
+        wanted = named
+    else:
+        missing = [name for name in wanted if name not in seen]
+        if missing:
+            raise DataError(f"{path}: the model needs the column(s) {', '.join(missing)}, "
+                            f"which the file lacks (it has {', '.join(n for n in named if n)}).")
+    return [named.index(name) for name in wanted], trailing, list(wanted)
+
+
+def _ignored(cell):
+    return 0.0
+
+
+def _blank(cell):
+    # 0 for an empty cell in an unnamed trailing column, NaN (sent to the scan) otherwise.
+    return 0.0 if not cell.strip() else math.nan
+
+
+def _load_fast(handle, width, used, trailing):
+    """The table by numpy.loadtxt, or None when the file needs the careful scan."""
+    converters = {j: _ignored for j in range(width) if j not in set(used)}
+    converters.update({j: _blank for j in trailing})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+            table = np.loadtxt(handle, dtype=np.float64, delimiter=",", quotechar='"',
+                               comments=None, ndmin=2, converters=converters or None,
+                               encoding=None)
+    except UnicodeDecodeError:
+        raise
+    except ValueError:
+        return None
+    if table.shape[0] == 0:  # only empty lines after the header
+        return np.empty((0, len(used)))
+    if table.shape[1] != width:
+        return None
+    if trailing and np.isnan(table[:, trailing]).any():
+        return None
+    return table[:, used] if used != list(range(width)) else table
+
+
+def _parse(cell):
+    text = cell.strip()
+    if _NUMBER.fullmatch(text):
+        return float(text)
+    if text.lower() in _MISSING:
+        return math.nan
+    return None
+
+
+def _scan(path, n_header_lines, names, width, used, trailing):
+    """The table by a line-by-line scan that reports the first bad line exactly."""
+    values = array.array("d")  # 8 bytes a value, as in the table
+    with _open_text(path) as handle:
+        reader = csv.reader(handle)
+        for _ in range(n_header_lines):
+            next(handle)
+        while True:  # reader.line_num counts the lines it has read, after the header
+            line = n_header_lines + reader.line_num + 1
+            try:
+                record = next(reader, None)
+            except csv.Error as exc:
+                raise _syntax_error(path, line, exc) from None
+            if record is None:
+                break
+            if not any(cell.strip() for cell in record):
+                continue
+            end = n_header_lines + reader.line_num
+            if len(record) != width and any("\n" in c or "\r" in c for c in record):
+                raise _unclosed_quote(path, line)
+            if len(record) != width:
+                raise DataError(f"{path}, line {line}: {len(record)} cells, but the header has "
+                                f"{width} columns. Make every line as long as the header.")
+            for j in trailing:
+                if record[j].strip():
+                    raise DataError(
+                        f"{path}, line {line}: column {j + 1} has no name in the header but "
+                        f"holds {_shown(record[j])}; name it in the header or empty it.")
+            for j, name in zip(used, names):
+                value = _parse(record[j])
+                if value is None:
+                    where = "" if end == line else \
+                        f" (a quoted cell spanning lines {line}-{end}: check the quotes)"
+                    raise DataError(
+                        f"{path}, line {line}: column {name!r} holds the non-numeric value "
+                        f"{_shown(record[j])}{where}. Encode it as numbers or drop the column.")
+                values.append(value)
+    return np.frombuffer(values, dtype=np.float64).reshape(-1, len(used))
+
+
+def _read_csv(path, wanted=None):
+    """Column names and a float64 table, shape (n_rows, len(names)).
+
+    ``wanted`` names the columns to read (default: every named column).
+    """
+    header, n_header_lines = _csv_header(path)
+    if header is None:
+        raise DataError(f"{path} is empty; it needs a header row and at least one data row.")
+    used, trailing, names = _columns(path, header, wanted)
+    width = len(header)
+    try:
+        with _open_text(path) as handle:
+            for _ in range(n_header_lines):
+                next(handle)
+            table = _load_fast(handle, width, used, trailing)
+        if table is None:
+            table = _scan(path, n_header_lines, names, width, used, trailing)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    if table.shape[0] == 0:
+        raise DataError(f"{path} has a header but 0 data rows; add at least one row.")
+    return names, table
 
 
 def _check_finite(path, table, names):
@@ -89,33 +299,139 @@ def _check_finite(path, table, names):
     )
 
 
-def _load_npy(path):
+# ------------------------------------------------------------- .npy, .npz
+def _npy_header(handle, name, size):
+    """Shape, dtype, order and data size of the array an .npy stream holds.
+
+    Reads only the header; ``size`` is the stream's length in bytes.
+    Anything unusable (not .npy, Python objects, non-numeric, wrong size)
+    raises a :class:`DataError` naming ``name``.
+    """
+    fmt = np.lib.format
     try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"{path}: cannot read it without unpickling objects ({exc}); "
-                        f"save plain numeric arrays.") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({exc}).") from None
-
-
-def _load_npz(path):
+        version = fmt.read_magic(handle)
+    except ValueError:
+        raise DataError(f"{name}: not an .npy array (no NumPy header); save it with "
+                        f"numpy.save.") from None
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise DataError(f"{name}: .npy format version {version} is not supported; save it "
+                        f"again with numpy.save.")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except ValueError as exc:
-        raise DataError(f"{path}: cannot read it without unpickling objects ({exc}); "
-                        f"save plain numeric arrays.") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc}).") from None
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran_order, dtype = read(handle)
+    except Exception as exc:  # NumPy's header parser on untrusted bytes: any failure
+        raise DataError(f"{name}: damaged .npy header ({type(exc).__name__}: {exc}); save "
+                        f"the array again.") from None
+    if any(n < 0 for n in shape):
+        raise DataError(f"{name}: damaged .npy header (shape {shape}); save the array again.")
+    if dtype.hasobject:
+        raise DataError(f"{name} holds Python objects (dtype {dtype}), which gpumlp never "
+                        f"unpickles; save plain numeric arrays.")
+    if dtype.kind not in "biuf":
+        raise DataError(f"{name} has dtype {dtype}; it must be numeric (bool, int or float).")
+    nbytes = math.prod(shape) * dtype.itemsize
+    left = size - handle.tell()
+    if left != nbytes:
+        state = "is truncated" if left < nbytes else "has extra bytes after its data"
+        raise DataError(f"{name} {state}: its header describes {nbytes} bytes of data for "
+                        f"shape {shape}, the file holds {left}. Write it again.")
+    return shape, dtype, fortran_order, nbytes
 
 
-def _numeric(path, array, what):
-    if array.dtype.kind not in "biuf":
-        raise DataError(f"{path}: {what} has dtype {array.dtype}; it must be numeric.")
+def _read_data(handle, name, shape, dtype, fortran_order, nbytes):
+    buffer = bytearray(nbytes)
+    if handle.readinto(buffer) != nbytes:
+        raise DataError(f"{name} is truncated: it ended before its {nbytes} bytes of data.")
+    array = np.frombuffer(buffer, dtype=dtype)
+    if fortran_order:
+        return array.reshape(shape[::-1]).transpose()
+    return array.reshape(shape)
+
+
+def _npz_errors():
+    return (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError,
+            NotImplementedError, RuntimeError, struct.error, OverflowError)
+
+
+def inspect_array(path, key=None):
+    """Shape and dtype of an ``.npy`` file, or of member ``key`` of an ``.npz``.
+
+    Reads only the header; the data's size is checked against the file's.
+
+    Parameters
+    ----------
+    path : str
+    key : str, optional
+        The member's name without ``.npy`` (for ``.npz`` files).
+
+    Returns
+    -------
+    shape : tuple of int
+    dtype : numpy.dtype, numeric
+    """
+    shape, dtype, _, _ = _open_array(path, key, read=False)
+    return shape, dtype
+
+
+def load_array(path, key=None):
+    """The array of an ``.npy`` file, or member ``key`` of an ``.npz``, checked first.
+
+    Never unpickles; other members of an ``.npz`` are not read. Every
+    problem is a :class:`DataError` naming the file (and member).
+
+    Parameters
+    ----------
+    path : str
+    key : str, optional
+        The member's name without ``.npy`` (for ``.npz`` files).
+
+    Returns
+    -------
+    ndarray, numeric
+    """
+    return _open_array(path, key, read=True)
+
+
+def _open_array(path, key, read):
+    if key is None:
+        try:
+            with open(path, "rb") as handle:
+                header = _npy_header(handle, path, os.fstat(handle.fileno()).st_size)
+                return _read_data(handle, path, *header) if read else header
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read it ({exc.strerror or exc}).") from None
+    name = f"{path}, array {key}"
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
+                # zipfile would skip leading bytes; NumPy (and we) do not.
+                raise zipfile.BadZipFile("it does not start as a zip archive")
+        with zipfile.ZipFile(path) as archive:
+            info = next((i for i in archive.infolist() if i.filename == f"{key}.npy"), None)
+            if info is None:
+                raise DataError(f"{path}: no array named {key} (it has "
+                                f"{', '.join(_npz_keys(archive)) or 'none'}); an .npz file "
+                                f"needs arrays named X and y.")
+            with archive.open(info) as handle:
+                header = _npy_header(handle, name, info.file_size)
+                return _read_data(handle, name, *header) if read else header
+    except DataError:
+        raise
+    except _npz_errors() as exc:
+        raise DataError(f"{path}: not a readable .npz (zip) file, or a damaged one "
+                        f"({type(exc).__name__}: {exc}); save it again with numpy.savez."
+                        ) from None
+
+
+def _npz_keys(archive):
+    return [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
+
+
+def _numeric(array):
     return np.asarray(array, dtype=np.float64)
 
 
+# ---------------------------------------------------------------- readers
 def read_training_data(path, target=None):
     """Features and target from a file.
 
@@ -132,6 +448,7 @@ def read_training_data(path, target=None):
     feature_names : list of str
     target_name : str
     """
+    path = os.fspath(path)
     _check_exists(path)
     kind = _kind(path)
     if target is not None and kind != ".csv":
@@ -148,9 +465,9 @@ def read_training_data(path, target=None):
         _check_finite(path, table, header)
         t = header.index(target)
         features = [name for j, name in enumerate(header) if j != t]
-        return np.delete(table, t, axis=1), table[:, t], features, target
+        return np.delete(table, t, axis=1), table[:, t].copy(), features, target
     if kind == ".npy":
-        table = _numeric(path, _load_npy(path), "the array")
+        table = _numeric(load_array(path))
         if table.ndim != 2 or table.shape[1] < 2:
             raise DataError(f"{path}: expected a 2-D array with features then the target in "
                             f"its last column, got shape {table.shape}.")
@@ -158,18 +475,15 @@ def read_training_data(path, target=None):
             raise DataError(f"{path} has 0 rows; it needs at least one.")
         names = [f"x{j}" for j in range(table.shape[1] - 1)] + ["y"]
         _check_finite(path, table, names)
-        return table[:, :-1], table[:, -1], names[:-1], "y"
-    arrays = _load_npz(path)
-    missing = [key for key in ("X", "y") if key not in arrays]
-    if missing:
-        raise DataError(f"{path}: an .npz file needs arrays named X and y; missing "
-                        f"{', '.join(missing)} (it has {', '.join(arrays) or 'none'}).")
-    X, y = _numeric(path, arrays["X"], "X"), _numeric(path, arrays["y"], "y")
+        return table[:, :-1], table[:, -1].copy(), names[:-1], "y"
+    X, y = _numeric(load_array(path, "X")), _numeric(load_array(path, "y"))
     if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
         raise DataError(f"{path}: X must be 2-D and y 1-D with as many rows; got "
                         f"{X.shape} and {y.shape}.")
     if X.shape[0] == 0:
         raise DataError(f"{path} has 0 rows; it needs at least one.")
+    if X.shape[1] == 0:
+        raise DataError(f"{path}: X has 0 columns; it needs at least one feature.")
     names = [f"x{j}" for j in range(X.shape[1])]
     _check_finite(path, X, names)
     _check_finite(path, y[:, None], ["y"])
@@ -179,26 +493,30 @@ def read_training_data(path, target=None):
 def read_features(path, feature_names, target_name=None):
     """The feature matrix for prediction, in the order ``feature_names`` gives.
 
-    A CSV may hold the columns in any order and may include the target
-    column, which is ignored. An ``.npy`` file holds exactly the features;
-    an ``.npz`` file holds them as ``X``.
+    A CSV may hold the columns in any order, and other columns (the target,
+    an id, text), which are not read. An ``.npy`` file holds exactly the
+    features; an ``.npz`` file holds them as ``X``.
+
+    Parameters
+    ----------
+    path : str
+    feature_names : sequence of str
+        The model's feature names, in the model's order.
+    target_name : str, optional
+        Unused; kept for callers that pass it.
+
+    Returns
+    -------
+    X : ndarray, shape (n, len(feature_names))
     """
+    path = os.fspath(path)
     _check_exists(path)
     kind = _kind(path)
     n = len(feature_names)
     if kind == ".csv":
-        header, table = _read_csv(path)
-        missing = [name for name in feature_names if name not in header]
-        if missing:
-            raise DataError(f"{path}: the model needs the column(s) {', '.join(missing)}, "
-                            f"which the file lacks (it has {', '.join(header)}).")
-        columns = [header.index(name) for name in feature_names]
-        X = table[:, columns]
+        _, X = _read_csv(path, list(feature_names))
     else:
-        X = _load_npy(path) if kind == ".npy" else _load_npz(path).get("X")
-        if X is None:
-            raise DataError(f"{path}: an .npz file for prediction needs an array named X.")
-        X = _numeric(path, X, "X")
+        X = _numeric(load_array(path, None if kind == ".npy" else "X"))
         if X.ndim != 2 or X.shape[1] != n:
             raise DataError(f"{path}: the model expects {n} feature column(s); the array "
                             f"has shape {X.shape}.")

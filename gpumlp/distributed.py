@@ -31,7 +31,6 @@ from __future__ import annotations
 import glob
 import math
 import os
-import zipfile
 
 import numpy as np
 
@@ -346,14 +345,24 @@ def connect(spec):
 def split_by_chunks(X, y, test_size):
     """Train and test parts of dask arrays: the last ``test_size`` of the row chunks.
 
-    Returns ``X_train, X_test, y_train, y_test``; the test parts are ``None``
-    when ``test_size`` is 0 or there is only one chunk.
+    Parameters
+    ----------
+    X : dask array, shape (n, f)
+    y : dask array, shape (n,)
+    test_size : float in [0, 1)
+
+    Returns
+    -------
+    X_train, X_test, y_train, y_test : dask arrays
+        The test parts are ``None`` when ``test_size`` is 0 or there is only
+        one chunk.
     """
+    if not 0 <= test_size < 1:  # also refuses NaN
+        raise ValueError(f"test_size must be in [0, 1), got {test_size}")
     n_chunks = len(X.chunks[0])
-    n_test = int(round(test_size * n_chunks))
-    if test_size <= 0 or n_chunks < 2:
+    if test_size == 0 or n_chunks < 2:
         return X, None, y, None
-    n_test = min(max(n_test, 1), n_chunks - 1)
+    n_test = min(max(int(round(test_size * n_chunks)), 1), n_chunks - 1)
     split = sum(X.chunks[0][: n_chunks - n_test])
     return X[:split], X[split:], y[:split], y[split:]
 
@@ -371,24 +380,166 @@ def to_cupy_blocks(x):
 
 # ----------------------------------------------------------------- readers
 def is_dataset_path(path):
-    """Whether ``path`` names data for Dask: a glob, a directory, Zarr or Parquet."""
-    return (any(c in path for c in "*?[") or os.path.isdir(path)
-            or path.rstrip("/").endswith((".zarr", ".parquet")))
+    """Whether ``path`` names data for Dask: a directory, Zarr, Parquet or a glob.
+
+    An existing file is a file, whatever its name holds (``sales[2024].csv``,
+    ``what?.csv``); a pattern counts as a glob only when it matches something,
+    so a mistyped file name is reported as missing, without a cluster.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    bool
+    """
+    path = os.fspath(path)
+    if path.rstrip("/").endswith((".zarr", ".parquet")) or os.path.isdir(path):
+        return True
+    if os.path.exists(path):
+        return False
+    return any(c in path for c in "*?[") and bool(glob.glob(path))
 
 
-def _npz_shape(path, key):
-    with zipfile.ZipFile(path) as archive:
-        with archive.open(f"{key}.npy") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(handle)
-    return shape, dtype
+def _load_part(path, key, shape):
+    """One part's array, on a worker; the file must still hold what its header said."""
+    from .data import DataError, load_array
+
+    array = load_array(path, key)
+    if array.shape != shape:
+        raise DataError(f"{path} changed while it was read: shape {array.shape}, listed as "
+                        f"{shape}. Do not write to the data while training.")
+    return array
 
 
-def _load_npz(path, key):
-    with np.load(path, allow_pickle=False) as archive:
-        return archive[key]
+def _some(files, limit=3):
+    names = ", ".join(os.path.basename(f) for f in files[:limit])
+    return names + (f" and {len(files) - limit} more" if len(files) > limit else "")
+
+
+def _check_widths(path, widths, what):
+    """One column count for every part, or an error naming the files of each."""
+    if len(widths) > 1:
+        from .data import DataError
+
+        parts = "; ".join(f"{width} in {_some(files)}" for width, files in sorted(widths.items()))
+        raise DataError(f"{path}: the files' {what} have different column counts: {parts}. "
+                        f"Use parts with the same columns.")
+
+
+def _dataset_files(path):
+    if os.path.isdir(path):
+        return sorted(glob.glob(os.path.join(glob.escape(path), "*")))
+    if os.path.isfile(path):
+        return [path]
+    return sorted(glob.glob(path))
+
+
+def _read_npy_parts(files, da, dask):
+    from .data import DataError, inspect_array
+
+    blocks, widths = [], {}
+    for f in files:
+        shape, dtype = inspect_array(f)
+        if len(shape) != 2 or shape[1] < 2:
+            raise DataError(f"{f}: expected a 2-D array with the target in its last column "
+                            f"and at least one feature before it, got shape {shape}.")
+        if shape[0] == 0:
+            raise DataError(f"{f} has 0 rows; remove it from the data or add rows.")
+        widths.setdefault(shape[1], []).append(f)
+        blocks.append(da.from_delayed(dask.delayed(_load_part)(f, None, shape), shape, dtype))
+    return blocks, widths
+
+
+def _read_npz_parts(files, da, dask):
+    from .data import DataError, inspect_array
+
+    Xs, ys, widths = [], [], {}
+    for f in files:
+        (x_shape, x_dtype), (y_shape, y_dtype) = inspect_array(f, "X"), inspect_array(f, "y")
+        if len(x_shape) != 2 or len(y_shape) != 1:
+            raise DataError(f"{f}: X must be 2-D and y 1-D; got shapes {x_shape} and "
+                            f"{y_shape}.")
+        if x_shape[0] != y_shape[0]:
+            raise DataError(f"{f}: X has {x_shape[0]} rows but y has {y_shape[0]}; they must "
+                            f"match row for row. Write the file again.")
+        if x_shape[0] == 0:
+            raise DataError(f"{f} has 0 rows; remove it from the data or add rows.")
+        if x_shape[1] == 0:
+            raise DataError(f"{f}: X has 0 columns; it needs at least one feature.")
+        widths.setdefault(x_shape[1], []).append(f)
+        Xs.append(da.from_delayed(dask.delayed(_load_part)(f, "X", x_shape), x_shape, x_dtype))
+        ys.append(da.from_delayed(dask.delayed(_load_part)(f, "y", y_shape), y_shape, y_dtype))
+    return Xs, ys, widths
+
+
+def _read_zarr(path, da):
+    import zarr
+
+    from .data import DataError
+
+    try:
+        root = zarr.open(path, mode="r")
+        arrays = ({key: root[key] for key in ("X", "y") if key in root}
+                  if hasattr(root, "keys") else {"table": root})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a readable Zarr store ({exc}).") from None
+    for key, array in arrays.items():
+        if np.dtype(array.dtype).kind not in "biuf":
+            raise DataError(f"{path}: array {key} has dtype {array.dtype}; it must be numeric.")
+    if "table" in arrays:
+        table = arrays["table"]
+        if table.ndim != 2 or table.shape[1] < 2 or table.shape[0] == 0:
+            raise DataError(f"{path}: a single Zarr array must be 2-D, with rows and the target "
+                            f"in its last column after at least one feature; got shape "
+                            f"{table.shape}.")
+        table = da.from_zarr(path)
+        return table[:, :-1], table[:, -1], [f"x{j}" for j in range(table.shape[1] - 1)], "y"
+    if len(arrays) < 2:
+        raise DataError(f"{path}: a Zarr group needs arrays named X and y (it has "
+                        f"{', '.join(sorted(root.keys())) or 'none'}).")
+    X, y = arrays["X"], arrays["y"]
+    if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
+        raise DataError(f"{path}: X must be 2-D and y 1-D with as many rows; got "
+                        f"{X.shape} and {y.shape}.")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError(f"{path}: X has shape {X.shape}; it needs rows and at least one "
+                        f"feature column.")
+    X, y = da.from_zarr(path, component="X"), da.from_zarr(path, component="y")
+    return X, y, [f"x{j}" for j in range(X.shape[1])], "y"
+
+
+def _read_parquet(path, target):
+    try:
+        import dask.dataframe as dd
+        import pandas as pd
+    except ImportError:
+        raise ImportError("Parquet needs dask.dataframe: pip install 'dask[dataframe]' "
+                          "pyarrow") from None
+    from .data import DataError
+
+    try:
+        frame = dd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable Parquet dataset ({exc}).") from None
+    columns = [str(c) for c in frame.columns]
+    target = columns[-1] if target is None else target
+    if target not in columns:
+        raise DataError(f"{path}: there is no column {target!r}; the columns are "
+                        f"{', '.join(columns)}.")
+    if len(columns) < 2:
+        raise DataError(f"{path}: needs at least one feature column besides the target.")
+    text = [f"{c!r} ({dtype})" for c, dtype in zip(columns, frame.dtypes)
+            if not pd.api.types.is_numeric_dtype(dtype)
+            or pd.api.types.is_complex_dtype(dtype)]
+    if text:
+        raise DataError(f"{path}: non-numeric column(s) {', '.join(text)}; encode them as "
+                        f"numbers or drop them.")
+    features = [c for c in frame.columns if str(c) != target]
+    return (frame[features].to_dask_array(lengths=True).astype("float64"),
+            frame[target].to_dask_array(lengths=True).astype("float64"),
+            [str(c) for c in features], target)
 
 
 def read_dataset(path, target=None):
@@ -402,11 +553,21 @@ def read_dataset(path, target=None):
     * a ``.parquet`` dataset (needs pandas and pyarrow): the column ``target``
       (default: the last) is the target.
 
-    Only file headers are read here, for shapes and dtypes.
+    Only file headers are read here, for shapes and dtypes, and every part is
+    checked before a task is made: numeric dtypes, no Python objects, sizes
+    that match the headers, rows in every part, X and y of equal length, at
+    least one feature, one column count for all parts. Any problem is a
+    :class:`~gpumlp.data.DataError` that names the file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    target : str, optional
+        The target column of a Parquet dataset.
 
     Returns
     -------
-    X, y : dask arrays
+    X, y : dask arrays, shapes (n, f) and (n,)
     feature_names : list of str
     target_name : str
     """
@@ -416,35 +577,19 @@ def read_dataset(path, target=None):
 
     from .data import DataError
 
-    path = path.rstrip("/")
+    path = os.fspath(path)
+    path = path.rstrip("/") or path
     if path.endswith(".zarr"):
-        import zarr
-
-        root = zarr.open(path, mode="r")
-        if hasattr(root, "keys") and {"X", "y"} <= set(root.keys()):
-            X, y = da.from_zarr(path, component="X"), da.from_zarr(path, component="y")
-            names = [f"x{j}" for j in range(X.shape[1])]
-            return X, y, names, "y"
-        table = da.from_zarr(path)
-        names = [f"x{j}" for j in range(table.shape[1] - 1)]
-        return table[:, :-1], table[:, -1], names, "y"
+        if target is not None:
+            raise DataError("--target names a Parquet or CSV column; a Zarr store keeps the "
+                            "target in y or in its last column.")
+        return _read_zarr(path, da)
     if path.endswith(".parquet"):
-        try:
-            import dask.dataframe as dd
-        except ImportError:
-            raise ImportError("Parquet needs dask.dataframe: pip install 'dask[dataframe]' "
-                              "pyarrow") from None
-        frame = dd.read_parquet(path)
-        columns = list(frame.columns)
-        target = columns[-1] if target is None else target
-        if target not in columns:
-            raise DataError(f"{path}: there is no column {target!r}; the columns are "
-                            f"{', '.join(columns)}.")
-        features = [c for c in columns if c != target]
-        return (frame[features].to_dask_array(lengths=True).astype("float64"),
-                frame[target].to_dask_array(lengths=True).astype("float64"), features, target)
-    files = sorted(glob.glob(os.path.join(path, "*")) if os.path.isdir(path) else glob.glob(path))
-    files = [f for f in files if f.endswith((".npy", ".npz"))]
+        return _read_parquet(path, target)
+    if target is not None:
+        raise DataError("--target names a Parquet or CSV column; .npy parts keep the target "
+                        "in their last column, .npz parts in the array y.")
+    files = [f for f in _dataset_files(path) if f.endswith((".npy", ".npz"))]
     if not files:
         raise DataError(f"{path}: no .npy or .npz files found. Pass a directory or a glob "
                         f"such as 'data/*.npy'.")
@@ -452,27 +597,12 @@ def read_dataset(path, target=None):
     if len(kinds) > 1:
         raise DataError(f"{path}: mixes .npy and .npz files; use one kind.")
     if kinds == {".npy"}:
-        blocks = []
-        for f in files:
-            header = np.load(f, mmap_mode="r")
-            if header.ndim != 2 or header.shape[1] < 2:
-                raise DataError(f"{f}: expected a 2-D array with the target in its last "
-                                f"column, got shape {header.shape}.")
-            blocks.append(da.from_delayed(dask.delayed(np.load)(f, allow_pickle=False),
-                                          header.shape, header.dtype))
-        widths = {b.shape[1] for b in blocks}
-        if len(widths) > 1:
-            raise DataError(f"{path}: the files have different column counts {sorted(widths)}.")
+        blocks, widths = _read_npy_parts(files, da, dask)
+        _check_widths(path, widths, "arrays")
         table = da.concatenate(blocks, axis=0)
         names = [f"x{j}" for j in range(table.shape[1] - 1)]
         return table[:, :-1], table[:, -1], names, "y"
-    Xs, ys = [], []
-    for f in files:
-        try:
-            (x_shape, x_dtype), (y_shape, y_dtype) = _npz_shape(f, "X"), _npz_shape(f, "y")
-        except KeyError:
-            raise DataError(f"{f}: an .npz file needs arrays named X and y.") from None
-        Xs.append(da.from_delayed(dask.delayed(_load_npz)(f, "X"), x_shape, x_dtype))
-        ys.append(da.from_delayed(dask.delayed(_load_npz)(f, "y"), y_shape, y_dtype))
+    Xs, ys, widths = _read_npz_parts(files, da, dask)
+    _check_widths(path, widths, "X arrays")
     X, y = da.concatenate(Xs, axis=0), da.concatenate(ys, axis=0)
     return X, y, [f"x{j}" for j in range(X.shape[1])], "y"
