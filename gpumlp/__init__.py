@@ -4,6 +4,7 @@
 device is asked for.
 """
 
+from ._sklearn_compat import ConvergenceWarning
 from ._version import __version__  # noqa: E402
 from .devices import CUDAUnavailableError, Device, get_device
 from .estimator import MLPRegressor
@@ -12,6 +13,7 @@ from .scaling import StandardizedRegressor
 from .training import TrainingDivergedError
 
 __all__ = [
+    "ConvergenceWarning",
     "CUDAUnavailableError",
     "Device",
     "MLPRegressor",

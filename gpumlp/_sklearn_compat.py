@@ -8,54 +8,59 @@ asks for (built from scikit-learn's own tag classes, imported only then), so
 the estimator works with ``clone``, pipelines, grid searches and
 ``parametrize_with_checks``.
 
-The exceptions are scikit-learn's when it is installed and equivalent
-stand-ins otherwise; they are looked up when first needed
-(:func:`not_fitted_error`, :func:`convergence_warning`), and also as this
-module's attributes ``NotFittedError`` and ``ConvergenceWarning``.
+The exception and warning, ``NotFittedError`` and ``ConvergenceWarning``,
+are gpumlp's own; when scikit-learn has been imported in the process, what
+is raised (:func:`not_fitted_error`, :func:`convergence_warning`) also
+subclasses scikit-learn's class of the same name, so code that catches or
+filters either one works, and a process that never uses scikit-learn never
+pays for importing it.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import sys
 
-__all__ = ["BaseEstimator", "RegressorMixin", "convergence_warning", "not_fitted_error"]
-
-
-class _NotFittedError(ValueError, AttributeError):
-    """The estimator is used before ``fit`` (stand-in for scikit-learn's)."""
+__all__ = ["BaseEstimator", "ConvergenceWarning", "NotFittedError", "RegressorMixin",
+           "convergence_warning", "not_fitted_error"]
 
 
-class _ConvergenceWarning(UserWarning):
-    """The solver stopped at ``max_iter`` before converging (stand-in for scikit-learn's)."""
+class NotFittedError(ValueError, AttributeError):
+    """The estimator is used before ``fit``."""
+
+
+class ConvergenceWarning(UserWarning):
+    """The solver stopped at ``max_iter`` before converging."""
+
+
+def _with_sklearn(ours, name):
+    """``ours``, or when scikit-learn is already imported, a subclass of it and of
+    scikit-learn's class of the same name, so that filters on either match.
+
+    scikit-learn is never imported here: a process that has not imported it
+    cannot be filtering on its classes, and importing it costs a second.
+    """
+    exceptions = sys.modules.get("sklearn.exceptions")
+    if exceptions is None:
+        return ours
+    return _both(ours, getattr(exceptions, name))
 
 
 @functools.cache
+def _both(ours, theirs):
+    return type(ours.__name__, (ours, theirs), {"__module__": ours.__module__,
+                                                "__doc__": ours.__doc__})
+
+
 def not_fitted_error():
-    """scikit-learn's ``NotFittedError`` if installed, else an equivalent class."""
-    try:
-        from sklearn.exceptions import NotFittedError
-    except ImportError:
-        return _NotFittedError
-    return NotFittedError
+    """The class to raise before ``fit``: see :func:`_with_sklearn`."""
+    return _with_sklearn(NotFittedError, "NotFittedError")
 
 
-@functools.cache
 def convergence_warning():
-    """scikit-learn's ``ConvergenceWarning`` if installed, else an equivalent class."""
-    try:
-        from sklearn.exceptions import ConvergenceWarning
-    except ImportError:
-        return _ConvergenceWarning
-    return ConvergenceWarning
-
-
-def __getattr__(name):
-    if name == "NotFittedError":
-        return not_fitted_error()
-    if name == "ConvergenceWarning":
-        return convergence_warning()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """The class to warn with at ``max_iter``: see :func:`_with_sklearn`."""
+    return _with_sklearn(ConvergenceWarning, "ConvergenceWarning")
 
 
 class BaseEstimator:

@@ -262,9 +262,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     import numpy as np
 
     from . import MLPRegressor
-    from ._sklearn_compat import convergence_warning
-
-    ConvergenceWarning = convergence_warning()
+    from ._sklearn_compat import ConvergenceWarning
     from .io import save
     from .scaling import StandardizedRegressor
 

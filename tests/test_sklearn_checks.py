@@ -65,8 +65,8 @@ def test_stand_ins_without_scikit_learn(monkeypatch):
     from gpumlp import _sklearn_compat
 
     monkeypatch.setitem(sys.modules, "sklearn.exceptions", None)
-    error = _sklearn_compat.not_fitted_error.__wrapped__()
-    warning = _sklearn_compat.convergence_warning.__wrapped__()
+    error = _sklearn_compat.not_fitted_error()
+    warning = _sklearn_compat.convergence_warning()
     assert issubclass(error, ValueError) and issubclass(error, AttributeError)
     assert issubclass(warning, UserWarning)
     assert error.__module__ == "gpumlp._sklearn_compat"
