@@ -40,7 +40,10 @@ class Activation:
         ``a = s * tanh(c z) + shift`` and ``da/dz = g * (1 - tanh(c z)**2)``;
         ``None`` if the activation has no such form.
     cuda_forward : str or None
-        A C expression of ``z`` (type ``T``) for the CUDA kernels.
+        A C expression of ``z`` (type ``T``): the CUDA row kernels' form.
+    cuda_forward_biased : str or None
+        A C expression of ``z`` and the bias ``b``, ``f(z + b)``: the CUDA
+        elementwise kernel's form (bias and activation in one pass).
     cuda_derivative : str or None
         A C expression of ``a`` (type ``T``) for the CUDA kernels.
     """
@@ -50,6 +53,7 @@ class Activation:
     derivative: Callable | None
     tanh_form: tuple[float, float, float, float] | None = None
     cuda_forward: str | None = None
+    cuda_forward_biased: str | None = None
     cuda_derivative: str | None = None
 
     def __reduce__(self):
@@ -80,22 +84,26 @@ ACTIVATIONS: dict[str, Activation] = {
             "sigmoid", _sigmoid, lambda a: a * (1.0 - a),
             tanh_form=(0.5, 0.5, 0.5, 0.25),
             cuda_forward="(T)0.5 * tanh((T)0.5 * z) + (T)0.5",
+            cuda_forward_biased="(T)0.5 * tanh((T)0.5 * (z + b)) + (T)0.5",
             cuda_derivative="a * ((T)1 - a)",
         ),
         Activation(
             "tanh", lambda z: array_namespace(z).tanh(z), lambda a: 1.0 - a * a,
             tanh_form=(1.0, 1.0, 0.0, 1.0),
             cuda_forward="tanh(z)",
+            cuda_forward_biased="tanh(z + b)",
             cuda_derivative="((T)1 - a * a)",
         ),
         Activation(
             "relu", _relu, _relu_derivative,
             cuda_forward="(z > (T)0 ? z : (T)0)",
+            cuda_forward_biased="(z + b > (T)0 ? z + b : (T)0)",
             cuda_derivative="(a > (T)0 ? (T)1 : (T)0)",
         ),
         Activation(
             "identity", lambda z: z, None,
             cuda_forward="z",
+            cuda_forward_biased="z + b",
             cuda_derivative="(T)1",
         ),
     )

@@ -39,8 +39,7 @@ def _cupy_kernels(activation):
 
         # a1 = f(z1 + b1): the bias and the activation in one pass, in place.
         activate = cupy.ElementwiseKernel(
-            "T x, T b", "T a", f"const T z = x + b; a = {act.cuda_forward}",
-            f"gpumlp_activate_{name}")
+            "T z, T b", "T a", f"a = {act.cuda_forward_biased}", f"gpumlp_activate_{name}")
         # delta1 = (delta2 W2^T) * f'(a1), given g = delta2 W2^T; for one
         # output, g is the outer product r w^T, formed inside the kernel.
         backward = cupy.ElementwiseKernel(
@@ -261,6 +260,7 @@ def _cupy_step(X, y, coefs, intercepts, activation, alpha=0.0, n_total=None):
 
 def step_for(activation):
     """This backend's fast ``loss_and_grads`` for an activation record, or ``None``."""
-    if activation.cuda_forward is None or activation.cuda_derivative is None:
+    if None in (activation.cuda_forward, activation.cuda_forward_biased,
+                activation.cuda_derivative):
         return None
     return functools.partial(_cupy_step, activation=activation)
