@@ -122,9 +122,28 @@ class BaseEstimator:
 
 
 class RegressorMixin:
-    """Marks a regressor for scikit-learn; ``score`` is the estimator's own."""
+    """Marks a regressor for scikit-learn, and gives it ``score``."""
 
     _estimator_type = "regressor"
+
+    def score(self, X, y, sample_weight=None):
+        """R² of the predictions, averaged uniformly over outputs.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_samples, n_features)
+        y : array-like, shape (n_samples,) or (n_samples, n_outputs)
+            ``(n,)`` and ``(n, 1)`` mean the same; any other difference from
+            the predictions' shape is an error.
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        float
+        """
+        from .metrics import score
+
+        return score(y, self.predict(X), sample_weight, type(self).__name__)
 
     def __sklearn_tags__(self):
         from sklearn.utils import RegressorTags

@@ -307,11 +307,17 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
 
             mse, variance = (float(v) for v in dask.compute(
                 ((y_part - y_pred) ** 2).mean(), y_part.var()))
+            r2 = 1.0 - mse / variance if variance > 0 else float("nan")
         else:
+            from .metrics import r2_score
+
             y_pred = np.asarray(y_pred, dtype=np.float64)
-            mse = float(np.mean((y_part - y_pred) ** 2))
-            variance = float(np.var(y_part))
-        r2 = 1.0 - mse / variance if variance > 0 else float("nan")
+            # R² is scale-free: computed in units of the largest |y|, it stays
+            # finite however large the target (the MSE itself may not).
+            unit = float(np.max(np.abs(y_part))) or 1.0
+            r2 = float(r2_score(y_part / unit, y_pred / unit))
+            with np.errstate(over="ignore"):
+                mse = float(np.mean((y_part - y_pred) ** 2))
         print(f"{name:5s} MSE {mse:12.6g}   R^2 {r2:8.4f}")
 
     state = "converged" if converged else "stopped at --epochs"

@@ -15,7 +15,6 @@ from ._checks import check_params, check_X, check_y, resolve_dtype
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from .devices import Device, device_of, dtype_name, get_device, move
 from .initialization import as_generator, glorot_uniform
-from .metrics import score
 from .solvers import make_solver, map_state
 from .sources import ArraySource, Network
 from .training import Trainer
@@ -421,21 +420,6 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             if getattr(self, "_y_was_1d", False):
                 y_pred = y_pred[:, 0]
             return move(y_pred, device_of(X))
-
-    def score(self, X, y, sample_weight=None):
-        """R² of the predictions, averaged uniformly over outputs.
-
-        Parameters
-        ----------
-        X : array-like, shape (n_samples, n_features)
-        y : array-like, shape (n_samples,) or (n_samples, n_outputs)
-        sample_weight : array-like of shape (n_samples,), optional
-
-        Returns
-        -------
-        float
-        """
-        return score(y, self.predict(X), sample_weight, type(self).__name__)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

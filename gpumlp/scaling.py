@@ -12,11 +12,10 @@ from __future__ import annotations
 import array_api_compat as aac
 import numpy as np
 
-from ._checks import check_X, check_y
+from ._checks import check_X, check_y, resolve_dtype
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
-from .devices import device_of, move
+from .devices import device_of, move, to_numpy
 from .estimator import MLPRegressor
-from .metrics import score
 
 __all__ = ["StandardizedRegressor", "mean_scale"]
 
@@ -36,7 +35,12 @@ def mean_scale(x):
     """
     xp = aac.array_namespace(x)
     mean = xp.mean(x, axis=0)
-    scale = xp.std(x, axis=0)
+    # The deviations are divided by their largest magnitude before squaring,
+    # so values near the dtype's limit do not overflow the variance.
+    deviation = x - mean
+    peak = xp.max(xp.abs(deviation), axis=0)
+    peak = xp.where(peak > 0, peak, xp.ones_like(peak))
+    scale = peak * xp.sqrt(xp.mean((deviation / peak) ** 2, axis=0))
     if aac.is_dask_array(x):
         # Two small vectors, computed on the workers in one pass.
         import dask
@@ -83,12 +87,29 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         self.x_mean_, self.x_scale_ = mean_scale(X)
         self.y_mean_, self.y_scale_ = mean_scale(y_2d)
         self.regressor_ = self.regressor if self.regressor is not None else MLPRegressor()
+        self._check_representable(X)
         if eval_set is not None:
             eval_set = (self._scale_X(eval_set[0]), self._scale_y(eval_set[1]))
         extra = {} if client is None else {"client": client}
         self.regressor_.fit(self._scale_X(X), self._scale_y(y), eval_set=eval_set,
                             callback=callback, **extra)
         return self
+
+    def _check_representable(self, X):
+        """Refuse a target whose units the regressor's dtype cannot hold.
+
+        Predictions come back as ``y_scaled * y_scale + y_mean`` in the
+        regressor's dtype; in float32 a target beyond about 3.4e38 would
+        come back as infinity.
+        """
+        dtype = resolve_dtype(self.regressor_.dtype, X)
+        limit = float(np.finfo(dtype).max)
+        mean, scale = to_numpy(self.y_mean_), to_numpy(self.y_scale_)
+        if np.any(np.abs(mean) + 10 * scale > limit):
+            raise ValueError(
+                f"y holds values too large for {dtype} (they overflow to infinity); "
+                f"pass dtype='float64' to the regressor (on the command line: --dtype "
+                f"float64), or rescale y.")
 
     def _scale_X(self, X):
         if aac.is_dask_array(X):
@@ -127,18 +148,3 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         if y_scaled.ndim == 1:
             mean, scale = xp.reshape(mean, ()), xp.reshape(scale, ())
         return y_scaled * scale + mean
-
-    def score(self, X, y, sample_weight=None):
-        """R² of the predictions, in the original units.
-
-        Parameters
-        ----------
-        X : array-like, shape (n_samples, n_features)
-        y : array-like, shape (n_samples,) or (n_samples, n_outputs)
-        sample_weight : array-like of shape (n_samples,), optional
-
-        Returns
-        -------
-        float
-        """
-        return score(y, self.predict(X), sample_weight, type(self).__name__)

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import fastpath, kernels
 from .activations import Activation
 from .devices import Device, move, to_numpy
@@ -84,7 +86,9 @@ class ArraySource:
             about 3.4e38 in float32): it overflowed the cast.
         """
         xp = device.xp
-        X, y = move(X, device, dtype), move(y, device, dtype)
+        # An overflowing cast is reported below, once and clearly.
+        with np.errstate(over="ignore", invalid="ignore"):
+            X, y = move(X, device, dtype), move(y, device, dtype)
         if y.ndim == 1:
             y = xp.reshape(y, (-1, 1))
         flags = to_numpy(xp.stack([xp.all(xp.isfinite(X)), xp.all(xp.isfinite(y))]))
