@@ -320,11 +320,13 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     wall = time.perf_counter() - start
     if interrupted:
         print(f"interrupted after {net.n_iter_} epochs ({wall:.2f} s)", file=sys.stderr)
-        last = getattr(callback, "last", None)
+        last, exact = getattr(callback, "last", None), True
         if last is None and client is not None and getattr(net, "n_iter_", 0) > 0:
-            last = model
+            # On Dask the solver state is not that of the last whole epoch: leave it out.
+            last, exact = model, False
         if args.out and last is not None:
-            save(last, args.out, **saving, extra=dict(saved_extra, interrupted=True))
+            save(last, args.out, **saving, extra=dict(saved_extra, interrupted=True),
+                 training_state=exact)
             print(f"saved the last complete epoch's model to {args.out}", file=sys.stderr)
         return 130
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
