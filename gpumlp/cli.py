@@ -157,6 +157,7 @@ def _add_train(sub):
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="train on Dask: join the cluster at this scheduler address, "
                         "e.g. tcp://host:8786")
+    _add_resume_options(p)
     p.set_defaults(run=_run_train)
 
 
@@ -215,12 +216,17 @@ def _run_train(args):
     from . import get_device
     from .splitting import train_test_split
 
+    resumed = _resume(args) if args.resume else None
+    _check_checkpoint_options(args)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install 'gpumlp[plot]'") from None
-    _check_outputs([("--data", args.data)], [("--out", args.out), ("--plot", args.plot)])
+    inputs = [("--data", args.data)]
+    if args.resume and not _same_file(args.out, args.resume):
+        inputs.append(("--resume", args.resume))
+    _check_outputs(inputs, [("--out", args.out), ("--plot", args.plot)])
     cluster = client = None
     if _uses_dask(args):
         from .distributed import connect, read_dataset, split_by_chunks
@@ -245,9 +251,13 @@ def _run_train(args):
             X_train, X_test, y_train, y_test = train_test_split(X, y, args.test_size, args.seed)
         else:
             X_train, X_test, y_train, y_test = X, None, y, None
+    digest = None if client is not None or not args.out else _data_digest(X, y)
+    if resumed is not None:
+        _check_resumed_data(args, resumed[1], digest)
     try:
         return _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
-                                 names, target, source)
+                                 names, target, source, resumed=resumed and resumed[0],
+                                 digest=digest)
     finally:
         if client is not None:
             client.close()
@@ -256,7 +266,8 @@ def _run_train(args):
 
 
 def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test, names,
-                      target, source):
+                      target, source, resumed=None, digest=None):
+    import contextlib
     import warnings
 
     import numpy as np
@@ -266,13 +277,21 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     from .io import save
     from .scaling import StandardizedRegressor
 
-    net = MLPRegressor(
-        args.hidden, args.activation, solver=args.solver, learning_rate_init=args.lr,
-        max_iter=args.epochs, tol=args.tol, random_state=args.seed,
-        device=None if client is not None else device,
-        dtype=args.dtype, batch_size=args.batch_size or "auto",
-    )
-    model = net if args.no_standardize else StandardizedRegressor(net)
+    if resumed is not None:
+        model, net = resumed, getattr(resumed, "regressor_", resumed)
+        net.set_params(warm_start=True, max_iter=args.epochs, device=device)
+        print(f"resuming {args.resume} after epoch {net.n_iter_}, for {args.epochs} more")
+    else:
+        net = MLPRegressor(
+            args.hidden, args.activation, solver=args.solver, learning_rate_init=args.lr,
+            max_iter=args.epochs, tol=args.tol, random_state=args.seed,
+            device=None if client is not None else device,
+            dtype=args.dtype, batch_size=args.batch_size or "auto",
+        )
+        model = net if args.no_standardize else StandardizedRegressor(net)
+    saved_extra = {"source": source}
+    if digest is not None:
+        saved_extra.update(settings=_resume_settings(args), data_sha256=digest)
     print(f"device: {device}  data: {source}, {X_train.shape[0]} train / "
           f"{0 if X_test is None else X_test.shape[0]} test rows, {X.shape[1]} features, "
           f"target {target!r}  dtype: {args.dtype}")
@@ -280,12 +299,18 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
                          enabled=not args.quiet and sys.stderr.isatty())
     eval_set = None if X_test is None or client is not None else (X_test, y_test)
     extra = {} if client is None else {"client": client}
+    saving = {"feature_names": names, "target_names": [target]}
+    callback = progress
+    if args.out and client is None:
+        callback = _Checkpoints(progress, model, net, args.out, args.checkpoint_every,
+                                dict(saving, extra=dict(saved_extra, checkpoint=True)))
     start = time.perf_counter()
     interrupted = False
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, \
+                (net._resuming() if resumed is not None else contextlib.nullcontext()):
             warnings.simplefilter("always", ConvergenceWarning)
-            model.fit(X_train, y_train, eval_set=eval_set, callback=progress, **extra)
+            model.fit(X_train, y_train, eval_set=eval_set, callback=callback, **extra)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -293,9 +318,13 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     wall = time.perf_counter() - start
     if interrupted:
         print(f"interrupted after {net.n_iter_} epochs ({wall:.2f} s)", file=sys.stderr)
-        if args.out and getattr(net, "n_iter_", 0) > 0:
-            save(model, args.out, feature_names=names, target_names=[target],
-                 extra={"source": source, "interrupted": True})
+        last, exact = getattr(callback, "last", None), True
+        if last is None and client is not None and getattr(net, "n_iter_", 0) > 0:
+            # On Dask the solver state is not that of the last whole epoch: leave it out.
+            last, exact = model, False
+        if args.out and last is not None:
+            save(last, args.out, **saving, extra=dict(saved_extra, interrupted=True),
+                 training_state=exact)
             print(f"saved the last complete epoch's model to {args.out}", file=sys.stderr)
         return 130
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
@@ -327,8 +356,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
         report("test", X_test, y_test)
     print(f"wall time: {wall:.2f} s")
     if args.out:
-        save(model, args.out, feature_names=names, target_names=[target],
-             extra={"source": source})
+        save(model, args.out, **saving, extra=saved_extra)
         print(f"saved model to {args.out}")
     if args.plot:
         from .plotting import plot_loss
@@ -336,6 +364,172 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
         plot_loss(net.loss_curve_, net.validation_loss_curve_, args.plot)
         print(f"wrote loss plot to {args.plot}")
     return 0
+
+
+# ------------------------------------------------------ checkpoints and resume
+#: The ``train`` settings a run saves and ``--resume`` restores (with the
+#: model's own parameters): all that decides the data, the split and the network.
+_RESUME_SETTINGS = ("data", "target", "samples", "seed", "test_size", "no_standardize",
+                    "hidden", "activation", "solver", "lr", "tol", "batch_size", "dtype")
+
+
+def _add_resume_options(p):
+    group = p.add_argument_group(
+        "checkpoints and resume",
+        "A model saved by --out or --checkpoint-every holds what an exact resume needs: "
+        "the solver's state, the random state, the settings and a digest of the data.")
+    group.add_argument("--resume", metavar="MODEL.npz",
+                       help="continue the run saved in this file for --epochs more epochs, "
+                            "with its data (checked by digest), split, scalers, settings, "
+                            "solver state and random state; write the result to --out, "
+                            "by default back to this file. Training options other than "
+                            "--epochs, --device and --data (the same data elsewhere) "
+                            "cannot change")
+    group.add_argument("--checkpoint-every", type=_bounded(int, 1), metavar="N",
+                       help="also write the model to --out every N epochs (atomically), "
+                            "so a killed run can be resumed from there with --resume")
+
+
+def _resume_settings(args):
+    settings = {key: getattr(args, key) for key in _RESUME_SETTINGS}
+    if settings["data"] is not None:
+        settings["data"] = os.path.abspath(settings["data"])
+    return settings
+
+
+def _settings_argv(settings):
+    """The ``train`` arguments that give ``settings`` (so that argparse checks them)."""
+    argv = ["train"]
+    for key in _RESUME_SETTINGS:
+        value = settings.get(key)
+        option = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(option)
+        elif key == "hidden":
+            argv += [option, ",".join(str(v) for v in value)]
+        else:
+            argv += [option, repr(value) if isinstance(value, float) else str(value)]
+    return argv
+
+
+def _resume(args):
+    """Load ``--resume``'s model and put the saved run's settings into ``args``.
+
+    Returns ``(model, metadata["extra"])``. An option given with another
+    value than the saved run's (and than its default) is an error: a resumed
+    run continues with its own settings. Without ``--out``, the result goes
+    back to the ``--resume`` file (written atomically).
+    """
+    from .io import load_with_metadata
+    from .scaling import StandardizedRegressor
+
+    if args.cluster or args.scheduler or _uses_dask(args):
+        raise ValueError("--resume works for data read into memory, not for training on "
+                         "Dask (--cluster, --scheduler or a dataset folder).")
+    model, metadata = load_with_metadata(args.resume)
+    extra = metadata.get("extra", {})
+    settings = extra.get("settings")
+    if "training" not in metadata or not isinstance(settings, dict) or not isinstance(
+            extra.get("data_sha256"), str):
+        raise ValueError(f"--resume {args.resume}: this model file holds no run to resume "
+                         f"(no training state or no settings); resume a file written by "
+                         f"gpumlp train --out or --checkpoint-every.")
+    parser = build_parser()
+    try:
+        saved = vars(parser.parse_args(_settings_argv(settings)))
+    except SystemExit:
+        raise ValueError(f"--resume {args.resume}: the saved settings are invalid "
+                         f"({settings!r:.200})") from None
+    defaults = vars(parser.parse_args(["train"]))
+    for key in _RESUME_SETTINGS:
+        given = getattr(args, key)
+        if key == "data" and given is not None:
+            continue  # the same data at another path: _check_resumed_data compares it
+        if given != defaults[key] and given != saved[key]:
+            option = "--" + key.replace("_", "-")
+
+            def show(value):
+                return ",".join(map(str, value)) if isinstance(value, tuple) else value
+
+            raise ValueError(f"{option} {show(given)} differs from the resumed run's "
+                             f"{show(saved[key])}; --resume continues a run with its own "
+                             f"settings (leave {option} out).")
+        setattr(args, key, saved[key])
+    if isinstance(model, StandardizedRegressor) == args.no_standardize:
+        raise ValueError(f"--resume {args.resume}: its settings disagree with its model "
+                         f"on standardisation; the file was tampered with.")
+    if args.out is None:
+        args.out = args.resume
+    return model, extra
+
+
+def _check_checkpoint_options(args):
+    if args.checkpoint_every is None:
+        return
+    if not args.out:
+        raise ValueError("--checkpoint-every needs --out (or --resume): the file to write.")
+    if _uses_dask(args):
+        raise ValueError("--checkpoint-every works for data read into memory, not for "
+                         "training on Dask.")
+
+
+def _data_digest(X, y):
+    """SHA-256 of the data's dtype, shape and bytes: what ``--resume`` checks."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for array in (X, y):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
+def _check_resumed_data(args, extra, digest):
+    if digest != extra["data_sha256"]:
+        where = args.data or f"the embedded dataset (--samples {args.samples}, --seed {args.seed})"
+        raise ValueError(f"--resume {args.resume}: {where} is not the data the saved run "
+                         f"trained on (their digests differ); pass the original data with "
+                         f"--data.")
+
+
+class _Checkpoints:
+    """The fit callback when there is an ``--out``: a snapshot of each whole epoch.
+
+    The last snapshot is what Ctrl-C saves, so that an interrupted run
+    resumes exactly; every ``every`` epochs it is also written to ``out``
+    (atomically, by :func:`gpumlp.save`). A snapshot holds references to the
+    trainer's arrays; nothing is copied off the device until it is saved.
+    """
+
+    def __init__(self, progress, model, net, out, every, saving):
+        self.progress, self.model, self.net = progress, model, net
+        self.out, self.every, self.saving = out, every, saving
+        self.last = None
+
+    def snapshot(self):
+        from .scaling import StandardizedRegressor
+
+        net = self.net._snapshot()
+        if self.model is self.net:
+            return net
+        model = StandardizedRegressor(net)
+        model.regressor_ = net
+        for name in ("x_mean_", "x_scale_", "y_mean_", "y_scale_"):
+            setattr(model, name, getattr(self.model, name))
+        return model
+
+    def __call__(self, epoch, loss, validation_loss):
+        from .io import save
+
+        self.progress(epoch, loss, validation_loss)
+        self.last = self.snapshot()
+        if self.every and epoch % self.every == 0:
+            save(self.last, self.out, **self.saving)
 
 
 def _add_predict(sub):

@@ -8,18 +8,26 @@ NumPy or lists). The loop in between never leaves the device.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+
 import array_api_compat as aac
+import numpy as np
 
 from . import fastpath, kernels
 from ._checks import check_params, check_X, check_y, resolve_dtype
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from .devices import Device, device_of, dtype_name, get_device, move
 from .initialization import as_generator, glorot_uniform
-from .solvers import make_solver, map_state
+from .solvers import make_solver, map_state, solver_name
 from .sources import ArraySource, Network
 from .training import Trainer
 
 __all__ = ["MLPRegressor"]
+
+#: The trainer's stopping-rule bookkeeping that a checkpoint carries.
+_HISTORY = ("validation_losses", "validation_scores", "best_loss", "best_validation_score",
+            "no_improvement_count", "samples_seen")
 
 
 class MLPRegressor(RegressorMixin, BaseEstimator):
@@ -264,6 +272,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             batch_size = min(200, source.n_samples)
         else:
             batch_size = self.batch_size
+        # A fit callback may take a resumable snapshot of the running training.
+        self._trainer = trainer
+        self._running = (y_was_1d, None if incremental else (
+            self.tol, self.n_iter_no_change, early_stopping))
         try:
             trainer.fit(
                 source, rng=self._rng, batch_size=batch_size, shuffle=self.shuffle,
@@ -334,7 +346,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             for name in ("loss_curve", "validation_losses", "validation_scores", "best_loss",
                          "best_validation_score", "no_improvement_count", "samples_seen"):
                 setattr(trainer, name, getattr(previous, name))
-            if incremental and type(previous.solver) is type(solver) and \
+            keep_state = incremental or getattr(self, "_keep_solver_state", False)
+            if keep_state and type(previous.solver) is type(solver) and \
                     previous.state is not None:
                 trainer.state = map_state(previous.state, lambda a: move(a, device, dtype))
         return trainer
@@ -374,6 +387,83 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self.n_layers_ = len(self.coefs_) + 1
         self.out_activation_ = "identity"
         self._y_was_1d = bool(y_was_1d)
+
+    # ------------------------------------------------- checkpoints and resume
+    def _training_state(self):
+        """What an exact resume needs besides the weights, or None before any fit.
+
+        Returns a dict: ``solver`` (its :data:`~gpumlp.solvers.SOLVERS` name),
+        ``state`` (the solver's state, where training left it), ``rng`` (the
+        batch-order generator's bit-generator state, plain JSON) and
+        ``history`` (the stopping rule's bookkeeping); see :mod:`gpumlp.io`.
+        """
+        trainer, rng = getattr(self, "_trainer", None), getattr(self, "_rng", None)
+        if trainer is None or rng is None:
+            return None
+        return {
+            "solver": solver_name(trainer.solver),
+            "state": trainer.state,
+            "rng": rng.bit_generator.state,
+            "history": {name: getattr(trainer, name) for name in _HISTORY},
+        }
+
+    def _set_training_state(self, solver, state, rng, history):
+        """Restore what :meth:`_training_state` gave (used by :func:`gpumlp.load`).
+
+        The next ``partial_fit`` (or a fit under :meth:`_resuming`) then
+        continues with this solver state and batch-order generator, exactly
+        as the saved estimator would have.
+        """
+        _, activation = check_params(self)
+        network = Network(len(self.coefs_), activation, fastpath.is_enabled())
+        trainer = Trainer(network, make_solver(solver, self.learning_rate_init,
+                                               self.get_params()),
+                          float(self.alpha), [*self.coefs_, *self.intercepts_], state,
+                          loss_curve=list(self.loss_curve_))
+        for name in _HISTORY:
+            setattr(trainer, name, history[name])
+        self._trainer, self._rng = trainer, rng
+        self.t_ = trainer.samples_seen
+
+    @contextlib.contextmanager
+    def _resuming(self):
+        """Within it, a warm-start ``fit`` keeps the solver state, as ``partial_fit`` does.
+
+        ``gpumlp train --resume`` runs its epochs so: a warm start otherwise
+        starts a new solver state (see :meth:`_trainer_for`).
+        """
+        self._keep_solver_state = True
+        try:
+            yield self
+        finally:
+            del self._keep_solver_state
+
+    def _snapshot(self):
+        """A fitted copy as of the epoch a fit callback reports; call it from the callback.
+
+        The copy holds the weights, the solver state, the batch-order
+        generator and the history as they stand at the end of that epoch, with
+        that epoch's stopping-rule bookkeeping (which the trainer does just
+        after the callback) applied, so a checkpoint saved from it resumes
+        exactly. Its arrays are the trainer's, not moved (nothing is read
+        back from the device until it is saved).
+        """
+        y_was_1d, rule = self._running
+        source = self._trainer
+        trainer = dataclasses.replace(
+            source, **{name: list(getattr(source, name)) for name in
+                       ("loss_curve", "validation_losses", "validation_scores")})
+        if rule is not None and trainer.loss_curve:
+            tol, n_iter_no_change, on_validation = rule
+            trainer._should_stop(tol, n_iter_no_change,
+                                 trainer.validation_scores[-1] if on_validation else None)
+        copy = type(self)(**self.get_params())
+        copy._set_fitted(trainer.coefs, trainer.intercepts, loss_curve=trainer.loss_curve,
+                         samples_seen=trainer.samples_seen, y_was_1d=y_was_1d)
+        bit_generator = type(self._rng.bit_generator)()
+        bit_generator.state = self._rng.bit_generator.state
+        copy._trainer, copy._rng = trainer, np.random.Generator(bit_generator)
+        return copy
 
     def _resolve_device(self, X) -> Device:
         if self.device is not None:

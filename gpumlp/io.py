@@ -9,11 +9,20 @@ kind of model, the layer sizes, the activation, the dtype, the device it was
 trained on, the estimator's parameters (plain JSON values only), the training
 history and the feature and target names.
 
+A file may also carry what an exact resume needs (``training`` in the
+metadata): the solver's state as members ``state_<name>`` (Adam's moments
+``state_first_0``, ..., SGD's velocities ``state_0``, ...) described by
+:func:`gpumlp.solvers.state_to_arrays`, the batch-order generator's state and
+the stopping rule's bookkeeping. A file without it loads as before; its
+``partial_fit`` starts a new solver state.
+
 A file is untrusted input, read the way safetensors reads one: the metadata
 first, checked against the schema (:func:`_check_metadata`); then only the
 members that metadata names, each one's ``.npy`` header checked (dtype,
 shape, and a size that matches what the metadata implies) before its data is
-read; then the values (finite; positive scales). Other members are never
+read; then the values (finite; positive scales); then the training state
+(shapes those of the weights, at most :data:`_MAX_STATE_COPIES` copies of
+them, the structure the solver keeps, a valid generator state). Other members are never
 decompressed, object arrays are refused and never unpickled, and anything
 wrong is a :class:`ModelFileError` that names the problem.
 
@@ -64,6 +73,9 @@ _MAX_HEADER_BYTES = 10_000
 #: What a damaged zip can raise from inside zipfile and its decompressors.
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
                NotImplementedError, RuntimeError, struct.error, ValueError, OverflowError)
+#: A solver state holds at most this many copies of the weights (Adam: 2).
+_MAX_STATE_COPIES = 64
+_STATE_NAME = re.compile(r"[A-Za-z0-9_]{1,200}")
 _REMEDY = "save the model again with gpumlp.save or gpumlp train --out"
 
 
@@ -104,7 +116,7 @@ def _plain(name: str, value: Any) -> Any:
 
 def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *,
          feature_names: list[str] | None = None, target_names: list[str] | None = None,
-         extra: dict | None = None) -> None:
+         extra: dict | None = None, training_state: bool = True) -> None:
     """Save a fitted model to ``path`` (an ``.npz`` file), atomically.
 
     Parameters
@@ -118,6 +130,14 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         Stored for prediction from CSV files.
     extra : dict, optional
         More metadata of plain values (for example the CLI's settings).
+    training_state : bool, default=True
+        Also store what an exact resume needs: the solver's state (momenta,
+        Adam's moments and step), the batch-order generator's state and the
+        stopping rule's bookkeeping, so that ``partial_fit`` after
+        :func:`load` continues as the saved model's ``partial_fit`` would.
+        It is left out, whatever this says, when the model has none (never
+        fitted by gpumlp) or when it no longer fits the weights (weights
+        assigned by hand).
 
     Notes
     -----
@@ -170,12 +190,53 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         "target_names": None if target_names is None else [str(n) for n in target_names],
         "extra": {str(k): _plain(str(k), v) for k, v in (extra or {}).items()},
     }
+    training = _training_metadata(net, coefs, intercepts) if training_state else None
+    if training is not None:
+        metadata["training"], state_arrays = training
     arrays = {f"coef_{i}": W for i, W in enumerate(coefs)}
     arrays.update({f"intercept_{i}": b for i, b in enumerate(intercepts)})
     arrays.update(scalers)
+    if training is not None:
+        arrays.update({f"state_{name}": a for name, a in state_arrays.items()})
     arrays["metadata"] = np.array(json.dumps(metadata))
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _training_metadata(net: MLPRegressor, coefs: list, intercepts: list):
+    """``(metadata["training"], state arrays on the host)``, or None when there is none to save."""
+    from .solvers import make_solver, state_from_arrays, state_to_arrays
+
+    training = net._training_state()
+    if training is None:
+        return None
+    state_arrays, description = state_to_arrays(training["state"])
+    state_arrays = {name: to_numpy(a) for name, a in state_arrays.items()}
+    try:  # what load will check: a state that no longer fits the weights is dropped
+        solver = make_solver(training["solver"], net.learning_rate_init, net.get_params())
+        state_from_arrays(description, state_arrays, solver.init_state(coefs + intercepts))
+    except (TypeError, ValueError):
+        return None
+    history = training["history"]
+    metadata = {
+        "solver": training["solver"],
+        "state": description,
+        "arrays": {name: list(a.shape) for name, a in state_arrays.items()},
+        "rng": {"numpy_generator": _plain("rng", training["rng"])},
+        "history": {
+            "best_loss": _finite_or_none(history["best_loss"]),
+            "best_validation_score": _finite_or_none(history["best_validation_score"]),
+            "no_improvement_count": int(history["no_improvement_count"]),
+            "samples_seen": int(history["samples_seen"]),
+            "validation_losses": [float(v) for v in history["validation_losses"]],
+            "validation_scores": [float(v) for v in history["validation_scores"]],
+        },
+    }
+    return metadata, state_arrays
 
 
 # ---------------------------------------------------------------- reading
@@ -245,6 +306,51 @@ def _check_metadata(path: str, metadata: Any) -> None:
     names = metadata.get("feature_names")
     if names is not None and len(names) != sizes[0]:
         raise _damaged(path, f"{len(names)} feature_names for {sizes[0]} input(s)")
+    if "training" in metadata:
+        _check_training(path, metadata["training"], sizes)
+
+
+def _check_training(path: str, training: Any, sizes: list[int]) -> None:
+    """Check ``metadata["training"]``'s schema; its arrays' shapes must be the weights'."""
+    from .solvers import SOLVERS
+
+    kinds = {"solver": str, "state": dict, "arrays": dict, "rng": dict, "history": dict}
+    if not isinstance(training, dict) or set(training) != set(kinds):
+        raise _damaged(path, f"its training state has the keys "
+                             f"{sorted(training) if isinstance(training, dict) else training!r:.80}"
+                             f", not {sorted(kinds)}")
+    for key, kind in kinds.items():
+        if not isinstance(training[key], kind):
+            raise _damaged(path, f"training {key!r} is {training[key]!r:.80}, of the wrong type")
+    if training["solver"] not in SOLVERS:
+        raise _damaged(path, f"training solver {training['solver']!r:.40} is not one of "
+                             f"{', '.join(SOLVERS)}")
+    weight_shapes = [(a, b) for a, b in zip(sizes[:-1], sizes[1:])] + [(b,) for b in sizes[1:]]
+    n_weights = sum(math.prod(shape) for shape in weight_shapes)
+    allowed = {*weight_shapes, (n_weights,), ()}
+    total = 0
+    for name, shape in training["arrays"].items():
+        if not _STATE_NAME.fullmatch(name):
+            raise _damaged(path, f"training state array name {name!r:.80} is not a plain name")
+        if not isinstance(shape, list) or not all(_is_int(n) for n in shape) \
+                or tuple(shape) not in allowed:
+            raise _damaged(path, f"training state array {name!r} has shape {shape!r:.80}, "
+                                 f"which is not the shape of a weight")
+        total += math.prod(shape)
+    if total > _MAX_STATE_COPIES * n_weights:
+        raise _damaged(path, f"its training state holds {total} values, more than "
+                             f"{_MAX_STATE_COPIES} copies of the {n_weights} weights")
+    history = training["history"]
+    counts = ("no_improvement_count", "samples_seen")
+    numbers_or_none = ("best_loss", "best_validation_score")
+    curves = ("validation_losses", "validation_scores")
+    if set(history) != {*counts, *numbers_or_none, *curves}:
+        raise _damaged(path, f"its training history has the keys {sorted(history)!r:.200}")
+    if not all(_is_int(history[key]) and history[key] >= 0 for key in counts) or not all(
+            history[key] is None or _is_number(history[key]) for key in numbers_or_none) \
+            or not all(isinstance(history[key], list)
+                       and all(_is_number(v) for v in history[key]) for key in curves):
+        raise _damaged(path, "its training history holds a value of the wrong kind")
 
 
 def _member_header(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
@@ -325,6 +431,10 @@ def _expected_members(path: str, metadata: dict, present: set[str]) -> dict:
     if stray:
         raise _damaged(path, f"it holds {', '.join(stray)}, which layer_sizes "
                              f"{sizes} has no place for")
+    training = metadata.get("training")
+    if training is not None:
+        for name, shape in training["arrays"].items():
+            expected[f"state_{name}"] = (dtype, tuple(shape))
     missing = [name for name in expected if name not in present]
     if missing:
         raise _damaged(path, f"member(s) {', '.join(missing)} missing")
@@ -493,6 +603,37 @@ def _restore(net, coefs: list, intercepts: list, metadata: dict) -> None:
                     n_iter=metadata.get("n_iter"), y_was_1d=metadata.get("y_1d", False))
 
 
+def _restore_training(path: str, net, training: dict, arrays: dict) -> None:
+    """Give ``net`` the saved solver state, generator and history, after checking them."""
+    from .solvers import make_solver, state_from_arrays
+
+    try:
+        solver = make_solver(training["solver"], net.learning_rate_init, net.get_params())
+        state = state_from_arrays(
+            training["state"], {name: arrays[f"state_{name}"] for name in training["arrays"]},
+            solver.init_state([*net.coefs_, *net.intercepts_]))
+        check = getattr(solver, "check_state", None)
+        if check is not None:
+            check(state)
+        rng = _generator(training["rng"])
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError("the batch-order generator is not a numpy Generator")
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError, StopIteration,
+            RecursionError) as exc:
+        raise _damaged(path, f"its training state is invalid ({exc})") from None
+    # A Generator random_state was the batch-order generator itself; keep them one.
+    random_state = net.random_state
+    if isinstance(random_state, np.random.Generator) and \
+            _plain("rng", random_state.bit_generator.state) == \
+            _plain("rng", rng.bit_generator.state):
+        rng = random_state
+    history = dict(training["history"])
+    for key, missing in (("best_loss", math.inf), ("best_validation_score", -math.inf)):
+        if history[key] is None:
+            history[key] = missing
+    net._set_training_state(training["solver"], state, rng, history)
+
+
 def load_with_metadata(
         path: str | os.PathLike) -> tuple[MLPRegressor | StandardizedRegressor, dict]:
     """Load a model saved by :func:`save`, with its checked metadata, reading the file once.
@@ -525,6 +666,8 @@ def load_with_metadata(
     n_layers = len(metadata["layer_sizes"]) - 1
     _restore(net, [arrays[f"coef_{i}"] for i in range(n_layers)],
              [arrays[f"intercept_{i}"] for i in range(n_layers)], metadata)
+    if "training" in metadata:
+        _restore_training(path, net, metadata["training"], arrays)
     if metadata["kind"] == "MLPRegressor":
         return net, metadata
     model = StandardizedRegressor(net)

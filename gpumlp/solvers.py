@@ -16,20 +16,30 @@ a solver with a line search may call it again at other points.
 The arithmetic itself lives in :mod:`gpumlp.kernels` (``gd_step``,
 ``momentum_step``, ``adam_step``), pure functions the agreement suite tests
 on every backend. Register a new solver in :data:`SOLVERS`.
+
+A state is any value built of ``None``, numbers, arrays, lists, tuples and
+dataclass instances (such as :class:`AdamState`). :func:`map_state` walks it
+(to move it between devices) and :func:`state_to_arrays` and
+:func:`state_from_arrays` turn it into named arrays and a JSON description and
+back (for model files, :mod:`gpumlp.io`), so a new solver's state needs no code
+of its own there: a dataclass state is found by its class name among the
+dataclasses of this module.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_array_api_obj
 
 from . import kernels
 
 __all__ = ["SOLVERS", "Adam", "AdamState", "GradientDescent", "SGD", "Solver", "make_solver",
-           "map_state"]
+           "map_state", "solver_name", "state_from_arrays", "state_to_arrays"]
 
 Objective = Callable[[list], tuple[Any, list]]
 
@@ -53,6 +63,9 @@ class Solver:
     def init_state(self, params: list) -> Any:
         """The state before the first step (``None`` for a stateless solver)."""
         return None
+
+    # A subclass may add ``check_state(state)``, raising ValueError for a state
+    # it cannot have made; gpumlp.io calls it on a state read from a file.
 
     def update(self, params: list, state: Any, objective: Objective):
         """One step from ``params``.
@@ -130,6 +143,19 @@ class Adam(Solver):
         return AdamState(0, [xp.zeros_like(p) for p in params],
                          [xp.zeros_like(p) for p in params])
 
+    def check_state(self, state: AdamState) -> None:
+        """Refuse a state Adam cannot have made (one read from a file, say).
+
+        Raises
+        ------
+        ValueError
+            When a second moment is negative (its square root would be NaN).
+        """
+        for v in state.second:
+            xp = array_namespace(v)
+            if bool(xp.any(v < 0)):
+                raise ValueError("Adam's second moments hold a negative value")
+
     def update(self, params, state, objective):
         loss, grads = objective(params)
         t = state.t + 1
@@ -174,10 +200,221 @@ def _plain(key, value):
     return bool(value) if key == "nesterovs_momentum" else float(value)
 
 
-def map_state(state, fn):
-    """A solver state with ``fn`` applied to each of its arrays (to move it, say)."""
-    if state is None:
-        return None
-    if isinstance(state, AdamState):
-        return AdamState(state.t, [fn(a) for a in state.first], [fn(a) for a in state.second])
-    return [fn(a) for a in state]
+def solver_name(solver: Solver) -> str:
+    """The :data:`SOLVERS` key of ``solver``'s class (the estimator's ``solver``)."""
+    for name, cls in SOLVERS.items():
+        if type(solver) is cls:
+            return name
+    raise ValueError(f"{type(solver).__name__} is not registered in SOLVERS.")
+
+
+def _is_array(value) -> bool:
+    return is_array_api_obj(value) and not isinstance(value, numbers.Number)
+
+
+def _is_dataclass_value(value) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _init_fields(value) -> list[str]:
+    return [f.name for f in dataclasses.fields(value) if f.init]
+
+
+def map_state(state: Any, fn: Callable) -> Any:
+    """A solver state with ``fn`` applied to each of its arrays (to move it, say).
+
+    Parameters
+    ----------
+    state : None, or a value of numbers, arrays, lists, tuples and dataclasses
+    fn : callable
+        ``fn(array) -> array``.
+
+    Returns
+    -------
+    A state of the same structure; numbers and ``None`` are kept as they are.
+    """
+    if _is_array(state):
+        return fn(state)
+    if isinstance(state, (list, tuple)):
+        return type(state)(map_state(v, fn) for v in state)
+    if _is_dataclass_value(state):
+        return dataclasses.replace(
+            state, **{name: map_state(getattr(state, name), fn) for name in _init_fields(state)})
+    return state
+
+
+def state_to_arrays(state: Any) -> tuple[dict[str, Any], dict]:
+    """Split a solver state into its arrays and a JSON description of the rest.
+
+    Parameters
+    ----------
+    state : None, or a value of numbers, arrays, lists, tuples and dataclasses
+
+    Returns
+    -------
+    arrays : dict of str to array
+        The state's arrays, as they are (not moved), named after where they
+        sit: ``AdamState.first[0]`` is ``"first_0"``, item 2 of a list state
+        is ``"2"``.
+    description : dict
+        Plain JSON: the structure, the numbers, the dataclasses' names and
+        the arrays' names. :func:`state_from_arrays` inverts it.
+
+    Raises
+    ------
+    TypeError
+        For a value of another kind (a string, a dict, an object).
+    """
+    arrays: dict[str, Any] = {}
+
+    def encode(value, path):
+        if value is None:
+            return {"type": "none"}
+        if isinstance(value, bool):
+            return {"type": "bool", "value": value}
+        if isinstance(value, numbers.Integral) and not _is_array(value):
+            return {"type": "int", "value": int(value)}
+        if isinstance(value, numbers.Real) and not _is_array(value):
+            return {"type": "float", "value": float(value)}
+        if _is_array(value):
+            name = "_".join(path) or "value"
+            while name in arrays:
+                name += "_"
+            arrays[name] = value
+            return {"type": "array", "name": name}
+        if isinstance(value, (list, tuple)):
+            return {"type": type(value).__name__,
+                    "items": [encode(v, [*path, str(i)]) for i, v in enumerate(value)]}
+        if _is_dataclass_value(value):
+            return {"type": "dataclass", "class": type(value).__name__,
+                    "fields": {name: encode(getattr(value, name), [*path, name])
+                               for name in _init_fields(value)}}
+        raise TypeError(f"a solver state holds only None, numbers, arrays, lists, tuples "
+                        f"and dataclasses, not {type(value).__name__}")
+
+    return arrays, encode(state, [])
+
+
+def _state_class(name: str) -> type:
+    """A dataclass of this module, by name (a state's class); never a solver."""
+    cls = globals().get(name)
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls) and not issubclass(cls, Solver):
+        return cls
+    raise ValueError(f"unknown solver-state class {name!r:.40}")
+
+
+#: ``like`` when a state is not checked against a template.
+_UNCHECKED = object()
+
+
+def _scalar_kind(value) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, numbers.Integral) and not _is_array(value):
+        return "int"
+    if isinstance(value, numbers.Real) and not _is_array(value):
+        return "float"
+    return None
+
+
+def state_from_arrays(description: Any, arrays: Mapping[str, Any],
+                      like: Any = _UNCHECKED) -> Any:
+    """The solver state :func:`state_to_arrays` described, checked against a template.
+
+    Parameters
+    ----------
+    description : dict
+        The description :func:`state_to_arrays` returned (untrusted: from a file).
+    arrays : mapping of str to array
+        The arrays it names; each must be named exactly once.
+    like : state, optional
+        A state of the expected structure, such as ``solver.init_state(params)``
+        (``None`` for a stateless solver). The result must match it: the same
+        dataclasses, lists of the same lengths (an empty list in ``like``
+        allows any length, for histories that grow, unchecked below), arrays
+        of the same shapes and dtypes, numbers of the same kinds.
+
+    Returns
+    -------
+    state
+
+    Raises
+    ------
+    ValueError
+        When the description is malformed, names a missing or an unused
+        array, holds a negative count, or does not match ``like``.
+    """
+    used: set[str] = set()
+
+    def mismatch(what, like):
+        return ValueError(f"the state holds {what} where this solver keeps "
+                          f"{type(like).__name__}")
+
+    def decode(node, like):
+        checked = like is not _UNCHECKED
+        if not isinstance(node, dict) or not isinstance(node.get("type"), str):
+            raise ValueError(f"malformed state description {node!r:.80}")
+        kind = node["type"]
+        if kind == "none":
+            if checked and like is not None:
+                raise mismatch("None", like)
+            return None
+        if kind in ("bool", "int", "float"):
+            value = node.get("value")
+            if _scalar_kind(value) != kind and not (kind == "float"
+                                                    and _scalar_kind(value) == "int"):
+                raise ValueError(f"a state {kind} is {value!r:.80}")
+            if kind == "int" and value < 0:
+                raise ValueError(f"a state count is negative ({value})")
+            if checked and _scalar_kind(like) != kind:
+                raise mismatch(f"a {kind}", like)
+            return float(value) if kind == "float" else value
+        if kind == "array":
+            name = node.get("name")
+            if not isinstance(name, str) or name not in arrays:
+                raise ValueError(f"the state names an array {name!r:.80} that is not there")
+            if name in used:
+                raise ValueError(f"the state names the array {name!r} twice")
+            used.add(name)
+            value = arrays[name]
+            if checked:
+                if not _is_array(like):
+                    raise mismatch("an array", like)
+                if tuple(value.shape) != tuple(like.shape) or value.dtype != like.dtype:
+                    raise ValueError(
+                        f"state array {name!r} has shape {tuple(value.shape)} and dtype "
+                        f"{value.dtype}, where this solver keeps {tuple(like.shape)} and "
+                        f"{like.dtype}")
+            return value
+        if kind in ("list", "tuple"):
+            items = node.get("items")
+            if not isinstance(items, list):
+                raise ValueError(f"a state {kind} has no items")
+            if checked and type(like).__name__ != kind:
+                raise mismatch(f"a {kind}", like)
+            if checked and len(like) and len(items) != len(like):
+                raise ValueError(f"a state {kind} has {len(items)} items, where this "
+                                 f"solver keeps {len(like)}")
+            templates = like if checked and len(like) else [_UNCHECKED] * len(items)
+            values = [decode(item, template) for item, template in zip(items, templates)]
+            return values if kind == "list" else tuple(values)
+        if kind == "dataclass":
+            name, fields = node.get("class"), node.get("fields")
+            if not isinstance(name, str) or not isinstance(fields, dict):
+                raise ValueError("a state dataclass lacks its class or fields")
+            if checked and not (_is_dataclass_value(like) and type(like).__name__ == name):
+                raise mismatch(f"a {name:.40}", like)
+            cls = type(like) if checked else _state_class(name)
+            names = [f.name for f in dataclasses.fields(cls) if f.init]
+            if sorted(fields) != sorted(names):
+                raise ValueError(f"a {name} state has fields {sorted(fields)!r:.200}, "
+                                 f"not {names}")
+            return cls(**{key: decode(fields[key], getattr(like, key) if checked
+                                      else _UNCHECKED) for key in names})
+        raise ValueError(f"unknown state node type {kind!r:.40}")
+
+    state = decode(description, like)
+    unused = sorted(set(arrays) - used)
+    if unused:
+        raise ValueError(f"the state arrays {', '.join(unused)} belong nowhere in it")
+    return state

@@ -28,7 +28,9 @@ Y = X @ np.array([1.0, -2.0, 0.5]) + 10.0
 
 
 def _trained(kind):
-    net = MLPRegressor((4, 2), "tanh", max_iter=5, random_state=0, device="cpu")
+    """A fitted model: ``kind`` is a class name, or "adam" (a file with a solver state)."""
+    solver = {"solver": "adam", "batch_size": 10} if kind == "adam" else {}
+    net = MLPRegressor((4, 2), "tanh", max_iter=5, random_state=0, device="cpu", **solver)
     model = StandardizedRegressor(net) if kind == "StandardizedRegressor" else net
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -40,7 +42,7 @@ def originals(tmp_path_factory):
     """``{kind: (file bytes, predictions)}`` for a valid file of each kind."""
     folder = tmp_path_factory.mktemp("originals")
     result = {}
-    for kind in ("MLPRegressor", "StandardizedRegressor"):
+    for kind in ("MLPRegressor", "StandardizedRegressor", "adam"):
         model = _trained(kind)
         path = folder / f"{kind}.npz"
         io.save(model, path, feature_names=["a", "b", "c"], target_names=["t"])
@@ -180,7 +182,62 @@ TAMPERED = {
     "nan-scaler": ("StandardizedRegressor", lambda a: {"x_mean": a["x_mean"] * np.nan}, None,
                    "'x_mean' holds NaN or infinite values"),
     "metadata-not-string": ("MLPRegressor", None, None, "metadata is a <f8 array"),
+    # item 21: the training state
+    "state-nan": ("adam", lambda a: {"state_first_0": a["state_first_0"] * np.nan}, None,
+                  "'state_first_0' holds NaN or infinite values"),
+    "state-dtype": ("adam", lambda a: {"state_second_2": a["state_second_2"].astype("f4")},
+                    None, "'state_second_2' has dtype <f4, not float64"),
+    "state-member-shape": ("adam", lambda a: {"state_first_1": np.ones((2, 4))}, None,
+                           "'state_first_1' has shape (2, 4), where layer_sizes implies (4, 2)"),
+    "state-missing": ("adam", None, None, "member(s) state_second_3 missing"),
+    "state-negative-moment": ("adam", lambda a: {"state_second_0": -1 - a["state_second_0"]},
+                              None, "Adam's second moments hold a negative value"),
+    "state-swapped": ("adam", lambda a: {"state_first_0": a["state_first_1"],
+                                         "state_first_1": a["state_first_0"]},
+                      lambda m: _training(m, ["arrays", "first_0"], [4, 2],
+                                          ["arrays", "first_1"], [3, 4]),
+                      "state array 'first_0' has shape (4, 2) and dtype float64, where this "
+                      "solver keeps (3, 4)"),
+    "state-odd-shape": ("adam", None, lambda m: _training(m, ["arrays", "first_0"], [7, 7]),
+                        "state array 'first_0' has shape [7, 7], which is not the shape"),
+    "state-oversized": ("adam", None, lambda m: _training(
+        m, ["arrays"], {f"a{i}": [29] for i in range(65)}), "more than 64 copies of the 29"),
+    "state-bad-name": ("adam", None, lambda m: _training(m, ["arrays", "../x"], [4]),
+                       "name '../x' is not a plain name"),
+    "state-negative-step": ("adam", None,
+                            lambda m: _training(m, ["state", "fields", "t", "value"], -3),
+                            "a state count is negative (-3)"),
+    "state-foreign-class": ("adam", None, lambda m: _training(m, ["state", "class"], "Popen"),
+                            "holds a Popen where this solver keeps AdamState"),
+    "state-unknown-array": ("adam", None, lambda m: _training(
+        m, ["state", "fields", "first", "items", 0, "name"], "nope"),
+        "names an array 'nope' that is not there"),
+    "state-other-solver": ("adam", None, lambda m: _training(m, ["solver"], "sgd"),
+                           "holds a AdamState where this solver keeps list"),
+    "state-unknown-solver": ("adam", None, lambda m: _training(m, ["solver"], "lbfgs!"),
+                             "training solver 'lbfgs!' is not one of"),
+    "state-keys": ("adam", None, lambda m: {**m, "training": {"solver": "adam"}},
+                   "its training state has the keys ['solver']"),
+    "rng-bit-generator": ("adam", None, lambda m: _training(
+        m, ["rng", "numpy_generator", "bit_generator"], "os.system"),
+        "unknown bit generator 'os.system'"),
+    "rng-state": ("adam", None, lambda m: _training(
+        m, ["rng", "numpy_generator", "state"], "x"), "its training state is invalid"),
+    "history-negative": ("adam", None, lambda m: _training(
+        m, ["history", "no_improvement_count"], -1), "training history holds a value of"),
+    "history-text": ("adam", None, lambda m: _training(
+        m, ["history", "validation_losses"], ["x"]), "training history holds a value of"),
 }
+
+
+def _training(metadata, *changes):
+    """``metadata`` with ``metadata["training"][path...] = value`` for each (path, value)."""
+    for path, value in zip(changes[::2], changes[1::2]):
+        node = metadata["training"]
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return metadata
 
 
 @pytest.mark.parametrize("case", sorted(TAMPERED))
@@ -190,6 +247,8 @@ def test_tampered_model_file_is_refused_naming_the_problem(originals, tmp_path, 
     raw = originals[kind][0]
     if case == "missing-scaler":
         raw = _tamper(raw, drop=["y_scale"])
+    elif case == "state-missing":
+        raw = _tamper(raw, drop=["state_second_3"])
     elif case == "metadata-not-string":
         found, _ = _members(raw)
         buffer = pyio.BytesIO()
@@ -333,10 +392,10 @@ _ODD_VALUES = [None, -1, 0, 1, 2.5, "x", "", [], [0], [3], [3, 1], [3, 4, 2, 1, 
 
 @st.composite
 def damaged_files(draw):
-    kind = draw(st.sampled_from(["MLPRegressor", "StandardizedRegressor"]))
+    kind = draw(st.sampled_from(["MLPRegressor", "StandardizedRegressor", "adam"]))
     raw = ORIGINALS[kind][0]
     damage = draw(st.sampled_from(["truncate", "flip", "replace", "extra", "metadata",
-                                   "param"]))
+                                   "param"] + ["training"] * (kind == "adam")))
     if damage == "truncate":
         return kind, raw[: draw(st.integers(0, len(raw) - 1))]
     if damage == "flip":
@@ -379,6 +438,19 @@ def damaged_files(draw):
             del metadata[key]
         else:
             metadata[key] = draw(st.sampled_from(_ODD_VALUES))
+    elif damage == "training":
+        node = metadata["training"]
+        while isinstance(node, (dict, list)) and node and draw(st.booleans()):
+            parent = node
+            key = draw(st.sampled_from(sorted(node) if isinstance(node, dict)
+                                       else range(len(node))))
+            node = node[key]
+        if node is metadata["training"]:
+            parent, key = metadata, "training"
+        if draw(st.booleans()) and isinstance(parent, dict):
+            del parent[key]
+        else:
+            parent[key] = draw(st.sampled_from(_ODD_VALUES))
     else:
         key = draw(st.sampled_from(sorted(metadata["params"])))
         metadata["params"][key] = draw(st.sampled_from(_ODD_VALUES))
