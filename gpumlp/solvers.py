@@ -24,12 +24,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
-from . import kernels
+from . import kernels, step_size
 
 __all__ = ["SOLVERS", "Adam", "AdamState", "GradientDescent", "SGD", "Solver", "make_solver",
-           "map_state"]
+           "map_state", "AutoGD", "AutoGDState"]
 
 Objective = Callable[[list], tuple[Any, list]]
 
@@ -178,6 +178,67 @@ def map_state(state, fn):
     """A solver state with ``fn`` applied to each of its arrays (to move it, say)."""
     if state is None:
         return None
+    if hasattr(state, "map"):
+        return state.map(fn)
     if isinstance(state, AdamState):
         return AdamState(state.t, [fn(a) for a in state.first], [fn(a) for a in state.second])
     return [fn(a) for a in state]
+
+
+@dataclass(frozen=True)
+class AutoGDState:
+    """:class:`AutoGD`'s state: the rate, and the last accepted point to step back to.
+
+    Attributes
+    ----------
+    learning_rate : float
+        The rate of the last step taken (NaN before the first).
+    params, grads : list of arrays or None
+        The last accepted point and its gradient (None before the first step).
+    loss : float
+        The loss at ``params``, read on the host.
+    """
+
+    learning_rate: float = float("nan")
+    params: list | None = None
+    grads: list | None = None
+    loss: float = float("nan")
+
+    def map(self, fn):
+        """This state with ``fn`` applied to each of its arrays."""
+        if self.params is None:
+            return self
+        return AutoGDState(self.learning_rate, [fn(a) for a in self.params],
+                           [fn(a) for a in self.grads], self.loss)
+
+
+@dataclass(frozen=True)
+class AutoGD(Solver):
+    """Gradient descent with ``learning_rate_init="auto"``: the rate from the curvature.
+
+    The first rate is ``1.9 / L`` from a power-iteration estimate of the
+    Hessian's largest eigenvalue ``L``; then a step that raises the loss is
+    taken back and the rate halved, and a rate whose steps lower the loss
+    grows. The maths and the thresholds are in :mod:`gpumlp.step_size`.
+    ``learning_rate`` is unused (the state holds the rate in force).
+    """
+
+    learning_rate: float = float("nan")
+
+    def update(self, params, state, objective):
+        loss, grads = objective(params)
+        (host_loss,) = step_size.read_floats(loss)
+        if state is None or state.params is None:
+            rate = step_size.initial_learning_rate(
+                step_size.largest_curvature(objective, params, grads))
+        else:
+            accept, rate = step_size.next_learning_rate(state.learning_rate, state.loss,
+                                                        host_loss)
+            if not accept:
+                # Step again from the last accepted point, with the smaller rate.
+                params, grads, loss, host_loss = state.params, state.grads, None, state.loss
+        new = kernels.gd_step(params, grads, rate)
+        if loss is None:
+            xp = array_namespace(*params)
+            loss = xp.asarray(host_loss, dtype=params[0].dtype, device=device(params[0]))
+        return new, AutoGDState(rate, params, grads, host_loss), loss
