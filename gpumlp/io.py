@@ -164,6 +164,8 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         "y_1d": bool(getattr(net, "_y_was_1d", False)),
         "n_iter": int(getattr(net, "n_iter_", 0)),
         "loss_curve": [float(v) for v in getattr(net, "loss_curve_", [])],
+        "learning_rate": getattr(net, "learning_rate_", None),
+        "learning_rates": [float(v) for v in getattr(net, "learning_rates_", [])],
         "validation_loss_curve": None if validation_curve is None else [
             float(v) for v in validation_curve],
         "feature_names": None if feature_names is None else [str(n) for n in feature_names],
@@ -208,6 +210,7 @@ def _check_metadata(path: str, metadata: Any) -> None:
                 "params": dict}
     optional = {"gpumlp_version": str, "created": str, "out_activation": str,
                 "trained_on": str, "y_1d": bool, "n_iter": int, "loss_curve": list,
+                "learning_rate": (int, float, type(None)), "learning_rates": list,
                 "validation_loss_curve": (list, type(None)),
                 "feature_names": (list, type(None)), "target_names": (list, type(None)),
                 "extra": dict}
@@ -236,7 +239,10 @@ def _check_metadata(path: str, metadata: Any) -> None:
         raise _damaged(path, f"y_1d is true but the model has {sizes[-1]} outputs")
     if metadata.get("n_iter", 0) < 0:
         raise _damaged(path, f"n_iter {metadata['n_iter']!r} is negative")
-    for key in ("loss_curve", "validation_loss_curve"):
+    rate = metadata.get("learning_rate")
+    if rate is not None and not (_is_number(rate) and 0 < rate < math.inf):
+        raise _damaged(path, f"learning_rate {rate!r} is not a positive number")
+    for key in ("loss_curve", "validation_loss_curve", "learning_rates"):
         if not all(_is_number(v) for v in metadata.get(key) or ()):
             raise _damaged(path, f"{key} holds something other than numbers")
     for key in ("feature_names", "target_names"):
@@ -490,7 +496,9 @@ def _restore(net, coefs: list, intercepts: list, metadata: dict) -> None:
     """Give ``net`` the fitted state ``fit`` would have given it."""
     net._set_fitted(coefs, intercepts,
                     loss_curve=[float(v) for v in metadata.get("loss_curve", [])],
-                    n_iter=metadata.get("n_iter"), y_was_1d=metadata.get("y_1d", False))
+                    n_iter=metadata.get("n_iter"), y_was_1d=metadata.get("y_1d", False),
+                    learning_rates=metadata.get("learning_rates"),
+                    learning_rate=metadata.get("learning_rate"))
 
 
 def load_with_metadata(

@@ -232,8 +232,9 @@ class AutoGD(Solver):
             rate = step_size.initial_learning_rate(
                 step_size.largest_curvature(objective, params, grads))
         else:
+            eps = float(array_namespace(*params).finfo(params[0].dtype).eps)
             accept, rate = step_size.next_learning_rate(state.learning_rate, state.loss,
-                                                        host_loss)
+                                                        host_loss, eps)
             if not accept:
                 # Step again from the last accepted point, with the smaller rate.
                 params, grads, loss, host_loss = state.params, state.grads, None, state.loss

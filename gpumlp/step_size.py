@@ -17,20 +17,24 @@ What the rule does
    taken through the same ``objective(params) -> (loss, grads)`` closure the
    solver steps with, so it runs on every backend and, on Dask, uses the
    workers' data-parallel gradient sums. The first step is
-   ``lr = 1.9 / L`` (:data:`SAFETY`).
+   ``lr = 1.9 / L`` (:data:`SAFETY`), to four significant digits.
 2. **Adapt** as training proceeds, :func:`next_learning_rate` (a "bold
-   driver" rule): a step whose loss rose by more than :data:`RISE` (relative)
-   is taken back and retried from the previous point with the rate times
-   :data:`SHRINK`; a step whose loss fell by more than :data:`FALL`
-   (relative) lets the next step grow by :data:`GROW`; in between the rate
-   holds. The curvature falls as a sigmoid network trains, so growing
-   follows it; a rate grown past ``2 / L`` makes the loss rise and is cut.
+   driver" rule): a step whose loss rose is taken back and retried from the
+   previous point with the rate times :data:`SHRINK`; a step whose loss fell
+   by more than :data:`FALL` (relative) lets the next step grow by
+   :data:`GROW`; in between the rate holds. The curvature falls as a sigmoid
+   network trains, so growing follows it; a rate grown past ``2 / L`` makes
+   the loss rise and is cut at once. (Tolerating small rises does not work:
+   on a plateau a rate just past ``2 / L`` raises the loss by a little each
+   step, and the stopping rule then ends the fit there.)
 
-Every decision compares two losses read back to the host, through fixed
-thresholds that lie away from 1, so that the rounding differences between
-backends (about 1e-15 relative in float64) cannot flip a decision except when
-a ratio falls within that distance of a threshold. The agreement suite checks
-that the rate sequence is identical on NumPy and array-api-strict in float64.
+Every decision compares two losses read back to the host. "Rose" means by
+more than :data:`RISE_EPS` units of the dtype's rounding (``eps``), relative,
+so that rounding noise in a loss that has stopped moving is no rise; "fell"
+means by more than :data:`FALL`. The rounding differences between backends
+(about 1e-15 relative in float64) can flip a decision only when a ratio lies
+within that distance of a threshold; the agreement suite checks that the rate
+sequence is identical on NumPy and array-api-strict in float64.
 
 Everything here is generic over the array-API namespace of the parameters;
 the only host reads are the few Python floats the decisions need.
@@ -46,7 +50,7 @@ from array_api_compat import array_namespace
 
 from .devices import to_numpy
 
-__all__ = ["FALL", "GROW", "POWER_ITERATIONS", "RISE", "SAFETY", "SHRINK",
+__all__ = ["FALL", "GROW", "POWER_ITERATIONS", "RISE_EPS", "SAFETY", "SHRINK",
            "hessian_vector_product", "initial_learning_rate", "largest_curvature",
            "next_learning_rate", "read_floats"]
 
@@ -54,8 +58,8 @@ __all__ = ["FALL", "GROW", "POWER_ITERATIONS", "RISE", "SAFETY", "SHRINK",
 SAFETY = 1.9
 #: Power iterations of the start-up estimate (each costs two gradients).
 POWER_ITERATIONS = 8
-#: A step whose loss rose by more than this fraction is taken back.
-RISE = 1e-3
+#: A step whose loss rose by more than this many ``eps`` (relative) is taken back.
+RISE_EPS = 64
 #: The rate is multiplied by this after a step taken back.
 SHRINK = 0.5
 #: A step whose loss fell by more than this fraction lets the rate grow...
@@ -150,14 +154,20 @@ def largest_curvature(objective: Objective, params: list, grads: list,
 
 
 def initial_learning_rate(curvature: float, safety: float = SAFETY) -> float:
-    """``safety / curvature``, or :data:`FALLBACK` for a zero or unknown curvature."""
+    """``safety / curvature`` to four significant digits; :data:`FALLBACK` without a curvature.
+
+    The rounding makes the rate the same number on every backend: the
+    estimate differs between them by rounding (about 1e-12 relative in
+    float64, the finite differences amplifying it), and every later rate is
+    this one times powers of :data:`GROW` and :data:`SHRINK`.
+    """
     if not (curvature > 0 and math.isfinite(curvature)):
         return FALLBACK
-    return safety / curvature
+    return float(f"{safety / curvature:.4g}")
 
 
-def next_learning_rate(learning_rate: float, previous_loss: float,
-                       loss: float) -> tuple[bool, float]:
+def next_learning_rate(learning_rate: float, previous_loss: float, loss: float,
+                       eps: float) -> tuple[bool, float]:
     """The bold-driver decision after a step moved the loss from ``previous_loss`` to ``loss``.
 
     Parameters
@@ -166,18 +176,20 @@ def next_learning_rate(learning_rate: float, previous_loss: float,
         The rate of the step just taken.
     previous_loss, loss : float
         Host-read losses before and after that step.
+    eps : float
+        The training dtype's machine epsilon.
 
     Returns
     -------
     accept : bool
         False when the step must be taken back (the loss rose by more than
-        :data:`RISE`, relative, or is not finite).
+        ``RISE_EPS * eps``, relative, or is not finite).
     learning_rate : float
         The rate for the next step: times :data:`SHRINK` after a step taken
         back, times :data:`GROW` after a fall of more than :data:`FALL`,
         else unchanged.
     """
-    if not math.isfinite(loss) or loss > previous_loss * (1.0 + RISE):
+    if not math.isfinite(loss) or loss > previous_loss * (1.0 + RISE_EPS * eps):
         return False, learning_rate * SHRINK
     if loss < previous_loss * (1.0 - FALL):
         return True, learning_rate * GROW
