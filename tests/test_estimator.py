@@ -59,9 +59,12 @@ def test_defaults_are_the_specified_network(data):
 
 def test_sgd_with_one_full_batch_takes_the_gd_steps_exactly(data):
     X, y = data
-    gd = quiet(MLPRegressor((8,), max_iter=15, random_state=1, device="cpu"), X, y)
+    # One fixed rate for both ("auto" means a curvature estimate for gd only).
+    gd = quiet(MLPRegressor((8,), learning_rate_init=0.01, max_iter=15, random_state=1,
+                            device="cpu"), X, y)
     sgd = quiet(MLPRegressor((8,), solver="sgd", momentum=0.0, batch_size=len(X), shuffle=True,
-                             max_iter=15, random_state=1, device="cpu"), X, y)
+                             learning_rate_init=0.01, max_iter=15, random_state=1,
+                             device="cpu"), X, y)
     for a, b in zip(gd.coefs_ + gd.intercepts_, sgd.coefs_ + sgd.intercepts_):
         np.testing.assert_array_equal(a, b)
     assert gd.loss_curve_ == sgd.loss_curve_
