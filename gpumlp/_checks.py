@@ -243,7 +243,11 @@ def check_params(est):
     if est.solver not in ("gd", "sgd", "adam"):
         raise ValueError(f"solver must be 'gd', 'sgd' or 'adam', got {est.solver!r}.")
     _check_number("alpha", est.alpha, 0.0)
-    _check_number("learning_rate_init", est.learning_rate_init, 0.0, low_open=True)
+    if not (isinstance(est.learning_rate_init, str) and est.learning_rate_init == "auto"):
+        if isinstance(est.learning_rate_init, str):
+            raise ValueError(f"learning_rate_init must be 'auto' or a number > 0, "
+                             f"got {est.learning_rate_init!r}.")
+        _check_number("learning_rate_init", est.learning_rate_init, 0.0, low_open=True)
     _check_number("max_iter", est.max_iter, 1, integer=True)
     _check_number("tol", est.tol, 0.0)
     _check_number("n_iter_no_change", est.n_iter_no_change, 1, integer=True)

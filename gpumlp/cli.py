@@ -24,10 +24,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _bounded(kind, low, *, low_open=False, below=None):
-    """An argparse type: a finite ``kind`` (int or float) >= ``low`` (or > it), < ``below``."""
+def _bounded(kind, low, *, low_open=False, below=None, at_most=None):
+    """An argparse type: a finite ``kind`` (int or float) >= ``low`` (or > it), < ``below``.
+
+    ``at_most`` is an inclusive upper bound, where ``below`` is an exclusive one.
+    """
     what = "an integer" if kind is int else "a number"
-    bound = f"{'>' if low_open else '>='} {low}" + (f" and < {below}" if below else "")
+    bound = f"{'>' if low_open else '>='} {low}" + (f" and < {below}" if below else "") + (
+        f" and <= {at_most}" if at_most is not None else "")
 
     def parse(text):
         try:
@@ -35,7 +39,9 @@ def _bounded(kind, low, *, low_open=False, below=None):
         except ValueError:
             raise argparse.ArgumentTypeError(f"takes {what}, got {text!r}") from None
         too_low = value <= low if low_open else value < low
-        if not math.isfinite(value) or too_low or (below is not None and value >= below):
+        too_high = (below is not None and value >= below) or (
+            at_most is not None and value > at_most)
+        if not math.isfinite(value) or too_low or too_high:
             raise argparse.ArgumentTypeError(f"must be {what} {bound}, got {text!r}")
         return value
 
@@ -88,6 +94,21 @@ def _check_outputs(inputs, outputs):
         written.append((option, path))
 
 
+#: The CLI's rate for sgd and adam when --lr is not given.
+_FIXED_LR = 0.1
+
+
+def _learning_rate(text):
+    """``--lr``: ``"auto"`` or a finite number > 0."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes auto or a number > 0, got {text!r}") from None
+    return _bounded(float, 0, low_open=True)(text)
+
+
 def _hidden(text):
     try:
         sizes = tuple(int(part) for part in text.split(",") if part.strip())
@@ -120,45 +141,101 @@ def _add_train(sub):
             "then the last --test-size of the chunks."
         ),
     )
-    p.add_argument("--data", metavar="FILE", help="a .csv, .npy or .npz file")
-    p.add_argument("--target", metavar="NAME", help="CSV target column (default: the last)")
-    p.add_argument("--device", default=None,
-                   help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
-    p.add_argument("--hidden", type=_hidden, default=(32,), metavar="W1,W2,...",
-                   help="hidden layer widths (default: 32)")
-    p.add_argument("--activation", default="sigmoid",
-                   choices=["sigmoid", "logistic", "tanh", "relu", "identity"])
-    p.add_argument("--solver", default="gd", choices=["gd", "sgd", "adam"],
-                   help="gd: full-batch gradient descent (default); sgd; adam")
-    p.add_argument("--lr", type=_bounded(float, 0, low_open=True), default=0.1,
-                   help="learning rate (default: 0.1)")
-    p.add_argument("--epochs", type=_bounded(int, 1), default=5000,
-                   help="maximum epochs (default: 5000)")
-    p.add_argument("--tol", type=_bounded(float, 0), default=1e-6,
-                   help="stop when the loss improves by less than this for 10 epochs "
-                        "(default: 1e-6)")
-    p.add_argument("--batch-size", type=_bounded(int, 1), default=None,
-                   help="minibatch size for sgd and adam (default: min(200, n))")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--test-size", type=_bounded(float, 0, below=1), default=0.2,
-                   help="fraction of rows held out for testing (default: 0.2)")
-    p.add_argument("--no-standardize", action="store_true",
-                   help="train on X and y as they are")
-    p.add_argument("--samples", type=_bounded(int, 1), default=2000,
-                   help="rows of the embedded dataset, without --data (default: 2000)")
-    p.add_argument("--out", metavar="MODEL.npz", help="save the trained model here")
-    p.add_argument("--plot", metavar="LOSS.png",
-                   help="write a plot of the training and held-out loss (needs matplotlib)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--cluster", metavar="local:N",
-                   help="train on Dask: start a local cluster of N worker processes "
-                        "(local-cuda: one worker per GPU, needs dask-cuda)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="train on Dask: join the cluster at this scheduler address, "
-                        "e.g. tcp://host:8786")
+    groups = {name: p.add_argument_group(name, text) for name, text in _TRAIN_GROUPS}
+    _add_network_options(groups["network"])
+    _add_solver_options(groups["solver"])
+    _add_stopping_options(groups["stopping"])
+    _add_data_options(groups["data"])
+    _add_output_options(groups["output"])
     _add_resume_options(p)
     p.set_defaults(run=_run_train)
+
+
+#: The ``train`` options' groups in ``--help``: (title, description).
+_TRAIN_GROUPS = (
+    ("network", "the model and its loss"),
+    ("solver", "how the weights are updated (scikit-learn's parameter names)"),
+    ("stopping", "when training stops"),
+    ("data", "what to train on, and where"),
+    ("output", "what is written"),
+)
+
+
+def _add_network_options(g):
+    g.add_argument("--hidden", type=_hidden, default=(32,), metavar="W1,W2,...",
+                   help="hidden layer widths (default: 32)")
+    g.add_argument("--activation", default="sigmoid",
+                   choices=["sigmoid", "logistic", "tanh", "relu", "identity"])
+    g.add_argument("--alpha", type=_bounded(float, 0), default=0.0,
+                   help="L2 penalty strength (default: 0)")
+    # The parity options (--loss) join this group.
+
+
+def _add_solver_options(g):
+    g.add_argument("--solver", default="gd", choices=["gd", "sgd", "adam"],
+                   help="gd: full-batch gradient descent (default); sgd; adam")
+    g.add_argument("--lr", type=_learning_rate, default=None, metavar="auto|RATE",
+                   help="learning rate (learning_rate_init); auto: set from the loss's "
+                        "curvature and adapted (gd only). Default: auto for gd, "
+                        f"{_FIXED_LR} for sgd and adam")
+    g.add_argument("--batch-size", type=_bounded(int, 1), default=None,
+                   help="minibatch size for sgd and adam (default: min(200, n))")
+    g.add_argument("--momentum", type=_bounded(float, 0, at_most=1), default=0.9,
+                   help="sgd's momentum, 0 for none (default: 0.9)")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True,
+                   help="sgd: Nesterov's momentum (nesterovs_momentum; default: on)")
+    g.add_argument("--beta1", type=_bounded(float, 0, below=1), default=0.9,
+                   help="adam's beta_1 (default: 0.9)")
+    g.add_argument("--beta2", type=_bounded(float, 0, below=1), default=0.999,
+                   help="adam's beta_2 (default: 0.999)")
+    g.add_argument("--epsilon", type=_bounded(float, 0, low_open=True), default=1e-8,
+                   help="adam's epsilon (default: 1e-8)")
+    # The parity options (--learning-rate schedule, --power-t, --max-fun) join this group.
+
+
+def _add_stopping_options(g):
+    g.add_argument("--epochs", type=_bounded(int, 1), default=5000,
+                   help="maximum epochs, max_iter (default: 5000)")
+    g.add_argument("--tol", type=_bounded(float, 0), default=1e-6,
+                   help="an epoch improves when the loss falls (with --early-stopping: "
+                        "the validation R^2 rises) by at least this (default: 1e-6)")
+    g.add_argument("--n-iter-no-change", type=_bounded(int, 1), default=10,
+                   help="stop after this many epochs without improvement (default: 10)")
+    g.add_argument("--early-stopping", action="store_true",
+                   help="stop on the R^2 of a validation split of the training rows and "
+                        "keep the best weights; the test rows stay untouched")
+    g.add_argument("--validation-fraction", type=_bounded(float, 0, low_open=True, below=1),
+                   default=0.1,
+                   help="share of the training rows held out with --early-stopping "
+                        "(default: 0.1)")
+
+
+def _add_data_options(g):
+    g.add_argument("--data", metavar="FILE", help="a .csv, .npy or .npz file")
+    g.add_argument("--target", metavar="NAME", help="CSV target column (default: the last)")
+    g.add_argument("--samples", type=_bounded(int, 1), default=2000,
+                   help="rows of the embedded dataset, without --data (default: 2000)")
+    g.add_argument("--test-size", type=_bounded(float, 0, below=1), default=0.2,
+                   help="fraction of rows held out for testing (default: 0.2)")
+    g.add_argument("--no-standardize", action="store_true",
+                   help="train on X and y as they are")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    g.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    g.add_argument("--device", default=None,
+                   help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
+    g.add_argument("--cluster", metavar="local:N",
+                   help="train on Dask: start a local cluster of N worker processes "
+                        "(local-cuda: one worker per GPU, needs dask-cuda)")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="train on Dask: join the cluster at this scheduler address, "
+                        "e.g. tcp://host:8786")
+
+
+def _add_output_options(g):
+    g.add_argument("--out", metavar="MODEL.npz", help="save the trained model here")
+    g.add_argument("--plot", metavar="LOSS.png",
+                   help="write a plot of the training and held-out loss (needs matplotlib)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 class _Progress:
@@ -282,12 +359,8 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
         net.set_params(warm_start=True, max_iter=args.epochs, device=device)
         print(f"resuming {args.resume} after epoch {net.n_iter_}, for {args.epochs} more")
     else:
-        net = MLPRegressor(
-            args.hidden, args.activation, solver=args.solver, learning_rate_init=args.lr,
-            max_iter=args.epochs, tol=args.tol, random_state=args.seed,
-            device=None if client is not None else device,
-            dtype=args.dtype, batch_size=args.batch_size or "auto",
-        )
+        net = MLPRegressor(**_estimator_params(args), random_state=args.seed,
+                           device=None if client is not None else device, dtype=args.dtype)
         model = net if args.no_standardize else StandardizedRegressor(net)
     saved_extra = {"source": source}
     if digest is not None:
@@ -297,7 +370,10 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
           f"target {target!r}  dtype: {args.dtype}")
     progress = _Progress(args.epochs, X_train.shape[0],
                          enabled=not args.quiet and sys.stderr.isatty())
-    eval_set = None if X_test is None or client is not None else (X_test, y_test)
+    # With --early-stopping the estimator holds out its validation rows from the
+    # training rows; the test rows are then only reported on, never seen in fit.
+    eval_set = (None if X_test is None or client is not None or args.early_stopping
+                else (X_test, y_test))
     extra = {} if client is None else {"client": client}
     saving = {"feature_names": names, "target_names": [target]}
     callback = progress
@@ -351,6 +427,10 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
 
     state = "converged" if converged else "stopped at --epochs"
     print(f"epochs: {net.n_iter_} ({state})  final loss: {net.loss_curve_[-1]:.6g}")
+    print(f"learning rate: {_describe_rate(net)}")
+    if args.early_stopping:
+        print(f"early stopping: best validation R^2 {net.best_validation_score_:.4f} on "
+              f"{args.validation_fraction:g} of the training rows")
     report("train", X_train, y_train)
     if X_test is not None:
         report("test", X_test, y_test)
@@ -370,7 +450,9 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
 #: The ``train`` settings a run saves and ``--resume`` restores (with the
 #: model's own parameters): all that decides the data, the split and the network.
 _RESUME_SETTINGS = ("data", "target", "samples", "seed", "test_size", "no_standardize",
-                    "hidden", "activation", "solver", "lr", "tol", "batch_size", "dtype")
+                    "hidden", "activation", "alpha", "solver", "lr", "batch_size",
+                    "momentum", "nesterov", "beta1", "beta2", "epsilon", "tol",
+                    "n_iter_no_change", "early_stopping", "validation_fraction", "dtype")
 
 
 def _add_resume_options(p):
@@ -403,6 +485,9 @@ def _settings_argv(settings):
     for key in _RESUME_SETTINGS:
         value = settings.get(key)
         option = "--" + key.replace("_", "-")
+        if value is False and key == "nesterov":   # an on/off option, on by default
+            argv.append("--no-nesterov")
+            continue
         if value is None or value is False:
             continue
         if value is True:
@@ -530,6 +615,27 @@ class _Checkpoints:
         self.last = self.snapshot()
         if self.every and epoch % self.every == 0:
             save(self.last, self.out, **self.saving)
+
+
+def _estimator_params(args):
+    """The estimator's parameters from the ``train`` options, under scikit-learn's names."""
+    rate = args.lr if args.lr is not None else ("auto" if args.solver == "gd" else _FIXED_LR)
+    return dict(
+        hidden_layer_sizes=args.hidden, activation=args.activation, alpha=args.alpha,
+        solver=args.solver, learning_rate_init=rate, batch_size=args.batch_size or "auto",
+        momentum=args.momentum, nesterovs_momentum=args.nesterov, beta_1=args.beta1,
+        beta_2=args.beta2, epsilon=args.epsilon, max_iter=args.epochs, tol=args.tol,
+        n_iter_no_change=args.n_iter_no_change, early_stopping=args.early_stopping,
+        validation_fraction=args.validation_fraction,
+    )
+
+
+def _describe_rate(net):
+    """The step size for the report: fixed, or auto with its first and last value."""
+    if net.learning_rate_init != "auto" or net.solver != "gd" or not net.learning_rates_:
+        return f"{net.learning_rate_:g}"
+    return (f"auto, {net.learning_rates_[0]:.4g} at the start (1.9 / the largest "
+            f"curvature), {net.learning_rate_:.4g} at the end")
 
 
 def _add_predict(sub):

@@ -19,7 +19,7 @@ from ._checks import check_params, check_X, check_y, resolve_dtype
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from .devices import Device, device_of, dtype_name, get_device, move
 from .initialization import as_generator, glorot_uniform
-from .solvers import make_solver, map_state, solver_name
+from .solvers import AutoGD, make_solver, map_state, solver_name
 from .sources import ArraySource, Network
 from .training import Trainer
 
@@ -28,6 +28,8 @@ __all__ = ["MLPRegressor"]
 #: The trainer's stopping-rule bookkeeping that a checkpoint carries.
 _HISTORY = ("validation_losses", "validation_scores", "best_loss", "best_validation_score",
             "no_improvement_count", "samples_seen")
+#: ``learning_rate_init="auto"`` for ``"sgd"`` and ``"adam"``: a fixed rate.
+_AUTO_RATE = 0.01
 
 
 class MLPRegressor(RegressorMixin, BaseEstimator):
@@ -54,11 +56,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     batch_size : int or "auto", default="auto"
         Minibatch size for ``"sgd"`` and ``"adam"``; ``"auto"`` is
         ``min(200, n_samples)``. Ignored by ``"gd"``.
-    learning_rate_init : float, default=0.01
-        Step size. On standardised data, full-batch gradient descent with a
-        sigmoid layer of width ``h`` is stable up to about ``4 / h`` (the
-        curvature along the output weights is about ``h / 2``), so 0.01 suits
-        the default width of 100; Adam usually wants about 0.001.
+    learning_rate_init : float or "auto", default="auto"
+        Step size. ``"auto"``: for ``"gd"``, set from the loss's curvature
+        and adapted as training proceeds (see :mod:`gpumlp.step_size`): the
+        largest stable rate shrinks with the width (about ``4 / h`` for a
+        sigmoid layer of width ``h`` on standardised data), so no fixed rate
+        suits every network; for ``"sgd"`` and ``"adam"``, 0.01.
     max_iter : int, default=200
         Maximum epochs per call to ``fit`` (for ``"gd"``, one epoch is one step).
     shuffle : bool, default=True
@@ -100,6 +103,13 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         In the kind of array ``fit`` was given (NumPy for NumPy or lists).
     loss_curve_ : list of float
         The loss of each epoch.
+    learning_rate_ : float or None
+        The step size in force at the end of the last epoch: with
+        ``learning_rate_init="auto"`` the one chosen and adapted, else
+        ``learning_rate_init``.
+    learning_rates_ : list of float
+        The step size of each epoch (they add up over warm starts and
+        ``partial_fit``, like ``loss_curve_``).
     best_loss_ : float or None
     validation_scores_ : list of float or None
         R² on the validation set (early stopping or ``eval_set``) per epoch.
@@ -139,7 +149,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         solver="gd",
         alpha=0.0,
         batch_size="auto",
-        learning_rate_init=0.01,
+        learning_rate_init="auto",
         max_iter=200,
         shuffle=True,
         random_state=None,
@@ -319,7 +329,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         starts a new one; the history (loss curve, stopping-rule counters)
         carries on in both.
         """
-        solver = make_solver(self.solver, self.learning_rate_init, self.get_params())
+        solver = self._make_solver()
         network = Network(len(layer_sizes) - 1, activation, fastpath.is_enabled())
         previous = getattr(self, "_trainer", None)
         if not continuing:
@@ -343,14 +353,23 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             self._rng = as_generator(self.random_state)
         trainer = Trainer(network, solver, float(self.alpha), params, solver.init_state(params))
         if previous is not None:
-            for name in ("loss_curve", "validation_losses", "validation_scores", "best_loss",
-                         "best_validation_score", "no_improvement_count", "samples_seen"):
+            for name in ("loss_curve", "learning_rates", "validation_losses",
+                         "validation_scores", "best_loss", "best_validation_score",
+                         "no_improvement_count", "samples_seen"):
                 setattr(trainer, name, getattr(previous, name))
             keep_state = incremental or getattr(self, "_keep_solver_state", False)
             if keep_state and type(previous.solver) is type(solver) and \
                     previous.state is not None:
                 trainer.state = map_state(previous.state, lambda a: move(a, device, dtype))
         return trainer
+
+    def _make_solver(self):
+        """The solver for the current hyper-parameters; ``"auto"`` resolved."""
+        if self.learning_rate_init == "auto":
+            if self.solver == "gd":
+                return AutoGD()
+            return make_solver(self.solver, _AUTO_RATE, self.get_params())
+        return make_solver(self.solver, self.learning_rate_init, self.get_params())
 
     def _store(self, trainer, device, input_device, y_was_1d, early_stopping, validated):
         """Copy the trained state back, once, into the kind of array given to fit."""
@@ -360,6 +379,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             [move(W, input_device) for W in trainer.coefs],
             [move(b, input_device) for b in trainer.intercepts],
             loss_curve=trainer.loss_curve, samples_seen=trainer.samples_seen,
+            learning_rates=trainer.learning_rates,
             y_was_1d=y_was_1d,
             best_loss=None if early_stopping else (
                 min(trainer.loss_curve) if trainer.loss_curve else None),
@@ -369,11 +389,17 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
     def _set_fitted(self, coefs, intercepts, *, loss_curve, y_was_1d, samples_seen=0,
                     n_iter=None, best_loss=None, validation_scores=None,
-                    validation_losses=None):
+                    validation_losses=None, learning_rates=None, learning_rate=None):
         """Set every fitted attribute; the one place both ``fit`` and :func:`gpumlp.load` use."""
         self.coefs_ = list(coefs)
         self.intercepts_ = list(intercepts)
         self.loss_curve_ = list(loss_curve)
+        self.learning_rates_ = [float(v) for v in learning_rates or ()]
+        if learning_rate is None:
+            learning_rate = (self.learning_rates_[-1] if self.learning_rates_
+                             else self.learning_rate_init)
+        # None for a model loaded from a file older than the rate's record.
+        self.learning_rate_ = None if learning_rate == "auto" else float(learning_rate)
         self.n_iter_ = len(self.loss_curve_) if n_iter is None else int(n_iter)
         self.t_ = int(samples_seen)
         self.best_loss_ = best_loss
@@ -416,10 +442,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         """
         _, activation = check_params(self)
         network = Network(len(self.coefs_), activation, fastpath.is_enabled())
-        trainer = Trainer(network, make_solver(solver, self.learning_rate_init,
-                                               self.get_params()),
-                          float(self.alpha), [*self.coefs_, *self.intercepts_], state,
-                          loss_curve=list(self.loss_curve_))
+        trainer = Trainer(network, self._make_solver(), float(self.alpha),
+                          [*self.coefs_, *self.intercepts_], state,
+                          loss_curve=list(self.loss_curve_),
+                          learning_rates=list(self.learning_rates_))
         for name in _HISTORY:
             setattr(trainer, name, history[name])
         self._trainer, self._rng = trainer, rng

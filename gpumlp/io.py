@@ -184,6 +184,8 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         "y_1d": bool(getattr(net, "_y_was_1d", False)),
         "n_iter": int(getattr(net, "n_iter_", 0)),
         "loss_curve": [float(v) for v in getattr(net, "loss_curve_", [])],
+        "learning_rate": getattr(net, "learning_rate_", None),
+        "learning_rates": [float(v) for v in getattr(net, "learning_rates_", [])],
         "validation_loss_curve": None if validation_curve is None else [
             float(v) for v in validation_curve],
         "feature_names": None if feature_names is None else [str(n) for n in feature_names],
@@ -209,7 +211,7 @@ def _finite_or_none(value: float) -> float | None:
 
 def _training_metadata(net: MLPRegressor, coefs: list, intercepts: list):
     """``(metadata["training"], state arrays on the host)``, or None when there is none to save."""
-    from .solvers import make_solver, state_from_arrays, state_to_arrays
+    from .solvers import state_from_arrays, state_to_arrays
 
     training = net._training_state()
     if training is None:
@@ -217,7 +219,7 @@ def _training_metadata(net: MLPRegressor, coefs: list, intercepts: list):
     state_arrays, description = state_to_arrays(training["state"])
     state_arrays = {name: to_numpy(a) for name, a in state_arrays.items()}
     try:  # what load will check: a state that no longer fits the weights is dropped
-        solver = make_solver(training["solver"], net.learning_rate_init, net.get_params())
+        solver = _solver_for(net, training["solver"])
         state_from_arrays(description, state_arrays, solver.init_state(coefs + intercepts))
     except (TypeError, ValueError):
         return None
@@ -269,6 +271,7 @@ def _check_metadata(path: str, metadata: Any) -> None:
                 "params": dict}
     optional = {"gpumlp_version": str, "created": str, "out_activation": str,
                 "trained_on": str, "y_1d": bool, "n_iter": int, "loss_curve": list,
+                "learning_rate": (int, float, type(None)), "learning_rates": list,
                 "validation_loss_curve": (list, type(None)),
                 "feature_names": (list, type(None)), "target_names": (list, type(None)),
                 "extra": dict}
@@ -297,7 +300,10 @@ def _check_metadata(path: str, metadata: Any) -> None:
         raise _damaged(path, f"y_1d is true but the model has {sizes[-1]} outputs")
     if metadata.get("n_iter", 0) < 0:
         raise _damaged(path, f"n_iter {metadata['n_iter']!r} is negative")
-    for key in ("loss_curve", "validation_loss_curve"):
+    rate = metadata.get("learning_rate")
+    if rate is not None and not (_is_number(rate) and 0 < rate < math.inf):
+        raise _damaged(path, f"learning_rate {rate!r} is not a positive number")
+    for key in ("loss_curve", "validation_loss_curve", "learning_rates"):
         if not all(_is_number(v) for v in metadata.get(key) or ()):
             raise _damaged(path, f"{key} holds something other than numbers")
     for key in ("feature_names", "target_names"):
@@ -600,15 +606,28 @@ def _restore(net, coefs: list, intercepts: list, metadata: dict) -> None:
     """Give ``net`` the fitted state ``fit`` would have given it."""
     net._set_fitted(coefs, intercepts,
                     loss_curve=[float(v) for v in metadata.get("loss_curve", [])],
-                    n_iter=metadata.get("n_iter"), y_was_1d=metadata.get("y_1d", False))
+                    n_iter=metadata.get("n_iter"), y_was_1d=metadata.get("y_1d", False),
+                    learning_rates=metadata.get("learning_rates"),
+                    learning_rate=metadata.get("learning_rate"))
+
+
+def _solver_for(net, name):
+    """The solver named ``name`` with ``net``'s hyper-parameters: the template its
+    saved state is checked against (a state of another solver does not fit it)."""
+    from .solvers import make_solver
+
+    if name == net.solver:
+        return net._make_solver()
+    rate = net.learning_rate_init if isinstance(net.learning_rate_init, float) else 0.01
+    return make_solver(name, rate, net.get_params())
 
 
 def _restore_training(path: str, net, training: dict, arrays: dict) -> None:
     """Give ``net`` the saved solver state, generator and history, after checking them."""
-    from .solvers import make_solver, state_from_arrays
+    from .solvers import state_from_arrays
 
     try:
-        solver = make_solver(training["solver"], net.learning_rate_init, net.get_params())
+        solver = _solver_for(net, training["solver"])
         state = state_from_arrays(
             training["state"], {name: arrays[f"state_{name}"] for name in training["arrays"]},
             solver.init_state([*net.coefs_, *net.intercepts_]))

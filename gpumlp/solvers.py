@@ -29,17 +29,19 @@ dataclasses of this module.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from array_api_compat import array_namespace, is_array_api_obj
+from array_api_compat import array_namespace, device, is_array_api_obj
 
-from . import kernels
+from . import kernels, step_size
 
 __all__ = ["SOLVERS", "Adam", "AdamState", "GradientDescent", "SGD", "Solver", "make_solver",
-           "map_state", "solver_name", "state_from_arrays", "state_to_arrays"]
+           "map_state", "solver_name", "state_from_arrays", "state_to_arrays", "AutoGD",
+           "AutoGDState"]
 
 Objective = Callable[[list], tuple[Any, list]]
 
@@ -201,10 +203,14 @@ def _plain(key, value):
 
 
 def solver_name(solver: Solver) -> str:
-    """The :data:`SOLVERS` key of ``solver``'s class (the estimator's ``solver``)."""
+    """The estimator's ``solver`` name for a solver: its class's :data:`SOLVERS` key,
+    or the ``NAME`` a variant declares (``AutoGD`` is ``"gd"`` with an automatic rate)."""
     for name, cls in SOLVERS.items():
         if type(solver) is cls:
             return name
+    name = getattr(type(solver), "NAME", None)
+    if name in SOLVERS:
+        return name
     raise ValueError(f"{type(solver).__name__} is not registered in SOLVERS.")
 
 
@@ -418,3 +424,63 @@ def state_from_arrays(description: Any, arrays: Mapping[str, Any],
     if unused:
         raise ValueError(f"the state arrays {', '.join(unused)} belong nowhere in it")
     return state
+
+
+@dataclass(frozen=True)
+class AutoGDState:
+    """:class:`AutoGD`'s state: the rate, and the last accepted point to step back to.
+
+    Attributes
+    ----------
+    learning_rate : float
+        The rate of the last step taken (NaN before the first).
+    params, grads : list of arrays
+        The last accepted point and its gradient (zeros before the first step).
+    loss : float
+        The loss at ``params``, read on the host (NaN before the first step).
+    """
+
+    learning_rate: float
+    params: list
+    grads: list
+    loss: float
+
+
+@dataclass(frozen=True)
+class AutoGD(Solver):
+    """Gradient descent with ``learning_rate_init="auto"``: the rate from the curvature.
+
+    The first rate is ``1.9 / L`` from a power-iteration estimate of the
+    Hessian's largest eigenvalue ``L``; then a step that raises the loss is
+    taken back and the rate halved, and a rate whose steps lower the loss
+    grows. The maths and the thresholds are in :mod:`gpumlp.step_size`.
+    ``learning_rate`` is unused (the state holds the rate in force). Each
+    step reads its loss on the host, to decide.
+    """
+
+    learning_rate: float = float("nan")
+    NAME: ClassVar[str] = "gd"
+
+    def init_state(self, params):
+        xp = array_namespace(*params)
+        zeros = [xp.zeros_like(p) for p in params]
+        return AutoGDState(float("nan"), zeros, list(zeros), float("nan"))
+
+    def update(self, params, state, objective):
+        loss, grads = objective(params)
+        (host_loss,) = step_size.read_floats(loss)
+        if math.isnan(state.learning_rate):
+            rate = step_size.initial_learning_rate(
+                step_size.largest_curvature(objective, params, grads))
+        else:
+            eps = float(array_namespace(*params).finfo(params[0].dtype).eps)
+            accept, rate = step_size.next_learning_rate(state.learning_rate, state.loss,
+                                                        host_loss, eps)
+            if not accept:
+                # Step again from the last accepted point, with the smaller rate.
+                params, grads, loss, host_loss = state.params, state.grads, None, state.loss
+        new = kernels.gd_step(params, grads, rate)
+        if loss is None:
+            xp = array_namespace(*params)
+            loss = xp.asarray(host_loss, dtype=params[0].dtype, device=device(params[0]))
+        return new, AutoGDState(rate, list(params), list(grads), host_loss), loss

@@ -40,7 +40,7 @@ from array_api_compat import array_namespace
 from . import kernels
 from ._sklearn_compat import convergence_warning
 from .devices import to_numpy
-from .solvers import Solver
+from .solvers import AutoGD, GradientDescent, Solver
 from .sources import Network
 
 __all__ = ["LossIncreasedWarning", "Trainer", "TrainingDivergedError", "read_scalars"]
@@ -87,6 +87,8 @@ class Trainer:
     loss_curve : list of float
         The loss (mean squared error plus penalty) of each epoch, averaged
         over its minibatches.
+    learning_rates : list of float
+        The step size in force at the end of each epoch.
     """
 
     network: Network
@@ -95,6 +97,7 @@ class Trainer:
     params: list
     state: Any = None
     loss_curve: list = field(default_factory=list)
+    learning_rates: list = field(default_factory=list)
     validation_losses: list = field(default_factory=list)
     validation_scores: list = field(default_factory=list)
     best_loss: float = math.inf
@@ -102,6 +105,11 @@ class Trainer:
     best_params: list | None = None
     no_improvement_count: int = 0
     samples_seen: int = 0
+
+    @property
+    def learning_rate(self) -> float:
+        """The step size in force: the solver's, or the one its state adapts."""
+        return float(getattr(self.state, "learning_rate", self.solver.learning_rate))
 
     @property
     def coefs(self):
@@ -201,6 +209,7 @@ class Trainer:
                         self.params = start
                         raise self._diverged(loss)
                     self.loss_curve.append(loss)
+                    self.learning_rates.append(self.learning_rate)
                     validation_loss = score = None
                     if validation is not None:
                         validation_loss, score = values[2], values[3]
@@ -238,9 +247,24 @@ class Trainer:
     def _diverged(self, loss):
         return TrainingDivergedError(
             f"Training diverged at epoch {len(self.loss_curve) + 1}: the loss became "
-            f"{loss}. The weights of the last epoch with a finite loss were kept. Lower "
-            f"learning_rate_init (now {self.solver.learning_rate:g}) or standardise X and y."
+            f"{loss}. The weights of the last epoch with a finite loss were kept. "
+            f"{self._rate_advice('standardise X and y')}."
         )
+
+    def _rate_advice(self, *more):
+        """What to do about a step that is too large, as one sentence without its period."""
+        if isinstance(self.solver, AutoGD):
+            options = [f"The step size was set from the curvature (now "
+                       f"{self.learning_rate:g}); pass a smaller learning_rate_init"]
+        else:
+            options = [f"Lower learning_rate_init (now {self.learning_rate:g})"]
+            if isinstance(self.solver, GradientDescent):
+                options.append('pass learning_rate_init="auto" to set it from the '
+                               "loss's curvature")
+        options += more
+        if len(options) == 1:
+            return options[0]
+        return ", ".join(options[:-1]) + " or " + options[-1]
 
     def _warn_if_loss_rose(self, first_epoch, stop_on_validation):
         """Warn when this call's last loss is clearly above its first (by over 1%).
@@ -253,8 +277,8 @@ class Trainer:
             return
         warnings.warn(
             f"The training loss rose from {curve[0]:.6g} to {curve[-1]:.6g} over "
-            f"{len(curve)} epochs: the step is too large for this problem. Lower "
-            f"learning_rate_init (now {self.solver.learning_rate:g}).",
+            f"{len(curve)} epochs: the step is too large for this problem. "
+            f"{self._rate_advice()}.",
             LossIncreasedWarning, stacklevel=4)
 
     def _should_stop(self, tol, n_iter_no_change, score):

@@ -29,7 +29,9 @@ Y = X @ np.array([1.0, -2.0, 0.5]) + 10.0
 
 def _trained(kind):
     """A fitted model: ``kind`` is a class name, or "adam" (a file with a solver state)."""
-    solver = {"solver": "adam", "batch_size": 10} if kind == "adam" else {}
+    # Plain gd at a fixed rate keeps no solver state (the default, "auto", does).
+    solver = ({"solver": "adam", "batch_size": 10} if kind == "adam"
+              else {"learning_rate_init": 0.01})
     net = MLPRegressor((4, 2), "tanh", max_iter=5, random_state=0, device="cpu", **solver)
     model = StandardizedRegressor(net) if kind == "StandardizedRegressor" else net
     with warnings.catch_warnings():
@@ -167,6 +169,16 @@ TAMPERED = {
                             "1 feature_names for 3 input(s)"),
     "loss-curve-text": ("MLPRegressor", None, _set("loss_curve", ["x"]),
                         "loss_curve holds something other than numbers"),
+    "learning-rate-negative": ("MLPRegressor", None, _set("learning_rate", -0.1),
+                               "learning_rate -0.1 is not a positive number"),
+    "learning-rate-bool": ("MLPRegressor", None, _set("learning_rate", True),
+                           "learning_rate True is not a positive number"),
+    "learning-rates-text": ("MLPRegressor", None, _set("learning_rates", ["x"]),
+                            "learning_rates holds something other than numbers"),
+    "learning-rate-text-param": ("MLPRegressor", None,
+                                 lambda m: {**m, "params": {**m["params"],
+                                                            "learning_rate_init": "big"}},
+                                 "learning_rate_init must be 'auto' or a number > 0"),
     "format-version-text": ("MLPRegressor", None, _set("format_version", "1"),
                             "format_version is '1'"),
     "foreign-format": ("MLPRegressor", None, _set("format", "safetensors"),

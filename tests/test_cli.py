@@ -37,6 +37,14 @@ def test_train_options_are_used():
     (["--device", "tpu"], "Unknown device 'tpu'"),
     (["--hidden", "a,b"], "--hidden takes comma-separated widths"),
     (["--lr", "-1"], "argument --lr: must be a number > 0, got '-1'"),
+    (["--lr", "fast"], "argument --lr: takes auto or a number > 0, got 'fast'"),
+    (["--momentum", "1.5"], "argument --momentum: must be a number >= 0 and <= 1, got '1.5'"),
+    (["--beta2", "1"], "argument --beta2: must be a number >= 0 and < 1, got '1'"),
+    (["--epsilon", "0"], "argument --epsilon: must be a number > 0, got '0'"),
+    (["--alpha", "-0.1"], "argument --alpha: must be a number >= 0, got '-0.1'"),
+    (["--validation-fraction", "1"], "argument --validation-fraction: must be a number > 0 "
+                                     "and < 1, got '1'"),
+    (["--n-iter-no-change", "0"], "argument --n-iter-no-change: must be an integer >= 1"),
 ])
 def test_bad_arguments_give_one_line_errors(args, message):
     result = run("train", *args)
@@ -49,3 +57,75 @@ def test_help_and_version():
     assert "train" in run("--help", check=True).stdout
     assert "--hidden" in run("train", "--help", check=True).stdout
     assert run("--version", check=True).stdout.startswith("gpumlp ")
+
+
+def test_train_help_groups_the_options():
+    out = run("train", "--help", check=True).stdout
+    titles = ["network:", "solver:", "stopping:", "data:", "output:"]
+    positions = [out.index(title) for title in titles]
+    assert positions == sorted(positions)
+    for title, option in zip(titles, ["--alpha", "--nesterov, --no-nesterov",
+                                      "--early-stopping", "--test-size", "--out"]):
+        section = out[out.index(title):]
+        later = [out.index(t) for t in titles if out.index(t) > out.index(title)]
+        section = out[out.index(title):min(later) if later else len(out)]
+        assert option in section, (title, option)
+
+
+def test_every_train_option_reaches_the_estimator():
+    from gpumlp.cli import _estimator_params, build_parser
+
+    args = build_parser().parse_args([
+        "train", "--alpha", "0.01", "--solver", "sgd", "--lr", "0.02", "--momentum", "0.5",
+        "--no-nesterov", "--beta1", "0.8", "--beta2", "0.99", "--epsilon", "1e-7",
+        "--tol", "1e-3", "--n-iter-no-change", "4", "--early-stopping",
+        "--validation-fraction", "0.25", "--epochs", "9", "--batch-size", "32"])
+    assert _estimator_params(args) == dict(
+        hidden_layer_sizes=(32,), activation="sigmoid", alpha=0.01, solver="sgd",
+        learning_rate_init=0.02, batch_size=32, momentum=0.5, nesterovs_momentum=False,
+        beta_1=0.8, beta_2=0.99, epsilon=1e-7, max_iter=9, tol=1e-3, n_iter_no_change=4,
+        early_stopping=True, validation_fraction=0.25)
+    defaults = {solver: _estimator_params(build_parser().parse_args(["train", "--solver",
+                                                                     solver]))
+                for solver in ("gd", "adam")}
+    assert defaults["gd"]["learning_rate_init"] == "auto"
+    assert defaults["adam"]["learning_rate_init"] == 0.1
+    from gpumlp import MLPRegressor
+
+    MLPRegressor(**defaults["gd"])  # every key is an estimator parameter
+
+
+def test_early_stopping_holds_out_training_rows_and_leaves_the_test_rows_alone(
+        tmp_path, monkeypatch, capsys):
+    from gpumlp import cli
+    from gpumlp.io import read_metadata
+    from gpumlp.scaling import StandardizedRegressor
+
+    seen = []
+    original = StandardizedRegressor.fit
+
+    def fit(self, X, y, **kwargs):
+        seen.append((X.shape[0], kwargs.get("eval_set")))
+        return original(self, X, y, **kwargs)
+
+    monkeypatch.setattr(StandardizedRegressor, "fit", fit)
+    out = tmp_path / "m.npz"
+    args = ["train", "--device", "cpu", "--samples", "400", "--quiet", "--out", str(out),
+            "--n-iter-no-change", "3", "--epochs", "400"]
+    assert cli.main(args) == 0
+    assert seen[-1][0] == 320 and seen[-1][1] is not None  # without: test rows as eval_set
+    assert cli.main([*args, "--early-stopping", "--validation-fraction", "0.2"]) == 0
+    assert seen[-1] == (320, None)  # the estimator splits its 320 training rows itself
+    stdout = capsys.readouterr().out
+    assert re.search(r"early stopping: best validation R\^2 \S+ on 0.2 of the training rows",
+                     stdout)
+    assert re.search(r"test\s+MSE", stdout)
+    meta = read_metadata(out)
+    assert len(meta["validation_loss_curve"]) == meta["n_iter"]
+    assert meta["params"]["early_stopping"] is True
+
+
+def test_train_reports_the_automatic_step_size():
+    result = run("train", "--device", "cpu", "--samples", "300", "--epochs", "20", check=True)
+    assert re.search(r"learning rate: auto, \S+ at the start \(1.9 / the largest curvature\), "
+                     r"\S+ at the end", result.stdout)

@@ -59,9 +59,12 @@ def test_defaults_are_the_specified_network(data):
 
 def test_sgd_with_one_full_batch_takes_the_gd_steps_exactly(data):
     X, y = data
-    gd = quiet(MLPRegressor((8,), max_iter=15, random_state=1, device="cpu"), X, y)
+    # One fixed rate for both ("auto" means a curvature estimate for gd only).
+    gd = quiet(MLPRegressor((8,), learning_rate_init=0.01, max_iter=15, random_state=1,
+                            device="cpu"), X, y)
     sgd = quiet(MLPRegressor((8,), solver="sgd", momentum=0.0, batch_size=len(X), shuffle=True,
-                             max_iter=15, random_state=1, device="cpu"), X, y)
+                             learning_rate_init=0.01, max_iter=15, random_state=1,
+                             device="cpu"), X, y)
     for a, b in zip(gd.coefs_ + gd.intercepts_, sgd.coefs_ + sgd.intercepts_):
         np.testing.assert_array_equal(a, b)
     assert gd.loss_curve_ == sgd.loss_curve_
@@ -107,8 +110,11 @@ def test_early_stopping_keeps_the_best_validation_weights(data):
 
 def test_warm_start_continues_the_same_trajectory(data):
     X, y = data
-    whole = quiet(MLPRegressor((8,), max_iter=30, tol=0, random_state=3, device="cpu"), X, y)
-    split = MLPRegressor((8,), max_iter=10, tol=0, random_state=3, device="cpu", warm_start=True)
+    # A fixed rate: with "auto" a warm start estimates the rate again (see test_step_size).
+    whole = quiet(MLPRegressor((8,), learning_rate_init=0.05, max_iter=30, tol=0,
+                               random_state=3, device="cpu"), X, y)
+    split = MLPRegressor((8,), learning_rate_init=0.05, max_iter=10, tol=0, random_state=3,
+                         device="cpu", warm_start=True)
     quiet(split, X, y)
     quiet(split.set_params(max_iter=20), X, y)
     assert split.n_iter_ == 30

@@ -1,0 +1,190 @@
+"""``learning_rate_init="auto"``: the curvature estimate, the adaptive rule, and the estimator."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from gpumlp import MLPRegressor, load, save, step_size
+from gpumlp.datasets import make_friedman1
+from gpumlp.devices import to_numpy
+from gpumlp.solvers import AutoGD
+from gpumlp.training import LossIncreasedWarning
+
+
+def _standardise(X, y):
+    return (X - X.mean(0)) / X.std(0), (y - y.mean()) / y.std()
+
+
+@pytest.fixture(scope="module")
+def friedman():
+    return _standardise(*make_friedman1(500, random_state=0))
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    from sklearn.datasets import load_diabetes
+
+    data = load_diabetes()
+    return _standardise(data.data, data.target)
+
+
+def quiet_fit(model, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit(X, y)
+
+
+def _quadratic(device, dtype):
+    """``f(p) = 1/2 p.A p`` over two parameter arrays, and A's largest eigenvalue."""
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    eigenvalues = np.array([9.0, 4.0, 2.0, 1.0, 0.5, 0.1])
+    A = Q @ np.diag(eigenvalues) @ Q.T
+    xp = device.xp
+    A_d = device.asarray(A, dtype=getattr(xp, dtype))
+
+    def objective(params):
+        p = xp.concat([xp.reshape(q, (-1,)) for q in params])
+        g = A_d @ p
+        return 0.5 * xp.sum(p * g), [xp.reshape(g[:4], (2, 2)), g[4:]]
+
+    params = [device.asarray(rng.standard_normal((2, 2)), dtype=getattr(xp, dtype)),
+              device.asarray(rng.standard_normal(2), dtype=getattr(xp, dtype))]
+    return objective, params, A, eigenvalues.max()
+
+
+def test_hessian_vector_product_is_exact_on_a_quadratic(backend):
+    _, device = backend
+    objective, params, A, _ = _quadratic(device, "float64")
+    v = [device.xp.ones_like(p) for p in params]
+    got = step_size.hessian_vector_product(objective, params, v, 1e-3)
+    flat = np.concatenate([to_numpy(g).ravel() for g in got])
+    np.testing.assert_allclose(flat, A @ np.ones(6), rtol=1e-9)
+
+
+def test_power_iteration_finds_the_largest_eigenvalue(backend, dtype):
+    _, device = backend
+    objective, params, _, largest = _quadratic(device, dtype)
+    _, grads = objective(params)
+    estimate = step_size.largest_curvature(objective, params, grads, n_iter=40)
+    assert estimate == pytest.approx(largest, rel=1e-3 if dtype == "float32" else 1e-8)
+
+
+def test_zero_gradient_gives_the_fallback_rate(backend):
+    _, device = backend
+    objective, params, _, _ = _quadratic(device, "float64")
+    zeros = [device.xp.zeros_like(p) for p in params]
+    curvature = step_size.largest_curvature(objective, zeros, zeros)
+    assert np.isnan(curvature)
+    assert step_size.initial_learning_rate(curvature) == step_size.FALLBACK
+    assert step_size.initial_learning_rate(4.0) == pytest.approx(step_size.SAFETY / 4.0)
+
+
+@pytest.mark.parametrize("loss, accept, factor", [
+    (0.5, True, step_size.GROW),            # a clear fall: grow
+    (1.0 - 1e-9, True, 1.0),                # no clear fall: hold
+    (1.0 + 1e-15, True, 1.0),               # rounding noise: no rise
+    (1.0 + 1e-9, False, step_size.SHRINK),  # any real rise: take back, shrink
+    (float("nan"), False, step_size.SHRINK),
+    (float("inf"), False, step_size.SHRINK),
+])
+def test_bold_driver_decisions(loss, accept, factor):
+    got = step_size.next_learning_rate(0.2, 1.0, loss, eps=np.finfo(np.float64).eps)
+    assert got == (accept, pytest.approx(0.2 * factor))
+
+
+def test_the_first_rate_is_the_curvature_estimate_of_issue_14(friedman):
+    """Issue 14 measured L = 7.1 at width 8 and 259 at width 512 on Friedman #1."""
+    X, y = friedman
+    model = quiet_fit(MLPRegressor((8,), max_iter=1, random_state=0, device="cpu"), X, y)
+    assert isinstance(model._trainer.solver, AutoGD)
+    curvature = step_size.SAFETY / model.learning_rates_[0]
+    assert 4 < curvature < 12
+
+
+@pytest.mark.parametrize("dataset", ["friedman", "diabetes"])
+@pytest.mark.parametrize("width", [8, 256])
+def test_auto_never_lets_the_loss_rise(request, dataset, width):
+    """Every accepted step lowers the loss (up to rounding): no divergence at any width."""
+    X, y = request.getfixturevalue(dataset)
+    model = quiet_fit(MLPRegressor((width,), max_iter=60, tol=0, random_state=0,
+                                   device="cpu", dtype="float64"), X, y)
+    curve = np.asarray(model.loss_curve_)
+    assert np.all(np.isfinite(curve)) and model.n_iter_ == 60
+    assert np.all(np.diff(curve) <= 64 * np.finfo(np.float64).eps * curve[:-1])
+    assert curve[-1] < 0.9 * curve[0]
+    rates = np.asarray(model.learning_rates_)
+    assert model.learning_rate_ == rates[-1]
+    assert np.any(rates[1:] > rates[:-1])  # it grows while the loss falls
+
+
+def test_auto_is_within_ten_percent_of_the_best_fixed_rate(friedman):
+    """Issue 14's target, on one case (the script covers twelve)."""
+    X, y = friedman
+
+    def final_loss(rate):
+        model = MLPRegressor((32,), learning_rate_init=rate, max_iter=150, tol=0,
+                             random_state=0, device="cpu", dtype="float64")
+        try:
+            return quiet_fit(model, X, y).loss_curve_[-1]
+        except ValueError:  # diverged
+            return np.inf
+
+    best = min(final_loss(rate) for rate in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0))
+    assert final_loss("auto") <= 1.10 * best
+
+
+def test_a_fixed_rate_that_raises_the_loss_suggests_auto(friedman):
+    X, y = friedman
+    model = MLPRegressor((8,), learning_rate_init=1.0, max_iter=30, tol=0, random_state=0,
+                         device="cpu")
+    with pytest.warns(LossIncreasedWarning, match=r'Lower learning_rate_init \(now 1\) or '
+                                                  r'pass learning_rate_init="auto"'):
+        model.fit(X, y)
+    assert model.learning_rate_ == 1.0 and model.learning_rates_ == [1.0] * model.n_iter_
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_auto_for_minibatch_solvers_is_a_fixed_rate(friedman, solver):
+    X, y = friedman
+    model = quiet_fit(MLPRegressor((8,), solver=solver, max_iter=2, random_state=0,
+                                   device="cpu"), X, y)
+    assert model.learning_rates_ == [0.01, 0.01] and model.learning_rate_ == 0.01
+
+
+def test_partial_fit_keeps_the_rate_and_warm_start_estimates_it_again(friedman):
+    X, y = friedman
+    params = dict(hidden_layer_sizes=(8,), max_iter=1, tol=0, random_state=0, device="cpu",
+                  dtype="float64")
+    stepwise = MLPRegressor(**params)
+    for _ in range(6):
+        stepwise.partial_fit(X, y)
+    whole = quiet_fit(MLPRegressor(**{**params, "max_iter": 6}), X, y)
+    assert stepwise.learning_rates_ == whole.learning_rates_
+    for got, want in zip(stepwise.coefs_, whole.coefs_):
+        np.testing.assert_array_equal(got, want)
+    warm = quiet_fit(MLPRegressor(**{**params, "max_iter": 3}), X, y)
+    quiet_fit(warm.set_params(warm_start=True), X, y)
+    assert len(warm.learning_rates_) == 6
+    assert warm.learning_rates_[3] != whole.learning_rates_[3]  # estimated afresh
+
+
+def test_the_rates_are_saved_and_loaded(friedman, tmp_path):
+    X, y = friedman
+    model = quiet_fit(MLPRegressor((8,), max_iter=5, random_state=0, device="cpu"), X, y)
+    save(model, tmp_path / "m.npz")
+    loaded = load(tmp_path / "m.npz")
+    assert loaded.learning_rate_ == model.learning_rate_
+    assert loaded.learning_rates_ == model.learning_rates_
+    assert loaded.learning_rate_init == "auto"
+    fixed = quiet_fit(MLPRegressor((8,), learning_rate_init=0.05, max_iter=2, device="cpu"),
+                      X, y)
+    save(fixed, tmp_path / "f.npz")
+    assert load(tmp_path / "f.npz").learning_rate_ == 0.05
+
+
+def test_a_bad_learning_rate_text_is_refused(friedman):
+    X, y = friedman
+    with pytest.raises(ValueError, match="learning_rate_init must be 'auto' or a number > 0"):
+        MLPRegressor(learning_rate_init="fast").fit(X, y)
