@@ -188,7 +188,10 @@ def test_a_dask_fitted_model_goes_on_training_in_memory(client, data, how):
         fit_quietly(model.set_params(warm_start=True, device="cpu"), X, y)
     else:
         model.set_params(device="cpu").partial_fit(X, y)
-    assert model.n_iter_ > 3
+    # Behaviour changed deliberately (issue 12): n_iter_ counts the last
+    # call's epochs, as in scikit-learn; loss_curve_ keeps every epoch.
+    assert model.n_iter_ == (3 if how == "warm_start" else 1)
+    assert len(model.loss_curve_) == 3 + model.n_iter_
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.coefs_))
     assert all(np.all(np.isfinite(W)) for W in model.coefs_)
 
