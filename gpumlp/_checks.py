@@ -9,14 +9,15 @@ frames, memory maps) goes through ``numpy.asarray`` first.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import array_api_compat as aac
 import numpy as np
 
 from .devices import Device, to_numpy
 
-__all__ = ["check_n_features", "check_params", "check_sample_weight", "check_X", "check_y",
-           "resolve_dtype"]
+__all__ = ["check_feature_names", "check_n_features", "check_non_negative", "check_params",
+           "check_sample_weight", "check_X", "check_y", "feature_names", "resolve_dtype"]
 
 
 def _as_array(x, name):
@@ -212,6 +213,83 @@ def check_sample_weight(sample_weight, n_samples):
     return weights
 
 
+def feature_names(X):
+    """The column names of a dataframe ``X``, as an object array, or ``None``.
+
+    Any object with a ``columns`` attribute that is not an array counts as a
+    dataframe (pandas, polars, ...), so no dataframe library is imported.
+    Names are kept only when every one is a string, as in scikit-learn.
+
+    Raises
+    ------
+    TypeError
+        When string and non-string names are mixed.
+    """
+    if aac.is_array_api_obj(X) or not hasattr(X, "columns") or not hasattr(X, "shape"):
+        return None
+    names = np.asarray(list(X.columns), dtype=object)
+    if names.size == 0:
+        return None
+    types = sorted({type(v).__qualname__ for v in names})
+    if len(types) > 1 and "str" in types:
+        raise TypeError(
+            f"Feature names are only supported if all input features have string names, "
+            f"but your input has {types} as feature name / column name types. Convert "
+            f"them all to strings (X.columns = X.columns.astype(str)), or all to another "
+            f"type to have them ignored.")
+    return names if types == ["str"] else None
+
+
+def check_feature_names(fitted, X, estimator_name="MLPRegressor"):
+    """Compare ``X``'s column names with those seen in ``fit``, as scikit-learn does.
+
+    Warns when only one side has names; raises when both have names and they
+    differ, or come in another order.
+
+    Parameters
+    ----------
+    fitted : array of str or None
+        The estimator's ``feature_names_in_``, or ``None``.
+    X : array-like or dataframe
+    """
+    names = feature_names(X)
+    if fitted is None and names is None:
+        return
+    if fitted is None:
+        warnings.warn(f"X has feature names, but {estimator_name} was fitted without "
+                      f"feature names", UserWarning, stacklevel=3)
+        return
+    if names is None:
+        warnings.warn(f"X does not have valid feature names, but {estimator_name} was "
+                      f"fitted with feature names", UserWarning, stacklevel=3)
+        return
+    if len(fitted) == len(names) and np.all(fitted == names):
+        return
+    unseen = sorted(set(names) - set(fitted))
+    missing = sorted(set(fitted) - set(names))
+
+    def listing(values):
+        shown = [f"- {v}\n" for v in values[:5]]
+        return "".join(shown) + ("- ...\n" if len(values) > 5 else "")
+
+    message = "The feature names should match those that were passed during fit.\n"
+    if unseen:
+        message += "Feature names unseen at fit time:\n" + listing(unseen)
+    if missing:
+        message += "Feature names seen at fit time, yet now missing:\n" + listing(missing)
+    if not unseen and not missing:
+        message += "Feature names must be in the same order as they were in fit.\n"
+    raise ValueError(message)
+
+
+def check_non_negative(y, what="loss='poisson'"):
+    """Raise a clear ``ValueError`` when ``y`` holds a negative value (one host read)."""
+    xp = aac.array_namespace(y)
+    if bool(xp.any(y < 0)):
+        raise ValueError(f"y contains negative values, and {what} needs y >= 0 (it models "
+                         f"counts or rates). Use loss='squared_error' for such targets.")
+
+
 def check_params(est):
     """Validate the estimator's hyper-parameters (called at the start of fit).
 
@@ -240,8 +318,15 @@ def check_params(est):
             )
     if est.activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {est.activation!r}.")
-    if est.solver not in ("gd", "sgd", "adam"):
-        raise ValueError(f"solver must be 'gd', 'sgd' or 'adam', got {est.solver!r}.")
+    if est.solver not in ("gd", "sgd", "adam", "lbfgs"):
+        raise ValueError(f"solver must be 'gd', 'sgd', 'adam' or 'lbfgs', got {est.solver!r}.")
+    if est.loss not in ("squared_error", "poisson"):
+        raise ValueError(f"loss must be 'squared_error' or 'poisson', got {est.loss!r}.")
+    if est.learning_rate not in ("constant", "invscaling", "adaptive"):
+        raise ValueError(f"learning_rate must be 'constant', 'invscaling' or 'adaptive', "
+                         f"got {est.learning_rate!r}.")
+    _check_number("power_t", est.power_t, 0.0)
+    _check_number("max_fun", est.max_fun, 1, integer=True)
     _check_number("alpha", est.alpha, 0.0)
     if not (isinstance(est.learning_rate_init, str) and est.learning_rate_init == "auto"):
         if isinstance(est.learning_rate_init, str):

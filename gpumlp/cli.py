@@ -426,7 +426,8 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
         print(f"{name:5s} MSE {mse:12.6g}   R^2 {r2:8.4f}")
 
     state = "converged" if converged else "stopped at --epochs"
-    print(f"epochs: {net.n_iter_} ({state})  final loss: {net.loss_curve_[-1]:.6g}")
+    # The run's epochs in all (a resumed run counts those before it too).
+    print(f"epochs: {len(net.loss_curve_)} ({state})  final loss: {net.loss_curve_[-1]:.6g}")
     print(f"learning rate: {_describe_rate(net)}")
     if args.early_stopping:
         print(f"early stopping: best validation R^2 {net.best_validation_score_:.4f} on "

@@ -7,10 +7,13 @@ through the same code as in-process training (the backend's fast path where
 :func:`gpumlp.fastpath.select` offers one, else the generic array-API
 kernels), in the chunk's own namespace (NumPy, or CuPy on GPU workers). A
 chunk returns its *share* of the batch's gradient
-(``kernels.backward(..., n_total=rows in the batch)``) and its sum of squared
-errors; Dask adds those up as a tree, and the driver applies the L2 penalty
-and the solver's update (the same solvers as in-process) to the small
-host-side weights, which are sent to the workers each step.
+(``kernels.backward(..., n_total=rows in the batch)``) and its sum of losses
+(squared errors, or Poisson half-deviances); Dask adds those up as a tree,
+and the driver applies the L2 penalty and the solver's update (the same
+solvers as in-process) to the small host-side weights, which are sent to
+the workers each step. ``sample_weight`` comes as a dask array chunked like
+the rows; each chunk's weights travel with it, and the rows' counts above
+become sums of weights (their per-chunk sums are computed once, up front).
 
 Full-batch gradient descent therefore takes the same steps as in-process
 training, up to the summation order. Minibatches are whole chunks: an epoch
@@ -53,7 +56,7 @@ def _require_dask():
 
 
 # ------------------------------------------------------------ worker side
-def _on_worker(X, y, params, dtype):
+def _on_worker(X, y, w, params, dtype):
     """A chunk in the training dtype, ``y`` 2-D, and the weights where the chunk lives."""
     from array_api_compat import array_namespace
 
@@ -63,31 +66,45 @@ def _on_worker(X, y, params, dtype):
     y = xp.astype(y, getattr(xp, dtype))
     if y.ndim == 1:
         y = xp.reshape(y, (-1, 1))
+    if w is not None:
+        w = xp.astype(place.asarray(w), getattr(xp, dtype))
     params = params if place.is_numpy else [place.asarray(p) for p in params]
-    return xp, X, y, params
+    return xp, X, y, w, params
 
 
-def _chunk_sums(X, y, params, n_coefs, activation, n_total, dtype, use_fastpath):
-    """On a worker: sum of squared errors and this chunk's gradient share."""
-    xp, X, y, params = _on_worker(X, y, params, dtype)
+def _chunk_sums(X, y, w, params, n_coefs, activation, n_total, dtype, use_fastpath,
+                loss_kind="squared_error"):
+    """On a worker: the chunk's sum of losses and its share of the gradient."""
+    xp, X, y, w, params = _on_worker(X, y, w, params, dtype)
     coefs, intercepts = params[:n_coefs], params[n_coefs:]
-    fast = fastpath.select(X, n_coefs, activation, enabled=use_fastpath)
+    fast = fastpath.select(X, n_coefs, activation, enabled=use_fastpath, loss_kind=loss_kind,
+                           weighted=w is not None)
     if fast is not None:
         loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts, n_total=n_total)
     else:
         loss, coef_grads, intercept_grads = kernels.loss_and_grads(
-            X, y, coefs, intercepts, activation, n_total=n_total)
-    sse = loss * float(y.shape[0] * y.shape[1])
-    return [to_numpy(sse), *(to_numpy(g) for g in coef_grads + intercept_grads)]
+            X, y, coefs, intercepts, activation, n_total=n_total, sample_weight=w,
+            loss_kind=loss_kind)
+    total = float(y.shape[0]) if w is None else xp.sum(w)
+    summed = loss * total * float(y.shape[1])
+    return [to_numpy(summed), *(to_numpy(g) for g in coef_grads + intercept_grads)]
 
 
-def _chunk_eval(X, y, params, n_coefs, activation, dtype):
-    """On a worker: per output, the squared errors, and the sums of y and y**2."""
-    xp, X, y, params = _on_worker(X, y, params, dtype)
-    y_pred = kernels.predict(X, params[:n_coefs], params[n_coefs:], activation)
+def _chunk_eval(X, y, w, params, n_coefs, activation, dtype, loss_kind="squared_error"):
+    """On a worker, weighted: per output the squared errors and the sums of y and y**2;
+    the sum of losses; the sum of weights."""
+    from .losses import get_loss
+
+    xp, X, y, w, params = _on_worker(X, y, w, params, dtype)
+    loss = get_loss(loss_kind)
+    y_pred = kernels.predict(X, params[:n_coefs], params[n_coefs:], activation,
+                             loss.out_activation)
     diff = y_pred - y
-    sums = [xp.sum(diff * diff, axis=0), xp.sum(y, axis=0), xp.sum(y * y, axis=0)]
-    return [to_numpy(v) for v in sums] + [np.asarray(float(y.shape[0]))]
+    ww = xp.ones((y.shape[0], 1), dtype=y.dtype) if w is None else xp.reshape(w, (-1, 1))
+    sums = [xp.sum(ww * diff * diff, axis=0), xp.sum(ww * y, axis=0),
+            xp.sum(ww * y * y, axis=0), xp.sum(ww * loss.pointwise(y, y_pred)),
+            xp.sum(ww)]
+    return [to_numpy(v) for v in sums]
 
 
 def _add(a, b):
@@ -98,14 +115,20 @@ def _identity(x):
     return x
 
 
-def _finite_and_rows(X, y):
+def _finite_and_rows(X, y, w=None):
+    """On a worker: X finite, y finite, rows, y >= 0, weights finite and >= 0, their sum."""
     from array_api_compat import array_namespace
 
     xp = array_namespace(X)
     ok = bool(xp.all(xp.isfinite(X))) if xp.isdtype(X.dtype, "real floating") else True
     yp = array_namespace(y)
     ok_y = bool(yp.all(yp.isfinite(y))) if yp.isdtype(y.dtype, "real floating") else True
-    return ok, ok_y, int(X.shape[0])
+    y_non_negative = bool(yp.all(y >= 0))
+    if w is None:
+        return ok, ok_y, int(X.shape[0]), y_non_negative, True, True, float(X.shape[0])
+    w = np.asarray(to_numpy(w), dtype=np.float64)
+    return (ok, ok_y, int(X.shape[0]), y_non_negative, bool(np.all(np.isfinite(w))),
+            bool(np.all(w >= 0)), float(w.sum()))
 
 
 # ------------------------------------------------------------ driver side
@@ -119,9 +142,12 @@ class ChunkSource:
     """
 
     def __init__(self, client, X_blocks, y_blocks, rows, n_features, n_outputs, y_ndim,
-                 dtype):
+                 dtype, w_blocks=None, weight_sums=None):
         self.client = client
         self.X, self.y, self.rows = X_blocks, y_blocks, list(rows)
+        #: The weights' blocks (or ``None``) and each chunk's sum of weights.
+        self.w = w_blocks
+        self.weight_sums = list(self.rows) if weight_sums is None else list(weight_sums)
         self.n_samples = sum(self.rows)
         self.n_features, self.n_outputs, self.y_ndim = n_features, n_outputs, y_ndim
         #: The training dtype's name; the estimator may set it before training.
@@ -129,7 +155,8 @@ class ChunkSource:
 
     @classmethod
     def from_arrays(cls, X, y, client=None, estimator_name="MLPRegressor",
-                    n_features=None) -> ChunkSource:
+                    n_features=None, sample_weight=None,
+                    non_negative=False) -> ChunkSource:
         """Check X and y, and hold their chunks on the workers.
 
         Parameters
@@ -140,6 +167,10 @@ class ChunkSource:
             Default: the current client.
         n_features : int, optional
             The feature count a fitted model expects.
+        sample_weight : dask array or array-like, shape (n,), optional
+            Rechunked like ``X``'s rows if it is not already.
+        non_negative : bool
+            Require ``y >= 0`` (``loss="poisson"``).
         """
         _require_dask()
         import dask.array as da
@@ -166,9 +197,22 @@ class ChunkSource:
                                                                     else ()))
         y = y.rechunk((X.chunks[0],) + ((-1,) if y.ndim == 2 else ()))
         dtype = X.dtype.name if X.dtype in (np.float32, np.float64) else "float64"
+        w_blocks = None
+        if sample_weight is not None:
+            if not hasattr(sample_weight, "dask"):
+                sample_weight = np.asarray(sample_weight, dtype=np.float64)
+                if sample_weight.ndim == 0:
+                    sample_weight = np.full(X.shape[0], float(sample_weight))
+                if sample_weight.shape == (X.shape[0],):
+                    sample_weight = da.from_array(sample_weight, chunks=(X.chunks[0],))
+            if tuple(sample_weight.shape) != (X.shape[0],):
+                raise ValueError(f"sample_weight has shape {tuple(sample_weight.shape)}; it "
+                                 f"needs one weight per row, shape ({X.shape[0]},).")
+            w_blocks = cls._hold(client, sample_weight.rechunk((X.chunks[0],)), "w")
         source = cls(client, cls._hold(client, X, "X"), cls._hold(client, y, "y"),
-                     X.chunks[0], X.shape[1], 1 if y.ndim == 1 else y.shape[1], y.ndim, dtype)
-        source.check_finite()
+                     X.chunks[0], X.shape[1], 1 if y.ndim == 1 else y.shape[1], y.ndim, dtype,
+                     w_blocks)
+        source.check_finite(non_negative)
         return source
 
     @staticmethod
@@ -188,10 +232,27 @@ class ChunkSource:
                   for i, block in enumerate(array.to_delayed().ravel())]
         return client.compute(blocks)
 
-    def check_finite(self):
-        """Raise ``ValueError`` if any chunk holds NaN or infinity (one pass, on the workers)."""
-        checks = self.client.gather([self.client.submit(_finite_and_rows, x, y, pure=False)
-                                     for x, y in zip(self.X, self.y)])
+    def check_finite(self, non_negative=False):
+        """Raise ``ValueError`` if any chunk holds NaN or infinity (one pass, on the workers).
+
+        Also checks the weights (finite, >= 0, not all zero) and records each
+        chunk's sum of them, and with ``non_negative`` that ``y >= 0``.
+        """
+        weights = self.w if self.w is not None else [None] * len(self.X)
+        checks = self.client.gather([self.client.submit(_finite_and_rows, x, y, w, pure=False)
+                                     for x, y, w in zip(self.X, self.y, weights)])
+        self.weight_sums = [c[6] for c in checks]
+        if non_negative and not all(c[3] for c in checks):
+            raise ValueError("y contains negative values, and loss='poisson' needs y >= 0 "
+                             "(it models counts or rates). Use loss='squared_error' for such "
+                             "targets.")
+        if not all(c[4] for c in checks):
+            raise ValueError("sample_weight contains NaN or infinity; pass finite weights.")
+        if not all(c[5] for c in checks):
+            raise ValueError("sample_weight contains negative weights; weights must be >= 0.")
+        if not sum(self.weight_sums) > 0:
+            raise ValueError("sample_weight is all zero; at least one row must have "
+                             "weight > 0.")
         for which, position in (("X", 0), ("y", 1)):
             bad = [i for i, c in enumerate(checks) if not c[position]]
             if bad:
@@ -203,7 +264,9 @@ class ChunkSource:
     def _subset(self, chunk_ids):
         return ChunkSource(self.client, [self.X[i] for i in chunk_ids],
                            [self.y[i] for i in chunk_ids], [self.rows[i] for i in chunk_ids],
-                           self.n_features, self.n_outputs, self.y_ndim, self.dtype)
+                           self.n_features, self.n_outputs, self.y_ndim, self.dtype,
+                           None if self.w is None else [self.w[i] for i in chunk_ids],
+                           [self.weight_sums[i] for i in chunk_ids])
 
     def split(self, fraction, rng):
         """``(train, validation)`` sources: ``ceil(fraction * chunks)`` whole chunks held out."""
@@ -244,7 +307,8 @@ class ChunkSource:
         # The weights travel inside each task rather than as scattered data:
         # a task can then be rerun on any worker, even after the worker that
         # held a scattered copy has died.
-        parts = [client.submit(function, self.X[i], self.y[i], *args, pure=False)
+        parts = [client.submit(function, self.X[i], self.y[i],
+                               None if self.w is None else self.w[i], *args, pure=False)
                  for i in chunk_ids]
         while len(parts) > 1:
             parts = [client.submit(_add, parts[j], parts[j + 1], pure=False)
@@ -259,25 +323,28 @@ class ChunkSource:
                 f"logs and call fit again.") from exc
 
     def loss_and_grads(self, batch, coefs, intercepts, network):
-        """The batch's mean squared error and gradients, summed on the workers."""
+        """The batch's loss and gradients, summed on the workers: ``(loss, grads, total)``."""
         n_total = self.batch_rows(batch)
+        if self.w is not None:
+            n_total = float(sum(self.weight_sums[i] for i in batch))
         dtype = np.dtype(self.dtype)
         sums = self._reduce(_chunk_sums, batch, [*coefs, *intercepts], network.n_coefs,
-                            network.activation.name, n_total, self.dtype, network.fastpath)
+                            network.activation.name, n_total, self.dtype, network.fastpath,
+                            network.loss.name)
         loss = np.asarray(sums[0] / dtype.type(n_total * self.n_outputs), dtype=dtype)
         return loss, [np.asarray(g, dtype=dtype) for g in sums[1:]], n_total
 
-    def evaluate(self, coefs, intercepts, activation):
+    def evaluate(self, coefs, intercepts, network):
         """Loss and R² on all chunks, computed on the workers (NumPy 0-d arrays)."""
         dtype = np.dtype(self.dtype)
-        sse, total, squares, n = self._reduce(
+        sse, total, squares, loss_sum, n = self._reduce(
             _chunk_eval, range(len(self.rows)), [*coefs, *intercepts], len(coefs),
-            activation.name, self.dtype)
+            network.activation.name, self.dtype, network.loss.name)
         n = float(n)
         sst = squares - total * total / n
         safe = np.where(sst > 0, sst, 1.0)
         r2 = np.where(sst > 0, 1.0 - sse / safe, (sse == 0).astype(sse.dtype))
-        return (np.asarray(sse.sum() / (n * self.n_outputs), dtype=dtype),
+        return (np.asarray(float(loss_sum) / (n * self.n_outputs), dtype=dtype),
                 np.asarray(r2.mean(), dtype=dtype))
 
 

@@ -15,11 +15,21 @@ import array_api_compat as aac
 import numpy as np
 
 from . import fastpath, kernels
-from ._checks import check_params, check_X, check_y, resolve_dtype
+from ._checks import (
+    check_feature_names,
+    check_non_negative,
+    check_params,
+    check_sample_weight,
+    check_X,
+    check_y,
+    feature_names,
+    resolve_dtype,
+)
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
-from .devices import Device, device_of, dtype_name, get_device, move
+from .devices import Device, device_of, dtype_name, get_device, move, to_numpy
 from .initialization import as_generator, glorot_uniform
-from .solvers import AutoGD, make_solver, map_state, solver_name
+from .losses import get_loss
+from .solvers import AutoGD, LBFGSState, make_solver, map_state, solver_name
 from .sources import ArraySource, Network
 from .training import Trainer
 
@@ -40,6 +50,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     half of it) and full-batch gradient descent. The same code trains on NumPy
     (CPU), CuPy (CUDA) or any array-API namespace.
 
+    Every parameter scikit-learn's ``MLPRegressor`` has means what it means
+    there (issue 12); the README's "Coming from scikit-learn" lists the
+    differences of default, and the one of scale: our squared-error loss is
+    twice scikit-learn's, so the same trajectory takes half its learning rate.
+
     Parameters
     ----------
     hidden_layer_sizes : tuple of int, default=(100,)
@@ -47,36 +62,63 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     activation : {"sigmoid", "logistic", "tanh", "relu", "identity"}, default="sigmoid"
         Hidden-layer activation; ``"logistic"`` is an alias of ``"sigmoid"``.
         The output layer is always linear.
-    solver : {"gd", "sgd", "adam"}, default="gd"
+    loss : {"squared_error", "poisson"}, default="squared_error"
+        ``"squared_error"``: the mean squared error (twice scikit-learn's half
+        of it). ``"poisson"``: half the Poisson deviance with an ``exp``
+        output, exactly scikit-learn's; ``y`` must be non-negative.
+    solver : {"gd", "sgd", "adam", "lbfgs"}, default="gd"
         ``"gd"``: full-batch gradient descent, the specified algorithm.
         ``"sgd"``: minibatch SGD with optional (Nesterov) momentum.
         ``"adam"``: Adam on minibatches.
+        ``"lbfgs"``: full-batch L-BFGS with a strong-Wolfe line search
+        (:class:`gpumlp.solvers.LBFGS`); often best for small data sets.
     alpha : float, default=0.0
-        L2 penalty; the loss gains ``(alpha / (2 n)) * sum ||W||**2``.
+        L2 penalty, with scikit-learn's meaning: the same ``alpha`` gives the
+        same model. The loss gains ``(alpha / n) * sum ||W||**2`` for the
+        squared error and one output (twice scikit-learn's term, as the
+        loss is twice theirs); see :mod:`gpumlp.kernels` for the general form.
     batch_size : int or "auto", default="auto"
         Minibatch size for ``"sgd"`` and ``"adam"``; ``"auto"`` is
-        ``min(200, n_samples)``. Ignored by ``"gd"``.
+        ``min(200, n_samples)``. Ignored by ``"gd"`` and ``"lbfgs"``.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        The schedule for ``"sgd"`` and for ``"gd"`` at a fixed rate
+        (scikit-learn's meanings): ``"invscaling"`` sets the rate to
+        ``learning_rate_init / (t + 1) ** power_t`` after each epoch, ``t``
+        being the rows seen; ``"adaptive"`` divides it by 5 whenever the loss
+        has not improved by ``tol`` for more than ``n_iter_no_change`` epochs,
+        stopping only when it is at most 1e-6. Adam, L-BFGS and
+        ``learning_rate_init="auto"`` ignore it.
+    power_t : float, default=0.5
+        The exponent of ``"invscaling"``.
     learning_rate_init : float or "auto", default="auto"
         Step size. ``"auto"``: for ``"gd"``, set from the loss's curvature
         and adapted as training proceeds (see :mod:`gpumlp.step_size`): the
         largest stable rate shrinks with the width (about ``4 / h`` for a
         sigmoid layer of width ``h`` on standardised data), so no fixed rate
-        suits every network; for ``"sgd"`` and ``"adam"``, 0.01.
+        suits every network; for ``"sgd"`` and ``"adam"``, 0.01; L-BFGS
+        needs no rate.
     max_iter : int, default=200
-        Maximum epochs per call to ``fit`` (for ``"gd"``, one epoch is one step).
+        Maximum epochs per call to ``fit`` (for ``"gd"``, one epoch is one
+        step; for ``"lbfgs"``, one iteration).
+    max_fun : int, default=15000
+        For ``"lbfgs"``: the most loss evaluations per call to ``fit``.
     shuffle : bool, default=True
         Shuffle rows each epoch when there is more than one minibatch.
     random_state : int, numpy Generator or None, default=None
         Seeds the initial weights, the batch order and the validation split.
     tol : float, default=1e-4
         Training stops when the loss improves by less than ``tol`` (or the
-        validation R² by less than ``tol``, with early stopping) for
-        ``n_iter_no_change`` consecutive epochs.
+        validation R² by less than ``tol``, with early stopping) for more
+        than ``n_iter_no_change`` consecutive epochs. For ``"lbfgs"``: it
+        stops when the largest entry of scikit-learn's gradient is at most
+        ``tol`` (ours, scaled accordingly).
     verbose : bool, default=False
         Print the loss of each epoch.
     warm_start : bool, default=False
         Continue from the current ``coefs_`` and ``intercepts_`` (including
-        arrays assigned by hand) instead of re-initialising.
+        arrays assigned by hand) instead of re-initialising. As in
+        scikit-learn, the solver starts afresh (Adam's moments, momenta,
+        the learning rate); only ``partial_fit`` keeps its state.
     momentum : float, default=0.9
         Momentum for ``"sgd"``; 0 disables it.
     nesterovs_momentum : bool, default=True
@@ -102,11 +144,14 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     intercepts_ : list of arrays, ``intercepts_[i]`` of shape (fan_out,)
         In the kind of array ``fit`` was given (NumPy for NumPy or lists).
     loss_curve_ : list of float
-        The loss of each epoch.
+        The loss of each epoch (over every call).
+    loss_ : float or None
+        The last loss: for ``"lbfgs"`` at the final weights, otherwise the
+        last epoch's.
     learning_rate_ : float or None
         The step size in force at the end of the last epoch: with
         ``learning_rate_init="auto"`` the one chosen and adapted, else
-        ``learning_rate_init``.
+        ``learning_rate_init`` (as a schedule left it).
     learning_rates_ : list of float
         The step size of each epoch (they add up over warm starts and
         ``partial_fit``, like ``loss_curve_``).
@@ -117,14 +162,18 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         The loss on the validation set per epoch.
     best_validation_score_ : float or None
     n_iter_ : int
-        Epochs run so far (they add up over warm starts and ``partial_fit``).
+        Epochs (L-BFGS iterations) run by the last call to ``fit`` or
+        ``partial_fit``, as in scikit-learn. (Before issue 12 it added up over
+        calls; ``len(loss_curve_)`` still does.)
     t_ : int
         Training samples seen.
     n_features_in_ : int
     n_outputs_ : int
     n_layers_ : int
     out_activation_ : str
-        Always ``"identity"``.
+        ``"identity"``, or ``"exp"`` for ``loss="poisson"``.
+    feature_names_in_ : array of str
+        The column names of a dataframe ``X`` given to ``fit`` (only then).
     device_ : Device
         Where the last ``fit`` ran.
 
@@ -146,10 +195,13 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         hidden_layer_sizes=(100,),
         activation="sigmoid",
         *,
+        loss="squared_error",
         solver="gd",
         alpha=0.0,
         batch_size="auto",
+        learning_rate="constant",
         learning_rate_init="auto",
+        power_t=0.5,
         max_iter=200,
         shuffle=True,
         random_state=None,
@@ -164,9 +216,14 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         beta_2=0.999,
         epsilon=1e-8,
         n_iter_no_change=10,
+        max_fun=15000,
         device=None,
         dtype=None,
     ):
+        self.loss = loss
+        self.learning_rate = learning_rate
+        self.power_t = power_t
+        self.max_fun = max_fun
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -191,14 +248,19 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self.dtype = dtype
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y, *, eval_set=None, callback=None, client=None):
+    def fit(self, X, y, sample_weight=None, *, eval_set=None, callback=None, client=None):
         """Train on ``X`` and ``y``.
 
         Parameters
         ----------
         X : array-like, shape (n_samples, n_features)
-            NumPy, CuPy or any array-API array, or a list.
+            NumPy, CuPy or any array-API array, a list, or a dataframe (whose
+            column names become ``feature_names_in_``).
         y : array-like, shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like, shape (n_samples,), optional
+            Row weights, as in scikit-learn: every mean over rows (the loss,
+            its gradient, the L2 penalty's ``n``) becomes a weighted mean.
+            A dask array chunked like ``X``'s rows for dask ``X``.
         eval_set : tuple (X_val, y_val), optional
             A held-out set evaluated after every epoch; its loss is recorded in
             ``validation_loss_curve_`` and its R² in ``validation_scores_``.
@@ -219,27 +281,50 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             If the loss becomes NaN or infinite; ``coefs_`` then hold the
             last finite weights.
         """
-        return self._fit(X, y, incremental=False, eval_set=eval_set, callback=callback,
-                         client=client)
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight,
+                         eval_set=eval_set, callback=callback, client=client)
 
-    def partial_fit(self, X, y, *, client=None):
-        """Run one epoch on ``X`` and ``y``, continuing from the current state."""
-        return self._fit(X, y, incremental=True, client=client)
+    def partial_fit(self, X, y, sample_weight=None, *, client=None):
+        """Run one epoch on ``X`` and ``y``, continuing from the current state.
 
-    def _fit(self, X, y, incremental, eval_set=None, callback=None, client=None):
+        ``sample_weight`` weights the rows as in :meth:`fit`. Not available
+        with ``solver="lbfgs"``, as in scikit-learn.
+        """
+        if self.solver == "lbfgs":
+            raise AttributeError("partial_fit is only available for stochastic optimizers; "
+                                 "lbfgs is not stochastic. Use fit with warm_start=True.")
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight, client=client)
+
+    def _fit(self, X, y, incremental, sample_weight=None, eval_set=None, callback=None,
+             client=None):
         hidden, activation = check_params(self)
+        name = type(self).__name__
         continuing = (incremental or self.warm_start) and hasattr(self, "coefs_")
         n_features = self.coefs_[0].shape[0] if continuing else None
+        if continuing:
+            check_feature_names(getattr(self, "feature_names_in_", None), X, name)
+        else:
+            names = feature_names(X)
+            if names is not None:
+                self.feature_names_in_ = names
+            elif hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
         if aac.is_dask_array(X):
             from .distributed import ChunkSource
 
-            source = ChunkSource.from_arrays(X, y, client, type(self).__name__, n_features)
+            source = ChunkSource.from_arrays(X, y, client, name, n_features,
+                                             sample_weight=sample_weight,
+                                             non_negative=self.loss == "poisson")
             device = input_device = Device("cpu")
             dtype = self.dtype or source.dtype
             y_was_1d = source.y_ndim == 1
         else:
-            X = check_X(X, type(self).__name__, n_features=n_features)
-            y = check_y(y, X.shape[0], type(self).__name__)
+            X = check_X(X, name, n_features=n_features)
+            y = check_y(y, X.shape[0], name)
+            if self.loss == "poisson":
+                check_non_negative(y)
+            if sample_weight is not None:
+                sample_weight = check_sample_weight(sample_weight, X.shape[0])
             device, input_device = self._resolve_device(X), device_of(X)
             dtype = resolve_dtype(self.dtype, X)
             y_was_1d = y.ndim == 1
@@ -249,7 +334,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         try:
             with device.context():
                 if source is None:
-                    source = ArraySource.from_arrays(X, y, device, dtype)
+                    source = ArraySource.from_arrays(X, y, device, dtype, sample_weight)
                 else:
                     source.dtype = dtype
                 return self._fit_source(source, device, input_device, dtype, hidden,
@@ -276,20 +361,24 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             validation = self._eval_source(eval_set, source, device, dtype, client)
         elif early_stopping:
             source, validation = source.split(self.validation_fraction, self._rng)
-        if self.solver == "gd":
+        if self.solver in ("gd", "lbfgs"):
             batch_size = source.n_samples
         elif self.batch_size == "auto":
             batch_size = min(200, source.n_samples)
         else:
             batch_size = self.batch_size
+        # tol means what it means in scikit-learn: on the training loss, in
+        # the units of scikit-learn's loss (ours is twice it for the squared error).
+        tol = self.tol if early_stopping else \
+            self.tol * trainer.network.loss.sklearn_ratio(source.n_outputs)
         # A fit callback may take a resumable snapshot of the running training.
         self._trainer = trainer
         self._running = (y_was_1d, None if incremental else (
-            self.tol, self.n_iter_no_change, early_stopping))
+            tol, self.n_iter_no_change, early_stopping))
         try:
             trainer.fit(
                 source, rng=self._rng, batch_size=batch_size, shuffle=self.shuffle,
-                max_iter=1 if incremental else self.max_iter, tol=self.tol,
+                max_iter=1 if incremental else self.max_iter, tol=tol,
                 n_iter_no_change=self.n_iter_no_change, validation=validation,
                 stop_on_validation=early_stopping, verbose=self.verbose,
                 check_convergence=not incremental, on_epoch=callback,
@@ -308,11 +397,14 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if aac.is_dask_array(X_val):
             from .distributed import ChunkSource
 
-            validation = ChunkSource.from_arrays(X_val, y_val, client, name, source.n_features)
+            validation = ChunkSource.from_arrays(X_val, y_val, client, name, source.n_features,
+                                                 non_negative=self.loss == "poisson")
             validation.dtype = dtype
         else:
             X_val = check_X(X_val, name, n_features=source.n_features)
             y_val = check_y(y_val, X_val.shape[0], name)
+            if self.loss == "poisson":
+                check_non_negative(y_val, "loss='poisson'; eval_set's y")
             validation = ArraySource.from_arrays(X_val, y_val, device, dtype)
         if validation.n_outputs != source.n_outputs:
             raise ValueError(f"eval_set's y has {validation.n_outputs} outputs; "
@@ -329,8 +421,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         starts a new one; the history (loss curve, stopping-rule counters)
         carries on in both.
         """
-        solver = self._make_solver()
-        network = Network(len(layer_sizes) - 1, activation, fastpath.is_enabled())
+        loss = get_loss(self.loss)
+        solver = self._make_solver(layer_sizes[-1])
+        network = Network(len(layer_sizes) - 1, activation, fastpath.is_enabled(), loss)
         previous = getattr(self, "_trainer", None)
         if not continuing:
             self._rng = as_generator(self.random_state)
@@ -363,24 +456,33 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 trainer.state = map_state(previous.state, lambda a: move(a, device, dtype))
         return trainer
 
-    def _make_solver(self):
-        """The solver for the current hyper-parameters; ``"auto"`` resolved."""
-        if self.learning_rate_init == "auto":
-            if self.solver == "gd":
-                return AutoGD()
-            return make_solver(self.solver, _AUTO_RATE, self.get_params())
-        return make_solver(self.solver, self.learning_rate_init, self.get_params())
+    def _make_solver(self, n_outputs=None):
+        """The solver for the current hyper-parameters; ``"auto"`` resolved.
+
+        ``n_outputs`` (default: the fitted model's) scales L-BFGS's ``tol``
+        to scikit-learn's units: our gradient over theirs.
+        """
+        if self.learning_rate_init == "auto" and self.solver == "gd":
+            return AutoGD()
+        rate = _AUTO_RATE if self.learning_rate_init == "auto" else self.learning_rate_init
+        k = n_outputs if n_outputs is not None else self.coefs_[-1].shape[1]
+        return make_solver(self.solver, rate, self.get_params(),
+                           gradient_scale=get_loss(self.loss).factor / k)
 
     def _store(self, trainer, device, input_device, y_was_1d, early_stopping, validated):
         """Copy the trained state back, once, into the kind of array given to fit."""
         self._trainer = trainer
         self.device_ = device
+        final_loss = None
+        if isinstance(trainer.state, LBFGSState) and trainer.state.loss is not None:
+            final_loss = float(to_numpy(trainer.state.loss))
         self._set_fitted(
             [move(W, input_device) for W in trainer.coefs],
             [move(b, input_device) for b in trainer.intercepts],
             loss_curve=trainer.loss_curve, samples_seen=trainer.samples_seen,
             learning_rates=trainer.learning_rates,
-            y_was_1d=y_was_1d,
+            y_was_1d=y_was_1d, n_iter=len(trainer.loss_curve) - trainer.call_start,
+            final_loss=final_loss,
             best_loss=None if early_stopping else (
                 min(trainer.loss_curve) if trainer.loss_curve else None),
             validation_scores=trainer.validation_scores if validated else None,
@@ -389,7 +491,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
     def _set_fitted(self, coefs, intercepts, *, loss_curve, y_was_1d, samples_seen=0,
                     n_iter=None, best_loss=None, validation_scores=None,
-                    validation_losses=None, learning_rates=None, learning_rate=None):
+                    validation_losses=None, learning_rates=None, learning_rate=None,
+                    final_loss=None):
         """Set every fitted attribute; the one place both ``fit`` and :func:`gpumlp.load` use."""
         self.coefs_ = list(coefs)
         self.intercepts_ = list(intercepts)
@@ -401,6 +504,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         # None for a model loaded from a file older than the rate's record.
         self.learning_rate_ = None if learning_rate == "auto" else float(learning_rate)
         self.n_iter_ = len(self.loss_curve_) if n_iter is None else int(n_iter)
+        if final_loss is not None:
+            self.loss_ = float(final_loss)
+        else:
+            self.loss_ = self.loss_curve_[-1] if self.loss_curve_ else None
         self.t_ = int(samples_seen)
         self.best_loss_ = best_loss
         self.validation_scores_ = None if validation_scores is None else list(validation_scores)
@@ -411,7 +518,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self.n_features_in_ = int(self.coefs_[0].shape[0])
         self.n_outputs_ = int(self.coefs_[-1].shape[1])
         self.n_layers_ = len(self.coefs_) + 1
-        self.out_activation_ = "identity"
+        self.out_activation_ = get_loss(self.loss).out_activation
         self._y_was_1d = bool(y_was_1d)
 
     # ------------------------------------------------- checkpoints and resume
@@ -441,7 +548,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         as the saved estimator would have.
         """
         _, activation = check_params(self)
-        network = Network(len(self.coefs_), activation, fastpath.is_enabled())
+        network = Network(len(self.coefs_), activation, fastpath.is_enabled(),
+                          get_loss(self.loss))
         trainer = Trainer(network, self._make_solver(), float(self.alpha),
                           [*self.coefs_, *self.intercepts_], state,
                           loss_curve=list(self.loss_curve_),
@@ -525,6 +633,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             from . import distributed
 
             return distributed.predict(self, X)
+        check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
         X = check_X(X, type(self).__name__, n_features=self.coefs_[0].shape[0])
         device = self._resolve_device(X)
         dtype = dtype_name(self.coefs_[0])
@@ -532,7 +641,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             Xd = move(X, device, dtype)
             coefs = [move(W, device, dtype) for W in self.coefs_]
             intercepts = [move(b, device, dtype) for b in self.intercepts_]
-            y_pred = kernels.predict(Xd, coefs, intercepts, self.activation)
+            out = getattr(self, "out_activation_", get_loss(self.loss).out_activation)
+            y_pred = kernels.predict(Xd, coefs, intercepts, self.activation, out)
             if getattr(self, "_y_was_1d", False):
                 y_pred = y_pred[:, 0]
             return move(y_pred, device_of(X))

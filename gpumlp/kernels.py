@@ -14,10 +14,21 @@ Conventions, stated once
 * The loss is the **mean** of squared errors over all ``n * k`` entries,
   ``L = (1/(n k)) * sum (y - y_pred)**2`` -- not half of it. Its gradient
   with respect to the (linear) output therefore carries the factor 2:
-  ``dL/dy_pred = (2/(n k)) * (y_pred - y)``.
-* The optional L2 penalty is ``(alpha / (2 n)) * sum_i ||W_i||_F**2`` over
-  the weight matrices (not the intercepts), with ``n`` the rows in the batch,
-  as in scikit-learn; its gradient is ``(alpha / n) * W_i``.
+  ``dL/dy_pred = (2/(n k)) * (y_pred - y)``. The other loss, ``"poisson"``
+  (half the Poisson deviance, ``exp`` output), and the factor of each are
+  records in :mod:`gpumlp.losses`: ``dL/dz_out = c * (y_pred - y)`` with
+  ``c = factor / (n k)`` (2 for the squared error, 1 for Poisson).
+* With ``sample_weight`` ``w``, every mean over rows is a weighted mean:
+  ``n`` becomes ``W = sum(w)`` and row ``i``'s output delta is multiplied by
+  ``w_i``, as in scikit-learn.
+* The optional L2 penalty is ``(alpha / 2) * c * sum_i ||W_i||_F**2`` over
+  the weight matrices (not the intercepts), with ``c`` the output delta's
+  scale above; its gradient is ``alpha * c * W_i``. For the squared error and
+  one output that is ``(alpha / n) * sum ||W_i||**2``: twice scikit-learn's
+  ``(alpha / (2 n))``, because our loss is twice theirs. The whole gradient is
+  then scikit-learn's times ``factor / k``, so the same ``alpha`` gives the
+  same model (issue 12), and the same trajectory with our learning rate
+  divided by ``factor / k``.
 * Hyper-parameters (learning rate, momentum, ...) must be Python floats, so
   that a float32 computation stays float32: an array-API Python scalar takes
   the array's dtype, whereas a 0-d float64 array would promote it.
@@ -33,6 +44,7 @@ import math
 from array_api_compat import array_namespace
 
 from .activations import NAMES, get_activation
+from .losses import get_loss
 
 __all__ = [
     "ACTIVATIONS",
@@ -45,6 +57,7 @@ __all__ = [
     "gd_step",
     "l2_penalty",
     "loss_and_grads",
+    "loss_value",
     "momentum_step",
     "output_delta_scale",
     "predict",
@@ -79,7 +92,15 @@ def output_delta_scale(n_samples, n_outputs):
     return 2.0 / (n_samples * n_outputs)
 
 
-def forward(X, coefs, intercepts, activation="sigmoid"):
+def _out_function(out_activation):
+    if out_activation == "identity":
+        return None
+    if out_activation == "exp":
+        return lambda z: array_namespace(z).exp(z)
+    raise ValueError(f"out_activation must be 'identity' or 'exp', got {out_activation!r}.")
+
+
+def forward(X, coefs, intercepts, activation="sigmoid", out_activation="identity"):
     """Run the network forward and keep what :func:`backward` needs.
 
     Parameters
@@ -88,7 +109,9 @@ def forward(X, coefs, intercepts, activation="sigmoid"):
     coefs : list of arrays, ``coefs[i]`` of shape (fan_in, fan_out)
     intercepts : list of arrays, ``intercepts[i]`` of shape (fan_out,)
     activation : str or Activation
-        The hidden layers' activation; the output layer is linear.
+        The hidden layers' activation.
+    out_activation : {"identity", "exp"}
+        The output layer's (the loss's, see :mod:`gpumlp.losses`).
 
     Returns
     -------
@@ -97,17 +120,22 @@ def forward(X, coefs, intercepts, activation="sigmoid"):
         the network's output, shape (n_samples, n_outputs).
     """
     f = get_activation(activation).forward
+    out = _out_function(out_activation)
     activations = [X]
     last = len(coefs) - 1
     for i, (W, b) in enumerate(zip(coefs, intercepts)):
         z = activations[-1] @ W + b
-        activations.append(z if i == last else f(z))
+        if i < last:
+            z = f(z)
+        elif out is not None:
+            z = out(z)
+        activations.append(z)
     return activations
 
 
-def predict(X, coefs, intercepts, activation="sigmoid"):
+def predict(X, coefs, intercepts, activation="sigmoid", out_activation="identity"):
     """The network's output for ``X``, shape (n_samples, n_outputs)."""
-    return forward(X, coefs, intercepts, activation)[-1]
+    return forward(X, coefs, intercepts, activation, out_activation)[-1]
 
 
 def squared_error(y, y_pred):
@@ -122,19 +150,38 @@ def squared_error(y, y_pred):
     return xp.mean(diff * diff)
 
 
-def l2_penalty(coefs, alpha, n_samples):
-    """``(alpha / (2 n)) * sum_i ||W_i||**2``, as a 0-d array."""
+def loss_value(y, y_pred, sample_weight=None, loss_kind="squared_error"):
+    """The data term: the (weighted) mean loss of :mod:`gpumlp.losses`, a 0-d array.
+
+    Parameters
+    ----------
+    y, y_pred : arrays, shape (n_samples, n_outputs)
+    sample_weight : array, shape (n_samples,), optional
+    loss_kind : str or Loss
+    """
+    return get_loss(loss_kind).value(y, y_pred, sample_weight)
+
+
+def l2_penalty(coefs, alpha, n_samples, n_outputs=1, loss_kind="squared_error"):
+    """``(alpha / 2) * c * sum_i ||W_i||**2``, as a 0-d array.
+
+    ``c = factor / (n k)`` is the loss's output-delta scale (see the
+    conventions above): ``(alpha / n) * sum ||W_i||**2`` for the squared
+    error and one output. ``n_samples`` is the batch's rows, or its sum of
+    weights (a number or a 0-d array).
+    """
     xp = array_namespace(*coefs)
     total = sum(xp.sum(W * W) for W in coefs)
-    return (0.5 * alpha / n_samples) * total
+    return (0.5 * alpha) * get_loss(loss_kind).delta_scale(n_samples, n_outputs) * total
 
 
-def _l2_gradients(coef_grads, coefs, alpha, n_samples):
-    """``g_i + (alpha / n) W_i``: the penalty's gradient added to each weight's."""
-    return [g + (alpha / n_samples) * W for g, W in zip(coef_grads, coefs)]
+def _l2_gradients(coef_grads, coefs, alpha, scale):
+    """``g_i + alpha c W_i``: the penalty's gradient added to each weight's."""
+    return [g + (alpha * scale) * W for g, W in zip(coef_grads, coefs)]
 
 
-def add_l2(loss, coef_grads, coefs, alpha, n_samples):
+def add_l2(loss, coef_grads, coefs, alpha, n_samples, n_outputs=1,
+           loss_kind="squared_error"):
     """Add the L2 penalty of :func:`l2_penalty` to a loss and its weight gradients.
 
     This is the one place where the penalty enters training, whichever path
@@ -146,8 +193,11 @@ def add_l2(loss, coef_grads, coefs, alpha, n_samples):
         The data term over the batch.
     coef_grads, coefs : lists of arrays
     alpha : float
-    n_samples : int
-        Rows in the batch.
+    n_samples : int or 0-d array
+        Rows in the batch, or their sum of weights.
+    n_outputs : int
+    loss_kind : str or Loss
+        The loss whose scale the penalty takes (see :func:`l2_penalty`).
 
     Returns
     -------
@@ -155,11 +205,13 @@ def add_l2(loss, coef_grads, coefs, alpha, n_samples):
     """
     if not alpha:
         return loss, coef_grads
-    return (loss + l2_penalty(coefs, alpha, n_samples),
-            _l2_gradients(coef_grads, coefs, alpha, n_samples))
+    scale = get_loss(loss_kind).delta_scale(n_samples, n_outputs)
+    return (loss + l2_penalty(coefs, alpha, n_samples, n_outputs, loss_kind),
+            _l2_gradients(coef_grads, coefs, alpha, scale))
 
 
-def backward(y, activations, coefs, activation="sigmoid", alpha=0.0, n_total=None):
+def backward(y, activations, coefs, activation="sigmoid", alpha=0.0, n_total=None,
+             sample_weight=None, loss_kind="squared_error"):
     """Gradients of the loss (plus L2 penalty) with respect to every parameter.
 
     Parameters
@@ -172,11 +224,17 @@ def backward(y, activations, coefs, activation="sigmoid", alpha=0.0, n_total=Non
         The hidden layers' activation.
     alpha : float
         L2 penalty strength.
-    n_total : int, optional
-        When these rows are one chunk of a larger batch of ``n_total`` rows:
-        the gradients are then this chunk's share of the batch's gradient,
-        so that summing them over the chunks gives the batch's gradient.
-        By default the rows are the whole batch.
+    n_total : int or 0-d array, optional
+        When these rows are one chunk of a larger batch of ``n_total`` rows
+        (with weights: of total weight ``n_total``): the gradients are then
+        this chunk's share of the batch's gradient, so that summing them over
+        the chunks gives the batch's gradient. By default the rows are the
+        whole batch.
+    sample_weight : array, shape (n_samples,), optional
+        Row weights, in ``y``'s namespace and dtype.
+    loss_kind : str or Loss
+        The loss (see :mod:`gpumlp.losses`); ``activations[-1]`` must come
+        from its output activation.
 
     Returns
     -------
@@ -185,11 +243,20 @@ def backward(y, activations, coefs, activation="sigmoid", alpha=0.0, n_total=Non
     """
     xp = array_namespace(y, *activations)
     derivative = get_activation(activation).derivative
+    loss = get_loss(loss_kind)
     n, k = y.shape
-    n = n if n_total is None else n_total
-    # The output layer is linear and the loss is the mean squared error, so
-    # dL/dz_out = dL/dy_pred (see output_delta_scale).
-    delta = output_delta_scale(n, k) * (activations[-1] - y)
+    if n_total is not None:
+        n = n_total
+    elif sample_weight is not None:
+        n = xp.sum(sample_weight)
+    # Each loss pairs the output with its canonical link, so
+    # dL/dz_out = c * w * (y_pred - y) (see gpumlp.losses): for the squared
+    # error the output is linear and c = 2 / (n k) (output_delta_scale).
+    scale = loss.delta_scale(n, k)
+    residual = activations[-1] - y
+    if sample_weight is not None:
+        residual = residual * xp.reshape(sample_weight, (-1, 1))
+    delta = scale * residual
     coef_grads = [None] * len(coefs)
     intercept_grads = [None] * len(coefs)
     for i in range(len(coefs) - 1, -1, -1):
@@ -202,26 +269,31 @@ def backward(y, activations, coefs, activation="sigmoid", alpha=0.0, n_total=Non
             if derivative is not None:
                 delta = delta * derivative(activations[i])
     if alpha:
-        coef_grads = _l2_gradients(coef_grads, coefs, alpha, n)
+        coef_grads = _l2_gradients(coef_grads, coefs, alpha, scale)
     return coef_grads, intercept_grads
 
 
-def loss_and_grads(X, y, coefs, intercepts, activation="sigmoid", n_total=None):
+def loss_and_grads(X, y, coefs, intercepts, activation="sigmoid", n_total=None,
+                   sample_weight=None, loss_kind="squared_error"):
     """The data term of the loss and its gradients, by the generic kernels.
 
     The contract every fast path shares: ``loss`` is the mean squared error
     over the rows given (a 0-d array), and the gradients are the batch's, or
     with ``n_total`` this chunk's share of a batch of ``n_total`` rows (see
-    :func:`backward`). No L2 penalty: :func:`add_l2` adds it.
+    :func:`backward`). No L2 penalty: :func:`add_l2` adds it. Here, and
+    only here, also the other losses and row weights: ``loss`` is then the
+    weighted mean loss over the rows given (:func:`loss_value`).
 
     Returns
     -------
     loss, coef_grads, intercept_grads
     """
-    activations = forward(X, coefs, intercepts, activation)
-    loss = squared_error(y, activations[-1])
+    out_activation = get_loss(loss_kind).out_activation
+    activations = forward(X, coefs, intercepts, activation, out_activation)
+    loss = loss_value(y, activations[-1], sample_weight, loss_kind)
     coef_grads, intercept_grads = backward(y, activations, coefs, activation,
-                                           n_total=n_total)
+                                           n_total=n_total, sample_weight=sample_weight,
+                                           loss_kind=loss_kind)
     return loss, coef_grads, intercept_grads
 
 

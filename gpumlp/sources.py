@@ -13,13 +13,16 @@ The interface (duck-typed)::
     n_samples, n_features, n_outputs : int
     batches(rng, batch_size, shuffle) -> list of batches
     batch_rows(batch) -> int
-    loss_and_grads(batch, coefs, intercepts, network) -> (loss, grads, rows)
-    evaluate(coefs, intercepts, activation) -> (loss, r2)
+    loss_and_grads(batch, coefs, intercepts, network) -> (loss, grads, total)
+    evaluate(coefs, intercepts, network) -> (loss, r2)
     split(fraction, rng) -> (train_source, validation_source)
 
-``loss`` is the mean squared error over the batch's rows (a 0-d array in the
-parameters' namespace) and ``grads`` is ``coef_grads + intercept_grads``;
-the trainer adds the L2 penalty (:func:`gpumlp.kernels.add_l2`) itself.
+``loss`` is the network's loss (:mod:`gpumlp.losses`; by default the mean
+squared error) over the batch's rows, weighted by the rows' ``sample_weight``
+when the source has weights (a 0-d array in the parameters' namespace);
+``grads`` is ``coef_grads + intercept_grads``; ``total`` is the batch's rows,
+or its sum of weights, which the trainer needs to add the L2 penalty
+(:func:`gpumlp.kernels.add_l2`) itself.
 Row orders are drawn on the host from a NumPy ``Generator``, so every backend
 sees the same batches.
 """
@@ -33,6 +36,7 @@ import numpy as np
 from . import fastpath, kernels
 from .activations import Activation
 from .devices import Device, move, to_numpy
+from .losses import LOSSES, Loss
 from .metrics import r2_score
 from .splitting import validation_split
 
@@ -52,11 +56,14 @@ class Network:
         The hidden layers' activation.
     fastpath : bool
         Whether a backend's fast path may be used (see :mod:`gpumlp.fastpath`).
+    loss : Loss
+        The training loss and, through it, the output activation.
     """
 
     n_coefs: int
     activation: Activation
     fastpath: bool = True
+    loss: Loss = LOSSES["squared_error"]
 
 
 class ArraySource:
@@ -68,16 +75,20 @@ class ArraySource:
     y : array, shape (n_samples, n_outputs)
     device : Device
         Where ``X`` and ``y`` live.
+    sample_weight : array, shape (n_samples,), optional
+        Row weights on ``device``, in ``X``'s dtype.
     """
 
-    def __init__(self, X, y, device: Device):
+    def __init__(self, X, y, device: Device, sample_weight=None):
         self.X, self.y, self.device = X, y, device
+        self.sample_weight = sample_weight
         self.n_samples, self.n_features = X.shape
         self.n_outputs = y.shape[1]
 
     @classmethod
-    def from_arrays(cls, X, y, device: Device, dtype: str) -> ArraySource:
-        """Move validated ``X`` and ``y`` onto ``device`` in ``dtype``; ``y`` becomes 2-D.
+    def from_arrays(cls, X, y, device: Device, dtype: str,
+                    sample_weight=None) -> ArraySource:
+        """Move validated ``X``, ``y`` (and weights) onto ``device`` in ``dtype``; ``y`` 2-D.
 
         Raises
         ------
@@ -98,7 +109,9 @@ class ArraySource:
                     f"{name} holds values too large for {dtype} (they overflow to "
                     f"infinity); pass dtype='float64' (on the command line: --dtype "
                     f"float64), or rescale {name}.")
-        return cls(X, y, device)
+        if sample_weight is not None:
+            sample_weight = move(sample_weight, device, dtype)
+        return cls(X, y, device, sample_weight)
 
     def batches(self, rng, batch_size: int, shuffle: bool) -> list:
         """This epoch's batches, as ``(start, stop, order)`` triples.
@@ -119,38 +132,48 @@ class ArraySource:
 
     def _rows(self, batch):
         start, stop, order = batch
+        w = self.sample_weight
         if order is None:
             if stop - start == self.n_samples:
-                return self.X, self.y
-            return self.X[start:stop, ...], self.y[start:stop, ...]
+                return self.X, self.y, w
+            return (self.X[start:stop, ...], self.y[start:stop, ...],
+                    None if w is None else w[start:stop])
         xp = self.device.xp
         rows = order[start:stop]
-        return xp.take(self.X, rows, axis=0), xp.take(self.y, rows, axis=0)
+        return (xp.take(self.X, rows, axis=0), xp.take(self.y, rows, axis=0),
+                None if w is None else xp.take(w, rows, axis=0))
 
     def loss_and_grads(self, batch, coefs, intercepts, network: Network):
-        """The batch's mean squared error and gradients: ``(loss, grads, rows)``."""
-        X, y = self._rows(batch)
+        """The batch's loss and gradients: ``(loss, grads, total)`` (see the module docs)."""
+        X, y, w = self._rows(batch)
         fast = fastpath.select(X, network.n_coefs, network.activation,
-                               enabled=network.fastpath)
+                               enabled=network.fastpath, loss_kind=network.loss.name,
+                               weighted=w is not None)
         if fast is not None:
             loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts)
         else:
             loss, coef_grads, intercept_grads = kernels.loss_and_grads(
-                X, y, coefs, intercepts, network.activation)
-        return loss, coef_grads + intercept_grads, X.shape[0]
+                X, y, coefs, intercepts, network.activation, sample_weight=w,
+                loss_kind=network.loss)
+        total = X.shape[0] if w is None else self.device.xp.sum(w)
+        return loss, coef_grads + intercept_grads, total
 
-    def evaluate(self, coefs, intercepts, activation):
+    def evaluate(self, coefs, intercepts, network: Network):
         """Loss and R² of the network on all rows, as 0-d arrays (no host read)."""
-        y_pred = kernels.predict(self.X, coefs, intercepts, activation)
-        return kernels.squared_error(self.y, y_pred), r2_score(self.y, y_pred)
+        y_pred = kernels.predict(self.X, coefs, intercepts, network.activation,
+                                 network.loss.out_activation)
+        w = self.sample_weight
+        return (network.loss.value(self.y, y_pred, w), r2_score(self.y, y_pred, w))
 
     def split(self, fraction: float, rng):
         """``(train, validation)`` sources: ``ceil(fraction * n)`` rows held out at random."""
         train_rows, val_rows = validation_split(self.n_samples, fraction, rng)
         xp = self.device.xp
         parts = []
+        w = self.sample_weight
         for rows in (train_rows, val_rows):
             rows = self.device.asarray(rows)
             parts.append(ArraySource(xp.take(self.X, rows, axis=0),
-                                     xp.take(self.y, rows, axis=0), self.device))
+                                     xp.take(self.y, rows, axis=0), self.device,
+                                     None if w is None else xp.take(w, rows, axis=0)))
         return tuple(parts)

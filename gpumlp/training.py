@@ -15,11 +15,17 @@ of the data. Within an epoch nothing is read back to the host: the epoch's
 loss, a finiteness flag and, with a validation source, its loss and R² are
 read back in a single transfer by :func:`read_scalars` once per epoch.
 
-The stopping rule ("repeat until converged"): an epoch counts as an
-improvement when its loss is at least ``tol`` below the best loss so far (with
-early stopping: when the validation R² is at least ``tol`` above the best so
-far). Training stops after ``n_iter_no_change`` consecutive epochs without
-improvement, or after ``max_iter`` epochs with a ``ConvergenceWarning``.
+The stopping rule ("repeat until converged"), scikit-learn's: an epoch counts
+as an improvement when its loss is at least ``tol`` below the best loss so far
+(with early stopping: when the validation R² is at least ``tol`` above the
+best so far). Once *more than* ``n_iter_no_change`` consecutive epochs have
+not improved, the solver decides (:meth:`gpumlp.solvers.Solver.on_plateau`):
+stop, or, for the ``"adaptive"`` learning rate, divide the rate by 5, reset
+the count and go on. Otherwise training stops after ``max_iter`` epochs with
+a ``ConvergenceWarning``. (Before issue 12 it stopped after exactly
+``n_iter_no_change`` epochs, one early.) ``partial_fit`` counts the same way
+and adapts the rate, but never stops early. L-BFGS has its own criteria
+instead (:class:`gpumlp.solvers.LBFGS`): one epoch is one of its iterations.
 
 Divergence is never called convergence: a loss that becomes NaN or infinite
 raises :class:`TrainingDivergedError`, keeping the weights whose loss was
@@ -85,10 +91,13 @@ class Trainer:
     state : object
         The solver's state (see :mod:`gpumlp.solvers`).
     loss_curve : list of float
-        The loss (mean squared error plus penalty) of each epoch, averaged
+        The loss (the network's loss plus penalty) of each epoch, averaged
         over its minibatches.
     learning_rates : list of float
         The step size in force at the end of each epoch.
+    call_start : int
+        ``len(loss_curve)`` when the last call to :meth:`fit` began, so the
+        epochs of that call are ``len(loss_curve) - call_start``.
     """
 
     network: Network
@@ -105,6 +114,7 @@ class Trainer:
     best_params: list | None = None
     no_improvement_count: int = 0
     samples_seen: int = 0
+    call_start: int = 0
 
     @property
     def learning_rate(self) -> float:
@@ -125,8 +135,9 @@ class Trainer:
 
         def evaluate(params):
             coefs, intercepts = params[:n_coefs], params[n_coefs:]
-            loss, grads, rows = source.loss_and_grads(batch, coefs, intercepts, self.network)
-            loss, coef_grads = kernels.add_l2(loss, grads[:n_coefs], coefs, self.alpha, rows)
+            loss, grads, total = source.loss_and_grads(batch, coefs, intercepts, self.network)
+            loss, coef_grads = kernels.add_l2(loss, grads[:n_coefs], coefs, self.alpha, total,
+                                              source.n_outputs, self.network.loss)
             return loss, coef_grads + grads[n_coefs:]
 
         return evaluate
@@ -183,7 +194,7 @@ class Trainer:
             parameters of the last whole epoch.
         """
         batch_size = min(batch_size, source.n_samples)
-        first_epoch = len(self.loss_curve)
+        first_epoch = self.call_start = len(self.loss_curve)
         # ``start`` holds the parameters at the start of the running epoch,
         # ``previous`` those at the start of the one before: for full-batch
         # descent, the point at which the last finite loss was measured.
@@ -199,7 +210,7 @@ class Trainer:
                     to_read = [self.epoch(source, batches), _all_finite(self.params)]
                     if validation is not None:
                         to_read += list(validation.evaluate(self.coefs, self.intercepts,
-                                                            self.network.activation))
+                                                            self.network))
                     values = read_scalars(*to_read)
                     loss, params_finite = values[0], values[1]
                     if not math.isfinite(loss):
@@ -219,14 +230,28 @@ class Trainer:
                         print(f"Iteration {len(self.loss_curve)}, loss = {loss:.8f}")
                     if on_epoch is not None:
                         on_epoch(len(self.loss_curve), loss, validation_loss)
-                    if check_convergence and self._should_stop(
-                            tol, n_iter_no_change, score if stop_on_validation else None):
-                        if verbose:
-                            what = "Validation score" if stop_on_validation else "Training loss"
-                            print(f"{what} did not improve more than tol={tol:f} for "
-                                  f"{n_iter_no_change} consecutive epochs. Stopping.")
-                        self._warn_if_loss_rose(first_epoch, stop_on_validation)
-                        return True
+                    self.state = self.solver.end_epoch(self.state, self.samples_seen)
+                    if not self.solver.uses_stopping_rule:
+                        stopped = self.solver.stop_reason(self.state)
+                        if stopped is not None:
+                            return self._solver_stopped(*stopped, first_epoch, verbose)
+                        continue
+                    if self._should_stop(tol, n_iter_no_change,
+                                         score if stop_on_validation else None):
+                        self.state, stop = self.solver.on_plateau(self.state)
+                        what = "Validation score" if stop_on_validation else "Training loss"
+                        message = (f"{what} did not improve more than tol={tol:f} for "
+                                   f"{n_iter_no_change} consecutive epochs.")
+                        if not stop:
+                            self.no_improvement_count = 0
+                            if verbose:
+                                print(f"{message} Setting learning rate to "
+                                      f"{self.state.learning_rate:f}")
+                        elif check_convergence:
+                            if verbose:
+                                print(f"{message} Stopping.")
+                            self._warn_if_loss_rose(first_epoch, stop_on_validation)
+                            return True
         except TrainingDivergedError:
             raise
         except BaseException:
@@ -236,12 +261,30 @@ class Trainer:
             raise
         if check_convergence:
             self._warn_if_loss_rose(first_epoch, stop_on_validation)
+            if self.solver.uses_stopping_rule:
+                advice = "Raise max_iter or learning_rate_init."
+            else:
+                advice = "Raise max_iter, or scale the data."
             warnings.warn(
                 f"Maximum iterations ({max_iter}) reached and the optimization hasn't "
-                f"converged yet. Raise max_iter or learning_rate_init.",
+                f"converged yet. {advice}",
                 convergence_warning(),
                 stacklevel=3,
             )
+        return False
+
+    def _solver_stopped(self, why, converged, first_epoch, verbose):
+        """A solver with its own criteria (L-BFGS) stopped: report, warn unless converged."""
+        if verbose:
+            print(f"Stopping: {why}.")
+        if converged:
+            return True
+        self._warn_if_loss_rose(first_epoch, False)
+        warnings.warn(
+            f"{type(self.solver).__name__} failed to converge after "
+            f"{len(self.loss_curve) - first_epoch} iteration(s): {why}. Raise max_iter "
+            f"or max_fun, or scale the data.",
+            convergence_warning(), stacklevel=4)
         return False
 
     def _diverged(self, loss):
@@ -292,5 +335,6 @@ class Trainer:
             improved = loss <= self.best_loss - tol
             self.best_loss = min(self.best_loss, loss)
         self.no_improvement_count = 0 if improved else self.no_improvement_count + 1
-        return self.no_improvement_count >= n_iter_no_change
+        # scikit-learn acts after *more than* n_iter_no_change epochs (issue 12).
+        return self.no_improvement_count > n_iter_no_change
 

@@ -224,8 +224,9 @@ TAMPERED = {
     "state-unknown-array": ("adam", None, lambda m: _training(
         m, ["state", "fields", "first", "items", 0, "name"], "nope"),
         "names an array 'nope' that is not there"),
+    # SGD's state became SGDState (its schedule's rate, issue 12), no longer a list.
     "state-other-solver": ("adam", None, lambda m: _training(m, ["solver"], "sgd"),
-                           "holds a AdamState where this solver keeps list"),
+                           "holds a AdamState where this solver keeps SGDState"),
     "state-unknown-solver": ("adam", None, lambda m: _training(m, ["solver"], "lbfgs!"),
                              "training solver 'lbfgs!' is not one of"),
     "state-keys": ("adam", None, lambda m: {**m, "training": {"solver": "adam"}},

@@ -70,6 +70,33 @@ def test_distributed_equals_in_process(client, data, chunks, solver, extra):
     assert_same_model(local, remote)
 
 
+@pytest.mark.parametrize("case", ["sample_weight", "poisson", "lbfgs"])
+def test_weights_poisson_and_lbfgs_on_dask_equal_in_process(client, data, case):
+    # Weights come chunked like the rows (here as a dask array with other
+    # chunks, which are rechunked); Poisson and L-BFGS go through the chunks too.
+    X, y = data
+    params = dict(hidden_layer_sizes=(8,), max_iter=15, tol=0, shuffle=False, random_state=0,
+                  alpha=0.01)
+    fit_kwargs, remote_kwargs = {}, {}
+    if case == "sample_weight":
+        weights = np.random.default_rng(1).uniform(0.0, 2.0, len(y))
+        params.update(solver="sgd", batch_size=250, momentum=0.9)
+        fit_kwargs["sample_weight"] = weights
+        remote_kwargs["sample_weight"] = da.from_array(weights, chunks=500)
+    elif case == "poisson":
+        y = np.exp(0.5 * y)
+        params.update(loss="poisson", learning_rate_init=0.01)
+    else:
+        params.update(solver="lbfgs")
+    local = fit_quietly(MLPRegressor(device="cpu", **params), X, y, **fit_kwargs)
+    remote = fit_quietly(MLPRegressor(**params), da.from_array(X, chunks=(250, 5)),
+                         da.from_array(y, chunks=(250,)), client=client, **remote_kwargs)
+    assert_same_model(local, remote, tol=1e-9 if case == "lbfgs" else 1e-12)
+    if case == "sample_weight":
+        unweighted = fit_quietly(MLPRegressor(device="cpu", **params), X, y)
+        assert not np.allclose(unweighted.coefs_[0], remote.coefs_[0], rtol=1e-6)
+
+
 def test_shuffled_minibatches_visit_every_chunk_once_per_epoch(client, data):
     X, y = data
     model = fit_quietly(MLPRegressor((8,), solver="sgd", batch_size=400, max_iter=5, tol=0,
@@ -161,7 +188,10 @@ def test_a_dask_fitted_model_goes_on_training_in_memory(client, data, how):
         fit_quietly(model.set_params(warm_start=True, device="cpu"), X, y)
     else:
         model.set_params(device="cpu").partial_fit(X, y)
-    assert model.n_iter_ > 3
+    # Behaviour changed deliberately (issue 12): n_iter_ counts the last
+    # call's epochs, as in scikit-learn; loss_curve_ keeps every epoch.
+    assert model.n_iter_ == (3 if how == "warm_start" else 1)
+    assert len(model.loss_curve_) == 3 + model.n_iter_
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.coefs_))
     assert all(np.all(np.isfinite(W)) for W in model.coefs_)
 

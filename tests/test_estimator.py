@@ -88,7 +88,10 @@ def test_stops_after_n_iter_no_change_epochs_without_improvement(data):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         model.fit(X, y)
-    assert model.n_iter_ == 1 + 5
+    # Behaviour changed deliberately (issue 12): as in scikit-learn, training
+    # stops after *more than* n_iter_no_change epochs without improvement
+    # (it used to stop after exactly n_iter_no_change, one epoch early).
+    assert model.n_iter_ == 1 + 5 + 1
 
 
 def test_max_iter_gives_convergence_warning(data):
@@ -117,7 +120,9 @@ def test_warm_start_continues_the_same_trajectory(data):
                          device="cpu", warm_start=True)
     quiet(split, X, y)
     quiet(split.set_params(max_iter=20), X, y)
-    assert split.n_iter_ == 30
+    # Behaviour changed deliberately (issue 12): n_iter_ counts the epochs of
+    # the last call, as in scikit-learn (it used to be 30); loss_curve_ grows.
+    assert split.n_iter_ == 20 and len(split.loss_curve_) == 30
     for a, b in zip(whole.coefs_, split.coefs_):
         np.testing.assert_array_equal(a, b)
 
@@ -152,7 +157,9 @@ def test_partial_fit_runs_one_epoch_per_call(data):
     for _ in range(3):
         model.partial_fit(X, y)
     whole = quiet(MLPRegressor((8,), max_iter=3, tol=0, random_state=2, device="cpu"), X, y)
-    assert model.n_iter_ == 3
+    # Behaviour changed deliberately (issue 12): n_iter_ is the last call's
+    # epochs, as in scikit-learn (it used to be 3); loss_curve_ keeps all.
+    assert model.n_iter_ == 1 and len(model.loss_curve_) == 3
     for a, b in zip(whole.coefs_, model.coefs_):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="X has 3 features, but MLPRegressor is expecting 4"):
@@ -239,7 +246,11 @@ def test_unfitted_model_raises_not_fitted():
 @pytest.mark.parametrize("params, error, match", [
     ({"hidden_layer_sizes": (0,)}, ValueError, "positive integers"),
     ({"activation": "softplus"}, ValueError, "activation must be one of"),
-    ({"solver": "lbfgs"}, ValueError, "solver must be"),
+    ({"solver": "newton"}, ValueError, "solver must be"),
+    ({"loss": "huber"}, ValueError, "loss must be"),
+    ({"learning_rate": "cosine"}, ValueError, "learning_rate must be"),
+    ({"power_t": -1.0}, ValueError, "power_t must be >= 0"),
+    ({"max_fun": 0}, ValueError, "max_fun must be >= 1"),
     ({"learning_rate_init": 0.0}, ValueError, "learning_rate_init must be > 0"),
     ({"max_iter": 0}, ValueError, "max_iter must be >= 1"),
     ({"max_iter": 2.5}, TypeError, "max_iter must be an integer"),

@@ -11,7 +11,7 @@ from gpumlp.initialization import glorot_uniform
 
 def _generic(X, y, coefs, intercepts, activation, alpha):
     acts = kernels.forward(X, coefs, intercepts, activation)
-    loss = kernels.squared_error(y, acts[-1]) + kernels.l2_penalty(coefs, alpha, X.shape[0])
+    loss = kernels.squared_error(y, acts[-1]) + kernels.l2_penalty(coefs, alpha, *y.shape)
     coef_grads, intercept_grads = kernels.backward(y, acts, coefs, activation, alpha)
     return loss, coef_grads, intercept_grads
 

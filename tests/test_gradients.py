@@ -5,24 +5,38 @@ import pytest
 
 from gpumlp import kernels
 from gpumlp.initialization import glorot_uniform
+from gpumlp.losses import get_loss
 
 
-def _loss(X, y, coefs, intercepts, activation, alpha):
-    y_pred = kernels.predict(X, coefs, intercepts, activation)
-    return float(kernels.squared_error(y, y_pred) + kernels.l2_penalty(coefs, alpha, X.shape[0]))
+def _loss(X, y, coefs, intercepts, activation, alpha, sample_weight=None,
+          loss_kind="squared_error"):
+    out = get_loss(loss_kind).out_activation
+    y_pred = kernels.predict(X, coefs, intercepts, activation, out)
+    total = X.shape[0] if sample_weight is None else sample_weight.sum()
+    return float(kernels.loss_value(y, y_pred, sample_weight, loss_kind)
+                 + kernels.l2_penalty(coefs, alpha, total, y.shape[1], loss_kind))
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "identity"])
 @pytest.mark.parametrize("hidden", [(5,), (4, 3)], ids=["1-hidden", "2-hidden"])
 @pytest.mark.parametrize("n_outputs", [1, 3])
 @pytest.mark.parametrize("alpha", [0.0, 0.3])
-def test_gradients_match_finite_differences(activation, hidden, n_outputs, alpha):
+@pytest.mark.parametrize("loss_kind", ["squared_error", "poisson"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_gradients_match_finite_differences(activation, hidden, n_outputs, alpha, loss_kind,
+                                            weighted):
     rng = np.random.default_rng(42)
     X = rng.standard_normal((11, 4))
     y = rng.standard_normal((11, n_outputs))
+    if loss_kind == "poisson":
+        y = rng.poisson(2.0, size=(11, n_outputs)).astype(float)  # zeros included
+    # Weights include a zero, so a row that must not count does not.
+    w = np.concatenate([[0.0], rng.uniform(0.1, 3.0, 10)]) if weighted else None
     coefs, intercepts = glorot_uniform([4, *hidden, n_outputs], rng)
-    acts = kernels.forward(X, coefs, intercepts, activation)
-    coef_grads, intercept_grads = kernels.backward(y, acts, coefs, activation, alpha)
+    out = get_loss(loss_kind).out_activation
+    acts = kernels.forward(X, coefs, intercepts, activation, out)
+    coef_grads, intercept_grads = kernels.backward(y, acts, coefs, activation, alpha,
+                                                   sample_weight=w, loss_kind=loss_kind)
 
     eps = 1e-6
     for param, grad in zip(coefs + intercepts, coef_grads + intercept_grads):
@@ -30,14 +44,24 @@ def test_gradients_match_finite_differences(activation, hidden, n_outputs, alpha
         for index in np.ndindex(param.shape):
             saved = param[index]
             param[index] = saved + eps
-            up = _loss(X, y, coefs, intercepts, activation, alpha)
+            up = _loss(X, y, coefs, intercepts, activation, alpha, w, loss_kind)
             param[index] = saved - eps
-            down = _loss(X, y, coefs, intercepts, activation, alpha)
+            down = _loss(X, y, coefs, intercepts, activation, alpha, w, loss_kind)
             param[index] = saved
             numeric[index] = (up - down) / (2 * eps)
         scale = max(np.linalg.norm(numeric), np.linalg.norm(grad))
         assert scale > 0
         assert np.linalg.norm(numeric - grad) / scale <= 1e-6
+
+
+def test_half_poisson_deviance_by_hand():
+    # y = [0, 2], y_pred = [1, 2]: y log(y / mu) - y + mu is 1 for the first
+    # row (0 log 0 = 0) and 0 for the second; the loss is their mean.
+    y = np.array([[0.0], [2.0]])
+    y_pred = np.array([[1.0], [2.0]])
+    assert float(kernels.loss_value(y, y_pred, loss_kind="poisson")) == pytest.approx(0.5)
+    weights = np.array([3.0, 1.0])
+    assert float(kernels.loss_value(y, y_pred, weights, "poisson")) == pytest.approx(0.75)
 
 
 def test_loss_is_the_mean_not_half_of_it():

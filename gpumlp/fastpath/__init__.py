@@ -14,8 +14,9 @@ device's :attr:`~gpumlp.devices.Device.fastpath`:
 * :mod:`gpumlp.fastpath.cupy`: fused CUDA kernels.
 
 A fast path serves only the activations whose record
-(:mod:`gpumlp.activations`) carries the form it needs, and declines the
-others, so the generic kernels run. ``tests/test_agreement.py`` and
+(:mod:`gpumlp.activations`) carries the form it needs, and only the squared
+error without row weights; it declines the rest (other losses,
+``sample_weight``), so the generic kernels run. ``tests/test_agreement.py`` and
 ``tests/test_fastpath.py`` compare each fast path with the generic one.
 
 The switch
@@ -64,7 +65,8 @@ def disabled():
         _ENABLED.reset(token)
 
 
-def select(X, n_coefs: int, activation, *, enabled: bool | None = None):
+def select(X, n_coefs: int, activation, *, enabled: bool | None = None,
+           loss_kind: str = "squared_error", weighted: bool = False):
     """The fast ``loss_and_grads`` for these arrays and network, or ``None``.
 
     Parameters
@@ -76,6 +78,10 @@ def select(X, n_coefs: int, activation, *, enabled: bool | None = None):
     activation : str or Activation
     enabled : bool, optional
         Overrides :func:`is_enabled`.
+    loss_kind : str
+        The training loss; fast paths serve ``"squared_error"`` only.
+    weighted : bool
+        Whether the batch has row weights; fast paths decline them.
 
     Returns
     -------
@@ -83,6 +89,8 @@ def select(X, n_coefs: int, activation, *, enabled: bool | None = None):
         ``step(X, y, coefs, intercepts, n_total=None)``; see the module docs.
     """
     if not (is_enabled() if enabled is None else enabled) or n_coefs != 2:
+        return None
+    if weighted or getattr(loss_kind, "name", loss_kind) != "squared_error":
         return None
     act = get_activation(activation)
     if aac.is_numpy_array(X):

@@ -82,7 +82,7 @@ def cupy_loss_and_grads(X, y, coefs, intercepts, activation, alpha=0.0, n_total=
     db1 = cupy.full(n, one, dtype=y.dtype) @ d           # column sums as one GEMV
     loss = sse / y.dtype.type(n * k)
     loss, coef_grads = add_l2(loss, [dW1, dW2], coefs, alpha,
-                              n if n_total is None else n_total)
+                              n if n_total is None else n_total, k)
     return loss, coef_grads, [db1, db2]
 
 
@@ -242,7 +242,7 @@ def cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha=0.0,
     dW1 = X.T @ d
     loss = sse / y.dtype.type(n)
     loss, coef_grads = add_l2(loss, [dW1, dW2], coefs, alpha,
-                              n if n_total is None else n_total)
+                              n if n_total is None else n_total, 1)
     return loss, coef_grads, [db1, db2]
 
 

@@ -164,7 +164,7 @@ def numpy_loss_and_grads(X, y, coefs, intercepts, activation, alpha=0.0, chunk_r
     db2 = s_r
     loss = np.asarray(sse / dtype.type(n * k), dtype=dtype)
     loss, coef_grads = add_l2(loss, [dW1, dW2], coefs, alpha,
-                              n if n_total is None else n_total)
+                              n if n_total is None else n_total, k)
     return loss, coef_grads, [db1, db2]
 
 

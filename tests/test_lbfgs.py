@@ -1,0 +1,119 @@
+"""L-BFGS: the solver on a known quadratic, and its stopping criteria in the estimator."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from gpumlp import MLPRegressor, sources
+from gpumlp._sklearn_compat import convergence_warning
+from gpumlp.solvers import LBFGS
+
+ConvergenceWarning = convergence_warning()
+
+
+def _quadratic(n=12, seed=0):
+    """``f(x) = x.A x / 2 - b.x`` with a condition number of 100, and a counter."""
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    A = Q @ np.diag(np.geomspace(1.0, 100.0, n)) @ Q.T
+    b = rng.standard_normal(n)
+    calls = []
+
+    def objective(params):
+        (x,) = params
+        calls.append(x.copy())
+        return np.asarray(0.5 * x @ A @ x - b @ x), [A @ x - b]
+
+    return objective, np.linalg.solve(A, b), calls
+
+
+def test_lbfgs_minimises_a_quadratic_with_strong_wolfe_steps():
+    objective, solution, calls = _quadratic()
+    solver = LBFGS(0.0, gtol=1e-7, ftol=0.0)
+    params, state = [np.zeros_like(solution)], solver.init_state(None)
+    previous = float(objective(params)[0])
+    iterations = longest = 0
+    while not state.stop and iterations < 100:
+        old = params
+        params, state, _ = solver.update(params, state, objective)
+        iterations += 1
+        if state.stop and params is old:
+            break
+        # Each accepted step decreased the loss (the Wolfe sufficient decrease).
+        assert float(state.loss) < previous
+        previous = float(state.loss)
+        longest = max(longest, len(state.steps))
+    assert state.converged and "gradient" in state.stop, state.stop
+    np.testing.assert_allclose(params[0], solution, rtol=0, atol=1e-6)
+    # SciPy's L-BFGS-B takes 51 iterations here; gradient descent with the
+    # best fixed step would need about 1500 (condition number 100, to 1e-7).
+    assert iterations <= 60
+    assert state.n_fun == len(calls) - 1  # the test evaluated the start once itself
+    assert longest == solver.memory  # the memory fills up, and no further
+
+
+def test_lbfgs_honours_max_fun():
+    objective, _, calls = _quadratic()
+    solver = LBFGS(0.0, gtol=0.0, max_fun=7)
+    params, state = [np.zeros(12)], solver.init_state(None)
+    for _ in range(50):
+        params, state, _ = solver.update(params, state, objective)
+        if state.stop:
+            break
+    assert not state.converged and "max_fun (7)" in state.stop
+    assert len(calls) <= 7
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((150, 3))
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] * X[:, 2]
+    return X, y
+
+
+def test_lbfgs_fits_better_than_gradient_descent_in_as_many_iterations(data):
+    X, y = data
+    common = dict(hidden_layer_sizes=(10,), max_iter=100, random_state=0, device="cpu",
+                  tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lbfgs = MLPRegressor(solver="lbfgs", **common).fit(X, y)
+        gd = MLPRegressor(solver="gd", learning_rate_init=0.1, **common).fit(X, y)
+    assert lbfgs.score(X, y) > 0.95 > gd.score(X, y)
+    assert lbfgs.loss_ == pytest.approx(np.mean((lbfgs.predict(X) - y) ** 2), rel=1e-3)
+
+
+def test_lbfgs_counts_loss_evaluations_against_max_fun(data, monkeypatch):
+    X, y = data
+    calls = []
+    real = sources.ArraySource.loss_and_grads
+    monkeypatch.setattr(sources.ArraySource, "loss_and_grads",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    model = MLPRegressor((5,), solver="lbfgs", max_fun=9, max_iter=500, device="cpu",
+                         random_state=0)
+    with pytest.warns(ConvergenceWarning, match=r"max_fun \(9\)"):
+        model.fit(X, y)
+    assert len(calls) == 9
+    assert model.n_iter_ < 9
+
+
+def test_lbfgs_warns_at_max_iter_and_stops_quietly_when_converged(data):
+    X, y = data
+    with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(3\)"):
+        model = MLPRegressor((5,), solver="lbfgs", max_iter=3, device="cpu",
+                             random_state=0).fit(X, y)
+    assert model.n_iter_ == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        # A tol this large is met at the start: no step is needed.
+        model = MLPRegressor((5,), solver="lbfgs", tol=1e6, device="cpu",
+                             random_state=0).fit(X, y)
+    assert model.n_iter_ == 1
+
+
+def test_lbfgs_has_no_partial_fit(data):
+    X, y = data
+    with pytest.raises(AttributeError, match="only available for stochastic optimizers"):
+        MLPRegressor(solver="lbfgs", device="cpu").partial_fit(X, y)
