@@ -167,13 +167,17 @@ def _add_network_options(g):
     g.add_argument("--activation", default="sigmoid",
                    choices=["sigmoid", "logistic", "tanh", "relu", "identity"])
     g.add_argument("--alpha", type=_bounded(float, 0), default=0.0,
-                   help="L2 penalty strength (default: 0)")
-    # The parity options (--loss) join this group.
+                   help="L2 penalty strength, scikit-learn's meaning (default: 0)")
+    g.add_argument("--loss", default="squared_error", choices=["squared_error", "poisson"],
+                   help="squared_error: the mean squared error (default); poisson: an "
+                        "exponential output and half the Poisson deviance, for counts "
+                        "(y >= 0; standardisation then only scales y)")
 
 
 def _add_solver_options(g):
-    g.add_argument("--solver", default="gd", choices=["gd", "sgd", "adam"],
-                   help="gd: full-batch gradient descent (default); sgd; adam")
+    g.add_argument("--solver", default="gd", choices=["gd", "sgd", "adam", "lbfgs"],
+                   help="gd: full-batch gradient descent (default); sgd; adam; lbfgs: "
+                        "full-batch L-BFGS (--epochs counts its iterations)")
     g.add_argument("--lr", type=_learning_rate, default=None, metavar="auto|RATE",
                    help="learning rate (learning_rate_init); auto: set from the loss's "
                         "curvature and adapted (gd only). Default: auto for gd, "
@@ -190,7 +194,14 @@ def _add_solver_options(g):
                    help="adam's beta_2 (default: 0.999)")
     g.add_argument("--epsilon", type=_bounded(float, 0, low_open=True), default=1e-8,
                    help="adam's epsilon (default: 1e-8)")
-    # The parity options (--learning-rate schedule, --power-t, --max-fun) join this group.
+    g.add_argument("--learning-rate", default="constant",
+                   choices=["constant", "invscaling", "adaptive"],
+                   help="the rate's schedule for sgd, and for gd at a fixed --lr "
+                        "(scikit-learn's learning_rate; default: constant)")
+    g.add_argument("--power-t", type=_bounded(float, 0), default=0.5,
+                   help="the exponent of --learning-rate invscaling (default: 0.5)")
+    g.add_argument("--max-fun", type=_bounded(int, 1), default=15000,
+                   help="lbfgs: the most loss evaluations (default: 15000)")
 
 
 def _add_stopping_options(g):
@@ -451,8 +462,9 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
 #: The ``train`` settings a run saves and ``--resume`` restores (with the
 #: model's own parameters): all that decides the data, the split and the network.
 _RESUME_SETTINGS = ("data", "target", "samples", "seed", "test_size", "no_standardize",
-                    "hidden", "activation", "alpha", "solver", "lr", "batch_size",
-                    "momentum", "nesterov", "beta1", "beta2", "epsilon", "tol",
+                    "hidden", "activation", "alpha", "loss", "solver", "lr", "batch_size",
+                    "momentum", "nesterov", "beta1", "beta2", "epsilon", "learning_rate",
+                    "power_t", "max_fun", "tol",
                     "n_iter_no_change", "early_stopping", "validation_fraction", "dtype")
 
 
@@ -517,6 +529,10 @@ def _resume(args):
     model, metadata = load_with_metadata(args.resume)
     extra = metadata.get("extra", {})
     settings = extra.get("settings")
+    if metadata.get("params", {}).get("solver") == "lbfgs":
+        raise ValueError(f"--resume {args.resume}: an lbfgs run cannot be resumed exactly "
+                         f"(like scikit-learn's, each fit starts a new L-BFGS memory); "
+                         f"train again with more --epochs.")
     if "training" not in metadata or not isinstance(settings, dict) or not isinstance(
             extra.get("data_sha256"), str):
         raise ValueError(f"--resume {args.resume}: this model file holds no run to resume "
@@ -627,12 +643,15 @@ def _estimator_params(args):
         momentum=args.momentum, nesterovs_momentum=args.nesterov, beta_1=args.beta1,
         beta_2=args.beta2, epsilon=args.epsilon, max_iter=args.epochs, tol=args.tol,
         n_iter_no_change=args.n_iter_no_change, early_stopping=args.early_stopping,
-        validation_fraction=args.validation_fraction,
+        validation_fraction=args.validation_fraction, loss=args.loss,
+        learning_rate=args.learning_rate, power_t=args.power_t, max_fun=args.max_fun,
     )
 
 
 def _describe_rate(net):
     """The step size for the report: fixed, or auto with its first and last value."""
+    if net.solver == "lbfgs":
+        return "none (lbfgs takes its steps by a line search)"
     if net.learning_rate_init != "auto" or net.solver != "gd" or not net.learning_rates_:
         return f"{net.learning_rate_:g}"
     return (f"auto, {net.learning_rates_[0]:.4g} at the start (1.9 / the largest "

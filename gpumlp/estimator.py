@@ -531,7 +531,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         ``history`` (the stopping rule's bookkeeping); see :mod:`gpumlp.io`.
         """
         trainer, rng = getattr(self, "_trainer", None), getattr(self, "_rng", None)
-        if trainer is None or rng is None:
+        if trainer is None or rng is None or not trainer.solver.resumable:
             return None
         return {
             "solver": solver_name(trainer.solver),

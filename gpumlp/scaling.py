@@ -70,12 +70,15 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
     def __init__(self, regressor=None):
         self.regressor = regressor
 
-    def fit(self, X, y, *, eval_set=None, callback=None, client=None):
+    def fit(self, X, y, sample_weight=None, *, eval_set=None, callback=None, client=None):
         """Learn the scalers from ``X`` and ``y``, then fit the regressor.
 
         ``eval_set`` is scaled with the training statistics. Dask arrays are
         scaled lazily, with statistics computed on the workers, and trained
-        on ``client`` (see :mod:`gpumlp.distributed`).
+        on ``client`` (see :mod:`gpumlp.distributed`). ``sample_weight`` is
+        passed to the regressor (the scalers are unweighted). With
+        ``loss="poisson"`` the target is only scaled, not centred, so that it
+        stays non-negative.
         """
         if not aac.is_dask_array(X):
             X = check_X(X, type(self).__name__)
@@ -87,12 +90,14 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         self.x_mean_, self.x_scale_ = mean_scale(X)
         self.y_mean_, self.y_scale_ = mean_scale(y_2d)
         self.regressor_ = self.regressor if self.regressor is not None else MLPRegressor()
+        if getattr(self.regressor_, "loss", "squared_error") == "poisson":
+            self.y_mean_ = self.y_mean_ * 0.0   # counts keep their sign: scale only
         self._check_representable(X)
         if eval_set is not None:
             eval_set = (self._scale_X(eval_set[0]), self._scale_y(eval_set[1]))
         extra = {} if client is None else {"client": client}
-        self.regressor_.fit(self._scale_X(X), self._scale_y(y), eval_set=eval_set,
-                            callback=callback, **extra)
+        self.regressor_.fit(self._scale_X(X), self._scale_y(y), sample_weight,
+                            eval_set=eval_set, callback=callback, **extra)
         return self
 
     def _check_representable(self, X):

@@ -118,6 +118,9 @@ class Solver:
     #: Whether the trainer's stopping rule (``tol``, ``n_iter_no_change``) applies.
     uses_stopping_rule: ClassVar[bool] = True
 
+    #: Whether a model file keeps this solver's state, for an exact resume.
+    resumable: ClassVar[bool] = True
+
 
 #: Learning-rate schedules (scikit-learn's ``learning_rate``) for "gd" and "sgd".
 SCHEDULES = ("constant", "invscaling", "adaptive")
@@ -354,6 +357,9 @@ class LBFGS(Solver):
     max_line_search: int = 20
     HYPER: ClassVar[tuple[str, ...]] = ("max_fun",)
     uses_stopping_rule: ClassVar[bool] = False
+    # Like scikit-learn's, a new fit starts a new memory (there is no
+    # partial_fit), so a model file keeps the weights only.
+    resumable: ClassVar[bool] = False
 
     def init_state(self, params):
         return LBFGSState([], [])

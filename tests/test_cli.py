@@ -79,12 +79,15 @@ def test_every_train_option_reaches_the_estimator():
         "train", "--alpha", "0.01", "--solver", "sgd", "--lr", "0.02", "--momentum", "0.5",
         "--no-nesterov", "--beta1", "0.8", "--beta2", "0.99", "--epsilon", "1e-7",
         "--tol", "1e-3", "--n-iter-no-change", "4", "--early-stopping",
-        "--validation-fraction", "0.25", "--epochs", "9", "--batch-size", "32"])
+        "--validation-fraction", "0.25", "--epochs", "9", "--batch-size", "32",
+        "--loss", "poisson", "--learning-rate", "adaptive", "--power-t", "0.3",
+        "--max-fun", "99"])
     assert _estimator_params(args) == dict(
         hidden_layer_sizes=(32,), activation="sigmoid", alpha=0.01, solver="sgd",
         learning_rate_init=0.02, batch_size=32, momentum=0.5, nesterovs_momentum=False,
         beta_1=0.8, beta_2=0.99, epsilon=1e-7, max_iter=9, tol=1e-3, n_iter_no_change=4,
-        early_stopping=True, validation_fraction=0.25)
+        early_stopping=True, validation_fraction=0.25, loss="poisson",
+        learning_rate="adaptive", power_t=0.3, max_fun=99)
     defaults = {solver: _estimator_params(build_parser().parse_args(["train", "--solver",
                                                                      solver]))
                 for solver in ("gd", "adam")}
