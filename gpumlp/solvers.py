@@ -121,6 +121,11 @@ class Solver:
     #: Whether a model file keeps this solver's state, for an exact resume.
     resumable: ClassVar[bool] = True
 
+    #: Whether several epochs may run between two reads of the host (see
+    #: :mod:`gpumlp.training`): False for a solver that reads the loss on the
+    #: host at every step anyway.
+    blocks: ClassVar[bool] = True
+
 
 #: Learning-rate schedules (scikit-learn's ``learning_rate``) for "gd" and "sgd".
 SCHEDULES = ("constant", "invscaling", "adaptive")
@@ -360,6 +365,7 @@ class LBFGS(Solver):
     # Like scikit-learn's, a new fit starts a new memory (there is no
     # partial_fit), so a model file keeps the weights only.
     resumable: ClassVar[bool] = False
+    blocks: ClassVar[bool] = False
 
     def init_state(self, params):
         return LBFGSState([], [])
@@ -822,6 +828,7 @@ class AutoGD(Solver):
 
     learning_rate: float = float("nan")
     NAME: ClassVar[str] = "gd"
+    blocks: ClassVar[bool] = False
 
     def init_state(self, params):
         xp = array_namespace(*params)

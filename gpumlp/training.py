@@ -36,6 +36,7 @@ last finite; a fit that ends with a higher loss than it began with warns
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,9 +72,84 @@ def read_scalars(*values):
 
 
 def _all_finite(params):
+    """1 when every parameter is finite, else 0, as a 0-d array (no host read).
+
+    A sum is finite only if its terms are (it could overflow only for weights
+    near the dtype's limit, which is divergence all the same).
+    """
     xp = array_namespace(*params)
-    flags = xp.stack([xp.all(xp.isfinite(p)) for p in params])
-    return xp.astype(xp.all(flags), params[0].dtype)
+    total = xp.sum(params[0])
+    for p in params[1:]:
+        total = total + xp.sum(p)
+    return xp.astype(xp.isfinite(total), params[0].dtype)
+
+
+#: ``Trainer._record``'s answers besides fit's own outcome.
+_GO_ON, _REPLAY = object(), object()
+
+#: The host reads of a block should cost little beside its epochs: blocks grow
+#: until they take about this long (seconds), up to ``MAX_BLOCK`` epochs.
+BLOCK_SECONDS = 0.02
+MAX_BLOCK = 64
+
+
+def _next_block_size(solver, size, done, seconds):
+    """Epochs in the next block: as many as fit in :data:`BLOCK_SECONDS`.
+
+    One for a solver that reads the host at every step anyway, and after a
+    block cut short (the rule changed the solver's state).
+    """
+    if not solver.blocks or done < size:
+        return 1
+    per_epoch = seconds / max(done, 1)
+    target = int(BLOCK_SECONDS / per_epoch) if per_epoch > 0 else MAX_BLOCK
+    return max(1, min(MAX_BLOCK, target, 2 * size))
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """Where training stands between two epochs (all immutable values)."""
+
+    params: list
+    state: Any
+    seen: int
+    rng: dict
+
+    def restore(self, trainer, rng):
+        trainer.params, trainer.state, trainer.samples_seen = list(self.params), self.state, \
+            self.seen
+        rng.bit_generator.state = self.rng
+
+
+@dataclass(frozen=True)
+class _Epoch:
+    """One epoch of a block: where it began, and where it ended."""
+
+    before: _Snapshot
+    params: list
+    state: Any       # before the solver's end_epoch
+    ended: Any       # after it
+    seen: int
+    rng: dict
+    rate: float      # the step size in force during the epoch
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One call to :meth:`Trainer.fit`: its data and its settings."""
+
+    source: Any
+    validation: Any
+    rng: Any
+    batch_size: int
+    shuffle: bool
+    tol: float
+    n_iter_no_change: int
+    stop_on_validation: bool
+    verbose: bool
+    check_convergence: bool
+    on_epoch: Any
+    first_epoch: int
 
 
 @dataclass
@@ -195,70 +271,24 @@ class Trainer:
         """
         batch_size = min(batch_size, source.n_samples)
         first_epoch = self.call_start = len(self.loss_curve)
-        # ``start`` holds the parameters at the start of the running epoch,
-        # ``previous`` those at the start of the one before: for full-batch
+        run = _Run(source, validation, rng, batch_size, shuffle, tol, n_iter_no_change,
+                   stop_on_validation, verbose, check_convergence, on_epoch, first_epoch)
+        # The parameters at the start of the last recorded epoch: for full-batch
         # descent, the point at which the last finite loss was measured.
-        start = previous = list(self.params)
+        self._previous = list(self.params)
+        block, left = 1, max_iter
         # Divergence is detected from the loss and reported once, clearly;
         # NumPy's overflow warnings on the way there would only be noise.
-        errstate = np.errstate(over="ignore", invalid="ignore", divide="ignore")
-        try:
-            with errstate:
-                for _ in range(max_iter):
-                    previous, start = start, list(self.params)
-                    batches = source.batches(rng, batch_size, shuffle)
-                    to_read = [self.epoch(source, batches), _all_finite(self.params)]
-                    if validation is not None:
-                        to_read += list(validation.evaluate(self.coefs, self.intercepts,
-                                                            self.network))
-                    values = read_scalars(*to_read)
-                    loss, params_finite = values[0], values[1]
-                    if not math.isfinite(loss):
-                        self.params = previous
-                        raise self._diverged(loss)
-                    if not params_finite:
-                        self.params = start
-                        raise self._diverged(loss)
-                    self.loss_curve.append(loss)
-                    self.learning_rates.append(self.learning_rate)
-                    validation_loss = score = None
-                    if validation is not None:
-                        validation_loss, score = values[2], values[3]
-                        self.validation_losses.append(validation_loss)
-                        self.validation_scores.append(score)
-                    if verbose:
-                        print(f"Iteration {len(self.loss_curve)}, loss = {loss:.8f}")
-                    if on_epoch is not None:
-                        on_epoch(len(self.loss_curve), loss, validation_loss)
-                    self.state = self.solver.end_epoch(self.state, self.samples_seen)
-                    if not self.solver.uses_stopping_rule:
-                        stopped = self.solver.stop_reason(self.state)
-                        if stopped is not None:
-                            return self._solver_stopped(*stopped, first_epoch, verbose)
-                        continue
-                    if self._should_stop(tol, n_iter_no_change,
-                                         score if stop_on_validation else None):
-                        self.state, stop = self.solver.on_plateau(self.state)
-                        what = "Validation score" if stop_on_validation else "Training loss"
-                        message = (f"{what} did not improve more than tol={tol:f} for "
-                                   f"{n_iter_no_change} consecutive epochs.")
-                        if not stop:
-                            self.no_improvement_count = 0
-                            if verbose:
-                                print(f"{message} Setting learning rate to "
-                                      f"{self.state.learning_rate:f}")
-                        elif check_convergence:
-                            if verbose:
-                                print(f"{message} Stopping.")
-                            self._warn_if_loss_rose(first_epoch, stop_on_validation)
-                            return True
-        except TrainingDivergedError:
-            raise
-        except BaseException:
-            # Ctrl-C, or a failure part-way through an epoch: keep the last
-            # complete epoch's weights.
-            self.params = start
-            raise
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            while left > 0:
+                started = time.perf_counter()
+                size = min(block, left)
+                done, outcome = self._block(run, size)
+                if outcome is not None:
+                    return outcome
+                left -= done
+                block = _next_block_size(self.solver, size, done,
+                                         time.perf_counter() - started)
         if check_convergence:
             self._warn_if_loss_rose(first_epoch, stop_on_validation)
             if self.solver.uses_stopping_rule:
@@ -272,6 +302,118 @@ class Trainer:
                 stacklevel=3,
             )
         return False
+
+    def _block(self, run, size):
+        """Run ``size`` epochs, read their figures once, then apply the rule to each in order.
+
+        Every epoch's parameters, solver state, sample count and generator
+        state are kept (they are immutable values, so keeping them copies
+        nothing). When the rule stops, or changes the solver's state, at an
+        epoch inside the block, training is put back to that epoch: the
+        result is exactly what the epoch-by-epoch rule gives.
+
+        Returns
+        -------
+        done : int
+            Epochs recorded.
+        outcome : bool or None
+            ``fit``'s return value when training ended, else None.
+        """
+        rng = run.rng
+        start = _Snapshot(list(self.params), self.state, self.samples_seen,
+                          rng.bit_generator.state)
+        epochs, to_read = [], []
+        try:
+            for _ in range(size):
+                before = _Snapshot(list(self.params), self.state, self.samples_seen,
+                                   rng.bit_generator.state)
+                batches = run.source.batches(rng, run.batch_size, run.shuffle)
+                values = [self.epoch(run.source, batches), _all_finite(self.params)]
+                if run.validation is not None:
+                    values += list(run.validation.evaluate(self.coefs, self.intercepts,
+                                                           self.network))
+                rate = self.learning_rate
+                ended = self.solver.end_epoch(self.state, self.samples_seen)
+                epochs.append(_Epoch(before, list(self.params), self.state, ended,
+                                     self.samples_seen, rng.bit_generator.state, rate))
+                self.state = ended
+                to_read += values
+            values = read_scalars(*to_read)
+        except BaseException:
+            # Ctrl-C, or a failure part-way through the block: keep the last
+            # recorded epoch's weights.
+            start.restore(self, rng)
+            raise
+        width = len(values) // size
+        for j, epoch in enumerate(epochs):
+            mine = values[j * width:(j + 1) * width]
+            outcome = self._record(run, epoch, mine)
+            if outcome is _REPLAY:
+                # The later epochs ran with the old state: run them again.
+                return j + 1, None
+            if outcome is not _GO_ON:
+                return j + 1, outcome
+        return size, None
+
+    def _record(self, run, epoch, values):
+        """Apply one epoch's read figures: divergence, history, callbacks, the rule.
+
+        Returns ``_GO_ON``, ``_REPLAY`` (the rule changed the solver's state,
+        so the later epochs of the block are discarded and run again), or
+        ``fit``'s return value.
+        """
+        loss, params_finite = values[0], values[1]
+        if not math.isfinite(loss):
+            epoch.before.restore(self, run.rng)
+            self.params = self._previous
+            raise self._diverged(loss)
+        if not params_finite:
+            epoch.before.restore(self, run.rng)
+            raise self._diverged(loss)
+        # As the epoch-by-epoch loop stood after this epoch: the solver's
+        # end_epoch comes after the callback.
+        self.params, self.state, self.samples_seen = epoch.params, epoch.state, epoch.seen
+        run.rng.bit_generator.state = epoch.rng
+        self._previous = epoch.before.params
+        self.loss_curve.append(loss)
+        self.learning_rates.append(epoch.rate)
+        validation_loss = score = None
+        if run.validation is not None:
+            validation_loss, score = values[2], values[3]
+            self.validation_losses.append(validation_loss)
+            self.validation_scores.append(score)
+        if run.verbose:
+            print(f"Iteration {len(self.loss_curve)}, loss = {loss:.8f}")
+        if run.on_epoch is not None:
+            try:
+                run.on_epoch(len(self.loss_curve), loss, validation_loss)
+            except BaseException:
+                epoch.before.restore(self, run.rng)
+                raise
+        self.state = epoch.ended
+        if not self.solver.uses_stopping_rule:
+            stopped = self.solver.stop_reason(self.state)
+            if stopped is not None:
+                return self._solver_stopped(*stopped, run.first_epoch, run.verbose)
+            return _GO_ON
+        if not self._should_stop(run.tol, run.n_iter_no_change,
+                                 score if run.stop_on_validation else None):
+            return _GO_ON
+        self.state, stop = self.solver.on_plateau(self.state)
+        what = "Validation score" if run.stop_on_validation else "Training loss"
+        message = (f"{what} did not improve more than tol={run.tol:f} for "
+                   f"{run.n_iter_no_change} consecutive epochs.")
+        if not stop:
+            self.no_improvement_count = 0
+            if run.verbose:
+                print(f"{message} Setting learning rate to {self.state.learning_rate:f}")
+            return _REPLAY
+        if run.check_convergence:
+            if run.verbose:
+                print(f"{message} Stopping.")
+            self._warn_if_loss_rose(run.first_epoch, run.stop_on_validation)
+            return True
+        return _REPLAY if self.state is not epoch.ended else _GO_ON
 
     def _solver_stopped(self, why, converged, first_epoch, verbose):
         """A solver with its own criteria (L-BFGS) stopped: report, warn unless converged."""
