@@ -100,6 +100,12 @@ def _hidden(text):
     return sizes
 
 
+_BACKEND_CHOICES = ["auto", "numpy", "cupy", "torch", "jax"]
+_BACKEND_HELP = ("the array library: auto (NumPy on the CPU, CuPy on CUDA), numpy, cupy, torch "
+                 "(devices cpu, cuda:N, mps, xpu) or jax (cpu, gpu:N, tpu) (default: "
+                 "$GPUMLP_BACKEND or auto)")
+
+
 def _add_train(sub):
     p = sub.add_parser(
         "train",
@@ -124,6 +130,7 @@ def _add_train(sub):
     p.add_argument("--target", metavar="NAME", help="CSV target column (default: the last)")
     p.add_argument("--device", default=None,
                    help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
+    p.add_argument("--backend", default=None, choices=_BACKEND_CHOICES, help=_BACKEND_HELP)
     p.add_argument("--hidden", type=_hidden, default=(32,), metavar="W1,W2,...",
                    help="hidden layer widths (default: 32)")
     p.add_argument("--activation", default="sigmoid",
@@ -239,7 +246,7 @@ def _run_train(args):
 
             X_train, y_train = to_cupy_blocks(X_train), to_cupy_blocks(y_train)
     else:
-        device = get_device(args.device)
+        device = get_device(args.device, args.backend)
         X, y, names, target, source = _load_training_data(args)
         if args.test_size > 0:
             X_train, X_test, y_train, y_test = train_test_split(X, y, args.test_size, args.seed)
@@ -350,6 +357,7 @@ def _add_predict(sub):
                    help="write predictions here (.csv or .npy); default: print them")
     p.add_argument("--device", default=None,
                    help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
+    p.add_argument("--backend", default=None, choices=_BACKEND_CHOICES, help=_BACKEND_HELP)
     p.set_defaults(run=_run_predict)
 
 
@@ -362,8 +370,8 @@ def _run_predict(args):
     _check_outputs([("--model", args.model), ("--data", args.data)], [("--out", args.out)])
     model, metadata = load_with_metadata(args.model)
     net = getattr(model, "regressor_", model)
-    if args.device is not None:
-        net.set_params(device=args.device)
+    if args.device is not None or args.backend is not None:
+        net.set_params(device=args.device, backend=args.backend)
     names = metadata.get("feature_names") or [
         f"x{j}" for j in range(metadata["layer_sizes"][0])]
     target = (metadata.get("target_names") or ["prediction"])[0]
@@ -484,7 +492,7 @@ def build_parser():
 
 def main(argv=None):
     """Run the command line; returns the exit status."""
-    from .devices import CUDAUnavailableError
+    from .devices import BackendUnavailableError
     from .training import TrainingDivergedError
 
     parser = build_parser()
@@ -497,7 +505,7 @@ def main(argv=None):
     except TrainingDivergedError as exc:
         print(f"gpumlp {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, CUDAUnavailableError, OSError, MemoryError) as exc:
+    except (ValueError, TypeError, BackendUnavailableError, OSError, MemoryError) as exc:
         print(f"gpumlp {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -78,10 +78,24 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     beta_1, beta_2, epsilon : float, defaults 0.9, 0.999, 1e-8
         Adam's parameters.
     n_iter_no_change : int, default=10
+    backend : {"auto", "numpy", "cupy", "torch", "jax"} or None, default=None
+        The array library that trains. ``"auto"`` is NumPy on the CPU and
+        CuPy on CUDA (and PyTorch for ``device="mps"`` or ``"xpu"``, JAX for
+        ``"tpu"``, the only libraries that drive them). A named backend never
+        falls back to another: a missing library or device raises
+        :class:`gpumlp.devices.BackendUnavailableError` naming the extra to
+        install (``gpumlp[torch]``, ``gpumlp[jax]``). ``None``: arrays of a
+        library other than NumPy train where they live, and NumPy input uses
+        the environment variable ``GPUMLP_BACKEND`` if set, else ``"auto"``.
+        Fitted weights and predictions come back as NumPy for NumPy input
+        and in the input's kind otherwise, whichever backend trained.
     device : str or None, default=None
-        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. ``None`` trains
-        where a non-NumPy input array lives, and for NumPy input uses the
-        environment variable ``GPUMLP_DEVICE`` if set, else ``"auto"``.
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; with PyTorch also
+        ``"mps"`` and ``"xpu:N"``, with JAX ``"gpu:N"`` and ``"tpu:N"``.
+        ``None`` trains where a non-NumPy input array lives (when it is an
+        array of ``backend``, or ``backend`` is None or ``"auto"``), and for
+        NumPy input uses the environment variable ``GPUMLP_DEVICE`` if set,
+        else ``"auto"``.
     dtype : {"float32", "float64"} or None, default=None
         Computation dtype; ``None`` keeps float32 or float64 input as is and
         uses float64 for anything else.
@@ -147,6 +161,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         beta_2=0.999,
         epsilon=1e-8,
         n_iter_no_change=10,
+        backend=None,
         device=None,
         dtype=None,
     ):
@@ -170,6 +185,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.backend = backend
         self.device = device
         self.dtype = dtype
 
@@ -229,6 +245,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             source = None
         if continuing and self.dtype is None:
             dtype = dtype_name(self.coefs_[0])
+        device.check_dtype(dtype)
         try:
             with device.context():
                 if source is None:
@@ -377,11 +394,14 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self._y_was_1d = bool(y_was_1d)
 
     def _resolve_device(self, X) -> Device:
-        if self.device is not None:
-            return get_device(self.device)
-        if not aac.is_numpy_array(X):
-            return device_of(X)
-        return get_device(None)
+        """The device to compute on, from ``backend``, ``device`` and where ``X`` lives."""
+        named = self.backend is not None and self.backend.strip().lower() != "auto"
+        if self.device is None and not aac.is_numpy_array(X):
+            here = device_of(X)
+            if not named or here.backend == self.backend.strip().lower():
+                return here
+            return get_device("auto", self.backend)
+        return get_device(self.device, self.backend)
 
     # -------------------------------------------------------------- predict
     def _check_fitted(self):
@@ -413,6 +433,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         X = check_X(X, type(self).__name__, n_features=self.coefs_[0].shape[0])
         device = self._resolve_device(X)
         dtype = dtype_name(self.coefs_[0])
+        device.check_dtype(dtype)
         with device.context():
             Xd = move(X, device, dtype)
             coefs = [move(W, device, dtype) for W in self.coefs_]

@@ -451,7 +451,7 @@ def _generator(state: Any):
 
 
 def _params(path: str, metadata: dict) -> dict:
-    """The estimator's parameters, decoded and checked; ``device`` is reset to ``None``."""
+    """The estimator's parameters, decoded and checked; ``device`` and ``backend`` reset to None."""
     from ._checks import check_params
     from .estimator import MLPRegressor
 
@@ -476,6 +476,7 @@ def _params(path: str, metadata: dict) -> dict:
         if isinstance(params.get("random_state"), dict) and len(params["random_state"]) == 1:
             params["random_state"] = _generator(params["random_state"])
         params["device"] = None
+        params["backend"] = None  # a model trained on any backend predicts on any
         net = MLPRegressor(**params)
         check_params(net)
         from .initialization import as_generator

@@ -14,6 +14,7 @@ The interface (duck-typed)::
     batches(rng, batch_size, shuffle) -> list of batches
     batch_rows(batch) -> int
     loss_and_grads(batch, coefs, intercepts, network) -> (loss, grads, rows)
+    epoch_rows(batches) -> iterable of (X, y)   optional: a source holding rows
     evaluate(coefs, intercepts, activation) -> (loss, r2)
     split(fraction, rng) -> (train_source, validation_source)
 
@@ -21,11 +22,14 @@ The interface (duck-typed)::
 parameters' namespace) and ``grads`` is ``coef_grads + intercept_grads``;
 the trainer adds the L2 penalty (:func:`gpumlp.kernels.add_l2`) itself.
 Row orders are drawn on the host from a NumPy ``Generator``, so every backend
-sees the same batches.
+sees the same batches. A source with ``rows`` hands the trainer the batch's
+arrays, which it feeds to one pure, compilable step (:mod:`gpumlp.training`);
+a source without it (Dask) is asked for each batch's gradients instead.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from . import fastpath, kernels
@@ -34,7 +38,7 @@ from .devices import Device, move, to_numpy
 from .metrics import r2_score
 from .splitting import validation_split
 
-__all__ = ["ArraySource", "Network"]
+__all__ = ["ArraySource", "Network", "rows_loss_and_grads"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,22 @@ class Network:
     n_coefs: int
     activation: Activation
     fastpath: bool = True
+
+
+def rows_loss_and_grads(X, y, coefs, intercepts, network: Network):
+    """The mean squared error of rows ``X, y`` and its gradients: ``(loss, grads)``.
+
+    ``grads`` is ``coef_grads + intercept_grads``; no L2 penalty. The
+    backend's fast path runs where it has one (:mod:`gpumlp.fastpath`; never
+    on arrays being traced by a compiler), else the generic kernels.
+    """
+    fast = fastpath.select(X, network.n_coefs, network.activation, enabled=network.fastpath)
+    if fast is not None:
+        loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts)
+    else:
+        loss, coef_grads, intercept_grads = kernels.loss_and_grads(
+            X, y, coefs, intercepts, network.activation)
+    return loss, coef_grads + intercept_grads
 
 
 class ArraySource:
@@ -113,7 +133,23 @@ class ArraySource:
         """Rows in one batch."""
         return batch[1] - batch[0]
 
-    def _rows(self, batch):
+    def epoch_rows(self, batches):
+        """Each batch's ``(X, y)``, in order, on the device.
+
+        One batch at a time, as the trainer asks (views for rows in stored
+        order); on a device that compiles (JAX), every batch of the epoch in
+        one compiled call, since there each separate slice would cost a
+        dispatch as long as a training step.
+        """
+        if not self.device.compiles or not batches:
+            return (self.rows(batch) for batch in batches)
+        bounds = tuple((start, stop) for start, stop, _ in batches)
+        order = batches[0][2]
+        select = _compiled_selection(self.device, bounds, order is not None)
+        return select(self.X, self.y, order)
+
+    def rows(self, batch):
+        """The batch's ``(X, y)``, on the device (a view for rows in stored order)."""
         start, stop, order = batch
         if order is None:
             if stop - start == self.n_samples:
@@ -125,15 +161,9 @@ class ArraySource:
 
     def loss_and_grads(self, batch, coefs, intercepts, network: Network):
         """The batch's mean squared error and gradients: ``(loss, grads, rows)``."""
-        X, y = self._rows(batch)
-        fast = fastpath.select(X, network.n_coefs, network.activation,
-                               enabled=network.fastpath)
-        if fast is not None:
-            loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts)
-        else:
-            loss, coef_grads, intercept_grads = kernels.loss_and_grads(
-                X, y, coefs, intercepts, network.activation)
-        return loss, coef_grads + intercept_grads, X.shape[0]
+        X, y = self.rows(batch)
+        loss, grads = rows_loss_and_grads(X, y, coefs, intercepts, network)
+        return loss, grads, X.shape[0]
 
     def evaluate(self, coefs, intercepts, activation):
         """Loss and R² of the network on all rows, as 0-d arrays (no host read)."""
@@ -150,3 +180,21 @@ class ArraySource:
             parts.append(ArraySource(xp.take(self.X, rows, axis=0),
                                      xp.take(self.y, rows, axis=0), self.device))
         return tuple(parts)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_selection(device: Device, bounds: tuple, shuffled: bool):
+    """``(X, y, order) -> [(X_b, y_b), ...]`` for these batch bounds, compiled by ``device``."""
+
+    def select(X, y, order):
+        xp = device.xp
+        out = []
+        for start, stop in bounds:
+            if shuffled:
+                rows = order[start:stop]
+                out.append((xp.take(X, rows, axis=0), xp.take(y, rows, axis=0)))
+            else:
+                out.append((X[start:stop, ...], y[start:stop, ...]))
+        return out
+
+    return device.compile(select)

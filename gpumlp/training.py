@@ -4,11 +4,20 @@ One training step is the solver's pure update (:mod:`gpumlp.solvers`)::
 
     params, state, loss = solver.update(params, state, objective)
 
-where ``objective(params)`` asks the batch source (:mod:`gpumlp.sources`)
-for the batch's loss and gradients and adds the L2 penalty, the one place
-where the penalty enters (:func:`gpumlp.kernels.add_l2`). The trainer drives
-steps and never needs to know where a batch lives: in memory on a device, or
-in chunks on Dask workers.
+where ``objective(params)`` gives the batch's loss and gradients with the L2
+penalty added, the one place where the penalty enters
+(:func:`gpumlp.kernels.add_l2`). The trainer drives steps and never needs to
+know where a batch lives:
+
+* a source holding rows in memory (``source.epoch_rows(batches)``, each
+  batch's ``(X, y)``) feeds them to :func:`step_function`, the whole step as one pure function
+  ``(params, state, X, y) -> (params, state, loss)``, which the device may
+  compile (:meth:`gpumlp.devices.Device.compile`: JAX puts it under
+  ``jax.jit``; the others run it as it is). Compiled steps are cached per
+  (device, network, solver, alpha), so a fit traces once, not per epoch or
+  per ``partial_fit``;
+* a source without rows (Dask chunks) is asked for each batch's loss and
+  gradients (``source.loss_and_grads``) through :meth:`Trainer.objective`.
 
 Parameters are held as one flat list, ``coefs + intercepts``, on the device
 of the data. Within an epoch nothing is read back to the host: the epoch's
@@ -29,6 +38,7 @@ last finite; a fit that ends with a higher loss than it began with warns
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -41,9 +51,10 @@ from . import kernels
 from ._sklearn_compat import convergence_warning
 from .devices import to_numpy
 from .solvers import Solver
-from .sources import Network
+from .sources import Network, rows_loss_and_grads
 
-__all__ = ["LossIncreasedWarning", "Trainer", "TrainingDivergedError", "read_scalars"]
+__all__ = ["LossIncreasedWarning", "Trainer", "TrainingDivergedError", "compiled_step",
+           "read_scalars", "step_function"]
 
 
 class TrainingDivergedError(ValueError):
@@ -68,6 +79,50 @@ def _all_finite(params):
     xp = array_namespace(*params)
     flags = xp.stack([xp.all(xp.isfinite(p)) for p in params])
     return xp.astype(xp.all(flags), params[0].dtype)
+
+
+def step_function(network: Network, solver: Solver, alpha: float):
+    """One training step on rows ``X, y`` as a pure function of arrays.
+
+    Parameters
+    ----------
+    network : Network
+    solver : Solver
+    alpha : float
+        L2 penalty strength.
+
+    Returns
+    -------
+    callable
+        ``step(params, state, X, y) -> (params, state, loss)``, with
+        ``params`` the list ``coefs + intercepts``, ``X`` of shape
+        ``(n_rows, n_features)``, ``y`` of shape ``(n_rows, n_outputs)`` and
+        ``loss`` the batch's loss (penalty included) at the old parameters,
+        a 0-d array. No host read, no side effect: a compiler may trace it.
+    """
+    n_coefs = network.n_coefs
+
+    def step(params, state, X, y):
+        def objective(params):
+            coefs, intercepts = params[:n_coefs], params[n_coefs:]
+            loss, grads = rows_loss_and_grads(X, y, coefs, intercepts, network)
+            loss, coef_grads = kernels.add_l2(loss, grads[:n_coefs], coefs, alpha, X.shape[0])
+            return loss, coef_grads + grads[n_coefs:]
+
+        return solver.update(params, state, objective)
+
+    return step
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_step(device, network: Network, solver: Solver, alpha: float):
+    """:func:`step_function`, compiled by ``device`` (:meth:`~gpumlp.devices.Device.compile`), cached."""
+    return device.compile(step_function(network, solver, alpha))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_all_finite(device):
+    return device.compile(_all_finite)
 
 
 @dataclass
@@ -125,14 +180,28 @@ class Trainer:
 
     def epoch(self, source, batches):
         """One pass over ``batches`` of ``source``; the epoch's mean loss as a 0-d array."""
-        total = None
-        for batch in batches:
-            self.params, self.state, loss = self.solver.update(
-                self.params, self.state, self.objective(source, batch))
-            weighted = loss * float(source.batch_rows(batch))
-            total = weighted if total is None else total + weighted
+        losses = []
+        if hasattr(source, "epoch_rows"):
+            step = compiled_step(source.device, self.network, self.solver, self.alpha)
+            for X, y in source.epoch_rows(batches):
+                self.params, self.state, loss = step(self.params, self.state, X, y)
+                losses.append(loss)
+        else:
+            for batch in batches:
+                self.params, self.state, loss = self.solver.update(
+                    self.params, self.state, self.objective(source, batch))
+                losses.append(loss)
         self.samples_seen += source.n_samples
-        return total / float(source.n_samples)
+        if len(losses) == 1:
+            return losses[0]
+        # The batches' losses weighted by their rows, summed in one operation
+        # rather than one per batch (each is a dispatch on an accelerator).
+        xp = array_namespace(*losses)
+        weights = [source.batch_rows(batch) / source.n_samples for batch in batches]
+        if len(set(weights)) == 1:
+            return xp.mean(xp.stack(losses))
+        return xp.sum(xp.stack(losses) * xp.asarray(weights, dtype=losses[0].dtype,
+                                                     device=source.device.array_device))
 
     def fit(self, source, *, rng, batch_size, shuffle, max_iter, tol, n_iter_no_change,
             validation=None, stop_on_validation=False, verbose=False,
@@ -188,7 +257,10 @@ class Trainer:
                 for _ in range(max_iter):
                     previous, start = start, list(self.params)
                     batches = source.batches(rng, batch_size, shuffle)
-                    to_read = [self.epoch(source, batches), _all_finite(self.params)]
+                    loss = self.epoch(source, batches)
+                    device = getattr(source, "device", None)
+                    all_finite = _all_finite if device is None else _compiled_all_finite(device)
+                    to_read = [loss, all_finite(self.params)]
                     if validation is not None:
                         to_read += list(validation.evaluate(self.coefs, self.intercepts,
                                                             self.network.activation))
