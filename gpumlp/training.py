@@ -116,7 +116,7 @@ def step_function(network: Network, solver: Solver, alpha: float):
 
 @functools.lru_cache(maxsize=64)
 def compiled_step(device, network: Network, solver: Solver, alpha: float):
-    """:func:`step_function`, compiled by ``device`` (:meth:`~gpumlp.devices.Device.compile`), cached."""
+    """:func:`step_function` compiled by ``device`` (``Device.compile``), cached."""
     return device.compile(step_function(network, solver, alpha))
 
 
