@@ -11,6 +11,7 @@ from __future__ import annotations
 import array_api_compat as aac
 
 from . import fastpath, kernels
+from ._fitrecord import fingerprint, start_record
 from ._checks import check_params, check_X, check_y, resolve_dtype
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from .devices import Device, device_of, dtype_name, get_device, move
@@ -243,6 +244,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             dtype = resolve_dtype(self.dtype, X)
             y_was_1d = y.ndim == 1
             source = None
+            self._fingerprint = fingerprint(X, y)
         if continuing and self.dtype is None:
             dtype = dtype_name(self.coefs_[0])
         device.check_dtype(dtype)
@@ -270,6 +272,16 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         layer_sizes = [source.n_features, *hidden, source.n_outputs]
         trainer = self._trainer_for(layer_sizes, device, dtype, activation, continuing,
                                     incremental)
+        self._live_trainer = trainer  # what a replay (gpumlp.certificate) watches
+        # A fresh in-memory fit keeps a record of how to replay it (see _fitrecord).
+        start, data_sha256 = self.__dict__.pop("_start", None), \
+            self.__dict__.pop("_fingerprint", None)
+        record = None
+        if start is not None and isinstance(source, ArraySource):
+            record = start_record(*start, device=device, dtype=dtype,
+                                  fastpath=trainer.network.fastpath,
+                                  eval_set=eval_set is not None,
+                                  n_samples=source.n_samples, data_sha256=data_sha256)
         validation = None
         early_stopping = self.early_stopping and not incremental
         if eval_set is not None:
@@ -295,6 +307,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         finally:
             self._store(trainer, device, input_device, y_was_1d, early_stopping,
                         validation is not None)
+            if record is not None:
+                record["n_iter"] = len(trainer.loss_curve)
+            self._fit_record = record
         return self
 
     def _eval_source(self, eval_set, source, device, dtype, client):
@@ -329,8 +344,13 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         network = Network(len(layer_sizes) - 1, activation, fastpath.is_enabled())
         previous = getattr(self, "_trainer", None)
         if not continuing:
-            self._rng = as_generator(self.random_state)
-            coefs, intercepts = glorot_uniform(layer_sizes, self._rng, dtype)
+            replay = self.__dict__.pop("_replay_start", None)  # set by gpumlp.certificate
+            if replay is None:
+                self._rng = as_generator(self.random_state)
+                coefs, intercepts = glorot_uniform(layer_sizes, self._rng, dtype)
+            else:
+                coefs, intercepts, self._rng = replay
+            self._start = (coefs, intercepts, self._rng)
             params = [device.asarray(p) for p in (*coefs, *intercepts)]
             return Trainer(network, solver, float(self.alpha), params,
                            solver.init_state(params))
