@@ -4,15 +4,14 @@ A fresh ``fit`` (not a warm start, not ``partial_fit`` on fitted weights)
 keeps, besides its result, what a replay needs (:mod:`gpumlp.certificate`):
 the initial weights, the state of the random generator after they were drawn
 (it then draws every epoch's batch order and the validation split), the
-device and dtype, whether the fast path ran, whether an ``eval_set`` was
+device (the dtype is the weights' own), whether the fast path ran, whether an ``eval_set`` was
 given, the number of epochs, and a fingerprint of the training data. The
 hyper-parameters are the estimator's own. :mod:`gpumlp.io` stores the record
 in a model file and checks it on loading.
 
 The record is a dict of plain values plus two lists of NumPy arrays::
 
-    {"version": 1, "rng_state": {...}, "device": "numpy", "dtype": "float64",
-     "fastpath": True, "eval_set": False, "n_samples": 200, "n_iter": 30,
+    {"version": 1, "rng_state": {...}, "device": "numpy", "fastpath": True, "eval_set": False, "n_samples": 200, "n_iter": 30,
      "data_sha256": "..." or None, "coefs": [...], "intercepts": [...]}
 """
 
@@ -29,8 +28,7 @@ RECORD_VERSION = 1
 
 #: The plain (JSON) keys of a record, with their types; the arrays are
 #: ``coefs`` and ``intercepts``.
-RECORD_KEYS = {"version": int, "rng_state": dict, "device": str, "dtype": str,
-               "fastpath": bool, "eval_set": bool, "n_samples": int, "n_iter": int,
+RECORD_KEYS = {"version": int, "rng_state": dict, "device": str, "fastpath": bool, "eval_set": bool, "n_samples": int, "n_iter": int,
                "data_sha256": (str, type(None))}
 
 
@@ -50,7 +48,7 @@ def fingerprint(X, y) -> str | None:
     return digest.hexdigest()
 
 
-def start_record(coefs, intercepts, rng, *, device, dtype, fastpath, eval_set, n_samples,
+def start_record(coefs, intercepts, rng, *, device, fastpath, eval_set, n_samples,
                  data_sha256) -> dict:
     """A record at the start of a fit, after the initial weights were drawn from ``rng``.
 
@@ -58,7 +56,7 @@ def start_record(coefs, intercepts, rng, *, device, dtype, fastpath, eval_set, n
     """
     return {"version": RECORD_VERSION,
             "rng_state": {"numpy_generator": copy.deepcopy(rng.bit_generator.state)},
-            "device": device.name, "dtype": dtype, "fastpath": bool(fastpath),
+            "device": device.name, "fastpath": bool(fastpath),
             "eval_set": bool(eval_set), "n_samples": int(n_samples), "n_iter": 0,
             "data_sha256": data_sha256,
             "coefs": [np.array(W, copy=True) for W in coefs],

@@ -39,7 +39,7 @@ import numpy as np
 from . import agreement, fastpath
 from ._checks import check_X, check_y
 from ._fitrecord import fingerprint
-from .devices import BackendUnavailableError, Device, to_numpy
+from .devices import BackendUnavailableError, Device, dtype_name, to_numpy
 
 __all__ = ["Certificate", "NotReplayableError", "Replay", "certify", "format_certificate"]
 
@@ -236,6 +236,7 @@ def certify(model_file: str | os.PathLike, X, y, *, backends: list | None = None
     if record["eval_set"] and net.early_stopping:
         raise NotReplayableError(f"{path} was fit with early stopping on an eval_set, "
                                  f"which the file does not hold; it cannot be replayed.")
+    trained_dtype = dtype_name(net.coefs_[0])
     notes = []
     if record["data_sha256"] is None:
         notes.append("the fit's data was not on the host, so it was not fingerprinted: "
@@ -267,7 +268,7 @@ def certify(model_file: str | os.PathLike, X, y, *, backends: list | None = None
             tol = agreement.TOLERANCES[("training", dtype)]
             replay = Replay(name, dtype, tol, arrays)
             replays.append(replay)
-            is_trained = name == trained and dtype == record["dtype"]
+            is_trained = name == trained and dtype == trained_dtype
             try:
                 device.check_dtype(dtype)
                 epochs, losses, final = _replay_run(
@@ -291,7 +292,7 @@ def certify(model_file: str | os.PathLike, X, y, *, backends: list | None = None
             if is_trained:
                 replay.stored = {a: _rel(s, f) for a, s, f in zip(arrays, stored, final)}
                 stored_checked = True
-    return Certificate(path, f"{record['device']} {record['dtype']}", record["n_iter"],
+    return Certificate(path, f"{record['device']} {trained_dtype}", record["n_iter"],
                        replays, stored_checked, notes)
 
 

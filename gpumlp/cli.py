@@ -262,6 +262,12 @@ def _run_train(args):
             cluster.close()
 
 
+def _split_record(args, source):
+    """What ``validate --model`` needs to redo this run's training split from --data."""
+    return {"source": source, "target": args.target, "test_size": args.test_size,
+            "split_seed": args.seed, "samples": None if args.data else args.samples}
+
+
 def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test, names,
                       target, source):
     import warnings
@@ -304,7 +310,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
         print(f"interrupted after {net.n_iter_} epochs ({wall:.2f} s)", file=sys.stderr)
         if args.out and getattr(net, "n_iter_", 0) > 0:
             save(model, args.out, feature_names=names, target_names=[target],
-                 extra={"source": source, "interrupted": True})
+                 extra={**_split_record(args, source), "interrupted": True})
             print(f"saved the last complete epoch's model to {args.out}", file=sys.stderr)
         return 130
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
@@ -331,7 +337,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     print(f"wall time: {wall:.2f} s")
     if args.out:
         save(model, args.out, feature_names=names, target_names=[target],
-             extra={"source": source})
+             extra=_split_record(args, source))
         print(f"saved model to {args.out}")
     if args.plot:
         from .plotting import plot_loss
@@ -434,6 +440,14 @@ def _add_validate(sub):
     p.add_argument("--configs", default=None,
                    help=f"training runs, of {', '.join(TRAINING_CONFIGS)} (default: all)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON")
+    p.add_argument("--model", metavar="MODEL.npz", default=None,
+                   help="certify one fit instead: replay the fit recorded in this model file "
+                        "on every backend and dtype against NumPy float64, compare per epoch, "
+                        "and check the stored weights; needs --data")
+    p.add_argument("--data", metavar="FILE", default=None,
+                   help="with --model: the data it was trained on (for a model from "
+                        "'gpumlp train', the same --data: its split is redone; omit it for "
+                        "the embedded dataset)")
     p.set_defaults(run=_run_validate)
 
 
@@ -444,7 +458,11 @@ def _run_validate(args):
     def names(text):
         return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
-    _check_outputs([], [("--json", args.json)])
+    _check_outputs([("--model", args.model), ("--data", args.data)], [("--json", args.json)])
+    if args.model is not None:
+        return _run_certificate(args, names)
+    if args.data is not None:
+        raise ValueError("--data goes with --model (the fit to certify).")
     backends = names(args.backends)
     if backends is None:
         backends, unusable = agreement.available_backends()
@@ -471,6 +489,44 @@ def _run_validate(args):
         write_text_atomic(args.json, agreement.to_json(results))
         print(f"wrote {args.json}")
     return 0 if all(r.passed for r in results) else 1
+
+
+def _run_certificate(args, names):
+    from ._atomic import write_text_atomic
+    from .certificate import NotReplayableError, certify, format_certificate
+    from .io import read_metadata
+
+    metadata = read_metadata(args.model)
+    extra = metadata.get("extra") or {}
+    if args.data is None and isinstance(extra.get("samples"), int):
+        from .datasets import make_friedman1
+
+        X, y = make_friedman1(extra["samples"], random_state=extra.get("split_seed", 0))
+    elif args.data is None:
+        raise ValueError("--model needs --data, the file the model was trained on.")
+    else:
+        from .data import read_training_data
+
+        X, y, _, _ = read_training_data(args.data, extra.get("target"))
+    if "test_size" in extra:  # a model from `gpumlp train`: redo its split
+        from .splitting import train_test_split
+
+        if extra["test_size"] > 0:
+            X, _, y, _ = train_test_split(X, y, extra["test_size"], extra["split_seed"])
+    dtypes = names(args.dtypes)
+    for dtype in dtypes:
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"--dtypes takes float32 and/or float64, got {dtype!r}")
+    try:
+        cert = certify(args.model, X, y, backends=names(args.backends), dtypes=tuple(dtypes))
+    except NotReplayableError as exc:
+        print(f"gpumlp validate: cannot certify: {exc}", file=sys.stderr)
+        return 2
+    print(format_certificate(cert))
+    if args.json:
+        write_text_atomic(args.json, cert.to_json())
+        print(f"wrote {args.json}")
+    return 0 if cert.passed else 1
 
 
 def build_parser():

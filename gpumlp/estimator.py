@@ -11,8 +11,8 @@ from __future__ import annotations
 import array_api_compat as aac
 
 from . import fastpath, kernels
-from ._fitrecord import fingerprint, start_record
 from ._checks import check_params, check_X, check_y, resolve_dtype
+from ._fitrecord import fingerprint, start_record
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from .devices import Device, device_of, dtype_name, get_device, move
 from .initialization import as_generator, glorot_uniform
@@ -278,8 +278,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             self.__dict__.pop("_fingerprint", None)
         record = None
         if start is not None and isinstance(source, ArraySource):
-            record = start_record(*start, device=device, dtype=dtype,
-                                  fastpath=trainer.network.fastpath,
+            record = start_record(*start, device=device, fastpath=trainer.network.fastpath,
                                   eval_set=eval_set is not None,
                                   n_samples=source.n_samples, data_sha256=data_sha256)
         validation = None

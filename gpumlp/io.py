@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._atomic import atomic_path, write_text_atomic  # noqa: F401 (re-exported)
-from .activations import NAMES as ACTIVATIONS
 from ._fitrecord import RECORD_KEYS, RECORD_VERSION
+from .activations import NAMES as ACTIVATIONS
 from .devices import Device, to_numpy
 
 if TYPE_CHECKING:
@@ -269,9 +269,6 @@ def _check_fit_record(path: str, metadata: dict) -> None:
     if record["version"] != RECORD_VERSION:
         raise _damaged(path, f"fit_record version {record['version']!r} is not "
                              f"{RECORD_VERSION}")
-    if record["dtype"] != metadata["dtype"]:
-        raise _damaged(path, f"fit_record dtype {record['dtype']!r} differs from the "
-                             f"model's {metadata['dtype']!r}")
     if record["n_samples"] < 1 or record["n_iter"] < 0:
         raise _damaged(path, f"fit_record n_samples {record['n_samples']} or n_iter "
                              f"{record['n_iter']} is out of range")
@@ -370,12 +367,12 @@ def _expected_members(path: str, metadata: dict, present: set[str]) -> dict:
     elif scalers:
         raise _damaged(path, f"it holds the scalers {', '.join(scalers)} but its kind "
                              f"is {metadata['kind']}, which would drop them")
-    stray = sorted(name for name in present
-                   if re.fullmatch(r"(init_)?(coef|intercept)_\d+", name)
-                   and name not in expected)
-    if stray:
-        raise _damaged(path, f"it holds {', '.join(stray)}, which layer_sizes "
-                             f"{sizes} has no place for")
+    for pattern in (r"(coef|intercept)_\d+", r"init_(coef|intercept)_\d+"):
+        stray = sorted(name for name in present
+                       if re.fullmatch(pattern, name) and name not in expected)
+        if stray:
+            raise _damaged(path, f"it holds {', '.join(stray)}, which layer_sizes "
+                                 f"{sizes} has no place for")
     missing = [name for name in expected if name not in present]
     if missing:
         raise _damaged(path, f"member(s) {', '.join(missing)} missing")

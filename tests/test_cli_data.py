@@ -97,7 +97,7 @@ def bad_csv(tmp_path, text):
     (lambda t: ["--data", bad_csv(t, "a,b,y\n")], "0 data rows"),
     (lambda t: ["--data", bad_csv(t, "a,b,y\n1,2,3\n"), "--target", "z"],
      "there is no column 'z'; the columns are a, b, y"),
-    (lambda t: ["--device", "tpu"], "Unknown device 'tpu'"),
+    (lambda t: ["--device", "npu"], "Unknown device 'npu'"),
     (lambda t: ["--data", bad_csv(t, "a,y\n1,2\n"), "--test-size", "1.5"], "--test-size"),
 ])
 def test_bad_training_input_gets_one_line(tmp_path, make_args, message):
