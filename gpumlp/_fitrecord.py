@@ -11,8 +11,9 @@ in a model file and checks it on loading.
 
 The record is a dict of plain values plus two lists of NumPy arrays::
 
-    {"version": 1, "rng_state": {...}, "device": "numpy", "fastpath": True, "eval_set": False, "n_samples": 200, "n_iter": 30,
-     "data_sha256": "..." or None, "coefs": [...], "intercepts": [...]}
+    {"version": 1, "rng_state": {...}, "device": "numpy", "fastpath": True,
+     "eval_set": False, "n_samples": 200, "n_iter": 30, "data_sha256": "..." or None,
+     "coefs": [...], "intercepts": [...]}
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ RECORD_VERSION = 1
 
 #: The plain (JSON) keys of a record, with their types; the arrays are
 #: ``coefs`` and ``intercepts``.
-RECORD_KEYS = {"version": int, "rng_state": dict, "device": str, "fastpath": bool, "eval_set": bool, "n_samples": int, "n_iter": int,
+RECORD_KEYS = {"version": int, "rng_state": dict, "device": str, "fastpath": bool,
+               "eval_set": bool, "n_samples": int, "n_iter": int,
                "data_sha256": (str, type(None))}
 
 
