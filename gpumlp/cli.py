@@ -393,30 +393,21 @@ def _run_predict(args):
 
 
 def _add_devices(sub):
-    p = sub.add_parser("devices", help="list the devices gpumlp can use here",
-                       description="List the CPU and, when CuPy sees them, the CUDA GPUs "
-                                   "with their memory; otherwise say why CUDA is unusable.")
+    p = sub.add_parser("devices", help="list the backends and devices gpumlp can use here",
+                       description="List every backend (numpy, cupy, torch, jax) with each "
+                                   "device it can use here, and for the others why they "
+                                   "are unusable. Use a row as --backend BACKEND --device "
+                                   "DEVICE.")
     p.set_defaults(run=_run_devices)
 
 
 def _run_devices(args):
-    import numpy as np
+    from .devices import inventory
 
-    from .devices import CUDAUnavailableError, _cuda_device_count, _cupy
-
-    print(f"cpu       NumPy {np.__version__}")
-    try:
-        count = _cuda_device_count()
-        cupy = _cupy()
-    except CUDAUnavailableError as exc:
-        print(f"cuda      not usable: {exc}")
-        return 0
-    print(f"cuda      CuPy {cupy.__version__}, {count} GPU(s)")
-    for index in range(count):
-        props = cupy.cuda.runtime.getDeviceProperties(index)
-        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-        memory = props["totalGlobalMem"] / 2**30
-        print(f"cuda:{index:<4d}  {name}, {memory:.1f} GiB")
+    rows = inventory()
+    print(f"{'backend':8s} {'device':8s} {'usable':7s} detail")
+    for backend, device, usable, detail in rows:
+        print(f"{backend:8s} {device:8s} {'yes' if usable else 'no':7s} {detail}")
     return 0
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "device_of",
     "dtype_name",
     "get_device",
+    "inventory",
     "move",
     "to_numpy",
 ]
@@ -820,6 +821,67 @@ def _cuda_device_count() -> int:
             "with `nvidia-smi` and CUDA_VISIBLE_DEVICES, or pass device='cpu'."
         )
     return count
+
+
+def inventory() -> list[tuple[str, str, bool, str]]:
+    """Every backend and device, usable or not, for ``gpumlp devices``.
+
+    This imports every backend's library that is installed (CuPy, PyTorch,
+    JAX), to ask it what it sees.
+
+    Returns
+    -------
+    list of (backend, device, usable, detail)
+        ``detail`` describes a usable device (library version, name,
+        memory) and says why an unusable one cannot be used.
+    """
+    rows = [("numpy", "cpu", True, f"NumPy {np.__version__}")]
+    try:
+        count = _cuda_device_count()
+    except CUDAUnavailableError as exc:
+        rows.append(("cupy", "cuda", False, str(exc)))
+    else:
+        cupy = _cupy()
+        for index in range(count):
+            props = cupy.cuda.runtime.getDeviceProperties(index)
+            name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+            rows.append(("cupy", f"cuda:{index}", True, f"CuPy {cupy.__version__}, {name}, "
+                         f"{props['totalGlobalMem'] / 2**30:.1f} GiB"))
+    try:
+        torch = _torch()
+    except BackendUnavailableError as exc:
+        rows.append(("torch", "-", False, str(exc)))
+    else:
+        rows.append(("torch", "cpu", True, f"PyTorch {torch.__version__}"))
+        for kind, why in (("cuda", "no CUDA or ROCm GPU (a CPU-only build, or no driver)"),
+                          ("mps", "no Apple GPU (MPS needs macOS 12.3+ on Apple silicon)"),
+                          ("xpu", "no Intel GPU (XPU)")):
+            count = _torch_count(torch, kind)
+            if not count:
+                rows.append(("torch", kind, False, f"PyTorch {torch.__version__} sees {why}"))
+            for index in range(count):
+                spec = kind if kind == "mps" else f"{kind}:{index}"
+                name = torch.cuda.get_device_name(index) if kind == "cuda" else kind
+                detail = f"{name}, no float64" if kind == "mps" else name
+                rows.append(("torch", spec, True, detail))
+    try:
+        jax = _jax()
+    except BackendUnavailableError as exc:
+        rows.append(("jax", "-", False, str(exc)))
+    else:
+        for platform in ("cpu", "gpu", "tpu"):
+            try:
+                found = jax.devices(platform)
+            except RuntimeError:
+                found = []
+            if not found:
+                rows.append(("jax", platform, False, f"JAX {jax.__version__} has no "
+                             f"{platform} platform"
+                             + (" (install jax[cuda12])" if platform == "gpu" else "")))
+            for index, device in enumerate(found):
+                rows.append(("jax", f"{platform}:{index}", True,
+                             f"JAX {jax.__version__}, {device.device_kind}"))
+    return rows
 
 
 def device_of(x) -> Device:
