@@ -120,6 +120,17 @@ def compiled_step(device, network: Network, solver: Solver, alpha: float):
     return device.compile(step_function(network, solver, alpha))
 
 
+def _weighted_mean(losses, rows):
+    """``sum_i losses[i] * rows[i] / rows[-1]``: an epoch's loss from its batches'."""
+    xp = array_namespace(*losses)
+    return xp.sum(xp.stack(losses) * rows[:-1]) / rows[-1]
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_weighted_mean(device):
+    return device.compile(_weighted_mean)
+
+
 @functools.lru_cache(maxsize=16)
 def _compiled_all_finite(device):
     return device.compile(_all_finite)
@@ -194,14 +205,16 @@ class Trainer:
         self.samples_seen += source.n_samples
         if len(losses) == 1:
             return losses[0]
-        # The batches' losses weighted by their rows, summed in one operation
-        # rather than one per batch (each is a dispatch on an accelerator).
-        xp = array_namespace(*losses)
-        weights = [source.batch_rows(batch) / source.n_samples for batch in batches]
-        if len(set(weights)) == 1:
-            return xp.mean(xp.stack(losses))
-        return xp.sum(xp.stack(losses) * xp.asarray(weights, dtype=losses[0].dtype,
-                                                     device=source.device.array_device))
+        # The batches' losses weighted by their rows, in one (compiled)
+        # operation rather than two per batch: on an accelerator each is a
+        # dispatch. The rows, and the total last, in the loss's dtype (as a
+        # Python number would be): exact in float32 up to 2**24.
+        rows = np.asarray([source.batch_rows(batch) for batch in batches]
+                          + [source.n_samples], dtype=str(losses[0].dtype).rsplit(".", 1)[-1])
+        device = getattr(source, "device", None)
+        if device is None:
+            return _weighted_mean(losses, array_namespace(*losses).asarray(rows))
+        return _compiled_weighted_mean(device)(losses, device.asarray(rows))
 
     def fit(self, source, *, rng, batch_size, shuffle, max_iter, tol, n_iter_no_change,
             validation=None, stop_on_validation=False, verbose=False,
