@@ -5,6 +5,7 @@ first time a device of its backend is asked for.
 """
 
 from ._version import __version__  # noqa: E402
+from .certificate import certify
 from .devices import BackendUnavailableError, CUDAUnavailableError, Device, get_device
 from .estimator import MLPRegressor
 from .io import ModelFileError, load, save
@@ -20,6 +21,7 @@ __all__ = [
     "StandardizedRegressor",
     "TrainingDivergedError",
     "__version__",
+    "certify",
     "get_device",
     "load",
     "save",

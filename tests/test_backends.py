@@ -95,7 +95,9 @@ def test_the_backend_environment_variable_sets_the_default(monkeypatch):
     monkeypatch.setenv("GPUMLP_DEVICE", "cpu")
     assert get_device(None) == Device("torch", None, None, "cpu")
     X, y = _data()
-    model = MLPRegressor((4,), max_iter=2).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MLPRegressor((4,), max_iter=2).fit(X, y)
     assert model.device_.backend == "torch" and isinstance(model.coefs_[0], np.ndarray)
     monkeypatch.setenv("GPUMLP_BACKEND", "paddle")
     with pytest.raises(ValueError, match="environment variable GPUMLP_BACKEND='paddle'"):
