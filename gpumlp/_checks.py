@@ -350,4 +350,7 @@ def check_params(est):
     check_dtype(est.dtype)
     if est.device is not None and not isinstance(est.device, (str, Device)):
         raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', got {est.device!r}.")
+    backend = getattr(est, "backend", None)
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(f"backend must be a string such as 'torch' or 'auto', got {backend!r}.")
     return sizes, get_activation(est.activation)

@@ -61,7 +61,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import fastpath, kernels
-from .devices import CUDAUnavailableError, Device, get_device, to_numpy
+from .devices import BackendUnavailableError, CUDAUnavailableError, Device, get_device, to_numpy
 from .initialization import glorot_uniform
 
 __all__ = [
@@ -77,8 +77,10 @@ __all__ = [
     "validate",
 ]
 
-#: Backend names understood by :func:`backend_device`.
-BACKENDS = ("numpy", "array_api_strict", "array_api_strict:device1", "cupy")
+#: Backend names understood by :func:`backend_device`: each library on every
+#: kind of device it can drive (those missing here are reported unusable).
+BACKENDS = ("numpy", "array_api_strict", "array_api_strict:device1", "cupy",
+            "torch", "torch:cuda", "torch:mps", "torch:xpu", "jax", "jax:gpu", "jax:tpu")
 
 #: Normwise relative error bounds, per (what, dtype); see the module docstring.
 TOLERANCES = {
@@ -89,15 +91,14 @@ TOLERANCES = {
 }
 
 
-class BackendUnavailableError(RuntimeError):
-    """A backend was asked for by name but cannot be used here."""
-
-
 def backend_device(name: str) -> Device:
     """The :class:`Device` for a backend name (see :data:`BACKENDS`).
 
-    ``"cupy:N"`` picks GPU ``N``. Raises :class:`BackendUnavailableError`
-    with the reason when the backend cannot be used on this machine.
+    ``"cupy:N"`` picks GPU ``N``; ``"torch:DEVICE"`` and ``"jax:DEVICE"``
+    take the device specifiers of :func:`gpumlp.devices.get_device`
+    (``"torch:mps"``, ``"jax:gpu:1"``), the CPU by default. Raises
+    :class:`BackendUnavailableError` with the reason when the backend cannot
+    be used on this machine.
     """
     base, _, index = name.partition(":")
     if base == "numpy" and not index:
@@ -116,6 +117,8 @@ def backend_device(name: str) -> Device:
             return get_device(f"cuda:{index or 0}")
         except CUDAUnavailableError as exc:
             raise BackendUnavailableError(str(exc)) from None
+    if base in ("torch", "jax"):
+        return get_device(index or "cpu", base)
     raise ValueError(f"Unknown backend {name!r}; choose from {BACKENDS}.")
 
 

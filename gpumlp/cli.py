@@ -121,6 +121,12 @@ def _hidden(text):
     return sizes
 
 
+_BACKEND_CHOICES = ["auto", "numpy", "cupy", "torch", "jax"]
+_BACKEND_HELP = ("the array library: auto (NumPy on the CPU, CuPy on CUDA), numpy, cupy, torch "
+                 "(devices cpu, cuda:N, mps, xpu) or jax (cpu, gpu:N, tpu) (default: "
+                 "$GPUMLP_BACKEND or auto)")
+
+
 def _add_train(sub):
     p = sub.add_parser(
         "train",
@@ -234,6 +240,7 @@ def _add_data_options(g):
     g.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     g.add_argument("--device", default=None,
                    help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
+    g.add_argument("--backend", default=None, choices=_BACKEND_CHOICES, help=_BACKEND_HELP)
     g.add_argument("--cluster", metavar="local:N",
                    help="train on Dask: start a local cluster of N worker processes "
                         "(local-cuda: one worker per GPU, needs dask-cuda)")
@@ -333,7 +340,7 @@ def _run_train(args):
 
             X_train, y_train = to_cupy_blocks(X_train), to_cupy_blocks(y_train)
     else:
-        device = get_device(args.device)
+        device = get_device(args.device, args.backend)
         X, y, names, target, source = _load_training_data(args)
         if args.test_size > 0:
             X_train, X_test, y_train, y_test = train_test_split(X, y, args.test_size, args.seed)
@@ -353,6 +360,12 @@ def _run_train(args):
             cluster.close()
 
 
+def _split_record(args, source):
+    """What ``validate --model`` needs to redo this run's training split from --data."""
+    return {"source": source, "target": args.target, "test_size": args.test_size,
+            "split_seed": args.seed, "samples": None if args.data else args.samples}
+
+
 def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test, names,
                       target, source, resumed=None, digest=None):
     import contextlib
@@ -368,12 +381,12 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     if resumed is not None:
         model, net = resumed, getattr(resumed, "regressor_", resumed)
         net.set_params(warm_start=True, max_iter=args.epochs, device=device)
-        print(f"resuming {args.resume} after epoch {net.n_iter_}, for {args.epochs} more")
+        print(f"resuming {args.resume} after epoch {len(net.loss_curve_)}, for {args.epochs} more")
     else:
         net = MLPRegressor(**_estimator_params(args), random_state=args.seed,
                            device=None if client is not None else device, dtype=args.dtype)
         model = net if args.no_standardize else StandardizedRegressor(net)
-    saved_extra = {"source": source}
+    saved_extra = _split_record(args, source)
     if digest is not None:
         saved_extra.update(settings=_resume_settings(args), data_sha256=digest)
     print(f"device: {device}  data: {source}, {X_train.shape[0]} train / "
@@ -674,6 +687,7 @@ def _add_predict(sub):
                    help="write predictions here (.csv or .npy); default: print them")
     p.add_argument("--device", default=None,
                    help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
+    p.add_argument("--backend", default=None, choices=_BACKEND_CHOICES, help=_BACKEND_HELP)
     p.set_defaults(run=_run_predict)
 
 
@@ -686,8 +700,8 @@ def _run_predict(args):
     _check_outputs([("--model", args.model), ("--data", args.data)], [("--out", args.out)])
     model, metadata = load_with_metadata(args.model)
     net = getattr(model, "regressor_", model)
-    if args.device is not None:
-        net.set_params(device=args.device)
+    if args.device is not None or args.backend is not None:
+        net.set_params(device=args.device, backend=args.backend)
     names = metadata.get("feature_names") or [
         f"x{j}" for j in range(metadata["layer_sizes"][0])]
     target = (metadata.get("target_names") or ["prediction"])[0]
@@ -703,30 +717,21 @@ def _run_predict(args):
 
 
 def _add_devices(sub):
-    p = sub.add_parser("devices", help="list the devices gpumlp can use here",
-                       description="List the CPU and, when CuPy sees them, the CUDA GPUs "
-                                   "with their memory; otherwise say why CUDA is unusable.")
+    p = sub.add_parser("devices", help="list the backends and devices gpumlp can use here",
+                       description="List every backend (numpy, cupy, torch, jax) with each "
+                                   "device it can use here, and for the others why they "
+                                   "are unusable. Use a row as --backend BACKEND --device "
+                                   "DEVICE.")
     p.set_defaults(run=_run_devices)
 
 
 def _run_devices(args):
-    import numpy as np
+    from .devices import inventory
 
-    from .devices import CUDAUnavailableError, _cuda_device_count, _cupy
-
-    print(f"cpu       NumPy {np.__version__}")
-    try:
-        count = _cuda_device_count()
-        cupy = _cupy()
-    except CUDAUnavailableError as exc:
-        print(f"cuda      not usable: {exc}")
-        return 0
-    print(f"cuda      CuPy {cupy.__version__}, {count} GPU(s)")
-    for index in range(count):
-        props = cupy.cuda.runtime.getDeviceProperties(index)
-        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-        memory = props["totalGlobalMem"] / 2**30
-        print(f"cuda:{index:<4d}  {name}, {memory:.1f} GiB")
+    rows = inventory()
+    print(f"{'backend':8s} {'device':8s} {'usable':7s} detail")
+    for backend, device, usable, detail in rows:
+        print(f"{backend:8s} {device:8s} {'yes' if usable else 'no':7s} {detail}")
     return 0
 
 
@@ -750,6 +755,14 @@ def _add_validate(sub):
     p.add_argument("--configs", default=None,
                    help=f"training runs, of {', '.join(TRAINING_CONFIGS)} (default: all)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON")
+    p.add_argument("--model", metavar="MODEL.npz", default=None,
+                   help="certify one fit instead: replay the fit recorded in this model file "
+                        "on every backend and dtype against NumPy float64, compare per epoch, "
+                        "and check the stored weights; needs --data")
+    p.add_argument("--data", metavar="FILE", default=None,
+                   help="with --model: the data it was trained on (for a model from "
+                        "'gpumlp train', the same --data: its split is redone; omit it for "
+                        "the embedded dataset)")
     p.set_defaults(run=_run_validate)
 
 
@@ -760,7 +773,11 @@ def _run_validate(args):
     def names(text):
         return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
-    _check_outputs([], [("--json", args.json)])
+    _check_outputs([("--model", args.model), ("--data", args.data)], [("--json", args.json)])
+    if args.model is not None:
+        return _run_certificate(args, names)
+    if args.data is not None:
+        raise ValueError("--data goes with --model (the fit to certify).")
     backends = names(args.backends)
     if backends is None:
         backends, unusable = agreement.available_backends()
@@ -789,6 +806,44 @@ def _run_validate(args):
     return 0 if all(r.passed for r in results) else 1
 
 
+def _run_certificate(args, names):
+    from ._atomic import write_text_atomic
+    from .certificate import NotReplayableError, certify, format_certificate
+    from .io import read_metadata
+
+    metadata = read_metadata(args.model)
+    extra = metadata.get("extra") or {}
+    if args.data is None and isinstance(extra.get("samples"), int):
+        from .datasets import make_friedman1
+
+        X, y = make_friedman1(extra["samples"], random_state=extra.get("split_seed", 0))
+    elif args.data is None:
+        raise ValueError("--model needs --data, the file the model was trained on.")
+    else:
+        from .data import read_training_data
+
+        X, y, _, _ = read_training_data(args.data, extra.get("target"))
+    if "test_size" in extra:  # a model from `gpumlp train`: redo its split
+        from .splitting import train_test_split
+
+        if extra["test_size"] > 0:
+            X, _, y, _ = train_test_split(X, y, extra["test_size"], extra["split_seed"])
+    dtypes = names(args.dtypes)
+    for dtype in dtypes:
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"--dtypes takes float32 and/or float64, got {dtype!r}")
+    try:
+        cert = certify(args.model, X, y, backends=names(args.backends), dtypes=tuple(dtypes))
+    except NotReplayableError as exc:
+        print(f"gpumlp validate: cannot certify: {exc}", file=sys.stderr)
+        return 2
+    print(format_certificate(cert))
+    if args.json:
+        write_text_atomic(args.json, cert.to_json())
+        print(f"wrote {args.json}")
+    return 0 if cert.passed else 1
+
+
 def build_parser():
     from ._version import __version__
 
@@ -808,7 +863,7 @@ def build_parser():
 
 def main(argv=None):
     """Run the command line; returns the exit status."""
-    from .devices import CUDAUnavailableError
+    from .devices import BackendUnavailableError
     from .training import TrainingDivergedError
 
     parser = build_parser()
@@ -821,7 +876,7 @@ def main(argv=None):
     except TrainingDivergedError as exc:
         print(f"gpumlp {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, CUDAUnavailableError, OSError, MemoryError) as exc:
+    except (ValueError, TypeError, BackendUnavailableError, OSError, MemoryError) as exc:
         print(f"gpumlp {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

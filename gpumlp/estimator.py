@@ -25,6 +25,7 @@ from ._checks import (
     feature_names,
     resolve_dtype,
 )
+from ._fitrecord import fingerprint, start_record
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from .devices import Device, device_of, dtype_name, get_device, move, to_numpy
 from .initialization import as_generator, glorot_uniform
@@ -40,6 +41,12 @@ _HISTORY = ("validation_losses", "validation_scores", "best_loss", "best_validat
             "no_improvement_count", "samples_seen")
 #: ``learning_rate_init="auto"`` for ``"sgd"`` and ``"adam"``: a fixed rate.
 _AUTO_RATE = 0.01
+
+
+def _state_array_on(a, device, dtype):
+    """A solver-state array on ``device``; floating ones in ``dtype``, counts as they are."""
+    floating = aac.array_namespace(a).isdtype(a.dtype, "real floating")
+    return move(a, device, dtype if floating else None)
 
 
 class MLPRegressor(RegressorMixin, BaseEstimator):
@@ -130,10 +137,24 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     beta_1, beta_2, epsilon : float, defaults 0.9, 0.999, 1e-8
         Adam's parameters.
     n_iter_no_change : int, default=10
+    backend : {"auto", "numpy", "cupy", "torch", "jax"} or None, default=None
+        The array library that trains. ``"auto"`` is NumPy on the CPU and
+        CuPy on CUDA (and PyTorch for ``device="mps"`` or ``"xpu"``, JAX for
+        ``"tpu"``, the only libraries that drive them). A named backend never
+        falls back to another: a missing library or device raises
+        :class:`gpumlp.devices.BackendUnavailableError` naming the extra to
+        install (``gpumlp[torch]``, ``gpumlp[jax]``). ``None``: arrays of a
+        library other than NumPy train where they live, and NumPy input uses
+        the environment variable ``GPUMLP_BACKEND`` if set, else ``"auto"``.
+        Fitted weights and predictions come back as NumPy for NumPy input
+        and in the input's kind otherwise, whichever backend trained.
     device : str or None, default=None
-        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. ``None`` trains
-        where a non-NumPy input array lives, and for NumPy input uses the
-        environment variable ``GPUMLP_DEVICE`` if set, else ``"auto"``.
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; with PyTorch also
+        ``"mps"`` and ``"xpu:N"``, with JAX ``"gpu:N"`` and ``"tpu:N"``.
+        ``None`` trains where a non-NumPy input array lives (when it is an
+        array of ``backend``, or ``backend`` is None or ``"auto"``), and for
+        NumPy input uses the environment variable ``GPUMLP_DEVICE`` if set,
+        else ``"auto"``.
     dtype : {"float32", "float64"} or None, default=None
         Computation dtype; ``None`` keeps float32 or float64 input as is and
         uses float64 for anything else.
@@ -217,6 +238,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        backend=None,
         device=None,
         dtype=None,
     ):
@@ -244,6 +266,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.backend = backend
         self.device = device
         self.dtype = dtype
 
@@ -329,8 +352,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             dtype = resolve_dtype(self.dtype, X)
             y_was_1d = y.ndim == 1
             source = None
+            self._fingerprint = fingerprint(X, y)
         if continuing and self.dtype is None:
             dtype = dtype_name(self.coefs_[0])
+        device.check_dtype(dtype)
         try:
             with device.context():
                 if source is None:
@@ -355,6 +380,15 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         layer_sizes = [source.n_features, *hidden, source.n_outputs]
         trainer = self._trainer_for(layer_sizes, device, dtype, activation, continuing,
                                     incremental)
+        self._live_trainer = trainer  # what a replay (gpumlp.certificate) watches
+        # A fresh in-memory fit keeps a record of how to replay it (see _fitrecord).
+        start, data_sha256 = self.__dict__.pop("_start", None), \
+            self.__dict__.pop("_fingerprint", None)
+        record = None
+        if start is not None and isinstance(source, ArraySource):
+            record = start_record(*start, device=device, fastpath=trainer.network.fastpath,
+                                  eval_set=eval_set is not None,
+                                  n_samples=source.n_samples, data_sha256=data_sha256)
         validation = None
         early_stopping = self.early_stopping and not incremental
         if eval_set is not None:
@@ -388,6 +422,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         finally:
             self._store(trainer, device, input_device, y_was_1d, early_stopping,
                         validation is not None)
+            if record is not None:
+                record["n_iter"] = len(trainer.loss_curve)
+            self._fit_record = record
         return self
 
     def _eval_source(self, eval_set, source, device, dtype, client):
@@ -426,8 +463,13 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         network = Network(len(layer_sizes) - 1, activation, fastpath.is_enabled(), loss)
         previous = getattr(self, "_trainer", None)
         if not continuing:
-            self._rng = as_generator(self.random_state)
-            coefs, intercepts = glorot_uniform(layer_sizes, self._rng, dtype)
+            replay = self.__dict__.pop("_replay_start", None)  # set by gpumlp.certificate
+            if replay is None:
+                self._rng = as_generator(self.random_state)
+                coefs, intercepts = glorot_uniform(layer_sizes, self._rng, dtype)
+            else:
+                coefs, intercepts, self._rng = replay
+            self._start = (coefs, intercepts, self._rng)
             params = [device.asarray(p) for p in (*coefs, *intercepts)]
             return Trainer(network, solver, float(self.alpha), params,
                            solver.init_state(params))
@@ -453,7 +495,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             keep_state = incremental or getattr(self, "_keep_solver_state", False)
             if keep_state and type(previous.solver) is type(solver) and \
                     previous.state is not None:
-                trainer.state = map_state(previous.state, lambda a: move(a, device, dtype))
+                trainer.state = map_state(previous.state,
+                                          lambda a: _state_array_on(a, device, dtype))
         return trainer
 
     def _make_solver(self, n_outputs=None):
@@ -600,11 +643,14 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         return copy
 
     def _resolve_device(self, X) -> Device:
-        if self.device is not None:
-            return get_device(self.device)
-        if not aac.is_numpy_array(X):
-            return device_of(X)
-        return get_device(None)
+        """The device to compute on, from ``backend``, ``device`` and where ``X`` lives."""
+        named = self.backend is not None and self.backend.strip().lower() != "auto"
+        if self.device is None and not aac.is_numpy_array(X):
+            here = device_of(X)
+            if not named or here.backend == self.backend.strip().lower():
+                return here
+            return get_device("auto", self.backend)
+        return get_device(self.device, self.backend)
 
     # -------------------------------------------------------------- predict
     def _check_fitted(self):
@@ -637,6 +683,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         X = check_X(X, type(self).__name__, n_features=self.coefs_[0].shape[0])
         device = self._resolve_device(X)
         dtype = dtype_name(self.coefs_[0])
+        device.check_dtype(dtype)
         with device.context():
             Xd = move(X, device, dtype)
             coefs = [move(W, device, dtype) for W in self.coefs_]

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._atomic import atomic_path, write_text_atomic  # noqa: F401 (re-exported)
+from ._fitrecord import RECORD_KEYS, RECORD_VERSION
 from .activations import NAMES as ACTIVATIONS
 from .devices import Device, to_numpy
 
@@ -200,6 +201,12 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
     arrays.update(scalers)
     if training is not None:
         arrays.update({f"state_{name}": a for name, a in state_arrays.items()})
+    record = getattr(net, "_fit_record", None)
+    if record is not None:
+        metadata["fit_record"] = {key: _plain(key, record[key]) for key in RECORD_KEYS}
+        arrays.update({f"init_coef_{i}": np.asarray(W) for i, W in enumerate(record["coefs"])})
+        arrays.update({f"init_intercept_{i}": np.asarray(b)
+                       for i, b in enumerate(record["intercepts"])})
     arrays["metadata"] = np.array(json.dumps(metadata))
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
@@ -274,7 +281,7 @@ def _check_metadata(path: str, metadata: Any) -> None:
                 "learning_rate": (int, float, type(None)), "learning_rates": list,
                 "validation_loss_curve": (list, type(None)),
                 "feature_names": (list, type(None)), "target_names": (list, type(None)),
-                "extra": dict}
+                "extra": dict, "fit_record": dict}
     for key in required:
         if key not in metadata:
             raise _damaged(path, f"metadata lacks {key!r}")
@@ -314,6 +321,8 @@ def _check_metadata(path: str, metadata: Any) -> None:
         raise _damaged(path, f"{len(names)} feature_names for {sizes[0]} input(s)")
     if "training" in metadata:
         _check_training(path, metadata["training"], sizes)
+    if "fit_record" in metadata:
+        _check_fit_record(path, metadata)
 
 
 def _check_training(path: str, training: Any, sizes: list[int]) -> None:
@@ -357,6 +366,40 @@ def _check_training(path: str, training: Any, sizes: list[int]) -> None:
             or not all(isinstance(history[key], list)
                        and all(_is_number(v) for v in history[key]) for key in curves):
         raise _damaged(path, "its training history holds a value of the wrong kind")
+
+
+def _check_fit_record(path: str, metadata: dict) -> None:
+    """The fit record's keys, types and values, as strictly as the rest of the schema."""
+    record = metadata["fit_record"]
+    if set(record) != set(RECORD_KEYS):
+        raise _damaged(path, f"fit_record has the keys {sorted(record)}, not "
+                             f"{sorted(RECORD_KEYS)}")
+    for key, kind in RECORD_KEYS.items():
+        value = record[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise _damaged(path, f"fit_record {key!r} is {value!r}, of the wrong type")
+    if record["version"] != RECORD_VERSION:
+        raise _damaged(path, f"fit_record version {record['version']!r} is not "
+                             f"{RECORD_VERSION}")
+    if record["n_samples"] < 1 or record["n_iter"] < 0:
+        raise _damaged(path, f"fit_record n_samples {record['n_samples']} or n_iter "
+                             f"{record['n_iter']} is out of range")
+    if "n_iter" in metadata and record["n_iter"] != metadata["n_iter"]:
+        raise _damaged(path, f"fit_record n_iter {record['n_iter']} differs from the "
+                             f"model's {metadata['n_iter']}")
+    digest = record["data_sha256"]
+    if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise _damaged(path, "fit_record data_sha256 is not a SHA-256 hex digest")
+    if not re.fullmatch(r"[A-Za-z0-9_.:()' -]{1,200}", record["device"]):
+        raise _damaged(path, f"fit_record device {record['device']!r} is not a device name")
+    state = record["rng_state"]
+    try:
+        if list(state) != ["numpy_generator"]:
+            raise ValueError("not a numpy_generator state")
+        _generator(state)
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise _damaged(path, f"fit_record rng_state is not a generator state ({exc})") \
+            from None
 
 
 def _member_header(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
@@ -424,6 +467,10 @@ def _expected_members(path: str, metadata: dict, present: set[str]) -> dict:
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         expected[f"coef_{i}"] = (dtype, (fan_in, fan_out))
         expected[f"intercept_{i}"] = (dtype, (fan_out,))
+    if "fit_record" in metadata:
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            expected[f"init_coef_{i}"] = (dtype, (fan_in, fan_out))
+            expected[f"init_intercept_{i}"] = (dtype, (fan_out,))
     scalers = [name for name in _SCALERS if name in present]
     if metadata["kind"] == "StandardizedRegressor":
         for name in _SCALERS:
@@ -432,11 +479,12 @@ def _expected_members(path: str, metadata: dict, present: set[str]) -> dict:
     elif scalers:
         raise _damaged(path, f"it holds the scalers {', '.join(scalers)} but its kind "
                              f"is {metadata['kind']}, which would drop them")
-    stray = sorted(name for name in present if re.fullmatch(r"(coef|intercept)_\d+", name)
-                   and name not in expected)
-    if stray:
-        raise _damaged(path, f"it holds {', '.join(stray)}, which layer_sizes "
-                             f"{sizes} has no place for")
+    for pattern in (r"(coef|intercept)_\d+", r"init_(coef|intercept)_\d+"):
+        stray = sorted(name for name in present
+                       if re.fullmatch(pattern, name) and name not in expected)
+        if stray:
+            raise _damaged(path, f"it holds {', '.join(stray)}, which layer_sizes "
+                                 f"{sizes} has no place for")
     training = metadata.get("training")
     if training is not None:
         for name, shape in training["arrays"].items():
@@ -567,7 +615,7 @@ def _generator(state: Any):
 
 
 def _params(path: str, metadata: dict) -> dict:
-    """The estimator's parameters, decoded and checked; ``device`` is reset to ``None``."""
+    """The estimator's parameters, decoded and checked; ``device`` and ``backend`` reset to None."""
     from ._checks import check_params
     from .estimator import MLPRegressor
 
@@ -592,6 +640,7 @@ def _params(path: str, metadata: dict) -> dict:
         if isinstance(params.get("random_state"), dict) and len(params["random_state"]) == 1:
             params["random_state"] = _generator(params["random_state"])
         params["device"] = None
+        params["backend"] = None  # a model trained on any backend predicts on any
         net = MLPRegressor(**params)
         check_params(net)
         from .initialization import as_generator
@@ -687,6 +736,11 @@ def load_with_metadata(
              [arrays[f"intercept_{i}"] for i in range(n_layers)], metadata)
     if "training" in metadata:
         _restore_training(path, net, metadata["training"], arrays)
+    if "fit_record" in metadata:
+        net._fit_record = dict(metadata["fit_record"],
+                               coefs=[arrays[f"init_coef_{i}"] for i in range(n_layers)],
+                               intercepts=[arrays[f"init_intercept_{i}"]
+                                           for i in range(n_layers)])
     if metadata["kind"] == "MLPRegressor":
         return net, metadata
     model = StandardizedRegressor(net)

@@ -121,10 +121,10 @@ class Solver:
     #: Whether a model file keeps this solver's state, for an exact resume.
     resumable: ClassVar[bool] = True
 
-    #: Whether several epochs may run between two reads of the host (see
-    #: :mod:`gpumlp.training`): False for a solver that reads the loss on the
-    #: host at every step anyway.
-    blocks: ClassVar[bool] = True
+    #: Whether each step reads the host (a loss, to decide): then the step
+    #: cannot be compiled, and epochs gain nothing from running in blocks
+    #: between host reads (see :mod:`gpumlp.training`).
+    host_reads: ClassVar[bool] = False
 
 
 #: Learning-rate schedules (scikit-learn's ``learning_rate``) for "gd" and "sgd".
@@ -365,7 +365,7 @@ class LBFGS(Solver):
     # Like scikit-learn's, a new fit starts a new memory (there is no
     # partial_fit), so a model file keeps the weights only.
     resumable: ClassVar[bool] = False
-    blocks: ClassVar[bool] = False
+    host_reads: ClassVar[bool] = True
 
     def init_state(self, params):
         return LBFGSState([], [])
@@ -828,7 +828,7 @@ class AutoGD(Solver):
 
     learning_rate: float = float("nan")
     NAME: ClassVar[str] = "gd"
-    blocks: ClassVar[bool] = False
+    host_reads: ClassVar[bool] = True
 
     def init_state(self, params):
         xp = array_namespace(*params)

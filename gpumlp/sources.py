@@ -14,6 +14,7 @@ The interface (duck-typed)::
     batches(rng, batch_size, shuffle) -> list of batches
     batch_rows(batch) -> int
     loss_and_grads(batch, coefs, intercepts, network) -> (loss, grads, total)
+    epoch_rows(batches) -> iterable of (X, y, w)   optional: a source holding rows
     evaluate(coefs, intercepts, network) -> (loss, r2)
     split(fraction, rng) -> (train_source, validation_source)
 
@@ -24,14 +25,19 @@ when the source has weights (a 0-d array in the parameters' namespace);
 or its sum of weights, which the trainer needs to add the L2 penalty
 (:func:`gpumlp.kernels.add_l2`) itself.
 Row orders are drawn on the host from a NumPy ``Generator``, so every backend
-sees the same batches.
+sees the same batches. A source with ``epoch_rows`` hands the trainer each
+batch's arrays, which it feeds to one pure, compilable step
+(:func:`gpumlp.training.step_function`); a source without it (Dask) is asked
+for each batch's gradients instead.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from . import fastpath, kernels
 from .activations import Activation
@@ -40,7 +46,7 @@ from .losses import LOSSES, Loss
 from .metrics import r2_score
 from .splitting import validation_split
 
-__all__ = ["ArraySource", "Network"]
+__all__ = ["ArraySource", "Network", "rows_loss_and_grads"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,27 @@ class Network:
     activation: Activation
     fastpath: bool = True
     loss: Loss = LOSSES["squared_error"]
+
+
+def rows_loss_and_grads(X, y, w, coefs, intercepts, network: Network):
+    """The loss of rows ``X, y`` (weights ``w`` or None) and its gradients.
+
+    Returns ``(loss, grads, total)``: ``grads`` is ``coef_grads +
+    intercept_grads``, without the L2 penalty, and ``total`` the rows, or the
+    sum of their weights. The backend's fast path runs where it has one
+    (:mod:`gpumlp.fastpath`; never on arrays a compiler is tracing), else the
+    generic kernels.
+    """
+    fast = fastpath.select(X, network.n_coefs, network.activation, enabled=network.fastpath,
+                           loss_kind=network.loss.name, weighted=w is not None)
+    if fast is not None:
+        loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts)
+    else:
+        loss, coef_grads, intercept_grads = kernels.loss_and_grads(
+            X, y, coefs, intercepts, network.activation, sample_weight=w,
+            loss_kind=network.loss)
+    total = X.shape[0] if w is None else array_namespace(w).sum(w)
+    return loss, coef_grads + intercept_grads, total
 
 
 class ArraySource:
@@ -130,7 +157,23 @@ class ArraySource:
         """Rows in one batch."""
         return batch[1] - batch[0]
 
-    def _rows(self, batch):
+    def epoch_rows(self, batches):
+        """Each batch's ``(X, y, w)``, in order, on the device (``w`` None without weights).
+
+        One batch at a time, as the trainer asks (views for rows in stored
+        order); on a device that compiles (JAX), every batch of the epoch in
+        one compiled call, since there each separate slice would cost a
+        dispatch as long as a training step.
+        """
+        if not self.device.compiles or not batches:
+            return (self.rows(batch) for batch in batches)
+        bounds = tuple((start, stop) for start, stop, _ in batches)
+        order = batches[0][2]
+        select = _compiled_selection(self.device, bounds, order is not None)
+        return select(self.X, self.y, self.sample_weight, order)
+
+    def rows(self, batch):
+        """The batch's ``(X, y, w)``, on the device (views for rows in stored order)."""
         start, stop, order = batch
         w = self.sample_weight
         if order is None:
@@ -145,18 +188,8 @@ class ArraySource:
 
     def loss_and_grads(self, batch, coefs, intercepts, network: Network):
         """The batch's loss and gradients: ``(loss, grads, total)`` (see the module docs)."""
-        X, y, w = self._rows(batch)
-        fast = fastpath.select(X, network.n_coefs, network.activation,
-                               enabled=network.fastpath, loss_kind=network.loss.name,
-                               weighted=w is not None)
-        if fast is not None:
-            loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts)
-        else:
-            loss, coef_grads, intercept_grads = kernels.loss_and_grads(
-                X, y, coefs, intercepts, network.activation, sample_weight=w,
-                loss_kind=network.loss)
-        total = X.shape[0] if w is None else self.device.xp.sum(w)
-        return loss, coef_grads + intercept_grads, total
+        X, y, w = self.rows(batch)
+        return rows_loss_and_grads(X, y, w, coefs, intercepts, network)
 
     def evaluate(self, coefs, intercepts, network: Network):
         """Loss and R² of the network on all rows, as 0-d arrays (no host read)."""
@@ -177,3 +210,23 @@ class ArraySource:
                                      xp.take(self.y, rows, axis=0), self.device,
                                      None if w is None else xp.take(w, rows, axis=0)))
         return tuple(parts)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_selection(device: Device, bounds: tuple, shuffled: bool):
+    """``(X, y, w, order) -> [(X_b, y_b, w_b), ...]`` for these batch bounds, compiled."""
+
+    def select(X, y, w, order):
+        xp = device.xp
+        out = []
+        for start, stop in bounds:
+            if shuffled:
+                rows = order[start:stop]
+                out.append((xp.take(X, rows, axis=0), xp.take(y, rows, axis=0),
+                            None if w is None else xp.take(w, rows, axis=0)))
+            else:
+                out.append((X[start:stop, ...], y[start:stop, ...],
+                            None if w is None else w[start:stop]))
+        return out
+
+    return device.compile(select)

@@ -35,6 +35,7 @@ last finite; a fit that ends with a higher loss than it began with warns
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -48,9 +49,10 @@ from . import kernels
 from ._sklearn_compat import convergence_warning
 from .devices import to_numpy
 from .solvers import AutoGD, GradientDescent, Solver
-from .sources import Network
+from .sources import Network, rows_loss_and_grads
 
-__all__ = ["LossIncreasedWarning", "Trainer", "TrainingDivergedError", "read_scalars"]
+__all__ = ["LossIncreasedWarning", "Trainer", "TrainingDivergedError", "compiled_step",
+           "read_scalars", "step_function"]
 
 
 class TrainingDivergedError(ValueError):
@@ -99,7 +101,7 @@ def _next_block_size(solver, size, done, seconds):
     One for a solver that reads the host at every step anyway, and after a
     block cut short (the rule changed the solver's state).
     """
-    if not solver.blocks or done < size:
+    if solver.host_reads or done < size:
         return 1
     per_epoch = seconds / max(done, 1)
     target = int(BLOCK_SECONDS / per_epoch) if per_epoch > 0 else MAX_BLOCK
@@ -150,6 +152,65 @@ class _Run:
     check_convergence: bool
     on_epoch: Any
     first_epoch: int
+
+
+def step_function(network: Network, solver: Solver, alpha: float, n_outputs: int):
+    """One training step on a batch's arrays, as a pure function.
+
+    Parameters
+    ----------
+    network : Network
+    solver : Solver
+        One that does not read the host (``solver.host_reads`` is False).
+    alpha : float
+        L2 penalty strength.
+    n_outputs : int
+
+    Returns
+    -------
+    callable
+        ``step(params, state, X, y, w) -> (params, state, loss)``, with
+        ``params`` the list ``coefs + intercepts``, ``X`` of shape
+        ``(n_rows, n_features)``, ``y`` of shape ``(n_rows, n_outputs)``, ``w``
+        the rows' weights or None, and ``loss`` the batch's loss (penalty
+        included) at the old parameters, a 0-d array. No host read and no
+        side effect: a compiler may trace it (see ``Device.compile``).
+    """
+    n_coefs = network.n_coefs
+
+    def step(params, state, X, y, w):
+        def objective(params):
+            coefs, intercepts = params[:n_coefs], params[n_coefs:]
+            loss, grads, total = rows_loss_and_grads(X, y, w, coefs, intercepts, network)
+            loss, coef_grads = kernels.add_l2(loss, grads[:n_coefs], coefs, alpha, total,
+                                              n_outputs, network.loss)
+            return loss, coef_grads + grads[n_coefs:]
+
+        return solver.update(params, state, objective)
+
+    return step
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_step(device, network: Network, solver: Solver, alpha: float, n_outputs: int):
+    """:func:`step_function` compiled by ``device`` (``Device.compile``), cached."""
+    return device.compile(step_function(network, solver, alpha, n_outputs))
+
+
+def _weighted_mean(losses, rows):
+    """``sum_i losses[i] * rows[i] / rows[-1]``: an epoch's loss from its batches'."""
+    xp = array_namespace(*losses)
+    return xp.sum(xp.stack(losses) * rows[:-1]) / rows[-1]
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_weighted_mean(device):
+    return device.compile(_weighted_mean)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_all_finite(device):
+    return device.compile(_all_finite)
 
 
 @dataclass
@@ -219,15 +280,39 @@ class Trainer:
         return evaluate
 
     def epoch(self, source, batches):
-        """One pass over ``batches`` of ``source``; the epoch's mean loss as a 0-d array."""
-        total = None
-        for batch in batches:
-            self.params, self.state, loss = self.solver.update(
-                self.params, self.state, self.objective(source, batch))
-            weighted = loss * float(source.batch_rows(batch))
-            total = weighted if total is None else total + weighted
+        """One pass over ``batches`` of ``source``; the epoch's mean loss as a 0-d array.
+
+        A source that holds rows (:meth:`ArraySource.epoch_rows`) feeds each
+        batch to one pure step, compiled where the device compiles (JAX); a
+        solver that reads the host, and a source that computes gradients
+        itself (Dask), go through :meth:`objective` instead.
+        """
+        device = getattr(source, "device", None)
+        if hasattr(source, "epoch_rows") and not self.solver.host_reads:
+            step = compiled_step(device, self.network, self.solver, self.alpha,
+                                 source.n_outputs)
+            losses = []
+            for X, y, w in source.epoch_rows(batches):
+                self.params, self.state, loss = step(self.params, self.state, X, y, w)
+                losses.append(loss)
+        else:
+            losses = []
+            for batch in batches:
+                self.params, self.state, loss = self.solver.update(
+                    self.params, self.state, self.objective(source, batch))
+                losses.append(loss)
         self.samples_seen += source.n_samples
-        return total / float(source.n_samples)
+        if len(losses) == 1:
+            return losses[0]
+        # The batches' losses weighted by their rows, in one (compiled)
+        # operation rather than two per batch: on an accelerator each is a
+        # dispatch. The rows, and the total last, in the loss's dtype (as a
+        # Python number would be): exact in float32 up to 2**24.
+        rows = np.asarray([source.batch_rows(batch) for batch in batches]
+                          + [source.n_samples], dtype=str(losses[0].dtype).rsplit(".", 1)[-1])
+        if device is None:
+            return _weighted_mean(losses, array_namespace(*losses).asarray(rows))
+        return _compiled_weighted_mean(device)(losses, device.asarray(rows))
 
     def fit(self, source, *, rng, batch_size, shuffle, max_iter, tol, n_iter_no_change,
             validation=None, stop_on_validation=False, verbose=False,
@@ -323,12 +408,14 @@ class Trainer:
         start = _Snapshot(list(self.params), self.state, self.samples_seen,
                           rng.bit_generator.state)
         epochs, to_read = [], []
+        device = getattr(run.source, "device", None)
+        all_finite = _all_finite if device is None else _compiled_all_finite(device)
         try:
             for _ in range(size):
                 before = _Snapshot(list(self.params), self.state, self.samples_seen,
                                    rng.bit_generator.state)
                 batches = run.source.batches(rng, run.batch_size, run.shuffle)
-                values = [self.epoch(run.source, batches), _all_finite(self.params)]
+                values = [self.epoch(run.source, batches), all_finite(self.params)]
                 if run.validation is not None:
                     values += list(run.validation.evaluate(self.coefs, self.intercepts,
                                                            self.network))

@@ -6,6 +6,8 @@ warm-up:
 
 * a full-batch training step (forward, backward, update) and a minibatch
   epoch, for gpumlp (fast path as dispatched), gpumlp's generic array-API path,
+  gpumlp's kernels on its PyTorch and JAX backends (``gpumlp-torch``,
+  ``gpumlp-jax``: the same trainer, JAX's step under ``jax.jit``),
   scikit-learn's MLPRegressor (logistic, sgd, batch_size=n, no momentum, a
   doubled learning rate since its loss is half the MSE), PyTorch eager,
   ``torch.compile`` and ``jax.jit``;
@@ -73,15 +75,18 @@ def make_data(n, f, dtype, seed=0):
 
 
 # ----------------------------------------------------------------- runners
-def run_gpumlp(ctx, fast=True):
+def run_gpumlp(ctx, fast=True, backend=None):
     from gpumlp.activations import get_activation
-    from gpumlp.devices import get_device
+    from gpumlp.devices import BackendUnavailableError, get_device, to_numpy
     from gpumlp.initialization import glorot_uniform
     from gpumlp.solvers import GradientDescent
     from gpumlp.sources import ArraySource, Network
-    from gpumlp.training import Trainer
+    from gpumlp.training import Trainer, compiled_step
 
-    device = get_device(ctx["device"])
+    try:
+        device = get_device(ctx["device"], backend)
+    except BackendUnavailableError as exc:
+        raise Skip(str(exc).split(". ")[0]) from None
     n, f, h = ctx["size"]
     X, y = ctx["data"]
     coefs, intercepts = glorot_uniform([f, h, 1], np.random.default_rng(0), ctx["dtype"])
@@ -93,15 +98,24 @@ def run_gpumlp(ctx, fast=True):
                           0.0, params)
         whole = source.batches(rng, n, shuffle=False)[0]
 
+        # The trainer's own step for rows in memory (jax.jit on JAX).
+        full_step = compiled_step(device, trainer.network, trainer.solver, trainer.alpha)
+        X_all, y_all = source.rows(whole)
+
         def step():
-            trainer.params, trainer.state, _ = trainer.solver.update(
-                trainer.params, trainer.state, trainer.objective(source, whole))
+            trainer.params, trainer.state, _ = full_step(
+                trainer.params, trainer.state, X_all, y_all)
 
         def epoch():
             trainer.epoch(source, source.batches(rng, ctx["batch"], shuffle=False))
 
-        result = time_step_and_epoch(ctx, step, epoch, device.synchronize)
-        result["peak_mb"] = peak_memory_mb(ctx, step, device)
+        sync = device.synchronize
+        if device.kind == "jax":  # JAX runs ahead; reading a result waits for it
+            def sync():
+                to_numpy(trainer.params[-1])
+        result = time_step_and_epoch(ctx, step, epoch, sync)
+        if device.kind in ("cpu", "cuda"):
+            result["peak_mb"] = peak_memory_mb(ctx, step, device)
     return result
 
 
@@ -279,6 +293,8 @@ def run_jax(ctx):
 RUNNERS = {
     "gpumlp": run_gpumlp,
     "gpumlp-generic": lambda ctx: run_gpumlp(ctx, fast=False),
+    "gpumlp-torch": lambda ctx: run_gpumlp(ctx, backend="torch"),
+    "gpumlp-jax": lambda ctx: run_gpumlp(ctx, backend="jax"),
     "matmul-ceiling": run_matmul,
     "jax.jit": run_jax,
     "torch.compile": lambda ctx: run_torch(ctx, compiled=True),

@@ -86,13 +86,29 @@ def _no_host_reads(device, monkeypatch):
     """Fail on any device-to-host read inside an epoch of training.
 
     On CuPy, ``cupyx.allow_synchronize(False)`` raises on any synchronising
-    call. On array-api-strict, the conversions to Python scalars and the
-    DLPack/NumPy exports are made to raise. NumPy has no device to read from.
+    call; on PyTorch's CUDA, its synchronisation debug mode "error"; on a JAX
+    accelerator, JAX's device-to-host transfer guard. On array-api-strict,
+    the conversions to Python scalars and the DLPack/NumPy exports are made to
+    raise. NumPy, and PyTorch and JAX on the CPU, have no device to read from.
     """
     if device.kind == "cuda":
         import cupyx
 
         guard = lambda: cupyx.allow_synchronize(False)  # noqa: E731
+    elif device.kind == "torch" and device.native.startswith("cuda"):
+        import torch
+
+        @contextlib.contextmanager
+        def guard():
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                yield
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+    elif device.kind == "jax" and device.native != "cpu":
+        import jax
+
+        guard = lambda: jax.transfer_guard_device_to_host("disallow")  # noqa: E731
     elif device.kind == "array":
         array_type = type(device.xp.asarray(0.0))
         state = {"on": False}

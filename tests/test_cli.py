@@ -34,7 +34,7 @@ def test_train_options_are_used():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--device", "tpu"], "Unknown device 'tpu'"),
+    (["--device", "npu"], "Unknown device 'npu'"),
     (["--hidden", "a,b"], "--hidden takes comma-separated widths"),
     (["--lr", "-1"], "argument --lr: must be a number > 0, got '-1'"),
     (["--lr", "fast"], "argument --lr: takes auto or a number > 0, got 'fast'"),

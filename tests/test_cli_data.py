@@ -76,10 +76,17 @@ def test_numpy_files_train(tmp_path, kind):
     assert "80 train / 20 test rows, 10 features" in result.stdout
 
 
-def test_devices_lists_the_cpu_and_explains_cuda():
-    out = run("devices", check=True).stdout
-    assert out.startswith("cpu       NumPy ")
-    assert "cuda " in out and ("GPU(s)" in out or "not usable:" in out)
+def test_devices_lists_every_backend_and_explains_the_unusable():
+    lines = run("devices", check=True).stdout.splitlines()
+    assert lines[1].split()[:3] == ["numpy", "cpu", "yes"]
+    backends = {line.split()[0] for line in lines[1:]}
+    assert backends == {"numpy", "cupy", "torch", "jax"}
+    for line in lines[1:]:
+        backend, device, usable, detail = line.split(None, 3)
+        assert usable in ("yes", "no") and detail.strip()
+        if usable == "no":  # a reason, never a bare "no"
+            assert any(word in detail for word in ("not installed", "sees no", "has no",
+                                                   "no usable"))
 
 
 def bad_csv(tmp_path, text):
@@ -97,7 +104,7 @@ def bad_csv(tmp_path, text):
     (lambda t: ["--data", bad_csv(t, "a,b,y\n")], "0 data rows"),
     (lambda t: ["--data", bad_csv(t, "a,b,y\n1,2,3\n"), "--target", "z"],
      "there is no column 'z'; the columns are a, b, y"),
-    (lambda t: ["--device", "tpu"], "Unknown device 'tpu'"),
+    (lambda t: ["--device", "npu"], "Unknown device 'npu'"),
     (lambda t: ["--data", bad_csv(t, "a,y\n1,2\n"), "--test-size", "1.5"], "--test-size"),
 ])
 def test_bad_training_input_gets_one_line(tmp_path, make_args, message):

@@ -38,7 +38,7 @@ def test_cpu_specifiers(spec):
     assert device == Device("cpu") and str(device) == "cpu" and device.is_numpy
 
 
-@pytest.mark.parametrize("spec", ["tpu", "cuda:x", "cuda:-1", "cpu:1", "auto:0", "", "cuda0"])
+@pytest.mark.parametrize("spec", ["npu", "cuda:x", "cuda:-1", "cpu:1", "auto:0", "", "cuda0"])
 def test_unknown_specifiers_are_value_errors(spec):
     with pytest.raises(ValueError, match="Unknown device"):
         get_device(spec)

@@ -260,7 +260,7 @@ def test_unfitted_model_raises_not_fitted():
     ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
     ({"momentum": 1.5}, ValueError, "momentum must be"),
     ({"dtype": "float16"}, ValueError, "dtype must be"),
-    ({"device": "tpu"}, ValueError, "Unknown device 'tpu'"),
+    ({"device": "npu"}, ValueError, "Unknown device 'npu'"),
 ])
 def test_bad_parameters_get_clear_errors(data, params, error, match):
     X, y = data

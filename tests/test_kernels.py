@@ -53,28 +53,30 @@ def test_hand_worked_forward_loss_backward(backend, dtype):
 
 def test_hand_worked_updates(backend, dtype):
     _, device = backend
-    xp = device.xp
-    dt = getattr(xp, dtype)
-    p = [device.asarray(np.array([1.0, -2.0]), dtype=dt)]
-    g = [device.asarray(np.array([0.5, 1.0]), dtype=dt)]
-    # gd: p - 0.1 g = [1 - 0.05, -2 - 0.1]
-    np.testing.assert_allclose(to_numpy(kernels.gd_step(p, g, 0.1)[0]), [0.95, -2.1], rtol=1e-6)
-    # momentum from v = 0: v = -0.1 g = [-0.05, -0.1]
-    # heavy ball: p + v = [0.95, -2.1]
-    # Nesterov: p + 0.9 v - 0.1 g = [1 - 0.045 - 0.05, -2 - 0.09 - 0.1] = [0.905, -2.19]
-    zero = [xp.zeros_like(p[0])]
-    heavy, v = kernels.momentum_step(p, g, zero, 0.1, 0.9, False)
-    np.testing.assert_allclose(to_numpy(v[0]), [-0.05, -0.1], rtol=1e-6)
-    np.testing.assert_allclose(to_numpy(heavy[0]), [0.95, -2.1], rtol=1e-6)
-    nesterov, _ = kernels.momentum_step(p, g, zero, 0.1, 0.9, True)
-    np.testing.assert_allclose(to_numpy(nesterov[0]), [0.905, -2.19], rtol=1e-6)
-    # Adam, t = 1, from zero moments: m = 0.1 g, v = 0.001 g^2; the bias
-    # corrections make m_hat = g and v_hat = g^2, so the step is
-    # lr * g / (|g| + eps) = lr * sign(g) (eps = 0 here).
-    new, m, s = kernels.adam_step(p, g, zero, zero, 1, 0.01, 0.9, 0.999, 0.0)
-    np.testing.assert_allclose(to_numpy(m[0]), [0.05, 0.1], rtol=1e-6)
-    np.testing.assert_allclose(to_numpy(s[0]), [0.00025, 0.001], rtol=1e-5)
-    np.testing.assert_allclose(to_numpy(new[0]), [0.99, -2.01], rtol=1e-5)
+    # Computation happens within the device's context (for JAX: float64 on).
+    with device.context():
+        xp = device.xp
+        dt = getattr(xp, dtype)
+        p = [device.asarray(np.array([1.0, -2.0]), dtype=dt)]
+        g = [device.asarray(np.array([0.5, 1.0]), dtype=dt)]
+        # gd: p - 0.1 g = [1 - 0.05, -2 - 0.1]
+        np.testing.assert_allclose(to_numpy(kernels.gd_step(p, g, 0.1)[0]), [0.95, -2.1], rtol=1e-6)
+        # momentum from v = 0: v = -0.1 g = [-0.05, -0.1]
+        # heavy ball: p + v = [0.95, -2.1]
+        # Nesterov: p + 0.9 v - 0.1 g = [1 - 0.045 - 0.05, -2 - 0.09 - 0.1] = [0.905, -2.19]
+        zero = [xp.zeros_like(p[0])]
+        heavy, v = kernels.momentum_step(p, g, zero, 0.1, 0.9, False)
+        np.testing.assert_allclose(to_numpy(v[0]), [-0.05, -0.1], rtol=1e-6)
+        np.testing.assert_allclose(to_numpy(heavy[0]), [0.95, -2.1], rtol=1e-6)
+        nesterov, _ = kernels.momentum_step(p, g, zero, 0.1, 0.9, True)
+        np.testing.assert_allclose(to_numpy(nesterov[0]), [0.905, -2.19], rtol=1e-6)
+        # Adam, t = 1, from zero moments: m = 0.1 g, v = 0.001 g^2; the bias
+        # corrections make m_hat = g and v_hat = g^2, so the step is
+        # lr * g / (|g| + eps) = lr * sign(g) (eps = 0 here).
+        new, m, s = kernels.adam_step(p, g, zero, zero, 1, 0.01, 0.9, 0.999, 0.0)
+        np.testing.assert_allclose(to_numpy(m[0]), [0.05, 0.1], rtol=1e-6)
+        np.testing.assert_allclose(to_numpy(s[0]), [0.00025, 0.001], rtol=1e-5)
+        np.testing.assert_allclose(to_numpy(new[0]), [0.99, -2.01], rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "identity"])

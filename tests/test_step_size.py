@@ -56,26 +56,29 @@ def _quadratic(device, dtype):
 
 def test_hessian_vector_product_is_exact_on_a_quadratic(backend):
     _, device = backend
-    objective, params, A, _ = _quadratic(device, "float64")
-    v = [device.xp.ones_like(p) for p in params]
-    got = step_size.hessian_vector_product(objective, params, v, 1e-3)
-    flat = np.concatenate([to_numpy(g).ravel() for g in got])
+    with device.context():   # JAX computes in float64 only inside its context
+        objective, params, A, _ = _quadratic(device, "float64")
+        v = [device.xp.ones_like(p) for p in params]
+        got = step_size.hessian_vector_product(objective, params, v, 1e-3)
+        flat = np.concatenate([to_numpy(g).ravel() for g in got])
     np.testing.assert_allclose(flat, A @ np.ones(6), rtol=1e-9)
 
 
 def test_power_iteration_finds_the_largest_eigenvalue(backend, dtype):
     _, device = backend
-    objective, params, _, largest = _quadratic(device, dtype)
-    _, grads = objective(params)
-    estimate = step_size.largest_curvature(objective, params, grads, n_iter=40)
+    with device.context():
+        objective, params, _, largest = _quadratic(device, dtype)
+        _, grads = objective(params)
+        estimate = step_size.largest_curvature(objective, params, grads, n_iter=40)
     assert estimate == pytest.approx(largest, rel=1e-3 if dtype == "float32" else 1e-8)
 
 
 def test_zero_gradient_gives_the_fallback_rate(backend):
     _, device = backend
-    objective, params, _, _ = _quadratic(device, "float64")
-    zeros = [device.xp.zeros_like(p) for p in params]
-    curvature = step_size.largest_curvature(objective, zeros, zeros)
+    with device.context():
+        objective, params, _, _ = _quadratic(device, "float64")
+        zeros = [device.xp.zeros_like(p) for p in params]
+        curvature = step_size.largest_curvature(objective, zeros, zeros)
     assert np.isnan(curvature)
     assert step_size.initial_learning_rate(curvature) == step_size.FALLBACK
     assert step_size.initial_learning_rate(4.0) == pytest.approx(step_size.SAFETY / 4.0)

@@ -1,0 +1,335 @@
+"""A per-fit certificate: replay the fit recorded in a model file on every backend.
+
+A model file from a fresh fit carries its fit record (:mod:`gpumlp._fitrecord`):
+the initial weights, the random generator's state (which draws every epoch's
+batch order and the validation split), the hyper-parameters, the device and
+dtype, the number of epochs and a fingerprint of the training data.
+:func:`certify` replays that fit, epoch by epoch, on every available backend
+and dtype (:func:`gpumlp.agreement.available_backends`) and compares each
+with the oracle, NumPy's generic kernels in float64:
+
+* per epoch, the normwise relative difference of each weight array
+  (``W1``, ``b1``, ...) and of the epoch's loss;
+* the first epoch and array where the tolerance of the agreement table
+  (:data:`gpumlp.agreement.TOLERANCES`, ``"training"``) is crossed;
+* the weights stored in the file against the replay on the device and dtype
+  the model was trained on: a file whose weights were changed after training
+  fails here, whatever the other replays say.
+
+Every replay runs exactly the recorded number of epochs (the stopping rule
+is switched off, so that a float32 run that would have stopped one epoch
+sooner is still compared epoch by epoch).
+
+The verdict is PASS when every replay stays within its tolerance at every
+epoch and the stored weights are reproduced; FAIL otherwise, also when the
+stored weights could not be checked because the training device is not
+available here (the report says so).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import agreement, fastpath
+from ._checks import check_X, check_y
+from ._fitrecord import fingerprint
+from .devices import BackendUnavailableError, Device, dtype_name, to_numpy
+
+__all__ = ["Certificate", "NotReplayableError", "Replay", "certify", "format_certificate"]
+
+
+class NotReplayableError(ValueError):
+    """The model file holds no fit record (an older file, or a continued fit)."""
+
+
+@dataclass
+class Replay:
+    """One backend and dtype, replayed epoch by epoch against the oracle.
+
+    Attributes
+    ----------
+    backend, dtype : str
+    tol : float
+        The training tolerance of ``dtype``.
+    arrays : list of str
+        Names of the weight arrays, ``W1, ..., b1, ...``.
+    weights : list of list of float
+        ``weights[e][i]``: the normwise relative difference of array ``i``
+        after epoch ``e + 1``.
+    loss : list of float
+        The relative difference of each epoch's loss.
+    first_failure : tuple (epoch, array) or None
+        Where the tolerance is first crossed (``array`` is ``"loss"`` when
+        only the loss crossed it).
+    stored : dict or None
+        For the device and dtype the model was trained on: the relative
+        difference of the final weights to those stored in the file.
+    error : str or None
+        Why the replay could not run.
+    """
+
+    backend: str
+    dtype: str
+    tol: float
+    arrays: list = field(default_factory=list)
+    weights: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+    first_failure: tuple | None = None
+    stored: dict | None = None
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        stored_ok = self.stored is None or all(v <= self.tol for v in self.stored.values())
+        return self.error is None and self.first_failure is None and stored_ok
+
+
+@dataclass
+class Certificate:
+    """The result of :func:`certify`.
+
+    Attributes
+    ----------
+    model : str
+        The model file.
+    trained_on : str
+        Backend (device) and dtype of the original fit.
+    epochs : int
+    replays : list of Replay
+    stored_checked : bool
+        Whether a replay on the training device and dtype checked the
+        stored weights.
+    notes : list of str
+    """
+
+    model: str
+    trained_on: str
+    epochs: int
+    replays: list
+    stored_checked: bool
+    notes: list = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.stored_checked and all(r.passed for r in self.replays)
+
+    def to_json(self) -> str:
+        """The certificate as JSON, per epoch figures included."""
+        rows = [dict(asdict(r), passed=r.passed) for r in self.replays]
+        return json.dumps({"model": self.model, "trained_on": self.trained_on,
+                           "epochs": self.epochs, "stored_checked": self.stored_checked,
+                           "notes": self.notes, "passed": self.passed, "replays": rows},
+                          indent=1, allow_nan=True)
+
+
+def _rel(got, ref):
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if not np.all(np.isfinite(got)):
+        return math.inf
+    norm = float(np.linalg.norm(ref))
+    diff = float(np.linalg.norm(got - ref))
+    return diff / norm if norm > 0 else diff
+
+
+def _replay_run(net, record, X, y, device, dtype, use_fastpath):
+    """Run the recorded fit on ``device`` in ``dtype``: per-epoch weights, losses, final weights."""
+    from .estimator import MLPRegressor
+    from .io import _generator
+
+    model = MLPRegressor(**net.get_params())
+    model.set_params(backend=None, device=device, dtype=dtype, verbose=False,
+                     warm_start=False, max_iter=max(record["n_iter"], 1),
+                     n_iter_no_change=10**9)
+    rng = _generator(record["rng_state"])
+    model._replay_start = ([np.asarray(W).astype(dtype) for W in record["coefs"]],
+                           [np.asarray(b).astype(dtype) for b in record["intercepts"]], rng)
+    epochs, losses = [], []
+
+    def on_epoch(epoch, loss, validation_loss):
+        epochs.append([to_numpy(p).astype(np.float64) for p in model._live_trainer.params])
+        losses.append(loss)
+
+    with device.context():
+        Xd, yd = device.asarray(X, dtype=getattr(device.xp, dtype)), \
+            device.asarray(y, dtype=getattr(device.xp, dtype))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if use_fastpath:
+            model.fit(Xd, yd, callback=on_epoch)
+        else:
+            with fastpath.disabled():
+                model.fit(Xd, yd, callback=on_epoch)
+    final = [to_numpy(a).astype(np.float64) for a in (*model.coefs_, *model.intercepts_)]
+    return epochs, losses, final
+
+
+def _training_data(model, X, y):
+    """The arrays the network was fit on: ``X, y`` through the stored scalers, if any."""
+    name = type(model).__name__
+    X = check_X(X, name)
+    y = check_y(y, X.shape[0], name)
+    if hasattr(model, "regressor_"):
+        return to_numpy(model._scale_X(X)), to_numpy(model._scale_y(y))
+    return to_numpy(X), to_numpy(y)
+
+
+def certify(model_file: str | os.PathLike, X, y, *, backends: list | None = None,
+            dtypes: tuple = ("float32", "float64")) -> Certificate:
+    """Replay the fit recorded in ``model_file`` on every backend and dtype.
+
+    Parameters
+    ----------
+    model_file : str or path-like
+        A model saved by :func:`gpumlp.save` (or ``gpumlp train --out``)
+        after a fresh fit.
+    X : array-like, shape (n_samples, n_features)
+    y : array-like, shape (n_samples,) or (n_samples, n_outputs)
+        The data the model was fit on, before any scaling the model applies
+        (for ``gpumlp train``: its training split).
+    backends : list of str, optional
+        Names as :func:`gpumlp.agreement.backend_device` takes them; by
+        default every available one.
+    dtypes : sequence of str
+
+    Returns
+    -------
+    Certificate
+        ``certificate.passed`` is the verdict; :func:`format_certificate`
+        prints it.
+
+    Raises
+    ------
+    NotReplayableError
+        If the file holds no fit record.
+    ValueError
+        If ``X, y`` are not the data the model was fit on (their fingerprint
+        or row count differs from the record's).
+    """
+    from .io import load_with_metadata
+
+    path = os.fspath(model_file)
+    model, metadata = load_with_metadata(path)
+    net = getattr(model, "regressor_", model)
+    record = getattr(net, "_fit_record", None)
+    if record is None:
+        raise NotReplayableError(
+            f"{path} holds no fit record, so its fit cannot be replayed: it was saved by "
+            f"an older gpumlp, or after a warm start or partial_fit, or from Dask data. "
+            f"It still loads and predicts. Fit it again with this gpumlp and save it to "
+            f"certify it.")
+    X_fit, y_fit = _training_data(model, X, y)
+    if X_fit.shape[0] != record["n_samples"]:
+        raise ValueError(f"The data has {X_fit.shape[0]} rows, but the model was fit on "
+                         f"{record['n_samples']}: pass the data it was fit on (for gpumlp "
+                         f"train, the same --data; the split is redone from the file).")
+    digest = fingerprint(X_fit, y_fit)
+    if record["data_sha256"] is not None and digest != record["data_sha256"]:
+        raise ValueError("This is not the data the model was fit on: its fingerprint "
+                         "(SHA-256 of the scaled X and y) differs from the one recorded in "
+                         "the file. Pass the same data, in the same order.")
+    if record["eval_set"] and net.early_stopping:
+        raise NotReplayableError(f"{path} was fit with early stopping on an eval_set, "
+                                 f"which the file does not hold; it cannot be replayed.")
+    trained_dtype = dtype_name(net.coefs_[0])
+    notes = []
+    if record["data_sha256"] is None:
+        notes.append("the fit's data was not on the host, so it was not fingerprinted: "
+                     "the data given is taken on trust")
+    if backends is None:
+        backends, unusable = agreement.available_backends()
+        notes += [f"backend {name} not run: {why}" for name, why in unusable.items()]
+    devices = {}
+    for name in backends:
+        devices[name] = agreement.backend_device(name)  # raises for a missing one
+    trained = next((n for n, d in devices.items() if d.name == record["device"]), None)
+    if trained is None:
+        try:  # the training device, when it is not among those asked for
+            device = agreement.backend_device(record["device"])
+            devices[record["device"]] = device
+            trained = record["device"]
+        except (BackendUnavailableError, ValueError) as exc:
+            notes.append(f"the stored weights were NOT checked: the model was trained on "
+                         f"{record['device']}, which is not available here ({exc})")
+    n_arrays = len(record["coefs"])
+    arrays = [f"W{i + 1}" for i in range(n_arrays)] + [f"b{i + 1}" for i in range(n_arrays)]
+    stored = [to_numpy(a) for a in (*net.coefs_, *net.intercepts_)]
+    oracle_epochs, oracle_losses, _ = _replay_run(net, record, X_fit, y_fit, Device("cpu"),
+                                                  "float64", use_fastpath=False)
+    replays = []
+    stored_checked = False
+    for name, device in devices.items():
+        for dtype in dtypes:
+            tol = agreement.TOLERANCES[("training", dtype)]
+            replay = Replay(name, dtype, tol, arrays)
+            replays.append(replay)
+            is_trained = name == trained and dtype == trained_dtype
+            try:
+                device.check_dtype(dtype)
+                epochs, losses, final = _replay_run(
+                    net, record, X_fit, y_fit, device, dtype,
+                    use_fastpath=record["fastpath"] if is_trained else fastpath.is_enabled())
+            except (ValueError, BackendUnavailableError, MemoryError) as exc:
+                replay.error = str(exc)
+                continue
+            for e, (got, ref) in enumerate(zip(epochs, oracle_epochs), start=1):
+                row = [_rel(g, r) for g, r in zip(got, ref)]
+                loss = _rel(losses[e - 1], oracle_losses[e - 1])
+                replay.weights.append(row)
+                replay.loss.append(loss)
+                if replay.first_failure is None:
+                    bad = [a for a, v in zip(arrays, row) if not v <= tol]
+                    if bad or not loss <= tol:
+                        replay.first_failure = (e, bad[0] if bad else "loss")
+            if len(epochs) != len(oracle_epochs):
+                replay.error = (f"ran {len(epochs)} epochs, the oracle "
+                                f"{len(oracle_epochs)}")
+            if is_trained:
+                replay.stored = {a: _rel(s, f) for a, s, f in zip(arrays, stored, final)}
+                stored_checked = True
+    return Certificate(path, f"{record['device']} {trained_dtype}", record["n_iter"],
+                       replays, stored_checked, notes)
+
+
+def format_certificate(cert: Certificate, epochs_shown: int = 8) -> str:
+    """The certificate as text: per replay, the largest differences and a few epochs."""
+    lines = [f"certificate for {cert.model}: trained on {cert.trained_on}, "
+             f"{cert.epochs} epochs, replayed against numpy float64 (generic kernels)"]
+    lines += [f"note: {note}" for note in cert.notes]
+    header = (f"{'backend':28s} {'dtype':8s} {'max weight rel':>14s} {'max loss rel':>12s} "
+              f"{'tol':>7s}  {'first crossing':18s} result")
+    lines += ["", header]
+    for r in cert.replays:
+        if r.error is not None:
+            lines.append(f"{r.backend:28s} {r.dtype:8s} could not run: {r.error}  FAIL")
+            continue
+        worst = max((max(row) for row in r.weights), default=0.0)
+        worst_loss = max(r.loss, default=0.0)
+        crossing = ("-" if r.first_failure is None
+                    else f"epoch {r.first_failure[0]}, {r.first_failure[1]}")
+        lines.append(f"{r.backend:28s} {r.dtype:8s} {worst:14.3e} {worst_loss:12.3e} "
+                     f"{r.tol:7.0e}  {crossing:18s} {'PASS' if r.passed else 'FAIL'}")
+        if r.stored is not None:
+            worst_stored = max(r.stored.values())
+            which = max(r.stored, key=r.stored.get)
+            ok = worst_stored <= r.tol
+            lines.append(f"{'':28s} {'':8s} stored weights vs this replay: {worst_stored:.3e} "
+                         f"({which}) {'PASS' if ok else 'FAIL: the file weights differ'}")
+    lines += ["", "per epoch (max over arrays of the weights' relative difference):"]
+    for r in cert.replays:
+        if r.error is not None or not r.weights:
+            continue
+        n = len(r.weights)
+        shown = sorted({1, 2, n, *(r.first_failure[:1] if r.first_failure else ()),
+                        *np.unique(np.geomspace(1, n, epochs_shown).astype(int))})
+        parts = [f"{e}: {max(r.weights[e - 1]):.2e}" for e in shown]
+        lines.append(f"  {r.backend} {r.dtype}: " + ", ".join(parts))
+    if not cert.stored_checked:
+        lines.append("\nthe stored weights were not checked (see the note above)")
+    lines.append(f"\n{'PASS' if cert.passed else 'FAIL'}")
+    return "\n".join(lines)
