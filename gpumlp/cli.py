@@ -417,7 +417,8 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
         progress.close()
     wall = time.perf_counter() - start
     if interrupted:
-        print(f"interrupted after {net.n_iter_} epochs ({wall:.2f} s)", file=sys.stderr)
+        epochs = len(getattr(net, "loss_curve_", ()))   # none, if stopped before one ended
+        print(f"interrupted after {epochs} epochs ({wall:.2f} s)", file=sys.stderr)
         last, exact = getattr(callback, "last", None), True
         if last is None and client is not None and getattr(net, "n_iter_", 0) > 0:
             # On Dask the solver state is not that of the last whole epoch: leave it out.

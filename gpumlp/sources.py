@@ -46,7 +46,7 @@ from .losses import LOSSES, Loss
 from .metrics import r2_score
 from .splitting import validation_split
 
-__all__ = ["ArraySource", "Network", "rows_loss_and_grads"]
+__all__ = ["ArraySource", "Network", "rows_loss_and_grads", "select_fast"]
 
 
 @dataclass(frozen=True)
@@ -72,17 +72,28 @@ class Network:
     loss: Loss = LOSSES["squared_error"]
 
 
-def rows_loss_and_grads(X, y, w, coefs, intercepts, network: Network):
+#: ``rows_loss_and_grads(fast=...)``'s default: select here.
+_SELECT = object()
+
+
+def select_fast(X, w, network: Network):
+    """The backend's fast ``loss_and_grads`` for these rows and this network, or None."""
+    return fastpath.select(X, network.n_coefs, network.activation, enabled=network.fastpath,
+                           loss_kind=network.loss.name, weighted=w is not None)
+
+
+def rows_loss_and_grads(X, y, w, coefs, intercepts, network: Network, fast=_SELECT):
     """The loss of rows ``X, y`` (weights ``w`` or None) and its gradients.
 
     Returns ``(loss, grads, total)``: ``grads`` is ``coef_grads +
     intercept_grads``, without the L2 penalty, and ``total`` the rows, or the
     sum of their weights. The backend's fast path runs where it has one
     (:mod:`gpumlp.fastpath`; never on arrays a compiler is tracing), else the
-    generic kernels.
+    generic kernels; ``fast`` passes :func:`select_fast`'s answer when the
+    caller already has it.
     """
-    fast = fastpath.select(X, network.n_coefs, network.activation, enabled=network.fastpath,
-                           loss_kind=network.loss.name, weighted=w is not None)
+    if fast is _SELECT:
+        fast = select_fast(X, w, network)
     if fast is not None:
         loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts)
     else:

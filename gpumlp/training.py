@@ -49,7 +49,7 @@ from . import kernels
 from ._sklearn_compat import convergence_warning
 from .devices import to_numpy
 from .solvers import AutoGD, GradientDescent, Solver
-from .sources import Network, rows_loss_and_grads
+from .sources import Network, rows_loss_and_grads, select_fast
 
 __all__ = ["LossIncreasedWarning", "Trainer", "TrainingDivergedError", "compiled_step",
            "read_scalars", "step_function"]
@@ -177,11 +177,18 @@ def step_function(network: Network, solver: Solver, alpha: float, n_outputs: int
         side effect: a compiler may trace it (see ``Device.compile``).
     """
     n_coefs = network.n_coefs
+    chosen = {}   # the fast path for each kind of batch: chosen once, not per step
 
     def step(params, state, X, y, w):
+        kind = (type(X), w is None)
+        if kind not in chosen:
+            chosen[kind] = select_fast(X, w, network)
+        fast = chosen[kind]
+
         def objective(params):
             coefs, intercepts = params[:n_coefs], params[n_coefs:]
-            loss, grads, total = rows_loss_and_grads(X, y, w, coefs, intercepts, network)
+            loss, grads, total = rows_loss_and_grads(X, y, w, coefs, intercepts, network,
+                                                     fast)
             loss, coef_grads = kernels.add_l2(loss, grads[:n_coefs], coefs, alpha, total,
                                               n_outputs, network.loss)
             return loss, coef_grads + grads[n_coefs:]
@@ -251,6 +258,8 @@ class Trainer:
     best_params: list | None = None
     no_improvement_count: int = 0
     samples_seen: int = 0
+    #: ``(key, step)``: the compiled step of the last epoch, kept for the next.
+    _step: Any = field(default=None, repr=False, compare=False)
     call_start: int = 0
 
     @property
@@ -289,8 +298,10 @@ class Trainer:
         """
         device = getattr(source, "device", None)
         if hasattr(source, "epoch_rows") and not self.solver.host_reads:
-            step = compiled_step(device, self.network, self.solver, self.alpha,
-                                 source.n_outputs)
+            key = (device, self.network, self.solver, self.alpha, source.n_outputs)
+            if self._step is None or any(a is not b for a, b in zip(self._step[0], key)):
+                self._step = (key, compiled_step(*key))
+            step = self._step[1]
             losses = []
             for X, y, w in source.epoch_rows(batches):
                 self.params, self.state, loss = step(self.params, self.state, X, y, w)
@@ -410,10 +421,9 @@ class Trainer:
         epochs, to_read = [], []
         device = getattr(run.source, "device", None)
         all_finite = _all_finite if device is None else _compiled_all_finite(device)
+        before = start
         try:
             for _ in range(size):
-                before = _Snapshot(list(self.params), self.state, self.samples_seen,
-                                   rng.bit_generator.state)
                 batches = run.source.batches(rng, run.batch_size, run.shuffle)
                 values = [self.epoch(run.source, batches), all_finite(self.params)]
                 if run.validation is not None:
@@ -421,9 +431,11 @@ class Trainer:
                                                            self.network))
                 rate = self.learning_rate
                 ended = self.solver.end_epoch(self.state, self.samples_seen)
-                epochs.append(_Epoch(before, list(self.params), self.state, ended,
-                                     self.samples_seen, rng.bit_generator.state, rate))
+                epoch = _Epoch(before, list(self.params), self.state, ended,
+                               self.samples_seen, rng.bit_generator.state, rate)
+                epochs.append(epoch)
                 self.state = ended
+                before = _Snapshot(epoch.params, ended, epoch.seen, epoch.rng)
                 to_read += values
             values = read_scalars(*to_read)
         except BaseException:

@@ -105,3 +105,19 @@ def test_cli_refuses_a_target_beyond_float32_and_trains_it_in_float64(tmp_path, 
     line = next(line for line in report.splitlines() if line.startswith("test "))
     test_r2 = float(line.split("R^2")[1])
     assert test_r2 > 0.9
+
+
+def test_ctrl_c_before_the_first_epoch_ends_says_so_and_writes_nothing(monkeypatch, capsys,
+                                                                        tmp_path):
+    from gpumlp.cli import main
+    from gpumlp.scaling import StandardizedRegressor
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(StandardizedRegressor, "fit", interrupted)
+    out = tmp_path / "m.npz"
+    assert main(["train", "--epochs", "5", "--samples", "200", "--quiet",
+                 "--out", str(out)]) == 130
+    assert "interrupted after 0 epochs" in capsys.readouterr().err
+    assert not out.exists()

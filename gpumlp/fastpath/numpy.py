@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
+from concurrent.futures import wait
 
 import numpy as np
 
@@ -28,6 +30,33 @@ CHUNK_BYTES = 1 << 19
 
 #: Below this many rows per core, one thread does all the rows.
 MIN_ROWS_PER_THREAD = 4096
+
+
+#: Scratch buffers by (thread, rows, f + 1, h, k, dtype), reused across steps:
+#: a fit's every epoch needs the same ones. Only internal temporaries live
+#: here; what the functions return is always freshly allocated.
+_WORKSPACES: dict = {}
+_MAX_WORKSPACES = 8
+
+
+def _workspace(rows, f1, h, k, dtype):
+    """``xa, xr, t, q, r, ones`` for a chunk: see :func:`_rows`."""
+    key = (threading.get_ident(), rows, f1, h, k, dtype.str)
+    buffers = _WORKSPACES.get(key)
+    if buffers is None:
+        if len(_WORKSPACES) >= _MAX_WORKSPACES:
+            _WORKSPACES.pop(next(iter(_WORKSPACES)))
+        xa = np.empty((rows, f1), dtype)     # [X_chunk, 1]
+        xa[:, -1] = 1
+        buffers = _WORKSPACES[key] = (
+            xa,
+            np.empty((rows, f1), dtype),     # [X_chunk, 1] * r, for one output
+            np.empty((rows, h), dtype),      # t
+            np.empty((rows, h), dtype),      # 1 - t^2, then for k > 1 the delta
+            np.empty((rows, k), dtype),      # r
+            np.ones(rows, dtype),            # column sums as matrix-vector products
+        )
+    return buffers
 
 
 def _rows(X, y, W1a, W2, b2, form, start, stop, chunk_rows, scale):
@@ -44,15 +73,9 @@ def _rows(X, y, W1a, W2, b2, form, start, stop, chunk_rows, scale):
     _, s, shift, _ = form
     f1, h = W1a.shape
     k, dtype = y.shape[1], X.dtype
-    xa = np.empty((chunk_rows, f1), dtype)   # [X_chunk, 1]
-    xa[:, -1] = 1
-    xr = np.empty((chunk_rows, f1), dtype)   # [X_chunk, 1] * r, for one output
-    t = np.empty((chunk_rows, h), dtype)
-    q = np.empty((chunk_rows, h), dtype)     # 1 - t^2, then for k > 1 the delta
-    r = np.empty((chunk_rows, k), dtype)
+    xa, xr, t, q, r, ones = _workspace(chunk_rows, f1, h, k, dtype)
     W2_s = s * W2
     offset = shift * W2.sum(axis=0) + b2     # a1 W2 + b2 = t (s W2) + offset
-    ones = np.ones(chunk_rows, dtype)        # column sums as matrix-vector products
     W2T = np.ascontiguousarray(W2.T)
     G = np.zeros((f1, h), dtype)
     u = np.zeros((h, k), dtype)
@@ -89,9 +112,12 @@ _POOL = None
 _BLAS = None
 
 
+_CORES = os.cpu_count() or 1
+
+
 def _workers(n):
     """How many threads to split ``n`` rows over (one per core, enough rows each)."""
-    return max(1, min(os.cpu_count() or 1, n // MIN_ROWS_PER_THREAD))
+    return max(1, min(_CORES, n // MIN_ROWS_PER_THREAD))
 
 
 def numpy_loss_and_grads(X, y, coefs, intercepts, activation, alpha=0.0, chunk_rows=None,
@@ -149,7 +175,12 @@ def numpy_loss_and_grads(X, y, coefs, intercepts, activation, alpha=0.0, chunk_r
         with _BLAS.limit(limits=1, user_api="blas"):
             futures = [_POOL.submit(_rows, *args, bounds[i], bounds[i + 1],
                                     chunk_rows, scale) for i in range(workers)]
-            parts = [future.result() for future in futures]
+            try:
+                parts = [future.result() for future in futures]
+            finally:
+                # On Ctrl-C the threads may still be inside BLAS: let them finish
+                # before the thread limit is lifted, and before anyone exits.
+                wait(futures)
     sse, G, u, s_r = parts[0]
     for part in parts[1:]:
         sse = sse + part[0]
