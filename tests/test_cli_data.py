@@ -179,6 +179,9 @@ def test_ctrl_c_stops_cleanly_and_saves_the_last_good_state(tmp_path):
          # 400000 rows here) on the curvature estimate, before epoch 1 ends.
          "--lr", "0.1", "--tol", "0", "--out", str(model)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell that starts CI in the background hands its children SIGINT
+        # ignored, and Python then installs no KeyboardInterrupt for it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout.readline().startswith("device: cpu")
     time.sleep(1.5)
