@@ -396,8 +396,11 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
                          enabled=not args.quiet and sys.stderr.isatty())
     # With --early-stopping the estimator holds out its validation rows from the
     # training rows; the test rows are then only reported on, never seen in fit.
+    # The held-out loss of each epoch costs a forward pass over the test rows:
+    # it is computed only when it is shown (the progress bar, --plot).
+    shown = progress.bar is not None or bool(args.plot)
     eval_set = (None if X_test is None or client is not None or args.early_stopping
-                else (X_test, y_test))
+                or not shown else (X_test, y_test))
     extra = {} if client is None else {"client": client}
     saving = {"feature_names": names, "target_names": [target]}
     callback = progress

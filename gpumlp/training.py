@@ -98,10 +98,9 @@ MAX_BLOCK = 64
 def _next_block_size(solver, size, done, seconds):
     """Epochs in the next block: as many as fit in :data:`BLOCK_SECONDS`.
 
-    One for a solver that reads the host at every step anyway, and after a
-    block cut short (the rule changed the solver's state).
+    One after a block cut short (the rule changed the solver's state).
     """
-    if solver.host_reads or done < size:
+    if done < size:
         return 1
     per_epoch = seconds / max(done, 1)
     target = int(BLOCK_SECONDS / per_epoch) if per_epoch > 0 else MAX_BLOCK
@@ -262,6 +261,10 @@ class Trainer:
     _step: Any = field(default=None, repr=False, compare=False)
     call_start: int = 0
 
+    def __getstate__(self):
+        # The cached compiled step is a closure: rebuilt on demand, never pickled.
+        return {**self.__dict__, "_step": None}
+
     @property
     def learning_rate(self) -> float:
         """The step size in force: the solver's, or the one its state adapts."""
@@ -297,7 +300,7 @@ class Trainer:
         itself (Dask), go through :meth:`objective` instead.
         """
         device = getattr(source, "device", None)
-        if hasattr(source, "epoch_rows") and not self.solver.host_reads:
+        if hasattr(source, "epoch_rows") and not (self.solver.host_reads and device.compiles):
             key = (device, self.network, self.solver, self.alpha, source.n_outputs)
             if self._step is None or any(a is not b for a, b in zip(self._step[0], key)):
                 self._step = (key, compiled_step(*key))

@@ -9,6 +9,8 @@ from gpumlp import MLPRegressor, training
 
 CASES = {
     "gd": dict(solver="gd", learning_rate_init=0.1),
+    "gd-auto": dict(solver="gd", learning_rate_init="auto"),
+    "lbfgs": dict(solver="lbfgs"),
     "adam": dict(solver="adam", batch_size=50, learning_rate_init=0.01),
     "sgd-adaptive": dict(solver="sgd", batch_size=50, learning_rate_init=0.05,
                          learning_rate="adaptive"),
@@ -35,7 +37,7 @@ def fit(X, y, **params):
         return MLPRegressor((8,), device="cpu", random_state=0, **params).fit(X, y)
 
 
-@pytest.mark.parametrize("case", ["gd", "adam"])
+@pytest.mark.parametrize("case", ["gd", "gd-auto", "adam"])
 def test_a_fit_that_stops_itself_equals_a_fit_of_exactly_that_many_epochs(data, case,
                                                                           long_blocks):
     X, y = data
@@ -71,12 +73,11 @@ def test_blocks_change_nothing_but_the_reads(data, case, monkeypatch):
     assert a._rng.bit_generator.state == b._rng.bit_generator.state
 
 
-def test_block_sizes_grow_while_epochs_are_quick_and_reset_for_host_reading_solvers():
-    from gpumlp.solvers import SGD, AutoGD
+def test_block_sizes_grow_while_epochs_are_quick_and_reset_after_a_replay():
+    from gpumlp.solvers import SGD
 
     sgd = SGD(0.1)
     assert training._next_block_size(sgd, 1, 1, 1e-6) == 2        # doubles at most
     assert training._next_block_size(sgd, 64, 64, 64e-6) == training.MAX_BLOCK
     assert training._next_block_size(sgd, 8, 8, 8.0) == 1          # slow epochs: one
     assert training._next_block_size(sgd, 8, 3, 1e-6) == 1         # cut short: replay
-    assert training._next_block_size(AutoGD(), 4, 4, 1e-6) == 1    # reads the host anyway

@@ -115,8 +115,10 @@ def test_early_stopping_holds_out_training_rows_and_leaves_the_test_rows_alone(
     out = tmp_path / "m.npz"
     args = ["train", "--device", "cpu", "--samples", "400", "--quiet", "--out", str(out),
             "--n-iter-no-change", "3", "--epochs", "400"]
-    assert cli.main(args) == 0
+    assert cli.main([*args, "--plot", str(tmp_path / "loss.png")]) == 0
     assert seen[-1][0] == 320 and seen[-1][1] is not None  # without: test rows as eval_set
+    assert cli.main(args) == 0
+    assert seen[-1] == (320, None)  # quiet and no plot: no held-out loss to show
     assert cli.main([*args, "--early-stopping", "--validation-fraction", "0.2"]) == 0
     assert seen[-1] == (320, None)  # the estimator splits its 320 training rows itself
     stdout = capsys.readouterr().out

@@ -150,12 +150,13 @@ def test_divergence_is_reported_with_the_setting_to_lower(tmp_path):
 
 
 def test_out_of_memory_suggests_a_batch_size(monkeypatch, capsys):
-    from gpumlp import kernels
+    from gpumlp import kernels, training
 
     def exhausted(*args, **kwargs):
         raise MemoryError("Out of memory allocating 4,000,000,000 bytes")
 
     monkeypatch.setattr(kernels, "forward", exhausted)
+    monkeypatch.setattr(training, "rows_loss_and_grads", exhausted)   # the training step
     assert main(["train", "--device", "cpu", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "ran out of memory" in err and "--batch-size" in err

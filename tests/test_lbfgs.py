@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from gpumlp import MLPRegressor, sources
+from gpumlp import MLPRegressor, training
 from gpumlp._sklearn_compat import convergence_warning
 from gpumlp.solvers import LBFGS
 
@@ -88,9 +88,10 @@ def test_lbfgs_fits_better_than_gradient_descent_in_as_many_iterations(data):
 def test_lbfgs_counts_loss_evaluations_against_max_fun(data, monkeypatch):
     X, y = data
     calls = []
-    real = sources.ArraySource.loss_and_grads
-    monkeypatch.setattr(sources.ArraySource, "loss_and_grads",
-                        lambda self, *a: calls.append(1) or real(self, *a))
+    # Every loss evaluation of a batch in memory goes through this function.
+    real = training.rows_loss_and_grads
+    monkeypatch.setattr(training, "rows_loss_and_grads",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     model = MLPRegressor((5,), solver="lbfgs", max_fun=9, max_iter=500, device="cpu",
                          random_state=0)
     with pytest.warns(ConvergenceWarning, match=r"max_fun \(9\)"):
