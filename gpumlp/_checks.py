@@ -318,8 +318,10 @@ def check_params(est):
             )
     if est.activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {est.activation!r}.")
-    if est.solver not in ("gd", "sgd", "adam", "lbfgs"):
-        raise ValueError(f"solver must be 'gd', 'sgd', 'adam' or 'lbfgs', got {est.solver!r}.")
+    from .solvers import SOLVERS
+
+    if not isinstance(est.solver, str) or est.solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {tuple(SOLVERS)}, got {est.solver!r}.")
     if est.loss not in ("squared_error", "poisson"):
         raise ValueError(f"loss must be 'squared_error' or 'poisson', got {est.loss!r}.")
     if est.learning_rate not in ("constant", "invscaling", "adaptive"):

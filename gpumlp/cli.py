@@ -14,6 +14,10 @@ import os
 import sys
 import time
 
+from .activations import NAMES as ACTIVATION_NAMES
+from .losses import LOSSES
+from .solvers import SCHEDULES, SOLVERS
+
 __all__ = ["main"]
 
 
@@ -171,17 +175,17 @@ def _add_network_options(g):
     g.add_argument("--hidden", type=_hidden, default=(32,), metavar="W1,W2,...",
                    help="hidden layer widths (default: 32)")
     g.add_argument("--activation", default="sigmoid",
-                   choices=["sigmoid", "logistic", "tanh", "relu", "identity"])
+                   choices=ACTIVATION_NAMES)
     g.add_argument("--alpha", type=_bounded(float, 0), default=0.0,
                    help="L2 penalty strength, scikit-learn's meaning (default: 0)")
-    g.add_argument("--loss", default="squared_error", choices=["squared_error", "poisson"],
+    g.add_argument("--loss", default="squared_error", choices=list(LOSSES),
                    help="squared_error: the mean squared error (default); poisson: an "
                         "exponential output and half the Poisson deviance, for counts "
                         "(y >= 0; standardisation then only scales y)")
 
 
 def _add_solver_options(g):
-    g.add_argument("--solver", default="gd", choices=["gd", "sgd", "adam", "lbfgs"],
+    g.add_argument("--solver", default="gd", choices=list(SOLVERS),
                    help="gd: full-batch gradient descent (default); sgd; adam; lbfgs: "
                         "full-batch L-BFGS (--epochs counts its iterations)")
     g.add_argument("--lr", type=_learning_rate, default=None, metavar="auto|RATE",
@@ -201,7 +205,7 @@ def _add_solver_options(g):
     g.add_argument("--epsilon", type=_bounded(float, 0, low_open=True), default=1e-8,
                    help="adam's epsilon (default: 1e-8)")
     g.add_argument("--learning-rate", default="constant",
-                   choices=["constant", "invscaling", "adaptive"],
+                   choices=SCHEDULES,
                    help="the rate's schedule for sgd, and for gd at a fixed --lr "
                         "(scikit-learn's learning_rate; default: constant)")
     g.add_argument("--power-t", type=_bounded(float, 0), default=0.5,

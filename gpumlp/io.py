@@ -190,6 +190,9 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         "validation_loss_curve": None if validation_curve is None else [
             float(v) for v in validation_curve],
         "feature_names": None if feature_names is None else [str(n) for n in feature_names],
+        # The names a dataframe gave fit (scikit-learn's feature_names_in_).
+        "feature_names_in": (None if getattr(net, "feature_names_in_", None) is None
+                             else [str(n) for n in net.feature_names_in_]),
         "target_names": None if target_names is None else [str(n) for n in target_names],
         "extra": {str(k): _plain(str(k), v) for k, v in (extra or {}).items()},
     }
@@ -281,6 +284,7 @@ def _check_metadata(path: str, metadata: Any) -> None:
                 "learning_rate": (int, float, type(None)), "learning_rates": list,
                 "validation_loss_curve": (list, type(None)),
                 "feature_names": (list, type(None)), "target_names": (list, type(None)),
+                "feature_names_in": (list, type(None)),
                 "extra": dict, "fit_record": dict}
     for key in required:
         if key not in metadata:
@@ -313,12 +317,13 @@ def _check_metadata(path: str, metadata: Any) -> None:
     for key in ("loss_curve", "validation_loss_curve", "learning_rates"):
         if not all(_is_number(v) for v in metadata.get(key) or ()):
             raise _damaged(path, f"{key} holds something other than numbers")
-    for key in ("feature_names", "target_names"):
+    for key in ("feature_names", "target_names", "feature_names_in"):
         if not all(isinstance(v, str) for v in metadata.get(key) or ()):
             raise _damaged(path, f"{key} holds something other than strings")
-    names = metadata.get("feature_names")
-    if names is not None and len(names) != sizes[0]:
-        raise _damaged(path, f"{len(names)} feature_names for {sizes[0]} input(s)")
+    for key in ("feature_names", "feature_names_in"):
+        names = metadata.get(key)
+        if names is not None and len(names) != sizes[0]:
+            raise _damaged(path, f"{len(names)} {key} for {sizes[0]} input(s)")
     if "training" in metadata:
         _check_training(path, metadata["training"], sizes)
     if "fit_record" in metadata:
@@ -658,6 +663,9 @@ def _restore(net, coefs: list, intercepts: list, metadata: dict) -> None:
                     n_iter=metadata.get("n_iter"), y_was_1d=metadata.get("y_1d", False),
                     learning_rates=metadata.get("learning_rates"),
                     learning_rate=metadata.get("learning_rate"))
+    names = metadata.get("feature_names_in")
+    if names is not None:
+        net.feature_names_in_ = np.asarray(names, dtype=object)
 
 
 def _solver_for(net, name):

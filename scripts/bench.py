@@ -23,6 +23,7 @@ a test: nothing here asserts a time.
 
     python scripts/bench.py                      # CPU, the three sizes, float32+float64
     python scripts/bench.py --device cuda --json out/bench-gpu.json
+    python scripts/bench.py --mode fit           # whole fits, per epoch (bench_fit.py)
 """
 
 from __future__ import annotations
@@ -94,17 +95,19 @@ def run_gpumlp(ctx, fast=True, backend=None):
     with device.context():
         source = ArraySource(device.asarray(X), device.asarray(y), device)
         params = [device.asarray(p) for p in coefs + intercepts]
-        trainer = Trainer(Network(2, get_activation("sigmoid"), fast), GradientDescent(LR),
-                          0.0, params)
+        solver = GradientDescent(LR)
+        trainer = Trainer(Network(2, get_activation("sigmoid"), fast), solver, 0.0, params,
+                          solver.init_state(params))
         whole = source.batches(rng, n, shuffle=False)[0]
 
         # The trainer's own step for rows in memory (jax.jit on JAX).
-        full_step = compiled_step(device, trainer.network, trainer.solver, trainer.alpha)
-        X_all, y_all = source.rows(whole)
+        full_step = compiled_step(device, trainer.network, trainer.solver, trainer.alpha,
+                                  source.n_outputs)
+        X_all, y_all, w_all = source.rows(whole)
 
         def step():
             trainer.params, trainer.state, _ = full_step(
-                trainer.params, trainer.state, X_all, y_all)
+                trainer.params, trainer.state, X_all, y_all, w_all)
 
         def epoch():
             trainer.epoch(source, source.batches(rng, ctx["batch"], shuffle=False))
@@ -368,7 +371,16 @@ def describe_machine(device):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["--mode", "fit"] or "--mode=fit" in argv[:1]:
+        # Whole fits, per epoch, against the peers: scripts/bench_fit.py.
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bench_fit
+
+        return bench_fit.main(argv[2:] if argv[:1] == ["--mode"] else argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="--mode fit (first): per-epoch time of whole "
+                                            "fits instead (scripts/bench_fit.py)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--sizes", default="small,medium,large",
                         help="of small (10k,16,64), medium (100k,64,256), large (1M,32,128)")

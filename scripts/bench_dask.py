@@ -72,8 +72,9 @@ def time_in_process(n, f, h, repeats, fast):
     coefs, intercepts = glorot_uniform([f, h, 1], rng, "float32")
     source = ArraySource(X, y, Device("cpu"))
     params = [Device("cpu").asarray(p) for p in coefs + intercepts]
-    trainer = Trainer(Network(2, get_activation("sigmoid"), fast), GradientDescent(0.01), 0.0,
-                      params)
+    solver = GradientDescent(0.01)
+    trainer = Trainer(Network(2, get_activation("sigmoid"), fast), solver, 0.0, params,
+                      solver.init_state(params))
     whole = source.batches(rng, n, shuffle=False)[0]
     times = []
     for i in range(repeats + 1):
