@@ -31,20 +31,17 @@ in float64).
 * **Poisson** (``"poisson"``, minibatch SGD with momentum and ``alpha``,
   trained on ``exp(y)``): the same bounds. Its exponential output and
   logarithm add a few roundings per entry, no feedback the other runs lack.
-  Measured (CPU, 2026-11-27): float32 4.8e-7 after 100 epochs; float64 0.
 * **L-BFGS** (``"lbfgs"``): the same bounds, but compared after 1 and 10
   iterations only (:data:`CHECKPOINTS_FOR`). L-BFGS amplifies rounding far
   more than a first-order method: its direction is built from differences of
   gradients (``y = g_new - g_old``), which cancel, and its line search makes
   discrete choices (accept, bracket, zoom) that a rounding difference can
-  flip, after which the runs follow different but equally valid paths.
-  Measured on the CPU (2026-11-27, array-api-strict and NumPy's fast path
-  against the generic NumPy oracle): float64 5.4e-14 after 10 iterations,
-  7.3e-13 after 30 and 1.8e-5 after 100; float32 against the float64 oracle
-  8.0e-6 after 10, 3.2e-4 after 30 and 5e-2 after 100. So 10 iterations keep
-  both within the bounds above, with a margin of 12x for float32 and far more
-  for float64, while still exercising the two-loop recursion with a full
-  memory of curvature pairs and the line search.
+  flip, after which the runs follow different but equally valid paths. The
+  measured errors (README, agreement section) stay within the bounds after
+  10 iterations, with a margin of about 12x for float32 and far more for
+  float64, and grow past them by 100; 10 iterations still exercise the
+  two-loop recursion with a full memory of curvature pairs and the line
+  search.
 
 The maximum distance in units in the last place (ULP, measured in the
 candidate's dtype) is reported for information only: near zero a tiny absolute
@@ -242,9 +239,9 @@ TRAINING_CONFIGS = {
 }
 
 #: Training runs compared in float64 only. The adaptive rate's decisions
-#: compare two losses; in float32 they differ from the float64 oracle's
-#: (measured 2026-11-28: 18-29% apart in rate by epoch 100), which says
-#: nothing about the backend. In float64 every backend must take the
+#: compare two losses; in float32 they differ from the float64 oracle's (the
+#: rates part by tens of percent within 100 epochs, see the README), which
+#: says nothing about the backend. In float64 every backend must take the
 #: oracle's decisions.
 FLOAT64_ONLY = frozenset({"gd-auto"})
 
