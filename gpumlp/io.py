@@ -191,8 +191,8 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
             float(v) for v in validation_curve],
         "feature_names": None if feature_names is None else [str(n) for n in feature_names],
         # The names a dataframe gave fit (scikit-learn's feature_names_in_).
-        "feature_names_in": (None if getattr(net, "feature_names_in_", None) is None
-                             else [str(n) for n in net.feature_names_in_]),
+        "feature_names_in": (None if getattr(model, "feature_names_in_", None) is None
+                             else [str(n) for n in model.feature_names_in_]),
         "target_names": None if target_names is None else [str(n) for n in target_names],
         "extra": {str(k): _plain(str(k), v) for k, v in (extra or {}).items()},
     }
@@ -755,6 +755,9 @@ def load_with_metadata(
     model.regressor_ = net
     for name in _SCALERS:
         setattr(model, name + "_", arrays[name])
+    if hasattr(net, "feature_names_in_"):   # the wrapper saw the names; the net did not
+        model.feature_names_in_ = net.feature_names_in_
+        del net.feature_names_in_
     return model, metadata
 
 

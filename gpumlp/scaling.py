@@ -12,7 +12,7 @@ from __future__ import annotations
 import array_api_compat as aac
 import numpy as np
 
-from ._checks import check_X, check_y, resolve_dtype
+from ._checks import check_feature_names, check_X, check_y, feature_names, resolve_dtype
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from .devices import device_of, move, to_numpy
 from .estimator import MLPRegressor
@@ -80,6 +80,11 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         ``loss="poisson"`` the target is only scaled, not centred, so that it
         stays non-negative.
         """
+        names = feature_names(X)
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         if not aac.is_dask_array(X):
             X = check_X(X, type(self).__name__)
             y = check_y(y, X.shape[0], type(self).__name__)
@@ -140,6 +145,7 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         if not hasattr(self, "regressor_"):
             raise not_fitted_error()(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first.")
+        check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
         y_scaled = self.regressor_.predict(self._scale_X(X))
         if aac.is_dask_array(y_scaled):
             mean, scale = np.asarray(self.y_mean_), np.asarray(self.y_scale_)
