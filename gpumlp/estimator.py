@@ -492,6 +492,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                          "validation_scores", "best_loss", "best_validation_score",
                          "no_improvement_count", "samples_seen"):
                 setattr(trainer, name, getattr(previous, name))
+            if previous.best_params is not None:   # early stopping's best weights so far
+                trainer.best_params = [move(p, device, dtype) for p in previous.best_params]
             keep_state = incremental or getattr(self, "_keep_solver_state", False)
             if keep_state and type(previous.solver) is type(solver) and \
                     previous.state is not None:
@@ -593,8 +595,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         _, activation = check_params(self)
         network = Network(len(self.coefs_), activation, fastpath.is_enabled(),
                           get_loss(self.loss))
-        trainer = Trainer(network, self._make_solver(), float(self.alpha),
-                          [*self.coefs_, *self.intercepts_], state,
+        current = self._make_solver()
+        params = [*self.coefs_, *self.intercepts_]
+        if solver_name(current) != solver:
+            # The parameters changed since the save: that solver's state is not this one's.
+            state = current.init_state(params)
+        trainer = Trainer(network, current, float(self.alpha), params, state,
                           loss_curve=list(self.loss_curve_),
                           learning_rates=list(self.learning_rates_))
         for name in _HISTORY:
@@ -618,25 +624,25 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     def _snapshot(self):
         """A fitted copy as of the epoch a fit callback reports; call it from the callback.
 
-        The copy holds the weights, the solver state, the batch-order
-        generator and the history as they stand at the end of that epoch, with
-        that epoch's stopping-rule bookkeeping (which the trainer does just
-        after the callback) applied, so a checkpoint saved from it resumes
-        exactly. Its arrays are the trainer's, not moved (nothing is read
-        back from the device until it is saved).
+        The trainer calls back once an epoch is wholly done (the solver's end
+        of epoch and the stopping rule's bookkeeping included), so the copy
+        holds the weights, the solver state, the batch-order generator and
+        the history exactly as the next epoch would start from them, and a
+        checkpoint saved from it resumes exactly. Its arrays are the
+        trainer's, not moved (nothing is read back from the device until it
+        is saved).
         """
-        y_was_1d, rule = self._running
+        y_was_1d, _ = self._running
         source = self._trainer
         trainer = dataclasses.replace(
             source, **{name: list(getattr(source, name)) for name in
-                       ("loss_curve", "validation_losses", "validation_scores")})
-        if rule is not None and trainer.loss_curve:
-            tol, n_iter_no_change, on_validation = rule
-            trainer._should_stop(tol, n_iter_no_change,
-                                 trainer.validation_scores[-1] if on_validation else None)
+                       ("loss_curve", "learning_rates", "validation_losses",
+                        "validation_scores")})
         copy = type(self)(**self.get_params())
         copy._set_fitted(trainer.coefs, trainer.intercepts, loss_curve=trainer.loss_curve,
-                         samples_seen=trainer.samples_seen, y_was_1d=y_was_1d)
+                         samples_seen=trainer.samples_seen, y_was_1d=y_was_1d,
+                         n_iter=len(trainer.loss_curve) - trainer.call_start,
+                         learning_rates=trainer.learning_rates)
         bit_generator = type(self._rng.bit_generator)()
         bit_generator.state = self._rng.bit_generator.state
         copy._trainer, copy._rng = trainer, np.random.Generator(bit_generator)

@@ -53,6 +53,7 @@ from ._atomic import atomic_path, write_text_atomic  # noqa: F401 (re-exported)
 from ._fitrecord import RECORD_KEYS, RECORD_VERSION
 from .activations import NAMES as ACTIVATIONS
 from .devices import Device, to_numpy
+from .losses import LOSSES
 
 if TYPE_CHECKING:
     from .estimator import MLPRegressor
@@ -178,7 +179,7 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         "kind": type(model).__name__,
         "layer_sizes": [int(coefs[0].shape[0])] + [int(W.shape[1]) for W in coefs],
         "activation": net.activation,
-        "out_activation": "identity",
+        "out_activation": getattr(net, "out_activation_", "identity"),
         "dtype": str(coefs[0].dtype),
         "trained_on": str(getattr(net, "device_", "")),
         "params": {k: _plain(k, v) for k, v in net.get_params().items()},
@@ -302,9 +303,13 @@ def _check_metadata(path: str, metadata: Any) -> None:
     if metadata["activation"] not in ACTIVATIONS:
         raise _damaged(path, f"activation {metadata['activation']!r} is not one of "
                              f"{', '.join(ACTIVATIONS)}")
-    if metadata.get("out_activation", "identity") != "identity":
+    loss = metadata["params"].get("loss", "squared_error") \
+        if isinstance(metadata.get("params"), dict) else None
+    expected = LOSSES[loss].out_activation if isinstance(loss, str) and loss in LOSSES \
+        else "identity"
+    if metadata.get("out_activation", expected) != expected:
         raise _damaged(path, f"out_activation {metadata['out_activation']!r} is not "
-                             f"'identity'")
+                             f"{expected!r}, the output of its loss")
     if metadata["dtype"] not in _DTYPES:
         raise _damaged(path, f"dtype {metadata['dtype']!r} is not float32 or float64")
     if metadata.get("y_1d") and sizes[-1] != 1:

@@ -372,9 +372,10 @@ class Trainer:
         first_epoch = self.call_start = len(self.loss_curve)
         run = _Run(source, validation, rng, batch_size, shuffle, tol, n_iter_no_change,
                    stop_on_validation, verbose, check_convergence, on_epoch, first_epoch)
-        # The parameters at the start of the last recorded epoch: for full-batch
-        # descent, the point at which the last finite loss was measured.
-        self._previous = list(self.params)
+        # Where the last recorded epoch began: for full-batch descent, the point
+        # at which the last finite loss was measured.
+        self._previous = _Snapshot(list(self.params), self.state, self.samples_seen,
+                                   rng.bit_generator.state)
         block, left = 1, max_iter
         # Divergence is detected from the loss and reported once, clearly;
         # NumPy's overflow warnings on the way there would only be noise.
@@ -458,7 +459,12 @@ class Trainer:
         return size, None
 
     def _record(self, run, epoch, values):
-        """Apply one epoch's read figures: divergence, history, callbacks, the rule.
+        """Apply one epoch's read figures: divergence, history, the rule, the callback.
+
+        The callback comes last: it sees the trainer exactly as the next epoch
+        would start (the solver's end of epoch and the rule's bookkeeping
+        done), so a checkpoint taken there resumes exactly; if it raises
+        (Ctrl-C), the epoch stays recorded and whole.
 
         Returns ``_GO_ON``, ``_REPLAY`` (the rule changed the solver's state,
         so the later epochs of the block are discarded and run again), or
@@ -466,17 +472,14 @@ class Trainer:
         """
         loss, params_finite = values[0], values[1]
         if not math.isfinite(loss):
-            epoch.before.restore(self, run.rng)
-            self.params = self._previous
+            self._undo_last_epoch(run)
             raise self._diverged(loss)
         if not params_finite:
             epoch.before.restore(self, run.rng)
             raise self._diverged(loss)
-        # As the epoch-by-epoch loop stood after this epoch: the solver's
-        # end_epoch comes after the callback.
-        self.params, self.state, self.samples_seen = epoch.params, epoch.state, epoch.seen
+        self.params, self.state, self.samples_seen = epoch.params, epoch.ended, epoch.seen
         run.rng.bit_generator.state = epoch.rng
-        self._previous = epoch.before.params
+        self._previous = epoch.before
         self.loss_curve.append(loss)
         self.learning_rates.append(epoch.rate)
         validation_loss = score = None
@@ -486,13 +489,13 @@ class Trainer:
             self.validation_scores.append(score)
         if run.verbose:
             print(f"Iteration {len(self.loss_curve)}, loss = {loss:.8f}")
+        outcome = self._apply_rule(run, epoch, score)
         if run.on_epoch is not None:
-            try:
-                run.on_epoch(len(self.loss_curve), loss, validation_loss)
-            except BaseException:
-                epoch.before.restore(self, run.rng)
-                raise
-        self.state = epoch.ended
+            run.on_epoch(len(self.loss_curve), loss, validation_loss)
+        return outcome
+
+    def _apply_rule(self, run, epoch, score):
+        """The solver's own stop, or the stopping rule, after one recorded epoch."""
         if not self.solver.uses_stopping_rule:
             stopped = self.solver.stop_reason(self.state)
             if stopped is not None:
@@ -516,6 +519,22 @@ class Trainer:
             self._warn_if_loss_rose(run.first_epoch, run.stop_on_validation)
             return True
         return _REPLAY if self.state is not epoch.ended else _GO_ON
+
+    def _undo_last_epoch(self, run):
+        """After a non-finite loss: back to the start of the last recorded epoch.
+
+        Its weights are those at which the last finite loss was measured (for
+        full-batch descent exactly); the solver state, sample count and
+        generator go back with them, and that epoch leaves the history, so
+        that everything again describes one epoch boundary.
+        """
+        self._previous.restore(self, run.rng)
+        if len(self.loss_curve) > run.first_epoch:
+            histories = [self.loss_curve, self.learning_rates]
+            if run.validation is not None:
+                histories += [self.validation_losses, self.validation_scores]
+            for history in histories:
+                history.pop()
 
     def _solver_stopped(self, why, converged, first_epoch, verbose):
         """A solver with its own criteria (L-BFGS) stopped: report, warn unless converged."""

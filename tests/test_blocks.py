@@ -81,3 +81,63 @@ def test_block_sizes_grow_while_epochs_are_quick_and_reset_after_a_replay():
     assert training._next_block_size(sgd, 64, 64, 64e-6) == training.MAX_BLOCK
     assert training._next_block_size(sgd, 8, 8, 8.0) == 1          # slow epochs: one
     assert training._next_block_size(sgd, 8, 3, 1e-6) == 1         # cut short: replay
+
+
+def test_an_interrupt_in_the_callback_keeps_the_recorded_epoch_whole(data):
+    X, y = data
+    params = dict(solver="sgd", batch_size=20, max_iter=50, tol=0.0, n_iter_no_change=10**6)
+
+    def stop_at_five(epoch, loss, validation_loss):
+        if epoch == 5:
+            raise KeyboardInterrupt
+
+    model = MLPRegressor((8,), device="cpu", random_state=0, **params)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, callback=stop_at_five)
+    five = fit(X, y, **{**params, "max_iter": 5})
+    assert len(model.loss_curve_) == 5 and model.t_ == 5 * len(X) == five.t_
+    for a, b in zip(model.coefs_ + model.intercepts_, five.coefs_ + five.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    six = fit(X, y, **{**params, "max_iter": 6})
+    model.partial_fit(X, y)   # goes on from epoch 5, exactly
+    assert model.loss_curve_ == six.loss_curve_
+
+
+def test_a_checkpoint_taken_in_the_callback_resumes_exactly_with_a_schedule(data, tmp_path):
+    from gpumlp import io
+
+    X, y = data
+    params = dict(solver="sgd", batch_size=50, learning_rate="invscaling", power_t=0.3,
+                  learning_rate_init=0.2, tol=0.0, n_iter_no_change=10**6, dtype="float64")
+    snapshots = []
+    model = MLPRegressor((8,), device="cpu", random_state=0, max_iter=6, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y, callback=lambda epoch, *_: epoch == 3
+                  and snapshots.append(model._snapshot()))
+    io.save(snapshots[0], tmp_path / "at3.npz")
+    resumed = io.load(tmp_path / "at3.npz")
+    resumed.set_params(warm_start=True, max_iter=3, device="cpu")
+    with warnings.catch_warnings(), resumed._resuming():
+        warnings.simplefilter("ignore")
+        resumed.fit(X, y)
+    assert resumed.loss_curve_ == model.loss_curve_
+    assert resumed.learning_rates_ == model.learning_rates_
+    for a, b in zip(resumed.coefs_ + resumed.intercepts_, model.coefs_ + model.intercepts_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_after_a_divergence_weights_state_and_history_describe_one_epoch(data):
+    from gpumlp import TrainingDivergedError
+
+    X, y = data
+    params = dict(solver="sgd", momentum=0.9, batch_size=50, learning_rate_init=0.005,
+                  activation="identity", tol=0.0, n_iter_no_change=10**6, max_iter=500)
+    model = MLPRegressor((8,), device="cpu", random_state=0, **params)
+    with pytest.raises(TrainingDivergedError):
+        model.fit(X, y * 100)
+    n = len(model.loss_curve_)
+    assert n >= 1 and model.t_ == n * len(X)
+    again = fit(X, y * 100, **{**params, "max_iter": n})
+    for a, b in zip(model.coefs_ + model.intercepts_, again.coefs_ + again.intercepts_):
+        np.testing.assert_array_equal(a, b)

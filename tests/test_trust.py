@@ -121,3 +121,39 @@ def test_ctrl_c_before_the_first_epoch_ends_says_so_and_writes_nothing(monkeypat
                  "--out", str(out)]) == 130
     assert "interrupted after 0 epochs" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_saved_state_of_another_solver_is_not_used_after_set_params(data, tmp_path):
+    from gpumlp import io
+
+    X, y = data
+    model = quiet_fit(MLPRegressor((6,), solver="adam", max_iter=3, device="cpu",
+                                   random_state=0), X, y)
+    model.set_params(solver="sgd", learning_rate_init=0.01)
+    io.save(model, tmp_path / "m.npz")
+    loaded = io.load(tmp_path / "m.npz")
+    loaded.set_params(device="cpu").partial_fit(X, y)   # an SGD state, freshly made
+    assert np.isfinite(loaded.loss_curve_[-1])
+
+
+def test_a_float64_target_is_not_rounded_to_float32_features(data):
+    X, y = data
+    X32, y64 = X.astype(np.float32), y * 1e36
+    y64[0] = 1e39   # beyond float32, fine in float64
+    with pytest.raises(ValueError, match=r"too large for float32 \(up to 1e\+39"):
+        StandardizedRegressor(MLPRegressor((4,), max_iter=2, dtype="float32",
+                                           device="cpu")).fit(X32, y64)
+    model = quiet_fit(StandardizedRegressor(MLPRegressor((4,), max_iter=20, dtype="float64",
+                                                         device="cpu")), X32, y64)
+    assert model.y_mean_.dtype == np.float64 and np.all(np.isfinite(model.predict(X32)))
+
+
+def test_warm_start_after_early_stopping_keeps_the_best_weights(data):
+    X, y = data
+    model = quiet_fit(MLPRegressor((16,), solver="adam", early_stopping=True, max_iter=200,
+                                   learning_rate_init=0.01, device="cpu", random_state=0),
+                      X, y)
+    good = model.score(X, y)
+    # A rate far too large: no epoch of the new call beats the best so far.
+    quiet_fit(model.set_params(warm_start=True, learning_rate_init=1.0, max_iter=5), X, y)
+    assert model.score(X, y) >= good - 0.05

@@ -32,11 +32,13 @@ CHUNK_BYTES = 1 << 19
 MIN_ROWS_PER_THREAD = 4096
 
 
+_CORES = os.cpu_count() or 1
+
 #: Scratch buffers by (thread, rows, f + 1, h, k, dtype), reused across steps:
 #: a fit's every epoch needs the same ones. Only internal temporaries live
 #: here; what the functions return is always freshly allocated.
 _WORKSPACES: dict = {}
-_MAX_WORKSPACES = 8
+_WORKSPACES_LOCK = threading.Lock()
 
 
 def _workspace(rows, f1, h, k, dtype):
@@ -44,11 +46,9 @@ def _workspace(rows, f1, h, k, dtype):
     key = (threading.get_ident(), rows, f1, h, k, dtype.str)
     buffers = _WORKSPACES.get(key)
     if buffers is None:
-        if len(_WORKSPACES) >= _MAX_WORKSPACES:
-            _WORKSPACES.pop(next(iter(_WORKSPACES)))
         xa = np.empty((rows, f1), dtype)     # [X_chunk, 1]
         xa[:, -1] = 1
-        buffers = _WORKSPACES[key] = (
+        buffers = (
             xa,
             np.empty((rows, f1), dtype),     # [X_chunk, 1] * r, for one output
             np.empty((rows, h), dtype),      # t
@@ -56,6 +56,11 @@ def _workspace(rows, f1, h, k, dtype):
             np.empty((rows, k), dtype),      # r
             np.ones(rows, dtype),            # column sums as matrix-vector products
         )
+        with _WORKSPACES_LOCK:
+            # Room for every pool thread and a few callers; the oldest goes first.
+            while len(_WORKSPACES) >= 2 * _CORES + 4:
+                _WORKSPACES.pop(next(iter(_WORKSPACES)))
+            _WORKSPACES[key] = buffers
     return buffers
 
 
@@ -110,9 +115,6 @@ def _rows(X, y, W1a, W2, b2, form, start, stop, chunk_rows, scale):
 
 _POOL = None
 _BLAS = None
-
-
-_CORES = os.cpu_count() or 1
 
 
 def _workers(n):
