@@ -11,9 +11,15 @@ steps and never needs to know where a batch lives: in memory on a device, or
 in chunks on Dask workers.
 
 Parameters are held as one flat list, ``coefs + intercepts``, on the device
-of the data. Within an epoch nothing is read back to the host: the epoch's
-loss, a finiteness flag and, with a validation source, its loss and R² are
-read back in a single transfer by :func:`read_scalars` once per epoch.
+of the data. Epochs run in blocks (up to :data:`MAX_BLOCK`, as many as take
+about :data:`BLOCK_SECONDS`): within a block nothing is read back to the host;
+each epoch's loss, a finiteness flag and, with a validation source, its loss
+and R² are read back in a single transfer by :func:`read_scalars` at the end
+of the block. Every epoch's parameters, solver state, sample count and
+generator state are kept (immutable values: keeping them copies nothing), and
+the epochs are then recorded in order, so when the rule below fires inside a
+block, training is put back exactly where the epoch-by-epoch rule leaves it.
+A fit callback is called for each epoch once it is wholly done.
 
 The stopping rule ("repeat until converged"), scikit-learn's: an epoch counts
 as an improvement when its loss is at least ``tol`` below the best loss so far
@@ -28,8 +34,10 @@ and adapts the rate, but never stops early. L-BFGS has its own criteria
 instead (:class:`gpumlp.solvers.LBFGS`): one epoch is one of its iterations.
 
 Divergence is never called convergence: a loss that becomes NaN or infinite
-raises :class:`TrainingDivergedError`, keeping the weights whose loss was
-last finite; a fit that ends with a higher loss than it began with warns
+raises :class:`TrainingDivergedError`, with training put back to the start of
+the last recorded epoch (the weights at which the last finite loss was
+measured, with their solver state, sample count and generator, and that
+epoch out of the history); a fit that ends with a higher loss than it began with warns
 (:class:`LossIncreasedWarning`), naming the learning rate.
 """
 
