@@ -52,7 +52,8 @@ import zlib
 
 import numpy as np
 
-__all__ = ["DataError", "read_features", "read_training_data", "write_predictions"]
+__all__ = ["DataError", "read_features", "read_training_data", "target_column",
+           "write_predictions"]
 
 _MISSING = frozenset({"", "nan", "na", "n/a", "null", "none"})
 # What numpy.loadtxt parses as a float: Python's float() syntax less the
@@ -432,6 +433,23 @@ def _numeric(array):
 
 
 # ---------------------------------------------------------------- readers
+def target_column(path: str, columns: list[str], target: str | None) -> str:
+    """The target's column name: ``target``, by default the last column; checked.
+
+    Raises
+    ------
+    DataError
+        When there is no such column, or no feature column besides it.
+    """
+    target = columns[-1] if target is None else target
+    if target not in columns:
+        raise DataError(f"{path}: there is no column {target!r}; the columns are "
+                        f"{', '.join(columns)}. Pass one of them to --target.")
+    if len(columns) < 2:
+        raise DataError(f"{path}: needs at least one feature column besides the target.")
+    return target
+
+
 def read_training_data(path, target=None):
     """Features and target from a file.
 
@@ -456,12 +474,7 @@ def read_training_data(path, target=None):
                         f"{'in their last column' if kind == '.npy' else 'in the array y'}.")
     if kind == ".csv":
         header, table = _read_csv(path)
-        target = header[-1] if target is None else target
-        if target not in header:
-            raise DataError(f"{path}: there is no column {target!r}; the columns are "
-                            f"{', '.join(header)}. Pass one of them to --target.")
-        if len(header) < 2:
-            raise DataError(f"{path}: needs at least one feature column besides the target.")
+        target = target_column(path, header, target)
         _check_finite(path, table, header)
         t = header.index(target)
         features = [name for j, name in enumerate(header) if j != t]

@@ -584,19 +584,14 @@ def _read_parquet(path, target):
     except ImportError:
         raise ImportError("Parquet needs dask.dataframe: pip install 'dask[dataframe]' "
                           "pyarrow") from None
-    from .data import DataError
+    from .data import DataError, target_column
 
     try:
         frame = dd.read_parquet(path)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable Parquet dataset ({exc}).") from None
     columns = [str(c) for c in frame.columns]
-    target = columns[-1] if target is None else target
-    if target not in columns:
-        raise DataError(f"{path}: there is no column {target!r}; the columns are "
-                        f"{', '.join(columns)}.")
-    if len(columns) < 2:
-        raise DataError(f"{path}: needs at least one feature column besides the target.")
+    target = target_column(path, columns, target)
     text = [f"{c!r} ({dtype})" for c, dtype in zip(columns, frame.dtypes)
             if not pd.api.types.is_numeric_dtype(dtype)
             or pd.api.types.is_complex_dtype(dtype)]

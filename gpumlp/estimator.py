@@ -406,9 +406,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         tol = self.tol if early_stopping else \
             self.tol * trainer.network.loss.sklearn_ratio(source.n_outputs)
         # A fit callback may take a resumable snapshot of the running training.
-        self._trainer = trainer
-        self._running = (y_was_1d, None if incremental else (
-            tol, self.n_iter_no_change, early_stopping))
+        self._trainer, self._running_y_was_1d = trainer, y_was_1d
         try:
             trainer.fit(
                 source, rng=self._rng, batch_size=batch_size, shuffle=self.shuffle,
@@ -632,7 +630,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         trainer's, not moved (nothing is read back from the device until it
         is saved).
         """
-        y_was_1d, _ = self._running
+        y_was_1d = self._running_y_was_1d
         source = self._trainer
         trainer = dataclasses.replace(
             source, **{name: list(getattr(source, name)) for name in
