@@ -806,12 +806,15 @@ class AutoGDState:
         The last accepted point and its gradient (zeros before the first step).
     loss : float
         The loss at ``params``, read on the host (NaN before the first step).
+    grad_sq : float
+        ``|grads|**2``, read on the host (NaN before the first step).
     """
 
     learning_rate: float
     params: list
     grads: list
     loss: float
+    grad_sq: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -819,11 +822,13 @@ class AutoGD(Solver):
     """Gradient descent with ``learning_rate_init="auto"``: the rate from the curvature.
 
     The first rate is ``1.9 / L`` from a power-iteration estimate of the
-    Hessian's largest eigenvalue ``L``; then a step that raises the loss is
-    taken back and the rate halved, and a rate whose steps lower the loss
-    grows. The maths and the thresholds are in :mod:`gpumlp.step_size`.
-    ``learning_rate`` is unused (the state holds the rate in force). Each
-    step reads its loss on the host, to decide.
+    Hessian's largest eigenvalue ``L``; after it, each rate is the inverse
+    of the curvature along the step just taken (Barzilai-Borwein), and a step
+    that does not lower the loss enough is taken back and retried with a
+    smaller rate (a backtracking line search's step). The maths and the
+    thresholds are in :mod:`gpumlp.step_size`. ``learning_rate`` is unused
+    (the state holds the rate in force). Each step reads four numbers on the
+    host, to decide.
     """
 
     learning_rate: float = float("nan")
@@ -833,23 +838,30 @@ class AutoGD(Solver):
     def init_state(self, params):
         xp = array_namespace(*params)
         zeros = [xp.zeros_like(p) for p in params]
-        return AutoGDState(float("nan"), zeros, list(zeros), float("nan"))
+        return AutoGDState(float("nan"), zeros, list(zeros), float("nan"), float("nan"))
 
     def update(self, params, state, objective):
         loss, grads = objective(params)
-        (host_loss,) = step_size.read_floats(loss)
+        grad_sq = _dot(grads, grads)
         if math.isnan(state.learning_rate):
+            host_loss, host_grad_sq = step_size.read_floats(loss, grad_sq)
             rate = step_size.initial_learning_rate(
                 step_size.largest_curvature(objective, params, grads))
         else:
+            s = [p - q for p, q in zip(params, state.params)]
+            y = [g - h for g, h in zip(grads, state.grads)]
+            host_loss, host_grad_sq, ss, sy = step_size.read_floats(
+                loss, grad_sq, _dot(s, s), _dot(s, y))
             eps = float(array_namespace(*params).finfo(params[0].dtype).eps)
-            accept, rate = step_size.next_learning_rate(state.learning_rate, state.loss,
-                                                        host_loss, eps)
+            accept, rate = step_size.next_learning_rate(
+                state.learning_rate, state.loss, state.grad_sq, host_loss, ss, sy, eps)
             if not accept:
                 # Step again from the last accepted point, with the smaller rate.
-                params, grads, loss, host_loss = state.params, state.grads, None, state.loss
+                params, grads, loss = state.params, state.grads, None
+                host_loss, host_grad_sq = state.loss, state.grad_sq
         new = kernels.gd_step(params, grads, rate)
         if loss is None:
             xp = array_namespace(*params)
             loss = xp.asarray(host_loss, dtype=params[0].dtype, device=device(params[0]))
-        return new, AutoGDState(rate, list(params), list(grads), host_loss), loss
+        return new, AutoGDState(rate, list(params), list(grads), host_loss,
+                                host_grad_sq), loss

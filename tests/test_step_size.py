@@ -84,17 +84,63 @@ def test_zero_gradient_gives_the_fallback_rate(backend):
     assert step_size.initial_learning_rate(4.0) == pytest.approx(step_size.SAFETY / 4.0)
 
 
-@pytest.mark.parametrize("loss, accept, factor", [
-    (0.5, True, step_size.GROW),            # a clear fall: grow
-    (1.0 - 1e-9, True, 1.0),                # no clear fall: hold
-    (1.0 + 1e-15, True, 1.0),               # rounding noise: no rise
-    (1.0 + 1e-9, False, step_size.SHRINK),  # any real rise: take back, shrink
-    (float("nan"), False, step_size.SHRINK),
-    (float("inf"), False, step_size.SHRINK),
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+@pytest.mark.parametrize("loss, ss, sy, accept, rate", [
+    # From loss 1.0 with |g|^2 = 10 and rate 0.2, Armijo asks for a fall of 2e-4.
+    (0.5, 4.0, 2.0, True, 2.0),                    # accepted: the rate is s.s / s.y
+    (1.0 - 2e-4, 4.0, 8.0, True, 0.5),             # exactly the fall asked for
+    (1.0 - 1e-4, 4.0, 8.0, False, 0.1),            # too small a fall: take back, shrink
+    (1.0 - 2e-4 + 1e-15, 4.0, 8.0, True, 0.5),     # short of it by rounding noise only
+    (0.5, 4.0, 0.0, True, 0.2),                    # no positive curvature: hold
+    (0.5, 4.0, -1.0, True, 0.2),
+    (0.5, 1.0, 1e-300, True, step_size.MAX_RATE),  # flat along the step: capped
+    (0.5, 1.0, 3.0, True, 0.3333),                 # four significant digits
+    (float("nan"), 4.0, 2.0, False, 0.02),         # not finite: the largest cut
+    (float("inf"), 4.0, 2.0, False, 0.02),
 ])
-def test_bold_driver_decisions(loss, accept, factor):
-    got = step_size.next_learning_rate(0.2, 1.0, loss, eps=np.finfo(np.float64).eps)
-    assert got == (accept, pytest.approx(0.2 * factor))
+def test_the_step_decisions(loss, ss, sy, accept, rate):
+    got = step_size.next_learning_rate(0.2, 1.0, 10.0, loss, ss, sy, eps=EPS64)
+    assert got == (accept, pytest.approx(rate, rel=1e-12))
+
+
+@pytest.mark.parametrize("rate, want", [
+    (0.3, 0.1),     # the parabola's minimiser, found exactly
+    (0.15, 0.075),  # a minimiser past half the failed rate: half
+    (2.0, 0.2),     # one far below a tenth: a tenth
+])
+def test_a_step_taken_back_is_retried_at_the_parabola_s_minimiser(rate, want):
+    """On ``f(t) = 1 - 10 t + 50 t**2`` (minimum at t = 0.1) the retry lands there."""
+    def f(t):
+        return 1.0 - 10.0 * t + 50.0 * t * t
+
+    assert step_size.shrunk_learning_rate(rate, f(0.0), 10.0, f(rate)) \
+        == pytest.approx(want, rel=1e-12)
+
+
+def test_a_state_without_a_gradient_norm_only_asks_for_no_rise():
+    """A training state saved before ``grad_sq`` existed resumes: no Armijo term."""
+    assert step_size.next_learning_rate(0.2, 1.0, float("nan"), 1.0, 4.0, 2.0, EPS64) \
+        == (True, 2.0)
+    assert step_size.next_learning_rate(0.2, 1.0, float("nan"), 1.0 + 1e-9, 4.0, 2.0,
+                                        EPS64)[0] is False
+
+
+def test_the_rate_is_the_inverse_curvature_along_the_step(backend):
+    """On a quadratic, ``s.s / s.y`` after one step is 1 / (a Rayleigh quotient of A)."""
+    _, device = backend
+    with device.context():
+        objective, params, A, largest = _quadratic(device, "float64")
+        solver = AutoGD()
+        state = solver.init_state(params)
+        p0 = np.concatenate([to_numpy(p).ravel() for p in params])
+        params, state, _ = solver.update(params, state, objective)
+        params, state, _ = solver.update(params, state, objective)
+    s = np.concatenate([to_numpy(p).ravel() for p in state.params]) - p0  # the first step
+    rayleigh = s @ A @ s / (s @ s)
+    assert state.learning_rate == pytest.approx(1 / rayleigh, rel=5e-4)  # 4 digits
+    assert 1 / largest <= state.learning_rate <= 1 / 0.1
 
 
 def test_the_first_rate_is_the_curvature_estimate_of_issue_14(friedman):
