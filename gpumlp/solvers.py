@@ -292,10 +292,13 @@ class LBFGSState:
     converged: bool = False
 
 
-def _dot(a, b):
+def _dot(a, b, xp=None):
     """``sum_i <a_i, b_i>`` over two lists of arrays, as a 0-d array."""
-    xp = array_namespace(*a)
-    return sum(xp.sum(u * v) for u, v in zip(a, b))
+    xp = array_namespace(*a) if xp is None else xp
+    total = xp.sum(a[0] * b[0])
+    for u, v in zip(a[1:], b[1:]):
+        total = total + xp.sum(u * v)
+    return total
 
 
 def _axpy(alpha, x, y):
@@ -841,27 +844,30 @@ class AutoGD(Solver):
         return AutoGDState(float("nan"), zeros, list(zeros), float("nan"), float("nan"))
 
     def update(self, params, state, objective):
+        xp = array_namespace(*params)
         loss, grads = objective(params)
-        grad_sq = _dot(grads, grads)
+        grad_sq = _dot(grads, grads, xp)
         if math.isnan(state.learning_rate):
-            host_loss, host_grad_sq = step_size.read_floats(loss, grad_sq)
+            host_loss, host_grad_sq = step_size.read_floats(loss, grad_sq, xp=xp)
             rate = step_size.initial_learning_rate(
                 step_size.largest_curvature(objective, params, grads))
         else:
-            s = [p - q for p, q in zip(params, state.params)]
-            y = [g - h for g, h in zip(grads, state.grads)]
-            host_loss, host_grad_sq, ss, sy = step_size.read_floats(
-                loss, grad_sq, _dot(s, s), _dot(s, y))
-            eps = float(array_namespace(*params).finfo(params[0].dtype).eps)
+            # The step was s = -lr g_prev, so s.s = lr**2 |g_prev|**2 and
+            # s.y = -lr g_prev.(g - g_prev): one dot product beside |g|**2.
+            lr, previous = state.learning_rate, state.grads
+            change = _dot(previous, [g - h for g, h in zip(grads, previous)], xp)
+            host_loss, host_grad_sq, slope_change = step_size.read_floats(
+                loss, grad_sq, change, xp=xp)
+            eps = float(xp.finfo(params[0].dtype).eps)
             accept, rate = step_size.next_learning_rate(
-                state.learning_rate, state.loss, state.grad_sq, host_loss, ss, sy, eps)
+                lr, state.loss, state.grad_sq, host_loss, lr * lr * state.grad_sq,
+                -lr * slope_change, eps)
             if not accept:
                 # Step again from the last accepted point, with the smaller rate.
                 params, grads, loss = state.params, state.grads, None
                 host_loss, host_grad_sq = state.loss, state.grad_sq
         new = kernels.gd_step(params, grads, rate)
         if loss is None:
-            xp = array_namespace(*params)
             loss = xp.asarray(host_loss, dtype=params[0].dtype, device=device(params[0]))
         return new, AutoGDState(rate, list(params), list(grads), host_loss,
                                 host_grad_sq), loss

@@ -99,9 +99,12 @@ def _dot(a: list, b: list):
     return sum(xp.sum(x * y) for x, y in zip(a, b))
 
 
-def read_floats(*values) -> list[float]:
-    """0-d arrays read back to the host as Python floats, in one transfer."""
-    xp = array_namespace(*values)
+def read_floats(*values, xp=None) -> list[float]:
+    """0-d arrays read back to the host as Python floats, in one transfer.
+
+    ``xp``, when given, is the arrays' namespace (saves looking it up).
+    """
+    xp = array_namespace(*values) if xp is None else xp
     stacked = xp.stack([xp.reshape(xp.asarray(v), ()) for v in values])
     return [float(v) for v in to_numpy(stacked)]
 
