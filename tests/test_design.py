@@ -89,3 +89,23 @@ def test_function_level_imports_are_seen():
     graph = _graph()
     # estimator imports distributed only inside _fit, for dask arrays.
     assert "gpumlp.distributed" in graph["gpumlp.estimator"]
+
+
+def test_every_subpackage_is_packaged():
+    """A wheel built from pyproject.toml holds every package under gpumlp/.
+
+    (``packages = ["gpumlp"]`` once left ``gpumlp.fastpath`` out of wheels;
+    an editable install hid it.)
+    """
+    import fnmatch
+
+    import tomllib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = config["packages"]["find"]["include"]
+    packages = [".".join(path.parent.relative_to(root).parts)
+                for path in (root / "gpumlp").rglob("__init__.py")]
+    assert "gpumlp.fastpath" in packages
+    for package in packages:
+        assert any(fnmatch.fnmatchcase(package, p) for p in patterns), package
