@@ -234,10 +234,12 @@ def test_the_cupy_step_takes_the_tile_kernels_only_when_opted_in_and_small(monke
         monkeypatch.setattr(target, name, lambda *a, _n=name: chosen.append(_n))
     # The threshold and shared memory, without a GPU: the plan with 48 KiB.
     monkeypatch.setattr(tiles, "_shared_limit", lambda device_id: 48 * 1024)
+    runtime = SimpleNamespace(getDevice=lambda: 0)
+    monkeypatch.setitem(sys.modules, "cupy", SimpleNamespace(cuda=SimpleNamespace(
+        runtime=runtime)))
 
     def step(n, h, tiled):
-        X = SimpleNamespace(shape=(n, 8), dtype=np.dtype("float32"),
-                            device=SimpleNamespace(id=0))
+        X = SimpleNamespace(shape=(n, 8), dtype=np.dtype("float32"))
         y = SimpleNamespace(shape=(n, 1))
         coefs = [SimpleNamespace(shape=(8, h)), SimpleNamespace(shape=(h, 1))]
         fast = cupy_module.step_for(get_activation("sigmoid"), tiles=tiled)

@@ -574,17 +574,21 @@ def _shared_limit(device_id):
 
 
 def plan_for(X, y, h, *, max_elements: int | None = MAX_ELEMENTS) -> TilePlan | None:
-    """The plan for CuPy arrays on their GPU, or ``None`` (too large, or no room).
+    """The plan for CuPy arrays on the current GPU, or ``None`` (too large, or no room).
 
     ``None`` also when ``n * h`` exceeds ``max_elements`` (the dispatch's
     threshold; ``None``: no limit) or the dtype is neither float32 nor float64.
     """
+    import cupy
+
     (n, f), k = X.shape, y.shape[1]
     if X.dtype.name not in ("float32", "float64"):
         return None
     if max_elements is not None and n * h > max_elements:
         return None
-    return plan_tiles(n, f, h, k, X.dtype.itemsize, _shared_limit(X.device.id))
+    # The kernels run on the current device, as every CuPy call here does.
+    return plan_tiles(n, f, h, k, X.dtype.itemsize,
+                      _shared_limit(cupy.cuda.runtime.getDevice()))
 
 
 def launch_step(kernels, plan, X, y, params, partial, *, scale, penalty):
