@@ -396,16 +396,19 @@ class Trainer:
         block, left = 1, max_iter
         # Divergence is detected from the loss and reported once, clearly;
         # NumPy's overflow warnings on the way there would only be noise.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            while left > 0:
-                started = time.perf_counter()
-                size = min(block, left)
-                done, outcome = self._block(run, size)
-                if outcome is not None:
-                    return outcome
-                left -= done
-                block = _next_block_size(self.solver, size, done,
-                                         time.perf_counter() - started)
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                while left > 0:
+                    started = time.perf_counter()
+                    size = min(block, left)
+                    done, outcome = self._block(run, size)
+                    if outcome is not None:
+                        return outcome
+                    left -= done
+                    block = _next_block_size(self.solver, size, done,
+                                             time.perf_counter() - started)
+        finally:
+            self._blocks = None   # a block runner holds the data and device buffers
         if check_convergence:
             self._warn_if_loss_rose(first_epoch, stop_on_validation)
             if self.solver.uses_stopping_rule:

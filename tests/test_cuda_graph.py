@@ -110,6 +110,7 @@ def test_schedules_and_early_stopping_go_through_the_graph_unchanged(data, model
                   n_iter_no_change=4, max_iter=500, dtype="float64")
     graph = fit(X, y, True, **params)
     assert model_graph == [(270, 4)]          # the training rows, one runner for the fit
+    assert graph._trainer._blocks is None     # let go after the fit
     epochwise = fit(X, y, False, **params)
     assert_same_fit(graph, epochwise)
     assert graph.validation_scores_ == epochwise.validation_scores_
@@ -312,10 +313,15 @@ def test_a_graph_fit_on_the_gpu_equals_the_epoch_by_epoch_fits(cupy_device, data
     X, y = data
     params = dict(tol=1e-3, n_iter_no_change=5, max_iter=3000, dtype=precision,
                   device=cupy_device)
+    served = []
+    real = training.select_blocks
+    monkeypatch.setattr(training, "select_blocks",
+                        lambda *args: served.append(real(*args)) or served[-1])
     graph = fit(X, y, True, **params)
     n = graph.n_iter_
     assert 10 < n < 3000 and n % training.MAX_BLOCK != 0   # it stopped inside a block
-    assert graph._trainer._blocks[2] is not None           # the graph served it
+    assert len(served) == 1 and served[0] is not None      # the graph served the fit
+    assert graph._trainer._blocks is None                  # and was let go after it
     # (a) one epoch per replay: the same bits;
     monkeypatch.setattr(training, "MAX_BLOCK", 1)
     assert_same_fit(graph, fit(X, y, True, **params))
