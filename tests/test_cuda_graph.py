@@ -182,6 +182,12 @@ def test_without_the_opt_in_nothing_changes(data, monkeypatch):
     assert_same_fit(before, fit(X, y, False, max_iter=40, tol=0.0))
 
 
+def test_a_graph_holds_the_trainers_longest_block():
+    from gpumlp.fastpath import graph
+
+    assert graph.MAX_EPOCHS == training.MAX_BLOCK
+
+
 # ----------------------------------------------------- switch and dispatch
 def test_the_opt_in_is_read_from_the_environment_once():
     code = ("from gpumlp import fastpath; import os; a = fastpath.cuda_graph_enabled(); "
