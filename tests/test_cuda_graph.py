@@ -58,7 +58,10 @@ def model_graph(monkeypatch):
 
     monkeypatch.setattr(training, "select_blocks", select_blocks)
     monkeypatch.setattr(training, "select_fast", select_fast)
-    return built
+    # A cached compiled step keeps the fast path it chose in an earlier test.
+    training.compiled_step.cache_clear()
+    yield built
+    training.compiled_step.cache_clear()
 
 
 def fit(X, y, graph, **params):
@@ -336,7 +339,9 @@ def test_a_graph_fit_on_the_gpu_equals_the_epoch_by_epoch_fits(cupy_device, data
     assert_same_fit(graph, fit(X, y, True, **params))
     # (c) the generic kernels, for as many epochs: within the training tolerance.
     with fastpath.disabled():
-        generic = fit(X, y, False, **{**params, "tol": 0.0, "max_iter": n})
+        generic = fit(X, y, False, **{**params, "tol": 0.0, "n_iter_no_change": 10**6,
+                                      "max_iter": n})
+    assert generic.n_iter_ == n
     tol = TOLERANCES[("training", precision)]
     for p, q in zip(graph.coefs_ + graph.intercepts_, generic.coefs_ + generic.intercepts_):
         p, q = to_numpy(p), to_numpy(q)

@@ -547,11 +547,16 @@ _MODULES = {}
 
 
 def _kernels(activation, plan, dtype):
-    """Compile (once per activation, sizes and dtype) the two kernels."""
+    """Compile (once per activation, sizes, dtype and GPU) the two kernels.
+
+    Per GPU, because the shared-memory opt-in is a setting of the kernel on
+    the device it was set on.
+    """
     import cupy
 
     act = get_activation(activation)
-    key = (act.name, plan.f, plan.h, plan.k, plan.tile_rows, np.dtype(dtype).str)
+    key = (act.name, plan.f, plan.h, plan.k, plan.tile_rows, np.dtype(dtype).str,
+           cupy.cuda.runtime.getDevice())
     if key not in _MODULES:
         module = cupy.RawModule(code=render_source(act, plan, dtype), options=COMPILE_OPTIONS)
         tiles = module.get_function("gpumlp_tiles")
