@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+from collections.abc import Iterator
 
 import array_api_compat as aac
 
@@ -97,7 +98,7 @@ def cuda_graph_enabled() -> bool:
 
 
 @contextlib.contextmanager
-def with_cuda_graph(enabled: bool = True):
+def with_cuda_graph(enabled: bool = True) -> Iterator[None]:
     """Within this block, opt in to (or, with ``False``, out of) the CUDA tile kernels."""
     token = _CUDA_GRAPH.set(bool(enabled))
     try:
@@ -148,7 +149,8 @@ def select(X, n_coefs: int, activation, *, enabled: bool | None = None,
 
 def select_blocks(X, y, n_coefs: int, h: int, activation, alpha: float, *,
                   enabled: bool | None = None, cuda_graph: bool | None = None,
-                  loss_kind: str = "squared_error", weighted: bool = False):
+                  loss_kind: str = "squared_error",
+                  weighted: bool = False) -> graph.GraphBlocks | None:
     """A runner of whole blocks of full-batch gradient-descent epochs, or ``None``.
 
     Only on CuPy, when opted in (see the module docs), for one hidden layer

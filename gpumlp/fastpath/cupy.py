@@ -267,7 +267,7 @@ def _cupy_step(X, y, coefs, intercepts, activation, alpha=0.0, n_total=None, til
     return cupy_loss_and_grads(X, y, coefs, intercepts, activation, alpha, n_total)
 
 
-def step_for(activation, tiles=False):
+def step_for(activation, tiles: bool = False):
     """This backend's fast ``loss_and_grads`` for an activation record, or ``None``.
 
     ``tiles``: whether the (opt-in) tile kernels may serve small batches.

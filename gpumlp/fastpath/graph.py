@@ -20,15 +20,24 @@ input (four device copies), the rates uploaded when they changed, the flags
 set, the graph launched on the current stream, and its K slots and scalars
 copied out into fresh arrays (two copies), so nothing the trainer keeps is
 overwritten by the next replay. Nothing is read back to the host.
+
+The finiteness flag says whether every new parameter is finite; the generic
+path's (:func:`gpumlp.training._all_finite`) whether their sum is, which also
+trips when finite weights near the dtype's largest value overflow their sum.
+Either way that is divergence; the two may name different epochs only there.
 :class:`gpumlp.fastpath.tiles.ModelBlocks` is its NumPy model, with the
 same ``run``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from ..activations import Activation
 from . import tiles
+from .tiles import TilePlan
 
 __all__ = ["MAX_EPOCHS", "GraphBlocks"]
 
@@ -55,7 +64,8 @@ class GraphBlocks:
         The longest block.
     """
 
-    def __init__(self, X, y, activation, alpha, plan, max_epochs=MAX_EPOCHS):
+    def __init__(self, X: Any, y: Any, activation: str | Activation, alpha: float,
+                 plan: TilePlan, max_epochs: int = MAX_EPOCHS):
         import cupy
 
         self.X, self.y, self.alpha, self.plan = X, y, float(alpha), plan
@@ -115,7 +125,7 @@ class GraphBlocks:
                 self._graphs[epochs] = stream.end_capture()
         return self._graphs[epochs]
 
-    def run(self, params, rates):
+    def run(self, params: list, rates: list[float]) -> list[tuple]:
         """``len(rates)`` epochs of full-batch descent from ``params``, in one replay.
 
         Parameters

@@ -20,8 +20,8 @@ One step of a one-hidden-layer network is two kernels:
    gradient-descent step ``p - lr * g`` and writes the loss (penalty
    included, at the old parameters) and a finiteness flag.
 
-So every sum has one fixed order, whatever the GPU: results are bitwise
-repeatable, and the same on every GPU. The kernels are compiled with
+So every sum has one fixed order, the same on every GPU (the groups are
+fixed numbers, not the GPU's): results are bitwise repeatable. The kernels are compiled with
 ``--fmad=false``, so each product and sum is rounded on its own, as NumPy
 rounds it; :func:`model_loss_and_grads` and :class:`ModelBlocks` are a NumPy
 model of exactly this algorithm (the same groups, the same order of every
@@ -43,15 +43,17 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ..activations import Activation, get_activation
 from ..kernels import add_l2
 from ..losses import LOSSES
 
 __all__ = ["MAX_ELEMENTS", "ModelBlocks", "SOURCE", "TilePlan", "model_loss_and_grads",
-           "plan_tiles", "render_source", "tile_loss_and_grads"]
+           "plan_for", "plan_tiles", "render_source", "tile_loss_and_grads"]
 
 #: Threads per block, in both kernels. Part of the algorithm: the penalty's
 #: tree sum has this shape.
@@ -354,7 +356,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) gpumlp_tiles_reduce(
 COMPILE_OPTIONS = ("-std=c++14", "--fmad=false")
 
 
-def render_source(activation: str | Activation, plan: TilePlan, dtype) -> str:
+def render_source(activation: str | Activation, plan: TilePlan, dtype: DTypeLike) -> str:
     """The CUDA C of both kernels for one activation, plan and dtype.
 
     Parameters
@@ -446,7 +448,9 @@ def _split(flat, plan):
     return out
 
 
-def model_loss_and_grads(X, y, coefs, intercepts, activation, alpha=0.0, n_total=None):
+def model_loss_and_grads(X: np.ndarray, y: np.ndarray, coefs: list, intercepts: list,
+                         activation: str | Activation, alpha: float = 0.0,
+                         n_total: int | None = None) -> tuple:
     """The tile kernels' step, computed by NumPy in their order: the NumPy model.
 
     Same contract as :func:`gpumlp.kernels.loss_and_grads` (plus, like the
@@ -494,13 +498,14 @@ class ModelBlocks:
         L2 penalty strength.
     """
 
-    def __init__(self, X, y, activation, alpha=0.0):
+    def __init__(self, X: np.ndarray, y: np.ndarray, activation: str | Activation,
+                 alpha: float = 0.0):
         self.X, self.y, self.alpha = X, y, float(alpha)
         self.activation = get_activation(activation)
         (n, f), k = X.shape, y.shape[1]
         self._nfk = (n, f, k)
 
-    def run(self, params, rates):
+    def run(self, params: list, rates: list[float]) -> list[tuple]:
         """``len(rates)`` epochs of full-batch descent from ``params``.
 
         Parameters
@@ -578,7 +583,8 @@ def _shared_limit(device_id):
     return int(cupy.cuda.runtime.deviceGetAttribute(_SHARED_OPTIN_ATTRIBUTE, device_id))
 
 
-def plan_for(X, y, h, *, max_elements: int | None = MAX_ELEMENTS) -> TilePlan | None:
+def plan_for(X: Any, y: Any, h: int, *,
+             max_elements: int | None = MAX_ELEMENTS) -> TilePlan | None:
     """The plan for CuPy arrays on the current GPU, or ``None`` (too large, or no room).
 
     ``None`` also when ``n * h`` exceeds ``max_elements`` (the dispatch's
@@ -596,10 +602,25 @@ def plan_for(X, y, h, *, max_elements: int | None = MAX_ELEMENTS) -> TilePlan | 
                       _shared_limit(cupy.cuda.runtime.getDevice()))
 
 
-def launch_step(kernels, plan, X, y, params, partial, *, scale, penalty):
+def launch_step(kernels: tuple, plan: TilePlan, X: Any, y: Any, params: list, partial: Any,
+                *, scale: float, penalty: bool) -> None:
     """Launch the tile kernel: ``partial`` gets each group's row (no host read).
 
-    ``params`` are the four parameter arrays (contiguous, on the GPU).
+    Parameters
+    ----------
+    kernels : tuple
+        The compiled ``(tile, reduce)`` kernels for ``plan``.
+    plan : TilePlan
+    X : cupy.ndarray, shape (n, f)
+    y : cupy.ndarray, shape (n, k)
+        C-contiguous, the kernels' dtype.
+    params : list of cupy.ndarray
+        ``[W1, W2, b1, b2]``, C-contiguous.
+    partial : cupy.ndarray, shape (plan.groups, plan.width)
+    scale : float
+        The output delta's scale, ``2 / (n_total k)``.
+    penalty : bool
+        Whether group 0 also writes ``sum W1**2 + sum W2**2``.
     """
     import cupy
 
@@ -611,12 +632,14 @@ def launch_step(kernels, plan, X, y, params, partial, *, scale, penalty):
           shared_mem=plan.shared_bytes)
 
 
-def reduce_blocks(plan) -> int:
+def reduce_blocks(plan: TilePlan) -> int:
     """Thread blocks of the reduce kernel: one thread per flat entry and the loss."""
     return -(-(plan.n_grads + 1) // THREADS)
 
 
-def tile_loss_and_grads(X, y, coefs, intercepts, activation, alpha=0.0, n_total=None):
+def tile_loss_and_grads(X: Any, y: Any, coefs: list, intercepts: list,
+                        activation: str | Activation, alpha: float = 0.0,
+                        n_total: int | None = None) -> tuple:
     """Loss and gradients of a one-hidden-layer network by the two tile kernels.
 
     Same contract and mathematics as :func:`gpumlp.kernels.loss_and_grads`
