@@ -77,8 +77,9 @@ def _chunk_sums(X, y, w, params, n_coefs, activation, n_total, dtype, use_fastpa
     """On a worker: the chunk's sum of losses and its share of the gradient."""
     xp, X, y, w, params = _on_worker(X, y, w, params, dtype)
     coefs, intercepts = params[:n_coefs], params[n_coefs:]
-    fast = fastpath.select(X, n_coefs, activation, enabled=use_fastpath, loss_kind=loss_kind,
-                           weighted=w is not None)
+    # Never the opt-in CUDA tile kernels: chunks are for data larger than they serve.
+    fast = fastpath.select(X, n_coefs, activation, enabled=use_fastpath, cuda_graph=False,
+                           loss_kind=loss_kind, weighted=w is not None)
     if fast is not None:
         loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts, n_total=n_total)
     else:

@@ -458,7 +458,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         """
         loss = get_loss(self.loss)
         solver = self._make_solver(layer_sizes[-1])
-        network = Network(len(layer_sizes) - 1, activation, fastpath.is_enabled(), loss)
+        network = Network(len(layer_sizes) - 1, activation, fastpath.is_enabled(), loss,
+                          fastpath.cuda_graph_enabled())
         previous = getattr(self, "_trainer", None)
         if not continuing:
             replay = self.__dict__.pop("_replay_start", None)  # set by gpumlp.certificate
@@ -592,7 +593,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         """
         _, activation = check_params(self)
         network = Network(len(self.coefs_), activation, fastpath.is_enabled(),
-                          get_loss(self.loss))
+                          get_loss(self.loss), fastpath.cuda_graph_enabled())
         current = self._make_solver()
         params = [*self.coefs_, *self.intercepts_]
         if solver_name(current) != solver:

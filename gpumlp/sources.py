@@ -46,7 +46,7 @@ from .losses import LOSSES, Loss
 from .metrics import r2_score
 from .splitting import validation_split
 
-__all__ = ["ArraySource", "Network", "rows_loss_and_grads", "select_fast"]
+__all__ = ["ArraySource", "Network", "rows_loss_and_grads", "select_blocks", "select_fast"]
 
 
 @dataclass(frozen=True)
@@ -64,12 +64,16 @@ class Network:
         Whether a backend's fast path may be used (see :mod:`gpumlp.fastpath`).
     loss : Loss
         The training loss and, through it, the output activation.
+    cuda_graph : bool
+        Whether the opt-in CUDA tile kernels and graphs may be used (see
+        :mod:`gpumlp.fastpath`); off by default.
     """
 
     n_coefs: int
     activation: Activation
     fastpath: bool = True
     loss: Loss = LOSSES["squared_error"]
+    cuda_graph: bool = False
 
 
 #: ``rows_loss_and_grads(fast=...)``'s default: select here.
@@ -79,7 +83,19 @@ _SELECT = object()
 def select_fast(X, w, network: Network):
     """The backend's fast ``loss_and_grads`` for these rows and this network, or None."""
     return fastpath.select(X, network.n_coefs, network.activation, enabled=network.fastpath,
-                           loss_kind=network.loss.name, weighted=w is not None)
+                           cuda_graph=network.cuda_graph, loss_kind=network.loss.name,
+                           weighted=w is not None)
+
+
+def select_blocks(X, y, w, coefs, network: Network, alpha: float):
+    """The backend's runner of whole full-batch descent blocks for these rows, or None.
+
+    See :func:`gpumlp.fastpath.select_blocks`; ``coefs`` give the sizes.
+    """
+    return fastpath.select_blocks(X, y, network.n_coefs, coefs[0].shape[1],
+                                  network.activation, alpha, enabled=network.fastpath,
+                                  cuda_graph=network.cuda_graph, loss_kind=network.loss.name,
+                                  weighted=w is not None)
 
 
 def rows_loss_and_grads(X, y, w, coefs, intercepts, network: Network, fast=_SELECT):

@@ -21,6 +21,12 @@ the epochs are then recorded in order, so when the rule below fires inside a
 block, training is put back exactly where the epoch-by-epoch rule leaves it.
 A fit callback is called for each epoch once it is wholly done.
 
+A backend may run a whole block itself: for plain gradient descent on the
+full batch, with the opt-in ``GPUMLP_CUDA_GRAPH=1`` on CuPy, one CUDA graph
+per block (:func:`gpumlp.fastpath.select_blocks`) gives every epoch's
+parameters, loss and finiteness flag, and the block goes on from there as
+above. Without the opt-in nothing changes.
+
 The stopping rule ("repeat until converged"), scikit-learn's: an epoch counts
 as an improvement when its loss is at least ``tol`` below the best loss so far
 (with early stopping: when the validation R² is at least ``tol`` above the
@@ -56,8 +62,8 @@ from array_api_compat import array_namespace
 from . import kernels
 from ._sklearn_compat import convergence_warning
 from .devices import to_numpy
-from .solvers import AutoGD, GradientDescent, Solver
-from .sources import Network, rows_loss_and_grads, select_fast
+from .solvers import SGD, AutoGD, GradientDescent, Solver
+from .sources import Network, rows_loss_and_grads, select_blocks, select_fast
 
 __all__ = ["LossIncreasedWarning", "Trainer", "TrainingDivergedError", "compiled_step",
            "read_scalars", "step_function"]
@@ -267,11 +273,14 @@ class Trainer:
     samples_seen: int = 0
     #: ``(key, step)``: the compiled step of the last epoch, kept for the next.
     _step: Any = field(default=None, repr=False, compare=False)
+    #: ``(key, runner or None)``: the backend's block runner for the last data.
+    _blocks: Any = field(default=None, repr=False, compare=False)
     call_start: int = 0
 
     def __getstate__(self):
-        # The cached compiled step is a closure: rebuilt on demand, never pickled.
-        return {**self.__dict__, "_step": None}
+        # The cached compiled step and block runner hold closures and device
+        # buffers: rebuilt on demand, never pickled.
+        return {**self.__dict__, "_step": None, "_blocks": None}
 
     @property
     def learning_rate(self) -> float:
@@ -387,16 +396,19 @@ class Trainer:
         block, left = 1, max_iter
         # Divergence is detected from the loss and reported once, clearly;
         # NumPy's overflow warnings on the way there would only be noise.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            while left > 0:
-                started = time.perf_counter()
-                size = min(block, left)
-                done, outcome = self._block(run, size)
-                if outcome is not None:
-                    return outcome
-                left -= done
-                block = _next_block_size(self.solver, size, done,
-                                         time.perf_counter() - started)
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                while left > 0:
+                    started = time.perf_counter()
+                    size = min(block, left)
+                    done, outcome = self._block(run, size)
+                    if outcome is not None:
+                        return outcome
+                    left -= done
+                    block = _next_block_size(self.solver, size, done,
+                                             time.perf_counter() - started)
+        finally:
+            self._blocks = None   # a block runner holds the data and device buffers
         if check_convergence:
             self._warn_if_loss_rose(first_epoch, stop_on_validation)
             if self.solver.uses_stopping_rule:
@@ -434,21 +446,25 @@ class Trainer:
         device = getattr(run.source, "device", None)
         all_finite = _all_finite if device is None else _compiled_all_finite(device)
         before = start
+        blocks = self._block_runner(run)
         try:
-            for _ in range(size):
-                batches = run.source.batches(rng, run.batch_size, run.shuffle)
-                values = [self.epoch(run.source, batches), all_finite(self.params)]
-                if run.validation is not None:
-                    values += list(run.validation.evaluate(self.coefs, self.intercepts,
-                                                           self.network))
-                rate = self.learning_rate
-                ended = self.solver.end_epoch(self.state, self.samples_seen)
-                epoch = _Epoch(before, list(self.params), self.state, ended,
-                               self.samples_seen, rng.bit_generator.state, rate)
-                epochs.append(epoch)
-                self.state = ended
-                before = _Snapshot(epoch.params, ended, epoch.seen, epoch.rng)
-                to_read += values
+            if blocks is not None:
+                epochs, to_read = self._run_block(blocks, run, size, start)
+            else:
+                for _ in range(size):
+                    batches = run.source.batches(rng, run.batch_size, run.shuffle)
+                    values = [self.epoch(run.source, batches), all_finite(self.params)]
+                    if run.validation is not None:
+                        values += list(run.validation.evaluate(self.coefs, self.intercepts,
+                                                               self.network))
+                    rate = self.learning_rate
+                    ended = self.solver.end_epoch(self.state, self.samples_seen)
+                    epoch = _Epoch(before, list(self.params), self.state, ended,
+                                   self.samples_seen, rng.bit_generator.state, rate)
+                    epochs.append(epoch)
+                    self.state = ended
+                    before = _Snapshot(epoch.params, ended, epoch.seen, epoch.rng)
+                    to_read += values
             values = read_scalars(*to_read)
         except BaseException:
             # Ctrl-C, or a failure part-way through the block: keep the last
@@ -465,6 +481,61 @@ class Trainer:
             if outcome is not _GO_ON:
                 return j + 1, outcome
         return size, None
+
+    def _block_runner(self, run):
+        """The backend's runner of whole blocks (see :func:`select_blocks`), or None.
+
+        Only for plain gradient descent (an ``SGD`` solver without momentum,
+        which covers ``"gd"`` with a numeric rate) on one full batch of a
+        source holding rows; chosen once per data and settings.
+        """
+        source = run.source
+        if not (self.network.cuda_graph and hasattr(source, "epoch_rows")
+                and isinstance(self.solver, SGD)
+                and getattr(self.state, "velocities", True) is None
+                and run.batch_size >= source.n_samples):
+            return None
+        X, y, w = source.rows((0, source.n_samples, None))
+        arrays, settings = (X, y), (self.network, self.alpha,
+                                    tuple(tuple(p.shape) for p in self.params))
+        cached = self._blocks
+        if cached is None or any(a is not b for a, b in zip(cached[0], arrays)) \
+                or cached[1] != settings:
+            cached = self._blocks = (arrays, settings, select_blocks(
+                X, y, w, self.coefs, self.network, self.alpha))
+        return cached[2]
+
+    def _run_block(self, blocks, run, size, start):
+        """``size`` full-batch epochs by ``blocks.run``: the epochs and the values to read.
+
+        As the epoch loop of :meth:`_block` leaves them: each epoch's
+        parameters, solver state before and after its end, sample count and
+        generator state (a full batch draws nothing from it), and the rates
+        the schedule gives (computed ahead: they depend on the sample count
+        only, and a change by the stopping rule replays the later epochs).
+        """
+        n, n_coefs = run.source.n_samples, self.network.n_coefs
+        states, rates = [], []
+        state, seen = self.state, self.samples_seen
+        for _ in range(size):
+            seen += n
+            ended = self.solver.end_epoch(state, seen)
+            states.append((state, ended, seen))
+            rates.append(float(state.learning_rate))
+            state = ended
+        epochs, to_read, before = [], [], start
+        for (state, ended, seen), rate, (params, loss, finite) in zip(
+                states, rates, blocks.run(list(self.params), rates)):
+            to_read += [loss, finite]
+            if run.validation is not None:
+                to_read += list(run.validation.evaluate(params[:n_coefs], params[n_coefs:],
+                                                        self.network))
+            epoch = _Epoch(before, list(params), state, ended, seen, start.rng, rate)
+            epochs.append(epoch)
+            before = _Snapshot(epoch.params, ended, seen, start.rng)
+        last = epochs[-1]
+        self.params, self.state, self.samples_seen = list(last.params), last.ended, last.seen
+        return epochs, to_read
 
     def _record(self, run, epoch, values):
         """Apply one epoch's read figures: divergence, history, the rule, the callback.

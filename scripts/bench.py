@@ -11,6 +11,10 @@ warm-up:
   scikit-learn's MLPRegressor (logistic, sgd, batch_size=n, no momentum, a
   doubled learning rate since its loss is half the MSE), PyTorch eager,
   ``torch.compile`` and ``jax.jit``;
+* on CUDA, ``gpumlp-graph``: the opt-in path of issue 10 (never run on a
+  GPU before ``ci/gpu``), full-batch epochs in blocks of 64 replayed as one
+  CUDA graph of the tile kernels (its "step" is a block's time / 64,
+  copies in and out included), and minibatch epochs through the tile step;
 * the "matmul ceiling": just the step's five matrix products, on
   preallocated operands, in the backend's own library;
 * peak memory of one step beyond the data (NumPy-based runners: tracemalloc;
@@ -119,6 +123,55 @@ def run_gpumlp(ctx, fast=True, backend=None):
         result = time_step_and_epoch(ctx, step, epoch, sync)
         if device.kind in ("cpu", "cuda"):
             result["peak_mb"] = peak_memory_mb(ctx, step, device)
+    return result
+
+
+def run_gpumlp_graph(ctx):
+    """The opt-in CUDA path: graphs of 64 full-batch epochs, and the tile step."""
+    if not ctx["device"].startswith("cuda"):
+        raise Skip("CUDA only")
+    from gpumlp.activations import get_activation
+    from gpumlp.devices import BackendUnavailableError, get_device
+    from gpumlp.fastpath import graph, tiles
+    from gpumlp.initialization import glorot_uniform
+    from gpumlp.solvers import GradientDescent
+    from gpumlp.sources import ArraySource, Network
+    from gpumlp.training import Trainer
+
+    try:
+        device = get_device(ctx["device"])
+    except BackendUnavailableError as exc:
+        raise Skip(str(exc).split(". ")[0]) from None
+    n, f, h = ctx["size"]
+    X, y = ctx["data"]
+    coefs, intercepts = glorot_uniform([f, h, 1], np.random.default_rng(0), ctx["dtype"])
+    rng = np.random.default_rng(0)
+    with device.context():
+        source = ArraySource(device.asarray(X), device.asarray(y), device)
+        params = [device.asarray(p) for p in coefs + intercepts]
+        # Whatever the dispatch's size threshold: this measures where it should be.
+        plan = tiles.plan_for(source.X, source.y, h, max_elements=None)
+        if plan is None:
+            raise Skip("the tile kernels cannot hold this network")
+        blocks = graph.GraphBlocks(source.X, source.y, "sigmoid", 0.0, plan)
+        rates = [LR] * graph.MAX_EPOCHS
+        state = {"params": params}
+
+        def block():
+            state["params"] = blocks.run(state["params"], rates)[-1][0]
+
+        ms, reps = median_ms(block, device.synchronize, max(3, ctx["repeats"] // 4))
+        result = {"step_ms": ms / len(rates), "repeats": reps, "block_epochs": len(rates)}
+        if ctx["epochs"]:
+            solver = GradientDescent(LR)
+            network = Network(2, get_activation("sigmoid"), True, cuda_graph=True)
+            trainer = Trainer(network, solver, 0.0, params, solver.init_state(params))
+
+            def epoch():
+                trainer.epoch(source, source.batches(rng, ctx["batch"], shuffle=False))
+
+            result["epoch_ms"], result["epoch_repeats"] = median_ms(
+                epoch, device.synchronize, max(3, ctx["repeats"] // 4), warmup=1)
     return result
 
 
@@ -298,6 +351,7 @@ RUNNERS = {
     "gpumlp-generic": lambda ctx: run_gpumlp(ctx, fast=False),
     "gpumlp-torch": lambda ctx: run_gpumlp(ctx, backend="torch"),
     "gpumlp-jax": lambda ctx: run_gpumlp(ctx, backend="jax"),
+    "gpumlp-graph": run_gpumlp_graph,
     "matmul-ceiling": run_matmul,
     "jax.jit": run_jax,
     "torch.compile": lambda ctx: run_torch(ctx, compiled=True),

@@ -5,7 +5,8 @@ Times (CUDA events, medians) the pieces of one full-batch step at
 (1M, 32, 128) and the whole step for each CuPy variant: the generic array-API
 path, the fused elementwise kernels (``cupy_loss_and_grads``) and the fused
 row kernels (``cupy_fused_loss_and_grads``), after checking each against the
-generic path. Run on a CUDA machine:  python scripts/gpu_profile.py
+generic path; and the opt-in tile kernels (``tile_loss_and_grads``,
+never run on a GPU before). Run on a CUDA machine:  python scripts/gpu_profile.py
 """
 
 import os
@@ -60,6 +61,10 @@ def main():
                 "fused-rows": lambda: fastpath.cupy_fused_loss_and_grads(
                     X, y, coefs, intercepts, "sigmoid", 0.0),
             }
+            # The opt-in tile kernels (issue 10), wherever they hold the network.
+            if fastpath.tiles.plan_for(X, y, h, max_elements=None) is not None:
+                variants["tiles"] = lambda: fastpath.tile_loss_and_grads(
+                    X, y, coefs, intercepts, "sigmoid", 0.0)
             for name, fn in variants.items():
                 got = fn()
                 errs = [float(cupy.linalg.norm(a - b) / cupy.linalg.norm(b))

@@ -39,3 +39,25 @@ def test_fails_clearly_without_cupy(tmp_path):
     assert result.returncode == 3
     assert "no usable CUDA GPU through CuPy" in result.stderr
     assert not any(tmp_path.iterdir())  # nothing ran, nothing was written
+
+
+def test_the_script_parses():
+    result = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_opt_in_graph_steps_are_listed_and_unknown_steps_refused():
+    help_text = run("--help").stdout
+    assert "GPUMLP_CUDA_GRAPH=1" in help_text and "train-graph" in help_text
+    result = run("--steps", "tests,grpah")
+    assert result.returncode == 2
+    assert "unknown step 'grpah'" in result.stderr and "graph" in result.stderr
+
+
+def test_every_test_file_the_script_names_exists():
+    import re
+
+    named = set(re.findall(r"tests/test_\w+\.py", SCRIPT.read_text()))
+    assert {"tests/test_tiles.py", "tests/test_cuda_graph.py"} <= named
+    for path in named:
+        assert (SCRIPT.parent.parent / path).is_file(), path

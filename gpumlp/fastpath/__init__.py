@@ -11,7 +11,12 @@ generic contract of :func:`gpumlp.kernels.loss_and_grads`::
 device's :attr:`~gpumlp.devices.Device.fastpath`:
 
 * :mod:`gpumlp.fastpath.numpy`: rows in cache-sized chunks on every core.
-* :mod:`gpumlp.fastpath.cupy`: fused CUDA kernels.
+* :mod:`gpumlp.fastpath.cupy`: fused CUDA kernels; when opted in (below),
+  at small sizes the two tile kernels of :mod:`gpumlp.fastpath.tiles`.
+
+Beside the step, :func:`select_blocks` may return a runner of whole blocks
+of full-batch gradient-descent epochs (:mod:`gpumlp.fastpath.graph`: one
+CUDA graph per block), which the trainer uses in place of its epoch loop.
 
 A fast path serves only the activations whose record
 (:mod:`gpumlp.activations`) carries the form it needs, and only the squared
@@ -26,6 +31,18 @@ environment variable ``GPUMLP_FASTPATH`` (``0``, ``false`` or ``no`` turn
 them off), read at import; :func:`disabled` turns them off within a block;
 and :func:`select` takes ``enabled=`` to override both. The trainer reads
 the setting once per fit and passes it on explicitly, to Dask workers too.
+
+The opt-in
+----------
+The CUDA tile kernels and graphs have been written and compile-checked, but
+never run on a GPU, so they are off unless asked for: ``GPUMLP_CUDA_GRAPH=1``
+(or ``true``, ``yes``) in the environment, read at import;
+:func:`with_cuda_graph` within a block; ``cuda_graph=`` for :func:`select`
+and :func:`select_blocks`. The trainer reads it once per fit, beside the
+switch above (which it needs too), and passes it on; Dask workers never use
+these kernels. Even when opted in, they serve only sizes up to
+:data:`gpumlp.fastpath.tiles.MAX_ELEMENTS` (``n * h``) whose weights fit in
+shared memory.
 """
 
 from __future__ import annotations
@@ -33,20 +50,29 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+from collections.abc import Iterator
 
 import array_api_compat as aac
 
 from ..activations import get_activation
-from . import cupy, numpy
+from . import cupy, graph, numpy, tiles
 from .cupy import cupy_fused_loss_and_grads, cupy_loss_and_grads
 from .numpy import numpy_loss_and_grads
+from .tiles import tile_loss_and_grads
 
-__all__ = ["cupy_fused_loss_and_grads", "cupy_loss_and_grads", "disabled", "is_enabled",
-           "numpy_loss_and_grads", "select"]
+__all__ = ["cuda_graph_enabled", "cupy_fused_loss_and_grads", "cupy_loss_and_grads",
+           "disabled", "is_enabled", "numpy_loss_and_grads", "select", "select_blocks",
+           "tile_loss_and_grads", "with_cuda_graph"]
 
 _ENABLED = contextvars.ContextVar(
     "gpumlp_fastpath",
     default=os.environ.get("GPUMLP_FASTPATH", "1").strip().lower() not in ("0", "false", "no"),
+)
+
+
+_CUDA_GRAPH = contextvars.ContextVar(
+    "gpumlp_cuda_graph",
+    default=os.environ.get("GPUMLP_CUDA_GRAPH", "0").strip().lower() in ("1", "true", "yes"),
 )
 
 
@@ -65,8 +91,25 @@ def disabled():
         _ENABLED.reset(token)
 
 
+def cuda_graph_enabled() -> bool:
+    """Whether the CUDA tile kernels and graphs are opted in: ``GPUMLP_CUDA_GRAPH``,
+    unless :func:`with_cuda_graph` is active."""
+    return _CUDA_GRAPH.get()
+
+
+@contextlib.contextmanager
+def with_cuda_graph(enabled: bool = True) -> Iterator[None]:
+    """Within this block, opt in to (or, with ``False``, out of) the CUDA tile kernels."""
+    token = _CUDA_GRAPH.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _CUDA_GRAPH.reset(token)
+
+
 def select(X, n_coefs: int, activation, *, enabled: bool | None = None,
-           loss_kind: str = "squared_error", weighted: bool = False):
+           cuda_graph: bool | None = None, loss_kind: str = "squared_error",
+           weighted: bool = False):
     """The fast ``loss_and_grads`` for these arrays and network, or ``None``.
 
     Parameters
@@ -78,6 +121,9 @@ def select(X, n_coefs: int, activation, *, enabled: bool | None = None,
     activation : str or Activation
     enabled : bool, optional
         Overrides :func:`is_enabled`.
+    cuda_graph : bool, optional
+        Overrides :func:`cuda_graph_enabled`: on CuPy, the tile kernels for
+        batches small enough (decided per call, on the batch's shape).
     loss_kind : str
         The training loss; fast paths serve ``"squared_error"`` only.
     weighted : bool
@@ -96,5 +142,56 @@ def select(X, n_coefs: int, activation, *, enabled: bool | None = None,
     if aac.is_numpy_array(X):
         return numpy.step_for(act)
     if aac.is_cupy_array(X):
-        return cupy.step_for(act)
+        tiled = cuda_graph_enabled() if cuda_graph is None else cuda_graph
+        return cupy.step_for(act, tiles=tiled)
     return None
+
+
+def select_blocks(X, y, n_coefs: int, h: int, activation, alpha: float, *,
+                  enabled: bool | None = None, cuda_graph: bool | None = None,
+                  loss_kind: str = "squared_error",
+                  weighted: bool = False) -> graph.GraphBlocks | None:
+    """A runner of whole blocks of full-batch gradient-descent epochs, or ``None``.
+
+    Only on CuPy, when opted in (see the module docs), for one hidden layer
+    whose activation has CUDA forms, the squared error without row weights,
+    C-contiguous ``X`` and ``y``, and a network that fits the tile kernels
+    (:func:`gpumlp.fastpath.tiles.plan_for`, which also applies the size
+    threshold). The caller checks that the solver is plain gradient descent
+    on the full batch.
+
+    Parameters
+    ----------
+    X : array, shape (n_samples, n_features)
+    y : array, shape (n_samples, n_outputs)
+        The whole training batch; the runner reads them in place.
+    n_coefs : int
+    h : int
+        Hidden units.
+    activation : str or Activation
+    alpha : float
+        L2 penalty strength.
+    enabled, cuda_graph, loss_kind, weighted
+        As for :func:`select`.
+
+    Returns
+    -------
+    GraphBlocks or None
+        Its ``run(params, rates)`` gives each epoch's ``(params, loss,
+        finite)``; see :class:`gpumlp.fastpath.graph.GraphBlocks`.
+    """
+    if not (is_enabled() if enabled is None else enabled):
+        return None
+    if not (cuda_graph_enabled() if cuda_graph is None else cuda_graph):
+        return None
+    if n_coefs != 2 or weighted or getattr(loss_kind, "name", loss_kind) != "squared_error":
+        return None
+    act = get_activation(activation)
+    if not aac.is_cupy_array(X) or cupy.step_for(act) is None:
+        return None
+    if not (X.flags.c_contiguous and y.flags.c_contiguous):
+        return None
+    plan = tiles.plan_for(X, y, h)
+    if plan is None:
+        return None
+    return graph.GraphBlocks(X, y, act, alpha, plan)

@@ -8,6 +8,9 @@
 * :func:`cupy_fused_loss_and_grads`, for large one-output batches: two
   warp-per-row kernels also fold in the products with ``W2`` and the column
   sums, leaving only the two products with ``X`` to cuBLAS.
+* when opted in (``GPUMLP_CUDA_GRAPH=1``, see :mod:`gpumlp.fastpath`), for
+  small batches: :func:`gpumlp.fastpath.tiles.tile_loss_and_grads`, two
+  kernels and no cuBLAS (never run on a GPU yet).
 
 The C expressions of each activation come from its record
 (:mod:`gpumlp.activations`); an activation without them is declined. CuPy is
@@ -20,6 +23,7 @@ import functools
 
 from ..activations import get_activation
 from ..kernels import add_l2, output_delta_scale
+from . import tiles as tile_kernels
 
 __all__ = ["cupy_fused_loss_and_grads", "cupy_loss_and_grads", "step_for"]
 
@@ -246,21 +250,31 @@ def cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha=0.0,
     return loss, coef_grads, [db1, db2]
 
 
-def _cupy_step(X, y, coefs, intercepts, activation, alpha=0.0, n_total=None):
+def _cupy_step(X, y, coefs, intercepts, activation, alpha=0.0, n_total=None, tiles=False):
     """The CuPy fast path: fused row kernels for large batches, else fused elementwise.
 
     The threshold rests on measurements recorded in ``scripts/PERF_NOTES.md``.
+    With ``tiles`` (the opt-in), the tile kernels first, for batches they
+    hold below their size threshold (:func:`gpumlp.fastpath.tiles.plan_for`).
     """
     h = coefs[0].shape[1]
+    if tiles and tile_kernels.plan_for(X, y, h) is not None:
+        return tile_kernels.tile_loss_and_grads(X, y, coefs, intercepts, activation, alpha,
+                                                n_total)
     if (y.shape[1] == 1 and h <= MAX_FUSED_WIDTH
             and X.shape[0] * h >= FUSED_MIN_ELEMENTS):
         return cupy_fused_loss_and_grads(X, y, coefs, intercepts, activation, alpha, n_total)
     return cupy_loss_and_grads(X, y, coefs, intercepts, activation, alpha, n_total)
 
 
-def step_for(activation):
-    """This backend's fast ``loss_and_grads`` for an activation record, or ``None``."""
+def step_for(activation, tiles: bool = False):
+    """This backend's fast ``loss_and_grads`` for an activation record, or ``None``.
+
+    ``tiles``: whether the (opt-in) tile kernels may serve small batches.
+    """
     if None in (activation.cuda_forward, activation.cuda_forward_biased,
                 activation.cuda_derivative):
         return None
+    if tiles:
+        return functools.partial(_cupy_step, activation=activation, tiles=True)
     return functools.partial(_cupy_step, activation=activation)
