@@ -292,6 +292,11 @@ class LBFGSState:
     converged: bool = False
 
 
+def _flatten(arrays, xp):
+    """The arrays laid end to end, as one vector."""
+    return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+
+
 def _dot(a, b, xp=None):
     """``sum_i <a_i, b_i>`` over two lists of arrays, as a 0-d array."""
     xp = array_namespace(*a) if xp is None else xp
@@ -811,6 +816,8 @@ class AutoGDState:
         The loss at ``params``, read on the host (NaN before the first step).
     grad_sq : float
         ``|grads|**2``, read on the host (NaN before the first step).
+    flat_grads : array or None
+        ``grads`` laid end to end, one vector (None before the first step).
     """
 
     learning_rate: float
@@ -818,6 +825,7 @@ class AutoGDState:
     grads: list
     loss: float
     grad_sq: float = float("nan")
+    flat_grads: Any = None
 
 
 @dataclass(frozen=True)
@@ -846,7 +854,10 @@ class AutoGD(Solver):
     def update(self, params, state, objective):
         xp = array_namespace(*params)
         loss, grads = objective(params)
-        grad_sq = _dot(grads, grads, xp)
+        # One vector for the products below: on small networks, a handful of
+        # array operations instead of a few per parameter array.
+        flat = _flatten(grads, xp)
+        grad_sq = xp.vecdot(flat, flat)
         if math.isnan(state.learning_rate):
             host_loss, host_grad_sq = step_size.read_floats(loss, grad_sq, xp=xp)
             rate = step_size.initial_learning_rate(
@@ -854,8 +865,11 @@ class AutoGD(Solver):
         else:
             # The step was s = -lr g_prev, so s.s = lr**2 |g_prev|**2 and
             # s.y = -lr g_prev.(g - g_prev): one dot product beside |g|**2.
-            lr, previous = state.learning_rate, state.grads
-            change = _dot(previous, [g - h for g, h in zip(grads, previous)], xp)
+            lr = state.learning_rate
+            previous = state.flat_grads
+            if previous is None:   # a state saved before flat_grads existed
+                previous = _flatten(state.grads, xp)
+            change = xp.vecdot(previous, flat - previous)
             host_loss, host_grad_sq, slope_change = step_size.read_floats(
                 loss, grad_sq, change, xp=xp)
             eps = float(xp.finfo(params[0].dtype).eps)
@@ -864,10 +878,10 @@ class AutoGD(Solver):
                 -lr * slope_change, eps)
             if not accept:
                 # Step again from the last accepted point, with the smaller rate.
-                params, grads, loss = state.params, state.grads, None
+                params, grads, flat, loss = state.params, state.grads, previous, None
                 host_loss, host_grad_sq = state.loss, state.grad_sq
         new = kernels.gd_step(params, grads, rate)
         if loss is None:
             loss = xp.asarray(host_loss, dtype=params[0].dtype, device=device(params[0]))
         return new, AutoGDState(rate, list(params), list(grads), host_loss,
-                                host_grad_sq), loss
+                                host_grad_sq, flat), loss

@@ -87,16 +87,17 @@ def read_scalars(*values):
     return [float(v) for v in to_numpy(stacked)]
 
 
-def _all_finite(params):
+def _all_finite(params, xp=None):
     """1 when every parameter is finite, else 0, as a 0-d array (no host read).
 
     A sum is finite only if its terms are (it could overflow only for weights
-    near the dtype's limit, which is divergence all the same).
+    near the dtype's limit, which is divergence all the same). One sum over
+    the parameters laid end to end: on NumPy, at the default network's size,
+    a third of the time of one sum per array. ``xp``: the namespace, when
+    the caller knows it.
     """
-    xp = array_namespace(*params)
-    total = xp.sum(params[0])
-    for p in params[1:]:
-        total = total + xp.sum(p)
+    xp = array_namespace(*params) if xp is None else xp
+    total = xp.sum(xp.concat([xp.reshape(p, (-1,)) for p in params]))
     return xp.astype(xp.isfinite(total), params[0].dtype)
 
 
@@ -230,7 +231,7 @@ def _compiled_weighted_mean(device):
 
 @functools.lru_cache(maxsize=16)
 def _compiled_all_finite(device):
-    return device.compile(_all_finite)
+    return device.compile(functools.partial(_all_finite, xp=device.xp))
 
 
 @dataclass

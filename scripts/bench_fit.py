@@ -67,13 +67,26 @@ class Rule:
         return self.count > PATIENCE
 
 
-def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        epochs = fn()
-        times.append((time.perf_counter() - start) / epochs)
-    return 1e3 * min(times)
+def per_epoch_ms(fn):
+    """One whole fit's wall time per epoch, in ms."""
+    start = time.perf_counter()
+    epochs = fn()
+    return 1e3 * (time.perf_counter() - start) / epochs
+
+
+def interleaved(fits, rounds):
+    """``{name: [ms per epoch, one per round]}``, the runners taking turns.
+
+    Each round runs every fit once, the order rotating from round to round, so
+    that a slow spell of the machine (this VM's figures drift by up to 2x over
+    minutes) falls on every runner alike rather than on whichever ran then.
+    """
+    names = list(fits)
+    times = {name: [] for name in names}
+    for i in range(rounds):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            times[name].append(per_epoch_ms(fits[name]))
+    return times
 
 
 def run_gpumlp(X, y, h, epochs):
@@ -235,32 +248,39 @@ def main(argv=None):
                         help=f"of {', '.join(f'{k} {v[0]}' for k, v in SIZES.items())}")
     parser.add_argument("--runners", default=",".join(RUNNERS),
                         help=f"comma-separated, of {', '.join(RUNNERS)}")
-    parser.add_argument("--repeats", type=int, default=3, help="best of (default: 3)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="rounds, the runners taking turns; best of (default: 5)")
     parser.add_argument("--no-train", action="store_true",
                         help="skip timing the default gpumlp train process")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
     names = [r.strip() for r in args.runners.split(",") if r.strip()]
-    results = {}
+    results, ratios = {}, {}
     for size in args.sizes.split(","):
         (n, f, h), epochs = SIZES[size]
         X, y = make_data(n, f)
+        fits = {}
         for name in names:
             fit = RUNNERS[name](X, y, h, epochs)
             if fit is None:
                 print(f"{(n, f, h)} {LABELS[name]}: not installed, skipped")
                 continue
             fit()  # warm-up: imports, compilation, caches
-            results[(size, name)] = best_of(fit, args.repeats)
-            print(f"{str((n, f, h)):18s} {LABELS[name]:30s} {results[(size, name)]:9.4f} "
-                  f"ms/epoch",
-                  flush=True)
-    print("\nper epoch, ms (ratio = gpumlp / peer; below 1 gpumlp is faster)")
+            fits[name] = fit
+        times = interleaved(fits, args.repeats)
+        for name, values in times.items():
+            results[(size, name)] = min(values)
+            print(f"{str((n, f, h)):18s} {LABELS[name]:30s} {min(values):9.4f} ms/epoch "
+                  f"(rounds: {', '.join(f'{v:.4g}' for v in values)})", flush=True)
+            if "gpumlp" in times and name != "gpumlp":
+                # gpumlp / peer within each round: the drift cancels.
+                ratios[(size, name)] = float(np.median(
+                    np.asarray(times["gpumlp"]) / np.asarray(values)))
+    print("\nper epoch, ms, best round (ratio = gpumlp / peer, the median over rounds of "
+          "the ratio within a round; below 1 gpumlp is faster)")
     for size in args.sizes.split(","):
-        base = results.get((size, "gpumlp"))
         cells = [f"{LABELS[name]}: {results[(size, name)]:.4g}"
-                 + (f" ({base / results[(size, name)]:.2f})" if base and name != "gpumlp"
-                    else "")
+                 + (f" ({ratios[(size, name)]:.2f})" if (size, name) in ratios else "")
                  for name in names if (size, name) in results]
         print(f"{SIZES[size][0]}: " + "; ".join(cells))
     train = None
@@ -270,6 +290,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"per_epoch_ms": {f"{s}/{r}": v for (s, r), v in results.items()},
+                       "ratio_median": {f"{s}/{r}": v for (s, r), v in ratios.items()},
                        "default_train": train}, handle, indent=1)
 
 
