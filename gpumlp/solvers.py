@@ -294,7 +294,7 @@ class LBFGSState:
 
 def _flatten(arrays, xp):
     """The arrays laid end to end, as one vector."""
-    return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+    return xp.concat([a if a.ndim == 1 else xp.reshape(a, (-1,)) for a in arrays])
 
 
 def _dot(a, b, xp=None):

@@ -105,7 +105,10 @@ def read_floats(*values, xp=None) -> list[float]:
     ``xp``, when given, is the arrays' namespace (saves looking it up).
     """
     xp = array_namespace(*values) if xp is None else xp
-    stacked = xp.stack([xp.reshape(xp.asarray(v), ()) for v in values])
+    # Reshaping only what is not 0-d already: each call costs microseconds,
+    # and this runs once a step.
+    stacked = xp.stack([v if getattr(v, "ndim", None) == 0 else xp.reshape(xp.asarray(v), ())
+                        for v in values])
     return [float(v) for v in to_numpy(stacked)]
 
 

@@ -97,7 +97,7 @@ def _all_finite(params, xp=None):
     the caller knows it.
     """
     xp = array_namespace(*params) if xp is None else xp
-    total = xp.sum(xp.concat([xp.reshape(p, (-1,)) for p in params]))
+    total = xp.sum(xp.concat([p if p.ndim == 1 else xp.reshape(p, (-1,)) for p in params]))
     return xp.astype(xp.isfinite(total), params[0].dtype)
 
 
