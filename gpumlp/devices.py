@@ -33,6 +33,7 @@ import numpy as np
 
 __all__ = [
     "BACKENDS",
+    "read_floats",
     "BackendUnavailableError",
     "CUDAUnavailableError",
     "ArrayDevice",
@@ -897,6 +898,34 @@ def device_of(x) -> Device:
     import array_api_compat as aac
 
     return ArrayDevice("array", None, aac.array_namespace(x), aac.device(x))
+
+
+def read_floats(*values, xp=None) -> list[float]:
+    """0-d arrays read back to the host as Python floats, in one transfer.
+
+    The one host read of training: the trainer's per-block figures and the
+    few numbers a solver's decisions need (``learning_rate_init="auto"``,
+    L-BFGS's line search) come back through here.
+
+    Parameters
+    ----------
+    *values : 0-d arrays (or arrays of one element) of one namespace
+    xp : namespace, optional
+        The arrays' namespace, when the caller knows it (saves looking it up).
+
+    Returns
+    -------
+    list of float
+    """
+    if xp is None:
+        from array_api_compat import array_namespace
+
+        xp = array_namespace(*values)
+    # Reshaping only what is not 0-d already: each call costs microseconds,
+    # and a solver may read once a step.
+    stacked = xp.stack([v if getattr(v, "ndim", None) == 0 else xp.reshape(xp.asarray(v), ())
+                        for v in values])
+    return [float(v) for v in to_numpy(stacked)]
 
 
 def to_numpy(x) -> np.ndarray:

@@ -46,6 +46,7 @@ from .losses import get_loss
 
 __all__ = [
     "ACTIVATIONS",
+    "dot",
     "activation_derivative",
     "adam_step",
     "add_l2",
@@ -295,6 +296,18 @@ def loss_and_grads(X, y, coefs, intercepts, activation="sigmoid", n_total=None,
                                            n_total=n_total, sample_weight=sample_weight,
                                            loss_kind=loss_kind)
     return loss, coef_grads, intercept_grads
+
+
+def dot(a, b, xp=None):
+    """``sum_i <a_i, b_i>`` over two lists of arrays (parameters, say), as a 0-d array.
+
+    ``xp``: the namespace, when the caller knows it.
+    """
+    xp = array_namespace(*a) if xp is None else xp
+    total = xp.sum(a[0] * b[0])
+    for u, v in zip(a[1:], b[1:]):
+        total = total + xp.sum(u * v)
+    return total
 
 
 def gd_step(params, grads, learning_rate):

@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 from array_api_compat import array_namespace, device, is_array_api_obj
 
 from . import kernels, step_size
-from .devices import to_numpy
+from .devices import read_floats
 
 __all__ = ["SCHEDULES", "SOLVERS", "Adam", "AdamState", "AutoGD", "AutoGDState",
            "GradientDescent", "LBFGS", "LBFGSState", "SGD", "SGDState", "Solver", "make_solver",
@@ -96,6 +96,10 @@ class Solver:
             The new parameters and state, and the loss at the *old* parameters.
         """
         raise NotImplementedError
+
+    def begin_fit(self, state: Any) -> Any:
+        """The state as a call to ``fit`` (or ``partial_fit``) starts (default: as is)."""
+        return state
 
     def end_epoch(self, state: Any, samples_seen: int) -> Any:
         """The state after an epoch, ``samples_seen`` rows into training (default: as is)."""
@@ -297,24 +301,9 @@ def _flatten(arrays, xp):
     return xp.concat([a if a.ndim == 1 else xp.reshape(a, (-1,)) for a in arrays])
 
 
-def _dot(a, b, xp=None):
-    """``sum_i <a_i, b_i>`` over two lists of arrays, as a 0-d array."""
-    xp = array_namespace(*a) if xp is None else xp
-    total = xp.sum(a[0] * b[0])
-    for u, v in zip(a[1:], b[1:]):
-        total = total + xp.sum(u * v)
-    return total
-
-
 def _axpy(alpha, x, y):
     """``alpha * x + y`` for lists of arrays (``alpha`` a number or 0-d array)."""
     return [alpha * u + v for u, v in zip(x, y)]
-
-
-def _read(*values):
-    """0-d arrays as Python floats, in one transfer: the line search's only host reads."""
-    xp = array_namespace(*values)
-    return [float(v) for v in to_numpy(xp.stack([xp.reshape(v, ()) for v in values]))]
 
 
 def _cubic_minimiser(a, fa, da, b, fb, db):
@@ -386,24 +375,24 @@ class LBFGS(Solver):
         xp = array_namespace(*params)
         loss, grads = objective(params)
         largest = xp.max(xp.stack([xp.max(xp.abs(g)) for g in grads]))
-        scalars = [loss, largest] + ([] if direction is None else [_dot(grads, direction)])
-        return loss, grads, _read(*scalars), replace(state, n_fun=state.n_fun + 1)
+        scalars = [loss, largest] + ([] if direction is None else [kernels.dot(grads, direction)])
+        return loss, grads, read_floats(*scalars), replace(state, n_fun=state.n_fun + 1)
 
     def _direction(self, grads, state):
         """``-H g`` by the two-loop recursion."""
         q = list(grads)
         history = list(zip(state.steps, state.changes))
-        rhos = [1.0 / _dot(y, s) for s, y in history]
+        rhos = [1.0 / kernels.dot(y, s) for s, y in history]
         alphas = []
         for (s, y), rho in zip(reversed(history), reversed(rhos)):
-            a = rho * _dot(s, q)
+            a = rho * kernels.dot(s, q)
             alphas.append(a)
             q = _axpy(-a, y, q)
         if history:
             s, y = history[-1]
-            q = [(_dot(s, y) / _dot(y, y)) * v for v in q]
+            q = [(kernels.dot(s, y) / kernels.dot(y, y)) * v for v in q]
         for (s, y), rho, a in zip(history, rhos, reversed(alphas)):
-            b = rho * _dot(y, q)
+            b = rho * kernels.dot(y, q)
             q = _axpy(a - b, s, q)
         return [-v for v in q]
 
@@ -419,15 +408,15 @@ class LBFGS(Solver):
                 return params, replace(state, stop="the largest gradient entry is at most "
                                        "gtol (tol)", converged=True), loss
         loss0, grads0 = state.loss, state.grads
-        f0 = _read(loss0)[0]
+        f0 = read_floats(loss0)[0]
         for _ in range(2):
             direction = self._direction(grads0, state)
-            slope = _read(_dot(grads0, direction))[0]
+            slope = read_floats(kernels.dot(grads0, direction))[0]
             if not slope < 0:
                 # Not a descent direction (the memory went stale): steepest descent.
                 state = replace(state, steps=[], changes=[])
                 direction = [-g for g in grads0]
-                slope = _read(_dot(grads0, direction))[0]
+                slope = read_floats(kernels.dot(grads0, direction))[0]
             first = 1.0 if state.steps else min(1.0, 1.0 / math.sqrt(-slope))
             found, state = self._line_search(objective, params, direction, f0, slope, first,
                                              state)
@@ -444,7 +433,7 @@ class LBFGS(Solver):
         new_params = _axpy(step, direction, params)
         s = [step * d for d in direction]
         y = [g1 - g0 for g1, g0 in zip(grads, grads0)]
-        sy, yy = _read(_dot(s, y), _dot(y, y))
+        sy, yy = read_floats(kernels.dot(s, y), kernels.dot(y, y))
         steps, changes = state.steps, state.changes
         if sy > 2.220446049250313e-16 * yy:   # keep H positive definite
             steps, changes = (steps + [s])[-self.memory:], (changes + [y])[-self.memory:]
@@ -787,12 +776,21 @@ def state_from_arrays(description: Any, arrays: Mapping[str, Any],
             if checked and not (_is_dataclass_value(like) and type(like).__name__ == name):
                 raise mismatch(f"a {name:.40}", like)
             cls = type(like) if checked else _state_class(name)
-            names = [f.name for f in dataclasses.fields(cls) if f.init]
-            if sorted(fields) != sorted(names):
+            init = [f for f in dataclasses.fields(cls) if f.init]
+            names = [f.name for f in init]
+            # A field added in a later version has a default: a file written
+            # before it existed lacks it, and gets the template's value (the
+            # solver's fresh state), else the default.
+            optional = {f.name for f in init if f.default is not dataclasses.MISSING}
+            missing = set(names) - set(fields)
+            if set(fields) - set(names) or missing - optional:
                 raise ValueError(f"a {name} state has fields {sorted(fields)!r:.200}, "
                                  f"not {names}")
-            return cls(**{key: decode(fields[key], getattr(like, key) if checked
-                                      else _UNCHECKED) for key in names})
+            values = {key: decode(fields[key], getattr(like, key) if checked else _UNCHECKED)
+                      for key in names if key in fields}
+            if checked:
+                values.update({key: getattr(like, key) for key in missing})
+            return cls(**values)
         raise ValueError(f"unknown state node type {kind!r:.40}")
 
     state = decode(description, like)
@@ -804,20 +802,24 @@ def state_from_arrays(description: Any, arrays: Mapping[str, Any],
 
 @dataclass(frozen=True)
 class AutoGDState:
-    """:class:`AutoGD`'s state: the rate, and the last accepted point to step back to.
+    """:class:`AutoGD`'s state: the point training stands at, what is known there, the rates.
 
     Attributes
     ----------
     learning_rate : float
-        The rate of the last step taken (NaN before the first).
+        The rate of the last step tried (NaN before the first).
     params, grads : list of arrays
-        The last accepted point and its gradient (zeros before the first step).
+        The current point (always one whose step was accepted, or the start)
+        and the gradient there.
     loss : float
-        The loss at ``params``, read on the host (NaN before the first step).
+        The loss at ``params``, read on the host; NaN when it is not known
+        (before the first step, and at the start of each call to ``fit``).
     grad_sq : float
-        ``|grads|**2``, read on the host (NaN before the first step).
-    flat_grads : array or None
-        ``grads`` laid end to end, one vector (None before the first step).
+        ``|grads|**2``, read on the host.
+    flat_grads : array
+        ``grads`` laid end to end, one vector.
+    next_rate : float
+        The rate of the next step to try (NaN: ``learning_rate``).
     """
 
     learning_rate: float
@@ -826,6 +828,7 @@ class AutoGDState:
     loss: float
     grad_sq: float = float("nan")
     flat_grads: Any = None
+    next_rate: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -833,13 +836,14 @@ class AutoGD(Solver):
     """Gradient descent with ``learning_rate_init="auto"``: the rate from the curvature.
 
     The first rate is ``1.9 / L`` from a power-iteration estimate of the
-    Hessian's largest eigenvalue ``L``; after it, each rate is the inverse
-    of the curvature along the step just taken (Barzilai-Borwein), and a step
-    that does not lower the loss enough is taken back and retried with a
-    smaller rate (a backtracking line search's step). The maths and the
+    Hessian's largest eigenvalue ``L``. Each step is tried: when it lowers
+    the loss enough (Armijo) it is taken, and the next rate is the inverse
+    of the curvature along it (Barzilai-Borwein); when it does not, training
+    stays where it was and the next try has a smaller rate (a backtracking
+    line search's step). So the parameters after every update are a point
+    whose loss is known and no higher than before. The maths and the
     thresholds are in :mod:`gpumlp.step_size`. ``learning_rate`` is unused
-    (the state holds the rate in force). Each step reads four numbers on the
-    host, to decide.
+    (the state holds the rates). Each step reads three numbers on the host.
     """
 
     learning_rate: float = float("nan")
@@ -849,39 +853,46 @@ class AutoGD(Solver):
     def init_state(self, params):
         xp = array_namespace(*params)
         zeros = [xp.zeros_like(p) for p in params]
-        return AutoGDState(float("nan"), zeros, list(zeros), float("nan"), float("nan"))
+        return AutoGDState(float("nan"), zeros, list(zeros), float("nan"), float("nan"),
+                           _flatten(zeros, xp), float("nan"))
+
+    def begin_fit(self, state):
+        """Forget the loss and gradient kept from an earlier call: its data may differ.
+
+        The next step evaluates them afresh at the parameters it is given (the
+        rates are kept), so ``partial_fit`` on new rows, or a fit resumed after
+        early stopping restored its best weights, compares like with like.
+        """
+        return replace(state, loss=float("nan"))
 
     def update(self, params, state, objective):
         xp = array_namespace(*params)
-        loss, grads = objective(params)
-        # One vector for the products below: on small networks, a handful of
-        # array operations instead of a few per parameter array.
-        flat = _flatten(grads, xp)
-        grad_sq = xp.vecdot(flat, flat)
-        if math.isnan(state.learning_rate):
-            host_loss, host_grad_sq = step_size.read_floats(loss, grad_sq, xp=xp)
-            rate = step_size.initial_learning_rate(
-                step_size.largest_curvature(objective, params, grads))
-        else:
-            # The step was s = -lr g_prev, so s.s = lr**2 |g_prev|**2 and
-            # s.y = -lr g_prev.(g - g_prev): one dot product beside |g|**2.
-            lr = state.learning_rate
-            previous = state.flat_grads
-            if previous is None:   # a state saved before flat_grads existed
-                previous = _flatten(state.grads, xp)
-            change = xp.vecdot(previous, flat - previous)
-            host_loss, host_grad_sq, slope_change = step_size.read_floats(
-                loss, grad_sq, change, xp=xp)
-            eps = float(xp.finfo(params[0].dtype).eps)
-            accept, rate = step_size.next_learning_rate(
-                lr, state.loss, state.grad_sq, host_loss, lr * lr * state.grad_sq,
-                -lr * slope_change, eps)
-            if not accept:
-                # Step again from the last accepted point, with the smaller rate.
-                params, grads, flat, loss = state.params, state.grads, previous, None
-                host_loss, host_grad_sq = state.loss, state.grad_sq
-        new = kernels.gd_step(params, grads, rate)
-        if loss is None:
-            loss = xp.asarray(host_loss, dtype=params[0].dtype, device=device(params[0]))
-        return new, AutoGDState(rate, list(params), list(grads), host_loss,
-                                host_grad_sq, flat), loss
+        if math.isnan(state.loss):
+            # Where training stands is not evaluated yet: the start, or a new call.
+            loss, grads = objective(params)
+            flat = _flatten(grads, xp)
+            host_loss, host_grad_sq = read_floats(loss, xp.vecdot(flat, flat), xp=xp)
+            rate = state.next_rate if not math.isnan(state.next_rate) else state.learning_rate
+            if math.isnan(rate):
+                rate = step_size.initial_learning_rate(
+                    step_size.largest_curvature(objective, params, grads))
+            state = AutoGDState(rate, list(params), list(grads), host_loss, host_grad_sq,
+                                flat, rate)
+        rate = state.next_rate if not math.isnan(state.next_rate) else state.learning_rate
+        # The step s = -rate g, tried: s.s = rate**2 |g|**2, s.y = -rate g.(g_new - g).
+        trial = kernels.gd_step(params, state.grads, rate)
+        trial_loss, trial_grads = objective(trial)
+        flat = _flatten(trial_grads, xp)
+        previous = state.flat_grads
+        host_loss, host_grad_sq, slope_change = read_floats(
+            trial_loss, xp.vecdot(flat, flat), xp.vecdot(previous, flat - previous), xp=xp)
+        eps = float(xp.finfo(params[0].dtype).eps)
+        accept, next_rate = step_size.next_learning_rate(
+            rate, state.loss, state.grad_sq, host_loss, rate * rate * state.grad_sq,
+            -rate * slope_change, eps)
+        # The epoch's loss is the loss where it started, as for every solver.
+        loss = xp.asarray(state.loss, dtype=params[0].dtype, device=device(params[0]))
+        if not accept:
+            return list(params), replace(state, learning_rate=rate, next_rate=next_rate), loss
+        return trial, AutoGDState(rate, list(trial), list(trial_grads), host_loss,
+                                  host_grad_sq, flat, next_rate), loss

@@ -20,22 +20,24 @@ What the rule does
    ``lr = 1.9 / L`` (:data:`SAFETY`), to four significant digits.
 2. **Adapt** every step, :func:`next_learning_rate`: the next rate is the
    inverse of the curvature measured along the step just taken, the
-   Barzilai-Borwein step ``lr = (s . s) / (s . y)``, with ``s`` the change in
-   the parameters and ``y`` the change in the gradient (``y ~ H s``, so
+   Barzilai-Borwein step ``lr = (s . s) / (s . y)``, with ``s = -lr g`` the
+   step and ``y`` the change in the gradient across it (``y ~ H s``, so
    ``(s . y) / (s . s)`` is a Rayleigh quotient of the Hessian: the curvature
    is re-estimated at every step, from two gradients already computed).
    Along a direction of high curvature this is a short step; when the step
    lies where the loss is flat it is a long one, well past the ``2 / L``
-   that bounds a *fixed* rate. A step must lower the loss by at least
+   that bounds a *fixed* rate. Each step is tried before it is taken
+   (:class:`gpumlp.solvers.AutoGD`): it must lower the loss by at least
    :data:`ARMIJO` times ``lr * |g|**2`` (Armijo's sufficient decrease);
-   one that does not is taken back and retried from the previous point with
+   one that does not is refused, and the next try from the same point has
    a smaller rate, :func:`shrunk_learning_rate`: the minimiser of the
    parabola through the two losses with the known slope ``-|g|**2``, kept
    within :data:`SHRINK` of the failed rate (a line search's backtracking
    step; halving instead took up to a dozen steps back in a row after a long
    step, and the stopping rule counts each as an epoch without progress).
-   So the loss never rises from one accepted
-   step to the next, which keeps the stopping rule's meaning. When
+   So the loss never rises from one epoch to the next, which keeps the
+   stopping rule's meaning, and the parameters after any epoch are a
+   point whose loss was checked. When
    ``s . y <= 0`` (the loss curves down along the step) the rate holds; it
    never exceeds :data:`MAX_RATE`.
 
@@ -46,15 +48,16 @@ What the rule does
    while (a non-monotone acceptance test) gave lower losses on average but
    made the default stopping rule end fits early, once at a test R**2 of -29.
 
-Every decision uses a few numbers read back to the host in one transfer
-(the loss, ``|g|**2``, ``s . s`` and ``s . y``). A loss within
+Every decision uses three numbers read back to the host in one transfer
+(the tried point's loss, ``|g_new|**2`` and ``g . (g_new - g)``, which give
+``s . s = lr**2 |g|**2`` and ``s . y = -lr g . (g_new - g)``). A loss within
 :data:`RISE_EPS` units of the dtype's rounding (``eps``, relative) of the
 required decrease passes, so that rounding noise in a loss that has stopped
 moving is no failure. Every rate is rounded to four significant digits, so
 the rounding differences between backends (about 1e-15 relative in float64)
 can change a rate or a decision only when a value lies within that distance
 of a rounding or decision boundary; the agreement suite checks that the rate
-sequence is identical on NumPy and array-api-strict in float64.
+sequence is identical on NumPy, array-api-strict, PyTorch and JAX in float64.
 
 Everything here is generic over the array-API namespace of the parameters;
 the only host reads are the few Python floats the decisions need.
@@ -68,11 +71,12 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from .devices import to_numpy
+from .devices import read_floats
+from .kernels import dot
 
 __all__ = ["ARMIJO", "MAX_RATE", "POWER_ITERATIONS", "RISE_EPS", "SAFETY", "SHRINK",
            "hessian_vector_product", "initial_learning_rate", "largest_curvature",
-           "next_learning_rate", "read_floats", "shrunk_learning_rate"]
+           "next_learning_rate", "shrunk_learning_rate"]
 
 #: The first rate is ``SAFETY / L``: below the stability limit ``2 / L``.
 SAFETY = 1.9
@@ -92,24 +96,6 @@ MAX_RATE = 1e3
 FALLBACK = 1.0
 
 Objective = Callable[[list], tuple[Any, list]]
-
-
-def _dot(a: list, b: list):
-    xp = array_namespace(*a)
-    return sum(xp.sum(x * y) for x, y in zip(a, b))
-
-
-def read_floats(*values, xp=None) -> list[float]:
-    """0-d arrays read back to the host as Python floats, in one transfer.
-
-    ``xp``, when given, is the arrays' namespace (saves looking it up).
-    """
-    xp = array_namespace(*values) if xp is None else xp
-    # Reshaping only what is not 0-d already: each call costs microseconds,
-    # and this runs once a step.
-    stacked = xp.stack([v if getattr(v, "ndim", None) == 0 else xp.reshape(xp.asarray(v), ())
-                        for v in values])
-    return [float(v) for v in to_numpy(stacked)]
 
 
 def hessian_vector_product(objective: Objective, params: list, v: list, h: float) -> list:
@@ -162,8 +148,8 @@ def largest_curvature(objective: Objective, params: list, grads: list,
     """
     xp = array_namespace(*params)
     eps = xp.finfo(params[0].dtype).eps
-    param_norm, grad_norm = read_floats(xp.sqrt(_dot(params, params)),
-                                         xp.sqrt(_dot(grads, grads)))
+    param_norm, grad_norm = read_floats(xp.sqrt(dot(params, params)),
+                                         xp.sqrt(dot(grads, grads)))
     if not (grad_norm > 0 and math.isfinite(grad_norm) and math.isfinite(param_norm)):
         return math.nan
     # The step balancing truncation (h**2) and rounding (eps / h) errors.
@@ -172,11 +158,11 @@ def largest_curvature(objective: Objective, params: list, grads: list,
     Hv = v
     for _ in range(n_iter):
         Hv = hessian_vector_product(objective, params, v, h)
-        norm = xp.sqrt(_dot(Hv, Hv))
+        norm = xp.sqrt(dot(Hv, Hv))
         v = [d / norm for d in Hv]
     # After the loop v = Hv_last / |Hv_last|; one more product for the quotient.
     Hv = hessian_vector_product(objective, params, v, h)
-    (rayleigh,) = read_floats(_dot(v, Hv))
+    (rayleigh,) = read_floats(dot(v, Hv))
     return abs(rayleigh)
 
 
@@ -193,7 +179,7 @@ def initial_learning_rate(curvature: float, safety: float = SAFETY) -> float:
     """
     if not (curvature > 0 and math.isfinite(curvature)):
         return FALLBACK
-    return _four_digits(safety / curvature)
+    return _four_digits(min(safety / curvature, MAX_RATE))
 
 
 def shrunk_learning_rate(learning_rate: float, previous_loss: float,
@@ -229,8 +215,8 @@ def next_learning_rate(learning_rate: float, previous_loss: float, previous_grad
     loss : float
         The loss after the step.
     ss, sy : float
-        ``s . s`` and ``s . y`` for that step: ``s`` the change in the
-        parameters, ``y`` the change in the gradient.
+        ``s . s`` and ``s . y`` for that step: ``s = -learning_rate g`` the
+        step, ``y`` the change in the gradient across it.
     eps : float
         The training dtype's machine epsilon.
 

@@ -61,7 +61,7 @@ from array_api_compat import array_namespace
 
 from . import kernels
 from ._sklearn_compat import convergence_warning
-from .devices import to_numpy
+from .devices import read_floats
 from .solvers import SGD, AutoGD, GradientDescent, Solver
 from .sources import Network, rows_loss_and_grads, select_blocks, select_fast
 
@@ -80,11 +80,10 @@ class LossIncreasedWarning(UserWarning):
 def read_scalars(*values):
     """Read 0-d device arrays back to the host as Python floats, in one transfer.
 
-    This is the training loop's only synchronisation point with the device.
+    This is the training loop's only synchronisation point with the device
+    (:func:`gpumlp.devices.read_floats`).
     """
-    xp = array_namespace(*values)
-    stacked = xp.stack([xp.reshape(v, ()) for v in values])
-    return [float(v) for v in to_numpy(stacked)]
+    return read_floats(*values)
 
 
 def _all_finite(params, xp=None):
@@ -388,6 +387,7 @@ class Trainer:
         """
         batch_size = min(batch_size, source.n_samples)
         first_epoch = self.call_start = len(self.loss_curve)
+        self.state = self.solver.begin_fit(self.state)
         run = _Run(source, validation, rng, batch_size, shuffle, tol, n_iter_no_change,
                    stop_on_validation, verbose, check_convergence, on_epoch, first_epoch)
         # Where the last recorded epoch began: for full-batch descent, the point

@@ -13,7 +13,7 @@ Reported per case and rate:
 * the epochs, and the wall time, to reach a target loss: ``--target`` times
   the best fixed rate's final loss ("-" when never reached, "div" when the
   fit diverged). For "auto" the wall time includes the start-up curvature
-  estimate (17 gradient evaluations).
+  estimate (18 gradient evaluations).
 
 Then, with ``--r2``, the default-network check of issue 14: on Friedman #1
 (2000 rows, standardised, 20% held out), ``MLPRegressor(max_iter=5000)``

@@ -7,7 +7,7 @@ import pytest
 
 from gpumlp import MLPRegressor, load, save, step_size
 from gpumlp.datasets import make_friedman1
-from gpumlp.devices import to_numpy
+from gpumlp.devices import get_device, to_numpy
 from gpumlp.solvers import AutoGD
 from gpumlp.training import LossIncreasedWarning
 
@@ -119,12 +119,66 @@ def test_a_step_taken_back_is_retried_at_the_parabola_s_minimiser(rate, want):
         == pytest.approx(want, rel=1e-12)
 
 
-def test_a_state_without_a_gradient_norm_only_asks_for_no_rise():
-    """A training state saved before ``grad_sq`` existed resumes: no Armijo term."""
-    assert step_size.next_learning_rate(0.2, 1.0, float("nan"), 1.0, 4.0, 2.0, EPS64) \
-        == (True, 2.0)
-    assert step_size.next_learning_rate(0.2, 1.0, float("nan"), 1.0 + 1e-9, 4.0, 2.0,
-                                        EPS64)[0] is False
+def test_a_training_state_written_before_the_newer_fields_continues():
+    """A state saved by an earlier version (no grad_sq, flat_grads, next_rate) loads.
+
+    The missing fields take the fresh state's values; the next call evaluates
+    where it stands and goes on at the saved rate.
+    """
+    from gpumlp.solvers import state_from_arrays, state_to_arrays
+
+    objective, params, _, _ = _quadratic(get_device("cpu"), "float64")
+    solver = AutoGD()
+    _, state = params, solver.init_state(params)
+    params, state, _ = solver.update(params, state, objective)
+    arrays, description = state_to_arrays(state)
+    for name in ("grad_sq", "flat_grads", "next_rate"):
+        del description["fields"][name]
+    arrays = {k: v for k, v in arrays.items() if not k.startswith("flat_grads")}
+    old = state_from_arrays(description, arrays, solver.init_state(params))
+    assert np.isnan(old.grad_sq) and np.isnan(old.next_rate)
+    assert old.learning_rate == state.learning_rate
+    loss_before = float(objective(params)[0])
+    params, resumed, loss = solver.update(params, solver.begin_fit(old), objective)
+    assert float(loss) == loss_before and resumed.learning_rate == state.learning_rate
+    assert float(objective(params)[0]) <= loss_before
+    with pytest.raises(ValueError, match="has fields"):
+        description["fields"]["bogus"] = description["fields"]["loss"]
+        state_from_arrays(description, arrays, solver.init_state(params))
+
+
+@pytest.mark.parametrize("width", [8, 32])
+def test_the_weights_returned_are_never_worse_than_the_last_loss_recorded(diabetes, width):
+    """A fit may end on any epoch: its weights are a point whose step was accepted.
+
+    (A tried step is judged only after it is taken; a fit must not hand back
+    one that the next step would have refused.)
+    """
+    X, y = diabetes
+    eps = np.finfo(np.float64).eps
+    for max_iter in range(1, 41):
+        model = quiet_fit(MLPRegressor((width,), alpha=0.0, max_iter=max_iter, tol=0,
+                                       random_state=0, device="cpu", dtype="float64"), X, y)
+        mse = float(np.mean((model.predict(X) - y) ** 2))
+        assert mse <= model.loss_curve_[-1] * (1 + 64 * eps), max_iter
+
+
+def test_each_call_starts_from_the_loss_of_its_own_rows(friedman, diabetes):
+    """partial_fit on new rows, and a call after early stopping restored its best weights,
+    record first the loss of those rows at the weights the call starts from."""
+    X, y = friedman
+    model = MLPRegressor((8,), alpha=0.0, random_state=0, device="cpu", dtype="float64")
+    for _ in range(3):
+        model.partial_fit(X[:250], y[:250])
+    start = float(np.mean((model.predict(X[250:]) - y[250:]) ** 2))
+    model.partial_fit(X[250:], y[250:])
+    assert model.loss_curve_[-1] == pytest.approx(start, rel=1e-12)
+
+    stopped = quiet_fit(MLPRegressor((8,), alpha=0.0, early_stopping=True, max_iter=400,
+                                     random_state=0, device="cpu", dtype="float64"), X, y)
+    best = float(np.mean((stopped.predict(X) - y) ** 2))
+    stopped.partial_fit(X, y)
+    assert stopped.loss_curve_[-1] == pytest.approx(best, rel=1e-12)
 
 
 def test_the_rate_is_the_inverse_curvature_along_the_step(backend):
@@ -136,11 +190,11 @@ def test_the_rate_is_the_inverse_curvature_along_the_step(backend):
         state = solver.init_state(params)
         p0 = np.concatenate([to_numpy(p).ravel() for p in params])
         params, state, _ = solver.update(params, state, objective)
-        params, state, _ = solver.update(params, state, objective)
     s = np.concatenate([to_numpy(p).ravel() for p in state.params]) - p0  # the first step
+    assert np.linalg.norm(s) > 0   # it was taken
     rayleigh = s @ A @ s / (s @ s)
-    assert state.learning_rate == pytest.approx(1 / rayleigh, rel=5e-4)  # 4 digits
-    assert 1 / largest <= state.learning_rate <= 1 / 0.1
+    assert state.next_rate == pytest.approx(1 / rayleigh, rel=5e-4)  # 4 digits
+    assert 1 / largest <= state.next_rate <= 1 / 0.1
 
 
 def test_the_first_rate_is_the_curvature_estimate_of_issue_14(friedman):
