@@ -80,13 +80,11 @@ def make_data(n, f, dtype, seed=0):
 
 
 # ----------------------------------------------------------------- runners
-def run_gpumlp(ctx, fast=True, backend=None):
-    from gpumlp.activations import get_activation
-    from gpumlp.devices import BackendUnavailableError, get_device, to_numpy
+def _gpumlp_setup(ctx, backend=None):
+    """``(device, source, params, rng, n, h)`` for the gpumlp runners; Skip if unavailable."""
+    from gpumlp.devices import BackendUnavailableError, get_device
     from gpumlp.initialization import glorot_uniform
-    from gpumlp.solvers import GradientDescent
-    from gpumlp.sources import ArraySource, Network
-    from gpumlp.training import Trainer, compiled_step
+    from gpumlp.sources import ArraySource
 
     try:
         device = get_device(ctx["device"], backend)
@@ -95,10 +93,21 @@ def run_gpumlp(ctx, fast=True, backend=None):
     n, f, h = ctx["size"]
     X, y = ctx["data"]
     coefs, intercepts = glorot_uniform([f, h, 1], np.random.default_rng(0), ctx["dtype"])
-    rng = np.random.default_rng(0)
     with device.context():
         source = ArraySource(device.asarray(X), device.asarray(y), device)
         params = [device.asarray(p) for p in coefs + intercepts]
+    return device, source, params, np.random.default_rng(0), n, h
+
+
+def run_gpumlp(ctx, fast=True, backend=None):
+    from gpumlp.activations import get_activation
+    from gpumlp.devices import to_numpy
+    from gpumlp.solvers import GradientDescent
+    from gpumlp.sources import Network
+    from gpumlp.training import Trainer, compiled_step
+
+    device, source, params, rng, n, _ = _gpumlp_setup(ctx, backend)
+    with device.context():
         solver = GradientDescent(LR)
         trainer = Trainer(Network(2, get_activation("sigmoid"), fast), solver, 0.0, params,
                           solver.init_state(params))
@@ -131,24 +140,13 @@ def run_gpumlp_graph(ctx):
     if not ctx["device"].startswith("cuda"):
         raise Skip("CUDA only")
     from gpumlp.activations import get_activation
-    from gpumlp.devices import BackendUnavailableError, get_device
     from gpumlp.fastpath import graph, tiles
-    from gpumlp.initialization import glorot_uniform
     from gpumlp.solvers import GradientDescent
-    from gpumlp.sources import ArraySource, Network
+    from gpumlp.sources import Network
     from gpumlp.training import Trainer
 
-    try:
-        device = get_device(ctx["device"])
-    except BackendUnavailableError as exc:
-        raise Skip(str(exc).split(". ")[0]) from None
-    n, f, h = ctx["size"]
-    X, y = ctx["data"]
-    coefs, intercepts = glorot_uniform([f, h, 1], np.random.default_rng(0), ctx["dtype"])
-    rng = np.random.default_rng(0)
+    device, source, params, rng, _, h = _gpumlp_setup(ctx)
     with device.context():
-        source = ArraySource(device.asarray(X), device.asarray(y), device)
-        params = [device.asarray(p) for p in coefs + intercepts]
         # Whatever the dispatch's size threshold: this measures where it should be.
         plan = tiles.plan_for(source.X, source.y, h, max_elements=None)
         if plan is None:

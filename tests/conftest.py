@@ -17,6 +17,7 @@ import os
 # must be set before SciPy is imported.
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from gpumlp.agreement import (  # noqa: E402
@@ -84,3 +85,20 @@ def cupy_device(request):
         return backend_device("cupy")
     except BackendUnavailableError as exc:
         pytest.skip(f"backend cupy unavailable: {exc}")
+
+
+@pytest.fixture
+def sine_rows():
+    """300 rows of a smooth target in 4 features, for whole-fit tests."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 4))
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] + 0.1 * rng.standard_normal(300)
+    return X, y
+
+
+@pytest.fixture
+def long_blocks(monkeypatch):
+    """Blocks grow to MAX_BLOCK at once, so that a stop falls inside a block."""
+    from gpumlp import training
+
+    monkeypatch.setattr(training, "BLOCK_SECONDS", 1e3)

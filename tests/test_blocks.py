@@ -17,20 +17,6 @@ CASES = {
 }
 
 
-@pytest.fixture
-def data():
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((300, 4))
-    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] + 0.1 * rng.standard_normal(300)
-    return X, y
-
-
-@pytest.fixture
-def long_blocks(monkeypatch):
-    # Blocks grow to MAX_BLOCK at once, so a stop falls inside a block.
-    monkeypatch.setattr(training, "BLOCK_SECONDS", 1e3)
-
-
 def fit(X, y, **params):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -38,9 +24,9 @@ def fit(X, y, **params):
 
 
 @pytest.mark.parametrize("case", ["gd", "gd-auto", "adam"])
-def test_a_fit_that_stops_itself_equals_a_fit_of_exactly_that_many_epochs(data, case,
+def test_a_fit_that_stops_itself_equals_a_fit_of_exactly_that_many_epochs(sine_rows, case,
                                                                           long_blocks):
-    X, y = data
+    X, y = sine_rows
     stopped = fit(X, y, tol=1e-3, n_iter_no_change=5, max_iter=3000, **CASES[case])
     n = stopped.n_iter_
     assert 10 < n < 3000 and n % training.MAX_BLOCK != 0   # it stopped inside a block
@@ -51,8 +37,8 @@ def test_a_fit_that_stops_itself_equals_a_fit_of_exactly_that_many_epochs(data, 
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_blocks_change_nothing_but_the_reads(data, case, monkeypatch):
-    X, y = data
+def test_blocks_change_nothing_but_the_reads(sine_rows, case, monkeypatch):
+    X, y = sine_rows
     params = dict(tol=1e-3, n_iter_no_change=5, max_iter=400, **CASES[case])
     seen = {}
     for name, seconds, most in (("one by one", 0.0, 1), ("in blocks", 1e3, 64)):
@@ -83,8 +69,8 @@ def test_block_sizes_grow_while_epochs_are_quick_and_reset_after_a_replay():
     assert training._next_block_size(sgd, 8, 3, 1e-6) == 1         # cut short: replay
 
 
-def test_an_interrupt_in_the_callback_keeps_the_recorded_epoch_whole(data):
-    X, y = data
+def test_an_interrupt_in_the_callback_keeps_the_recorded_epoch_whole(sine_rows):
+    X, y = sine_rows
     params = dict(solver="sgd", batch_size=20, max_iter=50, tol=0.0, n_iter_no_change=10**6)
 
     def stop_at_five(epoch, loss, validation_loss):
@@ -103,10 +89,10 @@ def test_an_interrupt_in_the_callback_keeps_the_recorded_epoch_whole(data):
     assert model.loss_curve_ == six.loss_curve_
 
 
-def test_a_checkpoint_taken_in_the_callback_resumes_exactly_with_a_schedule(data, tmp_path):
+def test_a_checkpoint_taken_in_the_callback_resumes_exactly_with_a_schedule(sine_rows, tmp_path):
     from gpumlp import io
 
-    X, y = data
+    X, y = sine_rows
     params = dict(solver="sgd", batch_size=50, learning_rate="invscaling", power_t=0.3,
                   learning_rate_init=0.2, tol=0.0, n_iter_no_change=10**6, dtype="float64")
     snapshots = []
@@ -127,10 +113,10 @@ def test_a_checkpoint_taken_in_the_callback_resumes_exactly_with_a_schedule(data
         np.testing.assert_array_equal(a, b)
 
 
-def test_after_a_divergence_weights_state_and_history_describe_one_epoch(data):
+def test_after_a_divergence_weights_state_and_history_describe_one_epoch(sine_rows):
     from gpumlp import TrainingDivergedError
 
-    X, y = data
+    X, y = sine_rows
     params = dict(solver="sgd", momentum=0.9, batch_size=50, learning_rate_init=0.005,
                   activation="identity", tol=0.0, n_iter_no_change=10**6, max_iter=500)
     model = MLPRegressor((8,), device="cpu", random_state=0, **params)

@@ -26,20 +26,6 @@ from gpumlp.fastpath import tiles
 
 
 @pytest.fixture
-def data():
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((300, 4))
-    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] + 0.1 * rng.standard_normal(300)
-    return X, y
-
-
-@pytest.fixture
-def long_blocks(monkeypatch):
-    # Blocks grow to MAX_BLOCK at once, so a stop falls inside a block.
-    monkeypatch.setattr(training, "BLOCK_SECONDS", 1e3)
-
-
-@pytest.fixture
 def model_graph(monkeypatch):
     """The graph's NumPy model on NumPy data, and the model's step as the fast path.
 
@@ -81,8 +67,8 @@ def assert_same_fit(a, b):
 
 # ------------------------------------------------- the trainer, on the model
 def test_a_graph_fit_that_stops_inside_a_block_equals_the_epoch_by_epoch_fit(
-        data, model_graph, long_blocks, dtype):
-    X, y = data
+        sine_rows, model_graph, long_blocks, dtype):
+    X, y = sine_rows
     params = dict(tol=1e-3, n_iter_no_change=5, max_iter=3000, dtype=dtype)
     graph = fit(X, y, True, **params)
     assert model_graph, "the graph was not used"
@@ -92,10 +78,10 @@ def test_a_graph_fit_that_stops_inside_a_block_equals_the_epoch_by_epoch_fit(
 
 
 def test_with_a_penalty_the_weights_are_the_same_and_the_losses_within_rounding(
-        data, model_graph, long_blocks):
+        sine_rows, model_graph, long_blocks):
     # The graph adds sum W**2 in its own order, so the reported loss may differ
     # in the last bits; the gradients, and so the weights, do not.
-    X, y = data
+    X, y = sine_rows
     params = dict(alpha=0.5, tol=0.0, n_iter_no_change=10**6, max_iter=150, dtype="float64")
     graph, epochwise = fit(X, y, True, **params), fit(X, y, False, **params)
     assert model_graph and graph.n_iter_ == epochwise.n_iter_ == 150
@@ -105,9 +91,9 @@ def test_with_a_penalty_the_weights_are_the_same_and_the_losses_within_rounding(
 
 
 @pytest.mark.parametrize("schedule", ["invscaling", "adaptive"])
-def test_schedules_and_early_stopping_go_through_the_graph_unchanged(data, model_graph,
+def test_schedules_and_early_stopping_go_through_the_graph_unchanged(sine_rows, model_graph,
                                                                      long_blocks, schedule):
-    X, y = data
+    X, y = sine_rows
     params = dict(solver="sgd", momentum=0.0, batch_size=10_000, learning_rate=schedule,
                   learning_rate_init=0.3, power_t=0.2, early_stopping=True, tol=1e-4,
                   n_iter_no_change=4, max_iter=500, dtype="float64")
@@ -120,9 +106,9 @@ def test_schedules_and_early_stopping_go_through_the_graph_unchanged(data, model
     assert len(set(graph.learning_rates_)) > 1
 
 
-def test_a_graph_fit_that_diverges_keeps_what_the_epoch_by_epoch_fit_keeps(data, model_graph,
+def test_a_graph_fit_that_diverges_keeps_what_the_epoch_by_epoch_fit_keeps(sine_rows, model_graph,
                                                                           long_blocks):
-    X, y = data
+    X, y = sine_rows
     # Diverges after tens of epochs, well inside a block (blocks end after
     # epochs 1, 3, 7, ..., 63, 127, ...).
     params = dict(learning_rate_init=0.4, activation="tanh", tol=0.0,
@@ -139,8 +125,8 @@ def test_a_graph_fit_that_diverges_keeps_what_the_epoch_by_epoch_fit_keeps(data,
     assert_same_fit(*kept)
 
 
-def test_partial_fit_and_warm_start_through_the_graph(data, model_graph):
-    X, y = data
+def test_partial_fit_and_warm_start_through_the_graph(sine_rows, model_graph):
+    X, y = sine_rows
     params = dict(tol=0.0, n_iter_no_change=10**6, max_iter=7, dtype="float64")
     models = []
     for graph in (True, False):
@@ -166,9 +152,9 @@ def test_partial_fit_and_warm_start_through_the_graph(data, model_graph):
     dict(graph=True, solver="adam"),
     dict(graph=True, solver="lbfgs"),
 ], ids=["opted-out", "auto-rate", "momentum", "minibatch", "adam", "lbfgs"])
-def test_the_graph_is_only_asked_for_plain_full_batch_descent_when_opted_in(data, monkeypatch,
+def test_the_graph_is_only_asked_for_plain_full_batch_descent_when_opted_in(sine_rows, monkeypatch,
                                                                             params):
-    X, y = data
+    X, y = sine_rows
 
     def never(*args):
         raise AssertionError("select_blocks was asked")
@@ -178,8 +164,8 @@ def test_the_graph_is_only_asked_for_plain_full_batch_descent_when_opted_in(data
     fit(X, y, params.pop("graph", False), **params)
 
 
-def test_without_the_opt_in_nothing_changes(data, monkeypatch):
-    X, y = data
+def test_without_the_opt_in_nothing_changes(sine_rows, monkeypatch):
+    X, y = sine_rows
     before = fit(X, y, False, max_iter=40, tol=0.0)
     monkeypatch.delattr(training, "select_blocks")   # the hook is not even looked up
     assert_same_fit(before, fit(X, y, False, max_iter=40, tol=0.0))
@@ -207,8 +193,8 @@ def test_the_opt_in_is_read_from_the_environment_once():
     assert out == "False False"       # off by default
 
 
-def test_the_opt_in_switch_and_the_estimator(data):
-    X, y = data
+def test_the_opt_in_switch_and_the_estimator(sine_rows):
+    X, y = sine_rows
     outside = fastpath.cuda_graph_enabled()     # True under ci/gpu's opted-in run
     with fastpath.with_cuda_graph():
         assert fastpath.cuda_graph_enabled()
@@ -317,9 +303,9 @@ def test_a_replay_of_k_epochs_equals_k_replays_of_one_and_repeats(cupy_device, d
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_a_graph_fit_on_the_gpu_equals_the_epoch_by_epoch_fits(cupy_device, data, long_blocks,
+def test_a_graph_fit_on_the_gpu_equals_the_epoch_by_epoch_fits(cupy_device, sine_rows, long_blocks,
                                                                monkeypatch, precision):
-    X, y = data
+    X, y = sine_rows
     params = dict(tol=1e-3, n_iter_no_change=5, max_iter=3000, dtype=precision,
                   device=cupy_device)
     served = []
