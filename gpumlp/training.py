@@ -67,6 +67,7 @@ from array_api_compat import array_namespace
 from . import kernels
 from ._sklearn_compat import convergence_warning
 from .devices import read_floats
+from .fastpath import compiled
 from .fastpath.compiled import MAX_EPOCHS, CompiledBlocks
 from .solvers import SGD, AutoGD, GradientDescent, SGDState, Solver
 from .sources import Network, rows_loss_and_grads, select_blocks, select_fast
@@ -542,7 +543,8 @@ class Trainer:
         Only for plain gradient descent (an ``SGD`` solver without momentum,
         which covers ``"gd"`` with a numeric rate) on one full batch of a
         source holding rows; chosen once per data and settings. A device that
-        compiles (JAX), with the fast paths on: :func:`compiled_blocks`;
+        compiles (JAX), with the fast paths on and a network whose block
+        slots fit (:func:`gpumlp.fastpath.compiled.serves`): :func:`compiled_blocks`;
         with the CUDA opt-in: :func:`select_blocks`; otherwise None.
         """
         source = run.source
@@ -551,7 +553,7 @@ class Trainer:
                 and run.batch_size >= source.n_samples):
             return None
         device = source.device
-        compiles = device.compiles and self.network.fastpath
+        compiles = device.compiles and self.network.fastpath and compiled.serves(self.params)
         if not (compiles or self.network.cuda_graph):
             return None
         X, y, w = source.rows((0, source.n_samples, None))

@@ -122,6 +122,17 @@ def test_only_plain_full_batch_descent_compiles_blocks(sine_rows, runs, params):
     assert not runs
 
 
+def test_a_network_too_large_for_the_slots_keeps_the_epoch_loop(sine_rows, runs, monkeypatch,
+                                                                long_blocks):
+    X, y = sine_rows
+    params = dict(solver="gd", learning_rate_init=0.1, max_iter=5, tol=0.0)
+    monkeypatch.setattr(compiled, "MAX_SLOT_ELEMENTS", 64 * (4 * 8 + 8 + 8 + 1))
+    fit(X, y, True, **params)                        # 8 hidden units: fits exactly
+    assert runs == [1, 2, 2]
+    fit(X, y, True, hidden_layer_sizes=(9,), **params)
+    assert runs == [1, 2, 2]
+
+
 @pytest.mark.parametrize("library", ["numpy", "torch"])
 def test_other_backends_never_compile_blocks(sine_rows, monkeypatch, library):
     if library == "torch":

@@ -25,6 +25,7 @@ speed at small sizes, where a JAX dispatch costs as much as an epoch:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,10 +33,20 @@ import numpy as np
 
 from ..devices import to_numpy
 
-__all__ = ["MAX_EPOCHS", "CompiledBlocks", "EpochParams"]
+__all__ = ["MAX_EPOCHS", "MAX_SLOT_ELEMENTS", "CompiledBlocks", "EpochParams", "serves"]
 
 #: Epochs one program may run: the trainer's largest block.
 MAX_EPOCHS = 64
+
+#: The most parameter values a block's slots may hold (``MAX_EPOCHS`` times
+#: the network's parameters): 128 MiB in float64. A larger network keeps the
+#: epoch loop, where a dispatch is small beside its epoch anyway.
+MAX_SLOT_ELEMENTS = 2**24
+
+
+def serves(params: list) -> bool:
+    """Whether a block's slots for these parameters stay within :data:`MAX_SLOT_ELEMENTS`."""
+    return MAX_EPOCHS * sum(math.prod(p.shape) for p in params) <= MAX_SLOT_ELEMENTS
 
 
 class EpochParams(Sequence):
