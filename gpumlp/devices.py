@@ -220,6 +220,31 @@ class Device:
         """
         return step
 
+    def compile_blocks(self, epoch, max_epochs: int):
+        """Up to ``max_epochs`` calls of ``epoch`` as one compiled program, or None.
+
+        Parameters
+        ----------
+        epoch : callable
+            ``epoch(params, rate, X, y, w) -> (params, loss, finite)``: one
+            pure full-batch epoch at the 0-d learning rate ``rate`` (see
+            :func:`gpumlp.training.epoch_function`).
+        max_epochs : int
+            The longest block.
+
+        Returns
+        -------
+        callable or None
+            ``blocks(params, rates, count, X, y, w) -> (stacked, scalars)``:
+            ``count`` epochs from ``params`` at ``rates[:count]`` (``rates`` of
+            shape ``(max_epochs,)``); ``stacked[i][j]`` is parameter ``i``
+            after epoch ``j``, ``scalars[0, j]`` epoch ``j``'s loss and
+            ``scalars[1, j]`` its finiteness flag (slots from ``count`` on are
+            zeros). None (the default) where the device compiles no loops: the
+            trainer then runs its blocks epoch by epoch.
+        """
+        return None
+
 
 class CPUDevice(Device):
     """NumPy, on the host."""
@@ -569,6 +594,33 @@ class JaxDevice(Device):
         run.jitted = jitted  # for tests that count compilations
         return run
 
+    def compile_blocks(self, epoch, max_epochs):
+        """The epochs of a block as one ``lax.fori_loop`` under ``jax.jit``.
+
+        The number of epochs is an argument of the program, not part of its
+        shape: one compilation serves every block length (each length of a
+        ``lax.scan`` would be a compilation of its own, 0.3 to 0.5 s on a
+        2-core CPU). Each epoch writes its parameters, loss and flag to its
+        own slot of buffers of ``max_epochs`` slots.
+        """
+        jax = _jax()
+        jnp = jax.numpy
+
+        def blocks(params, rates, count, X, y, w):
+            def body(j, carry):
+                params, stacked, scalars = carry
+                params, loss, finite = epoch(params, rates[j], X, y, w)
+                stacked = [s.at[j].set(p) for s, p in zip(stacked, params)]
+                scalars = scalars.at[:, j].set(jnp.stack([loss, finite]))
+                return params, stacked, scalars
+
+            start = (list(params), [jnp.zeros((max_epochs, *p.shape), p.dtype) for p in params],
+                     jnp.zeros((2, max_epochs), params[0].dtype))
+            _, stacked, scalars = jax.lax.fori_loop(0, count, body, start)
+            return stacked, scalars
+
+        return self.compile(blocks)
+
     def _committed(self, leaf):
         jax = _jax()
         return leaf if isinstance(leaf, jax.Array) else jax.device_put(leaf, self.array_device)
@@ -910,6 +962,9 @@ def read_floats(*values, xp=None) -> list[float]:
     Parameters
     ----------
     *values : 0-d arrays (or arrays of one element) of one namespace
+        NumPy scalars among them are already on the host and taken as they
+        are (a block runner that read its figures itself, such as
+        :class:`gpumlp.fastpath.compiled.CompiledBlocks`).
     xp : namespace, optional
         The arrays' namespace, when the caller knows it (saves looking it up).
 
@@ -917,6 +972,10 @@ def read_floats(*values, xp=None) -> list[float]:
     -------
     list of float
     """
+    if any(isinstance(v, np.generic) for v in values):
+        on_device = [v for v in values if not isinstance(v, np.generic)]
+        read = iter(read_floats(*on_device, xp=xp) if on_device else ())
+        return [float(v) if isinstance(v, np.generic) else next(read) for v in values]
     if xp is None:
         from array_api_compat import array_namespace
 

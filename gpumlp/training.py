@@ -21,11 +21,16 @@ the epochs are then recorded in order, so when the rule below fires inside a
 block, training is put back exactly where the epoch-by-epoch rule leaves it.
 A fit callback is called for each epoch once it is wholly done.
 
-A backend may run a whole block itself: for plain gradient descent on the
-full batch, with the opt-in ``GPUMLP_CUDA_GRAPH=1`` on CuPy, one CUDA graph
-per block (:func:`gpumlp.fastpath.select_blocks`) gives every epoch's
+A backend may run a whole block itself, for plain gradient descent on the
+full batch: on a device that compiles loops (JAX), the step above run for
+every epoch of the block in one compiled program (:func:`epoch_function`,
+:meth:`gpumlp.devices.Device.compile_blocks`,
+:mod:`gpumlp.fastpath.compiled`), on by default and off with the fast paths
+(``GPUMLP_FASTPATH=0``, :func:`gpumlp.fastpath.disabled`); with the opt-in
+``GPUMLP_CUDA_GRAPH=1`` on CuPy, one CUDA graph per block
+(:func:`gpumlp.fastpath.select_blocks`). Either gives every epoch's
 parameters, loss and finiteness flag, and the block goes on from there as
-above. Without the opt-in nothing changes.
+above. Other backends, and CuPy without the opt-in, run epoch by epoch.
 
 The stopping rule ("repeat until converged"), scikit-learn's: an epoch counts
 as an improvement when its loss is at least ``tol`` below the best loss so far
@@ -62,11 +67,13 @@ from array_api_compat import array_namespace
 from . import kernels
 from ._sklearn_compat import convergence_warning
 from .devices import read_floats
-from .solvers import SGD, AutoGD, GradientDescent, Solver
+from .fastpath import compiled
+from .fastpath.compiled import MAX_EPOCHS, CompiledBlocks
+from .solvers import SGD, AutoGD, GradientDescent, SGDState, Solver
 from .sources import Network, rows_loss_and_grads, select_blocks, select_fast
 
-__all__ = ["LossIncreasedWarning", "Trainer", "TrainingDivergedError", "compiled_step",
-           "read_scalars", "step_function"]
+__all__ = ["LossIncreasedWarning", "Trainer", "TrainingDivergedError", "compiled_blocks",
+           "compiled_step", "epoch_function", "read_scalars", "step_function"]
 
 
 class TrainingDivergedError(ValueError):
@@ -215,6 +222,48 @@ def step_function(network: Network, solver: Solver, alpha: float, n_outputs: int
 def compiled_step(device, network: Network, solver: Solver, alpha: float, n_outputs: int):
     """:func:`step_function` compiled by ``device`` (``Device.compile``), cached."""
     return device.compile(step_function(network, solver, alpha, n_outputs))
+
+
+def epoch_function(network: Network, solver: Solver, alpha: float, n_outputs: int):
+    """One epoch of plain full-batch gradient descent at a given rate, as a pure function.
+
+    :func:`step_function`'s step on the whole batch, with the solver state of
+    plain descent (:class:`gpumlp.solvers.SGDState` without velocities) at
+    the epoch's rate, and the finiteness flag of the epoch loop
+    (:func:`_all_finite`): what a device compiles into a block
+    (``Device.compile_blocks``).
+
+    Parameters
+    ----------
+    network, solver, alpha, n_outputs
+        As for :func:`step_function`; ``solver`` an :class:`~gpumlp.solvers.SGD`
+        without momentum.
+
+    Returns
+    -------
+    callable
+        ``epoch(params, rate, X, y, w) -> (params, loss, finite)``, with
+        ``rate`` a 0-d array in the parameters' dtype, ``loss`` the loss at
+        the old parameters (penalty included) and ``finite`` 1 or 0 (the new
+        parameters' sum is finite), 0-d arrays.
+    """
+    step = step_function(network, solver, alpha, n_outputs)
+
+    def epoch(params, rate, X, y, w):
+        params, _, loss = step(params, SGDState(rate), X, y, w)
+        return params, loss, _all_finite(params)
+
+    return epoch
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_blocks(device, network: Network, solver: Solver, alpha: float, n_outputs: int):
+    """:func:`epoch_function` compiled into whole blocks by ``device``, cached; or None.
+
+    See ``Device.compile_blocks`` (None where the device compiles no loops).
+    """
+    return device.compile_blocks(epoch_function(network, solver, alpha, n_outputs),
+                                 MAX_EPOCHS)
 
 
 def _weighted_mean(losses, rows):
@@ -473,37 +522,53 @@ class Trainer:
             start.restore(self, rng)
             raise
         width = len(values) // size
-        for j, epoch in enumerate(epochs):
-            mine = values[j * width:(j + 1) * width]
-            outcome = self._record(run, epoch, mine)
-            if outcome is _REPLAY:
-                # The later epochs ran with the old state: run them again.
-                return j + 1, None
-            if outcome is not _GO_ON:
-                return j + 1, outcome
-        return size, None
+        try:
+            for j, epoch in enumerate(epochs):
+                mine = values[j * width:(j + 1) * width]
+                outcome = self._record(run, epoch, mine)
+                if outcome is _REPLAY:
+                    # The later epochs ran with the old state: run them again.
+                    return j + 1, None
+                if outcome is not _GO_ON:
+                    return j + 1, outcome
+            return size, None
+        finally:
+            # A block runner's epochs may hold their parameters lazily
+            # (:class:`gpumlp.fastpath.compiled.EpochParams`): a list between blocks.
+            self.params = list(self.params)
 
     def _block_runner(self, run):
-        """The backend's runner of whole blocks (see :func:`select_blocks`), or None.
+        """The backend's runner of whole blocks, or None.
 
         Only for plain gradient descent (an ``SGD`` solver without momentum,
         which covers ``"gd"`` with a numeric rate) on one full batch of a
-        source holding rows; chosen once per data and settings.
+        source holding rows; chosen once per data and settings. A device that
+        compiles (JAX), with the fast paths on and a network whose block
+        slots fit (:func:`gpumlp.fastpath.compiled.serves`): :func:`compiled_blocks`;
+        with the CUDA opt-in: :func:`select_blocks`; otherwise None.
         """
         source = run.source
-        if not (self.network.cuda_graph and hasattr(source, "epoch_rows")
-                and isinstance(self.solver, SGD)
+        if not (hasattr(source, "epoch_rows") and isinstance(self.solver, SGD)
                 and getattr(self.state, "velocities", True) is None
                 and run.batch_size >= source.n_samples):
             return None
+        device = source.device
+        compiles = device.compiles and self.network.fastpath and compiled.serves(self.params)
+        if not (compiles or self.network.cuda_graph):
+            return None
         X, y, w = source.rows((0, source.n_samples, None))
-        arrays, settings = (X, y), (self.network, self.alpha,
-                                    tuple(tuple(p.shape) for p in self.params))
+        arrays, settings = (X, y, w), (self.network, self.solver, self.alpha,
+                                       tuple(tuple(p.shape) for p in self.params))
         cached = self._blocks
         if cached is None or any(a is not b for a, b in zip(cached[0], arrays)) \
                 or cached[1] != settings:
-            cached = self._blocks = (arrays, settings, select_blocks(
-                X, y, w, self.coefs, self.network, self.alpha))
+            if compiles:
+                blocks = compiled_blocks(device, self.network, self.solver, self.alpha,
+                                         source.n_outputs)
+                runner = None if blocks is None else CompiledBlocks(blocks, X, y, w, device)
+            else:
+                runner = select_blocks(X, y, w, self.coefs, self.network, self.alpha)
+            cached = self._blocks = (arrays, settings, runner)
         return cached[2]
 
     def _run_block(self, blocks, run, size, start):
@@ -531,7 +596,7 @@ class Trainer:
             if run.validation is not None:
                 to_read += list(run.validation.evaluate(params[:n_coefs], params[n_coefs:],
                                                         self.network))
-            epoch = _Epoch(before, list(params), state, ended, seen, start.rng, rate)
+            epoch = _Epoch(before, params, state, ended, seen, start.rng, rate)
             epochs.append(epoch)
             before = _Snapshot(epoch.params, ended, seen, start.rng)
         last = epochs[-1]

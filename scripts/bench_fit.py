@@ -8,6 +8,9 @@ for the same epochs (the rule is evaluated after each one, with a tolerance
 small enough that it does not stop early) and reports wall time / epochs:
 
 * gpumlp: ``MLPRegressor(solver="gd")`` at a fixed rate, as a user calls it;
+* gpumlp, backend jax: the same on JAX arrays (``backend="jax"``, the CPU),
+  each block of epochs one compiled program; and, as before issue 10's
+  item 4, one jitted step per epoch (``gpumlp-jax-steps``);
 * jax.jit, host read each epoch: a jitted step, the loss read back and the
   rule applied in Python after every epoch;
 * jax.jit, 100 epochs per loop: ``lax.fori_loop`` over 100 steps, the
@@ -89,7 +92,7 @@ def interleaved(fits, rounds):
     return times
 
 
-def run_gpumlp(X, y, h, epochs):
+def run_gpumlp(X, y, h, epochs, **backend):
     from gpumlp import MLPRegressor
 
     def fit():
@@ -97,10 +100,36 @@ def run_gpumlp(X, y, h, epochs):
             warnings.simplefilter("ignore")
             model = MLPRegressor((h,), solver="gd", learning_rate_init=rate(h), max_iter=epochs,
                                  tol=TOL, n_iter_no_change=PATIENCE, device="cpu",
-                                 random_state=0).fit(X, y)
+                                 random_state=0, **backend).fit(X, y)
         return model.n_iter_
 
     return fit
+
+
+def run_gpumlp_jax(X, y, h, epochs):
+    """gpumlp on JAX arrays (``backend="jax"``), the CPU, otherwise as ``run_gpumlp``."""
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        return None
+    return run_gpumlp(X, y, h, epochs, backend="jax")
+
+
+def run_gpumlp_jax_steps(X, y, h, epochs):
+    """``run_gpumlp_jax`` epoch by epoch: one jitted step each, no compiled blocks.
+
+    (``gpumlp.fastpath.disabled()``, which on JAX turns off only the blocks.)
+    """
+    fit = run_gpumlp_jax(X, y, h, epochs)
+    if fit is None:
+        return None
+    from gpumlp import fastpath
+
+    def steps():
+        with fastpath.disabled():
+            return fit()
+
+    return steps
 
 
 def _jax_setup(X, y, h):
@@ -224,9 +253,13 @@ def run_sklearn(X, y, h, epochs):
 
 
 #: name -> (runner, what it is)
-RUNNERS = {"gpumlp": run_gpumlp, "jax-each": run_jax_each, "jax-blocks": run_jax_blocks,
+RUNNERS = {"gpumlp": run_gpumlp, "gpumlp-jax": run_gpumlp_jax,
+           "gpumlp-jax-steps": run_gpumlp_jax_steps, "jax-each": run_jax_each,
+           "jax-blocks": run_jax_blocks,
            "torch": run_torch, "sklearn": run_sklearn}
-LABELS = {"gpumlp": "gpumlp", "jax-each": "jax.jit, host read each epoch",
+LABELS = {"gpumlp": "gpumlp", "gpumlp-jax": "gpumlp, backend jax",
+          "gpumlp-jax-steps": "gpumlp, jax, jit per step",
+          "jax-each": "jax.jit, host read each epoch",
           "jax-blocks": "jax.jit, 100 epochs per loop", "torch": "torch eager",
           "sklearn": "scikit-learn"}
 
@@ -256,6 +289,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     names = [r.strip() for r in args.runners.split(",") if r.strip()]
     results, ratios = {}, {}
+    # Ratios are taken against the first gpumlp runner named.
+    reference = next((name for name in names if name.startswith("gpumlp")), None)
     for size in args.sizes.split(","):
         (n, f, h), epochs = SIZES[size]
         X, y = make_data(n, f)
@@ -272,12 +307,12 @@ def main(argv=None):
             results[(size, name)] = min(values)
             print(f"{str((n, f, h)):18s} {LABELS[name]:30s} {min(values):9.4f} ms/epoch "
                   f"(rounds: {', '.join(f'{v:.4g}' for v in values)})", flush=True)
-            if "gpumlp" in times and name != "gpumlp":
+            if reference in times and name != reference:
                 # gpumlp / peer within each round: the drift cancels.
                 ratios[(size, name)] = float(np.median(
-                    np.asarray(times["gpumlp"]) / np.asarray(values)))
-    print("\nper epoch, ms, best round (ratio = gpumlp / peer, the median over rounds of "
-          "the ratio within a round; below 1 gpumlp is faster)")
+                    np.asarray(times[reference]) / np.asarray(values)))
+    print(f"\nper epoch, ms, best round (ratio = {reference} / peer, the median over rounds "
+          f"of the ratio within a round; below 1 {reference} is faster)")
     for size in args.sizes.split(","):
         cells = [f"{LABELS[name]}: {results[(size, name)]:.4g}"
                  + (f" ({ratios[(size, name)]:.2f})" if (size, name) in ratios else "")

@@ -6,6 +6,7 @@ are the choices themselves, their errors, and what is particular to each
 library: JAX's compiled step and its float64, MPS's missing float64.
 """
 
+import contextlib
 import subprocess
 import sys
 import warnings
@@ -168,7 +169,10 @@ def compiled_steps(monkeypatch):
 def test_jax_compiles_the_step_once_not_per_epoch(solver, compiled_steps):
     pytest.importorskip("jax")
     X, y = _data(n=100)
-    with warnings.catch_warnings():
+    # Full-batch "gd" runs whole blocks as one program by default
+    # (tests/test_compiled_blocks.py); without the fast paths, one step per epoch.
+    with warnings.catch_warnings(), \
+            (fastpath.disabled() if solver == "gd" else contextlib.nullcontext()):
         warnings.simplefilter("ignore")
         model = MLPRegressor((5,), solver=solver, batch_size=32, max_iter=2, tol=0.0,
                              random_state=0, backend="jax", learning_rate_init=0.01,

@@ -17,6 +17,10 @@ device's :attr:`~gpumlp.devices.Device.fastpath`:
 Beside the step, :func:`select_blocks` may return a runner of whole blocks
 of full-batch gradient-descent epochs (:mod:`gpumlp.fastpath.graph`: one
 CUDA graph per block), which the trainer uses in place of its epoch loop.
+On a device that compiles loops (JAX), the trainer instead compiles its own
+step into whole blocks (:mod:`gpumlp.fastpath.compiled`, through
+:meth:`gpumlp.devices.Device.compile_blocks`): the same maths, no fast-path
+form of its own, on unless the switch below turns the fast paths off.
 
 A fast path serves only the activations whose record
 (:mod:`gpumlp.activations`) carries the form it needs, and only the squared

@@ -1,0 +1,188 @@
+"""Whole blocks of epochs as one compiled JAX program (issue 10, item 4).
+
+A JAX fit of plain full-batch gradient descent runs each block of the trainer
+as one ``jax.jit`` program over the trainer's own step
+(:mod:`gpumlp.fastpath.compiled`). It must equal, bit for bit, the same fit
+run epoch by epoch through the per-step ``jax.jit`` (the fast paths turned off
+with :func:`gpumlp.fastpath.disabled`, which on JAX turns off only this), in
+float32 and float64: XLA computes the step alike inside the loop and alone.
+Other backends never take this path.
+"""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+from gpumlp import MLPRegressor, TrainingDivergedError, fastpath, training
+from gpumlp.devices import Device, read_floats
+from gpumlp.fastpath import compiled
+
+jax = pytest.importorskip("jax")
+
+CASES = {
+    "gd": dict(solver="gd", learning_rate_init=0.1, tol=1e-3, n_iter_no_change=5),
+    "gd-penalty-weights": dict(solver="gd", learning_rate_init=0.1, alpha=0.3, tol=1e-3,
+                               n_iter_no_change=5, weighted=True),
+    "invscaling": dict(solver="sgd", momentum=0.0, batch_size=10_000, learning_rate_init=0.3,
+                       learning_rate="invscaling", power_t=0.2, tol=1e-4,
+                       n_iter_no_change=4),
+    "adaptive-early-stopping": dict(solver="sgd", momentum=0.0, batch_size=10_000,
+                                    learning_rate_init=0.3, learning_rate="adaptive",
+                                    early_stopping=True, tol=1e-4, n_iter_no_change=4),
+}
+
+
+@pytest.fixture
+def runs(monkeypatch):
+    """The block lengths that :class:`CompiledBlocks` ran, in order."""
+    seen, real = [], compiled.CompiledBlocks.run
+
+    def run(self, params, rates):
+        seen.append(len(rates))
+        return real(self, params, rates)
+
+    monkeypatch.setattr(compiled.CompiledBlocks, "run", run)
+    return seen
+
+
+def fit(X, y, compiled_blocks, *, weighted=False, backend="jax", **params):
+    params = {"hidden_layer_sizes": (8,), "backend": backend, "device": "cpu",
+              "random_state": 0, "max_iter": 3000, **params}
+    weights = np.linspace(0.5, 1.5, len(X)) if weighted else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if compiled_blocks:
+            return MLPRegressor(**params).fit(X, y, sample_weight=weights)
+        with fastpath.disabled():
+            return MLPRegressor(**params).fit(X, y, sample_weight=weights)
+
+
+def assert_same_fit(a, b):
+    assert a.n_iter_ == b.n_iter_ and a.loss_curve_ == b.loss_curve_
+    assert a.learning_rates_ == b.learning_rates_ and a.t_ == b.t_
+    assert a.validation_scores_ == b.validation_scores_
+    for p, q in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        assert p.dtype == q.dtype
+        np.testing.assert_array_equal(np.asarray(p), np.asarray(q))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_compiled_block_fit_equals_the_per_step_fit_bit_for_bit(sine_rows, long_blocks, runs,
+                                                                 dtype, case):
+    X, y = sine_rows
+    blocks = fit(X, y, True, dtype=dtype, **CASES[case])
+    assert runs, "the compiled blocks did not run"
+    if case != "adaptive-early-stopping":            # (its replays restart the blocks)
+        assert 64 in runs                            # whole 64-epoch blocks ran
+    n = blocks.n_iter_
+    assert 10 < n < 3000 and n % training.MAX_BLOCK != 0   # it stopped inside a block
+    del runs[:]
+    assert_same_fit(blocks, fit(X, y, False, dtype=dtype, **CASES[case]))
+    assert not runs                                  # the per-step fit took no block
+    if case == "invscaling":
+        assert len(set(blocks.learning_rates_)) > 1
+
+
+def test_a_compiled_block_fit_that_diverges_keeps_what_the_per_step_fit_keeps(
+        sine_rows, long_blocks, runs, dtype):
+    X, y = sine_rows
+    # Diverges after tens of epochs, inside a block (blocks end after epochs
+    # 1, 3, 7, ..., 63, 127, ...).
+    rate = {"float32": 0.4, "float64": 0.7}[dtype]   # float64 lasts longer
+    params = dict(solver="gd", learning_rate_init=rate, activation="tanh", tol=0.0,
+                  n_iter_no_change=10**6, max_iter=500, dtype=dtype)
+    kept = []
+    for compiled_blocks in (True, False):
+        model = MLPRegressor((8,), backend="jax", device="cpu", random_state=0, **params)
+        with warnings.catch_warnings(), pytest.raises(TrainingDivergedError):
+            warnings.simplefilter("ignore")
+            if compiled_blocks:
+                model.fit(X, y * 100)
+            else:
+                with fastpath.disabled():
+                    model.fit(X, y * 100)
+        kept.append(model)
+    assert runs and kept[0].n_iter_ > 10 and kept[0].n_iter_ + 1 not in (64, 128, 192, 256)
+    assert_same_fit(*kept)
+    assert isinstance(kept[0]._trainer.params, list)
+
+
+@pytest.mark.parametrize("params", [
+    dict(learning_rate_init="auto"),                         # reads the host each step
+    dict(solver="sgd", momentum=0.9, batch_size=10**4),      # momentum
+    dict(solver="sgd", momentum=0.0, batch_size=50),         # minibatches
+    dict(solver="adam"),
+    dict(solver="lbfgs"),
+], ids=["auto-rate", "momentum", "minibatch", "adam", "lbfgs"])
+def test_only_plain_full_batch_descent_compiles_blocks(sine_rows, runs, params):
+    X, y = sine_rows
+    fit(X, y, True, **{"solver": "gd", "max_iter": 5, "tol": 0.0, **params})
+    assert not runs
+
+
+def test_a_network_too_large_for_the_slots_keeps_the_epoch_loop(sine_rows, runs, monkeypatch,
+                                                                long_blocks):
+    X, y = sine_rows
+    params = dict(solver="gd", learning_rate_init=0.1, max_iter=5, tol=0.0)
+    monkeypatch.setattr(compiled, "MAX_SLOT_ELEMENTS", 64 * (4 * 8 + 8 + 8 + 1))
+    fit(X, y, True, **params)                        # 8 hidden units: fits exactly
+    assert runs == [1, 2, 2]
+    fit(X, y, True, hidden_layer_sizes=(9,), **params)
+    assert runs == [1, 2, 2]
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_other_backends_never_compile_blocks(sine_rows, monkeypatch, library):
+    if library == "torch":
+        pytest.importorskip("torch")
+    X, y = sine_rows
+
+    def never(*args):
+        raise AssertionError("compiled_blocks was asked")
+
+    monkeypatch.setattr(training, "compiled_blocks", never)
+    model = fit(X, y, True, backend=library, solver="gd", learning_rate_init=0.1,
+                max_iter=40, tol=0.0)
+    assert model.n_iter_ == 40
+    assert Device._backends[library].compile_blocks is Device.compile_blocks
+
+
+def test_one_compilation_serves_every_block_length(sine_rows, long_blocks, runs, monkeypatch):
+    X, y = sine_rows
+    real, made = training.compiled_blocks, []
+    real.cache_clear()   # a program traced by an earlier test must not count here
+    monkeypatch.setattr(training, "compiled_blocks",
+                        lambda *key: made.append(real(*key)) or made[-1])
+    fit(X, y, True, solver="gd", learning_rate_init=0.1, max_iter=200, tol=0.0,
+        dtype="float32")
+    assert runs == [1, 2, 4, 8, 16, 32, 64, 64, 9]
+    assert len({id(m) for m in made}) == 1 and made[0].jitted._cache_size() == 1
+
+
+def test_a_block_holds_the_trainers_longest_block():
+    assert compiled.MAX_EPOCHS == training.MAX_BLOCK
+
+
+def test_epoch_params_are_taken_on_first_read_and_pickle_as_a_list():
+    taken = []
+    stacked = [np.arange(6.0).reshape(3, 2), np.arange(3.0)]
+
+    def take(stacked, j):
+        taken.append(j)
+        return [s[j] for s in stacked]
+
+    params = compiled.EpochParams(stacked, 1, take)
+    assert len(params) == 2 and not taken
+    np.testing.assert_array_equal(params[0], [2.0, 3.0])
+    assert params[1:] == [1.0] and taken == [1]     # taken once
+    again = pickle.loads(pickle.dumps(params))
+    assert type(again) is list and again[1] == 1.0
+
+
+def test_read_floats_takes_host_scalars_as_they_are():
+    jnp = jax.numpy
+    values = [np.float32(0.5), jnp.asarray(2.0), np.float64(1.25), jnp.asarray(3.0)]
+    assert read_floats(*values) == [0.5, 2.0, 1.25, 3.0]
+    assert read_floats(np.float32(1.5)) == [1.5]
