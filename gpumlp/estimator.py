@@ -633,10 +633,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         """
         y_was_1d = self._running_y_was_1d
         source = self._trainer
+        # Lists of their own (a compiled block's params are a lazy view of the
+        # whole block); the block runner, which holds the data, is not copied.
         trainer = dataclasses.replace(
-            source, **{name: list(getattr(source, name)) for name in
-                       ("loss_curve", "learning_rates", "validation_losses",
-                        "validation_scores")})
+            source, params=list(source.params),
+            **{name: list(getattr(source, name)) for name in
+               ("loss_curve", "learning_rates", "validation_losses", "validation_scores")})
         copy = type(self)(**self.get_params())
         copy._set_fitted(trainer.coefs, trainer.intercepts, loss_curve=trainer.loss_curve,
                          samples_seen=trainer.samples_seen, y_was_1d=y_was_1d,

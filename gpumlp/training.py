@@ -54,6 +54,7 @@ epoch out of the history); a fit that ends with a higher loss than it began with
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -130,7 +131,11 @@ def _next_block_size(solver, size, done, seconds):
 
 @dataclass(frozen=True)
 class _Snapshot:
-    """Where training stands between two epochs (all immutable values)."""
+    """Where training stands between two epochs (all immutable values).
+
+    ``params`` is a list, or within a block a compiled block's lazy
+    :class:`~gpumlp.fastpath.compiled.EpochParams` (a read-only sequence).
+    """
 
     params: list
     state: Any
@@ -323,7 +328,7 @@ class Trainer:
     #: ``(key, step)``: the compiled step of the last epoch, kept for the next.
     _step: Any = field(default=None, repr=False, compare=False)
     #: ``(key, runner or None)``: the backend's block runner for the last data.
-    _blocks: Any = field(default=None, repr=False, compare=False)
+    _blocks: Any = field(default=None, init=False, repr=False, compare=False)
     call_start: int = 0
 
     def __getstate__(self):
@@ -534,8 +539,12 @@ class Trainer:
             return size, None
         finally:
             # A block runner's epochs may hold their parameters lazily
-            # (:class:`gpumlp.fastpath.compiled.EpochParams`): a list between blocks.
+            # (:class:`gpumlp.fastpath.compiled.EpochParams`, which keeps the
+            # whole block's stacked output): plain lists between blocks.
             self.params = list(self.params)
+            previous = getattr(self, "_previous", None)
+            if previous is not None and not isinstance(previous.params, list):
+                self._previous = dataclasses.replace(previous, params=list(previous.params))
 
     def _block_runner(self, run):
         """The backend's runner of whole blocks, or None.
@@ -563,7 +572,12 @@ class Trainer:
         if cached is None or any(a is not b for a, b in zip(cached[0], arrays)) \
                 or cached[1] != settings:
             if compiles:
-                blocks = compiled_blocks(device, self.network, self.solver, self.alpha,
+                # The program takes each epoch's rate as an argument; the rate
+                # and its schedule live on the host (end_epoch): one
+                # compilation serves every learning_rate_init, schedule and power_t.
+                program_solver = dataclasses.replace(self.solver, learning_rate=0.0,
+                                                     schedule="constant", power_t=0.5)
+                blocks = compiled_blocks(device, self.network, program_solver, self.alpha,
                                          source.n_outputs)
                 runner = None if blocks is None else CompiledBlocks(blocks, X, y, w, device)
             else:

@@ -186,3 +186,36 @@ def test_read_floats_takes_host_scalars_as_they_are():
     values = [np.float32(0.5), jnp.asarray(2.0), np.float64(1.25), jnp.asarray(3.0)]
     assert read_floats(*values) == [0.5, 2.0, 1.25, 3.0]
     assert read_floats(np.float32(1.5)) == [1.5]
+
+
+def test_what_outlives_a_block_holds_neither_the_data_nor_the_block(sine_rows, runs):
+    """Snapshots taken in a callback (the CLI's checkpoints) and the fitted trainer keep
+    plain lists of parameters, and no block runner (which holds X, y and w)."""
+    X, y = sine_rows
+    snapshots = []
+    model = MLPRegressor((8,), solver="gd", learning_rate_init=0.1, max_iter=40, tol=0.0,
+                         backend="jax", device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y, callback=lambda *_: snapshots.append(model._snapshot()))
+    assert runs, "the compiled blocks did not run"
+    assert len(snapshots) == 40
+    for snapshot in snapshots:
+        assert type(snapshot._trainer.params) is list
+        assert snapshot._trainer._blocks is None
+    trainer = model._trainer
+    assert type(trainer.params) is list and type(trainer._previous.params) is list
+    assert trainer._blocks is None
+    np.testing.assert_array_equal(np.asarray(snapshots[-1].coefs_[0]),
+                                  np.asarray(model.coefs_[0]))
+
+
+def test_one_program_serves_every_rate_and_schedule(sine_rows, runs):
+    X, y = sine_rows
+    training.compiled_blocks.cache_clear()
+    for rate in (0.1, 0.05, 0.2):
+        fit(X, y, True, solver="gd", learning_rate_init=rate, max_iter=10, tol=0.0)
+    assert runs and training.compiled_blocks.cache_info().misses == 1
+    for schedule in ("invscaling", "constant", "adaptive"):   # "sgd" is another solver
+        fit(X, y, True, **{**CASES["invscaling"], "learning_rate": schedule, "max_iter": 10})
+    assert training.compiled_blocks.cache_info().misses == 2

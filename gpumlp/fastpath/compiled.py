@@ -4,7 +4,9 @@ On a device that compiles loops (:meth:`gpumlp.devices.Device.compile_blocks`:
 JAX), the trainer's pure step (:func:`gpumlp.training.step_function`, wrapped
 as one epoch by :func:`gpumlp.training.epoch_function`) runs for a whole
 block inside one ``jax.jit`` program: no dispatch per operation or per epoch,
-one program call and one host read per block. It is the same step the
+one program call and one host read per block (plus what a validation set
+needs, each epoch). The rate of each epoch is an argument, so one compiled
+program serves every ``learning_rate_init`` and schedule. It is the same step the
 epoch-by-epoch fit compiles, not a second copy of the maths, so the two fits
 agree (``tests/test_compiled_blocks.py``).
 
@@ -16,7 +18,8 @@ speed at small sizes, where a JAX dispatch costs as much as an epoch:
 * each epoch's parameters are an :class:`EpochParams`, which takes them out
   of the block's stacked output only when first read (the trainer reads those
   of the epoch it stops at, normally the block's last: one dispatch per block,
-  not four per epoch);
+  not four per epoch; with a validation set, early stopping, or a callback
+  that snapshots the model, every epoch's are read, one dispatch each);
 * each epoch's loss and flag come back already on the host, as NumPy
   scalars, from one read of the program's output at the end of the block
   (which :func:`gpumlp.devices.read_floats` then takes as they are).
