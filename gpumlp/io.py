@@ -222,16 +222,19 @@ def _finite_or_none(value: float) -> float | None:
 
 def _training_metadata(net: MLPRegressor, coefs: list, intercepts: list):
     """``(metadata["training"], state arrays on the host)``, or None when there is none to save."""
-    from .solvers import state_from_arrays, state_to_arrays
+    from .solvers import plain_numbers, state_from_arrays, state_to_arrays
 
     training = net._training_state()
     if training is None:
         return None
-    state_arrays, description = state_to_arrays(training["state"])
-    state_arrays = {name: to_numpy(a) for name, a in state_arrays.items()}
     try:  # what load will check: a state that no longer fits the weights is dropped
         solver = _solver_for(net, training["solver"])
-        state_from_arrays(description, state_arrays, solver.init_state(coefs + intercepts))
+        template = solver.init_state(coefs + intercepts)
+        # A compiled step's rate or step count is a 0-d array: kept as its number.
+        state = plain_numbers(training["state"], template)
+        state_arrays, description = state_to_arrays(state)
+        state_arrays = {name: to_numpy(a) for name, a in state_arrays.items()}
+        state_from_arrays(description, state_arrays, template)
     except (TypeError, ValueError):
         return None
     history = training["history"]

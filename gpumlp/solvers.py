@@ -48,11 +48,11 @@ from typing import Any, ClassVar
 from array_api_compat import array_namespace, device, is_array_api_obj
 
 from . import kernels, step_size
-from .devices import read_floats
+from .devices import read_floats, to_numpy
 
 __all__ = ["SCHEDULES", "SOLVERS", "Adam", "AdamState", "AutoGD", "AutoGDState",
            "GradientDescent", "LBFGS", "LBFGSState", "SGD", "SGDState", "Solver", "make_solver",
-           "map_state", "solver_name", "state_from_arrays", "state_to_arrays"]
+           "map_state", "plain_numbers", "solver_name", "state_from_arrays", "state_to_arrays"]
 
 Objective = Callable[[list], tuple[Any, list]]
 
@@ -611,6 +611,37 @@ def map_state(state: Any, fn: Callable) -> Any:
     if _is_dataclass_value(state):
         return dataclasses.replace(
             state, **{name: map_state(getattr(state, name), fn) for name in _init_fields(state)})
+    return state
+
+
+def plain_numbers(state: Any, like: Any) -> Any:
+    """``state`` with each 0-d array that ``like`` holds as a Python number turned into one.
+
+    A compiled step hands its solver state back as arrays (JAX makes a rate
+    or a step count a 0-d array); a model file keeps those as the numbers the
+    solver's fresh state (``like``, from :meth:`Solver.init_state`) holds.
+    Reads those few values back to the host.
+
+    Parameters
+    ----------
+    state : a solver state
+    like : the solver's fresh state, the template
+
+    Returns
+    -------
+    A state of the same structure.
+    """
+    if _is_array(state) and isinstance(like, numbers.Real) and not _is_array(like) \
+            and not isinstance(like, bool) and math.prod(state.shape) == 1:
+        value = float(to_numpy(state).reshape(()))
+        return int(value) if isinstance(like, numbers.Integral) else value
+    if isinstance(state, (list, tuple)) and isinstance(like, (list, tuple)) \
+            and len(state) == len(like):
+        return type(state)(plain_numbers(v, t) for v, t in zip(state, like))
+    if _is_dataclass_value(state) and type(state) is type(like):
+        return dataclasses.replace(state, **{name: plain_numbers(getattr(state, name),
+                                                                 getattr(like, name))
+                                             for name in _init_fields(state)})
     return state
 
 

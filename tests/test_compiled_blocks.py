@@ -219,3 +219,19 @@ def test_one_program_serves_every_rate_and_schedule(sine_rows, runs):
     for schedule in ("invscaling", "constant", "adaptive"):   # "sgd" is another solver
         fit(X, y, True, **{**CASES["invscaling"], "learning_rate": schedule, "max_iter": 10})
     assert training.compiled_blocks.cache_info().misses == 2
+
+
+@pytest.mark.parametrize("solver", ["gd", "adam"])
+def test_a_model_file_keeps_the_training_state_of_a_compiled_step(sine_rows, tmp_path, solver):
+    """The per-step jit hands its rate (and Adam's step count) back as 0-d arrays; the
+    file keeps them as numbers, so the state is saved, not silently dropped."""
+    from gpumlp import load, save
+
+    X, y = sine_rows
+    with fastpath.disabled():   # the per-step path: jax.jit of one step
+        model = fit(X, y, True, solver=solver, learning_rate_init=0.01, max_iter=5, tol=0.0)
+    save(model, tmp_path / "m.npz")
+    loaded = load(tmp_path / "m.npz")
+    assert getattr(loaded, "_trainer", None) is not None, "the training state was dropped"
+    state = loaded._trainer.state
+    assert isinstance(state.learning_rate if solver == "gd" else state.t, (int, float))
