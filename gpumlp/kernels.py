@@ -47,6 +47,7 @@ from .losses import get_loss
 __all__ = [
     "ACTIVATIONS",
     "dot",
+    "flatten",
     "activation_derivative",
     "adam_step",
     "add_l2",
@@ -308,6 +309,12 @@ def dot(a, b, xp=None):
     for u, v in zip(a[1:], b[1:]):
         total = total + xp.sum(u * v)
     return total
+
+
+def flatten(arrays, xp=None):
+    """The arrays laid end to end, as one vector (vectors are not reshaped: each call counts)."""
+    xp = array_namespace(*arrays) if xp is None else xp
+    return xp.concat([a if a.ndim == 1 else xp.reshape(a, (-1,)) for a in arrays])
 
 
 def gd_step(params, grads, learning_rate):

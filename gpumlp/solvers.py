@@ -296,11 +296,6 @@ class LBFGSState:
     converged: bool = False
 
 
-def _flatten(arrays, xp):
-    """The arrays laid end to end, as one vector."""
-    return xp.concat([a if a.ndim == 1 else xp.reshape(a, (-1,)) for a in arrays])
-
-
 def _axpy(alpha, x, y):
     """``alpha * x + y`` for lists of arrays (``alpha`` a number or 0-d array)."""
     return [alpha * u + v for u, v in zip(x, y)]
@@ -885,7 +880,7 @@ class AutoGD(Solver):
         xp = array_namespace(*params)
         zeros = [xp.zeros_like(p) for p in params]
         return AutoGDState(float("nan"), zeros, list(zeros), float("nan"), float("nan"),
-                           _flatten(zeros, xp), float("nan"))
+                           kernels.flatten(zeros, xp), float("nan"))
 
     def begin_fit(self, state):
         """Forget the loss and gradient kept from an earlier call: its data may differ.
@@ -901,7 +896,7 @@ class AutoGD(Solver):
         if math.isnan(state.loss):
             # Where training stands is not evaluated yet: the start, or a new call.
             loss, grads = objective(params)
-            flat = _flatten(grads, xp)
+            flat = kernels.flatten(grads, xp)
             host_loss, host_grad_sq = read_floats(loss, xp.vecdot(flat, flat), xp=xp)
             rate = state.next_rate if not math.isnan(state.next_rate) else state.learning_rate
             if math.isnan(rate):
@@ -913,7 +908,7 @@ class AutoGD(Solver):
         # The step s = -rate g, tried: s.s = rate**2 |g|**2, s.y = -rate g.(g_new - g).
         trial = kernels.gd_step(params, state.grads, rate)
         trial_loss, trial_grads = objective(trial)
-        flat = _flatten(trial_grads, xp)
+        flat = kernels.flatten(trial_grads, xp)
         previous = state.flat_grads
         host_loss, host_grad_sq, slope_change = read_floats(
             trial_loss, xp.vecdot(flat, flat), xp.vecdot(previous, flat - previous), xp=xp)

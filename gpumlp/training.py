@@ -104,7 +104,7 @@ def _all_finite(params, xp=None):
     the caller knows it.
     """
     xp = array_namespace(*params) if xp is None else xp
-    total = xp.sum(xp.concat([p if p.ndim == 1 else xp.reshape(p, (-1,)) for p in params]))
+    total = xp.sum(kernels.flatten(params, xp))
     return xp.astype(xp.isfinite(total), params[0].dtype)
 
 
