@@ -804,10 +804,11 @@ def state_from_arrays(description: Any, arrays: Mapping[str, Any],
             cls = type(like) if checked else _state_class(name)
             init = [f for f in dataclasses.fields(cls) if f.init]
             names = [f.name for f in init]
-            # A field added in a later version has a default: a file written
-            # before it existed lacks it, and gets the template's value (the
-            # solver's fresh state), else the default.
-            optional = {f.name for f in init if f.default is not dataclasses.MISSING}
+            # A field a state class lists as added later (ADDED_LATER) may be
+            # absent from a file written before it existed: it gets the
+            # template's value (the solver's fresh state), else its default.
+            # Any other field missing is a damaged file.
+            optional = set(getattr(cls, "ADDED_LATER", ()))
             missing = set(names) - set(fields)
             if set(fields) - set(names) or missing - optional:
                 raise ValueError(f"a {name} state has fields {sorted(fields)!r:.200}, "
@@ -855,6 +856,9 @@ class AutoGDState:
     grad_sq: float = float("nan")
     flat_grads: Any = None
     next_rate: float = float("nan")
+    #: Fields a model file written before they existed lacks (read back from
+    #: the fresh state; :meth:`AutoGD.begin_fit` evaluates them afresh).
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ("grad_sq", "flat_grads", "next_rate")
 
 
 @dataclass(frozen=True)

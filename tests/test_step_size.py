@@ -145,6 +145,11 @@ def test_a_training_state_written_before_the_newer_fields_continues():
     with pytest.raises(ValueError, match="has fields"):
         description["fields"]["bogus"] = description["fields"]["loss"]
         state_from_arrays(description, arrays, solver.init_state(params))
+    # Only those fields: any other missing one is a damaged state.
+    del description["fields"]["bogus"]
+    del description["fields"]["loss"]
+    with pytest.raises(ValueError, match="has fields"):
+        state_from_arrays(description, arrays, solver.init_state(params))
 
 
 @pytest.mark.parametrize("width", [8, 32])
