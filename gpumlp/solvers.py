@@ -101,6 +101,14 @@ class Solver:
         """The state as a call to ``fit`` (or ``partial_fit``) starts (default: as is)."""
         return state
 
+    def end_fit(self, params: list, state: Any) -> tuple[list, Any]:
+        """The parameters and state a call to ``fit`` ends with (default: as they are).
+
+        Called once the call has run its epochs or its stopping rule has
+        fired; not after an error or an interrupt.
+        """
+        return params, state
+
     def end_epoch(self, state: Any, samples_seen: int) -> Any:
         """The state after an epoch, ``samples_seen`` rows into training (default: as is)."""
         return state
@@ -111,6 +119,10 @@ class Solver:
         By default: stop.
         """
         return state, True
+
+    def plateau_action(self, state: Any) -> str:
+        """What :meth:`on_plateau` did when it went on, for ``verbose`` (scikit-learn's words)."""
+        return f"Setting learning rate to {state.learning_rate:f}"
 
     def stop_reason(self, state: Any) -> tuple[str, bool] | None:
         """``(why, converged)`` when the solver has stopped by its own criteria, else ``None``.
@@ -829,24 +841,40 @@ def state_from_arrays(description: Any, arrays: Mapping[str, Any],
 
 @dataclass(frozen=True)
 class AutoGDState:
-    """:class:`AutoGD`'s state: the point training stands at, what is known there, the rates.
+    """:class:`AutoGD`'s state: where the search stands, what is known there, the rates.
 
     Attributes
     ----------
     learning_rate : float
         The rate of the last step tried (NaN before the first).
     params, grads : list of arrays
-        The current point (always one whose step was accepted, or the start)
-        and the gradient there.
+        The search's current point (always one whose step was accepted, or
+        the start) and the gradient there. A call may return another point
+        (:meth:`AutoGD.end_fit`); the search goes on from this one.
     loss : float
-        The loss at ``params``, read on the host; NaN when it is not known
-        (before the first step, and at the start of each call to ``fit``).
+        The loss at ``params``, read on the host; NaN before the first
+        evaluation.
     grad_sq : float
         ``|grads|**2``, read on the host.
     flat_grads : array
         ``grads`` laid end to end, one vector.
     next_rate : float
         The rate of the next step to try (NaN: ``learning_rate``).
+    recent_losses : tuple of float
+        The losses of the points accepted before ``params``, the last
+        :data:`gpumlp.step_size.MEMORY` of them, oldest first: with ``loss``,
+        the reference of the non-monotone test.
+    best_loss : float
+        The lowest loss of the points the search accepted since it last
+        started afresh (NaN before the first evaluation), and ``best_params``
+        the point itself, which :meth:`AutoGD.end_fit` returns.
+    best_params : list of arrays
+    monotone : bool
+        The monotone test is in force (after the stopping rule's first
+        plateau, :meth:`AutoGD.on_plateau`).
+    stale : bool
+        A call has begun (:meth:`AutoGD.begin_fit`) and its first step has
+        not yet checked where it stands.
     """
 
     learning_rate: float
@@ -856,9 +884,30 @@ class AutoGDState:
     grad_sq: float = float("nan")
     flat_grads: Any = None
     next_rate: float = float("nan")
+    recent_losses: tuple = ()
+    best_loss: float = float("nan")
+    best_params: Any = None
+    monotone: bool = False
+    stale: bool = False
     #: Fields a model file written before they existed lacks (read back from
-    #: the fresh state; :meth:`AutoGD.begin_fit` evaluates them afresh).
-    ADDED_LATER: ClassVar[tuple[str, ...]] = ("grad_sq", "flat_grads", "next_rate")
+    #: the fresh state; the next call checks where it stands, :meth:`AutoGD.update`).
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ("grad_sq", "flat_grads", "next_rate",
+                                              "recent_losses", "best_loss", "best_params",
+                                              "monotone", "stale")
+
+
+def _same_point(a: list, b: list | None, xp) -> bool:
+    """Whether two parameter lists hold the same numbers, bit for bit (one host read)."""
+    if b is None or len(a) != len(b) or any(tuple(p.shape) != tuple(q.shape)
+                                            for p, q in zip(a, b)):
+        return False
+    if all(p is q for p, q in zip(a, b)):
+        return True
+    flat_a, flat_b = kernels.flatten(a, xp), kernels.flatten(b, xp)
+    if flat_a.dtype != flat_b.dtype:
+        return False
+    (same,) = read_floats(xp.all(flat_a == flat_b), xp=xp)
+    return bool(same)
 
 
 @dataclass(frozen=True)
@@ -866,12 +915,14 @@ class AutoGD(Solver):
     """Gradient descent with ``learning_rate_init="auto"``: the rate from the curvature.
 
     The first rate is ``1.9 / L`` from a power-iteration estimate of the
-    Hessian's largest eigenvalue ``L``. Each step is tried: when it lowers
-    the loss enough (Armijo) it is taken, and the next rate is the inverse
-    of the curvature along it (Barzilai-Borwein); when it does not, training
-    stays where it was and the next try has a smaller rate (a backtracking
-    line search's step). So the parameters after every update are a point
-    whose loss is known and no higher than before. The maths and the
+    Hessian's largest eigenvalue ``L``. Each step is tried: when its loss is
+    far enough below the highest of the last few accepted (Armijo, in the
+    non-monotone form of Grippo, Lampariello and Lucidi) it is taken, and
+    the next rate is the inverse of the curvature along it
+    (Barzilai-Borwein); when it is not, training stays where it was and the
+    next try has a smaller rate (a backtracking line search's step). So the
+    parameters after every update are a point whose loss is known, and
+    :meth:`end_fit` returns the one of lowest loss. The maths and the
     thresholds are in :mod:`gpumlp.step_size`. ``learning_rate`` is unused
     (the state holds the rates). Each step reads three numbers on the host.
     """
@@ -884,30 +935,80 @@ class AutoGD(Solver):
         xp = array_namespace(*params)
         zeros = [xp.zeros_like(p) for p in params]
         return AutoGDState(float("nan"), zeros, list(zeros), float("nan"), float("nan"),
-                           kernels.flatten(zeros, xp), float("nan"))
+                           kernels.flatten(zeros, xp), float("nan"), (), float("nan"),
+                           list(zeros), False, False)
 
     def begin_fit(self, state):
-        """Forget the loss and gradient kept from an earlier call: its data may differ.
+        """Mark the state: the call's first step checks where it stands (:meth:`update`)."""
+        return replace(state, stale=True)
 
-        The next step evaluates them afresh at the parameters it is given (the
-        rates are kept), so ``partial_fit`` on new rows, or a fit resumed after
-        early stopping restored its best weights, compares like with like.
+    def on_plateau(self, state):
+        """The first plateau switches to the monotone test; the next one stops."""
+        if state.monotone or step_size.MEMORY == 0:
+            return state, True
+        return replace(state, monotone=True, recent_losses=()), False
+
+    def plateau_action(self, state):
+        return "Going on with the monotone test (the loss no longer rises)."
+
+    def end_fit(self, params, state):
+        """The point of lowest loss the search accepted, when it is not where the search is.
+
+        The non-monotone test lets the loss rise for a few epochs; a call
+        that ends during such a rise would otherwise return weights worse
+        than some it had already measured. The state is kept as it is: a
+        call that continues the search (``partial_fit``, a resumed run)
+        goes on from where it stood, as one uninterrupted call would.
         """
-        return replace(state, loss=float("nan"))
+        if state is None or not state.best_loss < state.loss:
+            return params, state
+        return list(state.best_params), state
 
-    def update(self, params, state, objective):
-        xp = array_namespace(*params)
-        if math.isnan(state.loss):
-            # Where training stands is not evaluated yet: the start, or a new call.
+    def _start(self, params, state, objective, xp):
+        """The state a call's first step starts from.
+
+        The search goes on where it stood, with its memory, when the call
+        starts from the point the last one left (the search's own, or the
+        best point it returned) *and* the loss there is still the one the
+        search measured: the same rows. Otherwise (new rows, other weights,
+        another dtype, the first call) it starts afresh at ``params``; the
+        rates are kept.
+        """
+        evaluated = None
+        if not math.isnan(state.loss) and (_same_point(params, state.params, xp)
+                                           or _same_point(params, state.best_params, xp)):
+            loss, grads = objective(state.params)
+            flat = kernels.flatten(grads, xp)
+            host_loss, host_grad_sq = read_floats(loss, xp.vecdot(flat, flat), xp=xp)
+            if host_loss == state.loss:
+                best_loss, best_params = state.best_loss, state.best_params
+                if not best_loss <= host_loss:   # a state saved before the best was kept
+                    best_loss, best_params = host_loss, list(state.params)
+                return replace(state, grads=list(grads), flat_grads=flat,
+                               grad_sq=host_grad_sq, best_loss=best_loss,
+                               best_params=best_params, stale=False)
+            if _same_point(params, state.params, xp):
+                evaluated = loss, grads, flat, host_loss, host_grad_sq
+        if evaluated is None:
             loss, grads = objective(params)
             flat = kernels.flatten(grads, xp)
             host_loss, host_grad_sq = read_floats(loss, xp.vecdot(flat, flat), xp=xp)
-            rate = state.next_rate if not math.isnan(state.next_rate) else state.learning_rate
-            if math.isnan(rate):
-                rate = step_size.initial_learning_rate(
-                    step_size.largest_curvature(objective, params, grads))
-            state = AutoGDState(rate, list(params), list(grads), host_loss, host_grad_sq,
-                                flat, rate)
+        else:
+            loss, grads, flat, host_loss, host_grad_sq = evaluated
+        rate = state.next_rate if not math.isnan(state.next_rate) else state.learning_rate
+        if math.isnan(rate):
+            rate = step_size.initial_learning_rate(
+                step_size.largest_curvature(objective, params, grads))
+        return AutoGDState(rate, list(params), list(grads), host_loss, host_grad_sq, flat, rate,
+                           (), host_loss, list(params), False, False)
+
+    def update(self, params, state, objective):
+        xp = array_namespace(*params)
+        if state.stale or math.isnan(state.loss):
+            state = self._start(params, state, objective, xp)
+        # The search's point: ``params`` itself, except on a call's first step
+        # when the last call returned its best point and the search goes on.
+        params = state.params
         rate = state.next_rate if not math.isnan(state.next_rate) else state.learning_rate
         # The step s = -rate g, tried: s.s = rate**2 |g|**2, s.y = -rate g.(g_new - g).
         trial = kernels.gd_step(params, state.grads, rate)
@@ -917,12 +1018,19 @@ class AutoGD(Solver):
         host_loss, host_grad_sq, slope_change = read_floats(
             trial_loss, xp.vecdot(flat, flat), xp.vecdot(previous, flat - previous), xp=xp)
         eps = float(xp.finfo(params[0].dtype).eps)
+        memory = 0 if state.monotone else step_size.MEMORY
         accept, next_rate = step_size.next_learning_rate(
             rate, state.loss, state.grad_sq, host_loss, rate * rate * state.grad_sq,
-            -rate * slope_change, eps)
+            -rate * slope_change, eps, max((state.loss, *state.recent_losses[-memory:]))
+            if memory > 0 else None)
         # The epoch's loss is the loss where it started, as for every solver.
         loss = xp.asarray(state.loss, dtype=params[0].dtype, device=device(params[0]))
         if not accept:
             return list(params), replace(state, learning_rate=rate, next_rate=next_rate), loss
+        recent = (*state.recent_losses, state.loss)[-memory:] if memory > 0 else ()
+        best_loss, best_params = state.best_loss, state.best_params
+        if not host_loss >= best_loss:   # lower, or no best yet
+            best_loss, best_params = host_loss, list(trial)
         return trial, AutoGDState(rate, list(trial), list(trial_grads), host_loss,
-                                  host_grad_sq, flat, next_rate), loss
+                                  host_grad_sq, flat, next_rate, recent, best_loss,
+                                  best_params, state.monotone, False), loss

@@ -38,11 +38,17 @@ as an improvement when its loss is at least ``tol`` below the best loss so far
 best so far). Once *more than* ``n_iter_no_change`` consecutive epochs have
 not improved, the solver decides (:meth:`gpumlp.solvers.Solver.on_plateau`):
 stop, or, for the ``"adaptive"`` learning rate, divide the rate by 5, reset
-the count and go on. Otherwise training stops after ``max_iter`` epochs with
-a ``ConvergenceWarning``. (Before issue 12 it stopped after exactly
-``n_iter_no_change`` epochs, one early.) ``partial_fit`` counts the same way
-and adapts the rate, but never stops early. L-BFGS has its own criteria
-instead (:class:`gpumlp.solvers.LBFGS`): one epoch is one of its iterations.
+the count and go on (``learning_rate_init="auto"``: the first time, go on
+with the monotone test, :mod:`gpumlp.step_size`). Otherwise training stops
+after ``max_iter`` epochs with a ``ConvergenceWarning``. (Before issue 12 it
+stopped after exactly ``n_iter_no_change`` epochs, one early.)
+``partial_fit`` counts the same way and adapts the rate, but never stops
+early. L-BFGS has its own criteria instead (:class:`gpumlp.solvers.LBFGS`):
+one epoch is one of its iterations. A call that ends by the rule or after
+``max_iter`` epochs leaves the parameters where the solver says
+(:meth:`gpumlp.solvers.Solver.end_fit`): where training stands, or for
+``"auto"`` the accepted point of lowest loss (its state stays where the
+search stands, for the next call).
 
 Divergence is never called convergence: a loss that becomes NaN or infinite
 raises :class:`TrainingDivergedError`, with training put back to the start of
@@ -458,12 +464,14 @@ class Trainer:
                     size = min(block, left)
                     done, outcome = self._block(run, size)
                     if outcome is not None:
+                        self._end_fit()
                         return outcome
                     left -= done
                     block = _next_block_size(self.solver, size, done,
                                              time.perf_counter() - started)
         finally:
             self._blocks = None   # a block runner holds the data and device buffers
+        self._end_fit()
         if check_convergence:
             self._warn_if_loss_rose(first_epoch, stop_on_validation)
             if self.solver.uses_stopping_rule:
@@ -617,6 +625,10 @@ class Trainer:
         self.params, self.state, self.samples_seen = list(last.params), last.ended, last.seen
         return epochs, to_read
 
+    def _end_fit(self):
+        """Where the solver ends a call that ran its course (AutoGD: its best point)."""
+        self.params, self.state = self.solver.end_fit(self.params, self.state)
+
     def _record(self, run, epoch, values):
         """Apply one epoch's read figures: divergence, history, the rule, the callback.
 
@@ -670,7 +682,7 @@ class Trainer:
         if not stop:
             self.no_improvement_count = 0
             if run.verbose:
-                print(f"{message} Setting learning rate to {self.state.learning_rate:f}")
+                print(f"{message} {self.solver.plateau_action(self.state)}")
             return _REPLAY
         if run.check_convergence:
             if run.verbose:

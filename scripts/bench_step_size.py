@@ -9,7 +9,10 @@ layer, float64, the same seeded initial weights for every rate.
 For each case every rate runs ``--epochs`` epochs with no stopping rule.
 Reported per case and rate:
 
-* the final training loss, and its ratio to the best fixed rate's;
+* the final training loss: the loss (with its L2 penalty) at the weights
+  the fit returns, after ``--epochs`` epochs (for "auto", the point of
+  lowest loss the fit accepted; for a fixed rate, the last step's), and its
+  ratio to the best fixed rate's;
 * the epochs, and the wall time, to reach a target loss: ``--target`` times
   the best fixed rate's final loss ("-" when never reached, "div" when the
   fit diverged). For "auto" the wall time includes the start-up curvature
@@ -25,6 +28,8 @@ This is a benchmark, not a test: nothing here asserts.
 
     python scripts/bench_step_size.py                 # 12 cases, 400 epochs (a few minutes)
     python scripts/bench_step_size.py --widths 8,32 --epochs 200
+    python scripts/bench_step_size.py --widths 16,64,256         # more cases:
+    python scripts/bench_step_size.py --seed 1                   # other weights
     python scripts/bench_step_size.py --r2            # also the default-network check
 """
 
@@ -42,6 +47,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from gpumlp import MLPRegressor  # noqa: E402
 from gpumlp.datasets import make_friedman1  # noqa: E402
+from gpumlp.kernels import l2_penalty  # noqa: E402
 from gpumlp.training import TrainingDivergedError  # noqa: E402
 
 GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -67,10 +73,17 @@ def datasets():
     }
 
 
-def run(X, y, width, rate, epochs):
-    """``(loss_curve, times)``: each epoch's loss and the wall time at its end; None if diverged."""
+def returned_loss(model, X, y):
+    """The training loss at the weights ``model`` holds, as training measures it."""
+    mse = float(np.mean((model.predict(X) - y) ** 2))
+    return mse + float(l2_penalty(model.coefs_, model.alpha, X.shape[0]))
+
+
+def run(X, y, width, rate, epochs, seed=0):
+    """``(loss_curve, times, final)``: each epoch's loss and the wall time at its end, and
+    :func:`returned_loss`; ``(None, None, None)`` if diverged."""
     model = MLPRegressor((width,), learning_rate_init=rate, max_iter=epochs, tol=0.0,
-                         n_iter_no_change=epochs + 1, random_state=0, device="cpu",
+                         n_iter_no_change=epochs + 1, random_state=seed, device="cpu",
                          dtype="float64")
     times = []
     start = time.perf_counter()
@@ -79,8 +92,8 @@ def run(X, y, width, rate, epochs):
             warnings.simplefilter("ignore")
             model.fit(X, y, callback=lambda *_: times.append(time.perf_counter() - start))
     except TrainingDivergedError:
-        return None, None
-    return np.asarray(model.loss_curve_), np.asarray(times)
+        return None, None, None
+    return np.asarray(model.loss_curve_), np.asarray(times), returned_loss(model, X, y)
 
 
 def reached(curve, times, target):
@@ -89,29 +102,30 @@ def reached(curve, times, target):
     return None if hits.size == 0 else (int(hits[0]) + 1, float(times[hits[0]]))
 
 
-def bench(names, widths, epochs, target_factor):
+def bench(names, widths, epochs, target_factor, seed=0):
     data = datasets()
     ratios = []
-    print(f"{epochs} epochs; target loss = {target_factor} x the best fixed rate's final loss")
+    print(f"{epochs} epochs; target loss = {target_factor} x the best fixed rate's final loss; "
+          f"initial weights from random_state={seed}")
     header = f"{'dataset':10s} {'width':>5s} {'rate':>6s} {'final loss':>11s} " \
              f"{'/best':>6s} {'epochs to target':>16s} {'s to target':>11s}"
     print(header)
     for name in names:
         X, y = data[name]
         for width in widths:
-            runs = {rate: run(X, y, width, rate, epochs) for rate in ("auto", *GRID)}
-            finals = {rate: curve[-1] for rate, (curve, _) in runs.items()
-                      if curve is not None and np.isfinite(curve[-1])}
+            runs = {rate: run(X, y, width, rate, epochs, seed) for rate in ("auto", *GRID)}
+            finals = {rate: final for rate, (_, _, final) in runs.items()
+                      if final is not None and np.isfinite(final)}
             best = min(v for rate, v in finals.items() if rate != "auto")
             target = target_factor * best
-            for rate, (curve, times) in runs.items():
+            for rate, (curve, times, final) in runs.items():
                 if curve is None:
                     print(f"{name:10s} {width:5d} {rate!s:>6s} {'div':>11s}")
                     continue
                 hit = reached(curve, times, target)
                 to_target = ("-", "-") if hit is None else (str(hit[0]), f"{hit[1]:.2f}")
-                print(f"{name:10s} {width:5d} {rate!s:>6s} {curve[-1]:11.5f} "
-                      f"{curve[-1] / best:6.3f} {to_target[0]:>16s} {to_target[1]:>11s}")
+                print(f"{name:10s} {width:5d} {rate!s:>6s} {final:11.5f} "
+                      f"{final / best:6.3f} {to_target[0]:>16s} {to_target[1]:>11s}")
             ratios.append((name, width, finals.get("auto", np.inf) / best))
             sys.stdout.flush()
     worst = max(r for *_, r in ratios)
@@ -153,10 +167,11 @@ def main(argv=None):
     parser.add_argument("--widths", default="8,32,128,512")
     parser.add_argument("--epochs", type=int, default=400)
     parser.add_argument("--target", type=float, default=1.10)
+    parser.add_argument("--seed", type=int, default=0, help="random_state of the weights")
     parser.add_argument("--r2", action="store_true", help="also the default-network check")
     args = parser.parse_args(argv)
     bench(args.datasets.split(","), [int(w) for w in args.widths.split(",")], args.epochs,
-          args.target)
+          args.target, args.seed)
     if args.r2:
         r2_check()
 

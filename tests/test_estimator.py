@@ -81,17 +81,20 @@ def test_every_solver_lowers_the_loss(data, solver, extra):
     assert model.loss_curve_[-1] < 0.7 * model.loss_curve_[0]
 
 
-def test_stops_after_n_iter_no_change_epochs_without_improvement(data):
+@pytest.mark.parametrize("rate, plateaus", [(0.01, 1), ("auto", 2)])
+def test_stops_after_n_iter_no_change_epochs_without_improvement(data, rate, plateaus):
     X, y = data
     # With a huge tol no epoch after the first counts as an improvement.
-    model = MLPRegressor((4,), tol=1e9, n_iter_no_change=5, max_iter=100, device="cpu")
+    model = MLPRegressor((4,), tol=1e9, n_iter_no_change=5, max_iter=100, device="cpu",
+                         learning_rate_init=rate)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         model.fit(X, y)
     # Behaviour changed deliberately (issue 12): as in scikit-learn, training
     # stops after *more than* n_iter_no_change epochs without improvement
     # (it used to stop after exactly n_iter_no_change, one epoch early).
-    assert model.n_iter_ == 1 + 5 + 1
+    # "auto" goes on once, with its monotone test (issue 14), counting afresh.
+    assert model.n_iter_ == 1 + plateaus * (5 + 1)
 
 
 def test_max_iter_gives_convergence_warning(data):

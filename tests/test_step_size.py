@@ -1,6 +1,7 @@
 """``learning_rate_init="auto"``: the curvature estimate, the adaptive rule, and the estimator."""
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from gpumlp import MLPRegressor, load, save, step_size
 from gpumlp.datasets import make_friedman1
 from gpumlp.devices import get_device, to_numpy
-from gpumlp.solvers import AutoGD
+from gpumlp.solvers import AutoGD, AutoGDState
 from gpumlp.training import LossIncreasedWarning
 
 
@@ -105,6 +106,19 @@ def test_the_step_decisions(loss, ss, sy, accept, rate):
     assert got == (accept, pytest.approx(rate, rel=1e-12))
 
 
+@pytest.mark.parametrize("loss, reference, accept", [
+    (1.2, 1.5, True),             # above the current loss, below the recent highest
+    (1.5 - 2e-4, 1.5, True),      # exactly Armijo's fall below the reference
+    (1.5 - 1e-4, 1.5, False),     # short of it
+    (1.0 - 1e-4, 0.5, False),     # a lower reference is no reference: the monotone test
+    (1.0 - 2e-4, 0.5, True),
+])
+def test_the_non_monotone_test_compares_with_the_recent_highest_loss(loss, reference, accept):
+    got, _ = step_size.next_learning_rate(0.2, 1.0, 10.0, loss, 4.0, 2.0, eps=EPS64,
+                                          reference_loss=reference)
+    assert got is accept
+
+
 @pytest.mark.parametrize("rate, want", [
     (0.3, 0.1),     # the parabola's minimiser, found exactly
     (0.15, 0.075),  # a minimiser past half the failed rate: half
@@ -120,7 +134,7 @@ def test_a_step_taken_back_is_retried_at_the_parabola_s_minimiser(rate, want):
 
 
 def test_a_training_state_written_before_the_newer_fields_continues():
-    """A state saved by an earlier version (no grad_sq, flat_grads, next_rate) loads.
+    """A state saved by an earlier version (without the fields added since) loads.
 
     The missing fields take the fresh state's values; the next call evaluates
     where it stands and goes on at the saved rate.
@@ -132,11 +146,13 @@ def test_a_training_state_written_before_the_newer_fields_continues():
     _, state = params, solver.init_state(params)
     params, state, _ = solver.update(params, state, objective)
     arrays, description = state_to_arrays(state)
-    for name in ("grad_sq", "flat_grads", "next_rate"):
+    for name in AutoGDState.ADDED_LATER:
         del description["fields"][name]
-    arrays = {k: v for k, v in arrays.items() if not k.startswith("flat_grads")}
+    arrays = {k: v for k, v in arrays.items()
+              if not k.startswith(("flat_grads", "best_params"))}
     old = state_from_arrays(description, arrays, solver.init_state(params))
-    assert np.isnan(old.grad_sq) and np.isnan(old.next_rate)
+    assert np.isnan(old.grad_sq) and np.isnan(old.next_rate) and np.isnan(old.best_loss)
+    assert old.recent_losses == ()
     assert old.learning_rate == state.learning_rate
     loss_before = float(objective(params)[0])
     params, resumed, loss = solver.update(params, solver.begin_fit(old), objective)
@@ -153,19 +169,101 @@ def test_a_training_state_written_before_the_newer_fields_continues():
 
 
 @pytest.mark.parametrize("width", [8, 32])
-def test_the_weights_returned_are_never_worse_than_the_last_loss_recorded(diabetes, width):
-    """A fit may end on any epoch: its weights are a point whose step was accepted.
+def test_the_weights_returned_are_the_best_the_fit_measured(diabetes, width):
+    """A fit may end on any epoch, in the middle of a rise the non-monotone test allowed:
+    its weights are the accepted point of lowest loss, never worse than any loss recorded.
 
     (A tried step is judged only after it is taken; a fit must not hand back
-    one that the next step would have refused.)
+    one that the next step would have refused, nor the top of a rise.)
     """
     X, y = diabetes
     eps = np.finfo(np.float64).eps
+    restored = 0
     for max_iter in range(1, 41):
         model = quiet_fit(MLPRegressor((width,), alpha=0.0, max_iter=max_iter, tol=0,
-                                       random_state=0, device="cpu", dtype="float64"), X, y)
+                                       n_iter_no_change=40, random_state=0, device="cpu",
+                                       dtype="float64"), X, y)
+        assert model.n_iter_ == max_iter
         mse = float(np.mean((model.predict(X) - y) ** 2))
-        assert mse <= model.loss_curve_[-1] * (1 + 64 * eps), max_iter
+        assert mse <= min(model.loss_curve_) * (1 + 64 * eps), max_iter
+        state = model._trainer.state
+        if state.best_loss < state.loss:   # the search stood higher: its best returned
+            restored += 1
+            assert mse == pytest.approx(state.best_loss, rel=1e-12)
+    assert restored > 0   # the case arose: fits that ended during a rise
+
+
+def test_a_fit_that_ends_on_a_rise_returns_its_best_point():
+    """The solver's own hook: the best accepted point, and only when the search is higher."""
+    objective, params, _, _ = _quadratic(get_device("cpu"), "float64")
+    solver = AutoGD()
+    state = solver.init_state(params)
+    for _ in range(4):
+        params, state, _ = solver.update(params, state, objective)
+    assert state.best_loss == state.loss        # a quadratic: each step lower
+    same, kept = solver.end_fit(params, state)
+    assert same is params and kept is state
+    higher = replace(state, params=[p + 1.0 for p in params], loss=state.best_loss + 1.0)
+    back, ended = solver.end_fit(higher.params, higher)
+    assert ended is higher                      # the search itself stays where it was
+    for got, want in zip(back, state.best_params):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_call_that_continues_the_search_goes_on_from_where_it_stood(diabetes, tmp_path):
+    """fit k epochs (ending in a rise, so its best point is returned), save, load,
+    partial_fit m times: the epochs of one fit of k + m, and the same best point."""
+    X, y = diabetes
+    params = dict(hidden_layer_sizes=(32,), alpha=0.0, tol=0, n_iter_no_change=100,
+                  random_state=0, device="cpu", dtype="float64")
+    for k in range(5, 40):
+        first = quiet_fit(MLPRegressor(max_iter=k, **params), X, y)
+        state = first._trainer.state
+        if state.best_loss < state.loss:
+            break
+    else:
+        pytest.fail("no fit ended during a rise")
+    save(first, tmp_path / "m.npz")
+    loaded = load(tmp_path / "m.npz").set_params(device="cpu")
+    for _ in range(6):
+        loaded.partial_fit(X, y)
+    whole = quiet_fit(MLPRegressor(max_iter=k + 6, **params), X, y)
+    assert loaded.loss_curve_ == whole.loss_curve_
+    assert loaded.learning_rates_ == whole.learning_rates_
+    for got, want in zip(loaded.coefs_ + loaded.intercepts_, whole.coefs_ + whole.intercepts_):
+        np.testing.assert_array_equal(got, want)
+    # Other weights (a user's, or a warm start's fresh state) start a new search there.
+    moved = load(tmp_path / "m.npz").set_params(device="cpu")
+    moved.coefs_[0] = moved.coefs_[0] * 0.5
+    start = float(np.mean((moved.predict(X) - y) ** 2))
+    moved.partial_fit(X, y)
+    assert moved.loss_curve_[-1] == pytest.approx(start, rel=1e-12)
+
+
+def test_with_no_memory_the_loss_never_rises(diabetes, monkeypatch):
+    """MEMORY = 0 is the monotone test; the default lets the loss rise, never above the
+    highest of the last MEMORY + 1 points accepted, nor above where the fit began."""
+    X, y = diabetes
+    eps = 64 * np.finfo(np.float64).eps
+
+    def curve():
+        model = quiet_fit(MLPRegressor((32,), max_iter=80, tol=0, n_iter_no_change=80,
+                                       random_state=0, device="cpu", dtype="float64"), X, y)
+        return np.asarray(model.loss_curve_)
+
+    loss = curve()
+    # A refused step leaves the loss exactly where it was: the accepted points'
+    # losses are the curve without its repeats.
+    accepted = loss[np.r_[True, np.diff(loss) != 0]]
+    memory = step_size.MEMORY
+    for t in range(1, len(accepted)):
+        window = accepted[max(0, t - memory - 1):t]
+        assert accepted[t] <= window.max() * (1 + eps), t
+    assert np.any(np.diff(accepted) > 0)      # it did rise
+    assert np.all(loss <= loss[0] * (1 + eps))
+    monkeypatch.setattr(step_size, "MEMORY", 0)
+    monotone = curve()
+    assert np.all(np.diff(monotone) <= eps * monotone[:-1])
 
 
 def test_each_call_starts_from_the_loss_of_its_own_rows(friedman, diabetes):
@@ -213,15 +311,15 @@ def test_the_first_rate_is_the_curvature_estimate_of_issue_14(friedman):
 
 @pytest.mark.parametrize("dataset", ["friedman", "diabetes"])
 @pytest.mark.parametrize("width", [8, 256])
-def test_auto_never_lets_the_loss_rise(request, dataset, width):
-    """Every accepted step lowers the loss (up to rounding): no divergence at any width."""
+def test_auto_never_diverges(request, dataset, width):
+    """No loss above the start (up to rounding) at any width, and real progress."""
     X, y = request.getfixturevalue(dataset)
-    model = quiet_fit(MLPRegressor((width,), max_iter=60, tol=0, random_state=0,
-                                   device="cpu", dtype="float64"), X, y)
+    model = quiet_fit(MLPRegressor((width,), max_iter=60, tol=0, n_iter_no_change=60,
+                                   random_state=0, device="cpu", dtype="float64"), X, y)
     curve = np.asarray(model.loss_curve_)
     assert np.all(np.isfinite(curve)) and model.n_iter_ == 60
-    assert np.all(np.diff(curve) <= 64 * np.finfo(np.float64).eps * curve[:-1])
-    assert curve[-1] < 0.9 * curve[0]
+    assert np.all(curve <= curve[0] * (1 + 64 * np.finfo(np.float64).eps))
+    assert min(curve) < 0.9 * curve[0]
     rates = np.asarray(model.learning_rates_)
     assert model.learning_rate_ == rates[-1]
     assert np.any(rates[1:] > rates[:-1])  # it grows while the loss falls
@@ -296,3 +394,36 @@ def test_a_bad_learning_rate_text_is_refused(friedman):
     X, y = friedman
     with pytest.raises(ValueError, match="learning_rate_init must be 'auto' or a number > 0"):
         MLPRegressor(learning_rate_init="fast").fit(X, y)
+
+
+def test_the_first_plateau_goes_on_with_the_monotone_test(monkeypatch):
+    solver = AutoGD()
+    objective, params, _, _ = _quadratic(get_device("cpu"), "float64")
+    state = replace(solver.init_state(params), recent_losses=(2.0, 1.5))
+    switched, stop = solver.on_plateau(state)
+    assert not stop and switched.monotone and switched.recent_losses == ()
+    assert solver.on_plateau(switched)[1] is True
+    begun = solver.begin_fit(switched)
+    assert begun.stale and begun.monotone        # a call going on with the search keeps it
+    _, fresh, _ = solver.update(params, begun, objective)   # another point: a new search
+    assert not fresh.monotone and not fresh.stale
+    monkeypatch.setattr(step_size, "MEMORY", 0)
+    assert solver.on_plateau(state)[1] is True             # already monotone: stop
+
+
+def test_after_the_first_plateau_the_loss_never_rises(friedman, capsys):
+    X, y = friedman
+    model = quiet_fit(MLPRegressor((32,), max_iter=3000, verbose=True, random_state=0,
+                                   device="cpu", dtype="float64"), X, y)
+    lines = capsys.readouterr().out.splitlines()
+    switch = [i for i, line in enumerate(lines) if "Going on with the monotone test" in line]
+    assert len(switch) == 1 and lines[-1].endswith("Stopping.")
+    # Every line before it is one epoch's "Iteration k, loss = ...".
+    first = switch[0]
+    assert all(line.startswith("Iteration") for line in lines[:first])
+    curve = np.asarray(model.loss_curve_)
+    # curve[first] is where epoch `first`, the last under the non-monotone test, ended.
+    before, after = curve[:first], curve[first:]
+    assert np.any(np.diff(before) > 0)                   # it rose before
+    assert np.all(np.diff(after) <= 64 * np.finfo(np.float64).eps * after[:-1])
+    assert model.n_iter_ > first + model.n_iter_no_change
