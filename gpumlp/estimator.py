@@ -102,8 +102,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         and adapted as training proceeds (see :mod:`gpumlp.step_size`): the
         largest stable rate shrinks with the width (about ``4 / h`` for a
         sigmoid layer of width ``h`` on standardised data), so no fixed rate
-        suits every network; for ``"sgd"`` and ``"adam"``, 0.01; L-BFGS
-        needs no rate.
+        suits every network. Its steps may raise the loss for a few epochs
+        (never above where the fit began); ``coefs_`` and ``intercepts_``
+        are then the point of lowest training loss the fit measured, and the
+        first plateau of the stopping rule switches to steps that never
+        raise it (the second stops). For ``"sgd"`` and ``"adam"``, 0.01;
+        L-BFGS needs no rate.
     max_iter : int, default=200
         Maximum epochs per call to ``fit`` (for ``"gd"``, one epoch is one
         step; for ``"lbfgs"``, one iteration).

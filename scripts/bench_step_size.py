@@ -24,6 +24,12 @@ with its other defaults (width 100, ``tol=1e-4``, ``n_iter_no_change=10``)
 against every fixed rate of the grid at the same width and stopping rule:
 epochs run and test R².
 
+With ``--stopping TOL``: 24 fits (the three datasets, widths 8, 32, 100 and
+512, initial weights 0 and 1, 20% held out) with the default stopping rule
+at that ``tol``, "auto" against its monotone form (``step_size.MEMORY = 0``:
+the loss never rises, one plateau stops): mean train and test R², median
+epochs.
+
 This is a benchmark, not a test: nothing here asserts.
 
     python scripts/bench_step_size.py                 # 12 cases, 400 epochs (a few minutes)
@@ -31,6 +37,7 @@ This is a benchmark, not a test: nothing here asserts.
     python scripts/bench_step_size.py --widths 16,64,256         # more cases:
     python scripts/bench_step_size.py --seed 1                   # other weights
     python scripts/bench_step_size.py --r2            # also the default-network check
+    python scripts/bench_step_size.py --widths 8 --stopping 1e-4 --stopping 1e-6
 """
 
 from __future__ import annotations
@@ -161,6 +168,39 @@ def r2_check():
               f"{time.perf_counter() - start:.1f} s")
 
 
+def stopping_check(tol):
+    """The default stopping rule on 24 fits: the rule against its monotone form (MEMORY = 0)."""
+    from gpumlp import step_size
+    from gpumlp.splitting import train_test_split
+
+    print(f"\nDefault stopping rule (tol={tol:g}, n_iter_no_change=10, max_iter=5000), "
+          f"80/20 split, widths 8/32/100/512, random_state 0 and 1")
+    print(f"{'dataset':10s} {'rule':>10s} {'mean train R^2':>15s} {'mean test R^2':>14s} "
+          f"{'median epochs':>14s}")
+    memory = step_size.MEMORY
+    try:
+        for name, (X, y) in datasets().items():
+            X_train, X_test, y_train, y_test = train_test_split(X, y, 0.2, 0)
+            for label, value in (("monotone", 0), ("auto", memory)):
+                step_size.MEMORY = value
+                scores = []
+                for width in (8, 32, 100, 512):
+                    for seed in (0, 1):
+                        model = MLPRegressor((width,), max_iter=5000, tol=tol,
+                                             random_state=seed, device="cpu", dtype="float64")
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            model.fit(X_train, y_train)
+                        scores.append((model.score(X_train, y_train),
+                                       model.score(X_test, y_test), model.n_iter_))
+                train, test, epochs = np.asarray(scores).T
+                print(f"{name:10s} {label:>10s} {train.mean():15.4f} {test.mean():14.4f} "
+                      f"{np.median(epochs):14.0f}")
+                sys.stdout.flush()
+    finally:
+        step_size.MEMORY = memory
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="friedman1,diabetes,sines")
@@ -169,11 +209,16 @@ def main(argv=None):
     parser.add_argument("--target", type=float, default=1.10)
     parser.add_argument("--seed", type=int, default=0, help="random_state of the weights")
     parser.add_argument("--r2", action="store_true", help="also the default-network check")
+    parser.add_argument("--stopping", type=float, metavar="TOL", action="append",
+                        help="also 24 fits with the default stopping rule at this tol, "
+                             "against the monotone test (repeatable)")
     args = parser.parse_args(argv)
     bench(args.datasets.split(","), [int(w) for w in args.widths.split(",")], args.epochs,
           args.target, args.seed)
     if args.r2:
         r2_check()
+    for tol in args.stopping or ():
+        stopping_check(tol)
 
 
 if __name__ == "__main__":
