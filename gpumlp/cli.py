@@ -459,7 +459,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
 
     state = "converged" if converged else "stopped at --epochs"
     # The run's epochs in all (a resumed run counts those before it too).
-    print(f"epochs: {len(net.loss_curve_)} ({state})  final loss: {net.loss_curve_[-1]:.6g}")
+    print(f"epochs: {len(net.loss_curve_)} ({state})  final loss: {net.loss_:.6g}")
     print(f"learning rate: {_describe_rate(net)}")
     if args.early_stopping:
         print(f"early stopping: best validation R^2 {net.best_validation_score_:.4f} on "

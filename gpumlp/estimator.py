@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 
 import array_api_compat as aac
 import numpy as np
@@ -30,7 +31,7 @@ from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from .devices import Device, device_of, dtype_name, get_device, move, to_numpy
 from .initialization import as_generator, glorot_uniform
 from .losses import get_loss
-from .solvers import AutoGD, LBFGSState, make_solver, map_state, solver_name
+from .solvers import AutoGD, AutoGDState, LBFGSState, make_solver, map_state, solver_name
 from .sources import ArraySource, Network
 from .training import Trainer
 
@@ -171,8 +172,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     loss_curve_ : list of float
         The loss of each epoch (over every call).
     loss_ : float or None
-        The last loss: for ``"lbfgs"`` at the final weights, otherwise the
-        last epoch's.
+        The last loss: for ``"lbfgs"``, and ``"gd"`` with
+        ``learning_rate_init="auto"``, the loss at the weights returned;
+        otherwise the last epoch's (at the weights it started from).
     learning_rate_ : float or None
         The step size in force at the end of the last epoch: with
         ``learning_rate_init="auto"`` the one chosen and adapted, else
@@ -522,8 +524,18 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self._trainer = trainer
         self.device_ = device
         final_loss = None
-        if isinstance(trainer.state, LBFGSState) and trainer.state.loss is not None:
-            final_loss = float(to_numpy(trainer.state.loss))
+        state = trainer.state
+        if isinstance(state, LBFGSState) and state.loss is not None:
+            final_loss = float(to_numpy(state.loss))
+        elif isinstance(state, AutoGDState) and not state.stale:
+            # The loss at the weights returned, when they are the search's best
+            # point or its current one (not early stopping's best weights).
+            for point, loss in ((state.best_params, state.best_loss),
+                                (state.params, state.loss)):
+                if point is not None and len(point) == len(trainer.params) and all(
+                        a is b for a, b in zip(point, trainer.params)):
+                    final_loss = loss if math.isfinite(loss) else None
+                    break
         self._set_fitted(
             [move(W, input_device) for W in trainer.coefs],
             [move(b, input_device) for b in trainer.intercepts],

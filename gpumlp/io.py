@@ -186,6 +186,8 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         "y_1d": bool(getattr(net, "_y_was_1d", False)),
         "n_iter": int(getattr(net, "n_iter_", 0)),
         "loss_curve": [float(v) for v in getattr(net, "loss_curve_", [])],
+        # loss_: for L-BFGS and "auto" the loss at these weights, not the curve's last.
+        "loss": _finite_or_none(getattr(net, "loss_", None)),
         "learning_rate": getattr(net, "learning_rate_", None),
         "learning_rates": [float(v) for v in getattr(net, "learning_rates_", [])],
         "validation_loss_curve": None if validation_curve is None else [
@@ -216,8 +218,8 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         np.savez(handle, **arrays)
 
 
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
+def _finite_or_none(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def _training_metadata(net: MLPRegressor, coefs: list, intercepts: list):
@@ -285,6 +287,7 @@ def _check_metadata(path: str, metadata: Any) -> None:
                 "params": dict}
     optional = {"gpumlp_version": str, "created": str, "out_activation": str,
                 "trained_on": str, "y_1d": bool, "n_iter": int, "loss_curve": list,
+                "loss": (int, float, type(None)),
                 "learning_rate": (int, float, type(None)), "learning_rates": list,
                 "validation_loss_curve": (list, type(None)),
                 "feature_names": (list, type(None)), "target_names": (list, type(None)),
@@ -322,6 +325,9 @@ def _check_metadata(path: str, metadata: Any) -> None:
     rate = metadata.get("learning_rate")
     if rate is not None and not (_is_number(rate) and 0 < rate < math.inf):
         raise _damaged(path, f"learning_rate {rate!r} is not a positive number")
+    loss = metadata.get("loss")
+    if loss is not None and not (_is_number(loss) and math.isfinite(loss)):
+        raise _damaged(path, f"loss {loss!r} is not a finite number")
     for key in ("loss_curve", "validation_loss_curve", "learning_rates"):
         if not all(_is_number(v) for v in metadata.get(key) or ()):
             raise _damaged(path, f"{key} holds something other than numbers")
@@ -670,7 +676,8 @@ def _restore(net, coefs: list, intercepts: list, metadata: dict) -> None:
                     loss_curve=[float(v) for v in metadata.get("loss_curve", [])],
                     n_iter=metadata.get("n_iter"), y_was_1d=metadata.get("y_1d", False),
                     learning_rates=metadata.get("learning_rates"),
-                    learning_rate=metadata.get("learning_rate"))
+                    learning_rate=metadata.get("learning_rate"),
+                    final_loss=metadata.get("loss"))
     names = metadata.get("feature_names_in")
     if names is not None:
         net.feature_names_in_ = np.asarray(names, dtype=object)

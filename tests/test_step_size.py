@@ -427,3 +427,24 @@ def test_after_the_first_plateau_the_loss_never_rises(friedman, capsys):
     assert np.any(np.diff(before) > 0)                   # it rose before
     assert np.all(np.diff(after) <= 64 * np.finfo(np.float64).eps * after[:-1])
     assert model.n_iter_ > first + model.n_iter_no_change
+
+
+def test_loss_is_the_loss_at_the_weights_returned(diabetes, tmp_path):
+    """``loss_`` (and the CLI's "final loss") for "auto": the returned weights' loss,
+    which a fit ending during a rise has below the curve's last; kept in model files."""
+    X, y = diabetes
+    for max_iter in range(5, 40):
+        model = quiet_fit(MLPRegressor((32,), alpha=0.0, max_iter=max_iter, tol=0,
+                                       n_iter_no_change=100, random_state=0, device="cpu",
+                                       dtype="float64"), X, y)
+        mse = float(np.mean((model.predict(X) - y) ** 2))
+        assert model.loss_ == pytest.approx(mse, rel=1e-12)
+        if model.loss_ < model.loss_curve_[-1]:
+            break
+    else:
+        pytest.fail("no fit ended during a rise")
+    save(model, tmp_path / "m.npz")
+    assert load(tmp_path / "m.npz").loss_ == model.loss_
+    fixed = quiet_fit(MLPRegressor((8,), learning_rate_init=0.01, max_iter=3, device="cpu"),
+                      X, y)
+    assert fixed.loss_ == fixed.loss_curve_[-1]
