@@ -16,9 +16,11 @@ with the oracle, NumPy's generic kernels in float64:
   the model was trained on: a file whose weights were changed after training
   fails here, whatever the other replays say.
 
-Every replay runs exactly the recorded number of epochs (the stopping rule
-is switched off, so that a float32 run that would have stopped one epoch
-sooner is still compared epoch by epoch).
+Every replay runs exactly the recorded number of epochs: the stopping rule
+runs as in the fit, so that its plateaus change the solver's state where they
+did (the ``"adaptive"`` rate, ``learning_rate_init="auto"``'s switch to the
+monotone test), but never stops a replay, so that a float32 run that would
+have stopped one epoch sooner is still compared epoch by epoch.
 
 The verdict is PASS when every replay stays within its tolerance at every
 epoch and the stored weights are reproduced; FAIL otherwise, also when the
@@ -143,9 +145,12 @@ def _replay_run(net, record, X, y, device, dtype, use_fastpath):
     from .io import _generator
 
     model = MLPRegressor(**net.get_params())
+    # The stopping rule keeps its tol and n_iter_no_change: its plateaus change
+    # the solver's state (the "adaptive" rate, "auto"'s switch to the monotone
+    # test) at the epochs they did in the fit; it only never stops the replay.
     model.set_params(backend=None, device=device, dtype=dtype, verbose=False,
-                     warm_start=False, max_iter=max(record["n_iter"], 1),
-                     n_iter_no_change=10**9)
+                     warm_start=False, max_iter=max(record["n_iter"], 1))
+    model._never_stop = True
     rng = _generator(record["rng_state"])
     model._replay_start = ([np.asarray(W).astype(dtype) for W in record["coefs"]],
                            [np.asarray(b).astype(dtype) for b in record["intercepts"]], rng)

@@ -104,7 +104,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         largest stable rate shrinks with the width (about ``4 / h`` for a
         sigmoid layer of width ``h`` on standardised data), so no fixed rate
         suits every network. Its steps may raise the loss for a few epochs
-        (never above where the fit began); ``coefs_`` and ``intercepts_``
+        (never above where the search began); ``coefs_`` and ``intercepts_``
         are then the point of lowest training loss the fit measured, and the
         first plateau of the stopping rule switches to steps that never
         raise it (the second stops). For ``"sgd"`` and ``"adam"``, 0.01;
@@ -395,6 +395,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             record = start_record(*start, device=device, fastpath=trainer.network.fastpath,
                                   eval_set=eval_set is not None,
                                   n_samples=source.n_samples, data_sha256=data_sha256)
+        # A replay (gpumlp.certificate) runs the rule's plateau actions but never stops.
+        never_stop = self.__dict__.pop("_never_stop", False)
         validation = None
         early_stopping = self.early_stopping and not incremental
         if eval_set is not None:
@@ -419,7 +421,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 max_iter=1 if incremental else self.max_iter, tol=tol,
                 n_iter_no_change=self.n_iter_no_change, validation=validation,
                 stop_on_validation=early_stopping, verbose=self.verbose,
-                check_convergence=not incremental, on_epoch=callback,
+                check_convergence=not (incremental or never_stop), on_epoch=callback,
             )
             if early_stopping and trainer.best_params is not None:
                 trainer.params = trainer.best_params

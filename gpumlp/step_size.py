@@ -42,7 +42,8 @@ What the rule does
    :data:`MAX_RATE`.
 4. **Return the best point**: the loss may rise for a few epochs (never
    above the highest of the last ``MEMORY + 1``, so never above where the
-   call began), which lets a long step cross a ridge into a lower valley.
+   search began; a call that continues it may begin lower), which lets a
+   long step cross a ridge into a lower valley.
    So that a fit never ends on such a rise, the solver keeps the accepted
    point of lowest loss, and a call to ``fit`` or ``partial_fit`` that ends
    (by the stopping rule or ``max_iter``) leaves the weights there

@@ -752,6 +752,11 @@ class Trainer:
         curve = self.loss_curve[first_epoch:]
         if stop_on_validation or len(curve) < 2 or not curve[-1] > 1.01 * curve[0]:
             return
+        if isinstance(self.solver, AutoGD):
+            # Its test bounds each loss by the highest of the last few accepted
+            # (gpumlp.step_size.MEMORY), which a call that continues the search
+            # (--resume) may have begun below: a rise by design, not a large step.
+            return
         warnings.warn(
             f"The training loss rose from {curve[0]:.6g} to {curve[-1]:.6g} over "
             f"{len(curve)} epochs: the step is too large for this problem. "
