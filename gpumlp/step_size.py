@@ -79,10 +79,13 @@ Every decision uses three numbers read back to the host in one transfer
 :data:`RISE_EPS` units of the dtype's rounding (``eps``, relative) of the
 required decrease passes, so that rounding noise in a loss that has stopped
 moving is no failure. Every rate is rounded to four significant digits, so
-the rounding differences between backends (about 1e-15 relative in float64)
-can change a rate or a decision only when a value lies within that distance
-of a rounding or decision boundary; the agreement suite checks that the rate
-sequence is identical on NumPy, array-api-strict, PyTorch and JAX in float64.
+the rounding differences between backends (about 1e-15 relative in float64
+in one step; a long step of a rise can magnify them for a while, to 1e-9
+measured) can change a rate or a decision only when a value lies within that
+distance of a rounding or decision boundary; the agreement suite checks that
+the rate sequence is identical on NumPy, array-api-strict, PyTorch and JAX in
+float64, and the per-fit certificate (:mod:`gpumlp.certificate`) judges a
+fit by its own amplification of perturbations.
 
 Everything here is generic over the array-API namespace of the parameters;
 the only host reads are the few Python floats the decisions need.
