@@ -105,7 +105,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         sigmoid layer of width ``h`` on standardised data), so no fixed rate
         suits every network. Its steps may raise the loss for a few epochs
         (never above where the search began); ``coefs_`` and ``intercepts_``
-        are then the point of lowest training loss the fit measured, and the
+        are then the point of lowest training loss the fit measured (after
+        an interrupt, the last whole epoch's, as for every solver), and the
         first plateau of the stopping rule switches to steps that never
         raise it (the second stops). For ``"sgd"`` and ``"adam"``, 0.01;
         L-BFGS needs no rate.
