@@ -182,12 +182,12 @@ def test_the_validate_command_certifies_a_trained_model(tmp_path, capsys):
             "--backends", "numpy", "--json", str(tmp_path / "c.json")]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "\nPASS\nwrote" in out
+    assert "\nPASS (every epoch compared)\nwrote" in out
     nudged = load(model)
     nudged.regressor_.intercepts_[0] = nudged.regressor_.intercepts_[0] + 1e-3
     save(nudged, model, extra=read_metadata(model)["extra"])
     assert main(args) == 1
-    assert "\nFAIL\nwrote" in capsys.readouterr().out
+    assert "\nFAIL (every epoch compared)\nwrote" in capsys.readouterr().out
     old = load(model)
     old.regressor_._fit_record = None
     save(old, model, extra=read_metadata(model)["extra"])
