@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _compare import assert_loss_and_grads_close
 
 from gpumlp import MLPRegressor, fastpath, kernels
 from gpumlp.agreement import TOLERANCES
@@ -25,17 +26,6 @@ def _problem(n, k, dtype, seed=0):
     return X.astype(dtype), y.astype(dtype), cast(coefs), cast(intercepts)
 
 
-def _assert_close(fast, reference, dtype):
-    tol = TOLERANCES[("kernel", dtype)]
-    loss, coef_grads, intercept_grads = fast
-    ref_loss, ref_coef_grads, ref_intercept_grads = reference
-    assert abs(float(loss) - float(ref_loss)) <= tol * abs(float(ref_loss))
-    for got, want in zip(coef_grads + intercept_grads, ref_coef_grads + ref_intercept_grads):
-        got, want = to_numpy(got).astype(np.float64), to_numpy(want).astype(np.float64)
-        assert got.shape == want.shape
-        assert np.linalg.norm(got - want) <= tol * np.linalg.norm(want)
-
-
 @pytest.mark.parametrize("activation", ["sigmoid", "logistic", "tanh"])
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("alpha", [0.0, 0.5])
@@ -49,7 +39,7 @@ def test_numpy_fast_path_matches_generic(dtype, activation, k, alpha, chunk_rows
     reference = _generic(X.astype(np.float64), y.astype(np.float64),
                          [c.astype(np.float64) for c in coefs],
                          [b.astype(np.float64) for b in intercepts], activation, alpha)
-    _assert_close(fast, reference, dtype)
+    assert_loss_and_grads_close(fast, reference, TOLERANCES[("kernel", dtype)])
 
 
 def test_numpy_fast_path_is_deterministic():
@@ -77,11 +67,11 @@ def test_cupy_fast_path_matches_generic(cupy_device, dtype, activation, k, varia
         reference = _generic(*args, activation, 0.25)
     for first, second in zip([fast[0], *fast[1], *fast[2]], [again[0], *again[1], *again[2]]):
         np.testing.assert_array_equal(to_numpy(first), to_numpy(second))  # deterministic
-    _assert_close(fast, reference, dtype)
+    assert_loss_and_grads_close(fast, reference, TOLERANCES[("kernel", dtype)])
     oracle = _generic(X.astype(np.float64), y.astype(np.float64),
                       [c.astype(np.float64) for c in coefs],
                       [b.astype(np.float64) for b in intercepts], activation, 0.25)
-    _assert_close(fast, oracle, dtype)
+    assert_loss_and_grads_close(fast, oracle, TOLERANCES[("kernel", dtype)])
 
 
 def test_dispatch():

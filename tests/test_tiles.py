@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from _compare import assert_loss_and_grads_close
 
 from gpumlp import kernels
 from gpumlp.activations import get_activation
@@ -50,16 +51,6 @@ def _oracle(X, y, coefs, intercepts, activation, alpha=0.0, n_total=None):
     return loss, coef_grads, intercept_grads
 
 
-def _assert_close(got, want, tol):
-    loss, coef_grads, intercept_grads = got
-    ref_loss, ref_coef_grads, ref_intercept_grads = want
-    assert abs(float(loss) - float(ref_loss)) <= tol * abs(float(ref_loss))
-    for a, b in zip(coef_grads + intercept_grads, ref_coef_grads + ref_intercept_grads):
-        a, b = to_numpy(a).astype(np.float64), to_numpy(b).astype(np.float64)
-        assert a.shape == b.shape
-        assert np.linalg.norm(a - b) <= tol * np.linalg.norm(b)
-
-
 # ------------------------------------------------------------ the model
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -67,7 +58,7 @@ def test_the_model_of_the_kernels_matches_the_generic_kernels(dtype, activation,
     X, y, coefs, intercepts = _problem(*shape, dtype)
     got = tiles.model_loss_and_grads(X, y, coefs, intercepts, activation)
     assert all(a.dtype == np.dtype(dtype) for a in [got[0], *got[1], *got[2]])
-    _assert_close(got, _oracle(X, y, coefs, intercepts, activation),
+    assert_loss_and_grads_close(got, _oracle(X, y, coefs, intercepts, activation),
                   TOLERANCES[("kernel", dtype)])
 
 
@@ -76,7 +67,7 @@ def test_the_model_of_the_kernels_matches_the_generic_kernels(dtype, activation,
 def test_the_model_with_a_penalty_and_a_chunks_share(dtype, shape, alpha, n_total):
     X, y, coefs, intercepts = _problem(*shape, dtype)
     got = tiles.model_loss_and_grads(X, y, coefs, intercepts, "sigmoid", alpha, n_total)
-    _assert_close(got, _oracle(X, y, coefs, intercepts, "sigmoid", alpha, n_total),
+    assert_loss_and_grads_close(got, _oracle(X, y, coefs, intercepts, "sigmoid", alpha, n_total),
                   TOLERANCES[("kernel", dtype)])
 
 
@@ -90,7 +81,7 @@ def test_the_model_follows_the_groups(monkeypatch):
     single = tiles.model_loss_and_grads(X, y, coefs, intercepts, "tanh")
     assert not all(np.array_equal(a, b) for a, b in
                    zip([grouped[0], *grouped[1]], [single[0], *single[1]]))
-    _assert_close(single, grouped, TOLERANCES[("kernel", "float32")])
+    assert_loss_and_grads_close(single, grouped, TOLERANCES[("kernel", "float32")])
 
 
 def test_model_blocks_take_gradient_descent_steps_as_the_generic_kernels():
@@ -229,8 +220,8 @@ def test_the_tile_kernels_match_the_generic_path_and_repeat_bitwise(cupy_device,
     for a, b in zip([first[0], *first[1], *first[2]], [second[0], *second[1], *second[2]]):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
     tol = TOLERANCES[("kernel", dtype)]
-    _assert_close(first, generic, tol)
-    _assert_close(first, _oracle(*host, activation, alpha=0.25), tol)
+    assert_loss_and_grads_close(first, generic, tol)
+    assert_loss_and_grads_close(first, _oracle(*host, activation, alpha=0.25), tol)
 
 
 @pytest.mark.parametrize("shape", GPU_SHAPES, ids=str)
@@ -248,4 +239,4 @@ def test_the_tile_kernels_compute_what_the_model_computes(cupy_device, dtype, ac
         for a, b in zip([got[0], *got[1], *got[2]], [model[0], *model[1], *model[2]]):
             np.testing.assert_array_equal(to_numpy(a), b)
     else:
-        _assert_close(got, model, TOLERANCES[("kernel", dtype)])
+        assert_loss_and_grads_close(got, model, TOLERANCES[("kernel", dtype)])
