@@ -1,65 +1,268 @@
-"""What a fit must remember so that it can be replayed: the fit record.
+"""What a fit must remember so that it can be certified: the fit record.
 
-A fresh ``fit`` (not a warm start, not ``partial_fit`` on fitted weights)
-keeps, besides its result, what a replay needs (:mod:`gpumlp.certificate`):
-the initial weights, the state of the random generator after they were drawn
-(it then draws every epoch's batch order and the validation split), the
-device (the dtype is the weights' own), whether the fast path ran, whether an ``eval_set`` was
-given, the number of epochs, and a fingerprint of the training data. The
-hyper-parameters are the estimator's own. :mod:`gpumlp.io` stores the record
-in a model file and checks it on loading.
+A fit on data held in memory (a fresh ``fit``, a warm start, ``partial_fit``)
+keeps, besides its result, what :mod:`gpumlp.certificate` needs to replay it
+segment by segment, the way proof-of-learning verifies training (Jia et al.,
+IEEE S&P 2021):
 
-The record is a dict of plain values plus two lists of NumPy arrays::
+* **where it started** (``start``): for a fresh fit, the seed the initial
+  weights were drawn from (an int ``random_state``; for ``random_state=None``
+  the entropy NumPy drew, recorded; for a ``Generator``, its state before the
+  draw), so that a verifier can redraw them; for a continued fit (warm start,
+  ``partial_fit``), the digest of the parent model (:func:`model_digest`), so
+  that a chain certifies link by link;
+* **checkpoints**: the whole training state (weights, the solver's state, the
+  batch-order generator, the stopping rule's bookkeeping and early stopping's
+  best weights) at epoch 0, every :func:`checkpoint_every` epochs (at most
+  :data:`MAX_CHECKPOINTS` of them in a call of ``max_iter`` epochs) and at the
+  last epoch;
+* **each epoch's decisions**: the rate (``learning_rates_``), the ``"auto"``
+  step's accept or refuse, L-BFGS's step length; the loss and validation
+  scores of every epoch are the model's own ``loss_curve_`` and
+  ``validation_scores_``;
+* **a fingerprint of the data** (:func:`fingerprint`): ``X``, ``y``,
+  ``sample_weight`` and ``eval_set``, hashed from their own bytes.
 
-    {"version": 1, "rng_state": {...}, "device": "numpy", "fastpath": True,
-     "eval_set": False, "n_samples": 200, "n_iter": 30, "data_sha256": "..." or None,
-     "coefs": [...], "intercepts": [...]}
+The record is a dict of plain values and NumPy arrays (:mod:`gpumlp.io`
+stores it, and checks it on loading)::
+
+    {"version": 2, "start": {...}, "device": "numpy", "fastpath": True,
+     "eval_set": False, "incremental": False, "n_samples": 200, "n_iter": 30,
+     "data_sha256": "..." or None, "accepted": [...] or None,
+     "steps": [...] or None, "checkpoints": [{"epoch": 0, "coefs": [...],
+     "intercepts": [...], "state": {...}, "state_arrays": {...}, "rng": {...},
+     "history": {...}, "best": [...] or None}, ...]}
+
+Its size: ``len(checkpoints)`` (at most ``MAX_CHECKPOINTS + 2``) times the
+weights and the solver's state (none for gd at a fixed rate, the velocities
+for sgd, two copies of the weights for Adam, about four for ``"auto"``, up to
+21 for L-BFGS), plus a few numbers per epoch.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import math
 
 import numpy as np
 
-__all__ = ["RECORD_KEYS", "RECORD_VERSION", "fingerprint", "start_record"]
+__all__ = ["MAX_CHECKPOINTS", "RECORD_VERSION", "Recorder", "checkpoint_every",
+           "fingerprint", "generator_from_seed", "generator_from_state", "model_digest",
+           "seeded_generator"]
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 
-#: The plain (JSON) keys of a record, with their types; the arrays are
-#: ``coefs`` and ``intercepts``.
-RECORD_KEYS = {"version": int, "rng_state": dict, "device": str, "fastpath": bool,
-               "eval_set": bool, "n_samples": int, "n_iter": int,
-               "data_sha256": (str, type(None))}
+#: A call of ``max_iter`` epochs keeps a checkpoint every
+#: ``ceil(max_iter / MAX_CHECKPOINTS)`` epochs, besides epoch 0 and its last.
+MAX_CHECKPOINTS = 32
+
+#: Rows hashed at a time from an array that is not C-contiguous (bounded memory).
+_ROWS_PER_BLOCK = 65536
 
 
-def fingerprint(X, y) -> str | None:
-    """SHA-256 of ``X`` and ``y`` as float64 C-ordered bytes, or None for non-NumPy arrays.
+def checkpoint_every(max_iter: int) -> int:
+    """The epochs between two checkpoints of a call of ``max_iter`` epochs."""
+    return max(1, math.ceil(int(max_iter) / MAX_CHECKPOINTS))
 
-    Only host (NumPy) data is fingerprinted: hashing device data would copy
-    it to the host, which a fit never does.
+
+def _hash_array(digest, name: str, a) -> None:
+    """Feed ``a``'s name, dtype, 2-D shape and bytes to ``digest``, without a copy when
+    ``a`` is C-contiguous.
+
+    The dtype is normalised to little-endian and a 1-D array is taken as one
+    column, so equal data (``y`` of shape ``(n,)`` or ``(n, 1)``, any byte
+    order or memory layout) gives the same digest.
     """
-    if not (isinstance(X, np.ndarray) and isinstance(y, np.ndarray)):
+    if a is None:
+        digest.update(f"{name}:none;".encode())
+        return
+    a = np.asarray(a)
+    if a.ndim == 1:
+        a = a.reshape(-1, 1)
+    dtype = a.dtype.newbyteorder("<")
+    digest.update(f"{name}:{dtype.str}:{tuple(a.shape)};".encode())
+    if a.dtype != dtype:
+        a = a.astype(dtype)
+    if a.flags.c_contiguous:
+        digest.update(memoryview(a).cast("B"))
+        return
+    for start in range(0, a.shape[0], _ROWS_PER_BLOCK):
+        digest.update(memoryview(np.ascontiguousarray(a[start:start + _ROWS_PER_BLOCK]))
+                      .cast("B"))
+
+
+def fingerprint(X, y, sample_weight=None, eval_set=None) -> str | None:
+    """SHA-256 of the data a fit was given, from its own bytes; None for non-NumPy data.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n_samples, n_features)
+    y : ndarray, shape (n_samples,) or (n_samples, n_outputs)
+    sample_weight : ndarray, shape (n_samples,), optional
+    eval_set : tuple (X_val, y_val) of ndarrays, optional
+
+    Returns
+    -------
+    str or None
+        The hex digest. Each array enters with its name, dtype and shape
+        (``y`` as 2-D), then its bytes: a C-contiguous array is hashed where
+        it lies, with no copy. Only host (NumPy) data is fingerprinted:
+        hashing device data would copy it to the host, which a fit never does.
+    """
+    parts = [("X", X), ("y", y), ("sample_weight", sample_weight)]
+    if eval_set is not None:
+        parts += [("X_val", eval_set[0]), ("y_val", eval_set[1])]
+    if not all(a is None or isinstance(a, np.ndarray) for _, a in parts):
         return None
-    digest = hashlib.sha256()
-    for a in (X, y):
-        a = np.ascontiguousarray(a, dtype=np.float64)
-        digest.update(repr(a.shape).encode())
-        digest.update(a.tobytes())
+    digest = hashlib.sha256(b"gpumlp-data-2;")
+    for name, a in parts:
+        _hash_array(digest, name, a)
     return digest.hexdigest()
 
 
-def start_record(coefs, intercepts, rng, *, device, fastpath, eval_set, n_samples,
-                 data_sha256) -> dict:
-    """A record at the start of a fit, after the initial weights were drawn from ``rng``.
+def model_digest(coefs, intercepts) -> str:
+    """SHA-256 of a model's weights (dtype, shapes and bytes): what a child fit names.
 
-    ``n_iter`` is filled in when the fit ends.
+    Parameters
+    ----------
+    coefs, intercepts : lists of arrays (any backend; read to the host)
     """
-    return {"version": RECORD_VERSION,
-            "rng_state": {"numpy_generator": copy.deepcopy(rng.bit_generator.state)},
-            "device": device.name, "fastpath": bool(fastpath),
-            "eval_set": bool(eval_set), "n_samples": int(n_samples), "n_iter": 0,
-            "data_sha256": data_sha256,
-            "coefs": [np.array(W, copy=True) for W in coefs],
-            "intercepts": [np.array(b, copy=True) for b in intercepts]}
+    from .devices import to_numpy
+
+    digest = hashlib.sha256(b"gpumlp-weights-1;")
+    for i, a in enumerate([*coefs, *intercepts]):
+        _hash_array(digest, str(i), np.ascontiguousarray(to_numpy(a)))
+    return digest.hexdigest()
+
+
+def seeded_generator(random_state):
+    """The generator a fresh fit draws from, and how to draw it again.
+
+    Returns
+    -------
+    rng : numpy.random.Generator
+    seed : dict
+        ``{"kind": "int", "value": n}`` for an int (or a ``RandomState``, which
+        gives one), ``{"kind": "entropy", "value": "..."}`` for ``None`` (the
+        entropy NumPy drew, as a decimal string), ``{"kind": "generator",
+        "state": {...}}`` for a ``Generator`` (its state before the draw).
+    """
+    import numbers
+
+    if random_state is None:
+        entropy = np.random.SeedSequence().entropy
+        return np.random.default_rng(entropy), {"kind": "entropy", "value": str(entropy)}
+    if isinstance(random_state, np.random.RandomState):
+        random_state = int(random_state.randint(np.iinfo(np.int32).max))
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return np.random.default_rng(int(random_state)), {"kind": "int",
+                                                          "value": int(random_state)}
+    if isinstance(random_state, np.random.Generator):
+        return random_state, {"kind": "generator",
+                              "state": copy.deepcopy(random_state.bit_generator.state)}
+    raise TypeError(
+        f"random_state must be None, an int or a numpy Generator, got {random_state!r}.")
+
+
+def generator_from_seed(seed: dict) -> np.random.Generator:
+    """The generator :func:`seeded_generator` described by ``seed``, before any draw."""
+    if seed["kind"] == "int":
+        return np.random.default_rng(int(seed["value"]))
+    if seed["kind"] == "entropy":
+        return np.random.default_rng(int(seed["value"]))
+    return generator_from_state(seed["state"])
+
+
+def generator_from_state(state: dict) -> np.random.Generator:
+    """A Generator whose bit generator has ``state`` (as ``bit_generator.state`` gives it).
+
+    Raises
+    ------
+    ValueError
+        For an unknown bit generator or a malformed state.
+    """
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if name not in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"):
+        raise ValueError(f"unknown bit generator {name!r:.40}")
+    bit_generator = getattr(np.random, name)()
+    try:
+        bit_generator.state = copy.deepcopy(state)
+    except (TypeError, KeyError, OverflowError) as exc:
+        raise ValueError(f"not a {name} state ({exc})") from None
+    return np.random.Generator(bit_generator)
+
+
+class Recorder:
+    """Keeps a call's record as it runs: the fit callback's companion.
+
+    Built when the call starts (checkpoint 0: the state the first epoch
+    starts from); :meth:`on_epoch` is called once each epoch is wholly done
+    (the trainer's callback); :meth:`finish` gives the record. Between
+    checkpoints it keeps references only (the trainer's values are
+    immutable), so nothing is read from the device but at checkpoints.
+    """
+
+    def __init__(self, trainer, rng, *, start: dict, device, data_sha256, n_samples: int,
+                 max_iter: int, eval_set: bool, incremental: bool):
+        self.trainer, self.rng = trainer, rng
+        self.every = checkpoint_every(max_iter)
+        self.header = {"version": RECORD_VERSION, "start": start, "device": device.name,
+                       "fastpath": bool(trainer.network.fastpath), "eval_set": bool(eval_set),
+                       "incremental": bool(incremental), "n_samples": int(n_samples),
+                       "data_sha256": data_sha256}
+        self.checkpoints = [self._materialise(0, self._snapshot())]
+        self.pending = None
+        self.accepted, self.steps = [], []
+
+    def _snapshot(self):
+        t = self.trainer
+        history = {"best_loss": t.best_loss, "best_validation_score": t.best_validation_score,
+                   "no_improvement_count": t.no_improvement_count,
+                   "samples_seen": t.samples_seen}
+        best = None if t.best_params is None else list(t.best_params)
+        return (list(t.params), t.state, copy.deepcopy(self.rng.bit_generator.state),
+                history, best)
+
+    def _materialise(self, epoch, snapshot) -> dict:
+        from .devices import to_numpy
+        from .solvers import plain_numbers, state_to_arrays
+
+        params, state, rng, history, best = snapshot
+        n = self.trainer.network.n_coefs
+        host = [np.array(to_numpy(p)) for p in params]
+        template = self.trainer.solver.init_state(params)
+        arrays, description = state_to_arrays(plain_numbers(state, template))
+        return {"epoch": int(epoch), "coefs": host[:n], "intercepts": host[n:],
+                "state": description,
+                "state_arrays": {k: np.array(to_numpy(a)) for k, a in arrays.items()},
+                "rng": {"numpy_generator": rng},
+                "history": {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                            for k, v in history.items()},
+                "best": None if best is None else [np.array(to_numpy(p)) for p in best]}
+
+    def on_epoch(self) -> None:
+        """Record the epoch just done (call it from the fit callback)."""
+        t = self.trainer
+        epoch = len(t.loss_curve) - t.call_start
+        state = t.state
+        if hasattr(state, "accepted") and hasattr(state, "next_rate"):
+            self.accepted.append(bool(state.accepted))
+        if hasattr(state, "step") and hasattr(state, "changes"):
+            self.steps.append(float(state.step))
+        snapshot = self._snapshot()
+        if epoch % self.every == 0:
+            self.checkpoints.append(self._materialise(epoch, snapshot))
+            self.pending = None
+        else:
+            self.pending = (epoch, snapshot)
+
+    def finish(self, n_iter: int) -> dict:
+        """The record, once the call has run ``n_iter`` epochs and ended normally."""
+        if self.pending is not None:
+            self.checkpoints.append(self._materialise(*self.pending))
+            self.pending = None
+        return dict(self.header, n_iter=int(n_iter),
+                    accepted=self.accepted if self.accepted else None,
+                    steps=self.steps if self.steps else None,
+                    checkpoints=self.checkpoints)

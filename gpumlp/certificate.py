@@ -1,154 +1,140 @@
-"""A per-fit certificate: replay the fit recorded in a model file on every backend.
+"""A per-fit certificate: replay a saved fit segment by segment, and bind what the file claims.
 
-A model file from a fresh fit carries its fit record (:mod:`gpumlp._fitrecord`):
-the initial weights, the random generator's state (which draws every epoch's
-batch order and the validation split), the hyper-parameters, the device and
-dtype, the number of epochs and a fingerprint of the training data.
-:func:`certify` replays that fit, epoch by epoch, on every available backend
-and dtype (:func:`gpumlp.agreement.available_backends`) and compares each
-with the oracle, NumPy's generic kernels in float64:
+The design is proof-of-learning's (Jia et al., "Proof-of-Learning: Definitions
+and Practice", IEEE S&P 2021). A fit keeps checkpoints of its whole training
+state and each epoch's decisions (:mod:`gpumlp._fitrecord`); :func:`certify`
 
-* per epoch, the normwise relative difference of each weight array
-  (``W1``, ``b1``, ...) and of the epoch's loss;
-* the first epoch and array where the tolerance of the agreement table
-  (:data:`gpumlp.agreement.TOLERANCES`, ``"training"``) is crossed;
-* the weights stored in the file against the replay on the device and dtype
-  the model was trained on: a file whose weights were changed after training
-  fails here, whatever the other replays say.
+1. **checks the provenance** of the start: a fresh fit's initial weights must
+   be exactly the Glorot draw of its recorded seed (for ``random_state=None``
+   the entropy NumPy drew, recorded), its generator the state that draw left,
+   its solver state fresh; a continued fit (warm start, ``partial_fit``)
+   names the digest of its parent model, which is certified in turn when it is
+   given (``parents``): a chain certifies link by link, and a start that
+   cannot be verified is reported as such, never as PASS;
+2. **binds the data**: the scalers of a ``StandardizedRegressor`` are
+   recomputed from ``X`` and ``y`` and compared with the file's; the scaled
+   data, the sample weights and the ``eval_set`` must have the recorded
+   fingerprint; feature and target names are checked against the data's
+   header when there is one;
+3. **replays every segment** between two checkpoints on every available
+   backend and dtype, from the segment's stored start, with the recorded
+   decisions imposed (each epoch's rate, the ``"auto"`` step's accept or
+   refuse, L-BFGS's step length, the stopping rule's plateau actions), and
+   compares the replay's end with the next checkpoint (weights, the solver
+   state, early stopping's best weights) and every epoch's loss and
+   validation loss with the file's;
+4. **verifies each decision** separately: the rule, applied to the numbers
+   the replay computes, must take the recorded decision, or the replay's
+   numbers must lie within their tolerance of the threshold where the rule
+   changes its mind (so rounding near a threshold is no failure, and a
+   decision no rounding explains is one); the stopping rule is re-run over
+   the recorded losses and must give the recorded plateaus and end;
+5. **binds the file's claims**: ``loss_curve_``, ``loss_``, ``best_loss_``,
+   ``n_iter_``, ``learning_rates_`` and validation scores are the ones the
+   replays check, the stored weights are exactly those the last checkpoint
+   gives (early stopping's best, the ``"auto"`` search's best point), the
+   device and dtype agree with the record, and ``hidden_layer_sizes`` with
+   the weights (checked on loading).
 
-A fit whose steps amplify perturbations (the long steps of
-``learning_rate_init="auto"``, which may cross a ridge) magnifies the
-backends' rounding differences with them, transiently: a trajectory then
-cannot agree to 1e-10 without that being the algorithm's conditioning rather
-than a disagreement of the kernels. So the oracle's fit is also run from
-initial weights perturbed by :data:`PROBE` (relative, a fixed sign pattern);
-its distance from the oracle (normwise over all the weights, and the loss's),
-divided by :data:`PROBE`, is the fit's *amplification* at each epoch, and
-each array's tolerance is the dtype's times ``max(1, amplification, the
-array's own)``. A fit that contracts perturbations keeps the table's
-tolerance; an error that is not rounding (a gradient off by one part in a
-million) is amplified with the rest and still crosses it by orders of
-magnitude. Once an epoch's tolerance would exceed :data:`COMPARABLE`, the fit
-is chaotic at that precision (rounding alone can move it that far), and the
-replay is compared up to the epoch before.
+Tolerances
+----------
+Because a segment is short and starts from stored values, its rounding
+differences stay small; there is no cut-off and the verdict covers every
+epoch. A segment of ``k`` steps (minibatch updates) compared across two
+computations differs, for a quantity ``q`` at its end, by at most::
 
-A solver that decides from the numbers it reads (the "auto" step's tests,
-L-BFGS's line search) takes its own dtype's decisions, which no float64 run
-reproduces: its replays in each dtype are compared with NumPy's generic
-kernels in that dtype. For "auto", whose decisions are its rates, a replay
-whose rate parts from the oracle's is another trajectory from there: it is
-compared up to the epoch before, *if* rounding could have moved that
-decision (the replay's distance from the oracle in the epochs deciding it,
-or eps times the amplification there, at least :data:`DECISION_REACH`);
-otherwise the numbers behind the decision are wrong and the replay fails at
-that epoch ("rate"). L-BFGS records no rate: only the amplification rule
-ends its comparison. The report says how far each replay was compared; the
-stored weights are checked in every case.
+    2 * max(1, sigma_q) * k * (beta * |q_end - q_start| + eps * |q_end|)
 
-Every replay runs exactly the recorded number of epochs: the stopping rule
-runs as in the fit, so that its plateaus change the solver's state where they
-did (the ``"adaptive"`` rate, ``learning_rate_init="auto"``'s switch to the
-monotone test), but never stops a replay, so that a float32 run that would
-have stopped one epoch sooner is still compared epoch by epoch.
+``eps`` is the unit roundoff of the looser of the training and replay dtypes,
+``beta`` the kernel bound of the agreement table for that dtype
+(:data:`gpumlp.agreement.TOLERANCES`, 1e-12 or 1e-5: how far two backends'
+gradients may differ, relative), ``2`` counts the two computations, and
+``sigma_q`` is **the segment's own measured sensitivity**: the segment is run
+twice on the oracle (NumPy's generic kernels in float64), once from its
+start perturbed by :data:`PROBE` (relative, a fixed sign pattern, on the
+weights and the solver state's arrays), and ``sigma_q`` is ``q``'s relative
+change divided by that perturbation. A loss (and every number a decision
+reads) at step ``k`` of a segment gets ``2 * max(1, sigma) * (k + 1) * beta``,
+relative. With decisions imposed, a segment is a smooth function of its
+start, so this bound holds for an honest file; a fault (a gradient off by
+one part in a million in float64, a thousand in float32) moves the end of
+its segment by that fraction of the segment's displacement, which crosses it.
 
-The verdict is PASS when every replay stays within its tolerance at every
-epoch and the stored weights are reproduced; FAIL otherwise, also when the
-stored weights could not be checked because the training device is not
-available here (the report says so).
+Outcomes
+--------
+``PASS`` (exit 0): every check ran and held. ``FAIL`` (exit 1): something the
+file claims is false. ``CANNOT`` (exit 2): nothing was found false, but
+something needed is missing (the file's record, a backend it was trained on,
+the data, the parent model); :attr:`Certificate.missing` says what.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
 from . import agreement, fastpath
 from ._checks import check_X, check_y
-from ._fitrecord import fingerprint
-from .devices import BackendUnavailableError, Device, dtype_name, to_numpy
+from ._fitrecord import fingerprint, generator_from_seed, generator_from_state, model_digest
+from .devices import BackendUnavailableError, Device, to_numpy
 
-__all__ = ["COMPARABLE", "DECISION_REACH", "PROBE", "Certificate", "NotReplayableError",
-           "Replay", "certify", "format_certificate"]
+__all__ = ["EXIT_CODES", "MARGIN", "Certificate", "NotReplayableError", "Replay", "certify",
+           "format_certificate"]
 
-#: The relative perturbation of the initial weights that measures a fit's
-#: amplification (about 100 float64 units: above rounding, far below the
-#: tolerance; scaled to the dtype's precision for a float32 oracle).
-PROBE = 2.0 ** -46
-#: An epoch is compared while its tolerance, ``tol * max(1, amplification)``,
-#: is at most this: beyond, rounding alone may move the fit further than a
-#: comparison could tell from a fault, and the rest of the fit is not compared.
-COMPARABLE = 1e-2
-#: A solver's decision (a rate, to four digits; a step accepted or refused) may
-#: part from the oracle's by rounding only once rounding-sized differences can
-#: have grown to this (relative: eps times the fit's amplification); before
-#: that, a decision that parts is moved by wrong numbers, and fails.
-DECISION_REACH = 1e-8
+#: A replay may differ from the record by this many times the rounding noise
+#: measured for the segment (the margin the agreement table keeps over its bounds).
+MARGIN = 10.0
+#: The command line's exit status for each outcome.
+EXIT_CODES = {"PASS": 0, "FAIL": 1, "CANNOT": 2}
 
 
 class NotReplayableError(ValueError):
-    """The model file holds no fit record (an older file, or a continued fit)."""
+    """The model file holds no fit record that can be certified (an older file, Dask data)."""
+
+
+@dataclass
+class Check:
+    """One thing the certificate checked, outside the replays."""
+
+    what: str
+    ok: bool
+    detail: str = ""
 
 
 @dataclass
 class Replay:
-    """One backend and dtype, replayed epoch by epoch against the oracle.
+    """One backend and dtype, every segment replayed.
 
     Attributes
     ----------
     backend, dtype : str
-    tol : float
-        The training tolerance of ``dtype``.
-    arrays : list of str
-        Names of the weight arrays, ``W1, ..., b1, ...``.
-    weights : list of list of float
-        ``weights[e][i]``: the normwise relative difference of array ``i``
-        after epoch ``e + 1``.
-    loss : list of float
-        The relative difference of each epoch's loss.
-    first_failure : tuple (epoch, array) or None
-        Where the epoch's tolerance is first crossed (``array`` is
-        ``"loss"`` when only the loss crossed it).
-    stored : dict or None
-        For the device and dtype the model was trained on: the relative
-        difference of the final weights to those stored in the file.
+    segments : list of dict
+        Per segment: ``start``, ``end`` (epochs), ``worst`` (the largest
+        ratio of a difference to its tolerance) and ``what`` (where it is).
+    failures : list of str
+        What did not hold (a quantity past its tolerance, a decision the
+        rule would not take), with the epoch.
     error : str or None
         Why the replay could not run.
-    oracle : str
-        What it was compared with: NumPy's generic kernels in float64, or,
-        for a solver that decides from the numbers it reads, in its dtype.
-    compared : int or None
-        The epochs compared, ``1 .. compared``, when fewer than all (see
-        :data:`COMPARABLE`); None: every epoch.
-    parted : int or None
-        For a solver that decides from the numbers it reads: the first
-        epoch whose rate differs from the oracle's (its trajectory is
-        another from there, and is not compared); None: none differs.
     """
 
     backend: str
     dtype: str
-    tol: float
-    arrays: list = field(default_factory=list)
-    weights: list = field(default_factory=list)
-    loss: list = field(default_factory=list)
-    first_failure: tuple | None = None
-    stored: dict | None = None
+    segments: list = field(default_factory=list)
+    failures: list = field(default_factory=list)
     error: str | None = None
-    oracle: str = "numpy float64"
-    compared: int | None = None
-    parted: int | None = None
 
     @property
     def passed(self) -> bool:
-        stored_ok = self.stored is None or all(v <= self.tol for v in self.stored.values())
-        # Nothing compared (decisions parted at the first epoch) certifies nothing.
-        return self.error is None and self.first_failure is None and stored_ok \
-            and self.compared != 0
+        return self.error is None and not self.failures
 
 
 @dataclass
@@ -158,365 +144,1076 @@ class Certificate:
     Attributes
     ----------
     model : str
-        The model file.
     trained_on : str
-        Backend (device) and dtype of the original fit.
+        The record's device and the weights' dtype.
     epochs : int
+        Epochs of the call the record covers.
+    checks : list of Check
+        Provenance, data, the file's claims, the decisions rules.
     replays : list of Replay
-    stored_checked : bool
-        Whether a replay on the training device and dtype checked the
-        stored weights.
+    missing : list of str
+        What could not be checked for want of something (outcome CANNOT).
     notes : list of str
-    amplification : dict of str to list of float
-        Per oracle dtype and epoch, how much the fit magnifies a relative
-        perturbation of its initial weights (see the module docs); each
-        epoch's tolerance is a replay's ``tol`` times ``max(1, amplification)``.
+    covered : list of str
+        What the certificate covered, in words.
+    parents : list of Certificate
+        The certificates of the parent models, for a chain.
     """
 
     model: str
     trained_on: str
     epochs: int
-    replays: list
-    stored_checked: bool
+    checks: list = field(default_factory=list)
+    replays: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
     notes: list = field(default_factory=list)
-    amplification: dict = field(default_factory=dict)
+    covered: list = field(default_factory=list)
+    parents: list = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        """``"PASS"``, ``"FAIL"`` or ``"CANNOT"`` (see the module docs)."""
+        own = [c.ok for c in self.checks] + [r.passed for r in self.replays if r.error is None]
+        parents = [p.outcome for p in self.parents]
+        if not all(own) or "FAIL" in parents:
+            return "FAIL"
+        if self.missing or "CANNOT" in parents or not any(
+                r.error is None for r in self.replays):
+            return "CANNOT"
+        return "PASS"
 
     @property
     def passed(self) -> bool:
-        return self.stored_checked and all(r.passed for r in self.replays)
+        return self.outcome == "PASS"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.outcome]
 
     def to_json(self) -> str:
-        """The certificate as JSON, per epoch figures included."""
-        rows = [dict(asdict(r), passed=r.passed) for r in self.replays]
-        return json.dumps({"model": self.model, "trained_on": self.trained_on,
-                           "epochs": self.epochs, "stored_checked": self.stored_checked,
-                           "notes": self.notes, "passed": self.passed,
-                           "amplification": self.amplification, "replays": rows},
-                          indent=1, allow_nan=True)
+        """The certificate as JSON, every segment included."""
+        def plain(cert):
+            return {"model": cert.model, "trained_on": cert.trained_on, "epochs": cert.epochs,
+                    "outcome": cert.outcome, "checks": [asdict(c) for c in cert.checks],
+                    "missing": cert.missing, "notes": cert.notes, "covered": cert.covered,
+                    "replays": [dict(asdict(r), passed=r.passed) for r in cert.replays],
+                    "parents": [plain(p) for p in cert.parents]}
+
+        return json.dumps(plain(self), indent=1, allow_nan=True)
 
 
-def _rel(got, ref):
-    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    if not np.all(np.isfinite(got)):
-        return math.inf
-    norm = float(np.linalg.norm(ref))
-    diff = float(np.linalg.norm(got - ref))
-    return diff / norm if norm > 0 else diff
+# ------------------------------------------------------------------ replaying
+def _norm(a) -> float:
+    return float(np.linalg.norm(np.asarray(a, dtype=np.float64).ravel()))
 
 
-def _replay_run(net, record, X, y, device, dtype, use_fastpath, perturb=0.0):
-    """Run the recorded fit on ``device`` in ``dtype``: per-epoch weights, losses, final weights.
+class _Decisions:
+    """The recorded decisions a replay imposes, and what the rule itself decided there."""
 
-    ``perturb``: each initial weight times ``1 +- perturb`` (a fixed sign pattern).
-    """
-    from .estimator import MLPRegressor
-    from .io import _generator
+    def __init__(self, context, first_epoch: int, samples_start: int, n_train: int):
+        self.context = context
+        self.first_epoch = first_epoch          # the call's epoch the segment starts after
+        self.samples_start = samples_start      # samples seen when the call started
+        self.n_train = n_train
+        self.epoch = first_epoch                # epochs done so far (0-based index of the next)
+        self.log = []                           # per epoch: what the rule decided, and from what
 
-    model = MLPRegressor(**net.get_params())
-    # The stopping rule keeps its tol and n_iter_no_change: its plateaus change
-    # the solver's state (the "adaptive" rate, "auto"'s switch to the monotone
-    # test) at the epochs they did in the fit; it only never stops the replay.
-    model.set_params(backend=None, device=device, dtype=dtype, verbose=False,
-                     warm_start=False, max_iter=max(record["n_iter"], 1))
-    model._never_stop = True
-    rng = _generator(record["rng_state"])
-    signs = np.random.default_rng(0)
+    def epoch_after(self, samples_seen: int) -> int:
+        """The call's epoch (1-based) that ends with ``samples_seen`` rows seen."""
+        return (samples_seen - self.samples_start) // self.n_train
 
-    def start(a):
-        a = np.asarray(a, dtype=np.float64)
-        if perturb:
-            a = a * (1.0 + perturb * signs.choice([-1.0, 1.0], size=a.shape))
-        return a.astype(dtype)
 
-    model._replay_start = ([start(W) for W in record["coefs"]],
-                           [start(b) for b in record["intercepts"]], rng)
-    epochs, losses = [], []
+def _imposing(solver, decisions: _Decisions, first_segment: bool):
+    """``solver`` with the recorded decisions imposed, and the rule's own logged."""
+    from . import solvers
 
-    def on_epoch(epoch, loss, validation_loss):
-        epochs.append([to_numpy(p).astype(np.float64) for p in model._live_trainer.params])
-        losses.append(loss)
+    rates = decisions.context.rates
+    plateaus = decisions.context.plateaus
+    n_iter = decisions.context.n_iter
 
+    class Imposed(type(solver)):
+        def begin_fit(self, state):
+            return super().begin_fit(state) if first_segment else state
+
+        def end_fit(self, params, state):
+            return params, state
+
+        def stop_reason(self, state):
+            return None       # the recorded end is checked from the record, not here
+
+        def update(self, params, state, objective):
+            params, state, loss = super().update(params, state, objective)
+            if getattr(state, "stop", ""):
+                # The solver's own stop (L-BFGS's tests): the replay goes on, as the fit did.
+                state = dataclasses.replace(state, stop="", converged=False)
+            return params, state, loss
+
+        def end_epoch(self, state, samples_seen):
+            ended = super().end_epoch(state, samples_seen)
+            epoch = decisions.epoch_after(samples_seen)
+            if epoch in plateaus and isinstance(ended, solvers.AutoGDState):
+                ended = dataclasses.replace(ended, monotone=True, recent_losses=())
+            if hasattr(ended, "learning_rate") and not isinstance(ended, solvers.AutoGDState) \
+                    and epoch < n_iter:
+                ended = dataclasses.replace(ended, learning_rate=rates[epoch])
+            return ended
+
+        def decide(self, learning_rate, previous_loss, previous_grad_sq, loss, ss, sy, eps,
+                   reference_loss):
+            own = super().decide(learning_rate, previous_loss, previous_grad_sq, loss, ss, sy,
+                                 eps, reference_loss)
+            e = decisions.epoch
+            decisions.epoch += 1
+            accepted = decisions.context.accepted[e]
+            next_rate = rates[e + 1] if e + 1 < n_iter else own[1]
+            decisions.log.append({"epoch": e + 1, "own": own, "imposed": (accepted, next_rate),
+                                  "inputs": [previous_loss, previous_grad_sq, loss, ss, sy,
+                                             reference_loss], "eps": eps,
+                                  "rate": learning_rate})
+            return accepted, next_rate
+
+        def _line_search(self, objective, params, direction, f0, slope, step, state):
+            found, searched = super()._line_search(objective, params, direction, f0, slope,
+                                                   step, state)
+            e = decisions.epoch
+            decisions.epoch += 1
+            imposed = decisions.context.steps[e]
+            loss, grads, (f, largest, d), state = self._evaluate(
+                objective, solvers._axpy(imposed, direction, params), searched, direction)
+            decisions.log.append({"epoch": e + 1, "own": None if found is None else found[0],
+                                  "imposed": imposed, "f0": f0, "slope": slope, "f": f,
+                                  "d": d})
+            return (imposed, loss, grads, f, largest), state
+
+    fields = {f.name: getattr(solver, f.name) for f in dataclasses.fields(solver)}
+    return Imposed(**fields)
+
+
+@dataclass
+class _Context:
+    """What every replay of a file shares: the network, the data, the record's decisions."""
+
+    net: Any
+    record: dict
+    X: Any
+    y: Any
+    sample_weight: Any
+    eval_set: Any
+    rates: list
+    accepted: list | None
+    steps: list | None
+    plateaus: set
+    n_iter: int
+    losses: list
+    validation_losses: list | None
+    validation_scores: list | None
+    sources: dict = field(default_factory=dict)
+    shared_runs: dict = field(default_factory=dict)
+
+
+def _sources(ctx, device, dtype):
+    """The training and validation sources, and the generator after any split (cached)."""
+    from .sources import ArraySource
+
+    key = (device, dtype)
+    if key not in ctx.sources:
+        source = ArraySource.from_arrays(ctx.X, ctx.y, device, dtype, ctx.sample_weight)
+        first = ctx.record["checkpoints"][0]
+        rng = generator_from_state(first["rng"]["numpy_generator"])
+        validation = None
+        net = ctx.net
+        if ctx.eval_set is not None:
+            validation = ArraySource.from_arrays(ctx.eval_set[0], ctx.eval_set[1], device,
+                                                 dtype)
+        elif net.early_stopping and not ctx.record["incremental"]:
+            # The split is drawn from the generator of checkpoint 0, as the fit drew it.
+            source, validation = source.split(net.validation_fraction, rng)
+        ctx.sources[key] = (source, validation, rng.bit_generator.state)
+    source, validation, state = ctx.sources[key]
+    return source, validation, generator_from_state(state)
+
+
+def _start_arrays(checkpoint, dtype):
+    """A checkpoint's weights, best weights and state arrays in ``dtype``."""
+    def cast(a):
+        return np.asarray(a, dtype=np.float64).astype(dtype)
+
+    params = [cast(a) for a in [*checkpoint["coefs"], *checkpoint["intercepts"]]]
+    state_arrays = {name: cast(a) for name, a in checkpoint["state_arrays"].items()}
+    best = None if checkpoint["best"] is None else [np.asarray(a).astype(dtype)
+                                                   for a in checkpoint["best"]]
+    return params, state_arrays, best
+
+
+def _run_segment(ctx, j, device, dtype, use_fastpath):
+    """Replay segment ``j`` (checkpoint ``j`` to ``j + 1``): its end and every epoch's figures."""
+    from ._checks import check_params
+    from .losses import get_loss
+    from .solvers import state_from_arrays
+    from .sources import Network
+    from .training import Trainer
+
+    net, record = ctx.net, ctx.record
+    c0, c1 = record["checkpoints"][j], record["checkpoints"][j + 1]
+    _, activation = check_params(net)
+    n_outputs = np.asarray(c0["coefs"][-1]).shape[1]
+    network = Network(len(c0["coefs"]), activation, use_fastpath, get_loss(net.loss), False)
     with device.context():
-        Xd, yd = device.asarray(X, dtype=getattr(device.xp, dtype)), \
-            device.asarray(y, dtype=getattr(device.xp, dtype))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if use_fastpath:
-            model.fit(Xd, yd, callback=on_epoch)
+        source, validation, rng = _sources(ctx, device, dtype)
+        if j > 0:
+            rng = generator_from_state(c0["rng"]["numpy_generator"])
+        decisions = _Decisions(ctx, c0["epoch"],
+                               record["checkpoints"][0]["history"]["samples_seen"],
+                               source.n_samples)
+        solver = _imposing(net._make_solver(n_outputs), decisions, j == 0)
+        params, state_arrays, best = _start_arrays(c0, dtype)
+        params = [device.asarray(p) for p in params]
+        state = state_from_arrays(c0["state"], {k: device.asarray(v)
+                                                for k, v in state_arrays.items()})
+        from .solvers import AutoGDState
+
+        if j == 0 and isinstance(state, AutoGDState) and math.isnan(state.loss) \
+                and ctx.n_iter > 0:
+            # The first rate, decided by the power iteration: imposed (and checked apart).
+            state = dataclasses.replace(state, next_rate=ctx.rates[0])
+        trainer = Trainer(network, solver, float(net.alpha), params, state)
+        history = c0["history"]
+        trainer.best_loss = math.inf if history["best_loss"] is None else history["best_loss"]
+        trainer.best_validation_score = (-math.inf if history["best_validation_score"] is None
+                                         else history["best_validation_score"])
+        trainer.no_improvement_count = history["no_improvement_count"]
+        trainer.samples_seen = history["samples_seen"]
+        if best is not None:
+            trainer.best_params = [device.asarray(p) for p in best]
+        if net.solver in ("gd", "lbfgs"):
+            batch_size = source.n_samples
+        elif net.batch_size == "auto":
+            batch_size = min(200, source.n_samples)
         else:
-            with fastpath.disabled():
-                model.fit(Xd, yd, callback=on_epoch)
-    final = [to_numpy(a).astype(np.float64) for a in (*model.coefs_, *model.intercepts_)]
-    return epochs, losses, final, list(model.learning_rates_)
+            batch_size = net.batch_size
+        batch_size = min(batch_size, source.n_samples)
+        steps_per_epoch = math.ceil(source.n_samples / batch_size)
+        from .solvers import plain_numbers, state_to_arrays
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(source, rng=rng, batch_size=batch_size, shuffle=net.shuffle,
+                        max_iter=c1["epoch"] - c0["epoch"], tol=-math.inf,
+                        n_iter_no_change=net.n_iter_no_change, validation=validation,
+                        stop_on_validation=net.early_stopping and not record["incremental"],
+                        check_convergence=False)
+        end_state = plain_numbers(trainer.state, solver.init_state(trainer.params))
+        arrays, description = state_to_arrays(end_state)
+        return {
+            "params": [to_numpy(p).astype(np.float64) for p in trainer.params],
+            "state_arrays": {k: to_numpy(v).astype(np.float64) for k, v in arrays.items()},
+            "state": description,
+            "best": None if trainer.best_params is None else
+            [to_numpy(p).astype(np.float64) for p in trainer.best_params],
+            "losses": list(trainer.loss_curve),
+            "validation_losses": list(trainer.validation_losses),
+            "validation_scores": list(trainer.validation_scores),
+            "log": decisions.log,
+            "steps_per_epoch": steps_per_epoch,
+            "start_params": [np.asarray(a, dtype=np.float64)
+                             for a in [*c0["coefs"], *c0["intercepts"]]],
+        }
 
 
-def _oracle(net, record, X, y, dtype):
-    """NumPy's generic kernels in ``dtype``: per-epoch weights, losses, amplification, rates.
+def _state_floats(description, prefix="state"):
+    """``{path: value}`` of the floats in a state description (losses, rates, ...)."""
+    out = {}
 
-    The amplification of epoch ``e``: the distance, relative, between this
-    run and one from initial weights perturbed by :data:`PROBE` (scaled to
-    the dtype's precision), divided by that perturbation.
+    def walk(node, path):
+        kind = node.get("type")
+        if kind == "float":
+            out[path] = float(node["value"])
+        elif kind in ("list", "tuple"):
+            for i, item in enumerate(node["items"]):
+                walk(item, f"{path}.{i}")
+        elif kind == "dataclass":
+            for name, item in node["fields"].items():
+                walk(item, f"{path}.{name}")
+
+    walk(description, prefix)
+    return out
+
+
+#: State floats a replay does not compare: imposed (rates), or counts of the replay's own.
+_NOT_COMPARED = ("learning_rate", "next_rate")
+
+
+def _quantities(run, stored_end, ctx, j):
+    """``{name: (replayed, stored, start or None, step index)}`` for one segment's comparison."""
+    record = ctx.record
+    c0 = record["checkpoints"][j]
+    n_coefs = len(c0["coefs"])
+    names = [f"W{i + 1}" for i in range(n_coefs)] + [f"b{i + 1}" for i in range(n_coefs)]
+    stored = [*stored_end["coefs"], *stored_end["intercepts"]]
+    k = (stored_end["epoch"] - c0["epoch"]) * run["steps_per_epoch"]
+    out = {}
+    for name, got, want, start in zip(names, run["params"], stored, run["start_params"]):
+        out[name] = (got, np.asarray(want, dtype=np.float64), start, k)
+    for name, got in run["state_arrays"].items():
+        want = stored_end["state_arrays"].get(name)
+        if want is None or np.shape(want) != np.shape(got):
+            out[f"state {name}"] = (got, None, None, k)
+            continue
+        start = c0["state_arrays"].get(name)
+        start = None if start is None or np.shape(start) != np.shape(got) else \
+            np.asarray(start, dtype=np.float64)
+        out[f"state {name}"] = (got, np.asarray(want, dtype=np.float64), start, k)
+    if run["best"] is not None or stored_end["best"] is not None:
+        for i, (got, want) in enumerate(itertools.zip_longest(run["best"] or [],
+                                                              stored_end["best"] or [])):
+            out[f"best {i}"] = (got, None if want is None else np.asarray(want, np.float64),
+                                None, k)
+    got_floats, want_floats = _state_floats(run["state"]), _state_floats(stored_end["state"])
+    for path, got in got_floats.items():
+        if path.rsplit(".", 1)[-1] in _NOT_COMPARED:
+            continue
+        out[path] = (np.float64(got), None if path not in want_floats
+                     else np.float64(want_floats[path]), None, k)
+    first = c0["epoch"]
+    for i, loss in enumerate(run["losses"]):
+        e = first + i
+        out[f"loss epoch {e + 1}"] = (np.float64(loss), np.float64(ctx.losses[e]), None,
+                                      i * run["steps_per_epoch"])
+        if ctx.validation_losses is not None:
+            out[f"validation loss epoch {e + 1}"] = (
+                np.float64(run["validation_losses"][i]),
+                np.float64(ctx.validation_losses[e]), None, (i + 1) * run["steps_per_epoch"])
+    return out
+
+
+def _noise(exact, rounded):
+    """Per quantity, how far float32 rounding moves it in this segment: ``|q32 - q64|``."""
+    out = {}
+    for name, (got, _, _, _) in exact.items():
+        other = rounded.get(name)
+        if other is None or got is None or other[0] is None or \
+                np.shape(other[0]) != np.shape(got):
+            out[name] = math.inf
+            continue
+        out[name] = _norm(np.asarray(other[0], np.float64) - np.asarray(got, np.float64))
+    return out
+
+
+def _scale(dtype):
+    """Rounding noise in ``dtype`` over float32's (noise scales with the unit roundoff)."""
+    return float(np.finfo(dtype).eps / np.finfo(np.float32).eps)
+
+
+def _looser(dtype_a, dtype_b):
+    return "float32" if "float32" in (dtype_a, dtype_b) else "float64"
+
+
+def _compare(quantities, noise, dtype):
+    """``(worst ratio, where, failures)``: each quantity's difference over its tolerance.
+
+    ``dtype`` is the looser of the training and replay dtypes; the tolerance
+    is :data:`MARGIN` times the segment's measured float32 noise scaled to
+    ``dtype``, plus one rounding of ``q`` per step (a floor for a quantity
+    whose measured noise happened to cancel).
     """
-    probe = PROBE * float(np.finfo(dtype).eps / np.finfo(np.float64).eps)
-    epochs, losses, _, rates = _replay_run(net, record, X, y, Device("cpu"), dtype,
-                                           use_fastpath=False)
-    probe_epochs, probe_losses, _, _ = _replay_run(
-        net, record, X, y, Device("cpu"), dtype, use_fastpath=False, perturb=probe)
-    # Normwise over all the weights at once: one array's own relative distance
-    # (the output bias crossing zero, as it does on standardised targets) is no
-    # measure of the fit's sensitivity, and would loosen every array's tolerance.
-    amplification = [
-        max(_rel(np.concatenate([a.ravel() for a in perturbed]),
-                 np.concatenate([a.ravel() for a in plain])), _rel(pl, ol)) / probe
-        for perturbed, plain, pl, ol in zip(probe_epochs, epochs, probe_losses, losses)]
-    amplification += [math.inf] * (len(epochs) - len(amplification))
-    # Each array's (and the loss's) own, for its own tolerance: its relative
-    # distance in a replay is inflated by a small norm exactly as here.
-    per_array = [[_rel(p, o) / probe for p, o in zip(perturbed, plain)] + [_rel(pl, ol) / probe]
-                 for perturbed, plain, pl, ol in zip(probe_epochs, epochs, probe_losses, losses)]
-    per_array += [[math.inf] * (len(epochs[0]) + 1)] * (len(epochs) - len(per_array))
-    return epochs, losses, amplification, rates, per_array
+    eps, scale = float(np.finfo(dtype).eps), _scale(dtype)
+    worst, where, failures = 0.0, "", []
+    for name, (got, want, _, k) in quantities.items():
+        if want is None:
+            failures.append(f"{name}: the replay has it, the record does not")
+            continue
+        if got is None:
+            failures.append(f"{name}: the record has it, the replay does not")
+            continue
+        got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+        if got.shape != want.shape:
+            failures.append(f"{name}: shape {got.shape}, the record's {want.shape}")
+            continue
+        diff = _norm(got - want)
+        if not math.isfinite(diff):
+            failures.append(f"{name}: not finite in the replay")
+            continue
+        tol = MARGIN * (scale * noise.get(name, math.inf) + (k + 1) * eps * _norm(want))
+        ratio = diff / tol if tol > 0 else (0.0 if diff == 0 else math.inf)
+        if ratio > worst:
+            worst, where = ratio, name
+        if not ratio <= 1.0:
+            failures.append(f"{name}: differs by {diff:.3g}, tolerance {tol:.3g}")
+    return worst, where, failures
 
 
-def _training_data(model, X, y):
-    """The arrays the network was fit on: ``X, y`` through the stored scalers, if any."""
+def _reachable(entry, taus, imposed, last):
+    """None when the rule takes the imposed decision for some numbers within ``taus``
+    (relative) of the replay's; else what it never does, as a format string.
+
+    A grid over that box, coarse first (the shrunk rate is not monotone where
+    its parabola has no minimum, so its corners alone would miss values), and
+    it stops as soon as the imposed decision is bracketed.
+    """
+    from . import step_size
+
+    accepted, low, high = False, math.inf, -math.inf
+    for levels in ((-1.0, 0.0, 1.0), (-1.0, -0.3, -0.1, 0.0, 0.1, 0.3, 1.0)):
+        for corner in itertools.product(*[levels if t else (0.0,) for t in taus]):
+            args = [None if x is None else x * (1.0 + s * t)
+                    for x, s, t in zip(entry["inputs"], corner, taus)]
+            accept, rate = step_size.next_learning_rate(entry["rate"], *args[:5],
+                                                        entry["eps"], args[5])
+            if accept != imposed[0]:
+                continue
+            accepted, low, high = True, min(low, rate), max(high, rate)
+            if last or low <= imposed[1] <= high:
+                return None
+    if not accepted:
+        return "the step was {taken}, where the rule {rule} it beyond rounding"
+    return (f"the next rate is {{imposed:g}}, where the rule gives {{own:g}} (within "
+            f"rounding: {low:g} to {high:g})")
+
+
+def _decision_failures(run, exact, rounded, dtype, ctx):
+    """The decisions of one segment the rule would not take from the replay's numbers.
+
+    Each number a decision reads is known to within :data:`MARGIN` times how
+    far float32 rounding moved it in this segment (``exact`` and ``rounded``:
+    the oracle's logs in float64 and float32), scaled to ``dtype``, plus one
+    rounding per step; the recorded decision must be one the rule takes for
+    some values within that.
+    """
+
+    eps, scale = float(np.finfo(dtype).eps), _scale(dtype)
+    failures = []
+    by_epoch = [{e["epoch"]: e for e in log["log"]} for log in (exact, *rounded)]
+
+    def tau(n, entry, key, i):
+        x = entry[key] if n is None else entry[key][n]
+        found = [by.get(entry["epoch"]) for by in by_epoch]
+        if x is None:
+            return 0.0
+        if not x or any(p is None for p in found):
+            return 0.99
+        values = [p[key] if n is None else p[key][n] for p in found]
+        if any(v is None for v in values):
+            return 0.99
+        spread = max(abs(v - values[0]) for v in values[1:])
+        # At most 0.99: a number known to no better than that is undetermined
+        # at this precision, and any decision from it is within rounding.
+        return min(0.99, MARGIN * (scale * spread + (i + 1) * eps * abs(x)) / abs(x))
+
+    for i, entry in enumerate(run["log"]):
+        if "inputs" in entry:            # the "auto" step: accept, and the next rate
+            own, imposed = entry["own"], entry["imposed"]
+            last = entry["epoch"] == ctx.n_iter
+            if own[0] == imposed[0] and (last or own[1] == imposed[1]):
+                continue
+            taus = [tau(n, entry, "inputs", i) for n in range(len(entry["inputs"]))]
+            verdict = _reachable(entry, taus, imposed, last)
+            if verdict is not None:
+                failures.append(f"epoch {entry['epoch']}: " + verdict.format(
+                    taken="accepted" if imposed[0] else "refused",
+                    rule="accepts" if own[0] else "refuses", imposed=imposed[1], own=own[1]))
+        else:                             # L-BFGS: the step length
+            own, imposed = entry["own"], entry["imposed"]
+            t = tau(None, entry, "own", i)
+            if own is not None and abs(own - imposed) <= t * abs(imposed):
+                continue
+            # Rounding near one of the search's branches may lead it to another
+            # acceptable step: the recorded one must then satisfy the strong
+            # Wolfe conditions, within rounding, at the replay's numbers.
+            f0, slope, f, d = entry["f0"], entry["slope"], entry["f"], entry["d"]
+            tf, td = tau(None, entry, "f", i), tau(None, entry, "d", i)
+            c1, c2 = 1e-4, 0.9
+            sufficient = f <= f0 + c1 * imposed * slope + tf * max(abs(f0), abs(f))
+            curvature = abs(d) <= -c2 * slope + td * abs(d) + tau(None, entry, "slope", i) \
+                * abs(slope)
+            if not (imposed > 0 and sufficient and curvature):
+                failures.append(f"epoch {entry['epoch']}: the step length {imposed:g} is not "
+                                f"the line search's ({own}) nor a strong-Wolfe step")
+    return failures
+
+
+# ------------------------------------------------------------ recorded rules
+def _stopping_rule(ctx) -> tuple[set, int | None, list]:
+    """The stopping rule re-run over the recorded losses: plateaus, the stop, each epoch's
+    bookkeeping ``(best_loss, best_score, count)``."""
+    net, record = ctx.net, ctx.record
+    history = record["checkpoints"][0]["history"]
+    best_loss = math.inf if history["best_loss"] is None else history["best_loss"]
+    best_score = -math.inf if history["best_validation_score"] is None \
+        else history["best_validation_score"]
+    count = history["no_improvement_count"]
+    early = net.early_stopping and not record["incremental"]
+    n_outputs = np.asarray(record["checkpoints"][0]["coefs"][-1]).shape[1]
+    from .losses import get_loss
+
+    tol = net.tol if early else net.tol * get_loss(net.loss).sklearn_ratio(n_outputs)
+    solver = net._make_solver(n_outputs)
+    from .solvers import AutoGDState, SGDState
+
+    state = AutoGDState(math.nan, [], [], math.nan,
+                        monotone=_first_state_flag(record, "monotone")) \
+        if type(solver).__name__ == "AutoGD" else SGDState(ctx.rates[0] if ctx.rates else 0.0)
+    plateaus, stop, books = set(), None, []
+    for e in range(ctx.n_iter):
+        if not solver.uses_stopping_rule:     # L-BFGS keeps no such bookkeeping
+            books.append((best_loss, best_score, count))
+            continue
+        if early:
+            score = ctx.validation_scores[e]
+            improved = score >= best_score + tol
+            best_score = max(best_score, score)
+        else:
+            loss = ctx.losses[e]
+            improved = loss <= best_loss - tol
+            best_loss = min(best_loss, loss)
+        count = 0 if improved else count + 1
+        if solver.uses_stopping_rule and count > net.n_iter_no_change:
+            if isinstance(state, SGDState):
+                state = SGDState(ctx.rates[e])
+            state, stopped = solver.on_plateau(state)
+            if stopped:
+                if not record["incremental"]:
+                    stop = e + 1
+            else:
+                count = 0
+                plateaus.add(e + 1)
+        books.append((best_loss, best_score, count))
+        if stop is not None:
+            break
+    return plateaus, stop, books
+
+
+def _first_state_flag(record, name):
+    fields = record["checkpoints"][0]["state"].get("fields", {})
+    node = fields.get(name)
+    return bool(node["value"]) if node and node.get("type") == "bool" else False
+
+
+def _rule_checks(ctx) -> list:
+    """The stopping rule and the schedule, re-run over the recorded numbers."""
+    net, record = ctx.net, ctx.record
+    checks = []
+    plateaus, stop, books = _stopping_rule(ctx)
+    n_iter = ctx.n_iter
+    expected_end = 1 if record["incremental"] else (stop or net.max_iter)
+    solver_stops = not net._make_solver(
+        np.asarray(record["checkpoints"][0]["coefs"][-1]).shape[1]).uses_stopping_rule
+    if solver_stops:
+        ok = n_iter <= net.max_iter
+        checks.append(Check("the number of epochs", ok,
+                            f"{n_iter} of at most max_iter {net.max_iter} (L-BFGS's own "
+                            f"stopping tests are not re-run)"))
+    else:
+        ok = n_iter == min(expected_end, net.max_iter)
+        checks.append(Check("the stopping rule, over the recorded losses", ok,
+                            f"ends at epoch {n_iter}; the rule ends it at "
+                            f"{min(expected_end, net.max_iter)}"))
+    for c in record["checkpoints"][1:]:
+        e = c["epoch"]
+        if e - 1 >= len(books):
+            continue
+        best_loss, best_score, count = books[e - 1]
+        h = c["history"]
+        stored = (math.inf if h["best_loss"] is None else h["best_loss"],
+                  -math.inf if h["best_validation_score"] is None else h["best_validation_score"],
+                  h["no_improvement_count"])
+        if stored != (best_loss, best_score, count):
+            checks.append(Check(f"the stopping rule's bookkeeping at epoch {e}", False,
+                                f"stored {stored}, the rule gives "
+                                f"{(best_loss, best_score, count)}"))
+            break
+    ctx.plateaus = plateaus
+    # The schedule: each epoch's rate from the last, by the solver's own end_epoch.
+    solver = net._make_solver(np.asarray(record["checkpoints"][0]["coefs"][-1]).shape[1])
+    from .solvers import SGDState
+
+    if isinstance(solver.init_state([np.zeros(1)]), SGDState) and ctx.rates:
+        first_rate = _first_state_float(record, "learning_rate")
+        state = SGDState(first_rate)
+        seen = record["checkpoints"][0]["history"]["samples_seen"]
+        n_train = _train_rows(ctx)
+        bad = None
+        for e, rate in enumerate(ctx.rates):
+            if rate != state.learning_rate:
+                bad = e + 1
+                break
+            seen += n_train
+            state = solver.end_epoch(state, seen)
+            if e + 1 in plateaus:
+                state, _ = solver.on_plateau(state)
+        checks.append(Check("each epoch's learning rate, by the schedule", bad is None,
+                            "" if bad is None else f"epoch {bad}'s rate {ctx.rates[bad - 1]:g}"
+                            f" is not the schedule's {state.learning_rate:g}"))
+    elif type(solver).__name__ in ("Adam", "LBFGS"):
+        ok = all(rate == solver.learning_rate for rate in ctx.rates)
+        checks.append(Check("each epoch's learning rate", ok,
+                            "" if ok else "a rate differs from learning_rate_init"))
+    return checks
+
+
+def _first_state_float(record, name):
+    node = record["checkpoints"][0]["state"].get("fields", {}).get(name)
+    return float(node["value"]) if node and node.get("type") == "float" else math.nan
+
+
+def _train_rows(ctx):
+    n = ctx.X.shape[0]
+    if ctx.eval_set is None and ctx.net.early_stopping and not ctx.record["incremental"]:
+        n_val = int(math.ceil(ctx.net.validation_fraction * n))
+        return n - n_val
+    return n
+
+
+# ------------------------------------------------------------------ binding
+def _scalers(model, X, y):
+    """The scalers ``StandardizedRegressor.fit`` computes from ``X``, ``y``."""
+    from .scaling import mean_scale
+
+    X = X if np.issubdtype(X.dtype, np.floating) else X.astype(np.float64)
+    y = y if np.issubdtype(y.dtype, np.floating) else y.astype(np.float64)
+    x_mean, x_scale = mean_scale(X)
+    y_mean, y_scale = mean_scale(y.reshape(y.shape[0], -1))
+    if getattr(model.regressor_, "loss", "squared_error") == "poisson":
+        y_mean = y_mean * 0.0
+    return {"x_mean": x_mean, "x_scale": x_scale, "y_mean": y_mean, "y_scale": y_scale}
+
+
+def _bind_data(cert, model, record, X, y, sample_weight, eval_set):
+    """The data the network was fit on, checked against the record; None when it is not."""
+    from ._checks import check_sample_weight
+
     name = type(model).__name__
     X = check_X(X, name)
     y = check_y(y, X.shape[0], name)
+    X, y = to_numpy(X), to_numpy(y)
+    if sample_weight is not None:
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+    if eval_set is not None:
+        X_val = to_numpy(check_X(eval_set[0], name))
+        eval_set = (X_val, to_numpy(check_y(eval_set[1], X_val.shape[0], name)))
     if hasattr(model, "regressor_"):
-        return to_numpy(model._scale_X(X)), to_numpy(model._scale_y(y))
-    return to_numpy(X), to_numpy(y)
+        fresh = _scalers(model, X, y)
+        stored = {k: to_numpy(getattr(model, k + "_")) for k in fresh}
+        same = {k: np.array_equal(np.asarray(fresh[k], np.float64),
+                                  np.asarray(stored[k], np.float64)) for k in fresh}
+        saved = {k: getattr(model, k + "_") for k in fresh}
+        for k, v in fresh.items():
+            setattr(model, k + "_", np.asarray(v).astype(np.asarray(stored[k]).dtype))
+        try:
+            X_fit, y_fit = to_numpy(model._scale_X(X)), to_numpy(model._scale_y(y))
+            if eval_set is not None:
+                eval_set = (to_numpy(model._scale_X(eval_set[0])),
+                            to_numpy(model._scale_y(eval_set[1])))
+        finally:
+            for k, v in saved.items():
+                setattr(model, k + "_", v)
+    else:
+        same, X_fit, y_fit = {}, X, y
+    if X_fit.shape[0] != record["n_samples"]:
+        cert.checks.append(Check(
+            "the data given is the data the model was fit on", False,
+            f"it has {X_fit.shape[0]} rows, the model was fit on {record['n_samples']} (for "
+            f"gpumlp train, pass the same --data; the split is redone from the file)"))
+        return None
+    if record["eval_set"] and eval_set is None:
+        cert.missing.append("the eval_set the fit was given: pass it (eval_set=...)")
+        return None
+    if record["data_sha256"] is None:
+        cert.missing.append("a fingerprint of the data: it was not NumPy data when fit, so "
+                            "the data given cannot be bound to the model")
+        return None
+    digest = fingerprint(X_fit, y_fit, sample_weight, eval_set if record["eval_set"] else None)
+    if digest != record["data_sha256"]:
+        scalers = [k for k, ok in same.items() if not ok]
+        cert.checks.append(Check(
+            "the data given is the data the model was fit on", False,
+            "not the data the model was fit on: X, y, sample_weight and eval_set do not "
+            "have the recorded fingerprint" + (f", and the scalers {', '.join(scalers)} "
+                                               f"recomputed from them differ from the file's"
+                                               if scalers else "")
+            + "; pass the same data, in the same order"))
+        return None
+    cert.checks.append(Check("the data's fingerprint (X, y, sample_weight, eval_set)", True))
+    for k, ok in same.items():
+        cert.checks.append(Check(f"the scaler {k}, recomputed from the data", ok,
+                                 "" if ok else "the file's differs from the data's: the "
+                                 "file was altered"))
+    return X_fit, y_fit, sample_weight, eval_set if record["eval_set"] else None
 
 
-def certify(model_file: str | os.PathLike, X, y, *, backends: list | None = None,
-            dtypes: tuple = ("float32", "float64")) -> Certificate:
-    """Replay the fit recorded in ``model_file`` on every backend and dtype.
+def _check_start(cert, net, record, metadata, parents, certify_parent):
+    """Provenance: the initial weights redrawn from the seed, or the parent's digest."""
+    from .initialization import glorot_uniform
+
+    first = record["checkpoints"][0]
+    start = record["start"]
+    dtype = np.asarray(first["coefs"][0]).dtype.name
+    if start["kind"] == "seed":
+        sizes = metadata["layer_sizes"]
+        rng = generator_from_seed(start["seed"])
+        coefs, intercepts = glorot_uniform(sizes, rng, dtype)
+        same = all(np.array_equal(a, b) for a, b in
+                   zip([*coefs, *intercepts], [*first["coefs"], *first["intercepts"]]))
+        cert.checks.append(Check("the initial weights are the draw of the recorded seed", same,
+                                 "" if same else "they are not: the fit did not start from "
+                                 "its seed"))
+        same_rng = rng.bit_generator.state == first["rng"]["numpy_generator"]
+        cert.checks.append(Check("the generator is where that draw left it", same_rng))
+        seed = start["seed"]
+        random_state = net.random_state
+        if seed["kind"] == "int":
+            ok = isinstance(random_state, (int, np.integer)) and int(random_state) == \
+                seed["value"]
+            cert.checks.append(Check("the seed is the model's random_state", ok,
+                                     f"random_state {random_state!r}, seed {seed['value']}"))
+        elif seed["kind"] == "entropy":
+            cert.checks.append(Check("random_state=None, the seed drawn by NumPy",
+                                     random_state is None))
+        template = net._make_solver(np.asarray(first["coefs"][-1]).shape[1]).init_state(
+            [*first["coefs"], *first["intercepts"]])
+        from .solvers import plain_numbers, state_to_arrays
+
+        _, fresh = state_to_arrays(plain_numbers(template, template))
+        fresh_arrays = state_to_arrays(template)[0]
+        ok = json.dumps(fresh) == json.dumps(first["state"]) and all(
+            np.array_equal(np.asarray(fresh_arrays[k]), first["state_arrays"].get(k))
+            for k in fresh_arrays)
+        h = first["history"]
+        ok = ok and h["samples_seen"] == 0 and h["no_improvement_count"] == 0 \
+            and h["best_loss"] is None and first["best"] is None
+        cert.checks.append(Check("a fresh solver state and history at the start", ok))
+        cert.covered.append("provenance: the initial weights redrawn from the recorded seed")
+        return
+    digest = start["parent"]
+    for path in parents:
+        from .io import load
+
+        parent = load(path)
+        parent_net = getattr(parent, "regressor_", parent)
+        if model_digest(parent_net.coefs_, parent_net.intercepts_) == digest:
+            same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
+                [*parent_net.coefs_, *parent_net.intercepts_],
+                [*first["coefs"], *first["intercepts"]]))
+            cert.checks.append(Check(f"the start is the parent model {os.fspath(path)}", same))
+            cert.parents.append(certify_parent(path))
+            cert.covered.append(f"provenance: the parent {os.fspath(path)}, certified in turn")
+            return
+    cert.missing.append(f"the parent model (weights digest {digest[:16]}...): this fit "
+                        f"continued it (a warm start or partial_fit); pass it (--parent) so "
+                        f"the chain is certified link by link")
+
+
+def _check_claims(cert, net, metadata, record, ctx):
+    """The file's own figures against the record the replays check."""
+    n_iter = record["n_iter"]
+    curve = list(net.loss_curve_)
+    cert.checks.append(Check("n_iter_ is the record's", net.n_iter_ == n_iter and
+                             len(curve) >= n_iter, f"n_iter_ {net.n_iter_}, record {n_iter}"))
+    rates = list(net.learning_rates_)
+    cert.checks.append(Check("learning_rates_ hold a rate per epoch", len(rates) >= n_iter))
+    last = record["checkpoints"][-1]
+    dtype = np.asarray(last["coefs"][0]).dtype
+    # The weights the call returned, from its last checkpoint.
+    final = [*last["coefs"], *last["intercepts"]]
+    from .solvers import state_from_arrays
+
+    state = state_from_arrays(last["state"], last["state_arrays"])
+    final_loss = None
+    if net.early_stopping and not record["incremental"] and last["best"] is not None:
+        final = last["best"]
+    elif type(state).__name__ == "AutoGDState" and not record["incremental"] and \
+            state.best_loss < state.loss:
+        final = list(state.best_params)
+        final_loss = state.best_loss
+    elif type(state).__name__ == "AutoGDState":
+        final_loss = state.loss
+    if type(state).__name__ == "LBFGSState" and state.loss is not None:
+        final_loss = float(np.asarray(state.loss))
+    stored = [*net.coefs_, *net.intercepts_]
+    same = len(stored) == len(final) and all(
+        np.asarray(a).dtype == dtype and np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(stored, final))
+    cert.checks.append(Check("the stored weights are the last checkpoint's result", same,
+                             "" if same else "the file weights differ"))
+    expected_loss = final_loss if final_loss is not None else (curve[-1] if curve else None)
+    if expected_loss is not None and not math.isfinite(expected_loss):
+        expected_loss = None
+    cert.checks.append(Check("loss_", net.loss_ == expected_loss,
+                             f"loss_ {net.loss_!r}, the record gives {expected_loss!r}"))
+    training = metadata.get("training")
+    if training is not None:
+        # best_loss_ and the best validation score, as the file keeps them for a resume.
+        h, book = training["history"], last["history"]
+        ok = h["best_loss"] == book["best_loss"] and \
+            h["best_validation_score"] == book["best_validation_score"]
+        cert.checks.append(Check("best_loss_ and best_validation_score_", ok,
+                                 f"the file's {h['best_loss']}, {h['best_validation_score']}; "
+                                 f"the record's {book['best_loss']}, "
+                                 f"{book['best_validation_score']}"))
+    trained = metadata.get("trained_on", "")
+    try:
+        device = agreement.backend_device(record["device"])
+        ok = str(device) == trained
+        cert.checks.append(Check("trained_on is the record's device", ok,
+                                 f"trained_on {trained!r}, record {record['device']!r}"))
+    except (BackendUnavailableError, ValueError):
+        pass
+    cert.checks.append(Check("the dtype is the record's", metadata["dtype"] == dtype.name))
+    ctx.losses = curve[len(curve) - n_iter:]
+    ctx.rates = rates[len(rates) - n_iter:]
+    vcurve = metadata.get("validation_loss_curve")
+    ctx.validation_losses = None if vcurve is None else vcurve[len(vcurve) - n_iter:]
+
+
+def _check_names(cert, metadata, feature_names, target_names):
+    for key, given in (("feature_names", feature_names), ("target_names", target_names)):
+        stored = metadata.get(key)
+        if key == "feature_names" and stored is None:
+            stored = metadata.get("feature_names_in")
+        if given is None or stored is None:
+            continue
+        ok = [str(n) for n in given] == list(stored)
+        cert.checks.append(Check(f"{key} are the data's header", ok,
+                                 "" if ok else f"the file says {stored}, the data {list(given)}"))
+        cert.covered.append(f"{key} against the data's header")
+
+
+# ------------------------------------------------------------------ certify
+def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set=None,
+            backends: list | None = None, dtypes: tuple = ("float32", "float64"),
+            parents: tuple = (), feature_names=None, target_names=None) -> Certificate:
+    """Certify the fit recorded in ``model_file``: provenance, data, every segment, every claim.
 
     Parameters
     ----------
     model_file : str or path-like
-        A model saved by :func:`gpumlp.save` (or ``gpumlp train --out``)
-        after a fresh fit.
+        A model saved by :func:`gpumlp.save` (or ``gpumlp train --out``).
     X : array-like, shape (n_samples, n_features)
     y : array-like, shape (n_samples,) or (n_samples, n_outputs)
         The data the model was fit on, before any scaling the model applies
         (for ``gpumlp train``: its training split).
+    sample_weight : array-like, shape (n_samples,), optional
+        The fit's, if it had any.
+    eval_set : tuple (X_val, y_val), optional
+        The fit's, if it had one (unscaled).
     backends : list of str, optional
         Names as :func:`gpumlp.agreement.backend_device` takes them; by
         default every available one.
     dtypes : sequence of str
+        Replay dtypes, at least one of ``"float32"`` and ``"float64"``.
+    parents : sequence of paths
+        Model files the fit may have continued (a warm start, ``partial_fit``):
+        the one whose weights have the recorded digest is certified in turn.
+    feature_names, target_names : list of str, optional
+        The data's header, checked against the names in the file.
 
     Returns
     -------
     Certificate
-        ``certificate.passed`` is the verdict; :func:`format_certificate`
-        prints it.
+        ``certificate.outcome`` is ``"PASS"``, ``"FAIL"`` or ``"CANNOT"``;
+        :func:`format_certificate` prints it.
 
     Raises
     ------
     NotReplayableError
-        If the file holds no fit record.
+        If the file holds no fit record with checkpoints (an older gpumlp,
+        Dask data): the message says what can and cannot be said of it.
     ValueError
-        If ``X, y`` are not the data the model was fit on (their fingerprint
-        or row count differs from the record's).
+        For ``dtypes`` that name nothing or something else than float32/float64.
     """
-    from .io import load_with_metadata
+    from .io import ModelFileError, load_with_metadata
 
+    dtypes = tuple(dtypes)
+    if not dtypes or any(d not in ("float32", "float64") for d in dtypes):
+        raise ValueError(f"dtypes must name float32 and/or float64, got {dtypes!r}: a "
+                         f"certificate that replays nothing would certify nothing.")
     path = os.fspath(model_file)
-    model, metadata = load_with_metadata(path)
+    try:
+        model, metadata = load_with_metadata(path)
+    except ModelFileError as exc:
+        cert = Certificate(path, "?", 0)
+        cert.checks.append(Check("the file loads and its schema holds", False, str(exc)))
+        return cert
     net = getattr(model, "regressor_", model)
     record = getattr(net, "_fit_record", None)
-    if record is None:
+    if record is None or record.get("version") != 2:
+        why = ("its fit record predates checkpoints (gpumlp before issue 19)"
+               if record is not None else "it holds no fit record (an older gpumlp, or a fit "
+               "on Dask data)")
         raise NotReplayableError(
-            f"{path} holds no fit record, so its fit cannot be replayed: it was saved by "
-            f"an older gpumlp, or after a warm start or partial_fit, or from Dask data. "
-            f"It still loads and predicts. Fit it again with this gpumlp and save it to "
-            f"certify it.")
-    X_fit, y_fit = _training_data(model, X, y)
-    if X_fit.shape[0] != record["n_samples"]:
-        raise ValueError(f"The data has {X_fit.shape[0]} rows, but the model was fit on "
-                         f"{record['n_samples']}: pass the data it was fit on (for gpumlp "
-                         f"train, the same --data; the split is redone from the file).")
-    digest = fingerprint(X_fit, y_fit)
-    if record["data_sha256"] is not None and digest != record["data_sha256"]:
-        raise ValueError("This is not the data the model was fit on: its fingerprint "
-                         "(SHA-256 of the scaled X and y) differs from the one recorded in "
-                         "the file. Pass the same data, in the same order.")
-    if record["eval_set"] and net.early_stopping:
-        raise NotReplayableError(f"{path} was fit with early stopping on an eval_set, "
-                                 f"which the file does not hold; it cannot be replayed.")
-    trained_dtype = dtype_name(net.coefs_[0])
-    notes = []
-    if record["data_sha256"] is None:
-        notes.append("the fit's data was not on the host, so it was not fingerprinted: "
-                     "the data given is taken on trust")
+            f"{path} cannot be certified: {why}. What can be said: it loads, and its schema, "
+            f"weights and scalers are valid (checked on loading). Its training cannot be "
+            f"replayed; fit it again with this gpumlp and save it to certify it.")
+    dtype = metadata["dtype"]
+    cert = Certificate(path, f"{record['device']} {dtype}", record["n_iter"])
+    _check_names(cert, metadata, feature_names, target_names)
+    bound = _bind_data(cert, model, record, X, y, sample_weight, eval_set)
+
+    def certify_parent(parent_path):
+        return certify(parent_path, X, y, sample_weight=sample_weight, eval_set=eval_set,
+                       backends=backends, dtypes=dtypes, parents=parents)
+
+    _check_start(cert, net, record, metadata, parents, certify_parent)
+    if bound is None:
+        return cert
+    X_fit, y_fit, sw, ev = bound
+    ctx = _Context(net, record, X_fit, y_fit, sw, ev, [], record["accepted"], record["steps"],
+                   set(), record["n_iter"], [], None, None)
+    _check_claims(cert, net, metadata, record, ctx)
+    scores = _validation_scores(net, metadata, record)
+    ctx.validation_scores = scores
+    if net.early_stopping and not record["incremental"] and scores is None:
+        cert.missing.append("the validation scores of the fit (the file lacks its training "
+                            "state)")
+        return cert
+    cert.checks += _rule_checks(ctx)
+    cert.covered += ["the data: fingerprint of X, y, sample_weight, eval_set (the validation "
+                     "split is drawn from the verified generator)",
+                     "loss_curve_, learning_rates_, n_iter_, loss_, best_loss_, validation "
+                     "losses, the stored weights, the device and dtype",
+                     f"every epoch of the {record['n_iter']}, in "
+                     f"{len(record['checkpoints']) - 1} segments"]
+    _replay_all(cert, ctx, backends, dtypes, dtype)
+    return cert
+
+
+def _validation_scores(net, metadata, record):
+    training = metadata.get("training")
+    n_iter = record["n_iter"]
+    if not metadata.get("validation_loss_curve"):
+        return None
+    if training is None:
+        return None
+    scores = training["history"]["validation_scores"]
+    return scores[len(scores) - n_iter:]
+
+
+def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
+    """Every segment on the oracle (plain and probed), then on each backend and dtype."""
+    record = ctx.record
+    n_segments = len(record["checkpoints"]) - 1
     if backends is None:
         backends, unusable = agreement.available_backends()
-        notes += [f"backend {name} not run: {why}" for name, why in unusable.items()]
+        cert.notes += [f"backend {name} not run: {why}" for name, why in unusable.items()]
     devices = {}
     for name in backends:
-        devices[name] = agreement.backend_device(name)  # raises for a missing one
-    trained = next((n for n, d in devices.items() if d.name == record["device"]), None)
-    if trained is None:
-        try:  # the training device, when it is not among those asked for
-            device = agreement.backend_device(record["device"])
-            devices[record["device"]] = device
-            trained = record["device"]
+        devices[name] = agreement.backend_device(name)
+    if not any(d.name == record["device"] for d in devices.values()):
+        try:
+            devices[record["device"]] = agreement.backend_device(record["device"])
         except (BackendUnavailableError, ValueError) as exc:
-            notes.append(f"the stored weights were NOT checked: the model was trained on "
-                         f"{record['device']}, which is not available here ({exc})")
-    n_arrays = len(record["coefs"])
-    arrays = [f"W{i + 1}" for i in range(n_arrays)] + [f"b{i + 1}" for i in range(n_arrays)]
-    stored = [to_numpy(a) for a in (*net.coefs_, *net.intercepts_)]
-    # A solver that decides from numbers it reads (the "auto" step's tests,
-    # L-BFGS's line search) takes its own dtype's decisions: its float32 run is
-    # compared with the oracle's kernels in float32, never with float64 decisions.
-    own_dtype_oracle = net._make_solver().host_reads
-    oracles = {}
-    for dtype in ["float64", *(d for d in dtypes if own_dtype_oracle and d != "float64")]:
-        oracles[dtype] = _oracle(net, record, X_fit, y_fit, dtype)
-    replays = []
-    stored_checked = False
+            cert.missing.append(f"the backend the model was trained on, {record['device']} "
+                                f"({exc}): install it to replay the fit where it ran")
+    # The oracle, NumPy's generic kernels, runs every segment in float64 and in
+    # float32: how far float32 rounding moves each quantity is the segment's
+    # own measured sensitivity to rounding (module docs).
+    # NumPy's fast path in float32 too, where there is one: BLAS sums in another
+    # order than the generic kernels' pairwise sums, with larger errors.
+    oracle = Device("cpu")
+    exact = [_run_segment(ctx, j, oracle, "float64", False) for j in range(n_segments)]
+    rounded = [_run_segment(ctx, j, oracle, "float32", False) for j in range(n_segments)]
+    fast = [_run_segment(ctx, j, oracle, "float32", True) for j in range(n_segments)] \
+        if fastpath.is_enabled() else []
+    ctx.shared_runs = {("numpy", "float32"): fast} if fast else {}
+    noise, initial = [], None
+    for j in range(n_segments):
+        stored_end = record["checkpoints"][j + 1]
+        reference = _quantities(exact[j], stored_end, ctx, j)
+        measured = [_noise(reference, _quantities(runs[j], stored_end, ctx, j))
+                    for runs in (rounded, fast) if runs]
+        noise.append({name: max(m[name] for m in measured) for name in measured[0]})
+    if ctx.accepted is not None and record["start"]["kind"] == "seed" and ctx.n_iter:
+        initial = _check_initial_rate(ctx, trained_dtype)
+        cert.checks.append(initial)
     for name, device in devices.items():
         for dtype in dtypes:
-            tol = agreement.TOLERANCES[("training", dtype)]
-            replay = Replay(name, dtype, tol, arrays)
-            replays.append(replay)
-            is_trained = name == trained and dtype == trained_dtype
-            (oracle_epochs, oracle_losses, amplification, oracle_rates,
-             per_array) = oracles.get(dtype, oracles["float64"])
-            replay.oracle = f"numpy {dtype if dtype in oracles else 'float64'}"
+            replay = Replay(name, dtype)
+            cert.replays.append(replay)
+            tol_dtype = _looser(dtype, trained_dtype)
             try:
                 device.check_dtype(dtype)
-                epochs, losses, final, rates = _replay_run(
-                    net, record, X_fit, y_fit, device, dtype,
-                    use_fastpath=record["fastpath"] if is_trained else fastpath.is_enabled())
+                for j in range(n_segments):
+                    stored_end = record["checkpoints"][j + 1]
+                    shared = ctx.shared_runs.get((device.name, dtype))
+                    run = shared[j] if shared else \
+                        _run_segment(ctx, j, device, dtype, fastpath.is_enabled())
+                    quantities = _quantities(run, stored_end, ctx, j)
+                    worst, where, failures = _compare(quantities, noise[j], tol_dtype)
+                    failures += _decision_failures(run, exact[j],
+                                                   [r[j] for r in (rounded, fast) if r],
+                                                   tol_dtype, ctx)
+                    start, end = record["checkpoints"][j]["epoch"], stored_end["epoch"]
+                    replay.segments.append({"start": start, "end": end, "worst": worst,
+                                            "what": where})
+                    replay.failures += [f"epochs {start + 1}-{end}: {f}" for f in failures]
             except (ValueError, BackendUnavailableError, MemoryError) as exc:
                 replay.error = str(exc)
+    if not any(r.error is None for r in cert.replays):
+        cert.missing.append("a backend and dtype that can replay the fit")
+
+
+def _check_initial_rate(ctx, dtype) -> Check:
+    """The first "auto" rate against the power iteration, run again at the start."""
+    from . import step_size
+    from ._checks import check_params
+    from .losses import get_loss
+    from .sources import Network
+    from .training import Trainer
+
+    net, record = ctx.net, ctx.record
+    first = record["checkpoints"][0]
+    _, activation = check_params(net)
+    device = Device("cpu")
+    network = Network(len(first["coefs"]), activation, False, get_loss(net.loss), False)
+    source, _, _ = _sources(ctx, device, dtype)
+    params = [np.asarray(a) for a in [*first["coefs"], *first["intercepts"]]]
+    trainer = Trainer(network, net._make_solver(), float(net.alpha), params)
+    objective = trainer.objective(source, (0, source.n_samples, None))
+    _, grads = objective(params)
+    curvature = step_size.largest_curvature(objective, params, grads)
+    # Finite differences with h = eps**(1/3) leave an error of order eps**(2/3) in each
+    # product; sqrt(eps) allows that with a margin of eps**(-1/6) (14 in float32).
+    tau = math.sqrt(float(np.finfo(dtype).eps))
+    bounds = sorted(step_size.initial_learning_rate(curvature * (1 + s * tau))
+                    for s in (-1.0, 0.0, 1.0))
+    ok = bounds[0] <= ctx.rates[0] <= bounds[-1]
+    return Check("the first \"auto\" rate is the power iteration's", ok,
+                 f"recorded {ctx.rates[0]:g}, the rule gives {bounds[1]:g}")
+
+
+# ------------------------------------------------------------------ report
+def format_certificate(cert: Certificate) -> str:
+    """The certificate as text: what was covered, each check, each replay, the outcome."""
+    lines = [f"certificate for {cert.model}: trained on {cert.trained_on}, {cert.epochs} "
+             f"epochs"]
+    lines += [f"note: {n}" for n in cert.notes]
+    if cert.covered:
+        lines.append("covered:")
+        lines += [f"  - {c}" for c in cert.covered]
+    if cert.checks:
+        lines.append("checks:")
+        for c in cert.checks:
+            detail = f" ({c.detail})" if c.detail and not c.ok else ""
+            lines.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.what}{detail}")
+    if cert.replays:
+        lines.append("replays (segment by segment, decisions imposed; worst = the largest "
+                     "difference over its tolerance):")
+        lines.append(f"  {'backend':28s} {'dtype':8s} {'segments':>8s} {'worst':>9s}  result")
+        for r in cert.replays:
+            if r.error is not None:
+                lines.append(f"  {r.backend:28s} {r.dtype:8s} could not run: {r.error}")
                 continue
-            # A solver's decisions (its rates) parting from the oracle's, a loss
-            # within rounding of a threshold, end the comparison there.
-            parted = next((e for e, (a, b) in enumerate(zip(rates, oracle_rates), start=1)
-                           if a != b), None) if own_dtype_oracle else None
-            unexplained = False
-            if parted is not None:
-                replay.parted = parted
-                # Rounding can move a decision only where rounding-sized differences
-                # may have grown to reach a threshold: the replay's own distance
-                # from the oracle in the epochs deciding it, or eps times the fit's
-                # amplification there, at least DECISION_REACH. A decision parting
-                # before that is moved by wrong numbers (a gradient, a loss): a
-                # failure, not the end of what can be compared.
-                # The rate of epoch p was decided in epoch p - 1, from the points
-                # after epochs p - 2 and p - 1 (indices p - 3, p - 2).
-                deciding = range(max(0, parted - 3), min(parted - 1, len(epochs)))
-                observed = [max([_rel(g, r) for g, r in zip(epochs[i], oracle_epochs[i])]
-                                + [_rel(losses[i], oracle_losses[i])]) for i in deciding]
-                reach = max([float(np.finfo(dtype).eps) * amplification[i] for i in deciding]
-                            + observed, default=0.0)
-                unexplained = not reach >= DECISION_REACH
-            for e, (got, ref) in enumerate(zip(epochs, oracle_epochs), start=1):
-                row = [_rel(g, r) for g, r in zip(got, ref)]
-                loss = _rel(losses[e - 1], oracle_losses[e - 1])
-                replay.weights.append(row)
-                replay.loss.append(loss)
-                epoch_tol = tol * max(1.0, amplification[e - 1])
-                if replay.compared is None and (not epoch_tol <= COMPARABLE or e == parted):
-                    replay.compared = e - 1
-                if replay.first_failure is None and replay.compared is None:
-                    tols = [tol * max(1.0, a, amplification[e - 1]) for a in per_array[e - 1]]
-                    bad = [a for a, v, t in zip(arrays, row, tols) if not v <= t]
-                    if bad or not loss <= tols[-1]:
-                        replay.first_failure = (e, bad[0] if bad else "loss")
-            if parted is not None and replay.first_failure is None and parted <= len(losses):
-                # The loss where epoch p starts is at the last point compared.
-                i = parted - 1
-                if not _rel(losses[i], oracle_losses[i]) <= tol * max(
-                        1.0, per_array[i][-1], amplification[i]):
-                    replay.first_failure = (parted, "loss")
-            if parted is not None and unexplained and replay.first_failure is None:
-                replay.first_failure = (parted, "rate")
-            if len(epochs) != len(oracle_epochs):
-                replay.error = (f"ran {len(epochs)} epochs, the oracle "
-                                f"{len(oracle_epochs)}")
-            if is_trained:
-                replay.stored = {a: _rel(s, f) for a, s, f in zip(arrays, stored, final)}
-                stored_checked = True
-    return Certificate(path, f"{record['device']} {trained_dtype}", record["n_iter"],
-                       replays, stored_checked, notes,
-                       {dtype: oracle[2] for dtype, oracle in oracles.items()})
-
-
-def format_certificate(cert: Certificate, epochs_shown: int = 8) -> str:
-    """The certificate as text: per replay, the largest differences and a few epochs."""
-    oracles = sorted({r.oracle for r in cert.replays}) or ["numpy float64"]
-    lines = [f"certificate for {cert.model}: trained on {cert.trained_on}, "
-             f"{cert.epochs} epochs, replayed against {' and '.join(oracles)} "
-             f"(generic kernels)"]
-    lines += [f"note: {note}" for note in cert.notes]
-    for dtype, amplification in sorted(cert.amplification.items()):
-        if amplification and max(amplification) > 1.0:
-            worst = int(np.argmax(amplification))
-            lines.append(f"note: in {dtype} this fit magnifies a perturbation of its initial "
-                         f"weights up to {amplification[worst]:.3g} times (epoch "
-                         f"{worst + 1}): each epoch's tolerance is tol times max(1, that "
-                         f"epoch's amplification)")
-    for r in cert.replays:
-        if r.compared is None:
-            continue
-        if r.compared == 0:
-            lines.append(f"note: {r.backend} {r.dtype}: no epoch could be compared (its step "
-                         f"decisions part from the oracle's at once, or the fit is chaotic "
-                         f"from its first epoch at this precision): it certifies nothing")
-            continue
-        why = (f"its step decisions part from the oracle's at epoch {r.parted}, where "
-               f"rounding cannot reach a threshold: not rounding"
-               if r.parted == r.compared + 1 and r.first_failure == (r.parted, "rate") else
-               f"its step decisions part from the oracle's at epoch {r.parted} (a loss "
-               f"within rounding of a threshold)" if r.parted == r.compared + 1 else
-               f"after that, rounding alone can move this fit by more than {COMPARABLE:g} "
-               f"(relative), more than a comparison can tell from a fault")
-        lines.append(f"note: {r.backend} {r.dtype} compared for epochs 1-{r.compared} of "
-                     f"{cert.epochs}: {why}")
-    if any(r.oracle != "numpy float64" for r in cert.replays):
-        lines.append("note: its solver decides from the numbers it reads, so each dtype's "
-                     "replays are compared with numpy's generic kernels in that dtype")
-    header = (f"{'backend':28s} {'dtype':8s} {'epochs':>9s} {'max weight rel':>14s} "
-              f"{'max loss rel':>12s} {'tol':>7s}  {'first crossing':18s} result")
-    lines += ["", "over the epochs compared:", header]
-    for r in cert.replays:
-        if r.error is not None:
-            lines.append(f"{r.backend:28s} {r.dtype:8s} could not run: {r.error}  FAIL")
-            continue
-        n = len(r.weights) if r.compared is None else r.compared
-        worst = max((max(row) for row in r.weights[:n]), default=0.0)
-        worst_loss = max(r.loss[:n], default=0.0)
-        crossing = ("-" if r.first_failure is None
-                    else f"epoch {r.first_failure[0]}, {r.first_failure[1]}")
-        compared = "all" if r.compared is None else f"1-{r.compared}"
-        lines.append(f"{r.backend:28s} {r.dtype:8s} {compared:>9s} {worst:14.3e} "
-                     f"{worst_loss:12.3e} {r.tol:7.0e}  {crossing:18s} "
-                     f"{'PASS' if r.passed else 'FAIL'}")
-        if r.stored is not None:
-            worst_stored = max(r.stored.values())
-            which = max(r.stored, key=r.stored.get)
-            ok = worst_stored <= r.tol
-            lines.append(f"{'':28s} {'':8s} stored weights vs this replay: {worst_stored:.3e} "
-                         f"({which}) {'PASS' if ok else 'FAIL: the file weights differ'}")
-    lines += ["", "per epoch (max over arrays of the weights' relative difference):"]
-    for r in cert.replays:
-        if r.error is not None or not r.weights:
-            continue
-        n = len(r.weights)
-        shown = sorted({1, 2, n, *(r.first_failure[:1] if r.first_failure else ()),
-                        *np.unique(np.geomspace(1, n, epochs_shown).astype(int))})
-        parts = [f"{e}: {max(r.weights[e - 1]):.2e}" for e in shown]
-        lines.append(f"  {r.backend} {r.dtype}: " + ", ".join(parts))
-    if not cert.stored_checked:
-        lines.append("\nthe stored weights were not checked (see the note above)")
-    partial = [f"{r.backend} {r.dtype} epochs 1-{r.compared}" for r in cert.replays
-               if r.error is None and r.compared is not None]
-    coverage = (f" (every epoch compared, except: {'; '.join(partial)}; of {cert.epochs})"
-                if partial else " (every epoch compared)")
-    lines.append(f"\n{'PASS' if cert.passed else 'FAIL'}{coverage}")
+            worst = max((s["worst"] for s in r.segments), default=0.0)
+            lines.append(f"  {r.backend:28s} {r.dtype:8s} {len(r.segments):8d} {worst:9.2e}  "
+                         f"{'PASS' if r.passed else 'FAIL'}")
+            lines += [f"    {f}" for f in r.failures[:5]]
+            if len(r.failures) > 5:
+                lines.append(f"    ... and {len(r.failures) - 5} more")
+    for m in cert.missing:
+        lines.append(f"cannot certify: {m}")
+    for p in cert.parents:
+        lines += ["", "parent:"] + ["  " + line for line in format_certificate(p).splitlines()]
+    outcome = cert.outcome
+    words = {"PASS": "PASS (every epoch, its decisions, its start and its data)",
+             "FAIL": "FAIL", "CANNOT": "CANNOT CERTIFY (see above for what is missing)"}
+    lines.append(f"\n{words[outcome]}")
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from ._checks import (
     feature_names,
     resolve_dtype,
 )
-from ._fitrecord import fingerprint, start_record
+from ._fitrecord import Recorder, fingerprint, model_digest, seeded_generator
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from .devices import Device, device_of, dtype_name, get_device, move, to_numpy
 from .initialization import as_generator, glorot_uniform
@@ -42,6 +42,24 @@ _HISTORY = ("validation_losses", "validation_scores", "best_loss", "best_validat
             "no_improvement_count", "samples_seen")
 #: ``learning_rate_init="auto"`` for ``"sgd"`` and ``"adam"``: a fixed rate.
 _AUTO_RATE = 0.01
+
+
+def _host_pair(pair, name):
+    """``eval_set`` as two checked NumPy arrays, for the data's fingerprint; None otherwise."""
+    if pair is None or not all(isinstance(a, np.ndarray) for a in pair):
+        return pair
+    X_val = check_X(pair[0], name)
+    return X_val, check_y(pair[1], X_val.shape[0], name)
+
+
+def _recording(recorder, callback):
+    """The fit callback with the fit record's bookkeeping run first."""
+    def on_epoch(epoch, loss, validation_loss):
+        recorder.on_epoch()
+        if callback is not None:
+            callback(epoch, loss, validation_loss)
+
+    return on_epoch
 
 
 def _state_array_on(a, device, dtype):
@@ -359,7 +377,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             dtype = resolve_dtype(self.dtype, X)
             y_was_1d = y.ndim == 1
             source = None
-            self._fingerprint = fingerprint(X, y)
+            self._fingerprint = fingerprint(X, y, sample_weight, _host_pair(eval_set, name))
         if continuing and self.dtype is None:
             dtype = dtype_name(self.coefs_[0])
         device.check_dtype(dtype)
@@ -387,17 +405,17 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         layer_sizes = [source.n_features, *hidden, source.n_outputs]
         trainer = self._trainer_for(layer_sizes, device, dtype, activation, continuing,
                                     incremental)
-        self._live_trainer = trainer  # what a replay (gpumlp.certificate) watches
-        # A fresh in-memory fit keeps a record of how to replay it (see _fitrecord).
+        # An in-memory fit keeps a record of how to certify it (see _fitrecord):
+        # checkpoint 0 is taken here, before the validation split is drawn.
         start, data_sha256 = self.__dict__.pop("_start", None), \
             self.__dict__.pop("_fingerprint", None)
-        record = None
+        recorder = None
         if start is not None and isinstance(source, ArraySource):
-            record = start_record(*start, device=device, fastpath=trainer.network.fastpath,
-                                  eval_set=eval_set is not None,
-                                  n_samples=source.n_samples, data_sha256=data_sha256)
-        # A replay (gpumlp.certificate) runs the rule's plateau actions but never stops.
-        never_stop = self.__dict__.pop("_never_stop", False)
+            recorder = Recorder(trainer, self._rng, start=start, device=device,
+                                data_sha256=data_sha256, n_samples=source.n_samples,
+                                max_iter=1 if incremental else self.max_iter,
+                                eval_set=eval_set is not None, incremental=incremental)
+            callback = _recording(recorder, callback)
         validation = None
         early_stopping = self.early_stopping and not incremental
         if eval_set is not None:
@@ -416,22 +434,24 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             self.tol * trainer.network.loss.sklearn_ratio(source.n_outputs)
         # A fit callback may take a resumable snapshot of the running training.
         self._trainer, self._running_y_was_1d = trainer, y_was_1d
+        finished = False
         try:
             trainer.fit(
                 source, rng=self._rng, batch_size=batch_size, shuffle=self.shuffle,
                 max_iter=1 if incremental else self.max_iter, tol=tol,
                 n_iter_no_change=self.n_iter_no_change, validation=validation,
                 stop_on_validation=early_stopping, verbose=self.verbose,
-                check_convergence=not (incremental or never_stop), on_epoch=callback,
+                check_convergence=not incremental, on_epoch=callback,
             )
             if early_stopping and trainer.best_params is not None:
                 trainer.params = trainer.best_params
+            finished = True
         finally:
             self._store(trainer, device, input_device, y_was_1d, early_stopping,
                         validation is not None)
-            if record is not None:
-                record["n_iter"] = len(trainer.loss_curve)
-            self._fit_record = record
+            # An interrupted or diverged call keeps no record: it cannot be certified.
+            self._fit_record = recorder.finish(len(trainer.loss_curve) - trainer.call_start) \
+                if recorder is not None and finished else None
         return self
 
     def _eval_source(self, eval_set, source, device, dtype, client):
@@ -471,17 +491,17 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                           fastpath.cuda_graph_enabled())
         previous = getattr(self, "_trainer", None)
         if not continuing:
-            replay = self.__dict__.pop("_replay_start", None)  # set by gpumlp.certificate
-            if replay is None:
-                self._rng = as_generator(self.random_state)
-                coefs, intercepts = glorot_uniform(layer_sizes, self._rng, dtype)
-            else:
-                coefs, intercepts, self._rng = replay
-            self._start = (coefs, intercepts, self._rng)
+            # The seed is kept in the fit record, so that the initial weights can
+            # be drawn again by a verifier (gpumlp.certificate).
+            self._rng, seed = seeded_generator(self.random_state)
+            coefs, intercepts = glorot_uniform(layer_sizes, self._rng, dtype)
+            self._start = {"kind": "seed", "seed": seed}
             params = [device.asarray(p) for p in (*coefs, *intercepts)]
             return Trainer(network, solver, float(self.alpha), params,
                            solver.init_state(params))
         params = [move(p, device, dtype) for p in (*self.coefs_, *self.intercepts_)]
+        # A continued fit names its parent, the model it started from.
+        self._start = {"kind": "parent", "parent": model_digest(self.coefs_, self.intercepts_)}
         expected = list(zip(layer_sizes[:-1], layer_sizes[1:]))
         n_coefs = len(self.coefs_)
         shapes = [tuple(W.shape) for W in params[:n_coefs]]

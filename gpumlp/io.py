@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._atomic import atomic_path, write_text_atomic  # noqa: F401 (re-exported)
-from ._fitrecord import RECORD_KEYS, RECORD_VERSION
+from ._fitrecord import MAX_CHECKPOINTS, RECORD_VERSION, generator_from_state
 from .activations import NAMES as ACTIVATIONS
 from .devices import Device, to_numpy
 from .losses import LOSSES
@@ -208,14 +208,63 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
     if training is not None:
         arrays.update({f"state_{name}": a for name, a in state_arrays.items()})
     record = getattr(net, "_fit_record", None)
-    if record is not None:
-        metadata["fit_record"] = {key: _plain(key, record[key]) for key in RECORD_KEYS}
-        arrays.update({f"init_coef_{i}": np.asarray(W) for i, W in enumerate(record["coefs"])})
-        arrays.update({f"init_intercept_{i}": np.asarray(b)
-                       for i, b in enumerate(record["intercepts"])})
+    if record is not None and record.get("version") == RECORD_VERSION:
+        metadata["fit_record"], record_arrays = _record_metadata(record)
+        arrays.update(record_arrays)
     arrays["metadata"] = np.array(json.dumps(metadata))
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
+
+
+#: The plain (JSON) keys of a fit record (version 2), with their types.
+_RECORD_KEYS = {"version": int, "start": dict, "device": str, "fastpath": bool,
+                "eval_set": bool, "incremental": bool, "n_samples": int, "n_iter": int,
+                "data_sha256": (str, type(None)), "accepted": (list, type(None)),
+                "steps": (list, type(None)), "checkpoints": list}
+#: A version-1 record (gpumlp before checkpoints): it loads, and cannot be certified.
+_RECORD_KEYS_1 = {"version": int, "rng_state": dict, "device": str, "fastpath": bool,
+                  "eval_set": bool, "n_samples": int, "n_iter": int,
+                  "data_sha256": (str, type(None))}
+_CHECKPOINT_KEYS = {"epoch", "state", "state_arrays", "rng", "history", "best"}
+_CHECKPOINT_HISTORY = {"best_loss", "best_validation_score", "no_improvement_count",
+                       "samples_seen"}
+
+
+def _checkpoint_layout(sizes: list, checkpoint: dict) -> list[tuple[str, tuple]]:
+    """``(name, shape)`` of each array a checkpoint's member holds, in order.
+
+    A checkpoint is one flat member, ``ckpt_<j>``: the weights, early
+    stopping's best weights when there are any, then the solver state's arrays.
+    """
+    shapes = [(a, b) for a, b in zip(sizes[:-1], sizes[1:])] + [(b,) for b in sizes[1:]]
+    n = len(sizes) - 1
+    names = [f"coef_{i}" for i in range(n)] + [f"intercept_{i}" for i in range(n)]
+    layout = list(zip(names, shapes))
+    if checkpoint["best"]:
+        layout += [(f"best_{i}", shape) for i, shape in enumerate(shapes)]
+    layout += [(f"state_{name}", tuple(shape))
+               for name, shape in checkpoint["state_arrays"].items()]
+    return layout
+
+
+def _record_metadata(record: dict) -> tuple[dict, dict]:
+    """A fit record as plain JSON and the members it names (see :mod:`gpumlp._fitrecord`)."""
+    plain = {key: _plain(key, record[key]) for key in _RECORD_KEYS if key != "checkpoints"}
+    checkpoints, arrays = [], {}
+    for j, c in enumerate(record["checkpoints"]):
+        parts = [*c["coefs"], *c["intercepts"], *(c["best"] or ()),
+                 *c["state_arrays"].values()]
+        dtype = np.asarray(c["coefs"][0]).dtype
+        arrays[f"ckpt_{j}"] = np.concatenate([np.asarray(a, dtype=dtype).ravel()
+                                              for a in parts])
+        checkpoints.append({
+            "epoch": int(c["epoch"]), "state": c["state"],
+            "state_arrays": {name: list(np.shape(a)) for name, a in c["state_arrays"].items()},
+            "rng": _plain("rng", c["rng"]),
+            "history": {k: _plain(k, v) for k, v in c["history"].items()},
+            "best": c["best"] is not None})
+    plain["checkpoints"] = checkpoints
+    return plain, arrays
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -390,14 +439,16 @@ def _check_training(path: str, training: Any, sizes: list[int]) -> None:
 def _check_fit_record(path: str, metadata: dict) -> None:
     """The fit record's keys, types and values, as strictly as the rest of the schema."""
     record = metadata["fit_record"]
-    if set(record) != set(RECORD_KEYS):
+    version = record.get("version") if isinstance(record, dict) else None
+    keys = _RECORD_KEYS_1 if version == 1 else _RECORD_KEYS
+    if set(record) != set(keys):
         raise _damaged(path, f"fit_record has the keys {sorted(record)}, not "
-                             f"{sorted(RECORD_KEYS)}")
-    for key, kind in RECORD_KEYS.items():
+                             f"{sorted(keys)}")
+    for key, kind in keys.items():
         value = record[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise _damaged(path, f"fit_record {key!r} is {value!r}, of the wrong type")
-    if record["version"] != RECORD_VERSION:
+            raise _damaged(path, f"fit_record {key!r} is {value!r:.80}, of the wrong type")
+    if record["version"] not in (1, RECORD_VERSION):
         raise _damaged(path, f"fit_record version {record['version']!r} is not "
                              f"{RECORD_VERSION}")
     if record["n_samples"] < 1 or record["n_iter"] < 0:
@@ -411,14 +462,87 @@ def _check_fit_record(path: str, metadata: dict) -> None:
         raise _damaged(path, "fit_record data_sha256 is not a SHA-256 hex digest")
     if not re.fullmatch(r"[A-Za-z0-9_.:()' -]{1,200}", record["device"]):
         raise _damaged(path, f"fit_record device {record['device']!r} is not a device name")
-    state = record["rng_state"]
+    if version == 1:
+        _check_generator(path, "fit_record rng_state", record["rng_state"])
+        return
+    _check_start(path, record["start"])
+    n_iter = record["n_iter"]
+    for key, kind in (("accepted", bool), ("steps", (int, float))):
+        values = record[key]
+        if values is not None and (len(values) != n_iter or not all(
+                isinstance(v, kind) and (kind is bool or not isinstance(v, bool))
+                for v in values)):
+            raise _damaged(path, f"fit_record {key} is not {n_iter} values of its kind")
+    checkpoints = record["checkpoints"]
+    if not 1 <= len(checkpoints) <= MAX_CHECKPOINTS + 2:
+        raise _damaged(path, f"fit_record holds {len(checkpoints)} checkpoints, not 1 to "
+                             f"{MAX_CHECKPOINTS + 2}")
+    sizes = metadata["layer_sizes"]
+    weight_shapes = [(a, b) for a, b in zip(sizes[:-1], sizes[1:])] + [(b,) for b in sizes[1:]]
+    n_weights = sum(math.prod(shape) for shape in weight_shapes)
+    allowed = {*weight_shapes, (n_weights,), ()}
+    epochs = []
+    for c in checkpoints:
+        if not isinstance(c, dict) or set(c) != _CHECKPOINT_KEYS:
+            raise _damaged(path, f"a fit_record checkpoint has the keys "
+                                 f"{sorted(c) if isinstance(c, dict) else c!r:.80}")
+        if not _is_int(c["epoch"]) or not isinstance(c["state"], dict) \
+                or not isinstance(c["state_arrays"], dict) or not isinstance(c["best"], bool) \
+                or not isinstance(c["history"], dict):
+            raise _damaged(path, "a fit_record checkpoint holds a value of the wrong type")
+        epochs.append(c["epoch"])
+        total = 0
+        for name, shape in c["state_arrays"].items():
+            if not _STATE_NAME.fullmatch(name) or not isinstance(shape, list) \
+                    or not all(_is_int(n) for n in shape) or tuple(shape) not in allowed:
+                raise _damaged(path, f"a checkpoint's state array {name!r:.80} has shape "
+                                     f"{shape!r:.80}, which is not the shape of a weight")
+            total += math.prod(shape)
+        if total > _MAX_STATE_COPIES * n_weights:
+            raise _damaged(path, f"a checkpoint's state holds {total} values, more than "
+                                 f"{_MAX_STATE_COPIES} copies of the {n_weights} weights")
+        history = c["history"]
+        if set(history) != _CHECKPOINT_HISTORY or not all(
+                _is_int(history[k]) and history[k] >= 0
+                for k in ("no_improvement_count", "samples_seen")) or not all(
+                history[k] is None or _is_number(history[k])
+                for k in ("best_loss", "best_validation_score")):
+            raise _damaged(path, "a checkpoint's history holds a value of the wrong kind")
+        _check_generator(path, "a checkpoint's rng", c["rng"])
+    if epochs[0] != 0 or any(b <= a for a, b in zip(epochs, epochs[1:])) \
+            or epochs[-1] != n_iter:
+        raise _damaged(path, f"fit_record checkpoints at epochs {epochs!r:.200} do not run "
+                             f"from 0 up to n_iter {n_iter}")
+
+
+def _check_start(path: str, start: Any) -> None:
+    """A record's ``start``: a seed that can be drawn again, or a parent's digest."""
+    kind = start.get("kind")
+    if kind == "parent" and set(start) == {"kind", "parent"} \
+            and isinstance(start["parent"], str) \
+            and re.fullmatch(r"[0-9a-f]{64}", start["parent"]):
+        return
+    seed = start.get("seed")
+    if kind != "seed" or set(start) != {"kind", "seed"} or not isinstance(seed, dict):
+        raise _damaged(path, f"fit_record start {start!r:.120} is neither a seed nor a parent")
+    if seed.get("kind") == "int" and set(seed) == {"kind", "value"} and _is_int(seed["value"]):
+        return
+    if seed.get("kind") == "entropy" and set(seed) == {"kind", "value"} \
+            and isinstance(seed["value"], str) and re.fullmatch(r"[0-9]{1,80}", seed["value"]):
+        return
+    if seed.get("kind") == "generator" and set(seed) == {"kind", "state"}:
+        _check_generator(path, "fit_record start seed", {"numpy_generator": seed["state"]})
+        return
+    raise _damaged(path, f"fit_record start seed {seed!r:.120} is not a seed")
+
+
+def _check_generator(path: str, what: str, state: Any) -> None:
     try:
-        if list(state) != ["numpy_generator"]:
+        if not isinstance(state, dict) or list(state) != ["numpy_generator"]:
             raise ValueError("not a numpy_generator state")
-        _generator(state)
+        generator_from_state(state["numpy_generator"])
     except (ValueError, TypeError, KeyError, OverflowError) as exc:
-        raise _damaged(path, f"fit_record rng_state is not a generator state ({exc})") \
-            from None
+        raise _damaged(path, f"{what} is not a generator state ({exc})") from None
 
 
 def _member_header(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
@@ -486,10 +610,15 @@ def _expected_members(path: str, metadata: dict, present: set[str]) -> dict:
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         expected[f"coef_{i}"] = (dtype, (fan_in, fan_out))
         expected[f"intercept_{i}"] = (dtype, (fan_out,))
-    if "fit_record" in metadata:
+    record = metadata.get("fit_record")
+    if record is not None and record["version"] == 1:
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             expected[f"init_coef_{i}"] = (dtype, (fan_in, fan_out))
             expected[f"init_intercept_{i}"] = (dtype, (fan_out,))
+    elif record is not None:
+        for j, c in enumerate(record["checkpoints"]):
+            size = sum(math.prod(shape) for _, shape in _checkpoint_layout(sizes, c))
+            expected[f"ckpt_{j}"] = (dtype, (size,))
     scalers = [name for name in _SCALERS if name in present]
     if metadata["kind"] == "StandardizedRegressor":
         for name in _SCALERS:
@@ -498,7 +627,7 @@ def _expected_members(path: str, metadata: dict, present: set[str]) -> dict:
     elif scalers:
         raise _damaged(path, f"it holds the scalers {', '.join(scalers)} but its kind "
                              f"is {metadata['kind']}, which would drop them")
-    for pattern in (r"(coef|intercept)_\d+", r"init_(coef|intercept)_\d+"):
+    for pattern in (r"(coef|intercept)_\d+", r"init_(coef|intercept)_\d+", r"ckpt_\d+"):
         stray = sorted(name for name in present
                        if re.fullmatch(pattern, name) and name not in expected)
         if stray:
@@ -725,6 +854,29 @@ def _restore_training(path: str, net, training: dict, arrays: dict) -> None:
     net._set_training_state(training["solver"], state, rng, history)
 
 
+def _record_from_file(record: dict, arrays: dict, sizes: list) -> dict:
+    """The fit record as :mod:`gpumlp._fitrecord` keeps it, its arrays read back."""
+    record, n_layers = dict(record), len(sizes) - 1
+    if record["version"] == 1:
+        record.update(coefs=[arrays[f"init_coef_{i}"] for i in range(n_layers)],
+                      intercepts=[arrays[f"init_intercept_{i}"] for i in range(n_layers)])
+        return record
+    checkpoints = []
+    for j, c in enumerate(record["checkpoints"]):
+        flat, at, parts = arrays[f"ckpt_{j}"], 0, {}
+        for name, shape in _checkpoint_layout(sizes, c):
+            size = math.prod(shape)
+            parts[name] = flat[at:at + size].reshape(shape)
+            at += size
+        checkpoints.append(dict(
+            c, coefs=[parts[f"coef_{i}"] for i in range(n_layers)],
+            intercepts=[parts[f"intercept_{i}"] for i in range(n_layers)],
+            state_arrays={name: parts[f"state_{name}"] for name in c["state_arrays"]},
+            best=[parts[f"best_{i}"] for i in range(2 * n_layers)] if c["best"] else None))
+    record["checkpoints"] = checkpoints
+    return record
+
+
 def load_with_metadata(
         path: str | os.PathLike) -> tuple[MLPRegressor | StandardizedRegressor, dict]:
     """Load a model saved by :func:`save`, with its checked metadata, reading the file once.
@@ -755,15 +907,18 @@ def load_with_metadata(
                              f"parameter's {metadata['params'].get('activation')!r}")
     net = MLPRegressor(**_params(path, metadata))
     n_layers = len(metadata["layer_sizes"]) - 1
+    hidden = net.hidden_layer_sizes
+    hidden = [hidden] if isinstance(hidden, numbers.Integral) else list(hidden)
+    if hidden != metadata["layer_sizes"][1:-1]:
+        raise _damaged(path, f"the parameter hidden_layer_sizes {hidden} disagrees with the "
+                             f"weights' layer sizes {metadata['layer_sizes']}")
     _restore(net, [arrays[f"coef_{i}"] for i in range(n_layers)],
              [arrays[f"intercept_{i}"] for i in range(n_layers)], metadata)
     if "training" in metadata:
         _restore_training(path, net, metadata["training"], arrays)
     if "fit_record" in metadata:
-        net._fit_record = dict(metadata["fit_record"],
-                               coefs=[arrays[f"init_coef_{i}"] for i in range(n_layers)],
-                               intercepts=[arrays[f"init_intercept_{i}"]
-                                           for i in range(n_layers)])
+        net._fit_record = _record_from_file(metadata["fit_record"], arrays,
+                                            metadata["layer_sizes"])
     if metadata["kind"] == "MLPRegressor":
         return net, metadata
     model = StandardizedRegressor(net)

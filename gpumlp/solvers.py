@@ -297,6 +297,9 @@ class LBFGSState:
         ``""`` while running; else why it stopped.
     converged : bool
         Whether it stopped by a convergence criterion.
+    step : float
+        The step length the last line search chose (a decision the fit
+        record keeps).
     """
 
     steps: list
@@ -306,6 +309,10 @@ class LBFGSState:
     n_fun: int = 0
     stop: str = ""
     converged: bool = False
+    #: The last iteration's step length along its direction (NaN before the first).
+    step: float = float("nan")
+    #: Fields a model file written before they existed lacks.
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ("step",)
 
 
 def _axpy(alpha, x, y):
@@ -444,7 +451,8 @@ class LBFGS(Solver):
         steps, changes = state.steps, state.changes
         if sy > 2.220446049250313e-16 * yy:   # keep H positive definite
             steps, changes = (steps + [s])[-self.memory:], (changes + [y])[-self.memory:]
-        state = replace(state, steps=steps, changes=changes, loss=loss, grads=grads)
+        state = replace(state, steps=steps, changes=changes, loss=loss, grads=grads,
+                        step=float(step))
         if largest <= self.gtol:
             state = replace(state, stop="the largest gradient entry is at most gtol (tol)",
                             converged=True)
@@ -681,6 +689,8 @@ def state_to_arrays(state: Any) -> tuple[dict[str, Any], dict]:
             return {"type": "none"}
         if isinstance(value, bool):
             return {"type": "bool", "value": value}
+        if isinstance(value, str):
+            return {"type": "str", "value": value}
         if isinstance(value, numbers.Integral) and not _is_array(value):
             return {"type": "int", "value": int(value)}
         if isinstance(value, numbers.Real) and not _is_array(value):
@@ -698,8 +708,8 @@ def state_to_arrays(state: Any) -> tuple[dict[str, Any], dict]:
             return {"type": "dataclass", "class": type(value).__name__,
                     "fields": {name: encode(getattr(value, name), [*path, name])
                                for name in _init_fields(value)}}
-        raise TypeError(f"a solver state holds only None, numbers, arrays, lists, tuples "
-                        f"and dataclasses, not {type(value).__name__}")
+        raise TypeError(f"a solver state holds only None, numbers, strings, arrays, lists, "
+                        f"tuples and dataclasses, not {type(value).__name__}")
 
     return arrays, encode(state, [])
 
@@ -768,6 +778,13 @@ def state_from_arrays(description: Any, arrays: Mapping[str, Any],
             if checked and like is not None:
                 raise mismatch("None", like)
             return None
+        if kind == "str":
+            value = node.get("value")
+            if not isinstance(value, str) or len(value) > 1000:
+                raise ValueError(f"a state str is {value!r:.80}")
+            if checked and not isinstance(like, str):
+                raise mismatch("a str", like)
+            return value
         if kind in ("bool", "int", "float"):
             value = node.get("value")
             if _scalar_kind(value) != kind and not (kind == "float"
@@ -875,6 +892,8 @@ class AutoGDState:
     stale : bool
         A call has begun (:meth:`AutoGD.begin_fit`) and its first step has
         not yet checked where it stands.
+    accepted : bool
+        Whether the last step tried was taken (a decision the fit record keeps).
     """
 
     learning_rate: float
@@ -889,11 +908,13 @@ class AutoGDState:
     best_params: Any = None
     monotone: bool = False
     stale: bool = False
+    #: Whether the last step tried was accepted (the fit record keeps it).
+    accepted: bool = False
     #: Fields a model file written before they existed lacks (read back from
     #: the fresh state; the next call checks where it stands, :meth:`AutoGD.update`).
     ADDED_LATER: ClassVar[tuple[str, ...]] = ("grad_sq", "flat_grads", "next_rate",
                                               "recent_losses", "best_loss", "best_params",
-                                              "monotone", "stale")
+                                              "monotone", "stale", "accepted")
 
 
 def _same_point(a: list, b: list | None, xp) -> bool:
@@ -1019,18 +1040,31 @@ class AutoGD(Solver):
             trial_loss, xp.vecdot(flat, flat), xp.vecdot(previous, flat - previous), xp=xp)
         eps = float(xp.finfo(params[0].dtype).eps)
         memory = 0 if state.monotone else step_size.MEMORY
-        accept, next_rate = step_size.next_learning_rate(
+        accept, next_rate = self.decide(
             rate, state.loss, state.grad_sq, host_loss, rate * rate * state.grad_sq,
             -rate * slope_change, eps, max((state.loss, *state.recent_losses[-memory:]))
             if memory > 0 else None)
         # The epoch's loss is the loss where it started, as for every solver.
         loss = xp.asarray(state.loss, dtype=params[0].dtype, device=device(params[0]))
         if not accept:
-            return list(params), replace(state, learning_rate=rate, next_rate=next_rate), loss
+            return list(params), replace(state, learning_rate=rate, next_rate=next_rate,
+                                         accepted=False), loss
         recent = (*state.recent_losses, state.loss)[-memory:] if memory > 0 else ()
         best_loss, best_params = state.best_loss, state.best_params
         if not host_loss >= best_loss:   # lower, or no best yet
             best_loss, best_params = host_loss, list(trial)
         return trial, AutoGDState(rate, list(trial), list(trial_grads), host_loss,
                                   host_grad_sq, flat, next_rate, recent, best_loss,
-                                  best_params, state.monotone, False), loss
+                                  best_params, state.monotone, False, True), loss
+
+    def decide(self, learning_rate: float, previous_loss: float, previous_grad_sq: float,
+               loss: float, ss: float, sy: float, eps: float,
+               reference_loss: float | None) -> tuple[bool, float]:
+        """Accept or refuse the step just tried, and the next rate: the rule's decision.
+
+        :func:`gpumlp.step_size.next_learning_rate` with these host-read
+        numbers; its own method so that a replay (:mod:`gpumlp.certificate`)
+        can impose a recorded decision and check the rule's against it.
+        """
+        return step_size.next_learning_rate(learning_rate, previous_loss, previous_grad_sq,
+                                            loss, ss, sy, eps, reference_loss)
