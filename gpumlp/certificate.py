@@ -370,8 +370,12 @@ def _run_segment(ctx, j, device, dtype, use_fastpath):
         params = [device.asarray(p) for p in params]
         state = state_from_arrays(c0["state"], {k: device.asarray(v)
                                                 for k, v in state_arrays.items()})
-        from .solvers import AutoGDState
+        from .solvers import AutoGDState, LBFGSState
 
+        if isinstance(state, LBFGSState) and isinstance(state.loss, float):
+            # NumPy hands a 0-d result back as a scalar, which the record keeps as a number.
+            state = dataclasses.replace(state, loss=device.asarray(
+                state.loss, dtype=getattr(device.xp, dtype)))
         if j == 0 and isinstance(state, AutoGDState) and math.isnan(state.loss) \
                 and ctx.n_iter > 0:
             # The first rate, decided by the power iteration: imposed (and checked apart).
@@ -454,7 +458,16 @@ def _quantities(run, stored_end, ctx, j):
     out = {}
     for name, got, want, start in zip(names, run["params"], stored, run["start_params"]):
         out[name] = (got, np.asarray(want, dtype=np.float64), start, k)
+    got_floats, want_floats = _state_floats(run["state"]), _state_floats(stored_end["state"])
+    # A 0-d array on one backend is a number on another (NumPy's scalars): one name.
+    for arrays, floats in ((run["state_arrays"], got_floats),
+                           (stored_end["state_arrays"], want_floats)):
+        for name, a in arrays.items():
+            if np.ndim(a) == 0:
+                floats[f"state.{name}"] = float(np.asarray(a))
     for name, got in run["state_arrays"].items():
+        if np.ndim(got) == 0:
+            continue
         want = stored_end["state_arrays"].get(name)
         if want is None or np.shape(want) != np.shape(got):
             out[f"state {name}"] = (got, None, None, k)
@@ -468,7 +481,6 @@ def _quantities(run, stored_end, ctx, j):
                                                               stored_end["best"] or [])):
             out[f"best {i}"] = (got, None if want is None else np.asarray(want, np.float64),
                                 None, k)
-    got_floats, want_floats = _state_floats(run["state"]), _state_floats(stored_end["state"])
     for path, got in got_floats.items():
         if path.rsplit(".", 1)[-1] in _NOT_COMPARED:
             continue

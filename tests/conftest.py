@@ -102,3 +102,11 @@ def long_blocks(monkeypatch):
     from gpumlp import training
 
     monkeypatch.setattr(training, "BLOCK_SECONDS", 1e3)
+
+
+# Hypothesis profiles: the default keeps CI fast; ``--hypothesis-profile long``
+# draws 200 examples where a test leaves the count to the profile (the
+# certificate's honest-fit property, tests/test_certificate_honest.py).
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("long", max_examples=200, deadline=None)
