@@ -47,9 +47,9 @@ import math
 
 import numpy as np
 
-__all__ = ["MAX_CHECKPOINTS", "RECORD_VERSION", "Recorder", "checkpoint_every",
-           "fingerprint", "generator_from_seed", "generator_from_state", "model_digest",
-           "seeded_generator"]
+__all__ = ["MAX_CHECKPOINTS", "RECORD_VERSION", "PendingFingerprint", "Recorder",
+           "checkpoint_every", "fingerprint", "generator_from_seed", "generator_from_state",
+           "model_digest", "seeded_generator"]
 
 RECORD_VERSION = 2
 
@@ -119,6 +119,43 @@ def fingerprint(X, y, sample_weight=None, eval_set=None) -> str | None:
     for name, a in parts:
         _hash_array(digest, name, a)
     return digest.hexdigest()
+
+
+#: Data smaller than this (bytes) is fingerprinted at once; larger data in a thread.
+_THREAD_BYTES = 1 << 22
+
+
+class PendingFingerprint:
+    """:func:`fingerprint` computed in a background thread while the fit runs.
+
+    ``hashlib`` releases the GIL while it hashes a large buffer, so the digest
+    of a large data set is computed beside the first epochs instead of
+    before them; :meth:`result` waits for it (the fit record asks at the
+    end of the fit). Small data is hashed at once.
+    """
+
+    def __init__(self, X, y, sample_weight=None, eval_set=None):
+        import threading
+
+        arrays = [X, y, sample_weight, *(eval_set or ())]
+        size = sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
+        self._digest, self._thread = None, None
+        if size < _THREAD_BYTES:
+            self._digest = fingerprint(X, y, sample_weight, eval_set)
+            return
+
+        def run():
+            self._digest = fingerprint(X, y, sample_weight, eval_set)
+
+        self._thread = threading.Thread(target=run, name="gpumlp-fingerprint", daemon=True)
+        self._thread.start()
+
+    def result(self) -> str | None:
+        """The digest, once computed (None for non-NumPy data)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        return self._digest
 
 
 def model_digest(coefs, intercepts) -> str:
@@ -262,7 +299,10 @@ class Recorder:
         if self.pending is not None:
             self.checkpoints.append(self._materialise(*self.pending))
             self.pending = None
-        return dict(self.header, n_iter=int(n_iter),
+        header = dict(self.header)
+        if isinstance(header["data_sha256"], PendingFingerprint):
+            header["data_sha256"] = header["data_sha256"].result()
+        return dict(header, n_iter=int(n_iter),
                     accepted=self.accepted if self.accepted else None,
                     steps=self.steps if self.steps else None,
                     checkpoints=self.checkpoints)

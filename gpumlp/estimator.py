@@ -26,7 +26,7 @@ from ._checks import (
     feature_names,
     resolve_dtype,
 )
-from ._fitrecord import Recorder, fingerprint, model_digest, seeded_generator
+from ._fitrecord import PendingFingerprint, Recorder, model_digest, seeded_generator
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from .devices import Device, device_of, dtype_name, get_device, move, to_numpy
 from .initialization import as_generator, glorot_uniform
@@ -377,7 +377,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             dtype = resolve_dtype(self.dtype, X)
             y_was_1d = y.ndim == 1
             source = None
-            self._fingerprint = fingerprint(X, y, sample_weight, _host_pair(eval_set, name))
+            # Hashed beside the first epochs (a thread), for the fit record.
+            self._fingerprint = PendingFingerprint(X, y, sample_weight,
+                                                   _host_pair(eval_set, name))
         if continuing and self.dtype is None:
             dtype = dtype_name(self.coefs_[0])
         device.check_dtype(dtype)

@@ -378,3 +378,30 @@ def test_the_validate_command_certifies_with_three_exit_codes(tmp_path, capsys):
     save(old, model, extra=read_metadata(model)["extra"])
     assert main(args) == 2
     assert "cannot certify" in capsys.readouterr().err
+
+
+def test_the_fingerprint_hashes_the_datas_own_bytes():
+    """Issue 23 section 3: no float64 copy; equal data, equal digests, in any layout."""
+    import tracemalloc
+
+    from gpumlp._fitrecord import PendingFingerprint, fingerprint
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200_000, 4)).astype(np.float32)   # 3.2 MB
+    y = rng.standard_normal(200_000)
+    digest = fingerprint(X, y)
+    assert fingerprint(np.asfortranarray(X), y[:, None]) == digest
+    assert fingerprint(X.astype(">f4"), y) == digest
+    assert fingerprint(X.astype(np.float64), y) != digest     # another dtype: other data
+    changed = X.copy()
+    changed[123, 1] = np.nextafter(changed[123, 1], np.float32(1))
+    assert fingerprint(changed, y) != digest
+    assert fingerprint(X, y, np.ones(200_000)) != digest
+    big = np.concatenate([X, X])                                # 6.4 MB: hashed in a thread
+    assert PendingFingerprint(big, np.concatenate([y, y])).result() == \
+        fingerprint(big, np.concatenate([y, y]))
+    tracemalloc.start()
+    fingerprint(X, y)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < X.nbytes / 10, peak    # the arrays' own bytes: no copy

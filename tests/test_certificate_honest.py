@@ -72,7 +72,8 @@ def _data(config):
     return X, y
 
 
-@settings(max_examples=settings.default.max_examples if LONG else CI_EXAMPLES, deadline=None, derandomize=not LONG,
+@settings(max_examples=settings.default.max_examples if LONG else CI_EXAMPLES,
+          deadline=None, derandomize=not LONG,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(config=configurations())
 def test_every_honest_fit_passes(tmp_path_factory, config):
