@@ -528,15 +528,33 @@ def _looser(dtype_a, dtype_b):
     return "float32" if "float32" in (dtype_a, dtype_b) else "float64"
 
 
-def _compare(quantities, noise, dtype):
+def _state_scales(record) -> tuple[float, dict]:
+    """The largest norm of any solver-state array, and of each state number, over the
+    checkpoints: the scale of the terms a gradient-like quantity sums (see :func:`_compare`)."""
+    arrays, floats = 0.0, {}
+    for c in record["checkpoints"]:
+        for a in c["state_arrays"].values():
+            arrays = max(arrays, _norm(a))
+        for path, value in _state_floats(c["state"]).items():
+            floats[path] = max(floats.get(path, 0.0), abs(value)) if math.isfinite(value) \
+                else floats.get(path, 0.0)
+    return arrays, floats
+
+
+def _compare(quantities, noise, dtype, scales):
     """``(worst ratio, where, failures)``: each quantity's difference over its tolerance.
 
     ``dtype`` is the looser of the training and replay dtypes; the tolerance
     is :data:`MARGIN` times the segment's measured float32 noise scaled to
-    ``dtype``, plus one rounding of ``q`` per step (a floor for a quantity
-    whose measured noise happened to cancel).
+    ``dtype``, plus one rounding per step (a floor for a quantity whose
+    measured noise happened to cancel). For the solver state's gradients (and
+    the numbers made from them) the rounding is that of the terms they sum,
+    which do not shrink as the sum cancels near a minimum: their floor is
+    one rounding of the largest such quantity the fit held (``scales``, from
+    :func:`_state_scales`).
     """
     eps, scale = float(np.finfo(dtype).eps), _scale(dtype)
+    array_scale, float_scales = scales
     worst, where, failures = 0.0, "", []
     for name, (got, want, _, k) in quantities.items():
         if want is None:
@@ -553,7 +571,12 @@ def _compare(quantities, noise, dtype):
         if not math.isfinite(diff):
             failures.append(f"{name}: not finite in the replay")
             continue
-        tol = MARGIN * (scale * noise.get(name, math.inf) + (k + 1) * eps * _norm(want))
+        size = _norm(want)
+        if name.startswith("state ") or name.startswith("best "):
+            size = max(size, array_scale)
+        elif name.startswith("state."):
+            size = max(size, float_scales.get(name, 0.0))
+        tol = MARGIN * (scale * noise.get(name, math.inf) + (k + 1) * eps * size)
         ratio = diff / tol if tol > 0 else (0.0 if diff == 0 else math.inf)
         if ratio > worst:
             worst, where = ratio, name
@@ -1126,20 +1149,20 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
     # The oracle, NumPy's generic kernels, runs every segment in float64 and in
     # float32: how far float32 rounding moves each quantity is the segment's
     # own measured sensitivity to rounding (module docs).
-    # NumPy's fast path in float32 too, where there is one: BLAS sums in another
-    # order than the generic kernels' pairwise sums, with larger errors.
-    oracle = Device("cpu")
-    exact = [_run_segment(ctx, j, oracle, "float64", False) for j in range(n_segments)]
-    rounded = [_run_segment(ctx, j, oracle, "float32", False) for j in range(n_segments)]
-    fast = [_run_segment(ctx, j, oracle, "float32", True) for j in range(n_segments)] \
-        if fastpath.is_enabled() else []
-    ctx.shared_runs = {("numpy", "float32"): fast} if fast else {}
-    noise, initial = [], None
+    # NumPy runs every segment in float64 and in float32 (with its fast path when
+    # it is on: BLAS sums, less accurate than the generic kernels' pairwise sums):
+    # how far float32 rounding moves each quantity is the segment's own measured
+    # sensitivity to rounding (module docs). These runs are NumPy's replays too.
+    oracle, fast = Device("cpu"), fastpath.is_enabled()
+    exact = [_run_segment(ctx, j, oracle, "float64", fast) for j in range(n_segments)]
+    rounded = [[_run_segment(ctx, j, oracle, "float32", fast) for j in range(n_segments)]]
+    ctx.shared_runs = {("numpy", "float64"): exact, ("numpy", "float32"): rounded[-1]}
+    noise, initial, scales = [], None, _state_scales(record)
     for j in range(n_segments):
         stored_end = record["checkpoints"][j + 1]
         reference = _quantities(exact[j], stored_end, ctx, j)
         measured = [_noise(reference, _quantities(runs[j], stored_end, ctx, j))
-                    for runs in (rounded, fast) if runs]
+                    for runs in rounded]
         noise.append({name: max(m[name] for m in measured) for name in measured[0]})
     if ctx.accepted is not None and record["start"]["kind"] == "seed" and ctx.n_iter:
         initial = _check_initial_rate(ctx, trained_dtype)
@@ -1157,9 +1180,8 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                     run = shared[j] if shared else \
                         _run_segment(ctx, j, device, dtype, fastpath.is_enabled())
                     quantities = _quantities(run, stored_end, ctx, j)
-                    worst, where, failures = _compare(quantities, noise[j], tol_dtype)
-                    failures += _decision_failures(run, exact[j],
-                                                   [r[j] for r in (rounded, fast) if r],
+                    worst, where, failures = _compare(quantities, noise[j], tol_dtype, scales)
+                    failures += _decision_failures(run, exact[j], [r[j] for r in rounded],
                                                    tol_dtype, ctx)
                     start, end = record["checkpoints"][j]["epoch"], stored_end["epoch"]
                     replay.segments.append({"start": start, "end": end, "worst": worst,
