@@ -281,17 +281,20 @@ def _imposing(solver, decisions: _Decisions, first_segment: bool):
             return accepted, next_rate
 
         def _line_search(self, objective, params, direction, f0, slope, step, state):
-            found, searched = super()._line_search(objective, params, direction, f0, slope,
-                                                   step, state)
             e = decisions.epoch
             decisions.epoch += 1
             imposed = decisions.context.steps[e]
-            loss, grads, (f, largest, d), state = self._evaluate(
-                objective, solvers._axpy(imposed, direction, params), searched, direction)
-            decisions.log.append({"epoch": e + 1, "own": None if found is None else found[0],
-                                  "imposed": imposed, "f0": f0, "slope": slope, "f": f,
-                                  "d": d})
-            return (imposed, loss, grads, f, largest), state
+            loss, grads, (f, largest, d), after = self._evaluate(
+                objective, solvers._axpy(imposed, direction, params), state, direction)
+            own = imposed
+            if not (f <= f0 + self.c1 * imposed * slope and abs(d) <= -self.c2 * slope):
+                # Not a strong-Wolfe step here, exactly: what would the search choose?
+                found, _ = super()._line_search(objective, params, direction, f0, slope,
+                                                step, state)
+                own = None if found is None else found[0]
+            decisions.log.append({"epoch": e + 1, "own": own, "imposed": imposed, "f0": f0,
+                                  "slope": slope, "f": f, "d": d})
+            return (imposed, loss, grads, f, largest), after
 
     fields = {f.name: getattr(solver, f.name) for f in dataclasses.fields(solver)}
     return Imposed(**fields)
@@ -596,8 +599,12 @@ def _reachable(entry, taus, imposed, last):
     from . import step_size
 
     accepted, low, high = False, math.inf, -math.inf
-    for levels in ((-1.0, 0.0, 1.0), (-1.0, -0.3, -0.1, 0.0, 0.1, 0.3, 1.0)):
-        for corner in itertools.product(*[levels if t else (0.0,) for t in taus]):
+    coarse, fine = (-1.0, 0.0, 1.0), (-1.0, -0.3, -0.1, 0.0, 0.1, 0.3, 1.0)
+    for grid in ([coarse if t else (0.0,) for t in taus],
+                 # Finer only along numbers known loosely (where the shrink's
+                 # parabola may lose its minimum inside the box).
+                 [(fine if t > 1e-3 else coarse) if t else (0.0,) for t in taus]):
+        for corner in itertools.product(*grid):
             args = [None if x is None else x * (1.0 + s * t)
                     for x, s, t in zip(entry["inputs"], corner, taus)]
             accept, rate = step_size.next_learning_rate(entry["rate"], *args[:5],
@@ -659,9 +666,9 @@ def _decision_failures(run, exact, rounded, dtype, ctx):
             t = tau(None, entry, "own", i)
             if own is not None and abs(own - imposed) <= t * abs(imposed):
                 continue
-            # Rounding near one of the search's branches may lead it to another
-            # acceptable step: the recorded one must then satisfy the strong
-            # Wolfe conditions, within rounding, at the replay's numbers.
+            # The recorded step must satisfy the strong Wolfe conditions, within
+            # rounding, at the replay's numbers (the search's own step, when it is
+            # not one, is compared above: a search that ran out of evaluations).
             f0, slope, f, d = entry["f0"], entry["slope"], entry["f"], entry["d"]
             tf, td = tau(None, entry, "f", i), tau(None, entry, "d", i)
             c1, c2 = 1e-4, 0.9

@@ -84,8 +84,9 @@ in one step; a long step of a rise can magnify them for a while, to 1e-9
 measured) can change a rate or a decision only when a value lies within that
 distance of a rounding or decision boundary; the agreement suite checks that
 the rate sequence is identical on NumPy, array-api-strict, PyTorch and JAX in
-float64, and the per-fit certificate (:mod:`gpumlp.certificate`) judges a
-fit by its own amplification of perturbations.
+float64, and the per-fit certificate (:mod:`gpumlp.certificate`) replays a
+fit segment by segment with its recorded decisions imposed, and checks each
+decision against this rule (:meth:`gpumlp.solvers.AutoGD.decide`).
 
 Everything here is generic over the array-API namespace of the parameters;
 the only host reads are the few Python floats the decisions need.

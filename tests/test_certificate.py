@@ -405,3 +405,44 @@ def test_the_fingerprint_hashes_the_datas_own_bytes():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < X.nbytes / 10, peak    # the arrays' own bytes: no copy
+
+
+def test_a_fit_whose_auto_decisions_are_not_the_rules_fails(tmp_path, data, monkeypatch):
+    """A self-consistent file whose "auto" rates were not the rule's: each decision is checked."""
+    from gpumlp import solvers
+
+    real = solvers.AutoGD.decide
+
+    def bolder(self, *args):
+        accept, rate = real(self, *args)
+        return accept, float(f"{rate * 1.3:.4g}")
+
+    monkeypatch.setattr(solvers.AutoGD, "decide", bolder)
+    forged = _fit(data, learning_rate_init="auto", max_iter=10)
+    monkeypatch.setattr(solvers.AutoGD, "decide", real)
+    cert = certify(_saved(tmp_path, forged), *data, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "FAIL"
+    assert "where the rule gives" in format_certificate(cert)
+
+
+def test_a_fit_whose_lbfgs_steps_are_not_the_searchs_fails(tmp_path, data, monkeypatch):
+    """A self-consistent file whose L-BFGS steps are twice the search's: not strong-Wolfe."""
+    from gpumlp import solvers
+
+    real = solvers.LBFGS._line_search
+
+    def longer(self, objective, params, direction, f0, slope, step, state):
+        found, state = real(self, objective, params, direction, f0, slope, step, state)
+        if found is None:
+            return found, state
+        step = 2.5 * found[0]
+        loss, grads, (f, largest, _), state = self._evaluate(
+            objective, solvers._axpy(step, direction, params), state, direction)
+        return (step, loss, grads, f, largest), state
+
+    monkeypatch.setattr(solvers.LBFGS, "_line_search", longer)
+    forged = _fit(data, solver="lbfgs", max_iter=6)
+    monkeypatch.setattr(solvers.LBFGS, "_line_search", real)
+    cert = certify(_saved(tmp_path, forged), *data, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "FAIL"
+    assert "nor a strong-Wolfe step" in format_certificate(cert)
