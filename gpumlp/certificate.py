@@ -944,12 +944,32 @@ def _check_start(cert, net, record, metadata, parents, certify_parent):
                 [*parent_net.coefs_, *parent_net.intercepts_],
                 [*first["coefs"], *first["intercepts"]]))
             cert.checks.append(Check(f"the start is the parent model {os.fspath(path)}", same))
+            cert.checks.append(_continued_state(net, parent_net, record, first))
             cert.parents.append(certify_parent(path))
             cert.covered.append(f"provenance: the parent {os.fspath(path)}, certified in turn")
             return
     cert.missing.append(f"the parent model (weights digest {digest[:16]}...): this fit "
                         f"continued it (a warm start or partial_fit); pass it (--parent) so "
                         f"the chain is certified link by link")
+
+
+def _continued_state(net, parent_net, record, first) -> Check:
+    """A continued fit's solver state at its start: the parent's kept one (``partial_fit``)
+    or a fresh one (a warm start), as ``fit`` makes it."""
+    from .solvers import plain_numbers, state_to_arrays
+
+    params = [*first["coefs"], *first["intercepts"]]
+    template = net._make_solver(np.asarray(first["coefs"][-1]).shape[1]).init_state(params)
+    trainer = getattr(parent_net, "_trainer", None)
+    kept = record["incremental"] and trainer is not None and \
+        type(trainer.state) is type(template)
+    expected = plain_numbers(trainer.state, template) if kept else template
+    arrays, description = state_to_arrays(expected)
+    ok = json.dumps(description) == json.dumps(first["state"]) and all(
+        np.array_equal(np.asarray(to_numpy(a)), first["state_arrays"].get(k))
+        for k, a in arrays.items())
+    what = "the parent's solver state, kept" if kept else "a fresh solver state"
+    return Check(f"the continued fit starts from {what}", ok)
 
 
 def _check_claims(cert, net, metadata, record, ctx):

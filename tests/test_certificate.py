@@ -446,3 +446,21 @@ def test_a_fit_whose_lbfgs_steps_are_not_the_searchs_fails(tmp_path, data, monke
     cert = certify(_saved(tmp_path, forged), *data, backends=["numpy"], dtypes=("float64",))
     assert cert.outcome == "FAIL"
     assert "nor a strong-Wolfe step" in format_certificate(cert)
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_a_partial_fit_link_certifies_against_its_parent(tmp_path, data, solver):
+    model = _fit(data, scaled=False, solver=solver, max_iter=4, batch_size=40)
+    parent = _saved(tmp_path, model, "parent.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.partial_fit(*data)
+    child = _saved(tmp_path, model, "child.npz")
+    cert = certify(child, *data, backends=["numpy"], parents=[parent])
+    assert cert.outcome == "PASS", format_certificate(cert)
+    assert "ok   the continued fit starts from the parent's solver state, kept" in \
+        format_certificate(cert)
+    # Adam's moments (sgd's velocities) changed at the link's start: the link fails.
+    bad = _rewrite(child, tmp_path / "bad.npz", edit_arrays={"ckpt_0": lambda a: np.where(
+        np.arange(a.size) == a.size - 1, a + 1e-3, a)})
+    assert certify(bad, *data, backends=["numpy"], parents=[parent]).outcome == "FAIL"
