@@ -546,7 +546,7 @@ def _read(path: str | os.PathLike, with_arrays: bool) -> tuple[dict, dict]:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"{path}: no such model file. Check the path passed to --model.") from None
+            f"{path}: no such model file; check the path.") from None
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read the model file ({exc.strerror}).") \
             from None
