@@ -522,6 +522,8 @@ def _save_last_epoch(args, callback, model, net, client, saving, saved_extra, wa
     what = "interrupted" if interrupted else "stopped by an error"
     if last is None or not args.out:
         epochs = len(getattr(net, "loss_curve_", ()))  # none, if stopped before one ended
+        if not interrupted and not epochs:
+            return  # an error before training: its own message says all
         nothing = "no --out" if not args.out else "no epoch was complete"
         print(f"gpumlp train: {what} after {epochs} epochs ({wall:.2f} s); nothing "
               f"saved ({nothing})", file=sys.stderr)

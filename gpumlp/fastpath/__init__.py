@@ -31,10 +31,11 @@ error without row weights; it declines the rest (other losses,
 The switch
 ----------
 One setting decides whether fast paths run: its default comes from the
-environment variable ``GPUMLP_FASTPATH`` (``0``, ``false``, ``no`` or ``off``
-turn them off; ``1``, ``true``, ``yes`` or ``on`` leave them on; any other
-value is an error when a fit first asks), read at import; :func:`disabled` turns them off within a block;
-and :func:`select` takes ``enabled=`` to override both. The trainer reads
+environment variable ``GPUMLP_FASTPATH`` (``0``, ``false``, ``no`` or
+``off`` turn them off; ``1``, ``true``, ``yes`` or ``on`` leave them on;
+any other value is an error when a fit first asks), read at import;
+:func:`disabled` turns them off within a block; and :func:`select` takes
+``enabled=`` to override both. The trainer reads
 the setting once per fit and passes it on explicitly, to Dask workers too.
 
 The opt-in
@@ -91,18 +92,21 @@ def _switch(variable: str, default: bool) -> bool | ValueError:
                       f"{', '.join(_OFF)} (off), or unset it.")
 
 
-def _value(var: contextvars.ContextVar) -> bool:
+#: The switches as the environment set them at import (a bool, or the error to raise).
+_FROM_ENVIRONMENT = {"fastpath": _switch("GPUMLP_FASTPATH", True),
+                     "cuda_graph": _switch("GPUMLP_CUDA_GRAPH", False)}
+#: Set within :func:`disabled` and :func:`with_cuda_graph`; None: the environment's.
+_ENABLED = contextvars.ContextVar("gpumlp_fastpath", default=None)
+_CUDA_GRAPH = contextvars.ContextVar("gpumlp_cuda_graph", default=None)
+
+
+def _value(var: contextvars.ContextVar, name: str) -> bool:
     value = var.get()
+    if value is None:
+        value = _FROM_ENVIRONMENT[name]
     if isinstance(value, ValueError):
         raise value
     return value
-
-
-_ENABLED = contextvars.ContextVar("gpumlp_fastpath", default=_switch("GPUMLP_FASTPATH", True))
-
-
-_CUDA_GRAPH = contextvars.ContextVar("gpumlp_cuda_graph",
-                                     default=_switch("GPUMLP_CUDA_GRAPH", False))
 
 
 def is_enabled() -> bool:
@@ -113,7 +117,7 @@ def is_enabled() -> bool:
     ValueError
         If ``GPUMLP_FASTPATH`` holds a value other than those of ``_ON`` and ``_OFF``.
     """
-    return _value(_ENABLED)
+    return _value(_ENABLED, "fastpath")
 
 
 @contextlib.contextmanager
@@ -135,7 +139,7 @@ def cuda_graph_enabled() -> bool:
     ValueError
         If ``GPUMLP_CUDA_GRAPH`` holds a value other than those of ``_ON`` and ``_OFF``.
     """
-    return _value(_CUDA_GRAPH)
+    return _value(_CUDA_GRAPH, "cuda_graph")
 
 
 @contextlib.contextmanager
