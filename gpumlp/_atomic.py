@@ -18,8 +18,10 @@ plots) goes through :func:`atomic_path`, which promises:
 * **No litter.** A process killed while writing leaves its temporary file
   behind; the next write to that folder removes such files, but only ours
   (named ``.tmp-gpumlp-<pid>-<host>-...``) and only stale ones: their writer,
-  a process on this host, no longer exists. A concurrent writer's file is
-  never touched.
+  a process on this host, no longer exists, and no process holds the lock
+  each writer keeps on its temporary file (which the kernel drops when the
+  writer dies; it guards a writer whose pid this process cannot see, in
+  another pid namespace). A concurrent writer's file is never touched.
 * **Errors name the file**: an ``OSError`` says ``cannot write <target>: ...``
   with the target as the caller gave it, never the temporary file.
 
@@ -36,6 +38,11 @@ import socket
 import stat
 import tempfile
 from collections.abc import Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, and no stale files removed (see below)
+    fcntl = None
 
 __all__ = ["atomic_path", "check_target", "remove_stale_temporaries", "write_text_atomic"]
 
@@ -116,6 +123,21 @@ def check_target(path: str | os.PathLike) -> str:
     return real
 
 
+def _lock(fd: int) -> bool:
+    """Take the exclusive lock on ``fd`` without waiting; False if another holds it.
+
+    Where files cannot be locked (no fcntl, a filesystem without locks), a
+    lock is taken to be held by someone: nothing is removed on a doubt.
+    """
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
 def _is_running(pid: int) -> bool:
     """Whether process ``pid`` exists on this host (a process we may not signal does)."""
     try:
@@ -152,11 +174,15 @@ def remove_stale_temporaries(folder: str) -> list[str]:
         match = _TEMP_NAME.match(name)
         if match is None or match.group(2) != host or _is_running(int(match.group(1))):
             continue
+        full = os.path.join(folder, name)
         with contextlib.suppress(OSError):
-            full = os.path.join(folder, name)
-            if stat.S_ISREG(os.lstat(full).st_mode):
-                os.unlink(full)
-                removed.append(name)
+            fd = os.open(full, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                if stat.S_ISREG(os.fstat(fd).st_mode) and _lock(fd):
+                    os.unlink(full)
+                    removed.append(name)
+            finally:
+                os.close(fd)
     return removed
 
 
@@ -212,11 +238,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     except OSError as exc:
         raise _cannot_write(shown, exc) from None
     try:
-        try:
-            if hasattr(os, "fchmod"):  # POSIX; Windows has no such modes to keep
-                os.fchmod(fd, _mode_for(real))
-        finally:
+        if fcntl is None:  # Windows would not rename a file still open
             os.close(fd)
+            fd = None
+        else:
+            # The descriptor stays open, holding the lock that tells other
+            # writers this file is alive, until the file is renamed or removed.
+            _lock(fd)
+            os.fchmod(fd, _mode_for(real))
         try:
             yield tmp
         except OSError as exc:
@@ -230,6 +259,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if fd is not None:
+            os.close(fd)
 
 
 def _flush_to_disk(tmp: str) -> None:

@@ -233,6 +233,20 @@ def test_only_our_own_stale_files_of_this_host_are_removed(tmp_path):
 
 
 @posix_only
+def test_a_locked_file_is_alive_even_when_its_pid_is_not_seen(tmp_path):
+    """A writer in another pid namespace: its pid means nothing here, its lock does."""
+    fcntl = pytest.importorskip("fcntl")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = tmp_path / f".tmp-gpumlp-{dead.pid}-{_atomic._host_tag()}-abcd_123-m.npz"
+    path.write_text("x")
+    with open(path) as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        assert remove_stale_temporaries(str(tmp_path)) == [] and path.exists()
+    assert remove_stale_temporaries(str(tmp_path)) == [path.name] and not path.exists()
+
+
+@posix_only
 def test_a_temporary_file_names_its_writer_and_stays_under_name_max(tmp_path):
     long_name = "m" * 250 + ".npz"
     with atomic_path(tmp_path / long_name) as tmp:
