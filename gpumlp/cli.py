@@ -524,7 +524,7 @@ def _save_last_epoch(args, callback, model, net, client, saving, saved_extra, wa
         epochs = len(getattr(net, "loss_curve_", ()))  # none, if stopped before one ended
         if not interrupted and not epochs:
             return  # an error before training: its own message says all
-        nothing = "no --out" if not args.out else "no epoch was complete"
+        nothing = "no --out" if not args.out else "no epoch of this run was complete"
         print(f"gpumlp train: {what} after {epochs} epochs ({wall:.2f} s); nothing "
               f"saved ({nothing})", file=sys.stderr)
         return
