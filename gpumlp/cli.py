@@ -521,9 +521,9 @@ def _save_last_epoch(args, callback, model, net, client, saving, saved_extra, wa
         last, exact = model, False
     what = "interrupted" if interrupted else "stopped by an error"
     if last is None or not args.out:
+        if not interrupted and last is None:
+            return  # an error before an epoch ended: its own message says all
         epochs = len(getattr(net, "loss_curve_", ()))  # none, if stopped before one ended
-        if not interrupted and not epochs:
-            return  # an error before training: its own message says all
         nothing = "no --out" if not args.out else "no epoch of this run was complete"
         print(f"gpumlp train: {what} after {epochs} epochs ({wall:.2f} s); nothing "
               f"saved ({nothing})", file=sys.stderr)
@@ -656,9 +656,11 @@ def _resume(args):
 
 
 def _show(value):
-    """A setting as it is typed on the command line."""
+    """A setting as it is typed on the command line (an on/off option as on or off)."""
     if isinstance(value, tuple):
         return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return "on" if value else "off"
     return "(the default)" if value is None else value
 
 

@@ -47,7 +47,8 @@ def run8(tmp_path, capsys):
     (["--alpha", "0.5"], "--alpha 0.5 differs from the resumed run's 0.0"),
     (["--lr", "0.1"], None),  # adam's rate when --lr is left out, which the run did
     (["--lr", "auto"], "--lr auto differs from the resumed run's 0.1"),
-    (["--no-nesterov"], "--nesterov False differs from the resumed run's True"),
+    (["--no-nesterov"], "--nesterov off differs from the resumed run's on"),
+    (["--no-standardize"], "--no-standardize on differs from the resumed run's off"),
 ])
 def test_an_option_typed_with_its_default_value_is_compared_with_the_saved_run(
         run8, capsys, option, message):
