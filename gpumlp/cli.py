@@ -3,7 +3,10 @@
 Each sub-command parses its arguments, calls the library, and turns the
 library's exceptions into one-line messages on stderr: exit status 2 for bad
 input or environment, 1 for a training that failed or a validation that found
-a disagreement, 130 for Ctrl-C. Nothing here computes.
+a disagreement, 130 for Ctrl-C, 141 for a command that succeeded but whose
+stdout was closed by its reader. Files are written before the report that
+names them is printed, all through :func:`gpumlp._atomic.atomic_path`.
+Nothing here computes.
 """
 
 from __future__ import annotations
