@@ -702,7 +702,7 @@ def _add_predict(sub):
 def _run_predict(args):
     import numpy as np
 
-    from .data import read_features, write_predictions
+    from .data import prediction_names, read_features, write_predictions
     from .io import load_with_metadata
 
     _check_outputs([("--model", args.model), ("--data", args.data)], [("--out", args.out)])
@@ -712,15 +712,16 @@ def _run_predict(args):
         net.set_params(device=args.device, backend=args.backend)
     names = metadata.get("feature_names") or [
         f"x{j}" for j in range(metadata["layer_sizes"][0])]
-    target = (metadata.get("target_names") or ["prediction"])[0]
-    X = read_features(args.data, names, target)
+    targets = metadata.get("target_names") or ["prediction"]
+    X = read_features(args.data, names, targets[0])
     y_pred = np.asarray(model.predict(X))
+    columns = y_pred.reshape(y_pred.shape[0], -1)
     if args.out:
-        write_predictions(args.out, y_pred, target)
+        write_predictions(args.out, y_pred, targets)
         print(f"wrote {y_pred.shape[0]} predictions to {args.out}")
     else:
-        np.savetxt(sys.stdout, y_pred.reshape(y_pred.shape[0], -1), fmt="%.9g",
-                   header=target, comments="")
+        np.savetxt(sys.stdout, columns, fmt="%.9g",
+                   header=" ".join(prediction_names(targets, columns.shape[1])), comments="")
     return 0
 
 

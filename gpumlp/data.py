@@ -296,7 +296,7 @@ def _check_finite(path, table, names):
                           f"{n_inf} infinite" if n_inf else "") if part)
     raise DataError(
         f"{path}: {counts} value(s); the first is in row {row + 1}, column "
-        f"{names[col]!r}. Remove or impute them before training."
+        f"{names[col]!r}. Remove or impute them before fitting."
     )
 
 
@@ -539,8 +539,29 @@ def read_features(path, feature_names, target_name=None):
     return X
 
 
+def prediction_names(target_names, n_outputs):
+    """The CSV header's column names: ``target_names`` when there is one per output.
+
+    Otherwise (one name, or none) ``name`` for one output and ``name_0``,
+    ``name_1``, ... for several, ``name`` being the first given or
+    ``"prediction"``.
+    """
+    if isinstance(target_names, str):
+        target_names = [target_names]
+    target_names = list(target_names or ["prediction"])
+    if len(target_names) == n_outputs:
+        return target_names
+    if n_outputs == 1:
+        return target_names[:1]
+    return [f"{target_names[0]}_{j}" for j in range(n_outputs)]
+
+
 def write_predictions(path, y_pred, target_name="prediction"):
-    """Write predictions as CSV (one column per output) or ``.npy``, atomically."""
+    """Write predictions as CSV (one column per output) or ``.npy``, atomically.
+
+    ``target_name``: a name, or a list of one name per output (see
+    :func:`prediction_names`).
+    """
     from ._atomic import atomic_path
 
     y_pred = np.asarray(y_pred)
@@ -553,7 +574,6 @@ def write_predictions(path, y_pred, target_name="prediction"):
                 np.save(handle, y_pred)
         else:
             columns = y_pred.reshape(y_pred.shape[0], -1)
-            names = [target_name] if columns.shape[1] == 1 else [
-                f"{target_name}_{j}" for j in range(columns.shape[1])]
+            names = prediction_names(target_name, columns.shape[1])
             np.savetxt(tmp, columns, delimiter=",", header=",".join(names), comments="",
                        fmt="%.9g")

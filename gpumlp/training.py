@@ -646,8 +646,10 @@ class Trainer:
             self._undo_last_epoch(run)
             raise self._diverged(loss)
         if not params_finite:
+            # The loss was measured before the epoch's steps, at finite weights;
+            # a step then made them NaN or infinite.
             epoch.before.restore(self, run.rng)
-            raise self._diverged(loss)
+            raise self._diverged(loss, weights=True)
         self.params, self.state, self.samples_seen = epoch.params, epoch.ended, epoch.seen
         run.rng.bit_generator.state = epoch.rng
         self._previous = epoch.before
@@ -721,10 +723,16 @@ class Trainer:
             convergence_warning(), stacklevel=4)
         return False
 
-    def _diverged(self, loss):
+    def _diverged(self, loss, weights=False):
+        """The error for a loss, or (``weights``) for weights, that stopped being finite."""
+        if weights:
+            what = (f"a step made the weights NaN or infinite (the loss before it was "
+                    f"{loss:.6g}). The weights the epoch began with were kept.")
+        else:
+            what = (f"the loss became {loss}. The weights of the last epoch with a finite "
+                    f"loss were kept.")
         return TrainingDivergedError(
-            f"Training diverged at epoch {len(self.loss_curve) + 1}: the loss became "
-            f"{loss}. The weights of the last epoch with a finite loss were kept. "
+            f"Training diverged at epoch {len(self.loss_curve) + 1}: {what} "
             f"{self._rate_advice('standardise X and y')}."
         )
 
