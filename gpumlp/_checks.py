@@ -531,7 +531,9 @@ def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="")
             total = float(np.sum(weights))
         if total > big:
             raise ValueError(
-                f"{where}sample_weight adds up to {total:.3g}, beyond {dtype}'s largest "
+                f"{where}sample_weight adds up to "
+                f"{f'{total:.3g}' if math.isfinite(total) else 'more than float64 holds'}, "
+                f"beyond {dtype}'s largest "
                 f"number ({big:.3g}); the loss divides by that sum. Divide every weight by "
                 f"one constant (only the L2 penalty's weight changes: alpha is divided by "
                 f"the sum).{_dtype_advice(dtype, total <= big64)}")

@@ -259,3 +259,15 @@ def test_errors_say_before_fitting_never_before_training():
     assert not found
     with pytest.raises(ValueError, match="Remove or impute them before fitting"):
         net().fit(np.where(X > 1, np.nan, X), Y)
+
+
+def test_a_minibatch_of_zero_weights_is_named_not_called_divergence():
+    weights = np.zeros(40)
+    weights[:5] = 1.0   # rows 10 to 19 make a batch of zero weights
+    model = net(solver="sgd", batch_size=10, shuffle=False)
+    with pytest.raises(TrainingDivergedError, match=r"epoch 1: a minibatch of 10 rows had "
+                                                    r"sample_weight 0 on every row") as caught:
+        fit(model, sample_weight=weights)
+    assert "learning_rate_init" not in str(caught.value)
+    # Zero weights spread over every batch train.
+    fit(net(solver="sgd", batch_size=10, shuffle=False), sample_weight=np.arange(40) % 2)
