@@ -493,7 +493,8 @@ def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="")
     X : array, shape (n_samples, n_features), optional
     y : array, shape (n_samples,) or (n_samples, n_outputs), optional
         As the estimator trains on them (after a StandardizedRegressor's
-        scaling). Skipped for dask arrays, whose chunks are not read here.
+        scaling). Skipped for dask arrays, whose chunks are not read here
+        (the workers check them for NaN and infinity only).
     sample_weight : float64 NumPy array, shape (n_samples,), optional
     where : str
         Prefix for the arrays' names in messages (``"eval_set's "``).

@@ -420,7 +420,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if source is None:
             check_dtype_limits(self, dtype, X, y, sample_weight)
             n_features, n_outputs = X.shape[1], 1 if y.ndim == 1 else y.shape[1]
-        else:   # a dask array's chunks are checked as the workers read them
+        else:   # a dask array's chunks are not read here (the workers check finiteness)
             check_dtype_limits(self, dtype)
             n_features, n_outputs = source.n_features, source.n_outputs
         layer_sizes = [n_features, *hidden, n_outputs]
