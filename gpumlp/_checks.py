@@ -421,7 +421,7 @@ def check_eval_set(eval_set):
 #   the gradients: |X| must stay below sqrt(big);
 # * the loss adds up weight * (y - y_pred)**2 over the rows and outputs, with
 #   |y - y_pred| up to 2|y| while the predictions move towards y: that sum,
-#   sum(w) * k * (2 max|y|)**2, must stay below big;
+#   sum(w) * k * (2 max|y|)**2, and each squared error, must stay below big;
 # * the sum of the weights is a divisor: it must be finite;
 # * a rate, an L2 strength or Adam's epsilon is one number of the dtype: it
 #   must not overflow, and a rate or epsilon must not underflow (a rate that
@@ -558,7 +558,8 @@ def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="")
         weight = y.shape[0] if total is None else total
         rows = f"{weight:g} rows" if total is None else f"weights adding up to {weight:.3g}"
         _check_values(f"{where}y", y, dtype,
-                      lambda d: math.sqrt(_limits(d)[0] / (weight * n_outputs)) / 2.0,
+                      # Each squared error must be finite too: at least one row's worth.
+                      lambda d: math.sqrt(_limits(d)[0] / max(weight * n_outputs, 1.0)) / 2,
                       f"the loss adds up the squared errors, up to (2 y)**2, of {rows} and "
                       f"{n_outputs} output(s), and the sum must stay below the largest number",
                       standardise)

@@ -271,3 +271,16 @@ def test_a_minibatch_of_zero_weights_is_named_not_called_divergence():
     assert "learning_rate_init" not in str(caught.value)
     # Zero weights spread over every batch train.
     fit(net(solver="sgd", batch_size=10, shuffle=False), sample_weight=np.arange(40) % 2)
+
+
+def test_small_weights_do_not_lift_the_limit_of_each_squared_error():
+    # Weights adding up to less than 1 allow no y beyond sqrt(max) / 2: each
+    # squared error is formed before it is weighted.
+    model = net(dtype="float32")
+    limit = math.sqrt(big("float32")) / 2
+    y = np.ones(40)
+    y[0] = np.nextafter(limit, np.inf)
+    with pytest.raises(ValueError, match="y holds values up to"):
+        check_dtype_limits(model, "float32", y=y, sample_weight=np.full(40, 1e-5))
+    y[0] = limit
+    check_dtype_limits(model, "float32", y=y, sample_weight=np.full(40, 1e-5))
