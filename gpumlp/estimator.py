@@ -793,7 +793,14 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         dtype = dtype_name(self.coefs_[0])
         device.check_dtype(dtype)
         with device.context():
-            Xd = move(X, device, dtype)
+            with np.errstate(over="ignore"):
+                Xd = move(X, device, dtype)
+            if dtype == "float32" and dtype_name(X) == "float64" and \
+                    not bool(device.xp.all(device.xp.isfinite(Xd))):
+                raise ValueError(
+                    f"X holds values beyond float32's largest number ({np.finfo('f4').max:.3g}"
+                    f"), and this model computes in float32: they would become infinite. "
+                    f"Scale X as for training, or use a model trained in float64.")
             coefs = [move(W, device, dtype) for W in self.coefs_]
             intercepts = [move(b, device, dtype) for b in self.intercepts_]
             out = getattr(self, "out_activation_", get_loss(self.loss).out_activation)

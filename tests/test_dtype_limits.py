@@ -284,3 +284,12 @@ def test_small_weights_do_not_lift_the_limit_of_each_squared_error():
         check_dtype_limits(model, "float32", y=y, sample_weight=np.full(40, 1e-5))
     y[0] = limit
     check_dtype_limits(model, "float32", y=y, sample_weight=np.full(40, 1e-5))
+
+
+def test_predict_refuses_x_that_overflows_a_float32_model():
+    model = fit(net(dtype="float32"))
+    X_big = X.copy()
+    X_big[2, 1] = 1e39
+    with pytest.raises(ValueError, match="X holds values beyond float32's largest number"):
+        model.predict(X_big)
+    assert np.all(np.isfinite(model.predict(X)))
