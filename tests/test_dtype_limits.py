@@ -293,3 +293,17 @@ def test_predict_refuses_x_that_overflows_a_float32_model():
     with pytest.raises(ValueError, match="X holds values beyond float32's largest number"):
         model.predict(X_big)
     assert np.all(np.isfinite(model.predict(X)))
+
+
+@pytest.mark.parametrize("hidden, blamed", [((3000, 3000), "Use smaller hidden layers"),
+                                            ((4,), "smaller batch_size")])
+def test_out_of_memory_blames_the_larger_of_network_and_data(monkeypatch, hidden, blamed):
+    from gpumlp import estimator
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("out of device memory")
+
+    monkeypatch.setattr(estimator.ArraySource, "from_arrays", no_memory)
+    with pytest.raises(MemoryError, match=blamed) as caught:
+        net(hidden_layer_sizes=hidden).fit(X, Y)
+    assert "GiB" in str(caught.value) and "out of device memory" in str(caught.value)
