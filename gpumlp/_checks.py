@@ -509,7 +509,7 @@ def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="")
     big64, tiny64, _ = _limits("float64")
     rate = est.learning_rate_init
     numbers_ = [("alpha", est.alpha, 0.0)]
-    if not isinstance(rate, str):
+    if not isinstance(rate, str) and est.solver != "lbfgs":   # L-BFGS takes no rate
         numbers_.append(("learning_rate_init", rate, tiny))
     if est.solver == "adam":
         numbers_.append(("epsilon", est.epsilon, tiny))

@@ -113,6 +113,12 @@ def test_the_limits_are_the_dtypes_own(name):
         check_dtype_limits(model, name, X=np.nextafter(column, 0))
 
 
+def test_numbers_a_solver_does_not_use_are_not_checked():
+    # As in scikit-learn, L-BFGS ignores the rate and only Adam uses epsilon.
+    fit(net(solver="lbfgs", learning_rate_init=1e-320, epsilon=1e-320))
+    fit(net(solver="sgd", epsilon=1e-320))
+
+
 @pytest.mark.parametrize("scale", [1e-250, 1e250])
 def test_weights_within_the_limits_train_as_unit_weights(scale):
     """A weighted mean does not change when every weight is scaled (alpha = 0)."""
