@@ -296,7 +296,7 @@ def _check_finite(path, table, names):
                           f"{n_inf} infinite" if n_inf else "") if part)
     raise DataError(
         f"{path}: {counts} value(s); the first is in row {row + 1}, column "
-        f"{names[col]!r}. Remove or impute them before training."
+        f"{names[col]!r}. Remove or impute them before fitting."
     )
 
 
@@ -556,9 +556,13 @@ def prediction_columns(y_pred, target_names="prediction"):
     """
     columns = np.asarray(y_pred).reshape(np.shape(y_pred)[0], -1)
     names = [target_names] if isinstance(target_names, str) else list(target_names)
-    if len(names) != columns.shape[1]:
-        names = [f"{names[0]}_{j}" for j in range(columns.shape[1])]
-    return columns, names
+    names = names or ["prediction"]
+    n_outputs = columns.shape[1]
+    if len(names) == n_outputs:
+        return columns, names
+    if n_outputs == 1:
+        return columns, names[:1]
+    return columns, [f"{names[0]}_{j}" for j in range(n_outputs)]
 
 
 def write_predictions_csv(handle, y_pred, target_names="prediction"):
