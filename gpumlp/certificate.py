@@ -988,16 +988,22 @@ def _check_claims(cert, net, metadata, record, ctx):
 
     state = state_from_arrays(last["state"], last["state_arrays"])
     final_loss = None
+    kind = type(state).__name__
+    # As the trainer ends a call (the solver's end_fit) and the estimator keeps it.
+    if kind == "AutoGDState" and state.best_loss < state.loss:
+        final = list(state.best_params)
     if net.early_stopping and not record["incremental"] and last["best"] is not None:
         final = last["best"]
-    elif type(state).__name__ == "AutoGDState" and not record["incremental"] and \
-            state.best_loss < state.loss:
-        final = list(state.best_params)
-        final_loss = state.best_loss
-    elif type(state).__name__ == "AutoGDState":
-        final_loss = state.loss
-    if type(state).__name__ == "LBFGSState" and state.loss is not None:
+    if kind == "LBFGSState" and state.loss is not None:
         final_loss = float(np.asarray(state.loss))
+    elif kind == "AutoGDState" and not state.stale:
+        # loss_ is the loss at the weights returned when they are a point the
+        # search measured (its best, or where it stands), as fit sets it.
+        for point, loss in ((state.best_params, state.best_loss), (state.params, state.loss)):
+            if point is not None and len(point) == len(final) and all(
+                    np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(point, final)):
+                final_loss = loss if math.isfinite(loss) else None
+                break
     stored = [*net.coefs_, *net.intercepts_]
     same = len(stored) == len(final) and all(
         np.asarray(a).dtype == dtype and np.array_equal(np.asarray(a), np.asarray(b))
