@@ -506,6 +506,10 @@ def _quantities(run, stored_end, ctx, j):
             out[f"validation loss epoch {e + 1}"] = (
                 np.float64(run["validation_losses"][i]),
                 np.float64(ctx.validation_losses[e]), None, (i + 1) * run["steps_per_epoch"])
+        if ctx.validation_scores is not None:
+            out[f"validation score epoch {e + 1}"] = (
+                np.float64(run["validation_scores"][i]),
+                np.float64(ctx.validation_scores[e]), None, (i + 1) * run["steps_per_epoch"])
     return out
 
 
@@ -575,7 +579,9 @@ def _compare(quantities, noise, dtype, scales):
             failures.append(f"{name}: not finite in the replay")
             continue
         size = _norm(want)
-        if name.startswith("state ") or name.startswith("best "):
+        if name.startswith("validation score"):
+            size = max(size, 1.0)          # R² = 1 - SSE / SST: its rounding is SSE / SST's
+        elif name.startswith("state ") or name.startswith("best "):
             size = max(size, array_scale)
         elif name.startswith("state."):
             size = max(size, float_scales.get(name, 0.0))

@@ -464,3 +464,22 @@ def test_a_partial_fit_link_certifies_against_its_parent(tmp_path, data, solver)
     bad = _rewrite(child, tmp_path / "bad.npz", edit_arrays={"ckpt_0": lambda a: np.where(
         np.arange(a.size) == a.size - 1, a + 1e-3, a)})
     assert certify(bad, *data, backends=["numpy"], parents=[parent]).outcome == "FAIL"
+
+
+def test_validation_scores_are_bound(tmp_path, data):
+    X, y = data
+    model = MLPRegressor((5,), solver="adam", batch_size=40, max_iter=6, random_state=0,
+                         early_stopping=True, validation_fraction=0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y)
+    path = _saved(tmp_path, model)
+    assert certify(path, X, y, backends=["numpy"]).outcome == "PASS"
+
+    def better(metadata):
+        scores = metadata["training"]["history"]["validation_scores"]
+        scores[-1] = scores[-1] + 0.01
+
+    forged = _rewrite(path, tmp_path / "forged.npz", edit_metadata=better)
+    cert = certify(forged, X, y, backends=["numpy"])
+    assert cert.outcome == "FAIL" and "validation score epoch" in format_certificate(cert)
