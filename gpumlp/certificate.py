@@ -231,17 +231,17 @@ class _Decisions:
         return (samples_seen - self.samples_start) // self.n_train
 
 
-def _imposing(solver, decisions: _Decisions, first_segment: bool):
-    """``solver`` with the recorded decisions imposed, and the rule's own logged."""
+#: One subclass per solver class (see :func:`_imposing`).
+_IMPOSED: dict = {}
+
+
+def _imposed_class(base):
+    """``base`` with recorded decisions imposed (from the instance's ``_decisions``)."""
     from . import solvers
 
-    rates = decisions.context.rates
-    plateaus = decisions.context.plateaus
-    n_iter = decisions.context.n_iter
-
-    class Imposed(type(solver)):
+    class Imposed(base):
         def begin_fit(self, state):
-            return super().begin_fit(state) if first_segment else state
+            return super().begin_fit(state) if self._first_segment else state
 
         def end_fit(self, params, state):
             return params, state
@@ -257,23 +257,27 @@ def _imposing(solver, decisions: _Decisions, first_segment: bool):
             return params, state, loss
 
         def end_epoch(self, state, samples_seen):
+            decisions = self._decisions
+            context = decisions.context
             ended = super().end_epoch(state, samples_seen)
             epoch = decisions.epoch_after(samples_seen)
-            if epoch in plateaus and isinstance(ended, solvers.AutoGDState):
+            if epoch in context.plateaus and isinstance(ended, solvers.AutoGDState):
                 ended = dataclasses.replace(ended, monotone=True, recent_losses=())
             if hasattr(ended, "learning_rate") and not isinstance(ended, solvers.AutoGDState) \
-                    and epoch < n_iter:
-                ended = dataclasses.replace(ended, learning_rate=rates[epoch])
+                    and epoch < context.n_iter:
+                ended = dataclasses.replace(ended, learning_rate=context.rates[epoch])
             return ended
 
         def decide(self, learning_rate, previous_loss, previous_grad_sq, loss, ss, sy, eps,
                    reference_loss):
+            decisions = self._decisions
+            context = decisions.context
             own = super().decide(learning_rate, previous_loss, previous_grad_sq, loss, ss, sy,
                                  eps, reference_loss)
             e = decisions.epoch
             decisions.epoch += 1
-            accepted = decisions.context.accepted[e]
-            next_rate = rates[e + 1] if e + 1 < n_iter else own[1]
+            accepted = context.accepted[e]
+            next_rate = context.rates[e + 1] if e + 1 < context.n_iter else own[1]
             decisions.log.append({"epoch": e + 1, "own": own, "imposed": (accepted, next_rate),
                                   "inputs": [previous_loss, previous_grad_sq, loss, ss, sy,
                                              reference_loss], "eps": eps,
@@ -281,6 +285,7 @@ def _imposing(solver, decisions: _Decisions, first_segment: bool):
             return accepted, next_rate
 
         def _line_search(self, objective, params, direction, f0, slope, step, state):
+            decisions = self._decisions
             e = decisions.epoch
             decisions.epoch += 1
             imposed = decisions.context.steps[e]
@@ -296,8 +301,30 @@ def _imposing(solver, decisions: _Decisions, first_segment: bool):
                                   "slope": slope, "f": f, "d": d})
             return (imposed, loss, grads, f, largest), after
 
+    Imposed.__name__ = Imposed.__qualname__ = f"Imposed{base.__name__}"
+    return Imposed
+
+
+def _imposing(solver, decisions: _Decisions, first_segment: bool):
+    """``solver`` with the recorded decisions imposed, and the rule's own logged.
+
+    A solver that does not read the host is compiled (its pure ``update``,
+    cached by its value): one class for all its replays, so a segment reuses
+    the last one's compiled program; the decisions it imposes live on the
+    host (``end_epoch``). One that reads the host decides inside ``update``,
+    so each replay gets a class of its own (never a cached step of another's).
+    """
+    base = type(solver)
+    if base not in _IMPOSED:
+        _IMPOSED[base] = _imposed_class(base)
+    cls = _IMPOSED[base]
+    if solver.host_reads:
+        cls = type(cls.__name__, (cls,), {})
     fields = {f.name: getattr(solver, f.name) for f in dataclasses.fields(solver)}
-    return Imposed(**fields)
+    imposed = cls(**fields)
+    object.__setattr__(imposed, "_decisions", decisions)
+    object.__setattr__(imposed, "_first_segment", first_segment)
+    return imposed
 
 
 @dataclass
@@ -598,30 +625,44 @@ def _reachable(entry, taus, imposed, last):
     """None when the rule takes the imposed decision for some numbers within ``taus``
     (relative) of the replay's; else what it never does, as a format string.
 
-    A grid over that box, coarse first (the shrunk rate is not monotone where
-    its parabola has no minimum, so its corners alone would miss values), and
-    it stops as soon as the imposed decision is bracketed.
+    The accept test is monotone in each number it reads (the losses, ``|g|**2``,
+    the reference), so the box's corners decide it. The next rate reads
+    ``s.s`` and ``s.y`` when the step is taken and the losses and ``|g|**2``
+    when it is refused (the shrunk rate is not monotone where its parabola has
+    no minimum): a grid over those numbers' box, which stops as soon as the
+    imposed rate is bracketed.
     """
     from . import step_size
 
-    accepted, low, high = False, math.inf, -math.inf
-    coarse, fine = (-1.0, 0.0, 1.0), (-1.0, -0.3, -0.1, 0.0, 0.1, 0.3, 1.0)
-    for grid in ([coarse if t else (0.0,) for t in taus],
-                 # Finer only along numbers known loosely (where the shrink's
-                 # parabola may lose its minimum inside the box).
-                 [(fine if t > 1e-3 else coarse) if t else (0.0,) for t in taus]):
-        for corner in itertools.product(*grid):
-            args = [None if x is None else x * (1.0 + s * t)
-                    for x, s, t in zip(entry["inputs"], corner, taus)]
-            accept, rate = step_size.next_learning_rate(entry["rate"], *args[:5],
-                                                        entry["eps"], args[5])
-            if accept != imposed[0]:
-                continue
-            accepted, low, high = True, min(low, rate), max(high, rate)
-            if last or low <= imposed[1] <= high:
-                return None
-    if not accepted:
+    inputs, rate, eps = entry["inputs"], entry["rate"], entry["eps"]
+
+    def box(indices, levels):
+        axes = [[inputs[i] * (1.0 + s * taus[i]) for s in (levels if taus[i] else (0.0,))]
+                if inputs[i] is not None else [None] for i in indices]
+        return itertools.product(*axes)
+
+    corners = (-1.0, 1.0)
+    decides = {step_size.next_learning_rate(rate, p, g, f, inputs[3], inputs[4], eps, r)[0]
+               for p, g, f, r in box((0, 1, 2, 5), corners)}
+    if imposed[0] not in decides:
         return "the step was {taken}, where the rule {rule} it beyond rounding"
+    if last:
+        return None
+    fine = (-1.0, -0.3, -0.1, 0.0, 0.1, 0.3, 1.0)
+    low, high = math.inf, -math.inf
+    if imposed[0]:
+        for ss, sy in box((3, 4), fine):
+            bb = ss / sy if sy > 0 else math.nan
+            value = rate if not bb > 0 else step_size._four_digits(min(bb, step_size.MAX_RATE))
+            low, high = min(low, value), max(high, value)
+            if low <= imposed[1] <= high:
+                return None
+    else:
+        for p, g, f in box((0, 1, 2), fine):
+            value = step_size.shrunk_learning_rate(rate, p, g, f)
+            low, high = min(low, value), max(high, value)
+            if low <= imposed[1] <= high:
+                return None
     return (f"the next rate is {{imposed:g}}, where the rule gives {{own:g}} (within "
             f"rounding: {low:g} to {high:g})")
 
