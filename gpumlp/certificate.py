@@ -1285,7 +1285,8 @@ def _check_initial_rate(ctx, dtype) -> Check:
     first = record["checkpoints"][0]
     _, activation = check_params(net)
     device = Device("cpu")
-    network = Network(len(first["coefs"]), activation, False, get_loss(net.loss), False)
+    network = Network(len(first["coefs"]), activation, fastpath.is_enabled(), get_loss(net.loss),
+                      False)
     source, _, _ = _sources(ctx, device, dtype)
     params = [np.asarray(a) for a in [*first["coefs"], *first["intercepts"]]]
     trainer = Trainer(network, net._make_solver(), float(net.alpha), params)
