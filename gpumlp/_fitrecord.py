@@ -17,7 +17,8 @@ IEEE S&P 2021):
   :data:`MAX_CHECKPOINTS` of them in a call of ``max_iter`` epochs) and at the
   last epoch;
 * **each epoch's decisions**: the rate (``learning_rates_``), the ``"auto"``
-  step's accept or refuse, L-BFGS's step length; the loss and validation
+  step's accept or refuse and whether its point became the best, L-BFGS's
+  step length; the loss and validation
   scores of every epoch are the model's own ``loss_curve_`` and
   ``validation_scores_``;
 * **a fingerprint of the data** (:func:`fingerprint`): ``X``, ``y``,
@@ -28,7 +29,7 @@ stores it, and checks it on loading)::
 
     {"version": 2, "start": {...}, "device": "numpy", "fastpath": True,
      "eval_set": False, "incremental": False, "n_samples": 200, "n_iter": 30,
-     "data_sha256": "..." or None, "accepted": [...] or None,
+     "data_sha256": "..." or None, "accepted": [...] or None, "improved": [...] or None,
      "steps": [...] or None, "checkpoints": [{"epoch": 0, "coefs": [...],
      "intercepts": [...], "state": {...}, "state_arrays": {...}, "rng": {...},
      "history": {...}, "best": [...] or None}, ...]}
@@ -250,7 +251,7 @@ class Recorder:
                        "data_sha256": data_sha256}
         self.checkpoints = [self._materialise(0, self._snapshot())]
         self.pending = None
-        self.accepted, self.steps = [], []
+        self.accepted, self.improved, self.steps = [], [], []
 
     def _snapshot(self):
         t = self.trainer
@@ -285,6 +286,7 @@ class Recorder:
         state = t.state
         if hasattr(state, "accepted") and hasattr(state, "next_rate"):
             self.accepted.append(bool(state.accepted))
+            self.improved.append(bool(state.improved))
         if hasattr(state, "step") and hasattr(state, "changes"):
             self.steps.append(float(state.step))
         snapshot = self._snapshot()
@@ -304,5 +306,6 @@ class Recorder:
             header["data_sha256"] = header["data_sha256"].result()
         return dict(header, n_iter=int(n_iter),
                     accepted=self.accepted if self.accepted else None,
+                    improved=self.improved if self.improved else None,
                     steps=self.steps if self.steps else None,
                     checkpoints=self.checkpoints)

@@ -284,6 +284,13 @@ def _imposed_class(base):
                                   "rate": learning_rate})
             return accepted, next_rate
 
+        def improves(self, loss, best_loss):
+            decisions = self._decisions
+            own = super().improves(loss, best_loss)
+            imposed = decisions.context.improved[decisions.epoch - 1]
+            decisions.log[-1].update(improves=(own, imposed), best_loss=best_loss)
+            return imposed
+
         def _line_search(self, objective, params, direction, f0, slope, step, state):
             decisions = self._decisions
             e = decisions.epoch
@@ -339,6 +346,7 @@ class _Context:
     eval_set: Any
     rates: list
     accepted: list | None
+    improved: list | None
     steps: list | None
     plateaus: set
     n_iter: int
@@ -667,7 +675,7 @@ def _reachable(entry, taus, imposed, last):
             f"rounding: {low:g} to {high:g})")
 
 
-def _decision_failures(run, exact, rounded, dtype, ctx):
+def _decision_failures(run, exact, rounded, dtype, ctx, grads=0.0):
     """The decisions of one segment the rule would not take from the replay's numbers.
 
     Each number a decision reads is known to within :data:`MARGIN` times how
@@ -692,11 +700,26 @@ def _decision_failures(run, exact, rounded, dtype, ctx):
         if any(v is None for v in values):
             return 0.99
         spread = max(abs(v - values[0]) for v in values[1:])
+        size = abs(x)
+        if key == "inputs" and n == 4:
+            # s.y = -rate g.(g_new - g) cancels where the gradient changes little;
+            # g_new is rounded as the terms it sums are (their scale does not
+            # shrink near a minimum: the largest gradient the fit held, ``grads``).
+            size = max(size, abs(entry["rate"]) * math.sqrt(abs(entry["inputs"][1])) * grads)
         # At most 0.99: a number known to no better than that is undetermined
         # at this precision, and any decision from it is within rounding.
-        return min(0.99, MARGIN * (scale * spread + (i + 1) * eps * abs(x)) / abs(x))
+        return min(0.99, MARGIN * (scale * spread + (i + 1) * eps * size) / abs(x))
 
     for i, entry in enumerate(run["log"]):
+        if "improves" in entry and entry["improves"][0] != entry["improves"][1]:
+            # Whether the new point is the best: its loss against the best, within rounding.
+            t = tau(2, entry, "inputs", i)
+            loss, best = entry["inputs"][2], entry["best_loss"]
+            if not abs(loss - best) <= t * abs(loss):
+                failures.append(f"epoch {entry['epoch']}: the point "
+                                f"{'became' if entry['improves'][1] else 'did not become'} "
+                                f"the best, where its loss {loss:g} against the best "
+                                f"{best:g} says otherwise")
         if "inputs" in entry:            # the "auto" step: accept, and the next rate
             own, imposed = entry["own"], entry["imposed"]
             last = entry["epoch"] == ctx.n_iter
@@ -1179,7 +1202,8 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
     if bound is None:
         return cert
     X_fit, y_fit, sw, ev = bound
-    ctx = _Context(net, record, X_fit, y_fit, sw, ev, [], record["accepted"], record["steps"],
+    ctx = _Context(net, record, X_fit, y_fit, sw, ev, [], record["accepted"],
+                   record["improved"], record["steps"],
                    set(), record["n_iter"], [], None, None)
     _check_claims(cert, net, metadata, record, ctx)
     scores = _validation_scores(net, metadata, record)
@@ -1262,7 +1286,7 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                     quantities = _quantities(run, stored_end, ctx, j)
                     worst, where, failures = _compare(quantities, noise[j], tol_dtype, scales)
                     failures += _decision_failures(run, exact[j], [r[j] for r in rounded],
-                                                   tol_dtype, ctx)
+                                                   tol_dtype, ctx, scales[0])
                     start, end = record["checkpoints"][j]["epoch"], stored_end["epoch"]
                     replay.segments.append({"start": start, "end": end, "worst": worst,
                                             "what": where})

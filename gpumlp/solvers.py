@@ -907,6 +907,8 @@ class AutoGDState:
         not yet checked where it stands.
     accepted : bool
         Whether the last step tried was taken (a decision the fit record keeps).
+    improved : bool
+        Whether that step's point became the best one (a decision too).
     """
 
     learning_rate: float
@@ -923,11 +925,13 @@ class AutoGDState:
     stale: bool = False
     #: Whether the last step tried was accepted (the fit record keeps it).
     accepted: bool = False
+    #: Whether it became the best point (the fit record keeps it).
+    improved: bool = False
     #: Fields a model file written before they existed lacks (read back from
     #: the fresh state; the next call checks where it stands, :meth:`AutoGD.update`).
     ADDED_LATER: ClassVar[tuple[str, ...]] = ("grad_sq", "flat_grads", "next_rate",
                                               "recent_losses", "best_loss", "best_params",
-                                              "monotone", "stale", "accepted")
+                                              "monotone", "stale", "accepted", "improved")
 
 
 def _same_point(a: list, b: list | None, xp) -> bool:
@@ -1064,11 +1068,19 @@ class AutoGD(Solver):
                                          accepted=False), loss
         recent = (*state.recent_losses, state.loss)[-memory:] if memory > 0 else ()
         best_loss, best_params = state.best_loss, state.best_params
-        if not host_loss >= best_loss:   # lower, or no best yet
+        improved = self.improves(host_loss, best_loss)
+        if improved:
             best_loss, best_params = host_loss, list(trial)
         return trial, AutoGDState(rate, list(trial), list(trial_grads), host_loss,
                                   host_grad_sq, flat, next_rate, recent, best_loss,
-                                  best_params, state.monotone, False, True), loss
+                                  best_params, state.monotone, False, True, improved), loss
+
+    def improves(self, loss: float, best_loss: float) -> bool:
+        """Whether an accepted point of ``loss`` becomes the best one (lower, or no best yet).
+
+        Its own method, like :meth:`decide`, so that a replay can impose it.
+        """
+        return not loss >= best_loss
 
     def decide(self, learning_rate: float, previous_loss: float, previous_grad_sq: float,
                loss: float, ss: float, sy: float, eps: float,
