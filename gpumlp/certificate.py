@@ -620,6 +620,8 @@ def _compare(quantities, noise, dtype, scales):
             size = max(size, array_scale)
         elif name.startswith("state."):
             size = max(size, float_scales.get(name, 0.0))
+            if name.endswith("grad_sq"):    # |g|**2: twice |g| times g's rounding
+                size = max(size, 2.0 * math.sqrt(abs(float(want))) * array_scale)
         tol = MARGIN * (scale * noise.get(name, math.inf) + (k + 1) * eps * size)
         ratio = diff / tol if tol > 0 else (0.0 if diff == 0 else math.inf)
         if ratio > worst:
