@@ -412,7 +412,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             batch_size = self.batch_size
         # tol means what it means in scikit-learn: on the training loss, in
         # the units of scikit-learn's loss (ours is twice it for the squared error).
-        tol = self.tol if early_stopping else \
+        # For "gd" it is a fraction of the loss (training.py), which needs no scaling.
+        relative = trainer.solver.progress(trainer.state, math.nan, math.inf) is not None
+        tol = self.tol if early_stopping or relative else \
             self.tol * trainer.network.loss.sklearn_ratio(source.n_outputs)
         # A fit callback may take a resumable snapshot of the running training.
         self._trainer, self._running_y_was_1d = trainer, y_was_1d

@@ -17,7 +17,18 @@ from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from .devices import device_of, move
 from .estimator import MLPRegressor
 
-__all__ = ["StandardizedRegressor", "mean_scale"]
+__all__ = ["StandardizedRegressor", "default_regressor", "mean_scale"]
+
+
+def default_regressor() -> MLPRegressor:
+    """The regressor :class:`StandardizedRegressor` trains when given none.
+
+    Returns
+    -------
+    MLPRegressor
+        A new, unfitted one.
+    """
+    return MLPRegressor()
 
 
 def mean_scale(x):
@@ -96,7 +107,7 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         y_2d = xp.reshape(y, (y.shape[0], -1))
         self.x_mean_, self.x_scale_ = mean_scale(X)
         self.y_mean_, self.y_scale_ = mean_scale(y_2d)
-        self.regressor_ = self.regressor if self.regressor is not None else MLPRegressor()
+        self.regressor_ = self.regressor if self.regressor is not None else default_regressor()
         if getattr(self.regressor_, "loss", "squared_error") == "poisson":
             self.y_mean_ = self.y_mean_ * 0.0   # counts keep their sign: scale only
         self._check_representable(X, y)

@@ -771,7 +771,8 @@ class Trainer:
                 self.best_params = list(self.params)
         else:
             loss = self.loss_curve[-1]
-            improved = loss <= self.best_loss - tol
+            progress = self.solver.progress(self.state, loss, self.best_loss)
+            improved = loss <= self.best_loss - tol if progress is None else progress > tol
             self.best_loss = min(self.best_loss, loss)
         self.no_improvement_count = 0 if improved else self.no_improvement_count + 1
         # scikit-learn acts after *more than* n_iter_no_change epochs (issue 12).
