@@ -35,7 +35,69 @@ from .solvers import AutoGD, AutoGDState, LBFGSState, make_solver, map_state, so
 from .sources import ArraySource, Network
 from .training import Trainer
 
-__all__ = ["MLPRegressor"]
+__all__ = ["MLPRegressor", "UnscaledDataWarning", "far_from_standardised"]
+
+
+class UnscaledDataWarning(UserWarning):
+    """X's columns or y are far from standardised, which gradient-based training handles badly."""
+
+
+#: A column is "far from standardised" when its standard deviation is above
+#: ``SCALE_LIMITS[1]`` or (not constant) below ``SCALE_LIMITS[0]``, or its mean
+#: is more than ``MEAN_LIMIT`` away from 0 (in its own units). A one-hot column
+#: with one row in 10,000 set has a deviation of 0.01, so it passes.
+SCALE_LIMITS = (0.01, 10.0)
+MEAN_LIMIT = 10.0
+
+
+def far_from_standardised(a) -> list[int]:
+    """The columns of ``a`` far from mean 0 and deviation 1 (see :data:`SCALE_LIMITS`).
+
+    Parameters
+    ----------
+    a : array, shape (n_samples, n_columns)
+        Any array-API array; two vectors are read back to the host.
+
+    Returns
+    -------
+    list of int
+        The offending columns' indices (empty: close enough).
+    """
+    xp = aac.array_namespace(a)
+    if not xp.isdtype(a.dtype, "real floating"):
+        a = xp.astype(a, xp.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = xp.mean(a, axis=0)
+        deviation = xp.sqrt(xp.mean((a - mean) ** 2, axis=0))
+        mean, deviation = to_numpy(mean), to_numpy(deviation)
+        low, high = SCALE_LIMITS
+        bad = ((deviation > high) | ((deviation > 0) & (deviation < low))
+               | (np.abs(mean) > MEAN_LIMIT) | ~np.isfinite(deviation))
+    return [int(j) for j in np.flatnonzero(bad)]
+
+
+def _warn_if_unscaled(X, y, loss):
+    """Warn once when X or y is far from standardised (see :func:`far_from_standardised`)."""
+    columns = far_from_standardised(X)
+    xp = aac.array_namespace(y)
+    target = [] if loss == "poisson" else far_from_standardised(
+        xp.reshape(y, (y.shape[0], -1)))
+    if not columns and not target:
+        return
+    parts = []
+    if columns:
+        shown = ", ".join(map(str, columns[:5])) + (", ..." if len(columns) > 5 else "")
+        parts.append(f"{len(columns)} column(s) of X (index {shown})")
+    if target:
+        parts.append("y")
+    import warnings
+
+    warnings.warn(
+        f"{' and '.join(parts)} are far from mean 0 and standard deviation 1; gradient-based "
+        f"training on such data learns slowly or not at all. Standardise them: use "
+        f"gpumlp.StandardizedRegressor(MLPRegressor(...)), which scales X and y and "
+        f"predicts in y's units, or a scikit-learn Pipeline with StandardScaler (for y, "
+        f"TransformedTargetRegressor).", UnscaledDataWarning, stacklevel=4)
 
 #: The trainer's stopping-rule bookkeeping that a checkpoint carries.
 _HISTORY = ("validation_losses", "validation_scores", "best_loss", "best_validation_score",
@@ -360,6 +422,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             y_was_1d = y.ndim == 1
             source = None
             self._fingerprint = fingerprint(X, y)
+            if not continuing:
+                _warn_if_unscaled(X, y, self.loss)
         if continuing and self.dtype is None:
             dtype = dtype_name(self.coefs_[0])
         device.check_dtype(dtype)
