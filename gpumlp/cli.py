@@ -98,10 +98,6 @@ def _check_outputs(inputs, outputs):
         written.append((option, path))
 
 
-#: The CLI's rate for sgd and adam when --lr is not given.
-_FIXED_LR = 0.1
-
-
 def _learning_rate(text):
     """``--lr``: ``"auto"`` or a finite number > 0."""
     if text.strip().lower() == "auto":
@@ -189,9 +185,9 @@ def _add_solver_options(g):
                    help="gd: full-batch gradient descent (default); sgd; adam; lbfgs: "
                         "full-batch L-BFGS (--epochs counts its iterations)")
     g.add_argument("--lr", type=_learning_rate, default=None, metavar="auto|RATE",
-                   help="learning rate (learning_rate_init); auto: set from the loss's "
-                        "curvature and adapted (gd only). Default: auto for gd, "
-                        f"{_FIXED_LR} for sgd and adam")
+                   help="learning rate (learning_rate_init); auto (the default): for gd, "
+                        "set from the loss's curvature and adapted; for sgd and adam, 0.01 "
+                        "(the estimator's)")
     g.add_argument("--batch-size", type=_bounded(int, 1), default=None,
                    help="minibatch size for sgd and adam (default: min(200, n))")
     g.add_argument("--momentum", type=_bounded(float, 0, at_most=1), default=0.9,
@@ -258,6 +254,9 @@ def _add_output_options(g):
     g.add_argument("--plot", metavar="LOSS.png",
                    help="write a plot of the training and held-out loss (needs matplotlib)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--json", metavar="FILE", default=None,
+                   help="also write the report (settings, epochs, how training stopped, "
+                        "train and test MSE and R^2, wall time) as JSON")
 
 
 class _Progress:
@@ -325,7 +324,8 @@ def _run_train(args):
     inputs = [("--data", args.data)]
     if args.resume and not _same_file(args.out, args.resume):
         inputs.append(("--resume", args.resume))
-    _check_outputs(inputs, [("--out", args.out), ("--plot", args.plot)])
+    _check_outputs(inputs, [("--out", args.out), ("--plot", args.plot),
+                            ("--json", args.json)])
     cluster = client = None
     if _uses_dask(args):
         from .distributed import connect, read_dataset, split_by_chunks
@@ -436,6 +436,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
             print(f"saved the last complete epoch's model to {args.out}", file=sys.stderr)
         return 130
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    results = {}
 
     def report(name, X_part, y_part):
         y_pred = model.predict(X_part)
@@ -456,8 +457,9 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
             with np.errstate(over="ignore"):
                 mse = float(np.mean((y_part - y_pred) ** 2))
         print(f"{name:5s} MSE {mse:12.6g}   R^2 {r2:8.4f}")
+        results[name] = {"mse": mse, "r2": r2, "rows": int(X_part.shape[0])}
 
-    state = "converged" if converged else "stopped at --epochs"
+    state = _stop_state(net, converged)
     # The run's epochs in all (a resumed run counts those before it too).
     print(f"epochs: {len(net.loss_curve_)} ({state})  final loss: {net.loss_:.6g}")
     print(f"learning rate: {_describe_rate(net)}")
@@ -471,6 +473,12 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     if args.out:
         save(model, args.out, **saving, extra=saved_extra)
         print(f"saved model to {args.out}")
+    if args.json:
+        from ._atomic import write_text_atomic
+
+        write_text_atomic(args.json, _train_report(args, net, device, source, target, names,
+                                                   state, converged, results, wall))
+        print(f"wrote {args.json}")
     if args.plot:
         from .plotting import plot_loss
 
@@ -657,7 +665,7 @@ class _Checkpoints:
 
 def _estimator_params(args):
     """The estimator's parameters from the ``train`` options, under scikit-learn's names."""
-    rate = args.lr if args.lr is not None else ("auto" if args.solver == "gd" else _FIXED_LR)
+    rate = args.lr if args.lr is not None else "auto"
     return dict(
         hidden_layer_sizes=args.hidden, activation=args.activation, alpha=args.alpha,
         solver=args.solver, learning_rate_init=rate, batch_size=args.batch_size or "auto",
@@ -667,6 +675,53 @@ def _estimator_params(args):
         validation_fraction=args.validation_fraction, loss=args.loss,
         learning_rate=args.learning_rate, power_t=args.power_t, max_fun=args.max_fun,
     )
+
+
+def _stop_state(net, converged):
+    """How training ended, in words: only a fit the rule stopped is called converged."""
+    if not converged:
+        return "stopped at --epochs, not converged"
+    if net.early_stopping:
+        return "stopped early: the validation R^2 no longer improved"
+    return "converged"
+
+
+def _train_report(args, net, device, source, target, names, state, converged, results, wall):
+    """``train --json``'s report: the run's settings and outcome, as JSON text."""
+    import json
+
+    report = {
+        "command": "train",
+        "data": str(source), "target": target, "features": list(names),
+        "device": str(device), "dtype": args.dtype,
+        "settings": {key: (list(value) if isinstance(value, tuple) else value)
+                     for key, value in _estimator_params(args).items()},
+        "standardize": not args.no_standardize,
+        "epochs": len(net.loss_curve_), "stopped": state, "converged": converged and
+        not net.early_stopping, "final_loss": net.loss_,
+        "learning_rate": net.learning_rate_,
+        "best_validation_r2": net.best_validation_score_,
+        "train": results.get("train"), "test": results.get("test"),
+        "wall_seconds": wall, "model": args.out,
+    }
+    return json.dumps(_plain_json(report), indent=2, allow_nan=False) + "\n"
+
+
+def _plain_json(value):
+    """``value`` with NumPy numbers as Python ones and NaN or infinity as null (valid JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return number if math.isfinite(number) else None
 
 
 def _describe_rate(net):

@@ -92,8 +92,9 @@ def _warn_if_unscaled(X, y, loss):
         parts.append("y")
     import warnings
 
+    verb = "is" if parts == ["y"] else "are"
     warnings.warn(
-        f"{' and '.join(parts)} are far from mean 0 and standard deviation 1; gradient-based "
+        f"{' and '.join(parts)} {verb} far from mean 0 and standard deviation 1; gradient-based "
         f"training on such data learns slowly or not at all. Standardise them: use "
         f"gpumlp.StandardizedRegressor(MLPRegressor(...)), which scales X and y and "
         f"predicts in y's units, or a scikit-learn Pipeline with StandardScaler (for y, "
