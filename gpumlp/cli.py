@@ -132,8 +132,9 @@ def _add_train(sub):
         "train",
         help="train a network on a data file (default: embedded Friedman #1 data)",
         description=(
-            "Train the specified network (by default one sigmoid hidden layer, a linear "
-            "output, mean-squared-error loss and full-batch gradient descent) and report "
+            "Train a network (by default StandardizedRegressor's: one sigmoid hidden layer "
+            "of 100 units, a linear output, mean-squared-error loss, Adam with an L2 "
+            "penalty of 0.1; --solver gd for full-batch gradient descent) and report "
             "train/test MSE and R^2 in the target's units. Without --data it trains on "
             "2000 rows of Friedman #1 generated with --seed. X and y are standardised "
             "with statistics of the training split, which are saved with the model."
@@ -167,13 +168,24 @@ _TRAIN_GROUPS = (
 )
 
 
+def _defaults():
+    """The estimator's parameters ``train`` defaults to: StandardizedRegressor's regressor."""
+    from .scaling import default_regressor
+
+    return default_regressor().get_params()
+
+
 def _add_network_options(g):
-    g.add_argument("--hidden", type=_hidden, default=(32,), metavar="W1,W2,...",
-                   help="hidden layer widths (default: 32)")
-    g.add_argument("--activation", default="sigmoid",
+    defaults = _defaults()
+    g.add_argument("--hidden", type=_hidden, default=tuple(defaults["hidden_layer_sizes"]),
+                   metavar="W1,W2,...",
+                   help="hidden layer widths (default: "
+                        f"{','.join(map(str, defaults['hidden_layer_sizes']))})")
+    g.add_argument("--activation", default=defaults["activation"],
                    choices=ACTIVATION_NAMES)
-    g.add_argument("--alpha", type=_bounded(float, 0), default=0.0,
-                   help="L2 penalty strength, scikit-learn's meaning (default: 0)")
+    g.add_argument("--alpha", type=_bounded(float, 0), default=defaults["alpha"],
+                   help=f"L2 penalty strength, scikit-learn's meaning (default: "
+                        f"{defaults['alpha']:g})")
     g.add_argument("--loss", default="squared_error", choices=list(LOSSES),
                    help="squared_error: the mean squared error (default); poisson: an "
                         "exponential output and half the Poisson deviance, for counts "
@@ -181,9 +193,10 @@ def _add_network_options(g):
 
 
 def _add_solver_options(g):
-    g.add_argument("--solver", default="gd", choices=list(SOLVERS),
-                   help="gd: full-batch gradient descent (default); sgd; adam; lbfgs: "
-                        "full-batch L-BFGS (--epochs counts its iterations)")
+    g.add_argument("--solver", default=_defaults()["solver"], choices=list(SOLVERS),
+                   help="gd: full-batch gradient descent; sgd; adam (default: what did "
+                        "best on real data, as StandardizedRegressor's); lbfgs: full-batch "
+                        "L-BFGS (--epochs counts its iterations)")
     g.add_argument("--lr", type=_learning_rate, default=None, metavar="auto|RATE",
                    help="learning rate (learning_rate_init); auto (the default): for gd, "
                         "set from the loss's curvature and adapted; for sgd and adam, 0.01 "
@@ -211,13 +224,18 @@ def _add_solver_options(g):
 
 
 def _add_stopping_options(g):
-    g.add_argument("--epochs", type=_bounded(int, 1), default=5000,
-                   help="maximum epochs, max_iter (default: 5000)")
-    g.add_argument("--tol", type=_bounded(float, 0), default=1e-6,
-                   help="an epoch improves when the loss falls (with --early-stopping: "
-                        "the validation R^2 rises) by at least this (default: 1e-6)")
-    g.add_argument("--n-iter-no-change", type=_bounded(int, 1), default=10,
-                   help="stop after this many epochs without improvement (default: 10)")
+    defaults = _defaults()
+    g.add_argument("--epochs", type=_bounded(int, 1), default=defaults["max_iter"],
+                   help=f"maximum epochs, max_iter (default: {defaults['max_iter']})")
+    g.add_argument("--tol", type=_bounded(float, 0), default=defaults["tol"],
+                   help="sgd and adam: an epoch improves when the loss falls (with "
+                        "--early-stopping: the validation R^2 rises) by at least this; gd: "
+                        "when the next step is expected to lower the loss by more than this "
+                        f"fraction of it (default: {defaults['tol']:g})")
+    g.add_argument("--n-iter-no-change", type=_bounded(int, 1),
+                   default=defaults["n_iter_no_change"],
+                   help="stop after more than this many epochs without improvement "
+                        f"(default: {defaults['n_iter_no_change']})")
     g.add_argument("--early-stopping", action="store_true",
                    help="stop on the R^2 of a validation split of the training rows and "
                         "keep the best weights; the test rows stay untouched")

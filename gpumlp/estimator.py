@@ -35,7 +35,7 @@ from .solvers import AutoGD, AutoGDState, LBFGSState, make_solver, map_state, so
 from .sources import ArraySource, Network
 from .training import Trainer
 
-__all__ = ["MLPRegressor", "UnscaledDataWarning", "far_from_standardised"]
+__all__ = ["GD_MAX_ITER", "MLPRegressor", "UnscaledDataWarning", "far_from_standardised"]
 
 
 class UnscaledDataWarning(UserWarning):
@@ -105,6 +105,10 @@ _HISTORY = ("validation_losses", "validation_scores", "best_loss", "best_validat
             "no_improvement_count", "samples_seen")
 #: ``learning_rate_init="auto"`` for ``"sgd"`` and ``"adam"``: a fixed rate.
 _AUTO_RATE = 0.01
+#: ``max_iter="auto"``: scikit-learn's 200 epochs, and for ``"gd"`` (one step
+#: an epoch) this many.
+SKLEARN_MAX_ITER = 200
+GD_MAX_ITER = 5000
 
 
 def _state_array_on(a, device, dtype):
@@ -173,9 +177,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         first plateau of the stopping rule switches to steps that never
         raise it (the second stops). For ``"sgd"`` and ``"adam"``, 0.01;
         L-BFGS needs no rate.
-    max_iter : int, default=200
+    max_iter : int or "auto", default="auto"
         Maximum epochs per call to ``fit`` (for ``"gd"``, one epoch is one
-        step; for ``"lbfgs"``, one iteration).
+        step; for ``"lbfgs"``, one iteration). ``"auto"``: 200 for ``"sgd"``,
+        ``"adam"`` and ``"lbfgs"`` (scikit-learn's default), and
+        :data:`GD_MAX_ITER` for ``"gd"``, whose epoch is a single step: room
+        to converge by its stopping rule at the sizes users have.
     max_fun : int, default=15000
         For ``"lbfgs"``: the most loss evaluations per call to ``fit``.
     shuffle : bool, default=True
@@ -183,11 +190,19 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     random_state : int, numpy Generator or None, default=None
         Seeds the initial weights, the batch order and the validation split.
     tol : float, default=1e-4
-        Training stops when the loss improves by less than ``tol`` (or the
-        validation R² by less than ``tol``, with early stopping) for more
-        than ``n_iter_no_change`` consecutive epochs. For ``"lbfgs"``: it
-        stops when the largest entry of scikit-learn's gradient is at most
-        ``tol`` (ours, scaled accordingly).
+        For ``"sgd"`` and ``"adam"``, scikit-learn's meaning: training stops
+        when the loss improves by less than ``tol`` (in the units of
+        scikit-learn's loss; or the validation R² by less than ``tol``, with
+        early stopping) for more than ``n_iter_no_change`` consecutive
+        epochs. For ``"gd"``, a fraction of the loss, so that it means the
+        same whatever the loss's scale: it stops when, for more than
+        ``n_iter_no_change`` consecutive epochs, the next step is expected
+        to lower the loss by at most ``tol`` times the loss (with
+        ``learning_rate_init="auto"``, from the gradient and the curvature
+        just measured; at a fixed rate, the last step's fall); see
+        :mod:`gpumlp.training`. For ``"lbfgs"``: it stops when the largest
+        entry of scikit-learn's gradient is at most ``tol`` (ours, scaled
+        accordingly).
     verbose : bool, default=False
         Print the loss of each epoch.
     warm_start : bool, default=False
@@ -293,7 +308,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         learning_rate="constant",
         learning_rate_init="auto",
         power_t=0.5,
-        max_iter=200,
+        max_iter="auto",
         shuffle=True,
         random_state=None,
         tol=1e-4,
@@ -486,7 +501,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         try:
             trainer.fit(
                 source, rng=self._rng, batch_size=batch_size, shuffle=self.shuffle,
-                max_iter=1 if incremental else self.max_iter, tol=tol,
+                max_iter=1 if incremental else self._max_iter(), tol=tol,
                 n_iter_no_change=self.n_iter_no_change, validation=validation,
                 stop_on_validation=early_stopping, verbose=self.verbose,
                 check_convergence=not (incremental or never_stop), on_epoch=callback,
@@ -575,6 +590,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 trainer.state = map_state(previous.state,
                                           lambda a: _state_array_on(a, device, dtype))
         return trainer
+
+    def _max_iter(self) -> int:
+        """``max_iter``, with ``"auto"`` resolved for the solver."""
+        if isinstance(self.max_iter, str) and self.max_iter == "auto":
+            return GD_MAX_ITER if self.solver == "gd" else SKLEARN_MAX_ITER
+        return int(self.max_iter)
 
     def _make_solver(self, n_outputs=None):
         """The solver for the current hyper-parameters; ``"auto"`` resolved.

@@ -56,3 +56,30 @@ def test_sgd_and_adam_take_the_estimators_rate(tmp_path, solver, rate):
     data = json.loads(report.read_text())
     assert data["settings"]["learning_rate_init"] == "auto"
     assert data["learning_rate"] == rate
+
+
+def test_the_cli_trains_what_the_estimator_trains(tmp_path):
+    """``gpumlp train`` with its defaults is StandardizedRegressor() on the same split."""
+    from gpumlp import StandardizedRegressor
+    from gpumlp.metrics import r2_score
+    from gpumlp.scaling import default_regressor
+    from gpumlp.splitting import train_test_split
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 3)) * [1.0, 50.0, 0.01] + [0.0, 1000.0, 5.0]
+    y = 20.0 * np.sin(X[:, 0]) + 0.1 * X[:, 1] + 0.3 * rng.normal(size=300)
+    data = tmp_path / "d.csv"
+    np.savetxt(data, np.column_stack([X, y]), delimiter=",", header="a,b,c,y", comments="",
+               fmt="%.17g")
+    report = tmp_path / "r.json"
+    run("train", "--data", str(data), "--dtype", "float64", "--quiet", "--json", str(report))
+    cli = json.loads(report.read_text())
+    X_train, X_test, y_train, y_test = train_test_split(X, y, 0.2, 0)
+    model = StandardizedRegressor(default_regressor().set_params(random_state=0,
+                                                                 dtype="float64"))
+    model.fit(X_train, y_train)
+    ours = float(r2_score(y_test, model.predict(X_test)))
+    # The same model from the same data, split and seed: equal but for the CSV's
+    # round trip (17 digits) and the order of float64 sums.
+    assert cli["test"]["r2"] == pytest.approx(ours, abs=1e-9)
+    assert cli["epochs"] == model.regressor_.n_iter_
