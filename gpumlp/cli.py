@@ -121,6 +121,14 @@ def _hidden(text):
     return sizes
 
 
+def _names(text):
+    """``--drop``: comma-separated column names."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"takes comma-separated column names, got {text!r}")
+    return names
+
+
 _BACKEND_CHOICES = ["auto", "numpy", "cupy", "torch", "jax"]
 _BACKEND_HELP = ("the array library: auto (NumPy on the CPU, CuPy on CUDA), numpy, cupy, torch "
                  "(devices cpu, cuda:N, mps, xpu) or jax (cpu, gpu:N, tpu) (default: "
@@ -248,6 +256,8 @@ def _add_stopping_options(g):
 def _add_data_options(g):
     g.add_argument("--data", metavar="FILE", help="a .csv, .npy or .npz file")
     g.add_argument("--target", metavar="NAME", help="CSV target column (default: the last)")
+    g.add_argument("--drop", type=_names, default=None, metavar="COL1,COL2,...",
+                   help="CSV columns not to read (an id, a text column of too many levels)")
     g.add_argument("--samples", type=_bounded(int, 1), default=2000,
                    help="rows of the embedded dataset, without --data (default: 2000)")
     g.add_argument("--test-size", type=_bounded(float, 0, below=1), default=0.2,
@@ -309,17 +319,24 @@ class _Progress:
 
 
 def _load_training_data(args):
-    from .data import read_training_data
+    """X, y, feature names, target name, a description of the source, and the columns."""
+    from .data import read_training_table
     from .datasets import make_friedman1
 
     if args.data is None:
-        if args.target is not None:
-            raise ValueError("--target needs --data: the embedded dataset's target is fixed.")
+        for option, value in (("--target", args.target), ("--drop", args.drop)):
+            if value is not None:
+                raise ValueError(f"{option} needs --data: the embedded dataset's columns "
+                                 f"are fixed.")
         X, y = make_friedman1(args.samples, random_state=args.seed)
         names = [f"x{j}" for j in range(X.shape[1])]
-        return X, y, names, "y", f"Friedman #1 (embedded, seed {args.seed})"
-    X, y, names, target = read_training_data(args.data, args.target)
-    return X, y, names, target, args.data
+        return X, y, names, "y", f"Friedman #1 (embedded, seed {args.seed})", None
+    table = read_training_table(args.data, args.target, args.drop or ())
+    for note in table.notes:
+        print(f"note: {note}")
+    columns = table.columns if any(levels is not None for _, levels in table.columns) \
+        else None
+    return table.X, table.y, table.feature_names, table.target, args.data, columns
 
 
 def _uses_dask(args):
@@ -344,7 +361,7 @@ def _run_train(args):
         inputs.append(("--resume", args.resume))
     _check_outputs(inputs, [("--out", args.out), ("--plot", args.plot),
                             ("--json", args.json)])
-    cluster = client = None
+    cluster = client = columns = None
     if _uses_dask(args):
         from .distributed import connect, read_dataset, split_by_chunks
 
@@ -363,7 +380,7 @@ def _run_train(args):
             X_train, y_train = to_cupy_blocks(X_train), to_cupy_blocks(y_train)
     else:
         device = get_device(args.device, args.backend)
-        X, y, names, target, source = _load_training_data(args)
+        X, y, names, target, source, columns = _load_training_data(args)
         if args.test_size > 0:
             X_train, X_test, y_train, y_test = train_test_split(X, y, args.test_size, args.seed)
         else:
@@ -374,7 +391,7 @@ def _run_train(args):
     try:
         return _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
                                  names, target, source, resumed=resumed and resumed[0],
-                                 digest=digest)
+                                 digest=digest, columns=columns)
     finally:
         if client is not None:
             client.close()
@@ -385,11 +402,12 @@ def _run_train(args):
 def _split_record(args, source):
     """What ``validate --model`` needs to redo this run's training split from --data."""
     return {"source": source, "target": args.target, "test_size": args.test_size,
-            "split_seed": args.seed, "samples": None if args.data else args.samples}
+            "split_seed": args.seed, "samples": None if args.data else args.samples,
+            "drop": list(args.drop or ())}
 
 
 def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test, names,
-                      target, source, resumed=None, digest=None):
+                      target, source, resumed=None, digest=None, columns=None):
     import contextlib
     import warnings
 
@@ -424,7 +442,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     eval_set = (None if X_test is None or client is not None or args.early_stopping
                 or not shown else (X_test, y_test))
     extra = {} if client is None else {"client": client}
-    saving = {"feature_names": names, "target_names": [target]}
+    saving = {"feature_names": names, "target_names": [target], "columns": columns}
     callback = progress
     if args.out and client is None:
         callback = _Checkpoints(progress, model, net, args.out, args.checkpoint_every,
@@ -508,7 +526,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
 # ------------------------------------------------------ checkpoints and resume
 #: The ``train`` settings a run saves and ``--resume`` restores (with the
 #: model's own parameters): all that decides the data, the split and the network.
-_RESUME_SETTINGS = ("data", "target", "samples", "seed", "test_size", "no_standardize",
+_RESUME_SETTINGS = ("data", "target", "drop", "samples", "seed", "test_size", "no_standardize",
                     "hidden", "activation", "alpha", "loss", "solver", "lr", "batch_size",
                     "momentum", "nesterov", "beta1", "beta2", "epsilon", "learning_rate",
                     "power_t", "max_fun", "tol",
@@ -552,7 +570,7 @@ def _settings_argv(settings):
             continue
         if value is True:
             argv.append(option)
-        elif key == "hidden":
+        elif key in ("hidden", "drop"):
             argv += [option, ",".join(str(v) for v in value)]
         else:
             argv += [option, repr(value) if isinstance(value, float) else str(value)]
@@ -786,7 +804,9 @@ def _run_predict(args):
     names = metadata.get("feature_names") or [
         f"x{j}" for j in range(metadata["layer_sizes"][0])]
     target = (metadata.get("target_names") or ["prediction"])[0]
-    X = read_features(args.data, names, target)
+    columns = metadata.get("columns")
+    X = read_features(args.data, names, target, columns=None if columns is None else [
+        (column["name"], column["levels"]) for column in columns])
     y_pred = np.asarray(model.predict(X))
     if args.out:
         write_predictions(args.out, y_pred, target)
@@ -901,9 +921,14 @@ def _run_certificate(args, names):
     elif args.data is None:
         raise ValueError("--model needs --data, the file the model was trained on.")
     else:
-        from .data import read_training_data
+        from .data import read_training_table
 
-        X, y, _, _ = read_training_data(args.data, extra.get("target"))
+        drop = extra.get("drop", [])   # absent from files written before --drop
+        if not (isinstance(drop, list) and all(isinstance(n, str) for n in drop)):
+            raise ValueError(f"{args.model}: its record of dropped columns is damaged "
+                             f"({drop!r:.80}).")
+        table = read_training_table(args.data, extra.get("target"), drop)
+        X, y = table.X, table.y
     if "test_size" in extra:  # a model from `gpumlp train`: redo its split
         from .splitting import train_test_split
 
