@@ -220,7 +220,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     validation_fraction : float, default=0.1
     beta_1, beta_2, epsilon : float, defaults 0.9, 0.999, 1e-8
         Adam's parameters.
-    n_iter_no_change : int, default=10
+    n_iter_no_change : int or np.inf, default=10
+        ``np.inf``: the stopping rule never fires (training runs ``max_iter``
+        epochs), as in scikit-learn.
     backend : {"auto", "numpy", "cupy", "torch", "jax"} or None, default=None
         The array library that trains. ``"auto"`` is NumPy on the CPU and
         CuPy on CUDA (and PyTorch for ``device="mps"`` or ``"xpu"``, JAX for
@@ -401,6 +403,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if self.solver == "lbfgs":
             raise AttributeError("partial_fit is only available for stochastic optimizers; "
                                  "lbfgs is not stochastic. Use fit with warm_start=True.")
+        if self.early_stopping:
+            # scikit-learn's words: one epoch has no held-out rows to stop on.
+            raise ValueError("partial_fit does not support early_stopping=True; set "
+                             "early_stopping=False (set_params) to train incrementally.")
         return self._fit(X, y, incremental=True, sample_weight=sample_weight, client=client)
 
     def _fit(self, X, y, incremental, sample_weight=None, eval_set=None, callback=None,

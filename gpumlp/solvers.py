@@ -464,15 +464,18 @@ class LBFGS(Solver):
         if sy > 2.220446049250313e-16 * yy:   # keep H positive definite
             steps, changes = (steps + [s])[-self.memory:], (changes + [y])[-self.memory:]
         state = replace(state, steps=steps, changes=changes, loss=loss, grads=grads)
-        if largest <= self.gtol:
+        # The budget first, as scikit-learn's L-BFGS-B: an iteration that uses up
+        # max_fun stops on it (not converged, a ConvergenceWarning) even when
+        # it also meets a convergence test.
+        if state.n_fun >= self.max_fun:
+            state = replace(state, stop=f"max_fun ({self.max_fun}) loss evaluations reached",
+                            converged=False)
+        elif largest <= self.gtol:
             state = replace(state, stop="the largest gradient entry is at most gtol (tol)",
                             converged=True)
         elif (f0 - f) / max(abs(f0), abs(f), 1.0) <= self.ftol:
             state = replace(state, stop="the relative reduction of the loss is at most ftol",
                             converged=True)
-        elif state.n_fun >= self.max_fun:
-            state = replace(state, stop=f"max_fun ({self.max_fun}) loss evaluations reached",
-                            converged=False)
         return new_params, state, loss0
 
     def _line_search(self, objective, params, direction, f0, slope, step, state):

@@ -183,6 +183,7 @@ class _Run:
     check_convergence: bool
     on_epoch: Any
     first_epoch: int
+    max_iter: int = 0
 
 
 def step_function(network: Network, solver: Solver, alpha: float, n_outputs: int):
@@ -449,7 +450,8 @@ class Trainer:
         first_epoch = self.call_start = len(self.loss_curve)
         self.state = self.solver.begin_fit(self.state)
         run = _Run(source, validation, rng, batch_size, shuffle, tol, n_iter_no_change,
-                   stop_on_validation, verbose, check_convergence, on_epoch, first_epoch)
+                   stop_on_validation, verbose, check_convergence, on_epoch, first_epoch,
+                   max_iter)
         # Where the last recorded epoch began: for full-batch descent, the point
         # at which the last finite loss was measured.
         self._previous = _Snapshot(list(self.params), self.state, self.samples_seen,
@@ -647,7 +649,7 @@ class Trainer:
             raise self._diverged(loss)
         if not params_finite:
             epoch.before.restore(self, run.rng)
-            raise self._diverged(loss)
+            raise self._diverged(loss, weights=True)
         self.params, self.state, self.samples_seen = epoch.params, epoch.ended, epoch.seen
         run.rng.bit_generator.state = epoch.rng
         self._previous = epoch.before
@@ -670,7 +672,12 @@ class Trainer:
         if not self.solver.uses_stopping_rule:
             stopped = self.solver.stop_reason(self.state)
             if stopped is not None:
-                return self._solver_stopped(*stopped, run.first_epoch, run.verbose)
+                why, converged = stopped
+                if converged and len(self.loss_curve) - run.first_epoch >= run.max_iter:
+                    # Its last allowed iteration: max_iter stops it first, as in
+                    # scikit-learn's L-BFGS-B (a ConvergenceWarning).
+                    why, converged = f"max_iter ({run.max_iter}) iterations reached", False
+                return self._solver_stopped(why, converged, run.first_epoch, run.verbose)
             return _GO_ON
         if not self._should_stop(run.tol, run.n_iter_no_change,
                                  score if run.stop_on_validation else None):
@@ -721,10 +728,13 @@ class Trainer:
             convergence_warning(), stacklevel=4)
         return False
 
-    def _diverged(self, loss):
+    def _diverged(self, loss, weights=False):
+        what = (f"the solver produced non-finite parameter weights (the loss was {loss}); "
+                f"the input data may contain large values and need to be preprocessed"
+                if weights else f"the loss became {loss}")
         return TrainingDivergedError(
-            f"Training diverged at epoch {len(self.loss_curve) + 1}: the loss became "
-            f"{loss}. The weights of the last epoch with a finite loss were kept. "
+            f"Training diverged at epoch {len(self.loss_curve) + 1}: {what}. The weights of "
+            f"the last epoch with a finite loss were kept. "
             f"{self._rate_advice('standardise X and y')}."
         )
 
