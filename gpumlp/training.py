@@ -43,7 +43,45 @@ with the monotone test, :mod:`gpumlp.step_size`). Otherwise training stops
 after ``max_iter`` epochs with a ``ConvergenceWarning``. (Before issue 12 it
 stopped after exactly ``n_iter_no_change`` epochs, one early.)
 ``partial_fit`` counts the same way and adapts the rate, but never stops
-early. L-BFGS has its own criteria instead (:class:`gpumlp.solvers.LBFGS`):
+early.
+
+The stopping rule for gd
+------------------------
+scikit-learn's rule above measures an epoch's fall of the loss in the loss's
+own units, and an epoch of Adam is ``n / batch_size`` steps where an epoch
+of full-batch descent (``"gd"``) is one: the same ``tol`` stopped gd after
+100-200 epochs, far from converged, and means nothing once y is rescaled.
+So for ``"gd"`` an epoch's progress is a fraction of the loss
+(:meth:`gpumlp.solvers.Solver.progress`), and the epoch improves when that
+fraction is above ``tol``:
+
+* With ``learning_rate_init="auto"``, the decrease the *next* step is
+  expected to make. Along ``p - t g`` the loss is, to second order,
+  ``f(t) = f - t |g|**2 + t**2 c |g|**2 / 2`` with ``c = g.H g / |g|**2``
+  the curvature along the gradient, lowest at ``t = 1 / c``, where it lies
+  ``|g|**2 / (2 c)`` below ``f``. The rule already has ``1 / c``: its next
+  rate is the inverse of the curvature it just measured (Barzilai-Borwein
+  after a step taken, the parabola's minimiser after one refused;
+  :mod:`gpumlp.step_size`). So the measure is ``0.5 * rate * |g|**2 / f``,
+  from three numbers the solver reads anyway: no extra host read. It is
+  scale-free (``|g|**2`` scales as ``f**2``, ``c`` as ``f``), and it stays
+  large while a flat stretch is crossed (there the rate is long), where
+  the loss's own fall per epoch is small.
+* At a fixed rate, the fall of the best loss that the epoch's step achieved,
+  ``(best - f) / f``.
+
+Training stops when more than ``n_iter_no_change`` consecutive epochs were
+not progress, so that each of the last steps was expected to gain at most
+``tol`` of the loss: ``K`` more steps would gain about ``K * tol`` of it at
+most while the gains keep shrinking (``tests/test_stopping.py`` checks
+that 1000 more epochs gain at most 10% at ``tol=1e-4``). A loss that
+falls towards 0 (data without noise) keeps its relative progress and
+trains to ``max_iter`` with a ``ConvergenceWarning``: it has not converged
+in this sense. ``max_iter="auto"`` gives gd 5000 steps
+(:data:`gpumlp.estimator.GD_MAX_ITER`). ``"sgd"`` and ``"adam"`` keep
+scikit-learn's rule, so that they stop at scikit-learn's epoch
+(``tests/test_parity.py``); with early stopping every solver stops on the
+validation R², already scale-free. L-BFGS has its own criteria instead (:class:`gpumlp.solvers.LBFGS`):
 one epoch is one of its iterations. A call that ends by the rule or after
 ``max_iter`` epochs leaves the parameters where the solver says
 (:meth:`gpumlp.solvers.Solver.end_fit`): where training stands, or for
