@@ -81,8 +81,12 @@ in this sense. ``max_iter="auto"`` gives gd 5000 steps
 (:data:`gpumlp.estimator.GD_MAX_ITER`). ``"sgd"`` and ``"adam"`` keep
 scikit-learn's rule, so that they stop at scikit-learn's epoch
 (``tests/test_parity.py``); with early stopping every solver stops on the
-validation R², already scale-free. L-BFGS has its own criteria instead (:class:`gpumlp.solvers.LBFGS`):
-one epoch is one of its iterations. A call that ends by the rule or after
+validation R², already scale-free.
+
+L-BFGS has its own criteria instead (:class:`gpumlp.solvers.LBFGS`): one
+epoch is one of its iterations, and one that meets a convergence test on
+the iteration that reaches ``max_iter`` stopped on the budget (a
+``ConvergenceWarning``, as scikit-learn's L-BFGS-B). A call that ends by the rule or after
 ``max_iter`` epochs leaves the parameters where the solver says
 (:meth:`gpumlp.solvers.Solver.end_fit`): where training stands, or for
 ``"auto"`` the accepted point of lowest loss (its state stays where the
