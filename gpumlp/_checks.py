@@ -191,13 +191,26 @@ def _check_number(name, value, low, high=None, low_open=False, integer=False):
         what = "an integer" if integer else "a number"
         raise TypeError(f"{name} must be {what}, got {value!r}.")
     too_low = value <= low if low_open else value < low
-    # An integer is finite however large (math.isfinite would overflow on it).
-    infinite = not integer and not math.isfinite(value)
+    # An integer is finite however large; for a real one, an int beyond a float
+    # (10**400) is as unusable as infinity (math.isfinite would overflow on it).
+    infinite = not integer and not _is_finite_real(value)
     if too_low or (high is not None and value > high) or infinite:
         bound = f"> {low}" if low_open else f">= {low}"
         if high is not None:
             bound += f" and <= {high}"
-        raise ValueError(f"{name} must be {bound}, got {value!r}.")
+        if infinite and not too_low:
+            bound = f"a finite number {bound}"
+        shown = repr(value)
+        if len(shown) > 40:   # an int of hundreds of digits
+            shown = f"{shown[:12]}... ({len(shown)} digits)"
+        raise ValueError(f"{name} must be {bound}, got {shown}.")
+
+
+def _is_finite_real(value):
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def check_sample_weight(sample_weight, n_samples):

@@ -155,6 +155,14 @@ def test_integers_beyond_int64_are_accepted_as_in_sklearn(params):
                             v != "gd"})._validate_params()
 
 
+@pytest.mark.parametrize("name", ["alpha", "learning_rate_init", "power_t", "tol", "epsilon"])
+def test_a_real_parameter_beyond_a_float_is_refused_as_not_finite(name):
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number >.* \(401 digits\)"):
+        net(**{name: 10**400}).fit(X, Y)
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number >.* got inf"):
+        net(**{name: math.inf}).fit(X, Y)
+
+
 def test_invscaling_rate_underflows_to_zero_instead_of_raising():
     # Exactly the old expression where it is a float.
     assert inverse_scaling(0.01, 99, 0.5) == 0.01 / 100.0 ** 0.5
