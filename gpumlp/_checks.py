@@ -23,12 +23,16 @@ __all__ = ["check_dtype_limits", "check_eval_set", "check_feature_names", "check
            "resolve_dtype"]
 
 
+def _check_not_meta(x, name):
+    if getattr(x, "is_meta", False) is True:
+        raise ValueError(
+            f"{name} is a PyTorch tensor on the 'meta' device, which has a shape but "
+            f"no values; create it on a device that holds data ('cpu', 'cuda').")
+
+
 def _as_array(x, name):
     if aac.is_array_api_obj(x) and not aac.is_numpy_array(x):
-        if getattr(x, "is_meta", False):
-            raise ValueError(
-                f"{name} is a PyTorch tensor on the 'meta' device, which has a shape but "
-                f"no values; create it on a device that holds data ('cpu', 'cuda').")
+        _check_not_meta(x, name)
         return x
     if hasattr(x, "tocsr") or hasattr(x, "toarray"):
         raise TypeError(
@@ -222,6 +226,7 @@ def check_sample_weight(sample_weight, n_samples):
         If the weights are not one number per row, are negative, NaN or
         infinite, or are all zero.
     """
+    _check_not_meta(sample_weight, "sample_weight")
     weights = to_numpy(sample_weight) if aac.is_array_api_obj(sample_weight) else sample_weight
     try:
         weights = np.asarray(weights, dtype=np.float64)

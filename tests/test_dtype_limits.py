@@ -250,6 +250,8 @@ def test_a_meta_tensor_is_refused_at_the_boundary():
     meta = torch.empty((40, 3), device="meta")
     with pytest.raises(ValueError, match="'meta' device"):
         net().fit(meta, Y)
+    with pytest.raises(ValueError, match="sample_weight is a PyTorch tensor on the 'meta'"):
+        net().fit(X, Y, sample_weight=torch.empty(40, device="meta"))
     model = fit(net())
     with pytest.raises(ValueError, match="'meta' device"):
         model.predict(meta)
