@@ -11,16 +11,18 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from dataclasses import dataclass
+from typing import Any
 
 import array_api_compat as aac
 import numpy as np
 
 from .devices import Device, to_numpy
 
-__all__ = ["check_dtype_limits", "check_eval_set", "check_feature_names", "check_n_features",
-           "check_non_negative", "check_params", "check_sample_weight",
-           "check_validation_fraction", "check_X", "check_y", "feature_names",
-           "resolve_dtype"]
+__all__ = ["DataSummary", "check_dtype_limits", "check_eval_set", "check_feature_names",
+           "check_n_features", "check_non_negative", "check_params", "check_sample_weight",
+           "check_validation_fraction", "check_X", "check_y", "column_peaks",
+           "feature_names", "resolve_dtype"]
 
 
 def _check_not_meta(x, name):
@@ -456,8 +458,12 @@ def _dtype_advice(dtype, fits_float64):
     return ""
 
 
-def _column_peaks(a):
-    """Each column's largest magnitude, as float64 NumPy (one small host read)."""
+def column_peaks(a):
+    """Each column's largest magnitude, as float64 NumPy (one small host read).
+
+    ``a``: an array of any namespace, of shape (n,) (one column) or (n, k).
+    Run on Dask workers too, chunk by chunk (see :func:`check_dtype_limits`).
+    """
     xp = aac.array_namespace(a)
     a2 = xp.reshape(a, (a.shape[0], -1)) if a.ndim != 2 else a
     if a2.dtype == xp.bool:
@@ -468,13 +474,13 @@ def _column_peaks(a):
     return np.maximum(np.abs(highs), np.abs(lows))
 
 
-def _check_values(name, a, dtype, ceiling, reason, fix):
+def _check_values(name, peaks, dtype, ceiling, reason, fix):
     """Refuse values above ``ceiling(dtype)``, or columns that lose their precision in ``dtype``.
 
+    ``peaks``: each column's largest magnitude (:func:`column_peaks`);
     ``ceiling`` maps a dtype name to the largest magnitude allowed in it;
     ``reason`` says where that limit comes from.
     """
-    peaks = _column_peaks(a)
     largest = float(peaks.max())
     if largest > ceiling(dtype):
         raise ValueError(
@@ -483,7 +489,7 @@ def _check_values(name, a, dtype, ceiling, reason, fix):
     small = (peaks > 0) & (peaks < _floor(dtype))
     if small.any():
         column = int(np.argmax(small))
-        where = f"column {column} of {name}" if a.ndim == 2 and a.shape[1] > 1 else name
+        where = f"column {column} of {name}" if peaks.shape[0] > 1 else name
         raise ValueError(
             f"{where} holds nothing larger than {peaks[column]:.3g}, below {_floor(dtype):.3g} "
             f"({dtype}'s smallest normal number over its epsilon): its values lose their "
@@ -497,7 +503,8 @@ def _floor(dtype):
     return tiny / eps
 
 
-def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="") -> None:
+def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="",
+                       held=None) -> None:
     """The one check, before training, of every number that enters the training dtype.
 
     Parameters
@@ -511,11 +518,13 @@ def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="")
     X : array, shape (n_samples, n_features), optional
     y : array, shape (n_samples,) or (n_samples, n_outputs), optional
         As the estimator trains on them (after a StandardizedRegressor's
-        scaling). Skipped for dask arrays, whose chunks are not read here
-        (the workers check them for NaN and infinity only).
+        scaling).
     sample_weight : float64 NumPy array, shape (n_samples,), optional
     where : str
         Prefix for the arrays' names in messages (``"eval_set's "``).
+    held : DataSummary, optional
+        Instead of ``X``, ``y`` and ``sample_weight``: the same figures for
+        data held elsewhere (Dask chunks, summarised on the workers).
 
     Raises
     ------
@@ -543,11 +552,9 @@ def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="")
                 f"it loses its precision or becomes 0 in {dtype}, and "
                 f"{'no step is taken' if name != 'epsilon' else 'Adam may divide by 0'}. "
                 f"Pass a larger {name}.{_dtype_advice(dtype, value >= tiny64)}")
-    total = None
-    if sample_weight is not None:
-        weights = np.asarray(sample_weight, dtype=np.float64)
-        with np.errstate(over="ignore"):
-            total = float(np.sum(weights))
+    data = held if held is not None else DataSummary.of(X, y, sample_weight)
+    total, peak = data.weight_total, data.weight_peak
+    if total is not None:
         if total > big:
             raise ValueError(
                 f"{where}sample_weight adds up to "
@@ -556,7 +563,6 @@ def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="")
                 f"number ({big:.3g}); the loss divides by that sum. Divide every weight by "
                 f"one constant (only the L2 penalty's weight changes: alpha is divided by "
                 f"the sum).{_dtype_advice(dtype, total <= big64)}")
-        peak = float(weights.max())
         if peak < _floor(dtype):
             raise ValueError(
                 f"{where}sample_weight holds nothing larger than {peak:.3g}, below "
@@ -566,18 +572,74 @@ def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="")
                 f"divided by the sum).{_dtype_advice(dtype, peak >= _floor('float64'))}")
     standardise = ("Standardise it (gpumlp.StandardizedRegressor, the command line's "
                    "default)")
-    if X is not None and not aac.is_dask_array(X):
-        _check_values(f"{where}X", X, dtype, lambda d: math.sqrt(_limits(d)[0]),
+    if data.X_peaks is not None:
+        _check_values(f"{where}X", data.X_peaks, dtype, lambda d: math.sqrt(_limits(d)[0]),
                       "one gradient step puts the square of X into the first layer's "
                       "pre-activations (the limit is the square root of the largest number)",
                       standardise)
-    if y is not None and not aac.is_dask_array(y):
-        n_outputs = 1 if y.ndim == 1 else y.shape[1]
-        weight = y.shape[0] if total is None else total
+    if data.y_peaks is not None:
+        n_outputs = data.y_peaks.shape[0]
+        weight = data.n_rows if total is None else total
         rows = f"{weight:g} rows" if total is None else f"weights adding up to {weight:.3g}"
-        _check_values(f"{where}y", y, dtype,
+        _check_values(f"{where}y", data.y_peaks, dtype,
                       # Each squared error must be finite too: at least one row's worth.
                       lambda d: math.sqrt(_limits(d)[0] / max(weight * n_outputs, 1.0)) / 2,
                       f"the loss adds up the squared errors, up to (2 y)**2, of {rows} and "
                       f"{n_outputs} output(s), and the sum must stay below the largest number",
                       standardise)
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What :func:`check_dtype_limits` needs of the data: a few numbers per column.
+
+    Attributes
+    ----------
+    X_peaks, y_peaks : float64 arrays, shape (n_features,) and (n_outputs,), or None
+        Each column's largest magnitude.
+    n_rows : int
+    weight_total, weight_peak : float or None
+        The sum and the largest of the sample weights (None without them).
+    """
+
+    X_peaks: Any = None
+    y_peaks: Any = None
+    n_rows: int = 0
+    weight_total: float | None = None
+    weight_peak: float | None = None
+
+    @classmethod
+    def of(cls, X=None, y=None, sample_weight=None) -> DataSummary:
+        """The summary of arrays in this process (dask arrays are left out)."""
+        total = peak = None
+        if sample_weight is not None:
+            weights = np.asarray(sample_weight, dtype=np.float64)
+            with np.errstate(over="ignore"):
+                total = float(np.sum(weights))
+            peak = float(weights.max())
+        in_memory = [a is not None and not aac.is_dask_array(a) for a in (X, y)]
+        n_rows = next((a.shape[0] for a, here in zip((X, y), in_memory) if here), 0)
+        return cls(column_peaks(X) if in_memory[0] else None,
+                   column_peaks(y) if in_memory[1] else None, n_rows, total, peak)
+
+    @classmethod
+    def of_chunks(cls, client, X_blocks, y_blocks, w_blocks, n_rows) -> DataSummary:
+        """The summary of row chunks held on Dask workers (futures), each summarised there."""
+        def peaks(blocks):
+            return np.max(client.gather([client.submit(column_peaks, block, pure=False)
+                                         for block in blocks]), axis=0)
+
+        total = peak = None
+        if w_blocks is not None:
+            sums = client.gather([client.submit(_weight_sum, block, pure=False)
+                                  for block in w_blocks])
+            with np.errstate(over="ignore"):
+                total = float(np.sum(sums))
+            peak = float(peaks(w_blocks)[0])
+        return cls(peaks(X_blocks), peaks(y_blocks), n_rows, total, peak)
+
+
+def _weight_sum(w):
+    """On a worker: a chunk's sum of weights, in float64."""
+    with np.errstate(over="ignore"):
+        return float(np.sum(np.asarray(to_numpy(w), dtype=np.float64)))

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import fastpath, kernels
 from ._checks import (
+    DataSummary,
     check_dtype_limits,
     check_eval_set,
     check_feature_names,
@@ -420,8 +421,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if source is None:
             check_dtype_limits(self, dtype, X, y, sample_weight)
             n_features, n_outputs = X.shape[1], 1 if y.ndim == 1 else y.shape[1]
-        else:   # a dask array's chunks are not read here (the workers check finiteness)
-            check_dtype_limits(self, dtype)
+        else:   # summarised on the workers that hold the chunks
+            check_dtype_limits(self, dtype, held=DataSummary.of_chunks(
+                source.client, source.X, source.y, source.w, source.n_samples))
             n_features, n_outputs = source.n_features, source.n_outputs
         layer_sizes = [n_features, *hidden, n_outputs]
         network_bytes = _network_bytes(layer_sizes, dtype)

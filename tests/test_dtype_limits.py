@@ -323,3 +323,36 @@ def test_out_of_memory_blames_the_larger_of_network_and_data(monkeypatch, hidden
     with pytest.raises(MemoryError, match=blamed) as caught:
         net(hidden_layer_sizes=hidden).fit(X, Y)
     assert "GiB" in str(caught.value) and "out of device memory" in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.mark.parametrize("case", ["weights-subnormal", "X-tiny-float32", "y-huge-float32",
+                                  "X-huge"])
+def test_dask_chunks_are_held_to_the_same_limits(dask_client, case):
+    """The same figures, summarised on the workers, give the same refusal."""
+    da = pytest.importorskip("dask.array")
+    dtype, params, data, match, _ = CASES[case]
+    data = dict(data)
+    X_fit, y_fit = data.pop("X", X), data.pop("y", Y)
+    weights = data.pop("sample_weight", None)
+    chunked = dict(X=da.from_array(X_fit, chunks=(15, 3)), y=da.from_array(y_fit, chunks=15))
+    if weights is not None:
+        chunked["sample_weight"] = da.from_array(weights, chunks=15)
+    with pytest.raises(ValueError, match=match):
+        net(dtype=dtype, **params).fit(chunked.pop("X"), chunked.pop("y"), **chunked,
+                                       client=dask_client)
+    # Within the limits, the same chunks train.
+    fit(net(dtype=dtype), da.from_array(X, chunks=(15, 3)), da.from_array(Y, chunks=15),
+        client=dask_client)
