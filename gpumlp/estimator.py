@@ -520,6 +520,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             validation = ChunkSource.from_arrays(X_val, y_val, client, name, source.n_features,
                                                  non_negative=self.loss == "poisson")
             validation.dtype = dtype
+            check_dtype_limits(self, dtype, where="eval_set's ", held=DataSummary.of_chunks(
+                validation.client, validation.X, validation.y, None, validation.n_samples))
         else:
             X_val = check_X(X_val, name, n_features=source.n_features)
             y_val = check_y(y_val, X_val.shape[0], name)

@@ -353,6 +353,11 @@ def test_dask_chunks_are_held_to_the_same_limits(dask_client, case):
     with pytest.raises(ValueError, match=match):
         net(dtype=dtype, **params).fit(chunked.pop("X"), chunked.pop("y"), **chunked,
                                        client=dask_client)
+    if case == "X-huge":   # an eval_set's chunks too
+        with pytest.raises(ValueError, match="eval_set's X holds values up to"):
+            net().fit(da.from_array(X, chunks=(15, 3)), da.from_array(Y, chunks=15),
+                      eval_set=(da.from_array(X_fit, chunks=(15, 3)),
+                                da.from_array(Y, chunks=15)), client=dask_client)
     # Within the limits, the same chunks train.
     fit(net(dtype=dtype), da.from_array(X, chunks=(15, 3)), da.from_array(Y, chunks=15),
         client=dask_client)
