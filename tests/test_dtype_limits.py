@@ -361,3 +361,4 @@ def test_dask_chunks_are_held_to_the_same_limits(dask_client, case):
     # Within the limits, the same chunks train.
     fit(net(dtype=dtype), da.from_array(X, chunks=(15, 3)), da.from_array(Y, chunks=15),
         client=dask_client)
+
