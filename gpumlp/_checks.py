@@ -624,22 +624,26 @@ class DataSummary:
 
     @classmethod
     def of_chunks(cls, client, X_blocks, y_blocks, w_blocks, n_rows) -> DataSummary:
-        """The summary of row chunks held on Dask workers (futures), each summarised there."""
-        def peaks(blocks):
-            return np.max(client.gather([client.submit(column_peaks, block, pure=False)
-                                         for block in blocks]), axis=0)
+        """The summary of row chunks held on Dask workers (futures), each summarised there.
 
+        One task per chunk, all gathered at once.
+        """
+        weights = w_blocks if w_blocks is not None else [None] * len(X_blocks)
+        parts = client.gather([client.submit(_chunk_summary, x, y, w, pure=False)
+                               for x, y, w in zip(X_blocks, y_blocks, weights)])
         total = peak = None
         if w_blocks is not None:
-            sums = client.gather([client.submit(_weight_sum, block, pure=False)
-                                  for block in w_blocks])
             with np.errstate(over="ignore"):
-                total = float(np.sum(sums))
-            peak = float(peaks(w_blocks)[0])
-        return cls(peaks(X_blocks), peaks(y_blocks), n_rows, total, peak)
+                total = float(np.sum([part[2] for part in parts]))
+            peak = float(max(part[3] for part in parts))
+        return cls(np.max([part[0] for part in parts], axis=0),
+                   np.max([part[1] for part in parts], axis=0), n_rows, total, peak)
 
 
-def _weight_sum(w):
-    """On a worker: a chunk's sum of weights, in float64."""
+def _chunk_summary(X, y, w):
+    """On a worker: one chunk's column peaks of X and y, and its weights' sum and largest."""
+    if w is None:
+        return column_peaks(X), column_peaks(y), None, None
+    w = np.asarray(to_numpy(w), dtype=np.float64)
     with np.errstate(over="ignore"):
-        return float(np.sum(np.asarray(to_numpy(w), dtype=np.float64)))
+        return column_peaks(X), column_peaks(y), float(np.sum(w)), float(w.max())
