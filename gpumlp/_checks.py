@@ -8,6 +8,7 @@ frames, memory maps) goes through ``numpy.asarray`` first.
 
 from __future__ import annotations
 
+import datetime
 import math
 import numbers
 import warnings
@@ -32,6 +33,10 @@ def _check_not_meta(x, name):
             f"no values; create it on a device that holds data ('cpu', 'cuda').")
 
 
+#: Python's and NumPy's dates and durations, which NumPy would turn into ticks.
+_DATES = (np.datetime64, np.timedelta64, datetime.date, datetime.timedelta)
+
+
 def _as_array(x, name):
     if aac.is_array_api_obj(x) and not aac.is_numpy_array(x):
         _check_not_meta(x, name)
@@ -52,6 +57,10 @@ def _as_array(x, name):
         # numbers): raw ticks since an epoch are no feature anyone meant.
         raise TypeError(
             f"{name} contains non-numeric values (dtype {arr.dtype}: dates or durations). "
+            f"Encode or drop those entries before fitting.")
+    if arr.dtype.kind == "O" and any(isinstance(v, _DATES) for v in arr.flat):
+        raise TypeError(
+            f"{name} contains non-numeric values (dates or durations, as objects). "
             f"Encode or drop those entries before fitting.")
     if arr.dtype.kind not in "biuf":
         try:
@@ -232,7 +241,7 @@ def check_sample_weight(sample_weight, n_samples):
     weights = to_numpy(sample_weight) if aac.is_array_api_obj(sample_weight) else sample_weight
     try:
         weights = np.asarray(weights, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:   # OverflowError: 10**400
         raise ValueError(f"sample_weight must be numbers, one per row: {exc}") from None
     if weights.ndim == 0:
         weights = np.full(n_samples, float(weights))

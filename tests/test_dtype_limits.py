@@ -329,7 +329,7 @@ def test_out_of_memory_blames_the_larger_of_network_and_data(monkeypatch, hidden
 def dask_client():
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                       dashboard_address=None)
+                                       dashboard_address=":0")
     client = distributed.Client(cluster)
     try:
         yield client
@@ -362,3 +362,31 @@ def test_dask_chunks_are_held_to_the_same_limits(dask_client, case):
     fit(net(dtype=dtype), da.from_array(X, chunks=(15, 3)), da.from_array(Y, chunks=15),
         client=dask_client)
 
+
+
+def test_dates_as_objects_are_refused_too():
+    dates = np.array([[np.datetime64("2020-01-01"), 1.0]] * 40, dtype=object)
+    with pytest.raises(TypeError, match="dates or durations, as objects"):
+        net().fit(dates, Y)
+
+
+def test_weights_beyond_any_float_are_refused_clearly():
+    with pytest.raises(ValueError, match="sample_weight must be numbers"):
+        net().fit(X, Y, sample_weight=[10**400] * 40)
+
+
+@pytest.mark.parametrize("kind, factor", [("float64", 1e300), ("float32", 1e20)])
+def test_r2_is_exact_under_power_of_two_scaling_and_never_overflows(kind, factor):
+    from gpumlp.metrics import r2_score
+
+    y_pred = Y + RNG.normal(size=40) * 0.1
+    y, p = Y.astype(kind), y_pred.astype(kind)
+    reference = float(r2_score(y, p))
+    # Dividing by powers of two is exact: the same score to the last bit.
+    assert float(r2_score(y * 2.0**60, p * 2.0**60)) == reference
+    # Beyond sqrt of the largest number the squares used to overflow (NaN).
+    big_score = float(r2_score((Y * factor).astype(kind), (y_pred * factor).astype(kind)))
+    # Scaling by `factor` rounds y and y_pred (eps each); their difference,
+    # about a twentieth of |y|, then carries about 20 eps, squared twice that.
+    eps = float(np.finfo(kind).eps)
+    assert big_score == pytest.approx(reference, abs=100 * eps)
