@@ -18,6 +18,7 @@ import numpy as np
 
 from . import fastpath, kernels
 from ._checks import (
+    DataSummary,
     check_dtype_limits,
     check_eval_set,
     check_feature_names,
@@ -420,8 +421,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if source is None:
             check_dtype_limits(self, dtype, X, y, sample_weight)
             n_features, n_outputs = X.shape[1], 1 if y.ndim == 1 else y.shape[1]
-        else:   # a dask array's chunks are not read here (the workers check finiteness)
-            check_dtype_limits(self, dtype)
+        else:   # summarised on the workers that hold the chunks
+            check_dtype_limits(self, dtype, held=DataSummary.of_chunks(
+                source.client, source.X, source.y, source.w, source.n_samples))
             n_features, n_outputs = source.n_features, source.n_outputs
         layer_sizes = [n_features, *hidden, n_outputs]
         network_bytes = _network_bytes(layer_sizes, dtype)
@@ -518,6 +520,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             validation = ChunkSource.from_arrays(X_val, y_val, client, name, source.n_features,
                                                  non_negative=self.loss == "poisson")
             validation.dtype = dtype
+            check_dtype_limits(self, dtype, where="eval_set's ", held=DataSummary.of_chunks(
+                validation.client, validation.X, validation.y, None, validation.n_samples))
         else:
             X_val = check_X(X_val, name, n_features=source.n_features)
             y_val = check_y(y_val, X_val.shape[0], name)

@@ -155,6 +155,14 @@ def test_integers_beyond_int64_are_accepted_as_in_sklearn(params):
                             v != "gd"})._validate_params()
 
 
+@pytest.mark.parametrize("name", ["alpha", "learning_rate_init", "power_t", "tol", "epsilon"])
+def test_a_real_parameter_beyond_a_float_is_refused_as_not_finite(name):
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number >.* \(401 digits\)"):
+        net(**{name: 10**400}).fit(X, Y)
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number >.* got inf"):
+        net(**{name: math.inf}).fit(X, Y)
+
+
 def test_invscaling_rate_underflows_to_zero_instead_of_raising():
     # Exactly the old expression where it is a float.
     assert inverse_scaling(0.01, 99, 0.5) == 0.01 / 100.0 ** 0.5
@@ -242,6 +250,8 @@ def test_a_meta_tensor_is_refused_at_the_boundary():
     meta = torch.empty((40, 3), device="meta")
     with pytest.raises(ValueError, match="'meta' device"):
         net().fit(meta, Y)
+    with pytest.raises(ValueError, match="sample_weight is a PyTorch tensor on the 'meta'"):
+        net().fit(X, Y, sample_weight=torch.empty(40, device="meta"))
     model = fit(net())
     with pytest.raises(ValueError, match="'meta' device"):
         model.predict(meta)
@@ -313,3 +323,70 @@ def test_out_of_memory_blames_the_larger_of_network_and_data(monkeypatch, hidden
     with pytest.raises(MemoryError, match=blamed) as caught:
         net(hidden_layer_sizes=hidden).fit(X, Y)
     assert "GiB" in str(caught.value) and "out of device memory" in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                       dashboard_address=":0")
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.mark.parametrize("case", ["weights-subnormal", "X-tiny-float32", "y-huge-float32",
+                                  "X-huge"])
+def test_dask_chunks_are_held_to_the_same_limits(dask_client, case):
+    """The same figures, summarised on the workers, give the same refusal."""
+    da = pytest.importorskip("dask.array")
+    dtype, params, data, match, _ = CASES[case]
+    data = dict(data)
+    X_fit, y_fit = data.pop("X", X), data.pop("y", Y)
+    weights = data.pop("sample_weight", None)
+    chunked = dict(X=da.from_array(X_fit, chunks=(15, 3)), y=da.from_array(y_fit, chunks=15))
+    if weights is not None:
+        chunked["sample_weight"] = da.from_array(weights, chunks=15)
+    with pytest.raises(ValueError, match=match):
+        net(dtype=dtype, **params).fit(chunked.pop("X"), chunked.pop("y"), **chunked,
+                                       client=dask_client)
+    if case == "X-huge":   # an eval_set's chunks too
+        with pytest.raises(ValueError, match="eval_set's X holds values up to"):
+            net().fit(da.from_array(X, chunks=(15, 3)), da.from_array(Y, chunks=15),
+                      eval_set=(da.from_array(X_fit, chunks=(15, 3)),
+                                da.from_array(Y, chunks=15)), client=dask_client)
+    # Within the limits, the same chunks train.
+    fit(net(dtype=dtype), da.from_array(X, chunks=(15, 3)), da.from_array(Y, chunks=15),
+        client=dask_client)
+
+
+
+def test_dates_as_objects_are_refused_too():
+    dates = np.array([[np.datetime64("2020-01-01"), 1.0]] * 40, dtype=object)
+    with pytest.raises(TypeError, match="dates or durations, as objects"):
+        net().fit(dates, Y)
+
+
+def test_weights_beyond_any_float_are_refused_clearly():
+    with pytest.raises(ValueError, match="sample_weight must be numbers"):
+        net().fit(X, Y, sample_weight=[10**400] * 40)
+
+
+@pytest.mark.parametrize("kind, factor", [("float64", 1e300), ("float32", 1e20)])
+def test_r2_is_exact_under_power_of_two_scaling_and_never_overflows(kind, factor):
+    from gpumlp.metrics import r2_score
+
+    y_pred = Y + RNG.normal(size=40) * 0.1
+    y, p = Y.astype(kind), y_pred.astype(kind)
+    reference = float(r2_score(y, p))
+    # Dividing by powers of two is exact: the same score to the last bit.
+    assert float(r2_score(y * 2.0**60, p * 2.0**60)) == reference
+    # Beyond sqrt of the largest number the squares used to overflow (NaN).
+    big_score = float(r2_score((Y * factor).astype(kind), (y_pred * factor).astype(kind)))
+    # Scaling by `factor` rounds y and y_pred (eps each); their difference,
+    # about a twentieth of |y|, then carries about 20 eps, squared twice that.
+    eps = float(np.finfo(kind).eps)
+    assert big_score == pytest.approx(reference, abs=100 * eps)
