@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import warnings
 
 import array_api_compat as aac
 import numpy as np
@@ -32,7 +33,12 @@ from ._checks import (
     resolve_dtype,
 )
 from ._fitrecord import fingerprint, start_record
-from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
+from ._sklearn_compat import (
+    BaseEstimator,
+    RegressorMixin,
+    convergence_warning,
+    not_fitted_error,
+)
 from .devices import Device, device_of, dtype_name, get_device, move, to_numpy
 from .initialization import as_generator, glorot_uniform
 from .losses import get_loss
@@ -502,6 +508,13 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             )
             if early_stopping and trainer.best_params is not None:
                 trainer.params = trainer.best_params
+            if self.learning_rate == "invscaling" and trainer.learning_rates and \
+                    trainer.learning_rates[-1] == 0.0 and self.solver in ("gd", "sgd"):
+                warnings.warn(
+                    f"The 'invscaling' learning rate underflowed to 0.0 "
+                    f"(learning_rate_init / (t + 1) ** power_t with power_t="
+                    f"{self.power_t:g}): the last epochs did not move the weights. "
+                    f"Pass a smaller power_t.", convergence_warning(), stacklevel=3)
         finally:
             self._store(trainer, device, input_device, y_was_1d, early_stopping,
                         validation is not None)

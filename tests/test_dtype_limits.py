@@ -169,7 +169,9 @@ def test_invscaling_rate_underflows_to_zero_instead_of_raising():
     assert inverse_scaling(0.01, 10**4, 100.0) == 0.0
     assert inverse_scaling(1e300, 10**4, 75.0) == pytest.approx(1e300 / 10001.0 ** 75,
                                                               rel=1e-12)
-    model = fit(net(solver="sgd", learning_rate="invscaling", power_t=1e10, max_iter=5))
+    model = net(solver="sgd", learning_rate="invscaling", power_t=1e10, max_iter=5)
+    with pytest.warns(Warning, match="'invscaling' learning rate underflowed to 0.0"):
+        model.fit(X, Y)
     assert model.learning_rates_[1:] == [0.0] * (model.n_iter_ - 1)
 
 
