@@ -420,13 +420,13 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             dtype = resolve_dtype(self.dtype, X)
             y_was_1d = y.ndim == 1
             source = None
-            self._fingerprint = fingerprint(X, y)
         if continuing and self.dtype is None:
             dtype = dtype_name(self.coefs_[0])
         device.check_dtype(dtype)
         if source is None:
             check_dtype_limits(self, dtype, X, y, sample_weight)
             n_features, n_outputs = X.shape[1], 1 if y.ndim == 1 else y.shape[1]
+            self._fingerprint = fingerprint(X, y)   # for the fit record (see _fitrecord)
         else:   # summarised on the workers that hold the chunks
             check_dtype_limits(self, dtype, held=DataSummary.of_chunks(
                 source.client, source.X, source.y, source.w, source.n_samples))
@@ -446,7 +446,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         except MemoryError as exc:
             # CuPy's OutOfMemoryError is a MemoryError too.
             n_rows = source.n_samples if source is not None else X.shape[0]
-            data_bytes = n_rows * (n_features + n_outputs + max(hidden)) * \
+            data_bytes = n_rows * (n_features + n_outputs + max(hidden, default=0)) * \
                 np.dtype(dtype).itemsize
             if network_bytes >= data_bytes:
                 raise MemoryError(
