@@ -805,7 +805,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
             return distributed.predict(self, X)
         check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
-        X = check_X(X, type(self).__name__, n_features=self.coefs_[0].shape[0])
+        X = check_X(X, type(self).__name__, n_features=self.coefs_[0].shape[0],
+                    purpose="predicting")
         device = self._resolve_device(X)
         dtype = dtype_name(self.coefs_[0])
         device.check_dtype(dtype)

@@ -275,8 +275,17 @@ def test_errors_say_before_fitting_never_before_training():
                             and "before training" in part.value:
                         found.append(f"{path.name}:{node.lineno}")
     assert not found
+    bad = np.where(X > 1, np.nan, X)
     with pytest.raises(ValueError, match="Remove or impute them before fitting"):
-        net().fit(np.where(X > 1, np.nan, X), Y)
+        net().fit(bad, Y)
+    # ... and "before predicting" or "scoring" where that is what is done.
+    model = fit(net())
+    with pytest.raises(ValueError, match="Remove or impute them before predicting"):
+        model.predict(bad)
+    with pytest.raises(ValueError, match="Remove or impute them before scoring"):
+        model.score(X, np.where(Y > 1, np.nan, Y))
+    with pytest.raises(ValueError, match="Remove or impute them before predicting"):
+        fit(StandardizedRegressor(net())).predict(bad)
 
 
 def test_a_minibatch_of_zero_weights_is_named_not_called_divergence():
