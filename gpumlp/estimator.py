@@ -509,12 +509,15 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             if early_stopping and trainer.best_params is not None:
                 trainer.params = trainer.best_params
             if self.learning_rate == "invscaling" and trainer.learning_rates and \
-                    trainer.learning_rates[-1] == 0.0 and self.solver in ("gd", "sgd"):
+                    trainer.learning_rates[-1] < np.finfo(dtype).tiny and \
+                    self.solver in ("gd", "sgd"):
                 warnings.warn(
-                    f"The 'invscaling' learning rate underflowed to 0.0 "
-                    f"(learning_rate_init / (t + 1) ** power_t with power_t="
-                    f"{self.power_t:g}): the last epochs did not move the weights. "
-                    f"Pass a smaller power_t.", convergence_warning(), stacklevel=3)
+                    f"The 'invscaling' learning rate underflowed to "
+                    f"{trainer.learning_rates[-1]:g}, below {dtype}'s smallest normal "
+                    f"number (learning_rate_init / (t + 1) ** power_t with power_t="
+                    f"{self.power_t:g}): the last epochs moved the weights by nothing "
+                    f"or by rounding. Pass a smaller power_t.", convergence_warning(),
+                    stacklevel=3)
         finally:
             self._store(trainer, device, input_device, y_was_1d, early_stopping,
                         validation is not None)
