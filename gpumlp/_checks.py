@@ -398,9 +398,15 @@ def check_params(est):
             raise ValueError(f"learning_rate_init must be 'auto' or a number > 0, "
                              f"got {est.learning_rate_init!r}.")
         _check_number("learning_rate_init", est.learning_rate_init, 0.0, low_open=True)
-    _check_number("max_iter", est.max_iter, 1, integer=True)
+    if not (isinstance(est.max_iter, str) and est.max_iter == "auto"):
+        if isinstance(est.max_iter, str):
+            raise ValueError(f"max_iter must be 'auto' or an int >= 1, got {est.max_iter!r}.")
+        _check_number("max_iter", est.max_iter, 1, integer=True)
     _check_number("tol", est.tol, 0.0)
-    _check_number("n_iter_no_change", est.n_iter_no_change, 1, integer=True)
+    if not (isinstance(est.n_iter_no_change, numbers.Real)
+            and not isinstance(est.n_iter_no_change, bool) and est.n_iter_no_change == math.inf):
+        # np.inf, as in scikit-learn: the stopping rule never fires.
+        _check_number("n_iter_no_change", est.n_iter_no_change, 1, integer=True)
     _check_number("momentum", est.momentum, 0.0, 1.0)
     _check_number("beta_1", est.beta_1, 0.0, 1.0)
     _check_number("beta_2", est.beta_2, 0.0, 1.0)

@@ -225,9 +225,13 @@ def test_validation_fraction_range_is_sklearns(fraction):
 def test_validation_fraction_zero_with_early_stopping_names_the_open_interval():
     with pytest.raises(ValueError, match=r"open interval \(0, 1\) with early_stopping"):
         net(validation_fraction=0.0, early_stopping=True).fit(X, Y)
-    # An eval_set replaces the held-out rows; partial_fit holds none out.
+    # An eval_set replaces the held-out rows.
     fit(net(validation_fraction=0.0, early_stopping=True), eval_set=(X, Y))
-    net(solver="sgd", validation_fraction=0.0, early_stopping=True).partial_fit(X, Y)
+    # partial_fit holds none out, and refuses early_stopping=True as scikit-learn's
+    # does (issue 21); without it, validation_fraction=0 is fine there.
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping"):
+        net(solver="sgd", validation_fraction=0.0, early_stopping=True).partial_fit(X, Y)
+    net(solver="sgd", validation_fraction=0.0).partial_fit(X, Y)
 
 
 @pytest.mark.parametrize("unit", ["datetime64[D]", "timedelta64[s]"])
