@@ -37,7 +37,7 @@ def _check_not_meta(x, name):
 _DATES = (np.datetime64, np.timedelta64, datetime.date, datetime.timedelta)
 
 
-def _as_array(x, name):
+def _as_array(x, name, purpose="fitting"):
     if aac.is_array_api_obj(x) and not aac.is_numpy_array(x):
         _check_not_meta(x, name)
         return x
@@ -57,11 +57,11 @@ def _as_array(x, name):
         # numbers): raw ticks since an epoch are no feature anyone meant.
         raise TypeError(
             f"{name} contains non-numeric values (dtype {arr.dtype}: dates or durations). "
-            f"Encode or drop those entries before fitting.")
+            f"Encode or drop those entries before {purpose}.")
     if arr.dtype.kind == "O" and any(isinstance(v, _DATES) for v in arr.flat):
         raise TypeError(
             f"{name} contains non-numeric values (dates or durations, as objects). "
-            f"Encode or drop those entries before fitting.")
+            f"Encode or drop those entries before {purpose}.")
     if arr.dtype.kind not in "biuf":
         try:
             arr = arr.astype(np.float64)
@@ -70,7 +70,7 @@ def _as_array(x, name):
             # bad value but a wrong kind of object.
             raise type(exc)(
                 f"{name} contains non-numeric values{_first_non_numeric(arr)}: {exc}. "
-                f"Encode or drop those entries before fitting."
+                f"Encode or drop those entries before {purpose}."
             ) from None
     return arr
 
@@ -110,7 +110,7 @@ def resolve_dtype(requested, x):
     return "float32" if x.dtype == xp.float32 else "float64"
 
 
-def _check_finite(x, name):
+def _check_finite(x, name, purpose="fitting"):
     xp = aac.array_namespace(x)
     finite = xp.isfinite(x)
     if bool(xp.all(finite)):
@@ -124,12 +124,14 @@ def _check_finite(x, name):
     parts += [f"{n_inf} infinity"] if n_inf else []
     raise ValueError(
         f"Input {name} contains {' and '.join(parts)} value(s), first at {place}. "
-        f"Remove or impute them before fitting."
+        f"Remove or impute them before {purpose}."
     )
 
 
-def check_X(X, estimator_name="MLPRegressor", n_features=None):
+def check_X(X, estimator_name="MLPRegressor", n_features=None, purpose="fitting"):
     """Validate a feature matrix; return it as a 2-D real array.
+
+    ``purpose`` ends the advice of a refusal (``"fitting"``, ``"predicting"``).
 
     Raises
     ------
@@ -141,7 +143,7 @@ def check_X(X, estimator_name="MLPRegressor", n_features=None):
     """
     if X is None:
         raise ValueError(f"{estimator_name} needs X, got None.")
-    X = _as_array(X, "X")
+    X = _as_array(X, "X", purpose)
     xp = aac.array_namespace(X)
     if X.ndim != 2:
         hint = (
@@ -164,7 +166,7 @@ def check_X(X, estimator_name="MLPRegressor", n_features=None):
             or X.dtype == xp.bool):
         raise ValueError(f"X must be real numbers, got dtype {X.dtype}.")
     if xp.isdtype(X.dtype, "real floating"):
-        _check_finite(X, "X")
+        _check_finite(X, "X", purpose)
     check_n_features(n_cols, n_features, estimator_name)
     return X
 
@@ -178,13 +180,13 @@ def check_n_features(n_cols, n_features, estimator_name="MLPRegressor"):
         )
 
 
-def check_y(y, n_samples, estimator_name="MLPRegressor"):
+def check_y(y, n_samples, estimator_name="MLPRegressor", purpose="fitting"):
     """Validate a target; return it as a 1-D or 2-D real array."""
     if y is None:
         raise ValueError(
             f"{estimator_name} requires y to be passed, but the target y is None."
         )
-    y = _as_array(y, "y")
+    y = _as_array(y, "y", purpose)
     xp = aac.array_namespace(y)
     if y.ndim not in (1, 2):
         raise ValueError(f"y must be 1-D or 2-D, got shape {tuple(y.shape)}.")
@@ -196,7 +198,7 @@ def check_y(y, n_samples, estimator_name="MLPRegressor"):
     if y.ndim == 2 and y.shape[1] < 1:
         raise ValueError("y has 0 outputs; pass at least one target column.")
     if xp.isdtype(y.dtype, "real floating"):
-        _check_finite(y, "y")
+        _check_finite(y, "y", purpose)
     return y
 
 

@@ -307,7 +307,7 @@ def _read_csv(path, wanted=None):
     return names, table
 
 
-def _check_finite(path, table, names):
+def _check_finite(path, table, names, purpose="fitting"):
     bad = ~np.isfinite(table)
     if not bad.any():
         return
@@ -318,7 +318,7 @@ def _check_finite(path, table, names):
                           f"{n_inf} infinite" if n_inf else "") if part)
     raise DataError(
         f"{path}: {counts} value(s); the first is in row {row + 1}, column "
-        f"{names[col]!r}. Remove or impute them before fitting."
+        f"{names[col]!r}. Remove or impute them before {purpose}."
     )
 
 
@@ -787,7 +787,7 @@ def read_features(path, feature_names, target_name=None, columns=None):
                             f"has shape {X.shape}.")
         if X.shape[0] == 0:
             raise DataError(f"{path} has 0 rows; it needs at least one.")
-    _check_finite(path, X, list(feature_names))
+    _check_finite(path, X, list(feature_names), "predicting")
     return X
 
 

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import warnings
 
 import array_api_compat as aac
 import numpy as np
@@ -32,7 +33,12 @@ from ._checks import (
     resolve_dtype,
 )
 from ._fitrecord import fingerprint, start_record
-from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
+from ._sklearn_compat import (
+    BaseEstimator,
+    RegressorMixin,
+    convergence_warning,
+    not_fitted_error,
+)
 from .devices import Device, device_of, dtype_name, get_device, move, to_numpy
 from .initialization import as_generator, glorot_uniform
 from .losses import get_loss
@@ -498,7 +504,6 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             dtype = resolve_dtype(self.dtype, X)
             y_was_1d = y.ndim == 1
             source = None
-            self._fingerprint = fingerprint(X, y)
             if not continuing:
                 _warn_if_unscaled(X, y, self.loss)
         if continuing and self.dtype is None:
@@ -507,6 +512,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if source is None:
             check_dtype_limits(self, dtype, X, y, sample_weight)
             n_features, n_outputs = X.shape[1], 1 if y.ndim == 1 else y.shape[1]
+            self._fingerprint = fingerprint(X, y)   # for the fit record (see _fitrecord)
         else:   # summarised on the workers that hold the chunks
             check_dtype_limits(self, dtype, held=DataSummary.of_chunks(
                 source.client, source.X, source.y, source.w, source.n_samples))
@@ -526,7 +532,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         except MemoryError as exc:
             # CuPy's OutOfMemoryError is a MemoryError too.
             n_rows = source.n_samples if source is not None else X.shape[0]
-            data_bytes = n_rows * (n_features + n_outputs + max(hidden)) * \
+            data_bytes = n_rows * (n_features + n_outputs + max(hidden, default=0)) * \
                 np.dtype(dtype).itemsize
             if network_bytes >= data_bytes:
                 raise MemoryError(
@@ -590,6 +596,16 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             )
             if early_stopping and trainer.best_params is not None:
                 trainer.params = trainer.best_params
+            if self.learning_rate == "invscaling" and trainer.learning_rates and \
+                    trainer.learning_rates[-1] < np.finfo(dtype).tiny and \
+                    self.solver in ("gd", "sgd"):
+                warnings.warn(
+                    f"The 'invscaling' learning rate underflowed to "
+                    f"{trainer.learning_rates[-1]:g}, below {dtype}'s smallest normal "
+                    f"number (learning_rate_init / (t + 1) ** power_t with power_t="
+                    f"{self.power_t:g}): the last epochs moved the weights by nothing "
+                    f"or by rounding. Pass a smaller power_t.", convergence_warning(),
+                    stacklevel=3)
         finally:
             self._store(trainer, device, input_device, y_was_1d, early_stopping,
                         validation is not None)
@@ -886,7 +902,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
             return distributed.predict(self, X)
         check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
-        X = check_X(X, type(self).__name__, n_features=self.coefs_[0].shape[0])
+        X = check_X(X, type(self).__name__, n_features=self.coefs_[0].shape[0],
+                    purpose="predicting")
         device = self._resolve_device(X)
         dtype = dtype_name(self.coefs_[0])
         device.check_dtype(dtype)

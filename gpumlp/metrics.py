@@ -80,7 +80,7 @@ def score(y, y_pred, sample_weight=None, estimator_name="MLPRegressor") -> float
     -------
     float
     """
-    y = check_y(y, y_pred.shape[0], estimator_name)
+    y = check_y(y, y_pred.shape[0], estimator_name, purpose="scoring")
     xp = array_namespace(y_pred)
     place = device_of(y_pred)
     y = xp.astype(move(y, place), y_pred.dtype)

@@ -154,10 +154,10 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
                 f"overflows to infinity); pass dtype='float64' to the regressor (on the "
                 f"command line: --dtype float64), or rescale y.")
 
-    def _scale_X(self, X):
+    def _scale_X(self, X, purpose="fitting"):
         if aac.is_dask_array(X):
             return (X - np.asarray(self.x_mean_)) / np.asarray(self.x_scale_)
-        X = check_X(X, type(self).__name__, n_features=self.x_mean_.shape[0])
+        X = check_X(X, type(self).__name__, n_features=self.x_mean_.shape[0], purpose=purpose)
         place = device_of(X)
         return (X - move(self.x_mean_, place)) / move(self.x_scale_, place)
 
@@ -179,7 +179,7 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
             raise not_fitted_error()(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first.")
         check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
-        y_scaled = self.regressor_.predict(self._scale_X(X))
+        y_scaled = self.regressor_.predict(self._scale_X(X, "predicting"))
         if aac.is_dask_array(y_scaled):
             mean, scale = np.asarray(self.y_mean_), np.asarray(self.y_scale_)
             if y_scaled.ndim == 1:

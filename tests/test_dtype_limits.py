@@ -169,8 +169,23 @@ def test_invscaling_rate_underflows_to_zero_instead_of_raising():
     assert inverse_scaling(0.01, 10**4, 100.0) == 0.0
     assert inverse_scaling(1e300, 10**4, 75.0) == pytest.approx(1e300 / 10001.0 ** 75,
                                                               rel=1e-12)
-    model = fit(net(solver="sgd", learning_rate="invscaling", power_t=1e10, max_iter=5))
+    model = net(solver="sgd", learning_rate="invscaling", power_t=1e10, max_iter=5)
+    with pytest.warns(Warning, match="'invscaling' learning rate underflowed to 0, below "
+                                     "float64's smallest normal number"):
+        model.fit(X, Y)
     assert model.learning_rates_[1:] == [0.0] * (model.n_iter_ - 1)
+    # In float32 a rate of 1e-40 is already below its smallest normal number.
+    model = net(solver="sgd", learning_rate="invscaling", power_t=20.0, dtype="float32",
+                max_iter=3)
+    with pytest.warns(Warning, match="below float32's smallest normal number"):
+        model.fit(X, Y)
+    assert 0 < model.learning_rate_ < np.finfo(np.float32).tiny
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model = net(solver="sgd", learning_rate="invscaling", power_t=0.5, tol=0.0)
+        with pytest.warns(Warning, match="Maximum iterations") as caught:
+            model.fit(X, Y)
+        assert not any("underflowed" in str(w.message) for w in caught)
 
 
 def test_power_t_large_trains_where_sklearn_trains():
@@ -277,8 +292,17 @@ def test_errors_say_before_fitting_never_before_training():
                             and "before training" in part.value:
                         found.append(f"{path.name}:{node.lineno}")
     assert not found
+    bad = np.where(X > 1, np.nan, X)
     with pytest.raises(ValueError, match="Remove or impute them before fitting"):
-        net().fit(np.where(X > 1, np.nan, X), Y)
+        net().fit(bad, Y)
+    # ... and "before predicting" or "scoring" where that is what is done.
+    model = fit(net())
+    with pytest.raises(ValueError, match="Remove or impute them before predicting"):
+        model.predict(bad)
+    with pytest.raises(ValueError, match="Remove or impute them before scoring"):
+        model.score(X, np.where(Y > 1, np.nan, Y))
+    with pytest.raises(ValueError, match="Remove or impute them before predicting"):
+        fit(StandardizedRegressor(net())).predict(bad)
 
 
 def test_a_minibatch_of_zero_weights_is_named_not_called_divergence():
