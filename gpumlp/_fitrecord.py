@@ -13,9 +13,9 @@ IEEE S&P 2021):
   that a chain certifies link by link;
 * **checkpoints**: the whole training state (weights, the solver's state, the
   batch-order generator, the stopping rule's bookkeeping and early stopping's
-  best weights) at epoch 0, every :func:`checkpoint_every` epochs (at most
-  :data:`MAX_CHECKPOINTS` of them in a call of ``max_iter`` epochs) and at the
-  last epoch;
+  best weights) at epoch 0, every ``k`` epochs (``k`` a power of two, doubled
+  whenever they would be more than :data:`MAX_CHECKPOINTS`) and at the last
+  epoch;
 * **each epoch's decisions**: the rate (``learning_rates_``), the ``"auto"``
   step's accept or refuse and whether its point became the best, L-BFGS's
   step length; the loss and validation
@@ -49,22 +49,17 @@ import math
 import numpy as np
 
 __all__ = ["MAX_CHECKPOINTS", "RECORD_VERSION", "PendingFingerprint", "Recorder",
-           "checkpoint_every", "fingerprint", "generator_from_seed", "generator_from_state",
+           "fingerprint", "generator_from_seed", "generator_from_state",
            "model_digest", "seeded_generator"]
 
 RECORD_VERSION = 2
 
-#: A call of ``max_iter`` epochs keeps a checkpoint every
-#: ``ceil(max_iter / MAX_CHECKPOINTS)`` epochs, besides epoch 0 and its last.
+#: A call keeps at most this many checkpoints besides epoch 0 and its last, evenly
+#: spaced (a power of two apart): see :class:`Recorder`.
 MAX_CHECKPOINTS = 32
 
 #: Rows hashed at a time from an array that is not C-contiguous (bounded memory).
 _ROWS_PER_BLOCK = 65536
-
-
-def checkpoint_every(max_iter: int) -> int:
-    """The epochs between two checkpoints of a call of ``max_iter`` epochs."""
-    return max(1, math.ceil(int(max_iter) / MAX_CHECKPOINTS))
 
 
 def _hash_array(digest, name: str, a) -> None:
@@ -242,16 +237,19 @@ class Recorder:
     """
 
     def __init__(self, trainer, rng, *, start: dict, device, data_sha256, n_samples: int,
-                 max_iter: int, eval_set: bool, incremental: bool):
+                 eval_set: bool, incremental: bool):
         self.trainer, self.rng = trainer, rng
-        self.every = checkpoint_every(max_iter)
+        # Every epoch at first; each time the checkpoints outnumber MAX_CHECKPOINTS,
+        # every other one goes and the spacing doubles: segments stay about
+        # n_iter / MAX_CHECKPOINTS long, however long the fit turns out.
+        self.every = 1
         self.header = {"version": RECORD_VERSION, "start": start, "device": device.name,
                        "fastpath": bool(trainer.network.fastpath), "eval_set": bool(eval_set),
                        "incremental": bool(incremental), "n_samples": int(n_samples),
                        "data_sha256": data_sha256}
         self.checkpoints = [self._materialise(0, self._snapshot())]
         self.pending = None
-        self.accepted, self.improved, self.steps = [], [], []
+        self.accepted, self.improved, self.monotone, self.steps = [], [], [], []
 
     def _snapshot(self):
         t = self.trainer
@@ -287,12 +285,16 @@ class Recorder:
         if hasattr(state, "accepted") and hasattr(state, "next_rate"):
             self.accepted.append(bool(state.accepted))
             self.improved.append(bool(state.improved))
+            self.monotone.append(bool(state.monotone))
         if hasattr(state, "step") and hasattr(state, "changes"):
             self.steps.append(float(state.step))
         snapshot = self._snapshot()
         if epoch % self.every == 0:
             self.checkpoints.append(self._materialise(epoch, snapshot))
             self.pending = None
+            if len(self.checkpoints) - 1 > MAX_CHECKPOINTS:
+                self.every *= 2
+                self.checkpoints = [c for c in self.checkpoints if c["epoch"] % self.every == 0]
         else:
             self.pending = (epoch, snapshot)
 
@@ -307,5 +309,6 @@ class Recorder:
         return dict(header, n_iter=int(n_iter),
                     accepted=self.accepted if self.accepted else None,
                     improved=self.improved if self.improved else None,
+                    monotone=self.monotone if self.monotone else None,
                     steps=self.steps if self.steps else None,
                     checkpoints=self.checkpoints)

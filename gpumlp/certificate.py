@@ -355,6 +355,7 @@ class _Context:
     validation_scores: list | None
     sources: dict = field(default_factory=dict)
     shared_runs: dict = field(default_factory=dict)
+    auto: bool = False
 
 
 def _sources(ctx, device, dtype):
@@ -767,8 +768,11 @@ def _stopping_rule(ctx) -> tuple[set, int | None, list]:
     n_outputs = np.asarray(record["checkpoints"][0]["coefs"][-1]).shape[1]
     from .losses import get_loss
 
-    tol = net.tol if early else net.tol * get_loss(net.loss).sklearn_ratio(n_outputs)
     solver = net._make_solver(n_outputs)
+    # As the estimator sets it: for gd a fraction of the loss, else scikit-learn's units.
+    relative = solver.progress(None, math.nan, math.inf) is not None
+    tol = net.tol if early or relative else \
+        net.tol * get_loss(net.loss).sklearn_ratio(n_outputs)
     from .solvers import AutoGDState, SGDState
 
     state = AutoGDState(math.nan, [], [], math.nan,
@@ -785,7 +789,12 @@ def _stopping_rule(ctx) -> tuple[set, int | None, list]:
             best_score = max(best_score, score)
         else:
             loss = ctx.losses[e]
-            improved = loss <= best_loss - tol
+            if ctx.auto:
+                # "auto"'s progress reads the search's state (its next rate and
+                # |g|**2), which the record keeps at checkpoints only: not re-run.
+                return None, None, None
+            progress = solver.progress(None, loss, best_loss)
+            improved = loss <= best_loss - tol if progress is None else progress > tol
             best_loss = min(best_loss, loss)
         count = 0 if improved else count + 1
         if solver.uses_stopping_rule and count > net.n_iter_no_change:
@@ -815,20 +824,32 @@ def _rule_checks(ctx) -> list:
     net, record = ctx.net, ctx.record
     checks = []
     plateaus, stop, books = _stopping_rule(ctx)
-    n_iter = ctx.n_iter
-    expected_end = 1 if record["incremental"] else (stop or net.max_iter)
+    n_iter, max_iter = ctx.n_iter, 1 if record["incremental"] else net._max_iter()
     solver_stops = not net._make_solver(
         np.asarray(record["checkpoints"][0]["coefs"][-1]).shape[1]).uses_stopping_rule
+    if books is None:
+        # "auto" without early stopping: the plateau the search switched at is the
+        # recorded one (imposed); the end is checked against max_iter only.
+        monotone = record["monotone"] or []
+        first = _first_state_flag(record, "monotone")
+        switched = next((e + 1 for e, m in enumerate(monotone) if m and not first), None)
+        plateaus = set() if switched is None else {switched}
+        ctx.plateaus = plateaus
+        checks.append(Check("the number of epochs", n_iter <= max_iter,
+                            f"{n_iter} of at most max_iter {max_iter} (the auto rule's "
+                            f"progress measure is not re-run)"))
+        return checks + _schedule_checks(ctx)
+    expected_end = 1 if record["incremental"] else (stop or max_iter)
     if solver_stops:
-        ok = n_iter <= net.max_iter
+        ok = n_iter <= max_iter
         checks.append(Check("the number of epochs", ok,
-                            f"{n_iter} of at most max_iter {net.max_iter} (L-BFGS's own "
+                            f"{n_iter} of at most max_iter {max_iter} (L-BFGS's own "
                             f"stopping tests are not re-run)"))
     else:
-        ok = n_iter == min(expected_end, net.max_iter)
+        ok = n_iter == min(expected_end, max_iter)
         checks.append(Check("the stopping rule, over the recorded losses", ok,
                             f"ends at epoch {n_iter}; the rule ends it at "
-                            f"{min(expected_end, net.max_iter)}"))
+                            f"{min(expected_end, max_iter)}"))
     for c in record["checkpoints"][1:]:
         e = c["epoch"]
         if e - 1 >= len(books):
@@ -844,7 +865,12 @@ def _rule_checks(ctx) -> list:
                                 f"{(best_loss, best_score, count)}"))
             break
     ctx.plateaus = plateaus
-    # The schedule: each epoch's rate from the last, by the solver's own end_epoch.
+    return checks + _schedule_checks(ctx)
+
+
+def _schedule_checks(ctx) -> list:
+    """Each epoch's rate from the last, by the solver's own ``end_epoch`` and plateaus."""
+    net, record, plateaus, checks = ctx.net, ctx.record, ctx.plateaus, []
     solver = net._make_solver(np.asarray(record["checkpoints"][0]["coefs"][-1]).shape[1])
     from .solvers import SGDState
 
@@ -1208,6 +1234,8 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
                    record["improved"], record["steps"],
                    set(), record["n_iter"], [], None, None)
     _check_claims(cert, net, metadata, record, ctx)
+    ctx.auto = record["accepted"] is not None and not (net.early_stopping
+                                                       and not record["incremental"])
     scores = _validation_scores(net, metadata, record)
     ctx.validation_scores = scores
     if net.early_stopping and not record["incremental"] and scores is None:
