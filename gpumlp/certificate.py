@@ -294,8 +294,12 @@ def _imposed_class(base):
         def _line_search(self, objective, params, direction, f0, slope, step, state):
             decisions = self._decisions
             e = decisions.epoch
-            decisions.epoch += 1
             imposed = decisions.context.steps[e]
+            if math.isnan(imposed):
+                # The fit's search found no step here: so does the replay (the
+                # iteration then stops, as it did).
+                return None, state
+            decisions.epoch += 1
             loss, grads, (f, largest, d), after = self._evaluate(
                 objective, solvers._axpy(imposed, direction, params), state, direction)
             own = imposed
@@ -491,7 +495,7 @@ def _state_floats(description, prefix="state"):
 
 
 #: State floats a replay does not compare: imposed (rates), or counts of the replay's own.
-_NOT_COMPARED = ("learning_rate", "next_rate")
+_NOT_COMPARED = ("learning_rate", "next_rate", "step")
 
 
 def _quantities(run, stored_end, ctx, j):

@@ -468,12 +468,14 @@ class LBFGS(Solver):
                                              state)
             if found is not None:
                 break
+            # No step taken (step NaN, for the fit record).
             if state.n_fun >= self.max_fun:
                 return params, replace(state, stop=f"max_fun ({self.max_fun}) loss "
-                                       f"evaluations reached", converged=False), loss0
+                                       f"evaluations reached", converged=False,
+                                       step=math.nan), loss0
             if not state.steps:
                 return params, replace(state, stop="the line search found no acceptable "
-                                       "step", converged=False), loss0
+                                       "step", converged=False, step=math.nan), loss0
             state = replace(state, steps=[], changes=[])  # forget the memory, try once more
         step, loss, grads, f, largest = found
         new_params = _axpy(step, direction, params)
