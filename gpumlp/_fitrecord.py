@@ -250,6 +250,7 @@ class Recorder:
         self.checkpoints = [self._materialise(0, self._snapshot())]
         self.pending = None
         self.accepted, self.improved, self.monotone, self.steps = [], [], [], []
+        self.retried = []
 
     def _snapshot(self):
         t = self.trainer
@@ -288,6 +289,7 @@ class Recorder:
             self.monotone.append(bool(state.monotone))
         if hasattr(state, "step") and hasattr(state, "changes"):
             self.steps.append(float(state.step))
+            self.retried.append(bool(state.retried))
         snapshot = self._snapshot()
         if epoch % self.every == 0:
             self.checkpoints.append(self._materialise(epoch, snapshot))
@@ -311,4 +313,5 @@ class Recorder:
                     improved=self.improved if self.improved else None,
                     monotone=self.monotone if self.monotone else None,
                     steps=self.steps if self.steps else None,
+                    retried=self.retried if self.retried else None,
                     checkpoints=self.checkpoints)

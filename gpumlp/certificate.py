@@ -225,6 +225,7 @@ class _Decisions:
         self.n_train = n_train
         self.epoch = first_epoch                # epochs done so far (0-based index of the next)
         self.log = []                           # per epoch: what the rule decided, and from what
+        self.retrying = False                   # L-BFGS: the first search given up, as recorded
 
     def epoch_after(self, samples_seen: int) -> int:
         """The call's epoch (1-based) that ends with ``samples_seen`` rows seen."""
@@ -299,6 +300,13 @@ def _imposed_class(base):
                 # The fit's search found no step here: so does the replay (the
                 # iteration then stops, as it did).
                 return None, state
+            retried = decisions.context.record.get("retried") or ()
+            if e < len(retried) and retried[e] and not decisions.retrying:
+                # The fit's first search failed and it forgot its memory: so does
+                # the replay, which then takes the recorded step on the second.
+                decisions.retrying = True
+                return None, state
+            decisions.retrying = False
             decisions.epoch += 1
             loss, grads, (f, largest, d), after = self._evaluate(
                 objective, solvers._axpy(imposed, direction, params), state, direction)

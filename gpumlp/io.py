@@ -233,7 +233,7 @@ _RECORD_KEYS = {"version": int, "start": dict, "device": str, "fastpath": bool,
                 "eval_set": bool, "incremental": bool, "n_samples": int, "n_iter": int,
                 "data_sha256": (str, type(None)), "accepted": (list, type(None)),
                 "improved": (list, type(None)), "monotone": (list, type(None)),
-                "steps": (list, type(None)),
+                "steps": (list, type(None)), "retried": (list, type(None)),
                 "checkpoints": list}
 #: A version-1 record (gpumlp before checkpoints): it loads, and cannot be certified.
 _RECORD_KEYS_1 = {"version": int, "rng_state": dict, "device": str, "fastpath": bool,
@@ -548,7 +548,7 @@ def _check_fit_record(path: str, metadata: dict) -> None:
     _check_start(path, record["start"])
     n_iter = record["n_iter"]
     for key, kind in (("accepted", bool), ("improved", bool), ("monotone", bool),
-                      ("steps", (int, float))):
+                      ("retried", bool), ("steps", (int, float))):
         values = record[key]
         if values is not None and (len(values) != n_iter or not all(
                 isinstance(v, kind) and (kind is bool or not isinstance(v, bool))

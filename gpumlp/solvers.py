@@ -343,8 +343,10 @@ class LBFGSState:
     converged: bool = False
     #: The last iteration's step length along its direction (NaN before the first).
     step: float = float("nan")
+    #: Whether it came from the second search, after the memory was forgotten.
+    retried: bool = False
     #: Fields a model file written before they existed lacks.
-    ADDED_LATER: ClassVar[tuple[str, ...]] = ("step",)
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ("step", "retried")
 
 
 def _axpy(alpha, x, y):
@@ -455,6 +457,7 @@ class LBFGS(Solver):
                                        "gtol (tol)", converged=True), loss
         loss0, grads0 = state.loss, state.grads
         f0 = read_floats(loss0)[0]
+        retried = False
         for _ in range(2):
             direction = self._direction(grads0, state)
             slope = read_floats(kernels.dot(grads0, direction))[0]
@@ -477,6 +480,7 @@ class LBFGS(Solver):
                 return params, replace(state, stop="the line search found no acceptable "
                                        "step", converged=False, step=math.nan), loss0
             state = replace(state, steps=[], changes=[])  # forget the memory, try once more
+            retried = True
         step, loss, grads, f, largest = found
         new_params = _axpy(step, direction, params)
         s = [step * d for d in direction]
@@ -486,7 +490,7 @@ class LBFGS(Solver):
         if sy > 2.220446049250313e-16 * yy:   # keep H positive definite
             steps, changes = (steps + [s])[-self.memory:], (changes + [y])[-self.memory:]
         state = replace(state, steps=steps, changes=changes, loss=loss, grads=grads,
-                        step=float(step))
+                        step=float(step), retried=retried)
         # The budget first, as scikit-learn's L-BFGS-B: an iteration that uses up
         # max_fun stops on it (not converged, a ConvergenceWarning) even when
         # it also meets a convergence test.
