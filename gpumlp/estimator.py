@@ -403,7 +403,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if eval_set is not None:
             validation = self._eval_source(eval_set, source, device, dtype, client)
         elif early_stopping:
-            source, validation = source.split(self.validation_fraction, self._rng)
+            source, validation = source.split(self.validation_fraction,
+                                              self._split_generator(continuing))
         if self.solver in ("gd", "lbfgs"):
             batch_size = source.n_samples
         elif self.batch_size == "auto":
@@ -424,7 +425,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 stop_on_validation=early_stopping, verbose=self.verbose,
                 check_convergence=not (incremental or never_stop), on_epoch=callback,
             )
+            self._last_params = None
             if early_stopping and trainer.best_params is not None:
+                # The model is the best weights; a resume goes on from the last.
+                self._last_params = trainer.params
                 trainer.params = trainer.best_params
         finally:
             self._store(trainer, device, input_device, y_was_1d, early_stopping,
@@ -433,6 +437,23 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 record["n_iter"] = len(trainer.loss_curve)
             self._fit_record = record
         return self
+
+    def _split_generator(self, continuing):
+        """The generator early stopping draws its validation rows from.
+
+        A fit draws them from the batch-order generator, as scikit-learn
+        does, and keeps its state from before the draw; a fit that resumes
+        a run (:meth:`_resuming`) draws the same rows again from that state,
+        leaving the batch-order generator where the run left it, so that
+        ``k`` epochs and a resume of ``m`` are the ``k + m`` of one fit.
+        """
+        saved = getattr(self, "_split_state", None)
+        if continuing and saved is not None and getattr(self, "_keep_solver_state", False):
+            generator = np.random.Generator(type(self._rng.bit_generator)())
+            generator.bit_generator.state = saved
+            return generator
+        self._split_state = self._rng.bit_generator.state
+        return self._rng
 
     def _eval_source(self, eval_set, source, device, dtype, client):
         """A validation source for ``eval_set``, of the kind the training data is."""
@@ -482,6 +503,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             return Trainer(network, solver, float(self.alpha), params,
                            solver.init_state(params))
         params = [move(p, device, dtype) for p in (*self.coefs_, *self.intercepts_)]
+        best = None
+        last = getattr(self, "_last_params", None)
+        if getattr(self, "_keep_solver_state", False) and self.early_stopping and last:
+            # A resumed early-stopping run: on from its last weights, the model's
+            # (its best so far) kept as the best.
+            best, params = params, [move(p, device, dtype) for p in last]
         expected = list(zip(layer_sizes[:-1], layer_sizes[1:]))
         n_coefs = len(self.coefs_)
         shapes = [tuple(W.shape) for W in params[:n_coefs]]
@@ -502,6 +529,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 setattr(trainer, name, getattr(previous, name))
             if previous.best_params is not None:   # early stopping's best weights so far
                 trainer.best_params = [move(p, device, dtype) for p in previous.best_params]
+            elif best is not None:
+                trainer.best_params = best
             keep_state = incremental or getattr(self, "_keep_solver_state", False)
             if keep_state and type(previous.solver) is type(solver) and \
                     previous.state is not None:
@@ -601,9 +630,13 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             "state": trainer.state,
             "rng": rng.bit_generator.state,
             "history": {name: getattr(trainer, name) for name in _HISTORY},
+            # Early stopping's: the last weights (coefs_ are the best) and the
+            # validation split's generator state, or None.
+            "last_params": getattr(self, "_last_params", None) if self.early_stopping else None,
+            "split": getattr(self, "_split_state", None) if self.early_stopping else None,
         }
 
-    def _set_training_state(self, solver, state, rng, history):
+    def _set_training_state(self, solver, state, rng, history, last_params=None, split=None):
         """Restore what :meth:`_training_state` gave (used by :func:`gpumlp.load`).
 
         The next ``partial_fit`` (or a fit under :meth:`_resuming`) then
@@ -624,6 +657,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         for name in _HISTORY:
             setattr(trainer, name, history[name])
         self._trainer, self._rng = trainer, rng
+        self._last_params, self._split_state = last_params, split
         self.t_ = trainer.samples_seen
 
     @contextlib.contextmanager
@@ -659,7 +693,15 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             **{name: list(getattr(source, name)) for name in
                ("loss_curve", "learning_rates", "validation_losses", "validation_scores")})
         copy = type(self)(**self.get_params())
-        copy._set_fitted(trainer.coefs, trainer.intercepts, loss_curve=trainer.loss_curve,
+        copy._split_state = getattr(self, "_split_state", None)
+        copy._last_params = None
+        coefs, intercepts = trainer.coefs, trainer.intercepts
+        if self.early_stopping and trainer.best_params is not None:
+            # As a fit that ended here: the best weights, the last kept for a resume.
+            copy._last_params = trainer.params
+            n_coefs = len(coefs)
+            coefs, intercepts = trainer.best_params[:n_coefs], trainer.best_params[n_coefs:]
+        copy._set_fitted(coefs, intercepts, loss_curve=trainer.loss_curve,
                          samples_seen=trainer.samples_seen, y_was_1d=y_was_1d,
                          n_iter=len(trainer.loss_curve) - trainer.call_start,
                          learning_rates=trainer.learning_rates)
