@@ -503,12 +503,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             return Trainer(network, solver, float(self.alpha), params,
                            solver.init_state(params))
         params = [move(p, device, dtype) for p in (*self.coefs_, *self.intercepts_)]
-        best = None
         last = getattr(self, "_last_params", None)
         if getattr(self, "_keep_solver_state", False) and self.early_stopping and last:
-            # A resumed early-stopping run: on from its last weights, the model's
-            # (its best so far) kept as the best.
-            best, params = params, [move(p, device, dtype) for p in last]
+            # A resumed early-stopping run goes on from its last weights; the
+            # model's, its best so far, stay the best (previous.best_params).
+            params = [move(p, device, dtype) for p in last]
         expected = list(zip(layer_sizes[:-1], layer_sizes[1:]))
         n_coefs = len(self.coefs_)
         shapes = [tuple(W.shape) for W in params[:n_coefs]]
@@ -529,8 +528,6 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 setattr(trainer, name, getattr(previous, name))
             if previous.best_params is not None:   # early stopping's best weights so far
                 trainer.best_params = [move(p, device, dtype) for p in previous.best_params]
-            elif best is not None:
-                trainer.best_params = best
             keep_state = incremental or getattr(self, "_keep_solver_state", False)
             if keep_state and type(previous.solver) is type(solver) and \
                     previous.state is not None:
@@ -623,11 +620,14 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         ``history`` (the stopping rule's bookkeeping); see :mod:`gpumlp.io`.
         """
         trainer, rng = getattr(self, "_trainer", None), getattr(self, "_rng", None)
-        if trainer is None or rng is None or not trainer.solver.resumable:
+        if trainer is None or rng is None:
             return None
+        # A solver that is not resumable (L-BFGS) starts every fit afresh; its
+        # generator and history still are the model's, for the next warm start.
+        state = trainer.state if trainer.solver.resumable else None
         return {
             "solver": solver_name(trainer.solver),
-            "state": trainer.state,
+            "state": state,
             "rng": rng.bit_generator.state,
             "history": {name: getattr(trainer, name) for name in _HISTORY},
             # Early stopping's: the last weights (coefs_ are the best) and the
@@ -656,6 +656,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                           learning_rates=list(self.learning_rates_))
         for name in _HISTORY:
             setattr(trainer, name, history[name])
+        if last_params is not None:
+            # Early stopping's: coefs_ are the best weights so far, as after fit.
+            trainer.best_params = list(params)
         self._trainer, self._rng = trainer, rng
         self._last_params, self._split_state = last_params, split
         self.t_ = trainer.samples_seen

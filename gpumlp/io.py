@@ -231,7 +231,8 @@ def _training_metadata(net: MLPRegressor, coefs: list, intercepts: list):
         return None
     try:  # what load will check: a state that no longer fits the weights is dropped
         solver = _solver_for(net, training["solver"])
-        template = solver.init_state(coefs + intercepts)
+        # A solver that is not resumable (L-BFGS) keeps no state: None.
+        template = solver.init_state(coefs + intercepts) if solver.resumable else None
         # A compiled step's rate or step count is a 0-d array: kept as its number.
         state = plain_numbers(training["state"], template)
         state_arrays, description = state_to_arrays(state)
@@ -719,7 +720,7 @@ def _restore_training(path: str, net, training: dict, arrays: dict) -> None:
         solver = _solver_for(net, training["solver"])
         state = state_from_arrays(
             training["state"], {name: arrays[f"state_{name}"] for name in training["arrays"]},
-            solver.init_state([*net.coefs_, *net.intercepts_]))
+            solver.init_state([*net.coefs_, *net.intercepts_]) if solver.resumable else None)
         check = getattr(solver, "check_state", None)
         if check is not None:
             check(state)
