@@ -14,7 +14,7 @@ import numpy as np
 
 from ._checks import check_feature_names, check_X, check_y, feature_names, resolve_dtype
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
-from .devices import device_of, move
+from .devices import device_of, dtype_name, move
 from .estimator import MLPRegressor
 
 __all__ = ["StandardizedRegressor", "mean_scale"]
@@ -158,8 +158,15 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
             return y_scaled * scale + mean
         xp = aac.array_namespace(y_scaled)
         place = device_of(y_scaled)
-        mean = xp.astype(move(self.y_mean_, place), y_scaled.dtype)
-        scale = xp.astype(move(self.y_scale_, place), y_scaled.dtype)
+        # Back in y's units in the scalers' precision (float64 for a float64 y),
+        # whatever the regressor's: a float32 model of y = 1e8 + noise keeps
+        # the noise, where float32's spacing at 1e8 is 8.
+        dtype = dtype_name(self.y_mean_) if aac.is_array_api_obj(self.y_mean_) else "float64"
+        try:
+            place.check_dtype(dtype)
+        except ValueError:   # a device without float64 (Apple's MPS)
+            dtype = dtype_name(y_scaled)
+        mean, scale = move(self.y_mean_, place, dtype), move(self.y_scale_, place, dtype)
         if y_scaled.ndim == 1:
             mean, scale = xp.reshape(mean, ()), xp.reshape(scale, ())
-        return y_scaled * scale + mean
+        return xp.astype(y_scaled, xp.result_type(y_scaled.dtype, mean.dtype)) * scale + mean
