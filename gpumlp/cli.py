@@ -353,6 +353,10 @@ def _run_train(args):
     digest = None if client is not None or not args.out else _data_digest(X, y)
     if resumed is not None:
         _check_resumed_data(args, resumed[1], digest)
+        # The same numbers (checked): the run keeps its names, though an .npy has none.
+        saved_names, saved_target = resumed[2]
+        names = saved_names or names
+        target = saved_target or target
     try:
         return _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
                                  names, target, source, resumed=resumed and resumed[0],
@@ -536,7 +540,8 @@ def _settings_argv(settings):
 def _resume(args):
     """Load ``--resume``'s model and put the saved run's settings into ``args``.
 
-    Returns ``(model, metadata["extra"])``. An option given with another
+    Returns ``(model, metadata["extra"], (feature names, target name))``
+    (the names None where the file has none). An option given with another
     value than the saved run's (and than its default) is an error: a resumed
     run continues with its own settings. Without ``--out``, the result goes
     back to the ``--resume`` file (written atomically).
@@ -585,7 +590,8 @@ def _resume(args):
                          f"on standardisation; the file was tampered with.")
     if args.out is None:
         args.out = args.resume
-    return model, extra
+    target_names = metadata.get("target_names") or [None]
+    return model, extra, (metadata.get("feature_names"), target_names[0])
 
 
 def _check_checkpoint_options(args):

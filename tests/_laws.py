@@ -42,6 +42,7 @@ def law_settings(cost: int = 1, **more) -> settings:
     return settings(max_examples=max(2, base.max_examples // cost), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much,
+                                           HealthCheck.large_base_example,
                                            HealthCheck.function_scoped_fixture], **more)
 
 
@@ -255,8 +256,12 @@ def relative_difference(a: list, b: list) -> float:
     """Normwise relative difference of two lists of arrays, as one vector each."""
     u = np.concatenate([np.ravel(np.asarray(x, dtype=np.float64)) for x in a])
     v = np.concatenate([np.ravel(np.asarray(x, dtype=np.float64)) for x in b])
-    scale = max(np.linalg.norm(u), np.linalg.norm(v), np.finfo(np.float64).tiny)
-    return float(np.linalg.norm(u - v) / scale)
+    # Divided by the largest magnitude first, so that huge weights do not overflow.
+    peak = max(np.max(np.abs(u), initial=0.0), np.max(np.abs(v), initial=0.0))
+    if peak == 0:
+        return 0.0
+    u, v = u / peak, v / peak
+    return float(np.linalg.norm(u - v) / max(np.linalg.norm(u), np.linalg.norm(v)))
 
 
 # ------------------------------------------------------------ command line

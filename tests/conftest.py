@@ -35,9 +35,9 @@ ENV = "GPUMLP_TEST_BACKENDS"
 # The laws (tests/test_laws.py) divide max_examples by their cost
 # (tests/_laws.py: law_settings); property tests that set their own
 # max_examples keep it.
-settings.register_profile("ci", max_examples=24, deadline=None, derandomize=True,
+settings.register_profile("ci", max_examples=50, deadline=None, derandomize=True,
                           print_blob=True)
-settings.register_profile("long", max_examples=400, deadline=None, print_blob=True)
+settings.register_profile("long", max_examples=1000, deadline=None, print_blob=True)
 settings.load_profile("ci")
 
 

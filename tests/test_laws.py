@@ -33,7 +33,7 @@ from _laws import (
     train_argv,
     weights,
 )
-from hypothesis import assume, given, note
+from hypothesis import assume, event, given, note, reject
 from hypothesis import strategies as st
 
 from gpumlp import MLPRegressor, StandardizedRegressor, io
@@ -59,9 +59,10 @@ def _assert_same_weights(a, b):
 
 
 @st.composite
-def _config_and_data(draw, **narrow):
+def _config_and_data(draw, data=None, **narrow):
+    """A configuration (``narrow``: :func:`configs`' keywords) and data for it."""
     config = draw(configs(**narrow))
-    return config, draw(datasets(config))
+    return config, draw(datasets(config, **(data or {})))
 
 
 # ------------------------------------------------------------------ round trip
@@ -176,6 +177,10 @@ def cli_data(tmp_path_factory):
     csv, npy = folder / "data.csv", folder / "data.npy"
     _write_csv(csv, X, y, ["alpha", "beta", "gamma"])
     np.save(npy, np.column_stack([X, y]))
+    from gpumlp.cli import main
+
+    assert quietly(main, ["train", "--data", str(csv), "--epochs", "3", "--hidden", "3",
+                          "--device", "cpu", "--quiet", "--out", str(folder / "model.npz")]) == 0
     return X, y, csv, npy
 
 
@@ -185,7 +190,7 @@ def _predict_file(path, X):
     return np.asarray(model.predict(X)), len(net_of(model).loss_curve_)
 
 
-@law_settings(cost=4)
+@law_settings(cost=2)
 @given(train_argv(solvers=("gd", "sgd", "adam"), epochs=(1, 4)), st.integers(1, 4),
        st.booleans())
 def test_train_k_then_resume_m_is_train_k_plus_m(tmp_path_factory, capsys, cli_data, argv,
@@ -200,16 +205,22 @@ def test_train_k_then_resume_m_is_train_k_plus_m(tmp_path_factory, capsys, cli_d
     folder = tmp_path_factory.mktemp("resume")
     first, resumed, whole = (str(folder / f"{n}.npz") for n in ("k", "km", "whole"))
     k = int(argv[argv.index("--epochs") + 1])
-    assert _run(["train", "--data", str(csv), *argv, "--out", first], capsys) == 0
+    status = _run(["train", "--data", str(csv), *argv, "--out", first], capsys)
+    if status == 1:   # diverged, and said so: no law speaks of it
+        event("diverged (rejected)")
+        reject()
+    assert status == 0
     _, ran = _predict_file(first, X)
     assume(ran == k)   # the first run ran all its epochs (see the docstring)
     data = str(npy if from_npy else csv)
     status = _run(["train", "--resume", first, "--data", data, "--epochs", str(m),
                    "--out", resumed, "--quiet"], capsys)
-    assert status == 0
     whole_argv = list(argv)
     whole_argv[whole_argv.index("--epochs") + 1] = str(k + m)
-    assert _run(["train", "--data", str(csv), *whole_argv, "--out", whole], capsys) == 0
+    assert _run(["train", "--data", str(csv), *whole_argv, "--out", whole], capsys) == status
+    if status == 1:   # both diverged at the same epoch: nothing was written
+        return
+    assert status == 0
     (y_resumed, n_resumed), (y_whole, n_whole) = _predict_file(resumed, X), \
         _predict_file(whole, X)
     assert n_resumed == n_whole
@@ -218,9 +229,10 @@ def test_train_k_then_resume_m_is_train_k_plus_m(tmp_path_factory, capsys, cli_d
 
 
 # ------------------------------------------------------------------ precision
-@law_settings(cost=2)
+@law_settings()
 @given(_config_and_data(standardized=True, losses=("squared_error",), eval_set=False,
-                        early_stopping=False, solvers=("gd", "sgd", "adam")))
+                        early_stopping=False, solvers=("gd", "sgd", "adam"),
+                        data={"scales": (1.0, 1e3)}))
 def test_a_float32_model_keeps_the_offset_of_y_in_float64(drawn):
     """Predictions of a float32 model on y + 1e8 are those on y, plus 1e8.
 
@@ -234,9 +246,18 @@ def test_a_float32_model_keeps_the_offset_of_y_in_float64(drawn):
     defect) is off by 1e8 * eps32 = 6, hundreds of times y's spread. Add the
     float64 spacing of the shifted predictions themselves: two roundings
     (the mean's, the final sum's) of ``eps64 * 1e8 = 1.5e-8`` each.
+
+    y's spread is drawn at 1 or more: float64 holds y + 1e8 only to 1.5e-8,
+    which is float32's precision of a spread of 0.12 (1.5e-8 / 2**-23), so
+    below that the input itself, not the model, sets the error (a spread of
+    5e-4 parted by 1.5e-7 after one epoch, measured).
     """
     config, data = drawn
     config.params["dtype"] = "float32"
+    if config.params["learning_rate_init"] == "auto" and config.params["solver"] == "gd":
+        # "auto" rounds each rate to 4 digits: a last-bit difference in the
+        # data may move one by 1e-4 (by design, for agreement across backends).
+        config.params["learning_rate_init"] = 0.05
     base = fit(config, data)
     shifted = fit(config, Data(data.X, data.y + 1e8, data.w, data.X_val, data.y_val + 1e8))
     for model in (base, shifted):
@@ -249,7 +270,8 @@ def test_a_float32_model_keeps_the_offset_of_y_in_float64(drawn):
         mean, scale = mean[0], scale[0]
     bound = 64 * eps(np.float32) * np.maximum(np.abs(p - mean) / scale, 1.0) * scale \
         + 2 * eps(np.float64) * np.abs(q)
-    note(f"worst {np.max(np.abs((q - 1e8) - p) / bound):.3g} of the bound")
+    note(f"worst {np.max(np.abs((q - 1e8) - p) / bound):.3g} of the bound; p {p.ravel()[:4]} "
+         f"q-1e8 {(q - 1e8).ravel()[:4]} mean {mean} scale {scale} y {data.y.ravel()[:4]}")
     assert np.all(np.abs((q - 1e8) - p) <= bound)
 
 
@@ -368,10 +390,10 @@ def test_scaling_y_by_a_power_of_two_scales_the_predictions(drawn, power):
 
 
 @law_settings()
-@given(_config_and_data(frame=True, eval_set=False), st.randoms(use_true_random=False))
+@given(_config_and_data(frame=True, eval_set=False, data={"features": (2, 4)}),
+       st.randoms(use_true_random=False))
 def test_a_reordered_dataframe_is_refused(drawn, random):
     config, data = drawn
-    assume(data.X.shape[1] > 1)
     model = fit(config, data)
     X = frame(data.X)
     columns = list(X.columns)
@@ -433,7 +455,7 @@ def _commands(draw):
 _OUTPUT_OPTIONS = ("--out", "--json", "--plot")
 
 
-@law_settings(cost=3)
+@law_settings()
 @given(_commands())
 def test_no_command_harms_a_file(tmp_path_factory, capsys, cli_data, commands):
     """No command changes a byte of an input; each file written is a regular file it was told to.
@@ -448,6 +470,7 @@ def test_no_command_harms_a_file(tmp_path_factory, capsys, cli_data, commands):
     folder = tmp_path_factory.mktemp("harm")
     (folder / "data.csv").write_bytes(csv.read_bytes())
     (folder / "data.npy").write_bytes(npy.read_bytes())
+    (folder / "model.npz").write_bytes((csv.parent / "model.npz").read_bytes())
     np.save(folder / "features.npy", X)
     (folder / "sub").mkdir()
     here = os.getcwd()
@@ -458,6 +481,7 @@ def test_no_command_harms_a_file(tmp_path_factory, capsys, cli_data, commands):
                       if entry.is_file()}
             status = _run(argv, capsys)
             note(f"{argv} -> {status}")
+            event(f"{argv[0]}{' --resume' if '--resume' in argv else ''} exit {status}")
             after = _listing(folder)
             named = {argv[i + 1] for i, a in enumerate(argv[:-1]) if a in _OUTPUT_OPTIONS}
             if "--resume" in argv and "--out" not in argv:
@@ -477,10 +501,16 @@ def test_no_command_harms_a_file(tmp_path_factory, capsys, cli_data, commands):
 
 
 # ----------------------------------------------------------------- certificate
-@law_settings(cost=3)
-@given(_config_and_data(solvers=("gd", "sgd", "adam"), early_stopping=False, eval_set=False,
-                        max_iter=(1, 4)))
-def test_every_honest_fit_certifies(tmp_path_factory, drawn):
+@pytest.mark.parametrize("sample_weight", [
+    False,
+    pytest.param(True, marks=pytest.mark.xfail(
+        strict=True, reason="cert (issue 19/20): a fit with sample_weight fails its own "
+        "certificate: certify takes no sample_weight and the fit record keeps none, so the "
+        "replay trains unweighted and its weights part from the stored ones by ~1e-2")),
+])
+@law_settings(cost=2)
+@given(st.data())
+def test_every_honest_fit_certifies(tmp_path_factory, sample_weight, draw):
     """A fresh in-memory fit, saved, certifies on NumPy in its own dtype (cheap configurations).
 
     The full target (every backend, lbfgs, early stopping) is the certificate
@@ -488,7 +518,9 @@ def test_every_honest_fit_certifies(tmp_path_factory, drawn):
     """
     from gpumlp.certificate import certify
 
-    config, data = drawn
+    config, data = draw.draw(_config_and_data(
+        solvers=("gd", "sgd", "adam"), early_stopping=False, eval_set=False, max_iter=(1, 4),
+        sample_weight=sample_weight))
     model = fit(config, data)
     path = tmp_path_factory.mktemp("cert") / "m.npz"
     io.save(model, path)
