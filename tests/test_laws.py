@@ -36,7 +36,7 @@ from _laws import (
     train_argv,
     weights,
 )
-from hypothesis import assume, event, given, note, reject
+from hypothesis import assume, event, example, given, note, reject
 from hypothesis import strategies as st
 
 from gpumlp import MLPRegressor, StandardizedRegressor, io
@@ -205,6 +205,11 @@ def _predict_file(path, X):
 @law_settings(cost=2)
 @given(train_argv(solvers=("gd", "sgd", "adam"), epochs=(1, 4)), st.integers(1, 4),
        st.booleans())
+# Found by the long run: an .npy's features were a strided view of its table,
+# summed in another order than the CSV's copy (1 ulp apart; fixed in data.py).
+@example(argv=["--solver", "sgd", "--hidden", "1", "--activation", "relu", "--epochs", "1",
+               "--dtype", "float64", "--seed", "1", "--device", "cpu", "--quiet",
+               "--test-size", "0.0", "--no-standardize"], m=1, from_npy=True)
 def test_train_k_then_resume_m_is_train_k_plus_m(tmp_path_factory, capsys, cli_data, argv,
                                                   m, from_npy):
     """README: 20 epochs and a resume of 20 give the predictions of 40, --early-stopping too.
