@@ -155,9 +155,14 @@ def test_k_epochs_then_m_partial_fits_are_k_plus_m_epochs(drawn, k, m):
     whole = build(config, max_iter=k + m)
     assert outcome(whole.fit, X, data.y_for(config), **fit_kwargs(config, data)) == \
         ("diverged" if diverged else "done")
-    note(f"loss curves {model.loss_curve_} / {whole.loss_curve_}; X {data.X.tolist()}; "
-         f"y {data.y.tolist()}")
-    np.testing.assert_allclose(model.predict(X), whole.predict(X), rtol=1e-12, atol=0)
+    # Named, reported: a partial_fit that diverges can only go back to where
+    # its call began, whose loss may be the non-finite one; one fit goes back
+    # further. Where both diverged, the law asks the same outcome only.
+    assume(not diverged)
+    note(f"loss curves {model.loss_curve_} / {whole.loss_curve_}")
+    # The weights, bit for bit (NumPy): their predictions may overflow where a
+    # fixed rate blew the weights up without a non-finite loss (reported).
+    _assert_same_weights(model, whole)
     assert model.loss_curve_ == whole.loss_curve_
 
 
