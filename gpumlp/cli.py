@@ -3,7 +3,10 @@
 Each sub-command parses its arguments, calls the library, and turns the
 library's exceptions into one-line messages on stderr: exit status 2 for bad
 input or environment, 1 for a training that failed or a validation that found
-a disagreement, 130 for Ctrl-C. Nothing here computes.
+a disagreement, 130 for Ctrl-C, 141 for a command that succeeded but whose
+stdout was closed by its reader. Files are written before the report that
+names them is printed, all through :func:`gpumlp._atomic.atomic_path`.
+Nothing here computes.
 """
 
 from __future__ import annotations
@@ -59,19 +62,30 @@ def _same_file(a, b):
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _check_outputs(inputs, outputs):
+#: The path that means stdout, for the outputs that may go there.
+STDOUT = "-"
+
+
+def _check_outputs(inputs, outputs, *, to_stdout=()):
     """Refuse, before any work, an output that cannot be written or would destroy a file.
 
     ``inputs`` and ``outputs`` are ``(option, path)`` pairs; a path of None is
-    skipped. An output must not be an input or another output (compared as
-    files, not as spellings), must not be a directory, and its folder must
-    exist and be writable.
+    skipped, and so is ``-`` for the options in ``to_stdout`` (it means
+    stdout there; elsewhere it is refused). An output must not be an input
+    or another output (compared as files, not as spellings), must be a
+    regular file or a new one (:func:`gpumlp._atomic.check_target`: no
+    directory, FIFO or device), and its folder must exist and be writable.
     """
+    from ._atomic import check_target
+
     inputs = [(option, path) for option, path in inputs if path is not None]
     written = []
     for option, path in outputs:
-        if path is None:
+        if path is None or (path == STDOUT and option in to_stdout):
             continue
+        if path == STDOUT:
+            raise ValueError(f"{option} - : {option} writes a file, not stdout; give a "
+                             f"file path.")
         for other_option, other in inputs:
             if _same_file(path, other):
                 raise ValueError(f"{option} {path} is the same file as {other_option} "
@@ -82,9 +96,15 @@ def _check_outputs(inputs, outputs):
                 raise ValueError(f"{option} {path} is the same file as {other_option} "
                                  f"{other}, so one would overwrite the other; choose "
                                  f"another {option} path.")
-        if os.path.isdir(path):
-            raise ValueError(f"{option} {path} is a directory; give a file path.")
-        folder = os.path.dirname(path) or "."
+        try:
+            check_target(path)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # no folder: said below, in the option's words
+        except OSError as exc:
+            raise ValueError(f"{option} {path}: {exc.strerror or exc}") from None
+        # A link is written through: the folder that matters is its target's.
+        real = os.path.realpath(path) if os.path.islink(path) else path
+        folder = os.path.dirname(real) or "."
         if not os.path.isdir(folder):
             problem = "is not a folder" if os.path.exists(folder) else "does not exist"
             raise ValueError(f"{option} {path}: {folder} {problem}; create the folder or "
@@ -96,10 +116,6 @@ def _check_outputs(inputs, outputs):
             raise ValueError(f"{option} {path} exists and is read-only; make it writable "
                              f"or choose another path.")
         written.append((option, path))
-
-
-#: The CLI's rate for sgd and adam when --lr is not given.
-_FIXED_LR = 0.1
 
 
 def _learning_rate(text):
@@ -125,6 +141,14 @@ def _hidden(text):
     return sizes
 
 
+def _names(text):
+    """``--drop``: comma-separated column names."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"takes comma-separated column names, got {text!r}")
+    return names
+
+
 _BACKEND_CHOICES = ["auto", "numpy", "cupy", "torch", "jax"]
 _BACKEND_HELP = ("the array library: auto (NumPy on the CPU, CuPy on CUDA), numpy, cupy, torch "
                  "(devices cpu, cuda:N, mps, xpu) or jax (cpu, gpu:N, tpu) (default: "
@@ -136,8 +160,9 @@ def _add_train(sub):
         "train",
         help="train a network on a data file (default: embedded Friedman #1 data)",
         description=(
-            "Train the specified network (by default one sigmoid hidden layer, a linear "
-            "output, mean-squared-error loss and full-batch gradient descent) and report "
+            "Train a network (by default StandardizedRegressor's: one sigmoid hidden layer "
+            "of 100 units, a linear output, mean-squared-error loss, Adam with an L2 "
+            "penalty of 0.1; --solver gd for full-batch gradient descent) and report "
             "train/test MSE and R^2 in the target's units. Without --data it trains on "
             "2000 rows of Friedman #1 generated with --seed. X and y are standardised "
             "with statistics of the training split, which are saved with the model."
@@ -171,13 +196,24 @@ _TRAIN_GROUPS = (
 )
 
 
+def _defaults():
+    """The estimator's parameters ``train`` defaults to: StandardizedRegressor's regressor."""
+    from .scaling import default_regressor
+
+    return default_regressor().get_params()
+
+
 def _add_network_options(g):
-    g.add_argument("--hidden", type=_hidden, default=(32,), metavar="W1,W2,...",
-                   help="hidden layer widths (default: 32)")
-    g.add_argument("--activation", default="sigmoid",
+    defaults = _defaults()
+    g.add_argument("--hidden", type=_hidden, default=tuple(defaults["hidden_layer_sizes"]),
+                   metavar="W1,W2,...",
+                   help="hidden layer widths (default: "
+                        f"{','.join(map(str, defaults['hidden_layer_sizes']))})")
+    g.add_argument("--activation", default=defaults["activation"],
                    choices=ACTIVATION_NAMES)
-    g.add_argument("--alpha", type=_bounded(float, 0), default=0.0,
-                   help="L2 penalty strength, scikit-learn's meaning (default: 0)")
+    g.add_argument("--alpha", type=_bounded(float, 0), default=defaults["alpha"],
+                   help=f"L2 penalty strength, scikit-learn's meaning (default: "
+                        f"{defaults['alpha']:g})")
     g.add_argument("--loss", default="squared_error", choices=list(LOSSES),
                    help="squared_error: the mean squared error (default); poisson: an "
                         "exponential output and half the Poisson deviance, for counts "
@@ -185,13 +221,14 @@ def _add_network_options(g):
 
 
 def _add_solver_options(g):
-    g.add_argument("--solver", default="gd", choices=list(SOLVERS),
-                   help="gd: full-batch gradient descent (default); sgd; adam; lbfgs: "
-                        "full-batch L-BFGS (--epochs counts its iterations)")
+    g.add_argument("--solver", default=_defaults()["solver"], choices=list(SOLVERS),
+                   help="gd: full-batch gradient descent; sgd; adam (default: what did "
+                        "best on real data, as StandardizedRegressor's); lbfgs: full-batch "
+                        "L-BFGS (--epochs counts its iterations)")
     g.add_argument("--lr", type=_learning_rate, default=None, metavar="auto|RATE",
-                   help="learning rate (learning_rate_init); auto: set from the loss's "
-                        "curvature and adapted (gd only). Default: auto for gd, "
-                        f"{_FIXED_LR} for sgd and adam")
+                   help="learning rate (learning_rate_init); auto (the default): for gd, "
+                        "set from the loss's curvature and adapted; for sgd and adam, 0.01 "
+                        "(the estimator's)")
     g.add_argument("--batch-size", type=_bounded(int, 1), default=None,
                    help="minibatch size for sgd and adam (default: min(200, n))")
     g.add_argument("--momentum", type=_bounded(float, 0, at_most=1), default=0.9,
@@ -215,13 +252,18 @@ def _add_solver_options(g):
 
 
 def _add_stopping_options(g):
-    g.add_argument("--epochs", type=_bounded(int, 1), default=5000,
-                   help="maximum epochs, max_iter (default: 5000)")
-    g.add_argument("--tol", type=_bounded(float, 0), default=1e-6,
-                   help="an epoch improves when the loss falls (with --early-stopping: "
-                        "the validation R^2 rises) by at least this (default: 1e-6)")
-    g.add_argument("--n-iter-no-change", type=_bounded(int, 1), default=10,
-                   help="stop after this many epochs without improvement (default: 10)")
+    defaults = _defaults()
+    g.add_argument("--epochs", type=_bounded(int, 1), default=defaults["max_iter"],
+                   help=f"maximum epochs, max_iter (default: {defaults['max_iter']})")
+    g.add_argument("--tol", type=_bounded(float, 0), default=defaults["tol"],
+                   help="sgd and adam: an epoch improves when the loss falls (with "
+                        "--early-stopping: the validation R^2 rises) by at least this; gd: "
+                        "when the next step is expected to lower the loss by more than this "
+                        f"fraction of it (default: {defaults['tol']:g})")
+    g.add_argument("--n-iter-no-change", type=_bounded(int, 1),
+                   default=defaults["n_iter_no_change"],
+                   help="stop after more than this many epochs without improvement "
+                        f"(default: {defaults['n_iter_no_change']})")
     g.add_argument("--early-stopping", action="store_true",
                    help="stop on the R^2 of a validation split of the training rows and "
                         "keep the best weights; the test rows stay untouched")
@@ -234,13 +276,16 @@ def _add_stopping_options(g):
 def _add_data_options(g):
     g.add_argument("--data", metavar="FILE", help="a .csv, .npy or .npz file")
     g.add_argument("--target", metavar="NAME", help="CSV target column (default: the last)")
+    g.add_argument("--drop", type=_names, default=None, metavar="COL1,COL2,...",
+                   help="CSV columns not to read (an id, a text column of too many levels)")
     g.add_argument("--samples", type=_bounded(int, 1), default=2000,
                    help="rows of the embedded dataset, without --data (default: 2000)")
     g.add_argument("--test-size", type=_bounded(float, 0, below=1), default=0.2,
                    help="fraction of rows held out for testing (default: 0.2)")
     g.add_argument("--no-standardize", action="store_true",
                    help="train on X and y as they are")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    g.add_argument("--seed", type=_bounded(int, 0, at_most=2**32 - 1), default=0,
+                   help="random seed, 0 to 2**32 - 1 (default: 0)")
     g.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     g.add_argument("--device", default=None,
                    help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
@@ -258,6 +303,9 @@ def _add_output_options(g):
     g.add_argument("--plot", metavar="LOSS.png",
                    help="write a plot of the training and held-out loss (needs matplotlib)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--json", metavar="FILE", default=None,
+                   help="also write the report (settings, epochs, how training stopped, "
+                        "train and test MSE and R^2, wall time) as JSON")
 
 
 class _Progress:
@@ -292,17 +340,24 @@ class _Progress:
 
 
 def _load_training_data(args):
-    from .data import read_training_data
+    """X, y, feature names, target name, a description of the source, and the columns."""
+    from .data import read_training_table
     from .datasets import make_friedman1
 
     if args.data is None:
-        if args.target is not None:
-            raise ValueError("--target needs --data: the embedded dataset's target is fixed.")
+        for option, value in (("--target", args.target), ("--drop", args.drop)):
+            if value is not None:
+                raise ValueError(f"{option} needs --data: the embedded dataset's columns "
+                                 f"are fixed.")
         X, y = make_friedman1(args.samples, random_state=args.seed)
         names = [f"x{j}" for j in range(X.shape[1])]
-        return X, y, names, "y", f"Friedman #1 (embedded, seed {args.seed})"
-    X, y, names, target = read_training_data(args.data, args.target)
-    return X, y, names, target, args.data
+        return X, y, names, "y", f"Friedman #1 (embedded, seed {args.seed})", None
+    table = read_training_table(args.data, args.target, args.drop or ())
+    for note in table.notes:
+        print(f"note: {note}")
+    columns = table.columns if any(levels is not None for _, levels in table.columns) \
+        else None
+    return table.X, table.y, table.feature_names, table.target, args.data, columns
 
 
 def _uses_dask(args):
@@ -316,6 +371,9 @@ def _run_train(args):
     from .splitting import train_test_split
 
     resumed = _resume(args) if args.resume else None
+    if args.data is not None and "samples" in getattr(args, "given", ()):
+        raise ValueError("--samples sets the size of the embedded dataset; with --data every "
+                         "row of the file is used (leave --samples out).")
     _check_checkpoint_options(args)
     if args.plot:
         try:
@@ -325,8 +383,9 @@ def _run_train(args):
     inputs = [("--data", args.data)]
     if args.resume and not _same_file(args.out, args.resume):
         inputs.append(("--resume", args.resume))
-    _check_outputs(inputs, [("--out", args.out), ("--plot", args.plot)])
-    cluster = client = None
+    _check_outputs(inputs, [("--out", args.out), ("--plot", args.plot),
+                            ("--json", args.json)])
+    cluster = client = columns = None
     if _uses_dask(args):
         from .distributed import connect, read_dataset, split_by_chunks
 
@@ -345,7 +404,7 @@ def _run_train(args):
             X_train, y_train = to_cupy_blocks(X_train), to_cupy_blocks(y_train)
     else:
         device = get_device(args.device, args.backend)
-        X, y, names, target, source = _load_training_data(args)
+        X, y, names, target, source, columns = _load_training_data(args)
         if args.test_size > 0:
             X_train, X_test, y_train, y_test = train_test_split(X, y, args.test_size, args.seed)
         else:
@@ -360,7 +419,7 @@ def _run_train(args):
     try:
         return _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
                                  names, target, source, resumed=resumed and resumed[0],
-                                 digest=digest)
+                                 digest=digest, columns=columns)
     finally:
         if client is not None:
             client.close()
@@ -371,11 +430,12 @@ def _run_train(args):
 def _split_record(args, source):
     """What ``validate --model`` needs to redo this run's training split from --data."""
     return {"source": source, "target": args.target, "test_size": args.test_size,
-            "split_seed": args.seed, "samples": None if args.data else args.samples}
+            "split_seed": args.seed, "samples": None if args.data else args.samples,
+            "drop": list(args.drop or ())}
 
 
 def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test, names,
-                      target, source, resumed=None, digest=None):
+                      target, source, resumed=None, digest=None, columns=None):
     import contextlib
     import warnings
 
@@ -385,6 +445,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     from ._sklearn_compat import ConvergenceWarning
     from .io import save
     from .scaling import StandardizedRegressor
+    from .training import TrainingDivergedError
 
     if resumed is not None:
         model, net = resumed, getattr(resumed, "regressor_", resumed)
@@ -410,13 +471,13 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     eval_set = (None if X_test is None or client is not None or args.early_stopping
                 or not shown else (X_test, y_test))
     extra = {} if client is None else {"client": client}
-    saving = {"feature_names": names, "target_names": [target]}
+    saving = {"feature_names": names, "target_names": [target], "columns": columns}
     callback = progress
     if args.out and client is None:
         callback = _Checkpoints(progress, model, net, args.out, args.checkpoint_every,
                                 dict(saving, extra=dict(saved_extra, checkpoint=True)))
     start = time.perf_counter()
-    interrupted = False
+    interrupted = failure = None
     try:
         with warnings.catch_warnings(record=True) as caught, \
                 (net._resuming() if resumed is not None else contextlib.nullcontext()):
@@ -424,24 +485,32 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
             model.fit(X_train, y_train, eval_set=eval_set, callback=callback, **extra)
     except KeyboardInterrupt:
         interrupted = True
+    except TrainingDivergedError:
+        raise   # its last weights are those of a diverging run: nothing worth saving
+    except Exception as exc:
+        failure = exc
     finally:
         progress.close()
     wall = time.perf_counter() - start
-    if interrupted:
-        epochs = len(getattr(net, "loss_curve_", ()))   # none, if stopped before one ended
-        print(f"interrupted after {epochs} epochs ({wall:.2f} s)", file=sys.stderr)
-        last, exact = getattr(callback, "last", None), True
-        if last is None and client is not None and getattr(net, "n_iter_", 0) > 0:
-            # On Dask the solver state is not that of the last whole epoch: leave it out.
-            last, exact = model, False
-        if args.out and last is not None:
-            save(last, args.out, **saving, extra=dict(saved_extra, interrupted=True),
-                 training_state=exact)
-            print(f"saved the last complete epoch's model to {args.out}", file=sys.stderr)
+    if interrupted or failure is not None:
+        # Whatever stopped the run, the epochs it finished are not lost.
+        _save_last_epoch(args, callback, model, net, client, saving, saved_extra,
+                         wall, interrupted)
+        if failure is not None:
+            raise failure
         return 130
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    # Saved before anything more is printed: a reader that closes stdout early
+    # (gpumlp train ... | head -1) costs the report, never the model or the plot.
+    if args.out:
+        save(model, args.out, **saving, extra=saved_extra)
+    if args.plot:
+        from .plotting import plot_loss
 
-    def report(name, X_part, y_part):
+        plot_loss(net.loss_curve_, net.validation_loss_curve_, args.plot)
+    results = {}
+
+    def measure(name, X_part, y_part):
         y_pred = model.predict(X_part)
         if client is not None:  # dask: two numbers computed on the workers
             import dask
@@ -459,34 +528,82 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
             r2 = float(r2_score(y_part / unit, y_pred / unit))
             with np.errstate(over="ignore"):
                 mse = float(np.mean((y_part - y_pred) ** 2))
-        print(f"{name:5s} MSE {mse:12.6g}   R^2 {r2:8.4f}")
+        results[name] = {"mse": mse, "r2": r2, "rows": int(X_part.shape[0])}
 
-    state = "converged" if converged else "stopped at --epochs"
+    measure("train", X_train, y_train)
+    if X_test is not None:
+        measure("test", X_test, y_test)
+    state = _stop_state(net, converged)
+    if args.json:   # like the model: written before the report is printed
+        from ._atomic import write_text_atomic
+
+        write_text_atomic(args.json, _train_report(args, net, device, source, target, names,
+                                                   state, converged, results, wall))
     # The run's epochs in all (a resumed run counts those before it too).
     print(f"epochs: {len(net.loss_curve_)} ({state})  final loss: {net.loss_:.6g}")
     print(f"learning rate: {_describe_rate(net)}")
     if args.early_stopping:
         print(f"early stopping: best validation R^2 {net.best_validation_score_:.4f} on "
               f"{args.validation_fraction:g} of the training rows")
-    report("train", X_train, y_train)
-    if X_test is not None:
-        report("test", X_test, y_test)
+    for name, figures in results.items():
+        print(f"{name:5s} MSE {figures['mse']:12.6g}   R^2 {figures['r2']:8.4f}")
     print(f"wall time: {wall:.2f} s")
     if args.out:
-        save(model, args.out, **saving, extra=saved_extra)
         print(f"saved model to {args.out}")
+    if args.json:
+        print(f"wrote {args.json}")
     if args.plot:
-        from .plotting import plot_loss
-
-        plot_loss(net.loss_curve_, net.validation_loss_curve_, args.plot)
         print(f"wrote loss plot to {args.plot}")
     return 0
+
+
+def _save_last_epoch(args, callback, model, net, client, saving, saved_extra, wall,
+                     interrupted):
+    """After Ctrl-C or a failure mid-training: save the last whole epoch to ``--out``.
+
+    The count printed is that of the epochs saved (an interrupt inside the
+    epoch's callback leaves the trainer one epoch ahead of the last snapshot).
+    """
+    import numpy as np
+
+    from .io import save
+
+    last, exact = getattr(callback, "last", None), True
+    if last is None and client is not None and getattr(net, "n_iter_", 0) > 0:
+        # On Dask the solver state is not that of the last whole epoch: leave it out.
+        last, exact = model, False
+    what = "interrupted" if interrupted else "stopped by an error"
+    if last is None or not args.out:
+        if not interrupted and last is None:
+            return  # an error before an epoch ended: its own message says all
+        epochs = len(getattr(net, "loss_curve_", ()))  # none, if stopped before one ended
+        nothing = "no --out" if not args.out else "no epoch of this run was complete"
+        print(f"gpumlp train: {what} after {epochs} epochs ({wall:.2f} s); nothing "
+              f"saved ({nothing})", file=sys.stderr)
+        return
+    last_net = getattr(last, "regressor_", last)
+    epochs = len(last_net.loss_curve_)
+    if not all(np.all(np.isfinite(np.asarray(W))) for W in last_net.coefs_):
+        print(f"gpumlp train: {what} after {epochs} epochs ({wall:.2f} s); nothing saved "
+              f"(the weights are not finite)", file=sys.stderr)
+        return
+    print(f"gpumlp train: {what} after {epochs} complete epochs ({wall:.2f} s)",
+          file=sys.stderr)
+    try:
+        save(last, args.out, **saving, extra=dict(saved_extra, interrupted=True),
+             training_state=exact)
+    except (OSError, ValueError) as exc:
+        print(f"gpumlp train: could not save the last complete epoch's model: {exc}",
+              file=sys.stderr)
+        return
+    print(f"gpumlp train: saved the last complete epoch's model to {args.out} (epoch "
+          f"{epochs})", file=sys.stderr)
 
 
 # ------------------------------------------------------ checkpoints and resume
 #: The ``train`` settings a run saves and ``--resume`` restores (with the
 #: model's own parameters): all that decides the data, the split and the network.
-_RESUME_SETTINGS = ("data", "target", "samples", "seed", "test_size", "no_standardize",
+_RESUME_SETTINGS = ("data", "target", "drop", "samples", "seed", "test_size", "no_standardize",
                     "hidden", "activation", "alpha", "loss", "solver", "lr", "batch_size",
                     "momentum", "nesterov", "beta1", "beta2", "epsilon", "learning_rate",
                     "power_t", "max_fun", "tol",
@@ -530,7 +647,7 @@ def _settings_argv(settings):
             continue
         if value is True:
             argv.append(option)
-        elif key == "hidden":
+        elif key in ("hidden", "drop"):
             argv += [option, ",".join(str(v) for v in value)]
         else:
             argv += [option, repr(value) if isinstance(value, float) else str(value)]
@@ -546,13 +663,12 @@ def _resume(args):
     run continues with its own settings. Without ``--out``, the result goes
     back to the ``--resume`` file (written atomically).
     """
-    from .io import load_with_metadata
     from .scaling import StandardizedRegressor
 
     if args.cluster or args.scheduler or _uses_dask(args):
         raise ValueError("--resume works for data read into memory, not for training on "
                          "Dask (--cluster, --scheduler or a dataset folder).")
-    model, metadata = load_with_metadata(args.resume)
+    model, metadata = _load_model("--resume", args.resume)
     extra = metadata.get("extra", {})
     settings = extra.get("settings")
     if metadata.get("params", {}).get("solver") == "lbfgs":
@@ -570,21 +686,21 @@ def _resume(args):
     except SystemExit:
         raise ValueError(f"--resume {args.resume}: the saved settings are invalid "
                          f"({settings!r:.200})") from None
-    defaults = vars(parser.parse_args(["train"]))
+    given_options = getattr(args, "given", None)
+    if given_options is None:  # parsed by build_parser() alone: tell by the defaults
+        defaults = vars(parser.parse_args(["train"]))
+        given_options = {key for key in _RESUME_SETTINGS if getattr(args, key) != defaults[key]}
     for key in _RESUME_SETTINGS:
-        given = getattr(args, key)
-        if key == "data" and given is not None:
-            continue  # the same data at another path: _check_resumed_data compares it
-        if given != defaults[key] and given != saved[key]:
-            option = "--" + key.replace("_", "-")
-
-            def show(value):
-                return ",".join(map(str, value)) if isinstance(value, tuple) else value
-
-            raise ValueError(f"{option} {show(given)} differs from the resumed run's "
-                             f"{show(saved[key])}; --resume continues a run with its own "
-                             f"settings (leave {option} out).")
-        setattr(args, key, saved[key])
+        if key in given_options and key != "data":  # other data: compared by digest
+            given = _effective(key, getattr(args, key), args)
+            kept = _effective(key, saved[key], argparse.Namespace(**saved), metadata)
+            if given != kept:
+                option = "--" + key.replace("_", "-")
+                raise ValueError(f"{option} {_show(getattr(args, key))} differs from the "
+                                 f"resumed run's {_show(kept)}; --resume continues a run "
+                                 f"with its own settings (leave {option} out).")
+        if key != "data" or args.data is None:
+            setattr(args, key, saved[key])
     if isinstance(model, StandardizedRegressor) == args.no_standardize:
         raise ValueError(f"--resume {args.resume}: its settings disagree with its model "
                          f"on standardisation; the file was tampered with.")
@@ -592,6 +708,39 @@ def _resume(args):
         args.out = args.resume
     target_names = metadata.get("target_names") or [None]
     return model, extra, (metadata.get("feature_names"), target_names[0])
+
+
+def _show(value):
+    """A setting as it is typed on the command line (an on/off option as on or off)."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "(the default)" if value is None else value
+
+
+def _effective(key, value, args, metadata=None):
+    """What setting ``key`` means for a run: a default that depends on others resolved.
+
+    ``--lr`` left out means ``auto`` for every solver (issue 21: the estimator's
+    rate; before, 0.1 for sgd and adam), and ``--target`` left out the last
+    column, whose name the model file keeps.
+    """
+    if key == "lr" and value is None:
+        return "auto"
+    if key == "target" and value is None and metadata is not None:
+        return (metadata.get("target_names") or [None])[0]
+    return value
+
+
+def _load_model(option, path):
+    """``load_with_metadata(path)``, a missing file named with the option that gave it."""
+    from .io import load_with_metadata
+
+    try:
+        return load_with_metadata(path)
+    except FileNotFoundError:
+        raise ValueError(f"{option} {path}: no such model file; check the path.") from None
 
 
 def _check_checkpoint_options(args):
@@ -663,7 +812,7 @@ class _Checkpoints:
 
 def _estimator_params(args):
     """The estimator's parameters from the ``train`` options, under scikit-learn's names."""
-    rate = args.lr if args.lr is not None else ("auto" if args.solver == "gd" else _FIXED_LR)
+    rate = args.lr if args.lr is not None else "auto"
     return dict(
         hidden_layer_sizes=args.hidden, activation=args.activation, alpha=args.alpha,
         solver=args.solver, learning_rate_init=rate, batch_size=args.batch_size or "auto",
@@ -673,6 +822,53 @@ def _estimator_params(args):
         validation_fraction=args.validation_fraction, loss=args.loss,
         learning_rate=args.learning_rate, power_t=args.power_t, max_fun=args.max_fun,
     )
+
+
+def _stop_state(net, converged):
+    """How training ended, in words: only a fit the rule stopped is called converged."""
+    if not converged:
+        return "stopped at --epochs, not converged"
+    if net.early_stopping:
+        return "stopped early: the validation R^2 no longer improved"
+    return "converged"
+
+
+def _train_report(args, net, device, source, target, names, state, converged, results, wall):
+    """``train --json``'s report: the run's settings and outcome, as JSON text."""
+    import json
+
+    report = {
+        "command": "train",
+        "data": str(source), "target": target, "features": list(names),
+        "device": str(device), "dtype": args.dtype,
+        "settings": {key: (list(value) if isinstance(value, tuple) else value)
+                     for key, value in _estimator_params(args).items()},
+        "standardize": not args.no_standardize,
+        "epochs": len(net.loss_curve_), "stopped": state, "converged": converged and
+        not net.early_stopping, "final_loss": net.loss_,
+        "learning_rate": net.learning_rate_,
+        "best_validation_r2": net.best_validation_score_,
+        "train": results.get("train"), "test": results.get("test"),
+        "wall_seconds": wall, "model": args.out,
+    }
+    return json.dumps(_plain_json(report), indent=2, allow_nan=False) + "\n"
+
+
+def _plain_json(value):
+    """``value`` with NumPy numbers as Python ones and NaN or infinity as null (valid JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return number if math.isfinite(number) else None
 
 
 def _describe_rate(net):
@@ -698,7 +894,8 @@ def _add_predict(sub):
     p.add_argument("--model", required=True, metavar="MODEL.npz")
     p.add_argument("--data", required=True, metavar="FILE")
     p.add_argument("--out", metavar="PREDS.csv",
-                   help="write predictions here (.csv or .npy); default: print them")
+                   help="write predictions here (.csv or .npy); - or none: print them as "
+                        "CSV")
     p.add_argument("--device", default=None,
                    help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
     p.add_argument("--backend", default=None, choices=_BACKEND_CHOICES, help=_BACKEND_HELP)
@@ -708,25 +905,26 @@ def _add_predict(sub):
 def _run_predict(args):
     import numpy as np
 
-    from .data import read_features, write_predictions
-    from .io import load_with_metadata
+    from .data import read_features, write_predictions, write_predictions_csv
 
-    _check_outputs([("--model", args.model), ("--data", args.data)], [("--out", args.out)])
-    model, metadata = load_with_metadata(args.model)
+    _check_outputs([("--model", args.model), ("--data", args.data)], [("--out", args.out)],
+                   to_stdout={"--out"})
+    model, metadata = _load_model("--model", args.model)
     net = getattr(model, "regressor_", model)
     if args.device is not None or args.backend is not None:
         net.set_params(device=args.device, backend=args.backend)
     names = metadata.get("feature_names") or [
         f"x{j}" for j in range(metadata["layer_sizes"][0])]
-    target = (metadata.get("target_names") or ["prediction"])[0]
-    X = read_features(args.data, names, target)
+    targets = metadata.get("target_names") or ["prediction"]
+    columns = metadata.get("columns")
+    X = read_features(args.data, names, targets[0], columns=None if columns is None else [
+        (column["name"], column["levels"]) for column in columns])
     y_pred = np.asarray(model.predict(X))
-    if args.out:
-        write_predictions(args.out, y_pred, target)
+    if args.out and args.out != STDOUT:
+        write_predictions(args.out, y_pred, targets)
         print(f"wrote {y_pred.shape[0]} predictions to {args.out}")
     else:
-        np.savetxt(sys.stdout, y_pred.reshape(y_pred.shape[0], -1), fmt="%.9g",
-                   header=target, comments="")
+        write_predictions_csv(sys.stdout, y_pred, targets)
     return 0
 
 
@@ -813,9 +1011,10 @@ def _run_validate(args):
             raise ValueError(f"unknown --configs entry {config!r}; choose from "
                              f"{', '.join(agreement.TRAINING_CONFIGS)}")
     results = agreement.validate(backends, dtypes, configs)
+    if args.json:  # written before anything is printed: a closed stdout cannot lose it
+        write_text_atomic(args.json, agreement.to_json(results))
     print(agreement.format_table(results))
     if args.json:
-        write_text_atomic(args.json, agreement.to_json(results))
         print(f"wrote {args.json}")
     return 0 if all(r.passed for r in results) else 1
 
@@ -834,9 +1033,14 @@ def _run_certificate(args, names):
     elif args.data is None:
         raise ValueError("--model needs --data, the file the model was trained on.")
     else:
-        from .data import read_training_data
+        from .data import read_training_table
 
-        X, y, _, _ = read_training_data(args.data, extra.get("target"))
+        drop = extra.get("drop", [])   # absent from files written before --drop
+        if not (isinstance(drop, list) and all(isinstance(n, str) for n in drop)):
+            raise ValueError(f"{args.model}: its record of dropped columns is damaged "
+                             f"({drop!r:.80}).")
+        table = read_training_table(args.data, extra.get("target"), drop)
+        X, y = table.X, table.y
     if "test_size" in extra:  # a model from `gpumlp train`: redo its split
         from .splitting import train_test_split
 
@@ -851,9 +1055,10 @@ def _run_certificate(args, names):
     except NotReplayableError as exc:
         print(f"gpumlp validate: cannot certify: {exc}", file=sys.stderr)
         return 2
+    if args.json:  # written before anything is printed: a closed stdout cannot lose it
+        write_text_atomic(args.json, cert.to_json())
     print(format_certificate(cert))
     if args.json:
-        write_text_atomic(args.json, cert.to_json())
         print(f"wrote {args.json}")
     return 0 if cert.passed else 1
 
@@ -875,25 +1080,95 @@ def build_parser():
     return parser
 
 
+def _given_options(argv):
+    """The destinations of the options that ``argv`` gives explicitly.
+
+    Parsed again with every default suppressed, so that an option given with
+    its default value (``--hidden 32``) counts as given, unlike a comparison
+    with the default would.
+    """
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                for option in subparser._actions:
+                    option.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command", "run"}
+
+
+#: The exit status of a command whose stdout was closed by its reader, as a
+#: shell reports a tool that SIGPIPE ended (128 + 13).
+_EXIT_BROKEN_PIPE = 141
+
+
+class _GuardedStdout:
+    """stdout that survives its reader going away (``gpumlp train ... | head -1``).
+
+    The first write or flush that meets a closed pipe points file
+    descriptor 1 at the null device and drops the rest of the output, so the
+    command goes on (a training is finished and saved) and ends quietly,
+    as other command-line tools do; :attr:`broken` then says so.
+    """
+
+    def __init__(self, stream):
+        self.stream, self.broken = stream, False
+
+    def _closed(self):
+        self.broken = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # no file descriptor (a test's capture)
+            pass
+
+    def write(self, text):
+        if self.broken:
+            return len(text)
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self):
+        if self.broken:
+            return
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def main(argv=None):
     """Run the command line; returns the exit status."""
     from .devices import BackendUnavailableError
     from .training import TrainingDivergedError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    args.given = _given_options(argv)
+    stdout = sys.stdout = _GuardedStdout(sys.stdout)
     try:
-        return args.run(args)
+        status = args.run(args)
     except TrainingDivergedError as exc:
         print(f"gpumlp {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        status = 1
     except (ValueError, TypeError, BackendUnavailableError, OSError, MemoryError) as exc:
         print(f"gpumlp {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        status = 2
     except KeyboardInterrupt:
         print(f"gpumlp {args.command}: interrupted", file=sys.stderr)
-        return 130
+        status = 130
+    finally:
+        stdout.flush()
+        sys.stdout = stdout.stream
+    return _EXIT_BROKEN_PIPE if stdout.broken and status == 0 else status
 

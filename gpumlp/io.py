@@ -42,6 +42,7 @@ import os
 import re
 import stat
 import struct
+import tokenize
 import warnings
 import zipfile
 import zlib
@@ -118,7 +119,8 @@ def _plain(name: str, value: Any) -> Any:
 
 def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *,
          feature_names: list[str] | None = None, target_names: list[str] | None = None,
-         extra: dict | None = None, training_state: bool = True) -> None:
+         extra: dict | None = None, training_state: bool = True,
+         columns: list | None = None) -> None:
     """Save a fitted model to ``path`` (an ``.npz`` file), atomically.
 
     Parameters
@@ -132,6 +134,11 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         Stored for prediction from CSV files.
     extra : dict, optional
         More metadata of plain values (for example the CLI's settings).
+    columns : list of (str, list of str or None), optional
+        The training CSV's feature columns, each with its levels when it was
+        text encoded one-hot (:attr:`gpumlp.data.Table.columns`); needs
+        ``feature_names``, which must be their expansion
+        (:func:`gpumlp.data.encoded_names`).
     training_state : bool, default=True
         Also store what an exact resume needs: the solver's state (momenta,
         Adam's moments and step), the batch-order generator's state and the
@@ -170,6 +177,8 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         raise ValueError("Only a fitted model can be saved; call fit first.")
     coefs = [to_numpy(W) for W in net.coefs_]
     intercepts = [to_numpy(b) for b in net.intercepts_]
+    feature_names = _check_names("feature_names", feature_names, coefs[0].shape[0], "input")
+    target_names = _check_names("target_names", target_names, coefs[-1].shape[1], "output")
     validation_curve = getattr(net, "validation_loss_curve_", None)
     metadata = {
         "format": _MAGIC,
@@ -197,6 +206,9 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         "feature_names_in": (None if getattr(model, "feature_names_in_", None) is None
                              else [str(n) for n in model.feature_names_in_]),
         "target_names": None if target_names is None else [str(n) for n in target_names],
+        "columns": None if columns is None else [
+            {"name": str(name), "levels": None if levels is None else [str(v) for v in levels]}
+            for name, levels in columns],
         "extra": {str(k): _plain(str(k), v) for k, v in (extra or {}).items()},
     }
     training = _training_metadata(net, coefs, intercepts) if training_state else None
@@ -216,6 +228,36 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
     arrays["metadata"] = np.array(json.dumps(metadata))
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
+
+
+def _check_names(key: str, names, expected: int, what: str) -> list[str] | None:
+    """``names`` as a list of strings, one per input (or output), all different.
+
+    A file that broke this would be refused by :func:`load` (a count) or,
+    worse, read the same column for two inputs (duplicates): refused at save.
+    """
+    if names is None:
+        return None
+    if isinstance(names, str):
+        raise TypeError(f"{key} must be a list of strings, got the string {names!r}.")
+    names = [str(n) for n in names]
+    if len(names) != expected:
+        raise ValueError(f"{key} has {len(names)} name(s), but the model has {expected} "
+                         f"{what}(s); pass one name per {what}.")
+    duplicate = _first_duplicate(names)
+    if duplicate is not None:
+        raise ValueError(f"{key} names {duplicate!r} more than once; each {what} needs "
+                         f"its own name.")
+    return names
+
+
+def _first_duplicate(names):
+    seen = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -303,7 +345,7 @@ def _check_metadata(path: str, metadata: Any) -> None:
                 "learning_rate": (int, float, type(None)), "learning_rates": list,
                 "validation_loss_curve": (list, type(None)),
                 "feature_names": (list, type(None)), "target_names": (list, type(None)),
-                "feature_names_in": (list, type(None)),
+                "feature_names_in": (list, type(None)), "columns": (list, type(None)),
                 "extra": dict, "fit_record": dict}
     for key in required:
         if key not in metadata:
@@ -335,8 +377,9 @@ def _check_metadata(path: str, metadata: Any) -> None:
     if metadata.get("n_iter", 0) < 0:
         raise _damaged(path, f"n_iter {metadata['n_iter']!r} is negative")
     rate = metadata.get("learning_rate")
-    if rate is not None and not (_is_number(rate) and 0 < rate < math.inf):
-        raise _damaged(path, f"learning_rate {rate!r} is not a positive number")
+    # 0.0 is the "invscaling" rate once (t + 1) ** power_t is beyond a float.
+    if rate is not None and not (_is_number(rate) and 0 <= rate < math.inf):
+        raise _damaged(path, f"learning_rate {rate!r} is not a finite number >= 0")
     loss = metadata.get("loss")
     if loss is not None and not (_is_number(loss) and math.isfinite(loss)):
         raise _damaged(path, f"loss {loss!r} is not a finite number")
@@ -350,10 +393,45 @@ def _check_metadata(path: str, metadata: Any) -> None:
         names = metadata.get(key)
         if names is not None and len(names) != sizes[0]:
             raise _damaged(path, f"{len(names)} {key} for {sizes[0]} input(s)")
+    names = metadata.get("target_names")
+    if names is not None and len(names) != sizes[-1]:
+        raise _damaged(path, f"{len(names)} target_names for {sizes[-1]} output(s)")
+    for key in ("feature_names", "target_names"):
+        duplicate = _first_duplicate(metadata.get(key) or ())
+        if duplicate is not None:
+            # Reading columns by these names would feed one column to two inputs.
+            raise _damaged(path, f"{key} names {duplicate!r} more than once")
+    if metadata.get("columns") is not None:
+        _check_columns(path, metadata["columns"], metadata.get("feature_names"), sizes[0])
     if "training" in metadata:
         _check_training(path, metadata["training"], sizes)
     if "fit_record" in metadata:
         _check_fit_record(path, metadata)
+
+
+def _check_columns(path: str, columns: list, feature_names: Any, n_inputs: int) -> None:
+    """``metadata["columns"]``: named columns, text ones with unique levels, that expand
+    (one feature per level) to exactly ``feature_names``."""
+    from .data import MAX_LEVELS, encoded_names
+
+    pairs = []
+    for column in columns:
+        if not (isinstance(column, dict) and set(column) == {"name", "levels"}
+                and isinstance(column["name"], str) and column["name"]):
+            raise _damaged(path, f"columns holds {column!r:.80}, not a named column")
+        levels = column["levels"]
+        if levels is not None and not (
+                isinstance(levels, list) and 1 <= len(levels) <= MAX_LEVELS
+                and all(isinstance(v, str) for v in levels) and len(set(levels)) == len(levels)):
+            raise _damaged(path, f"column {column['name']!r:.40} has levels {levels!r:.80}, "
+                                 f"not 1 to {MAX_LEVELS} distinct strings")
+        pairs.append((column["name"], levels))
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise _damaged(path, "columns names a column twice")
+    if feature_names is None or encoded_names(pairs) != feature_names:
+        raise _damaged(path, f"columns do not expand to the feature_names of its "
+                             f"{n_inputs} input(s)")
 
 
 def _check_training(path: str, training: Any, sizes: list[int]) -> None:
@@ -454,6 +532,11 @@ def _member_header(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, n
             header = np.lib.format.read_array_header_2_0(stream, _MAX_HEADER_BYTES)
         else:
             raise _damaged(path, f"member {name!r} has .npy format version {version}")
+    except (SyntaxError, tokenize.TokenError) as exc:
+        # NumPy parses a damaged header's text as Python and may fail so.
+        stream.close()
+        raise _damaged(path, f"member {name!r} has a damaged .npy header "
+                             f"({type(exc).__name__})") from None
     except BaseException:
         stream.close()
         raise
@@ -564,7 +647,7 @@ def _read(path: str | os.PathLike, with_arrays: bool) -> tuple[dict, dict]:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"{path}: no such model file. Check the path passed to --model.") from None
+            f"{path}: no such model file; check the path.") from None
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read the model file ({exc.strerror}).") \
             from None
