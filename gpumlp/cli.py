@@ -328,18 +328,22 @@ def _run_train(args):
     _check_outputs(inputs, [("--out", args.out), ("--plot", args.plot)])
     cluster = client = None
     if _uses_dask(args):
-        from .distributed import connect, read_dataset, split_by_chunks
+        from .distributed import cluster_plan, connect, read_dataset, split_by_chunks
 
         if args.data is None:
             raise ValueError("--cluster and --scheduler need --data (a directory or glob "
                              "of .npy/.npz files, a .zarr store or a .parquet dataset)")
-        client, cluster = connect(args.scheduler or args.cluster or "local")
+        # The options and the files' headers first: either may be refused
+        # before a cluster starts.
+        plan = cluster_plan(args.cluster or (None if args.scheduler else "local"),
+                            args.scheduler)
+        X, y, names, target = read_dataset(args.data, args.target)
+        client, cluster = connect(plan=plan)
         device = "dask workers" + (f" ({args.scheduler})" if args.scheduler else
                                    f" ({len(client.scheduler_info()['workers'])} local)")
-        X, y, names, target = read_dataset(args.data, args.target)
         source = args.data
         X_train, X_test, y_train, y_test = split_by_chunks(X, y, args.test_size)
-        if args.cluster and args.cluster.startswith("local-cuda"):
+        if plan[0] == "local-cuda":
             from .distributed import to_cupy_blocks
 
             X_train, y_train = to_cupy_blocks(X_train), to_cupy_blocks(y_train)
