@@ -273,7 +273,7 @@ class ChunkSource:
         """Rows in one batch."""
         return sum(self.rows[i] for i in batch)
 
-    def _reduce(self, method, chunk_ids, *args):
+    def _reduce(self, method, chunk_ids, params, *args):
         """``method`` of the shards on each chunk, added as a tree in chunk order.
 
         A shard that cannot be reached because its worker left is replaced
@@ -283,10 +283,13 @@ class ChunkSource:
         """
         placement = self.placement
         ids = [self.ids[i] for i in chunk_ids]
+        dtype = np.dtype(self.dtype)
+        flat = np.concatenate([np.reshape(np.asarray(p, dtype=dtype), -1) for p in params])
+        shapes = [tuple(p.shape) for p in params]
         for attempt in range(RETRIES + 1):
             try:
                 placement.ensure(self.dtype)
-                vectors = placement.call(method, ids, *args)
+                vectors = placement.call(method, ids, flat, shapes, *args)
                 break
             except Exception as exc:
                 if attempt < RETRIES and placement.recoverable(exc):

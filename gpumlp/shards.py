@@ -88,20 +88,29 @@ class Shard:
     def __init__(self, ids, X, y, w, dtype):
         self.chunks = {i: _placed(a, b, c, dtype) for i, a, b, c in zip(ids, X, y, w)}
 
-    def _params(self, ids, params):
+    def _params(self, ids, flat, shapes):
+        """The weights, as views of the one vector they travel in, on the chunks' device."""
+        params, at = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            params.append(flat[at:at + size].reshape(shape))
+            at += size
         place = device_of(self.chunks[ids[0]][0])
         return params if place.is_numpy else [place.asarray(p) for p in params]
 
-    def sums(self, ids, params, n_coefs, activation, n_total, use_fastpath, loss_kind):
+    def sums(self, ids, flat, shapes, n_coefs, activation, n_total, use_fastpath, loss_kind):
         """For each chunk of ``ids``: its sum of losses, then its share of the gradient.
+
+        ``flat`` holds the weights ``coefs + intercepts`` end to end, of
+        ``shapes`` (one buffer to send rather than one per array).
 
         Returns
         -------
-        list of ndarray, each shape (1 + number of weights,)
-            ``[loss sum, coef grads..., intercept grads...]`` laid end to end,
-            in the training dtype, on the host.
+        ndarray, shape (len(ids), 1 + flat.size)
+            Per chunk, ``[loss sum, coef grads..., intercept grads...]`` laid
+            end to end, in the training dtype, on the host.
         """
-        params = self._params(ids, params)
+        params = self._params(ids, flat, shapes)
         coefs, intercepts = params[:n_coefs], params[n_coefs:]
         out = []
         for i in ids:
@@ -119,14 +128,15 @@ class Shard:
             total = float(y.shape[0]) if w is None else _xp(w).sum(w)
             summed = loss * total * float(y.shape[1])
             out.append(_flat([summed, *coef_grads, *intercept_grads]))
-        return out
+        return np.stack(out)
 
-    def evaluate(self, ids, params, n_coefs, activation, loss_kind):
+    def evaluate(self, ids, flat, shapes, n_coefs, activation, loss_kind):
         """For each chunk of ``ids``, weighted: per output the squared errors, the sums of
-        ``y`` and ``y**2``; then the sum of losses and the sum of weights, end to end."""
+        ``y`` and ``y**2``; then the sum of losses and the sum of weights, end to end
+        (one row per chunk)."""
         from .losses import get_loss
 
-        params = self._params(ids, params)
+        params = self._params(ids, flat, shapes)
         loss = get_loss(loss_kind)
         out = []
         for i in ids:
@@ -140,7 +150,7 @@ class Shard:
             out.append(_flat([xp.sum(ww * diff * diff, axis=0), xp.sum(ww * y, axis=0),
                               xp.sum(ww * y * y, axis=0),
                               xp.sum(ww * loss.pointwise(y, y_pred)), xp.sum(ww)]))
-        return out
+        return np.stack(out)
 
     def rows(self):
         """The rows this shard holds (for the tests and the benchmark)."""
