@@ -577,3 +577,42 @@ def test_cli_caps_workers_at_the_cores_and_splits_one_chunk_by_rows(tmp_path):
     assert f"starting {cores} worker process(es), not {cores + 198}" in result.stderr
     assert f"dask workers ({cores} local)" in result.stdout
     assert "80 train / 20 test rows" in result.stdout
+
+
+# ------------------------------------------ chunks off NumPy (issue 22 §5)
+@pytest.fixture(params=["torch", "cupy"])
+def to_chunk(request):
+    """How a chunk becomes another library's array: torch on the CPU here, CuPy on a GPU.
+
+    CuPy is required when the run asks for it (``--backends ...,cupy``, as
+    ci/gpu's dask-gpu step does), else skipped with the reason.
+    """
+    if request.param == "cupy":
+        request.getfixturevalue("cupy_device")
+        import cupy
+
+        return cupy.asarray
+    torch = pytest.importorskip("torch")
+    return torch.asarray
+
+
+@pytest.mark.parametrize("solver", ["gd", "adam"])
+def test_chunks_of_another_library_train_as_numpy_chunks(client, data, to_chunk, solver):
+    # The module's two worker processes share the machine's one GPU (they
+    # inherit CUDA_VISIBLE_DEVICES); each shard keeps its chunks on it.
+    X, y = data
+    params = dict(hidden_layer_sizes=(8,), solver=solver, max_iter=20, tol=0, shuffle=False,
+                  random_state=0, alpha=0.01, batch_size=250)
+
+    def chunked(a):  # NumPy meta: dask need not know the library of the blocks
+        return da.from_array(a, chunks=250).map_blocks(to_chunk, dtype=a.dtype,
+                                                       meta=np.empty((0,) * a.ndim))
+
+    remote = fit_quietly(MLPRegressor(**params), chunked(X[:750]), chunked(y[:750]),
+                         client=client, eval_set=(chunked(X[750:]), chunked(y[750:])))
+    local = fit_quietly(MLPRegressor(device="cpu", **params), X[:750], y[:750],
+                        eval_set=(X[750:], y[750:]))
+    assert remote.n_iter_ == 20
+    assert_same_model(local, remote)
+    np.testing.assert_allclose(remote.validation_scores_, local.validation_scores_,
+                               rtol=1e-10)
