@@ -41,8 +41,9 @@ from ._checks import check_n_features
 from .devices import to_numpy
 from .shards import tree_sum
 
-__all__ = ["ChunkSource", "cluster_plan", "connect", "parse_cluster", "parse_scheduler", "predict",
-           "read_dataset", "split_by_chunks", "to_cupy_blocks", "usable_cores"]
+__all__ = ["ChunkSource", "as_dask_like_rows", "check_finite", "cluster_plan", "connect",
+           "parse_cluster", "parse_scheduler", "predict", "read_dataset", "split_by_chunks",
+           "to_cupy_blocks", "usable_cores"]
 
 
 #: Times a step is sent again after a worker was lost.
@@ -88,6 +89,57 @@ def _finite_and_rows(X, y, w=None):
     w = np.asarray(to_numpy(w), dtype=np.float64)
     return (_first_bad(X), _first_bad(y), int(X.shape[0]), y_non_negative,
             bool(np.all(np.isfinite(w))), bool(np.all(w >= 0)), float(w.sum()))
+
+
+def as_dask_like_rows(y, X):
+    """``y`` in memory as a dask array chunked like the rows of dask array ``X``.
+
+    Parameters
+    ----------
+    y : array-like, shape (n,) or (n, k)
+    X : dask array, shape (n, f)
+    """
+    import dask.array as da
+
+    y = np.asarray(to_numpy(y))
+    if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
+        raise ValueError(
+            f"Found input variables with inconsistent numbers of samples: "
+            f"[{X.shape[0]}, {y.shape[0] if y.ndim else 0}]. X and y need one row per sample.")
+    return da.from_array(y, chunks=(X.chunks[0],) + ((-1,) if y.ndim == 2 else ()))
+
+
+def _first_bad_block(block):
+    return _first_bad(block)
+
+
+def check_finite(x, name: str) -> None:
+    """Raise ``ValueError`` at the first NaN or infinity of a dask array, by its index.
+
+    One pass over the blocks, on the workers; the index is the element's
+    in ``x`` (its row in the whole array, not in its chunk).
+
+    Parameters
+    ----------
+    x : dask array, or an array in memory, shape (n,) or (n, k)
+    name : str
+        What to call ``x`` in the message.
+    """
+    import dask
+
+    if not hasattr(x, "dask"):
+        x = np.asarray(to_numpy(x))
+        x = dask.array.from_array(x, chunks=x.shape or 1)
+    if x.ndim == 2 and len(x.chunks[1]) != 1:
+        x = x.rechunk({1: -1})
+    found = dask.compute(*[dask.delayed(_first_bad_block)(b) for b in x.to_delayed().ravel()])
+    for chunk, index in enumerate(found):
+        if index is not None:
+            start = sum(x.chunks[0][:chunk])
+            where = ", ".join(map(str, (index[0] + start, *index[1:])))
+            raise ValueError(f"Input {name} contains NaN or infinity; the first is "
+                             f"{name}[{where}] (chunk {chunk}). Remove or impute them before "
+                             f"fitting.")
 
 
 # ------------------------------------------------------------ driver side

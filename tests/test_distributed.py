@@ -518,6 +518,9 @@ def test_a_nan_in_a_chunk_is_reported_at_its_row_in_the_data(client, data):
     bad_y[1001] = np.inf
     with pytest.raises(ValueError, match=r"the first is y\[1001\]"):
         MLPRegressor().fit(da.from_array(X, chunks=(250, 5)), bad_y, client=client)
+    # Standardising would spread the NaN to every row: it is reported where it is.
+    with pytest.raises(ValueError, match=r"the first is X\[700, 2\] \(chunk 2\)"):
+        StandardizedRegressor().fit(da.from_array(bad, chunks=(250, 5)), y, client=client)
 
 
 def test_a_single_chunk_is_split_by_rows():
