@@ -148,7 +148,7 @@ def _add_train(sub):
             "A directory or glob of .npy/.npz files, a .zarr store or a .parquet dataset "
             "trains on Dask (--cluster local:N, the default with N = cores, or "
             "--scheduler ADDRESS), reading the data on the workers; the test rows are "
-            "then the last --test-size of the chunks."
+            "then the last --test-size of the chunks (of the rows, for data in one chunk)."
         ),
     )
     groups = {name: p.add_argument_group(name, text) for name, text in _TRAIN_GROUPS}
@@ -246,8 +246,9 @@ def _add_data_options(g):
                    help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
     g.add_argument("--backend", default=None, choices=_BACKEND_CHOICES, help=_BACKEND_HELP)
     g.add_argument("--cluster", metavar="local:N",
-                   help="train on Dask: start a local cluster of N worker processes "
-                        "(local-cuda: one worker per GPU, needs dask-cuda)")
+                   help="train on Dask: start a local cluster of N worker processes, at "
+                        "most one per core (local: one per core; local-cuda: one worker "
+                        "per GPU, needs dask-cuda)")
     g.add_argument("--scheduler", metavar="ADDRESS",
                    help="train on Dask: join the cluster at this scheduler address, "
                         "e.g. tcp://host:8786")

@@ -41,10 +41,12 @@ import numpy as np
 from . import fastpath, kernels
 from .devices import device_of, to_numpy
 
-__all__ = ["INLINE_ROWS", "Placement", "Shard", "tree_sum"]
+__all__ = ["INLINE_ROWS", "PLACE_TIMEOUT", "Placement", "Shard", "tree_sum"]
 
 #: Rows above which a shard computes in a thread rather than on the event loop.
 INLINE_ROWS = 100_000
+#: Seconds to wait for the chunks (recomputed after a loss) and the shards.
+PLACE_TIMEOUT = 120
 
 
 def tree_sum(vectors):
@@ -87,6 +89,18 @@ class Shard:
 
     def __init__(self, ids, X, y, w, dtype):
         self.chunks = {i: _placed(a, b, c, dtype) for i, a, b, c in zip(ids, X, y, w)}
+
+    def run(self, request):
+        """``request = (method, args)``: one call of :meth:`sums` or :meth:`evaluate`.
+
+        The driver sends a call as this one argument: Dask serialises each
+        argument of an actor call separately, and at a few hundred
+        microseconds each, eight small arguments cost more than the step.
+        """
+        method, args = request
+        if method not in ("sums", "evaluate"):
+            raise ValueError(f"a shard runs sums or evaluate, not {method!r}")
+        return getattr(self, method)(*args)
 
     def _params(self, ids, flat, shapes):
         """The weights, as views of the one vector they travel in, on the chunks' device."""
@@ -169,7 +183,7 @@ def _flat(values):
 
 
 async def _call_all(calls):
-    return await asyncio.gather(*(getattr(actor, method)(*args, separate_thread=threaded)
+    return await asyncio.gather(*(actor.run((method, args), separate_thread=threaded)
                                   for actor, method, args, threaded in calls))
 
 
@@ -207,7 +221,7 @@ class Placement:
         client = self.client
         self.shards, self.owner = [], {}
         held = [f for f in self.X + self.y + self.w if f is not None]
-        wait(held)
+        wait(held, timeout=PLACE_TIMEOUT)
         who = client.who_has(self.X)
         by_worker = {}
         for i, future in enumerate(self.X):
@@ -224,6 +238,13 @@ class Placement:
             for i in ids:
                 self.owner[i] = len(futures) - 1
         self._futures = futures
+        try:
+            # A worker that died since who_has answered never takes its actor:
+            # a timeout (an OSError) then lets the caller place them again.
+            wait(futures, timeout=PLACE_TIMEOUT)
+        except BaseException:
+            client.cancel(futures)
+            raise
         self.shards = client.gather(futures)
         self._workers = set(client.scheduler_info()["workers"])
 
