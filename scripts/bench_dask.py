@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import resource
@@ -123,7 +124,8 @@ def main(argv=None):
     local_small = _in_process(small, f_small)
     for workers in (int(w) for w in args.workers.split(",")):
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          host="127.0.0.1", dashboard_address=None) as cluster, \
+                          host="127.0.0.1", dashboard_address=None,
+                          silence_logs=logging.CRITICAL) as cluster, \
                 Client(cluster) as client:
             remote = _on_cluster(client, small, f_small, small // 8)
             medians = interleaved({"in_process": _stepper(local_small, f_small, h),
@@ -139,7 +141,8 @@ def main(argv=None):
     del local_small
     f_large = 16
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
+            Client(cluster) as client:
         remote = _on_cluster(client, args.rows, f_large, args.chunk_rows)
         local_large = _in_process(args.rows, f_large)
         medians = interleaved({"in_process": _stepper(local_large, f_large, h),
