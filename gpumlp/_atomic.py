@@ -1,21 +1,61 @@
-"""Atomic file writes: a temporary file beside the target, then one rename.
+"""The one way gpumlp writes a file: checked, through a temporary file, then one rename.
 
-A crash or Ctrl-C never leaves half a file where a good one was, and the file
-written gets the mode a plain ``open(path, "w")`` would give it: the existing
-file's mode when it is replaced, else ``0o666`` less the umask (``mkstemp``
-alone would leave every file ``0o600``). This module imports nothing from the
-rest of gpumlp, so every writer can use it.
+Every file gpumlp writes (models, checkpoints, predictions, JSON reports,
+plots) goes through :func:`atomic_path`, which promises:
+
+* **Only regular files are written.** A target that exists and is not a
+  regular file (a directory, a FIFO, a device such as ``/dev/null``) is
+  refused: replacing it by a rename would destroy it, even as root. A
+  symbolic link is followed: the file it points to is replaced and the link
+  is kept, as ``open(path, "w")`` would do (:func:`check_target` says where).
+* **All or nothing.** The data goes to a temporary file in the target's
+  folder, is flushed to the disk, and is renamed over the target in one step:
+  a crash, ``SIGKILL`` or Ctrl-C never leaves half a file where a good one
+  was.
+* **The mode of a plain write**: the existing file's mode when it is
+  replaced, else ``0o666`` less the umask (``mkstemp`` alone would leave
+  every file ``0o600``).
+* **No litter.** A process killed while writing leaves its temporary file
+  behind; the next write to that folder removes such files, but only ours
+  (named ``.tmp-gpumlp-<pid>-<host>-...``) and only stale ones: their writer,
+  a process on this host, no longer exists, and no process holds the lock
+  each writer keeps on its temporary file (which the kernel drops when the
+  writer dies; it guards a writer whose pid this process cannot see, in
+  another pid namespace). A concurrent writer's file is never touched.
+* **Errors name the file**: an ``OSError`` says ``cannot write <target>: ...``
+  with the target as the caller gave it, never the temporary file.
+
+This module imports nothing from the rest of gpumlp, so every writer can use it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
+import socket
 import stat
 import tempfile
 from collections.abc import Iterator
 
-__all__ = ["atomic_path", "write_text_atomic"]
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, and no stale files removed (see below)
+    fcntl = None
+
+__all__ = ["atomic_path", "check_target", "remove_stale_temporaries", "write_text_atomic"]
+
+_TEMP_PREFIX = ".tmp-gpumlp-"
+#: Our temporary files: ``.tmp-gpumlp-<pid>-<host tag>-<mkstemp's 8 characters>-<name>``.
+_TEMP_NAME = re.compile(re.escape(_TEMP_PREFIX) + r"(\d+)-([0-9a-f]{8})-[a-z0-9_]{8}-")
+#: The target's name is kept in the temporary file's for people reading a
+#: folder listing; it is cut so that the whole stays under NAME_MAX (255).
+_NAME_KEPT = 128
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
 
 
 def _current_umask() -> int:
@@ -23,6 +63,127 @@ def _current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def _host_tag() -> str:
+    """Eight hex digits naming this host, so a shared folder's files are told apart."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _cannot_write(path: str, exc: OSError) -> OSError:
+    """``exc`` again, with ``path`` (as the caller gave it) in its message."""
+    if str(exc).startswith(f"cannot write {path}"):
+        return exc
+    if exc.errno is None:
+        return type(exc)(f"cannot write {path}: {exc}")
+    return type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}")
+
+
+def check_target(path: str | os.PathLike) -> str:
+    """Check that ``path`` may be written, and return the file that will be written.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write, as the user named it.
+
+    Returns
+    -------
+    str
+        The absolute path of the file that a write replaces or creates:
+        ``path`` itself, or, for a symbolic link, the file it points to
+        (which may not exist yet).
+
+    Raises
+    ------
+    IsADirectoryError
+        If ``path`` is a directory (or a link to one).
+    OSError
+        If ``path`` exists and is not a regular file (a FIFO, a device, a
+        socket), if it cannot be examined (a loop of links, no permission),
+        or if its folder does not exist. The message names ``path``.
+    """
+    path = os.fspath(path)
+    real = os.path.realpath(path)
+    try:
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        where = "" if real == os.path.abspath(path) else f" (it links to {real})"
+        error = IsADirectoryError if stat.S_ISDIR(mode) else OSError
+        raise error(f"cannot write {path}{where}: it is {kind}, not a regular file, and "
+                    f"gpumlp replaces only regular files; choose a file path.")
+    folder = os.path.dirname(real)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(2, f"cannot write {path}: its folder {folder} does not exist")
+    return real
+
+
+def _lock(fd: int) -> bool:
+    """Take the exclusive lock on ``fd`` without waiting; False if another holds it.
+
+    Where files cannot be locked (no fcntl, a filesystem without locks), a
+    lock is taken to be held by someone: nothing is removed on a doubt.
+    """
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _is_running(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a process we may not signal does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Remove the temporary files in ``folder`` that killed gpumlp writers left.
+
+    Only files named as :func:`atomic_path` names them, whose writer was a
+    process on this host that no longer runs. A file of a live writer, of
+    another host, or of anything else is kept; so is anything that cannot be
+    examined or removed (the write that asked goes on regardless).
+
+    Returns
+    -------
+    list of str
+        The names removed.
+    """
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return []
+    host = _host_tag()
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    for name in names:
+        match = _TEMP_NAME.match(name)
+        if match is None or match.group(2) != host or _is_running(int(match.group(1))):
+            continue
+        full = os.path.join(folder, name)
+        with contextlib.suppress(OSError):
+            fd = os.open(full, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                if stat.S_ISREG(os.fstat(fd).st_mode) and _lock(fd):
+                    os.unlink(full)
+                    removed.append(name)
+            finally:
+                os.close(fd)
+    return removed
 
 
 def _mode_for(path: str) -> int:
@@ -43,7 +204,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     Parameters
     ----------
     path : str or path-like
-        The file to write. Its folder must exist.
+        The file to write. Its folder must exist. If it exists it must be a
+        regular file, or a symbolic link to one (then the file linked to is
+        replaced, and the link kept).
 
     Yields
     ------
@@ -54,31 +217,59 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     Raises
     ------
     OSError
-        If the temporary file cannot be created (the message names ``path``,
-        not the temporary file).
+        If ``path`` is refused (see :func:`check_target`), or if creating,
+        writing or renaming the temporary file fails (a full disk, say). The
+        message names ``path``, never the temporary file.
 
     Notes
     -----
     On any error (Ctrl-C included) the temporary file is removed and ``path``
-    is left as it was.
+    is left as it was. Before writing, the stale temporary files of killed
+    writers in the same folder are removed (:func:`remove_stale_temporaries`).
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    shown = os.fspath(path)
+    real = check_target(shown)
+    folder = os.path.dirname(real)
+    remove_stale_temporaries(folder)
+    name = os.path.basename(real)[-_NAME_KEPT:]
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-{_host_tag()}-",
+                                   suffix=f"-{name}", dir=folder)
     except OSError as exc:
-        raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}") from None
+        raise _cannot_write(shown, exc) from None
     try:
-        if hasattr(os, "fchmod"):  # POSIX; Windows has no such modes to keep
-            os.fchmod(fd, _mode_for(path))
+        if fcntl is None:  # Windows would not rename a file still open
+            os.close(fd)
+            fd = None
+        else:
+            # The descriptor stays open, holding the lock that tells other
+            # writers this file is alive, until the file is renamed or removed.
+            _lock(fd)
+            os.fchmod(fd, _mode_for(real))
+        try:
+            yield tmp
+        except OSError as exc:
+            raise _cannot_write(shown, exc) from None
+        check_target(shown)  # it may have been replaced by a FIFO meanwhile
+        try:
+            _flush_to_disk(tmp)
+            os.replace(tmp, real)
+        except OSError as exc:
+            raise _cannot_write(shown, exc) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if fd is not None:
+            os.close(fd)
+
+
+def _flush_to_disk(tmp: str) -> None:
+    """fsync ``tmp``, so that a power cut after the rename cannot leave it empty."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -8,6 +8,7 @@ frames, memory maps) goes through ``numpy.asarray`` first.
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 
@@ -16,12 +17,18 @@ import numpy as np
 
 from .devices import Device, to_numpy
 
-__all__ = ["check_feature_names", "check_n_features", "check_non_negative", "check_params",
-           "check_sample_weight", "check_X", "check_y", "feature_names", "resolve_dtype"]
+__all__ = ["check_dtype_limits", "check_eval_set", "check_feature_names", "check_n_features",
+           "check_non_negative", "check_params", "check_sample_weight",
+           "check_validation_fraction", "check_X", "check_y", "feature_names",
+           "resolve_dtype"]
 
 
 def _as_array(x, name):
     if aac.is_array_api_obj(x) and not aac.is_numpy_array(x):
+        if getattr(x, "is_meta", False):
+            raise ValueError(
+                f"{name} is a PyTorch tensor on the 'meta' device, which has a shape but "
+                f"no values; create it on a device that holds data ('cpu', 'cuda').")
         return x
     if hasattr(x, "tocsr") or hasattr(x, "toarray"):
         raise TypeError(
@@ -34,6 +41,12 @@ def _as_array(x, name):
         raise ValueError(f"{name} could not be read as a numeric array: {exc}") from None
     if arr.dtype.kind == "c":
         raise ValueError(f"Complex data not supported in {name}; pass real numbers.")
+    if arr.dtype.kind in "mM":
+        # As a dataframe's date column is refused (its Timestamps are not
+        # numbers): raw ticks since an epoch are no feature anyone meant.
+        raise TypeError(
+            f"{name} contains non-numeric values (dtype {arr.dtype}: dates or durations). "
+            f"Encode or drop those entries before fitting.")
     if arr.dtype.kind not in "biuf":
         try:
             arr = arr.astype(np.float64)
@@ -178,7 +191,9 @@ def _check_number(name, value, low, high=None, low_open=False, integer=False):
         what = "an integer" if integer else "a number"
         raise TypeError(f"{name} must be {what}, got {value!r}.")
     too_low = value <= low if low_open else value < low
-    if too_low or (high is not None and value > high) or not np.isfinite(value):
+    # An integer is finite however large (math.isfinite would overflow on it).
+    infinite = not integer and not math.isfinite(value)
+    if too_low or (high is not None and value > high) or infinite:
         bound = f"> {low}" if low_open else f">= {low}"
         if high is not None:
             bound += f" and <= {high}"
@@ -290,6 +305,23 @@ def check_non_negative(y, what="loss='poisson'"):
                          f"counts or rates). Use loss='squared_error' for such targets.")
 
 
+def check_validation_fraction(fraction, early_stopping=False):
+    """scikit-learn's range, [0, 1); (0, 1) when rows are held out for early stopping.
+
+    ``early_stopping``: whether this fit splits off validation rows (not
+    ``partial_fit``, nor a fit given an ``eval_set``).
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
+        raise TypeError(f"validation_fraction must be a number, got {fraction!r}.")
+    if early_stopping and not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in the open interval (0, 1) with "
+                         f"early_stopping=True (the fraction of the rows held out), got "
+                         f"{fraction!r}.")
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1) (in (0, 1) with "
+                         f"early_stopping=True), got {fraction!r}.")
+
+
 def check_params(est):
     """Validate the estimator's hyper-parameters (called at the start of fit).
 
@@ -344,9 +376,7 @@ def check_params(est):
     if est.beta_1 == 1.0 or est.beta_2 == 1.0:
         raise ValueError("beta_1 and beta_2 must be < 1.")
     _check_number("epsilon", est.epsilon, 0.0, low_open=True)
-    _check_number("validation_fraction", est.validation_fraction, 0.0, 1.0, low_open=True)
-    if est.validation_fraction >= 1.0:
-        raise ValueError("validation_fraction must be < 1.")
+    check_validation_fraction(est.validation_fraction)
     if est.batch_size != "auto":
         _check_number("batch_size", est.batch_size, 1, integer=True)
     check_dtype(est.dtype)
@@ -356,3 +386,180 @@ def check_params(est):
     if backend is not None and not isinstance(backend, str):
         raise TypeError(f"backend must be a string such as 'torch' or 'auto', got {backend!r}.")
     return sizes, get_activation(est.activation)
+
+
+def check_eval_set(eval_set):
+    """``eval_set`` as ``(X_val, y_val)``; a clear error for anything else.
+
+    Raises
+    ------
+    TypeError
+        When ``eval_set`` is not a pair (a tuple or list of two items).
+    """
+    if not isinstance(eval_set, (tuple, list)) or len(eval_set) != 2:
+        what = (f"a {type(eval_set).__name__} of {len(eval_set)} items"
+                if isinstance(eval_set, (tuple, list)) else f"a {type(eval_set).__name__}")
+        raise TypeError(f"eval_set must be a pair (X_val, y_val), got {what}. Pass "
+                        f"eval_set=(X_val, y_val); sample weights are not taken there.")
+    return eval_set[0], eval_set[1]
+
+
+# --------------------------------------------------- the training dtype's limits
+#
+# Every number that enters the training dtype is checked here, once, before
+# training, against limits derived from that dtype's ``finfo``: ``big`` (its
+# largest number) and ``tiny`` (its smallest normal number; below it numbers
+# lose precision, and in float32 numbers under 1.4e-45 become 0). The
+# reasons, each stated where it is checked:
+#
+# * a column (of X or y) or a set of weights is used relative to its largest
+#   value, so values below ``tiny`` do no harm as long as they are below that
+#   largest value's own rounding step (largest * eps): the largest must be at
+#   least ``tiny / eps``;
+# * one gradient step puts X's square into the first layer's
+#   pre-activations (W1 moves by lr * X^T delta, then X @ W1), and Adam squares
+#   the gradients: |X| must stay below sqrt(big);
+# * the loss adds up weight * (y - y_pred)**2 over the rows and outputs, with
+#   |y - y_pred| up to 2|y| while the predictions move towards y: that sum,
+#   sum(w) * k * (2 max|y|)**2, and each squared error, must stay below big;
+# * the sum of the weights is a divisor: it must be finite;
+# * a rate, an L2 strength or Adam's epsilon is one number of the dtype: it
+#   must not overflow, and a rate or epsilon must not underflow (a rate that
+#   rounds to 0 trains nothing; an epsilon that does divides by 0).
+
+def _limits(dtype):
+    info = np.finfo(dtype)
+    return float(info.max), float(info.tiny), float(info.eps)
+
+
+def _dtype_advice(dtype, fits_float64):
+    if dtype == "float32" and fits_float64:
+        return " Or train in float64: dtype='float64' (on the command line: --dtype float64)."
+    return ""
+
+
+def _column_peaks(a):
+    """Each column's largest magnitude, as float64 NumPy (one small host read)."""
+    xp = aac.array_namespace(a)
+    a2 = xp.reshape(a, (a.shape[0], -1)) if a.ndim != 2 else a
+    if a2.dtype == xp.bool:
+        a2 = xp.astype(a2, xp.int8)
+    # The largest and the smallest, rather than abs(a): no copy of the data.
+    highs = np.asarray(to_numpy(xp.max(a2, axis=0)), dtype=np.float64)
+    lows = np.asarray(to_numpy(xp.min(a2, axis=0)), dtype=np.float64)
+    return np.maximum(np.abs(highs), np.abs(lows))
+
+
+def _check_values(name, a, dtype, ceiling, reason, fix):
+    """Refuse values above ``ceiling(dtype)``, or columns that lose their precision in ``dtype``.
+
+    ``ceiling`` maps a dtype name to the largest magnitude allowed in it;
+    ``reason`` says where that limit comes from.
+    """
+    peaks = _column_peaks(a)
+    largest = float(peaks.max())
+    if largest > ceiling(dtype):
+        raise ValueError(
+            f"{name} holds values up to {largest:.3g}, beyond {ceiling(dtype):.3g} in "
+            f"{dtype}: {reason}. {fix}.{_dtype_advice(dtype, largest <= ceiling('float64'))}")
+    small = (peaks > 0) & (peaks < _floor(dtype))
+    if small.any():
+        column = int(np.argmax(small))
+        where = f"column {column} of {name}" if a.ndim == 2 and a.shape[1] > 1 else name
+        raise ValueError(
+            f"{where} holds nothing larger than {peaks[column]:.3g}, below {_floor(dtype):.3g} "
+            f"({dtype}'s smallest normal number over its epsilon): its values lose their "
+            f"precision in {dtype} or become 0. {fix}."
+            f"{_dtype_advice(dtype, peaks[column] >= _floor('float64'))}")
+
+
+def _floor(dtype):
+    """The smallest largest-value a column (or a set of weights) may have: tiny / eps."""
+    _, tiny, eps = _limits(dtype)
+    return tiny / eps
+
+
+def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="") -> None:
+    """The one check, before training, of every number that enters the training dtype.
+
+    Parameters
+    ----------
+    est : MLPRegressor
+        Its ``alpha``, ``learning_rate_init`` and ``epsilon`` are checked (the
+        integers and ``power_t`` stay on the host, in Python, and have no
+        limit but their range, checked by :func:`check_params`).
+    dtype : {"float32", "float64"}
+        The training dtype.
+    X : array, shape (n_samples, n_features), optional
+    y : array, shape (n_samples,) or (n_samples, n_outputs), optional
+        As the estimator trains on them (after a StandardizedRegressor's
+        scaling). Skipped for dask arrays, whose chunks are not read here
+        (the workers check them for NaN and infinity only).
+    sample_weight : float64 NumPy array, shape (n_samples,), optional
+    where : str
+        Prefix for the arrays' names in messages (``"eval_set's "``).
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter, its value and the limit, with what to do (and
+        float64 where that helps).
+    """
+    big, tiny, _ = _limits(dtype)
+    big64, tiny64, _ = _limits("float64")
+    rate = est.learning_rate_init
+    numbers_ = [("alpha", est.alpha, 0.0)]
+    if not isinstance(rate, str) and est.solver != "lbfgs":   # L-BFGS takes no rate
+        numbers_.append(("learning_rate_init", rate, tiny))
+    if est.solver == "adam":
+        numbers_.append(("epsilon", est.epsilon, tiny))
+    for name, value, low in numbers_:
+        value = float(value)
+        if value > big:
+            raise ValueError(
+                f"{name}={value:g} overflows {dtype} (its largest number is {big:.3g}); "
+                f"pass a smaller {name}.{_dtype_advice(dtype, value <= big64)}")
+        if 0 < value < low:
+            raise ValueError(
+                f"{name}={value:g} is below {dtype}'s smallest normal number ({tiny:.3g}): "
+                f"it loses its precision or becomes 0 in {dtype}, and "
+                f"{'no step is taken' if name != 'epsilon' else 'Adam may divide by 0'}. "
+                f"Pass a larger {name}.{_dtype_advice(dtype, value >= tiny64)}")
+    total = None
+    if sample_weight is not None:
+        weights = np.asarray(sample_weight, dtype=np.float64)
+        with np.errstate(over="ignore"):
+            total = float(np.sum(weights))
+        if total > big:
+            raise ValueError(
+                f"{where}sample_weight adds up to "
+                f"{f'{total:.3g}' if math.isfinite(total) else 'more than float64 holds'}, "
+                f"beyond {dtype}'s largest "
+                f"number ({big:.3g}); the loss divides by that sum. Divide every weight by "
+                f"one constant (only the L2 penalty's weight changes: alpha is divided by "
+                f"the sum).{_dtype_advice(dtype, total <= big64)}")
+        peak = float(weights.max())
+        if peak < _floor(dtype):
+            raise ValueError(
+                f"{where}sample_weight holds nothing larger than {peak:.3g}, below "
+                f"{_floor(dtype):.3g} ({dtype}'s smallest normal number over its epsilon): "
+                f"the weights lose their precision in {dtype} or become 0. Multiply every "
+                f"weight by one constant (only the L2 penalty's weight changes: alpha is "
+                f"divided by the sum).{_dtype_advice(dtype, peak >= _floor('float64'))}")
+    standardise = ("Standardise it (gpumlp.StandardizedRegressor, the command line's "
+                   "default)")
+    if X is not None and not aac.is_dask_array(X):
+        _check_values(f"{where}X", X, dtype, lambda d: math.sqrt(_limits(d)[0]),
+                      "one gradient step puts the square of X into the first layer's "
+                      "pre-activations (the limit is the square root of the largest number)",
+                      standardise)
+    if y is not None and not aac.is_dask_array(y):
+        n_outputs = 1 if y.ndim == 1 else y.shape[1]
+        weight = y.shape[0] if total is None else total
+        rows = f"{weight:g} rows" if total is None else f"weights adding up to {weight:.3g}"
+        _check_values(f"{where}y", y, dtype,
+                      # Each squared error must be finite too: at least one row's worth.
+                      lambda d: math.sqrt(_limits(d)[0] / max(weight * n_outputs, 1.0)) / 2,
+                      f"the loss adds up the squared errors, up to (2 y)**2, of {rows} and "
+                      f"{n_outputs} output(s), and the sum must stay below the largest number",
+                      standardise)

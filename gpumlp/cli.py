@@ -3,7 +3,10 @@
 Each sub-command parses its arguments, calls the library, and turns the
 library's exceptions into one-line messages on stderr: exit status 2 for bad
 input or environment, 1 for a training that failed or a validation that found
-a disagreement, 130 for Ctrl-C. Nothing here computes.
+a disagreement, 130 for Ctrl-C, 141 for a command that succeeded but whose
+stdout was closed by its reader. Files are written before the report that
+names them is printed, all through :func:`gpumlp._atomic.atomic_path`.
+Nothing here computes.
 """
 
 from __future__ import annotations
@@ -59,19 +62,30 @@ def _same_file(a, b):
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _check_outputs(inputs, outputs):
+#: The path that means stdout, for the outputs that may go there.
+STDOUT = "-"
+
+
+def _check_outputs(inputs, outputs, *, to_stdout=()):
     """Refuse, before any work, an output that cannot be written or would destroy a file.
 
     ``inputs`` and ``outputs`` are ``(option, path)`` pairs; a path of None is
-    skipped. An output must not be an input or another output (compared as
-    files, not as spellings), must not be a directory, and its folder must
-    exist and be writable.
+    skipped, and so is ``-`` for the options in ``to_stdout`` (it means
+    stdout there; elsewhere it is refused). An output must not be an input
+    or another output (compared as files, not as spellings), must be a
+    regular file or a new one (:func:`gpumlp._atomic.check_target`: no
+    directory, FIFO or device), and its folder must exist and be writable.
     """
+    from ._atomic import check_target
+
     inputs = [(option, path) for option, path in inputs if path is not None]
     written = []
     for option, path in outputs:
-        if path is None:
+        if path is None or (path == STDOUT and option in to_stdout):
             continue
+        if path == STDOUT:
+            raise ValueError(f"{option} - : {option} writes a file, not stdout; give a "
+                             f"file path.")
         for other_option, other in inputs:
             if _same_file(path, other):
                 raise ValueError(f"{option} {path} is the same file as {other_option} "
@@ -82,9 +96,15 @@ def _check_outputs(inputs, outputs):
                 raise ValueError(f"{option} {path} is the same file as {other_option} "
                                  f"{other}, so one would overwrite the other; choose "
                                  f"another {option} path.")
-        if os.path.isdir(path):
-            raise ValueError(f"{option} {path} is a directory; give a file path.")
-        folder = os.path.dirname(path) or "."
+        try:
+            check_target(path)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # no folder: said below, in the option's words
+        except OSError as exc:
+            raise ValueError(f"{option} {path}: {exc.strerror or exc}") from None
+        # A link is written through: the folder that matters is its target's.
+        real = os.path.realpath(path) if os.path.islink(path) else path
+        folder = os.path.dirname(real) or "."
         if not os.path.isdir(folder):
             problem = "is not a folder" if os.path.exists(folder) else "does not exist"
             raise ValueError(f"{option} {path}: {folder} {problem}; create the folder or "
@@ -240,7 +260,8 @@ def _add_data_options(g):
                    help="fraction of rows held out for testing (default: 0.2)")
     g.add_argument("--no-standardize", action="store_true",
                    help="train on X and y as they are")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    g.add_argument("--seed", type=_bounded(int, 0, at_most=2**32 - 1), default=0,
+                   help="random seed, 0 to 2**32 - 1 (default: 0)")
     g.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     g.add_argument("--device", default=None,
                    help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
@@ -317,6 +338,9 @@ def _run_train(args):
     from .splitting import train_test_split
 
     resumed = _resume(args) if args.resume else None
+    if args.data is not None and "samples" in getattr(args, "given", ()):
+        raise ValueError("--samples sets the size of the embedded dataset; with --data every "
+                         "row of the file is used (leave --samples out).")
     _check_checkpoint_options(args)
     if args.plot:
         try:
@@ -386,6 +410,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     from ._sklearn_compat import ConvergenceWarning
     from .io import save
     from .scaling import StandardizedRegressor
+    from .training import TrainingDivergedError
 
     if resumed is not None:
         model, net = resumed, getattr(resumed, "regressor_", resumed)
@@ -417,7 +442,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
         callback = _Checkpoints(progress, model, net, args.out, args.checkpoint_every,
                                 dict(saving, extra=dict(saved_extra, checkpoint=True)))
     start = time.perf_counter()
-    interrupted = False
+    interrupted = failure = None
     try:
         with warnings.catch_warnings(record=True) as caught, \
                 (net._resuming() if resumed is not None else contextlib.nullcontext()):
@@ -425,22 +450,29 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
             model.fit(X_train, y_train, eval_set=eval_set, callback=callback, **extra)
     except KeyboardInterrupt:
         interrupted = True
+    except TrainingDivergedError:
+        raise   # its last weights are those of a diverging run: nothing worth saving
+    except Exception as exc:
+        failure = exc
     finally:
         progress.close()
     wall = time.perf_counter() - start
-    if interrupted:
-        epochs = len(getattr(net, "loss_curve_", ()))   # none, if stopped before one ended
-        print(f"interrupted after {epochs} epochs ({wall:.2f} s)", file=sys.stderr)
-        last, exact = getattr(callback, "last", None), True
-        if last is None and client is not None and getattr(net, "n_iter_", 0) > 0:
-            # On Dask the solver state is not that of the last whole epoch: leave it out.
-            last, exact = model, False
-        if args.out and last is not None:
-            save(last, args.out, **saving, extra=dict(saved_extra, interrupted=True),
-                 training_state=exact)
-            print(f"saved the last complete epoch's model to {args.out}", file=sys.stderr)
+    if interrupted or failure is not None:
+        # Whatever stopped the run, the epochs it finished are not lost.
+        _save_last_epoch(args, callback, model, net, client, saving, saved_extra,
+                         wall, interrupted)
+        if failure is not None:
+            raise failure
         return 130
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    # Saved before anything more is printed: a reader that closes stdout early
+    # (gpumlp train ... | head -1) costs the report, never the model or the plot.
+    if args.out:
+        save(model, args.out, **saving, extra=saved_extra)
+    if args.plot:
+        from .plotting import plot_loss
+
+        plot_loss(net.loss_curve_, net.validation_loss_curve_, args.plot)
 
     def report(name, X_part, y_part):
         y_pred = model.predict(X_part)
@@ -474,14 +506,53 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
         report("test", X_test, y_test)
     print(f"wall time: {wall:.2f} s")
     if args.out:
-        save(model, args.out, **saving, extra=saved_extra)
         print(f"saved model to {args.out}")
     if args.plot:
-        from .plotting import plot_loss
-
-        plot_loss(net.loss_curve_, net.validation_loss_curve_, args.plot)
         print(f"wrote loss plot to {args.plot}")
     return 0
+
+
+def _save_last_epoch(args, callback, model, net, client, saving, saved_extra, wall,
+                     interrupted):
+    """After Ctrl-C or a failure mid-training: save the last whole epoch to ``--out``.
+
+    The count printed is that of the epochs saved (an interrupt inside the
+    epoch's callback leaves the trainer one epoch ahead of the last snapshot).
+    """
+    import numpy as np
+
+    from .io import save
+
+    last, exact = getattr(callback, "last", None), True
+    if last is None and client is not None and getattr(net, "n_iter_", 0) > 0:
+        # On Dask the solver state is not that of the last whole epoch: leave it out.
+        last, exact = model, False
+    what = "interrupted" if interrupted else "stopped by an error"
+    if last is None or not args.out:
+        if not interrupted and last is None:
+            return  # an error before an epoch ended: its own message says all
+        epochs = len(getattr(net, "loss_curve_", ()))  # none, if stopped before one ended
+        nothing = "no --out" if not args.out else "no epoch of this run was complete"
+        print(f"gpumlp train: {what} after {epochs} epochs ({wall:.2f} s); nothing "
+              f"saved ({nothing})", file=sys.stderr)
+        return
+    last_net = getattr(last, "regressor_", last)
+    epochs = len(last_net.loss_curve_)
+    if not all(np.all(np.isfinite(np.asarray(W))) for W in last_net.coefs_):
+        print(f"gpumlp train: {what} after {epochs} epochs ({wall:.2f} s); nothing saved "
+              f"(the weights are not finite)", file=sys.stderr)
+        return
+    print(f"gpumlp train: {what} after {epochs} complete epochs ({wall:.2f} s)",
+          file=sys.stderr)
+    try:
+        save(last, args.out, **saving, extra=dict(saved_extra, interrupted=True),
+             training_state=exact)
+    except (OSError, ValueError) as exc:
+        print(f"gpumlp train: could not save the last complete epoch's model: {exc}",
+              file=sys.stderr)
+        return
+    print(f"gpumlp train: saved the last complete epoch's model to {args.out} (epoch "
+          f"{epochs})", file=sys.stderr)
 
 
 # ------------------------------------------------------ checkpoints and resume
@@ -546,13 +617,12 @@ def _resume(args):
     run continues with its own settings. Without ``--out``, the result goes
     back to the ``--resume`` file (written atomically).
     """
-    from .io import load_with_metadata
     from .scaling import StandardizedRegressor
 
     if args.cluster or args.scheduler or _uses_dask(args):
         raise ValueError("--resume works for data read into memory, not for training on "
                          "Dask (--cluster, --scheduler or a dataset folder).")
-    model, metadata = load_with_metadata(args.resume)
+    model, metadata = _load_model("--resume", args.resume)
     extra = metadata.get("extra", {})
     settings = extra.get("settings")
     if metadata.get("params", {}).get("solver") == "lbfgs":
@@ -570,27 +640,59 @@ def _resume(args):
     except SystemExit:
         raise ValueError(f"--resume {args.resume}: the saved settings are invalid "
                          f"({settings!r:.200})") from None
-    defaults = vars(parser.parse_args(["train"]))
+    given_options = getattr(args, "given", None)
+    if given_options is None:  # parsed by build_parser() alone: tell by the defaults
+        defaults = vars(parser.parse_args(["train"]))
+        given_options = {key for key in _RESUME_SETTINGS if getattr(args, key) != defaults[key]}
     for key in _RESUME_SETTINGS:
-        given = getattr(args, key)
-        if key == "data" and given is not None:
-            continue  # the same data at another path: _check_resumed_data compares it
-        if given != defaults[key] and given != saved[key]:
-            option = "--" + key.replace("_", "-")
-
-            def show(value):
-                return ",".join(map(str, value)) if isinstance(value, tuple) else value
-
-            raise ValueError(f"{option} {show(given)} differs from the resumed run's "
-                             f"{show(saved[key])}; --resume continues a run with its own "
-                             f"settings (leave {option} out).")
-        setattr(args, key, saved[key])
+        if key in given_options and key != "data":  # other data: compared by digest
+            given = _effective(key, getattr(args, key), args)
+            kept = _effective(key, saved[key], argparse.Namespace(**saved), metadata)
+            if given != kept:
+                option = "--" + key.replace("_", "-")
+                raise ValueError(f"{option} {_show(getattr(args, key))} differs from the "
+                                 f"resumed run's {_show(kept)}; --resume continues a run "
+                                 f"with its own settings (leave {option} out).")
+        if key != "data" or args.data is None:
+            setattr(args, key, saved[key])
     if isinstance(model, StandardizedRegressor) == args.no_standardize:
         raise ValueError(f"--resume {args.resume}: its settings disagree with its model "
                          f"on standardisation; the file was tampered with.")
     if args.out is None:
         args.out = args.resume
     return model, extra
+
+
+def _show(value):
+    """A setting as it is typed on the command line (an on/off option as on or off)."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "(the default)" if value is None else value
+
+
+def _effective(key, value, args, metadata=None):
+    """What setting ``key`` means for a run: a default that depends on others resolved.
+
+    ``--lr`` left out means a rate that depends on ``--solver``, and ``--target``
+    left out the last column, whose name the model file keeps.
+    """
+    if key == "lr" and value is None:
+        return "auto" if args.solver == "gd" else _FIXED_LR
+    if key == "target" and value is None and metadata is not None:
+        return (metadata.get("target_names") or [None])[0]
+    return value
+
+
+def _load_model(option, path):
+    """``load_with_metadata(path)``, a missing file named with the option that gave it."""
+    from .io import load_with_metadata
+
+    try:
+        return load_with_metadata(path)
+    except FileNotFoundError:
+        raise ValueError(f"{option} {path}: no such model file; check the path.") from None
 
 
 def _check_checkpoint_options(args):
@@ -697,7 +799,8 @@ def _add_predict(sub):
     p.add_argument("--model", required=True, metavar="MODEL.npz")
     p.add_argument("--data", required=True, metavar="FILE")
     p.add_argument("--out", metavar="PREDS.csv",
-                   help="write predictions here (.csv or .npy); default: print them")
+                   help="write predictions here (.csv or .npy); - or none: print them as "
+                        "CSV")
     p.add_argument("--device", default=None,
                    help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
     p.add_argument("--backend", default=None, choices=_BACKEND_CHOICES, help=_BACKEND_HELP)
@@ -707,25 +810,24 @@ def _add_predict(sub):
 def _run_predict(args):
     import numpy as np
 
-    from .data import read_features, write_predictions
-    from .io import load_with_metadata
+    from .data import read_features, write_predictions, write_predictions_csv
 
-    _check_outputs([("--model", args.model), ("--data", args.data)], [("--out", args.out)])
-    model, metadata = load_with_metadata(args.model)
+    _check_outputs([("--model", args.model), ("--data", args.data)], [("--out", args.out)],
+                   to_stdout={"--out"})
+    model, metadata = _load_model("--model", args.model)
     net = getattr(model, "regressor_", model)
     if args.device is not None or args.backend is not None:
         net.set_params(device=args.device, backend=args.backend)
     names = metadata.get("feature_names") or [
         f"x{j}" for j in range(metadata["layer_sizes"][0])]
-    target = (metadata.get("target_names") or ["prediction"])[0]
-    X = read_features(args.data, names, target)
+    targets = metadata.get("target_names") or ["prediction"]
+    X = read_features(args.data, names, targets[0])
     y_pred = np.asarray(model.predict(X))
-    if args.out:
-        write_predictions(args.out, y_pred, target)
+    if args.out and args.out != STDOUT:
+        write_predictions(args.out, y_pred, targets)
         print(f"wrote {y_pred.shape[0]} predictions to {args.out}")
     else:
-        np.savetxt(sys.stdout, y_pred.reshape(y_pred.shape[0], -1), fmt="%.9g",
-                   header=target, comments="")
+        write_predictions_csv(sys.stdout, y_pred, targets)
     return 0
 
 
@@ -812,9 +914,10 @@ def _run_validate(args):
             raise ValueError(f"unknown --configs entry {config!r}; choose from "
                              f"{', '.join(agreement.TRAINING_CONFIGS)}")
     results = agreement.validate(backends, dtypes, configs)
+    if args.json:  # written before anything is printed: a closed stdout cannot lose it
+        write_text_atomic(args.json, agreement.to_json(results))
     print(agreement.format_table(results))
     if args.json:
-        write_text_atomic(args.json, agreement.to_json(results))
         print(f"wrote {args.json}")
     return 0 if all(r.passed for r in results) else 1
 
@@ -850,9 +953,10 @@ def _run_certificate(args, names):
     except NotReplayableError as exc:
         print(f"gpumlp validate: cannot certify: {exc}", file=sys.stderr)
         return 2
+    if args.json:  # written before anything is printed: a closed stdout cannot lose it
+        write_text_atomic(args.json, cert.to_json())
     print(format_certificate(cert))
     if args.json:
-        write_text_atomic(args.json, cert.to_json())
         print(f"wrote {args.json}")
     return 0 if cert.passed else 1
 
@@ -874,25 +978,95 @@ def build_parser():
     return parser
 
 
+def _given_options(argv):
+    """The destinations of the options that ``argv`` gives explicitly.
+
+    Parsed again with every default suppressed, so that an option given with
+    its default value (``--hidden 32``) counts as given, unlike a comparison
+    with the default would.
+    """
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                for option in subparser._actions:
+                    option.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command", "run"}
+
+
+#: The exit status of a command whose stdout was closed by its reader, as a
+#: shell reports a tool that SIGPIPE ended (128 + 13).
+_EXIT_BROKEN_PIPE = 141
+
+
+class _GuardedStdout:
+    """stdout that survives its reader going away (``gpumlp train ... | head -1``).
+
+    The first write or flush that meets a closed pipe points file
+    descriptor 1 at the null device and drops the rest of the output, so the
+    command goes on (a training is finished and saved) and ends quietly,
+    as other command-line tools do; :attr:`broken` then says so.
+    """
+
+    def __init__(self, stream):
+        self.stream, self.broken = stream, False
+
+    def _closed(self):
+        self.broken = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # no file descriptor (a test's capture)
+            pass
+
+    def write(self, text):
+        if self.broken:
+            return len(text)
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self):
+        if self.broken:
+            return
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def main(argv=None):
     """Run the command line; returns the exit status."""
     from .devices import BackendUnavailableError
     from .training import TrainingDivergedError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    args.given = _given_options(argv)
+    stdout = sys.stdout = _GuardedStdout(sys.stdout)
     try:
-        return args.run(args)
+        status = args.run(args)
     except TrainingDivergedError as exc:
         print(f"gpumlp {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        status = 1
     except (ValueError, TypeError, BackendUnavailableError, OSError, MemoryError) as exc:
         print(f"gpumlp {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        status = 2
     except KeyboardInterrupt:
         print(f"gpumlp {args.command}: interrupted", file=sys.stderr)
-        return 130
+        status = 130
+    finally:
+        stdout.flush()
+        sys.stdout = stdout.stream
+    return _EXIT_BROKEN_PIPE if stdout.broken and status == 0 else status
 

@@ -296,7 +296,7 @@ def _check_finite(path, table, names):
                           f"{n_inf} infinite" if n_inf else "") if part)
     raise DataError(
         f"{path}: {counts} value(s); the first is in row {row + 1}, column "
-        f"{names[col]!r}. Remove or impute them before training."
+        f"{names[col]!r}. Remove or impute them before fitting."
     )
 
 
@@ -539,8 +539,56 @@ def read_features(path, feature_names, target_name=None):
     return X
 
 
-def write_predictions(path, y_pred, target_name="prediction"):
-    """Write predictions as CSV (one column per output) or ``.npy``, atomically."""
+def prediction_columns(y_pred, target_names="prediction"):
+    """Predictions as a 2-D table, and a name for each of its columns.
+
+    Parameters
+    ----------
+    y_pred : array of shape (n_samples,) or (n_samples, n_outputs)
+    target_names : str or list of str
+        One name per output; or one name, numbered ``name_0``, ``name_1``, ...
+        when there are several outputs.
+
+    Returns
+    -------
+    columns : ndarray of shape (n_samples, n_outputs)
+    names : list of str
+    """
+    columns = np.asarray(y_pred).reshape(np.shape(y_pred)[0], -1)
+    names = [target_names] if isinstance(target_names, str) else list(target_names)
+    names = names or ["prediction"]
+    n_outputs = columns.shape[1]
+    if len(names) == n_outputs:
+        return columns, names
+    if n_outputs == 1:
+        return columns, names[:1]
+    return columns, [f"{names[0]}_{j}" for j in range(n_outputs)]
+
+
+def write_predictions_csv(handle, y_pred, target_names="prediction"):
+    """Write predictions to an open text ``handle`` as CSV, with a quoted header.
+
+    The header row is written by :mod:`csv`, so a name holding a comma, a
+    quote or a line break is quoted, its quotes doubled, and
+    every CSV reader reads back the names written; the values are written
+    with nine significant digits.
+    """
+    columns, names = prediction_columns(y_pred, target_names)
+    csv.writer(handle, lineterminator="\n").writerow(names)
+    np.savetxt(handle, columns, delimiter=",", fmt="%.9g")
+
+
+def write_predictions(path, y_pred, target_names="prediction"):
+    """Write predictions as CSV (one column per output) or ``.npy``, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Ending in ``.csv`` or ``.npy``; written by :func:`gpumlp._atomic.atomic_path`.
+    y_pred : array of shape (n_samples,) or (n_samples, n_outputs)
+    target_names : str or list of str
+        The CSV header (see :func:`prediction_columns`).
+    """
     from ._atomic import atomic_path
 
     y_pred = np.asarray(y_pred)
@@ -552,8 +600,5 @@ def write_predictions(path, y_pred, target_name="prediction"):
             with open(tmp, "wb") as handle:
                 np.save(handle, y_pred)
         else:
-            columns = y_pred.reshape(y_pred.shape[0], -1)
-            names = [target_name] if columns.shape[1] == 1 else [
-                f"{target_name}_{j}" for j in range(columns.shape[1])]
-            np.savetxt(tmp, columns, delimiter=",", header=",".join(names), comments="",
-                       fmt="%.9g")
+            with open(tmp, "w", newline="") as handle:
+                write_predictions_csv(handle, y_pred, target_names)

@@ -11,16 +11,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 
 import array_api_compat as aac
 import numpy as np
 
 from . import fastpath, kernels
 from ._checks import (
+    check_dtype_limits,
+    check_eval_set,
     check_feature_names,
     check_non_negative,
     check_params,
     check_sample_weight,
+    check_validation_fraction,
     check_X,
     check_y,
     feature_names,
@@ -48,6 +52,40 @@ def _state_array_on(a, device, dtype):
     """A solver-state array on ``device``; floating ones in ``dtype``, counts as they are."""
     floating = aac.array_namespace(a).isdtype(a.dtype, "real floating")
     return move(a, device, dtype if floating else None)
+
+
+def _network_bytes(layer_sizes, dtype):
+    """Bytes of a network's weights and intercepts and of their gradients (two copies).
+
+    The least any solver holds at once; momenta, Adam's moments and
+    L-BFGS's memory add more copies.
+    """
+    n_params = sum((fan_in + 1) * fan_out
+                   for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:]))
+    return 2 * n_params * np.dtype(dtype).itemsize
+
+
+def _gib(n_bytes):
+    return f"{n_bytes / 2**30:.3g} GiB"
+
+
+def _check_network_memory(network_bytes, device, hidden):
+    """Refuse, before allocating, a network larger than this machine's memory (CPU only).
+
+    Other devices report their own out-of-memory error, which fit then
+    explains with the same estimate.
+    """
+    if device.kind != "cpu":
+        return
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return   # not known here (Windows)
+    if network_bytes > physical:
+        raise MemoryError(
+            f"hidden_layer_sizes={tuple(hidden)} makes a network whose weights and "
+            f"gradients alone need about {_gib(network_bytes)}, more than this machine's "
+            f"{_gib(physical)} of memory. Use smaller hidden layers.")
 
 
 class MLPRegressor(RegressorMixin, BaseEstimator):
@@ -97,7 +135,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         stopping only when it is at most 1e-6. Adam, L-BFGS and
         ``learning_rate_init="auto"`` ignore it.
     power_t : float, default=0.5
-        The exponent of ``"invscaling"``.
+        The exponent of ``"invscaling"``. Where ``(t + 1) ** power_t`` is
+        beyond a float, the rate underflows to 0.0 (scikit-learn raises
+        OverflowError).
     learning_rate_init : float or "auto", default="auto"
         Step size. ``"auto"``: for ``"gd"``, set from the loss's curvature
         and adapted as training proceeds (see :mod:`gpumlp.step_size`): the
@@ -140,6 +180,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         Hold out ``validation_fraction`` of the rows and stop on their R².
         The weights with the best validation score are kept.
     validation_fraction : float, default=0.1
+        The fraction of the rows held out for early stopping: in [0, 1), as
+        in scikit-learn, and in (0, 1) when rows are held out (early
+        stopping in ``fit`` without an ``eval_set``).
     beta_1, beta_2, epsilon : float, defaults 0.9, 0.999, 1e-8
         Adam's parameters.
     n_iter_no_change : int, default=10
@@ -310,6 +353,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         TrainingDivergedError
             If the loss becomes NaN or infinite; ``coefs_`` then hold the
             last finite weights.
+        ValueError
+            Before training, for a number beyond the training dtype's limits
+            (see :func:`gpumlp._checks.check_dtype_limits`), and for bad input.
+        MemoryError
+            Before training, on the CPU, for a network whose weights and
+            gradients alone exceed the machine's memory.
         """
         return self._fit(X, y, incremental=False, sample_weight=sample_weight,
                          eval_set=eval_set, callback=callback, client=client)
@@ -328,6 +377,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     def _fit(self, X, y, incremental, sample_weight=None, eval_set=None, callback=None,
              client=None):
         hidden, activation = check_params(self)
+        if eval_set is not None:
+            check_eval_set(eval_set)
+        # The held-out rows of early stopping (an eval_set replaces them).
+        check_validation_fraction(self.validation_fraction, early_stopping=(
+            self.early_stopping and not incremental and eval_set is None))
         name = type(self).__name__
         continuing = (incremental or self.warm_start) and hasattr(self, "coefs_")
         n_features = self.coefs_[0].shape[0] if continuing else None
@@ -363,6 +417,15 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if continuing and self.dtype is None:
             dtype = dtype_name(self.coefs_[0])
         device.check_dtype(dtype)
+        if source is None:
+            check_dtype_limits(self, dtype, X, y, sample_weight)
+            n_features, n_outputs = X.shape[1], 1 if y.ndim == 1 else y.shape[1]
+        else:   # a dask array's chunks are not read here (the workers check finiteness)
+            check_dtype_limits(self, dtype)
+            n_features, n_outputs = source.n_features, source.n_outputs
+        layer_sizes = [n_features, *hidden, n_outputs]
+        network_bytes = _network_bytes(layer_sizes, dtype)
+        _check_network_memory(network_bytes, device, hidden)
         try:
             with device.context():
                 if source is None:
@@ -374,11 +437,22 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                                         eval_set, callback, client)
         except MemoryError as exc:
             # CuPy's OutOfMemoryError is a MemoryError too.
+            n_rows = source.n_samples if source is not None else X.shape[0]
+            data_bytes = n_rows * (n_features + n_outputs + max(hidden)) * \
+                np.dtype(dtype).itemsize
+            if network_bytes >= data_bytes:
+                raise MemoryError(
+                    f"{device} ran out of memory ({exc}): the network "
+                    f"hidden_layer_sizes={tuple(hidden)} needs about "
+                    f"{_gib(network_bytes)} for its weights and gradients alone, more "
+                    f"than the data's batch. Use smaller hidden layers."
+                ) from exc
             raise MemoryError(
-                f"{device} ran out of memory while training on {X.shape[0]} rows "
-                f"({exc}). Use solver='sgd' or 'adam' with a smaller batch_size "
-                f"(on the command line: --solver adam --batch-size 1024), or train "
-                f"on fewer rows."
+                f"{device} ran out of memory while training on {n_rows} rows "
+                f"({exc}); the network's weights and gradients take about "
+                f"{_gib(network_bytes)}. Use solver='sgd' or 'adam' with a smaller "
+                f"batch_size (on the command line: --solver adam --batch-size 1024), or "
+                f"train on fewer rows."
             ) from exc
 
     def _fit_source(self, source, device, input_device, dtype, hidden, activation, y_was_1d,
@@ -436,7 +510,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
     def _eval_source(self, eval_set, source, device, dtype, client):
         """A validation source for ``eval_set``, of the kind the training data is."""
-        X_val, y_val = eval_set
+        X_val, y_val = check_eval_set(eval_set)
         name = type(self).__name__
         if aac.is_dask_array(X_val):
             from .distributed import ChunkSource
@@ -447,6 +521,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         else:
             X_val = check_X(X_val, name, n_features=source.n_features)
             y_val = check_y(y_val, X_val.shape[0], name)
+            check_dtype_limits(self, dtype, X_val, y_val, where="eval_set's ")
             if self.loss == "poisson":
                 check_non_negative(y_val, "loss='poisson'; eval_set's y")
             validation = ArraySource.from_arrays(X_val, y_val, device, dtype)
@@ -487,8 +562,15 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         shapes = [tuple(W.shape) for W in params[:n_coefs]]
         bias_shapes = [tuple(b.shape) for b in params[n_coefs:]]
         if shapes != expected or bias_shapes != [(b,) for _, b in expected]:
+            if incremental and shapes[:-1] == expected[:-1] and \
+                    shapes[-1][0] == expected[-1][0]:
+                raise ValueError(
+                    f"partial_fit continues the fitted network, which has "
+                    f"{shapes[-1][1]} output(s); this y has {layer_sizes[-1]}. Pass y "
+                    f"with {shapes[-1][1]} output(s), or call fit to start a new network.")
+            what = "partial_fit" if incremental else "warm_start"
             raise ValueError(
-                f"warm_start needs coefs_ shaped {expected} and intercepts_ shaped "
+                f"{what} needs coefs_ shaped {expected} and intercepts_ shaped "
                 f"{[(b,) for _, b in expected]} for this data and "
                 f"hidden_layer_sizes; they are {shapes} and {bias_shapes}."
             )
@@ -711,7 +793,14 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         dtype = dtype_name(self.coefs_[0])
         device.check_dtype(dtype)
         with device.context():
-            Xd = move(X, device, dtype)
+            with np.errstate(over="ignore"):
+                Xd = move(X, device, dtype)
+            if dtype == "float32" and dtype_name(X) == "float64" and \
+                    not bool(device.xp.all(device.xp.isfinite(Xd))):
+                raise ValueError(
+                    f"X holds values beyond float32's largest number ({np.finfo('f4').max:.3g}"
+                    f"), and this model computes in float32: they would become infinite. "
+                    f"Scale X as for training, or use a model trained in float64.")
             coefs = [move(W, device, dtype) for W in self.coefs_]
             intercepts = [move(b, device, dtype) for b in self.intercepts_]
             out = getattr(self, "out_activation_", get_loss(self.loss).out_activation)

@@ -170,6 +170,8 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         raise ValueError("Only a fitted model can be saved; call fit first.")
     coefs = [to_numpy(W) for W in net.coefs_]
     intercepts = [to_numpy(b) for b in net.intercepts_]
+    feature_names = _check_names("feature_names", feature_names, coefs[0].shape[0], "input")
+    target_names = _check_names("target_names", target_names, coefs[-1].shape[1], "output")
     validation_curve = getattr(net, "validation_loss_curve_", None)
     metadata = {
         "format": _MAGIC,
@@ -216,6 +218,36 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
     arrays["metadata"] = np.array(json.dumps(metadata))
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
+
+
+def _check_names(key: str, names, expected: int, what: str) -> list[str] | None:
+    """``names`` as a list of strings, one per input (or output), all different.
+
+    A file that broke this would be refused by :func:`load` (a count) or,
+    worse, read the same column for two inputs (duplicates): refused at save.
+    """
+    if names is None:
+        return None
+    if isinstance(names, str):
+        raise TypeError(f"{key} must be a list of strings, got the string {names!r}.")
+    names = [str(n) for n in names]
+    if len(names) != expected:
+        raise ValueError(f"{key} has {len(names)} name(s), but the model has {expected} "
+                         f"{what}(s); pass one name per {what}.")
+    duplicate = _first_duplicate(names)
+    if duplicate is not None:
+        raise ValueError(f"{key} names {duplicate!r} more than once; each {what} needs "
+                         f"its own name.")
+    return names
+
+
+def _first_duplicate(names):
+    seen = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -323,8 +355,9 @@ def _check_metadata(path: str, metadata: Any) -> None:
     if metadata.get("n_iter", 0) < 0:
         raise _damaged(path, f"n_iter {metadata['n_iter']!r} is negative")
     rate = metadata.get("learning_rate")
-    if rate is not None and not (_is_number(rate) and 0 < rate < math.inf):
-        raise _damaged(path, f"learning_rate {rate!r} is not a positive number")
+    # 0.0 is the "invscaling" rate once (t + 1) ** power_t is beyond a float.
+    if rate is not None and not (_is_number(rate) and 0 <= rate < math.inf):
+        raise _damaged(path, f"learning_rate {rate!r} is not a finite number >= 0")
     loss = metadata.get("loss")
     if loss is not None and not (_is_number(loss) and math.isfinite(loss)):
         raise _damaged(path, f"loss {loss!r} is not a finite number")
@@ -338,6 +371,14 @@ def _check_metadata(path: str, metadata: Any) -> None:
         names = metadata.get(key)
         if names is not None and len(names) != sizes[0]:
             raise _damaged(path, f"{len(names)} {key} for {sizes[0]} input(s)")
+    names = metadata.get("target_names")
+    if names is not None and len(names) != sizes[-1]:
+        raise _damaged(path, f"{len(names)} target_names for {sizes[-1]} output(s)")
+    for key in ("feature_names", "target_names"):
+        duplicate = _first_duplicate(metadata.get(key) or ())
+        if duplicate is not None:
+            # Reading columns by these names would feed one column to two inputs.
+            raise _damaged(path, f"{key} names {duplicate!r} more than once")
     if "training" in metadata:
         _check_training(path, metadata["training"], sizes)
     if "fit_record" in metadata:
@@ -546,7 +587,7 @@ def _read(path: str | os.PathLike, with_arrays: bool) -> tuple[dict, dict]:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"{path}: no such model file. Check the path passed to --model.") from None
+            f"{path}: no such model file; check the path.") from None
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read the model file ({exc.strerror}).") \
             from None

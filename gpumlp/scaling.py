@@ -12,7 +12,14 @@ from __future__ import annotations
 import array_api_compat as aac
 import numpy as np
 
-from ._checks import check_feature_names, check_X, check_y, feature_names, resolve_dtype
+from ._checks import (
+    check_eval_set,
+    check_feature_names,
+    check_X,
+    check_y,
+    feature_names,
+    resolve_dtype,
+)
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from .devices import device_of, move
 from .estimator import MLPRegressor
@@ -112,7 +119,8 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
             self.y_mean_ = self.y_mean_ * 0.0   # counts keep their sign: scale only
         self._check_representable(X, y)
         if eval_set is not None:
-            eval_set = (self._scale_X(eval_set[0]), self._scale_y(eval_set[1]))
+            X_val, y_val = check_eval_set(eval_set)
+            eval_set = (self._scale_X(X_val), self._scale_y(y_val))
         extra = {} if client is None else {"client": client}
         self.regressor_.fit(self._scale_X(X), self._scale_y(y), sample_weight,
                             eval_set=eval_set, callback=callback, **extra)

@@ -150,6 +150,19 @@ SCHEDULES = ("constant", "invscaling", "adaptive")
 MIN_ADAPTIVE_RATE = 1e-6
 
 
+def inverse_scaling(rate: float, samples_seen: int, power_t: float) -> float:
+    """``rate / (samples_seen + 1) ** power_t``, the ``"invscaling"`` schedule's rate.
+
+    Where the power overflows a float (``power_t=1e10``, or 100 after 10**4
+    rows), the rate is computed through logarithms instead, and so underflows
+    to 0.0, its correctly rounded value, rather than raising OverflowError.
+    """
+    try:
+        return rate / float(samples_seen + 1) ** power_t
+    except OverflowError:
+        return math.exp(math.log(rate) - power_t * math.log(samples_seen + 1))
+
+
 @dataclass(frozen=True)
 class SGDState:
     """The current learning rate and, with momentum, the velocities.
@@ -208,8 +221,8 @@ class SGD(Solver):
     def end_epoch(self, state, samples_seen):
         if self.schedule != "invscaling":
             return state
-        return replace(state, learning_rate=self.learning_rate
-                       / float(samples_seen + 1) ** self.power_t)
+        return replace(state, learning_rate=inverse_scaling(self.learning_rate, samples_seen,
+                                                            self.power_t))
 
     def on_plateau(self, state):
         if self.schedule != "adaptive" or state.learning_rate <= MIN_ADAPTIVE_RATE:

@@ -114,6 +114,25 @@ def _all_finite(params, xp=None):
     return xp.astype(xp.isfinite(total), params[0].dtype)
 
 
+def _zero_weight_batch(run, rng_state):
+    """The size of a batch of the epoch begun at ``rng_state`` whose weights are all 0, or None.
+
+    Asked only after a non-finite loss (a weighted mean over such a batch is
+    0 / 0): the epoch's batches are drawn again from its generator state.
+    """
+    source = run.source
+    if getattr(source, "sample_weight", None) is None or not hasattr(source, "rows"):
+        return None
+    bit_generator = type(run.rng.bit_generator)()
+    bit_generator.state = rng_state
+    for batch in source.batches(np.random.Generator(bit_generator), run.batch_size,
+                                run.shuffle):
+        w = source.rows(batch)[2]
+        if not bool(array_namespace(w).any(w > 0)):
+            return source.batch_rows(batch)
+    return None
+
+
 #: ``Trainer._record``'s answers besides fit's own outcome.
 _GO_ON, _REPLAY = object(), object()
 
@@ -643,11 +662,21 @@ class Trainer:
         """
         loss, params_finite = values[0], values[1]
         if not math.isfinite(loss):
+            zero_batch = _zero_weight_batch(run, epoch.before.rng)
             self._undo_last_epoch(run)
+            if zero_batch is not None:
+                raise TrainingDivergedError(
+                    f"Training stopped at epoch {len(self.loss_curve) + 1}: a minibatch of "
+                    f"{zero_batch} rows had sample_weight 0 on every row, so its weighted "
+                    f"mean loss was 0 / 0. Drop the rows of weight 0 (they do not count in "
+                    f"the fit), or pass a larger batch_size. The weights of the last epoch "
+                    f"with a finite loss were kept.")
             raise self._diverged(loss)
         if not params_finite:
+            # The loss was measured before the epoch's steps, at finite weights;
+            # a step then made them NaN or infinite.
             epoch.before.restore(self, run.rng)
-            raise self._diverged(loss)
+            raise self._diverged(loss, weights=True)
         self.params, self.state, self.samples_seen = epoch.params, epoch.ended, epoch.seen
         run.rng.bit_generator.state = epoch.rng
         self._previous = epoch.before
@@ -721,10 +750,16 @@ class Trainer:
             convergence_warning(), stacklevel=4)
         return False
 
-    def _diverged(self, loss):
+    def _diverged(self, loss, weights=False):
+        """The error for a loss, or (``weights``) for weights, that stopped being finite."""
+        if weights:
+            what = (f"a step made the weights NaN or infinite (the loss before it was "
+                    f"{loss:.6g}). The weights the epoch began with were kept.")
+        else:
+            what = (f"the loss became {loss}. The weights of the last epoch with a finite "
+                    f"loss were kept.")
         return TrainingDivergedError(
-            f"Training diverged at epoch {len(self.loss_curve) + 1}: the loss became "
-            f"{loss}. The weights of the last epoch with a finite loss were kept. "
+            f"Training diverged at epoch {len(self.loss_curve) + 1}: {what} "
             f"{self._rate_advice('standardise X and y')}."
         )
 

@@ -241,3 +241,37 @@ def test_feature_names_survive_save_and_load_and_guard_predict(tmp_path, wrapped
         np.testing.assert_allclose(fitted.predict(frame), model.predict(frame))
         with pytest.raises(ValueError, match="feature names"):
             fitted.predict(frame[["c", "a", "b"]])
+
+
+# ----------------------------------------- issue 20 §6: names in model files
+def test_save_refuses_names_that_load_would_refuse_or_misread(tmp_path, data):
+    X, y = data
+    model = _fit(MLPRegressor((4,), max_iter=3, device="cpu", random_state=0), X, y)
+    path = tmp_path / "m.npz"
+    for names, match in ((["a", "b"], r"feature_names has 2 name\(s\), but the model has "
+                                      r"3 input\(s\)"),
+                         (["a", "a", "a"], "feature_names names 'a' more than once")):
+        with pytest.raises(ValueError, match=match):
+            io.save(model, path, feature_names=names)
+        assert not path.exists()   # nothing written
+    with pytest.raises(ValueError, match=r"target_names has 2 name\(s\), but the model has "
+                                         r"1 output\(s\)"):
+        io.save(model, path, target_names=["u", "v"])
+    io.save(model, path, feature_names=["a", "b", "c"], target_names=["t"])
+    assert io.read_metadata(path)["feature_names"] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("to", ["stdout", "csv"])
+def test_predict_names_each_output_by_its_target_name(tmp_path, data, capsys, to):
+    from gpumlp.cli import main
+
+    X, y = data
+    model = _fit(MLPRegressor((4,), max_iter=3, device="cpu", random_state=0), X,
+                 np.column_stack([y, -y]))
+    io.save(model, tmp_path / "m.npz", feature_names=["a", "b", "c"], target_names=["u", "v"])
+    np.savetxt(tmp_path / "new.csv", X[:5], delimiter=",", header="a,b,c", comments="")
+    out = ["--out", str(tmp_path / "p.csv")] if to == "csv" else []
+    assert main(["predict", "--model", str(tmp_path / "m.npz"), "--data",
+                 str(tmp_path / "new.csv"), *out]) == 0
+    text = (tmp_path / "p.csv").read_text() if to == "csv" else capsys.readouterr().out
+    assert text.splitlines()[0] == "u,v"  # stdout is CSV too (the one writer's format)

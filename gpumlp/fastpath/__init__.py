@@ -31,16 +31,19 @@ error without row weights; it declines the rest (other losses,
 The switch
 ----------
 One setting decides whether fast paths run: its default comes from the
-environment variable ``GPUMLP_FASTPATH`` (``0``, ``false`` or ``no`` turn
-them off), read at import; :func:`disabled` turns them off within a block;
-and :func:`select` takes ``enabled=`` to override both. The trainer reads
+environment variable ``GPUMLP_FASTPATH`` (``0``, ``false``, ``no`` or
+``off`` turn them off; ``1``, ``true``, ``yes`` or ``on`` leave them on;
+any other value is an error when a fit first asks), read at import;
+:func:`disabled` turns them off within a block; and :func:`select` takes
+``enabled=`` to override both. The trainer reads
 the setting once per fit and passes it on explicitly, to Dask workers too.
 
 The opt-in
 ----------
 The CUDA tile kernels and graphs have been written and compile-checked, but
 never run on a GPU, so they are off unless asked for: ``GPUMLP_CUDA_GRAPH=1``
-(or ``true``, ``yes``) in the environment, read at import;
+(or ``true``, ``yes``, ``on``; any value but these and ``0``, ``false``, ``no``,
+``off`` is an error when a fit first asks) in the environment, read at import;
 :func:`with_cuda_graph` within a block; ``cuda_graph=`` for :func:`select`
 and :func:`select_blocks`. The trainer reads it once per fit, beside the
 switch above (which it needs too), and passes it on; Dask workers never use
@@ -68,21 +71,53 @@ __all__ = ["cuda_graph_enabled", "cupy_fused_loss_and_grads", "cupy_loss_and_gra
            "disabled", "is_enabled", "numpy_loss_and_grads", "select", "select_blocks",
            "tile_loss_and_grads", "with_cuda_graph"]
 
-_ENABLED = contextvars.ContextVar(
-    "gpumlp_fastpath",
-    default=os.environ.get("GPUMLP_FASTPATH", "1").strip().lower() not in ("0", "false", "no"),
-)
+#: The values a switch in the environment takes (any case, spaces ignored);
+#: unset or empty means the switch's default.
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-_CUDA_GRAPH = contextvars.ContextVar(
-    "gpumlp_cuda_graph",
-    default=os.environ.get("GPUMLP_CUDA_GRAPH", "0").strip().lower() in ("1", "true", "yes"),
-)
+def _switch(variable: str, default: bool) -> bool | ValueError:
+    """The on/off value of an environment variable, or the error that a typo deserves.
+
+    Read at import, where raising would break ``import gpumlp``: an unknown
+    value is kept as its error, raised when the switch is first used.
+    """
+    text = os.environ.get(variable, "").strip().lower()
+    if not text:
+        return default
+    if text in _ON or text in _OFF:
+        return text in _ON
+    return ValueError(f"The environment variable {variable}={os.environ[variable]!r} is "
+                      f"not understood; set it to one of {', '.join(_ON)} (on) or "
+                      f"{', '.join(_OFF)} (off), or unset it.")
+
+
+#: The switches as the environment set them at import (a bool, or the error to raise).
+_FROM_ENVIRONMENT = {"fastpath": _switch("GPUMLP_FASTPATH", True),
+                     "cuda_graph": _switch("GPUMLP_CUDA_GRAPH", False)}
+#: Set within :func:`disabled` and :func:`with_cuda_graph`; None: the environment's.
+_ENABLED = contextvars.ContextVar("gpumlp_fastpath", default=None)
+_CUDA_GRAPH = contextvars.ContextVar("gpumlp_cuda_graph", default=None)
+
+
+def _value(var: contextvars.ContextVar, name: str) -> bool:
+    value = var.get()
+    if value is None:
+        value = _FROM_ENVIRONMENT[name]
+    if isinstance(value, ValueError):
+        raise value
+    return value
 
 
 def is_enabled() -> bool:
-    """Whether fast paths run here: ``GPUMLP_FASTPATH``, unless :func:`disabled` is active."""
-    return _ENABLED.get()
+    """Whether fast paths run here: ``GPUMLP_FASTPATH``, unless :func:`disabled` is active.
+
+    Raises
+    ------
+    ValueError
+        If ``GPUMLP_FASTPATH`` holds a value other than those of ``_ON`` and ``_OFF``.
+    """
+    return _value(_ENABLED, "fastpath")
 
 
 @contextlib.contextmanager
@@ -97,8 +132,14 @@ def disabled():
 
 def cuda_graph_enabled() -> bool:
     """Whether the CUDA tile kernels and graphs are opted in: ``GPUMLP_CUDA_GRAPH``,
-    unless :func:`with_cuda_graph` is active."""
-    return _CUDA_GRAPH.get()
+    unless :func:`with_cuda_graph` is active.
+
+    Raises
+    ------
+    ValueError
+        If ``GPUMLP_CUDA_GRAPH`` holds a value other than those of ``_ON`` and ``_OFF``.
+    """
+    return _value(_CUDA_GRAPH, "cuda_graph")
 
 
 @contextlib.contextmanager
