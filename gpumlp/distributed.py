@@ -343,6 +343,8 @@ class ChunkSource:
                 placement.ensure(self.dtype)
                 vectors = placement.call(method, ids, flat, shapes, *args)
                 break
+            except ValueError:
+                raise  # the data's problem (a shard's check), said by the shard
             except Exception as exc:
                 if attempt < RETRIES and placement.recoverable(exc):
                     placement.shards = []  # placed again by ensure, where the chunks are now

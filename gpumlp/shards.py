@@ -63,6 +63,13 @@ def _placed(X, y, w, dtype):
 
     xp = array_namespace(X)
     target = getattr(xp, dtype)
+    for name, a in (("X", X), ("y", y)):
+        # The chunks were checked finite as given: a value the cast makes
+        # infinite is too large for the training dtype.
+        if a.dtype != target and not bool(xp.all(xp.isfinite(xp.astype(a, target)))):
+            raise ValueError(f"{name} holds values too large for {dtype} (they overflow to "
+                             f"infinity); pass dtype='float64' (on the command line: --dtype "
+                             f"float64), or rescale {name}.")
     X = X if X.dtype == target else xp.astype(X, target)
     y = y if y.dtype == target else xp.astype(y, target)
     if y.ndim == 1:

@@ -241,10 +241,11 @@ def test_an_error_on_a_worker_is_not_retried_and_says_so(client, data, monkeypat
         source._reduce("sums", [0], [np.zeros((5, 2)), np.zeros((2, 1)), np.zeros(2),
                                      np.zeros(1)], 2, "sigmoid", 1003.0, True, "squared_error")
     monkeypatch.undo()
+    # An error raised on the worker, not by a lost worker: said once, not retried.
     with pytest.raises(RuntimeError, match=r"Training on the Dask cluster failed \("
-                                           r"(TypeError|ValueError)"):
-        source._reduce("sums", [0], [np.zeros((4, 2))], 2, "sigmoid", 1003.0, True,
-                       "squared_error")
+                                           r"(TypeError|AttributeError|KeyError)"):
+        source._reduce("sums", [0], [np.zeros((5, 2)), np.zeros((2, 1)), np.zeros(2),
+                                     np.zeros(1)], "2", "sigmoid", 1003.0, True, "squared_error")
 
 
 def test_steps_send_no_task_graph_and_the_model_does_not_depend_on_placement(client, data):
@@ -521,6 +522,15 @@ def test_a_nan_in_a_chunk_is_reported_at_its_row_in_the_data(client, data):
     # Standardising would spread the NaN to every row: it is reported where it is.
     with pytest.raises(ValueError, match=r"the first is X\[700, 2\] \(chunk 2\)"):
         StandardizedRegressor().fit(da.from_array(bad, chunks=(250, 5)), y, client=client)
+
+
+def test_values_a_float32_chunk_cannot_hold_are_refused(client, data):
+    X, y = data
+    big = X.copy()
+    big[600, 1] = 1e39  # finite in float64, infinite in float32
+    with pytest.raises(ValueError, match=r"X holds values too large for float32"):
+        MLPRegressor(dtype="float32", max_iter=2).fit(da.from_array(big, chunks=(250, 5)), y,
+                                                      client=client)
 
 
 def test_a_single_chunk_is_split_by_rows():
