@@ -300,4 +300,4 @@ def check_finite_part(table, names, file, first_row, start):
         f"{file}: {count} missing, NaN or infinite value(s) in this part; the first is in "
         f"column {names[col]!r}, data row {first_row + row + 1} of the file (row "
         f"{start + row + 1} of the dataset, rows counted from 1). Remove or impute them "
-        f"before training.")
+        f"before fitting.")
