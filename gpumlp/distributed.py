@@ -610,8 +610,10 @@ def is_dataset_path(path):
     -------
     bool
     """
+    from .parquet import SUFFIXES
+
     path = os.fspath(path)
-    if path.rstrip("/").endswith((".zarr", ".parquet")) or os.path.isdir(path):
+    if path.rstrip("/").endswith((".zarr", *SUFFIXES)) or os.path.isdir(path):
         return True
     if os.path.exists(path):
         return False

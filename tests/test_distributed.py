@@ -473,6 +473,7 @@ def test_parquet_layouts_refused_with_the_file_named(tmp_path):
         words, partition_cols=["city"])
     with pytest.raises(DataError, match=r"city=x is not a number"):
         gd.read_dataset(str(words))
+    assert gd.is_dataset_path(str(tmp_path / "one.pq"))  # a Parquet suffix: Dask's reader
     empty = tmp_path / "empty.parquet"
     frame.iloc[:0].to_parquet(empty)
     with pytest.raises(DataError, match=r"empty\.parquet: the dataset has 0 rows"):
