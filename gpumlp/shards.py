@@ -4,8 +4,10 @@ When a fit begins, each worker that holds chunks of the training data gets a
 :class:`Shard`, a Dask actor that keeps those chunks, cast once to the
 training dtype on the worker's device (NumPy, or CuPy on GPU workers), for
 the whole fit. A step is then one message to each shard and one answer back,
-straight between the driver and the workers (an actor call does not go
-through the scheduler): the driver sends the current weights (small, host
+straight between the driver and the workers (the actor is called through
+the worker's RPC, not relayed by the scheduler, unless the client has
+``direct_to_workers=False`` or cannot reach the workers; no task is
+created): the driver sends the current weights (small, host
 NumPy) and the batch's chunk ids; each shard computes, for each of its chunks
 in the batch, the chunk's sum of losses and its share of the gradient (the
 same kernels as in-process training, the backend's fast path where
@@ -105,6 +107,8 @@ class Shard:
         microseconds each, eight small arguments cost more than the step.
         """
         method, args = request
+        if method == "ready":
+            return True
         if method not in ("sums", "evaluate"):
             raise ValueError(f"a shard runs sums or evaluate, not {method!r}")
         return getattr(self, method)(*args)
@@ -173,10 +177,6 @@ class Shard:
                               xp.sum(ww * loss.pointwise(y, y_pred)), xp.sum(ww)]))
         return np.stack(out)
 
-    def rows(self):
-        """The rows this shard holds (for the tests and the benchmark)."""
-        return sum(int(X.shape[0]) for X, _, _ in self.chunks.values())
-
 
 def _xp(x):
     from array_api_compat import array_namespace
@@ -190,8 +190,18 @@ def _flat(values):
 
 
 async def _call_all(calls):
-    return await asyncio.gather(*(actor.run((method, args), separate_thread=threaded)
-                                  for actor, method, args, threaded in calls))
+    """Each ``(rpc, key, request, threaded)``'s answer from the actor ``key``, concurrently."""
+    from distributed.protocol import to_serialize
+
+    async def one(rpc, key, request, threaded):
+        answer = await rpc.actor_execute(function="run", actor=key,
+                                         args=[to_serialize(request)],
+                                         kwargs={"separate_thread": threaded})
+        if answer["status"] != "OK":
+            raise answer["exception"]
+        return answer["result"]
+
+    return await asyncio.gather(*(one(*call) for call in calls))
 
 
 class Placement:
@@ -210,10 +220,15 @@ class Placement:
     def __init__(self, client, X, y, w, rows):
         self.client, self.X, self.y, self.w, self.rows = client, X, y, w, list(rows)
         self.dtype = None
-        self.shards = []     # actors
+        self.shards = []     # (worker address, actor key)
         self.owner = {}      # chunk id -> index into shards
         self._futures = []   # the actors' futures: the actors live as long as these
         self._workers = set()
+        # Straight to the workers (Dask relays an actor call through the
+        # scheduler unless the client says direct_to_workers=True; that costs
+        # two more messages a step), unless the client forbids it, or the
+        # workers turn out to be out of this process's reach.
+        self._direct = client.direct_to_workers is not False
 
     def ensure(self, dtype):
         """Place shards (once, or again for another dtype)."""
@@ -236,12 +251,13 @@ class Placement:
             if not holders:
                 raise RuntimeError(f"chunk {i} is held by no worker")
             by_worker.setdefault(holders[0], []).append(i)
-        futures = []
+        futures, shards = [], []
         for address, ids in sorted(by_worker.items()):
             futures.append(client.submit(
                 Shard, ids, [self.X[i] for i in ids], [self.y[i] for i in ids],
                 [self.w[i] for i in ids], self.dtype, actor=True, workers=[address],
                 allow_other_workers=False, pure=False))
+            shards.append((address, futures[-1].key))
             for i in ids:
                 self.owner[i] = len(futures) - 1
         self._futures = futures
@@ -252,20 +268,56 @@ class Placement:
         except BaseException:
             client.cancel(futures)
             raise
-        self.shards = client.gather(futures)
+        for future in futures:
+            if future.status == "error":   # a shard refused its chunks (ValueError)
+                future.result()
+        # The actors are called by key through the workers' RPC, as Dask's
+        # Actor proxies call them; the proxies' closures form reference
+        # cycles that would keep the actors, and the chunks, alive after the
+        # fit until the garbage collector ran.
+        self.shards = shards
         self._workers = set(client.scheduler_info()["workers"])
+        self._wait_until_ready()
+
+    def _wait_until_ready(self, timeout=10.0):
+        """Every shard answers (an actor Dask reports finished may not be set up yet)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.client.sync(_call_all, [(self._rpc(address), key, ("ready", ()), False)
+                                             for address, key in self.shards])
+                return
+            except OSError:
+                if not self._direct:
+                    raise
+                # The workers cannot be reached from here: through the scheduler, then.
+                self._direct = False
+            except Exception as exc:
+                if "NoneType" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _rpc(self, address):
+        """The way to a worker: straight to it, or relayed by the scheduler."""
+        if self._direct:
+            return self.client.rpc(address)
+        from distributed.actor import ProxyRPC
+
+        return ProxyRPC(self.client.scheduler, address)
 
     def call(self, method, ids, *args):
         """``method`` of every shard holding chunks of ``ids``: each chunk's vector, by id."""
         groups = {}
         for i in ids:
             groups.setdefault(self.owner[i], []).append(i)
-        calls = [(self.shards[s], method, (group, *args),
-                  sum(self.rows[i] for i in group) > INLINE_ROWS)
-                 for s, group in groups.items()]
+        order = list(groups.items())
+        calls = [(self._rpc(self.shards[s][0]), self.shards[s][1], (method, (group, *args)),
+                  sum(self.rows[i] for i in group) > INLINE_ROWS) for s, group in order]
         answers = self.client.sync(_call_all, calls)
         out = {}
-        for (_, _, (group, *_), _), vectors in zip(calls, answers):
+        for (_, group), vectors in zip(order, answers):
             out.update(zip(group, vectors))
         return out
 

@@ -272,12 +272,23 @@ def test_steps_send_no_task_graph_and_the_model_does_not_depend_on_placement(cli
     finally:
         scheduler.remove_plugin(name=started.name)
     assert counts[0] == counts[1] > 0  # ten more steps, not one more task
+    # The fit's data and actors are released as the fit ends, not when the
+    # garbage collector runs.
+    deadline = time.monotonic() + 10
+    while any(str(key).startswith(("gpumlp-", "Shard-")) for key in scheduler.tasks):
+        assert time.monotonic() < deadline, [k for k in scheduler.tasks][:5]
+        time.sleep(0.05)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as one, \
             distributed.Client(one, set_as_default=False) as single:
         alone = fit_quietly(MLPRegressor(max_iter=12, **params), Xd, yd, client=single)
     shared = fit_quietly(MLPRegressor(max_iter=12, **params), Xd, yd, client=client)
     assert_same_model(alone, shared, tol=0)
+    # A client that may not reach the workers: the shards are called through the scheduler.
+    with distributed.Client(client.scheduler.address, direct_to_workers=False,
+                            set_as_default=False) as relayed:
+        via = fit_quietly(MLPRegressor(max_iter=12, **params), Xd, yd, client=relayed)
+    assert_same_model(via, shared, tol=0)
 
 
 def _table(n, f, seed):
