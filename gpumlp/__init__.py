@@ -8,7 +8,7 @@ from ._sklearn_compat import ConvergenceWarning
 from ._version import __version__  # noqa: E402
 from .certificate import certify
 from .devices import BackendUnavailableError, CUDAUnavailableError, Device, get_device
-from .estimator import MLPRegressor
+from .estimator import MLPRegressor, UnscaledDataWarning
 from .io import ModelFileError, load, save
 from .scaling import StandardizedRegressor
 from .training import TrainingDivergedError
@@ -22,6 +22,7 @@ __all__ = [
     "ModelFileError",
     "StandardizedRegressor",
     "TrainingDivergedError",
+    "UnscaledDataWarning",
     "__version__",
     "certify",
     "get_device",

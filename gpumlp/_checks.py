@@ -8,27 +8,38 @@ frames, memory maps) goes through ``numpy.asarray`` first.
 
 from __future__ import annotations
 
+import datetime
 import math
 import numbers
 import warnings
+from dataclasses import dataclass
+from typing import Any
 
 import array_api_compat as aac
 import numpy as np
 
 from .devices import Device, to_numpy
 
-__all__ = ["check_dtype_limits", "check_eval_set", "check_feature_names", "check_n_features",
-           "check_non_negative", "check_params", "check_sample_weight",
-           "check_validation_fraction", "check_X", "check_y", "feature_names",
-           "resolve_dtype"]
+__all__ = ["DataSummary", "check_dtype_limits", "check_eval_set", "check_feature_names",
+           "check_n_features", "check_non_negative", "check_params", "check_sample_weight",
+           "check_validation_fraction", "check_X", "check_y", "column_peaks",
+           "feature_names", "resolve_dtype"]
 
 
-def _as_array(x, name):
+def _check_not_meta(x, name):
+    if getattr(x, "is_meta", False) is True:
+        raise ValueError(
+            f"{name} is a PyTorch tensor on the 'meta' device, which has a shape but "
+            f"no values; create it on a device that holds data ('cpu', 'cuda').")
+
+
+#: Python's and NumPy's dates and durations, which NumPy would turn into ticks.
+_DATES = (np.datetime64, np.timedelta64, datetime.date, datetime.timedelta)
+
+
+def _as_array(x, name, purpose="fitting"):
     if aac.is_array_api_obj(x) and not aac.is_numpy_array(x):
-        if getattr(x, "is_meta", False):
-            raise ValueError(
-                f"{name} is a PyTorch tensor on the 'meta' device, which has a shape but "
-                f"no values; create it on a device that holds data ('cpu', 'cuda').")
+        _check_not_meta(x, name)
         return x
     if hasattr(x, "tocsr") or hasattr(x, "toarray"):
         raise TypeError(
@@ -46,7 +57,11 @@ def _as_array(x, name):
         # numbers): raw ticks since an epoch are no feature anyone meant.
         raise TypeError(
             f"{name} contains non-numeric values (dtype {arr.dtype}: dates or durations). "
-            f"Encode or drop those entries before fitting.")
+            f"Encode or drop those entries before {purpose}.")
+    if arr.dtype.kind == "O" and any(isinstance(v, _DATES) for v in arr.flat):
+        raise TypeError(
+            f"{name} contains non-numeric values (dates or durations, as objects). "
+            f"Encode or drop those entries before {purpose}.")
     if arr.dtype.kind not in "biuf":
         try:
             arr = arr.astype(np.float64)
@@ -55,7 +70,7 @@ def _as_array(x, name):
             # bad value but a wrong kind of object.
             raise type(exc)(
                 f"{name} contains non-numeric values{_first_non_numeric(arr)}: {exc}. "
-                f"Encode or drop those entries before fitting."
+                f"Encode or drop those entries before {purpose}."
             ) from None
     return arr
 
@@ -95,7 +110,7 @@ def resolve_dtype(requested, x):
     return "float32" if x.dtype == xp.float32 else "float64"
 
 
-def _check_finite(x, name):
+def _check_finite(x, name, purpose="fitting"):
     xp = aac.array_namespace(x)
     finite = xp.isfinite(x)
     if bool(xp.all(finite)):
@@ -109,12 +124,14 @@ def _check_finite(x, name):
     parts += [f"{n_inf} infinity"] if n_inf else []
     raise ValueError(
         f"Input {name} contains {' and '.join(parts)} value(s), first at {place}. "
-        f"Remove or impute them before fitting."
+        f"Remove or impute them before {purpose}."
     )
 
 
-def check_X(X, estimator_name="MLPRegressor", n_features=None):
+def check_X(X, estimator_name="MLPRegressor", n_features=None, purpose="fitting"):
     """Validate a feature matrix; return it as a 2-D real array.
+
+    ``purpose`` ends the advice of a refusal (``"fitting"``, ``"predicting"``).
 
     Raises
     ------
@@ -126,7 +143,7 @@ def check_X(X, estimator_name="MLPRegressor", n_features=None):
     """
     if X is None:
         raise ValueError(f"{estimator_name} needs X, got None.")
-    X = _as_array(X, "X")
+    X = _as_array(X, "X", purpose)
     xp = aac.array_namespace(X)
     if X.ndim != 2:
         hint = (
@@ -149,7 +166,7 @@ def check_X(X, estimator_name="MLPRegressor", n_features=None):
             or X.dtype == xp.bool):
         raise ValueError(f"X must be real numbers, got dtype {X.dtype}.")
     if xp.isdtype(X.dtype, "real floating"):
-        _check_finite(X, "X")
+        _check_finite(X, "X", purpose)
     check_n_features(n_cols, n_features, estimator_name)
     return X
 
@@ -163,13 +180,13 @@ def check_n_features(n_cols, n_features, estimator_name="MLPRegressor"):
         )
 
 
-def check_y(y, n_samples, estimator_name="MLPRegressor"):
+def check_y(y, n_samples, estimator_name="MLPRegressor", purpose="fitting"):
     """Validate a target; return it as a 1-D or 2-D real array."""
     if y is None:
         raise ValueError(
             f"{estimator_name} requires y to be passed, but the target y is None."
         )
-    y = _as_array(y, "y")
+    y = _as_array(y, "y", purpose)
     xp = aac.array_namespace(y)
     if y.ndim not in (1, 2):
         raise ValueError(f"y must be 1-D or 2-D, got shape {tuple(y.shape)}.")
@@ -181,7 +198,7 @@ def check_y(y, n_samples, estimator_name="MLPRegressor"):
     if y.ndim == 2 and y.shape[1] < 1:
         raise ValueError("y has 0 outputs; pass at least one target column.")
     if xp.isdtype(y.dtype, "real floating"):
-        _check_finite(y, "y")
+        _check_finite(y, "y", purpose)
     return y
 
 
@@ -191,13 +208,26 @@ def _check_number(name, value, low, high=None, low_open=False, integer=False):
         what = "an integer" if integer else "a number"
         raise TypeError(f"{name} must be {what}, got {value!r}.")
     too_low = value <= low if low_open else value < low
-    # An integer is finite however large (math.isfinite would overflow on it).
-    infinite = not integer and not math.isfinite(value)
+    # An integer is finite however large; for a real one, an int beyond a float
+    # (10**400) is as unusable as infinity (math.isfinite would overflow on it).
+    infinite = not integer and not _is_finite_real(value)
     if too_low or (high is not None and value > high) or infinite:
         bound = f"> {low}" if low_open else f">= {low}"
         if high is not None:
             bound += f" and <= {high}"
-        raise ValueError(f"{name} must be {bound}, got {value!r}.")
+        if infinite and not too_low:
+            bound = f"a finite number {bound}"
+        shown = repr(value)
+        if len(shown) > 40:   # an int of hundreds of digits
+            shown = f"{shown[:12]}... ({len(shown)} digits)"
+        raise ValueError(f"{name} must be {bound}, got {shown}.")
+
+
+def _is_finite_real(value):
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def check_sample_weight(sample_weight, n_samples):
@@ -209,10 +239,11 @@ def check_sample_weight(sample_weight, n_samples):
         If the weights are not one number per row, are negative, NaN or
         infinite, or are all zero.
     """
+    _check_not_meta(sample_weight, "sample_weight")
     weights = to_numpy(sample_weight) if aac.is_array_api_obj(sample_weight) else sample_weight
     try:
         weights = np.asarray(weights, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:   # OverflowError: 10**400
         raise ValueError(f"sample_weight must be numbers, one per row: {exc}") from None
     if weights.ndim == 0:
         weights = np.full(n_samples, float(weights))
@@ -367,9 +398,15 @@ def check_params(est):
             raise ValueError(f"learning_rate_init must be 'auto' or a number > 0, "
                              f"got {est.learning_rate_init!r}.")
         _check_number("learning_rate_init", est.learning_rate_init, 0.0, low_open=True)
-    _check_number("max_iter", est.max_iter, 1, integer=True)
+    if not (isinstance(est.max_iter, str) and est.max_iter == "auto"):
+        if isinstance(est.max_iter, str):
+            raise ValueError(f"max_iter must be 'auto' or an int >= 1, got {est.max_iter!r}.")
+        _check_number("max_iter", est.max_iter, 1, integer=True)
     _check_number("tol", est.tol, 0.0)
-    _check_number("n_iter_no_change", est.n_iter_no_change, 1, integer=True)
+    if not (isinstance(est.n_iter_no_change, numbers.Real)
+            and not isinstance(est.n_iter_no_change, bool) and est.n_iter_no_change == math.inf):
+        # np.inf, as in scikit-learn: the stopping rule never fires.
+        _check_number("n_iter_no_change", est.n_iter_no_change, 1, integer=True)
     _check_number("momentum", est.momentum, 0.0, 1.0)
     _check_number("beta_1", est.beta_1, 0.0, 1.0)
     _check_number("beta_2", est.beta_2, 0.0, 1.0)
@@ -438,8 +475,12 @@ def _dtype_advice(dtype, fits_float64):
     return ""
 
 
-def _column_peaks(a):
-    """Each column's largest magnitude, as float64 NumPy (one small host read)."""
+def column_peaks(a):
+    """Each column's largest magnitude, as float64 NumPy (one small host read).
+
+    ``a``: an array of any namespace, of shape (n,) (one column) or (n, k).
+    Run on Dask workers too, chunk by chunk (see :func:`check_dtype_limits`).
+    """
     xp = aac.array_namespace(a)
     a2 = xp.reshape(a, (a.shape[0], -1)) if a.ndim != 2 else a
     if a2.dtype == xp.bool:
@@ -450,13 +491,13 @@ def _column_peaks(a):
     return np.maximum(np.abs(highs), np.abs(lows))
 
 
-def _check_values(name, a, dtype, ceiling, reason, fix):
+def _check_values(name, peaks, dtype, ceiling, reason, fix):
     """Refuse values above ``ceiling(dtype)``, or columns that lose their precision in ``dtype``.
 
+    ``peaks``: each column's largest magnitude (:func:`column_peaks`);
     ``ceiling`` maps a dtype name to the largest magnitude allowed in it;
     ``reason`` says where that limit comes from.
     """
-    peaks = _column_peaks(a)
     largest = float(peaks.max())
     if largest > ceiling(dtype):
         raise ValueError(
@@ -465,7 +506,7 @@ def _check_values(name, a, dtype, ceiling, reason, fix):
     small = (peaks > 0) & (peaks < _floor(dtype))
     if small.any():
         column = int(np.argmax(small))
-        where = f"column {column} of {name}" if a.ndim == 2 and a.shape[1] > 1 else name
+        where = f"column {column} of {name}" if peaks.shape[0] > 1 else name
         raise ValueError(
             f"{where} holds nothing larger than {peaks[column]:.3g}, below {_floor(dtype):.3g} "
             f"({dtype}'s smallest normal number over its epsilon): its values lose their "
@@ -479,7 +520,8 @@ def _floor(dtype):
     return tiny / eps
 
 
-def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="") -> None:
+def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="",
+                       held=None) -> None:
     """The one check, before training, of every number that enters the training dtype.
 
     Parameters
@@ -493,11 +535,13 @@ def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="")
     X : array, shape (n_samples, n_features), optional
     y : array, shape (n_samples,) or (n_samples, n_outputs), optional
         As the estimator trains on them (after a StandardizedRegressor's
-        scaling). Skipped for dask arrays, whose chunks are not read here
-        (the workers check them for NaN and infinity only).
+        scaling).
     sample_weight : float64 NumPy array, shape (n_samples,), optional
     where : str
         Prefix for the arrays' names in messages (``"eval_set's "``).
+    held : DataSummary, optional
+        Instead of ``X``, ``y`` and ``sample_weight``: the same figures for
+        data held elsewhere (Dask chunks, summarised on the workers).
 
     Raises
     ------
@@ -525,11 +569,9 @@ def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="")
                 f"it loses its precision or becomes 0 in {dtype}, and "
                 f"{'no step is taken' if name != 'epsilon' else 'Adam may divide by 0'}. "
                 f"Pass a larger {name}.{_dtype_advice(dtype, value >= tiny64)}")
-    total = None
-    if sample_weight is not None:
-        weights = np.asarray(sample_weight, dtype=np.float64)
-        with np.errstate(over="ignore"):
-            total = float(np.sum(weights))
+    data = held if held is not None else DataSummary.of(X, y, sample_weight)
+    total, peak = data.weight_total, data.weight_peak
+    if total is not None:
         if total > big:
             raise ValueError(
                 f"{where}sample_weight adds up to "
@@ -538,7 +580,6 @@ def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="")
                 f"number ({big:.3g}); the loss divides by that sum. Divide every weight by "
                 f"one constant (only the L2 penalty's weight changes: alpha is divided by "
                 f"the sum).{_dtype_advice(dtype, total <= big64)}")
-        peak = float(weights.max())
         if peak < _floor(dtype):
             raise ValueError(
                 f"{where}sample_weight holds nothing larger than {peak:.3g}, below "
@@ -548,18 +589,78 @@ def check_dtype_limits(est, dtype, X=None, y=None, sample_weight=None, where="")
                 f"divided by the sum).{_dtype_advice(dtype, peak >= _floor('float64'))}")
     standardise = ("Standardise it (gpumlp.StandardizedRegressor, the command line's "
                    "default)")
-    if X is not None and not aac.is_dask_array(X):
-        _check_values(f"{where}X", X, dtype, lambda d: math.sqrt(_limits(d)[0]),
+    if data.X_peaks is not None:
+        _check_values(f"{where}X", data.X_peaks, dtype, lambda d: math.sqrt(_limits(d)[0]),
                       "one gradient step puts the square of X into the first layer's "
                       "pre-activations (the limit is the square root of the largest number)",
                       standardise)
-    if y is not None and not aac.is_dask_array(y):
-        n_outputs = 1 if y.ndim == 1 else y.shape[1]
-        weight = y.shape[0] if total is None else total
+    if data.y_peaks is not None:
+        n_outputs = data.y_peaks.shape[0]
+        weight = data.n_rows if total is None else total
         rows = f"{weight:g} rows" if total is None else f"weights adding up to {weight:.3g}"
-        _check_values(f"{where}y", y, dtype,
+        _check_values(f"{where}y", data.y_peaks, dtype,
                       # Each squared error must be finite too: at least one row's worth.
                       lambda d: math.sqrt(_limits(d)[0] / max(weight * n_outputs, 1.0)) / 2,
                       f"the loss adds up the squared errors, up to (2 y)**2, of {rows} and "
                       f"{n_outputs} output(s), and the sum must stay below the largest number",
                       standardise)
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What :func:`check_dtype_limits` needs of the data: a few numbers per column.
+
+    Attributes
+    ----------
+    X_peaks, y_peaks : float64 arrays, shape (n_features,) and (n_outputs,), or None
+        Each column's largest magnitude.
+    n_rows : int
+    weight_total, weight_peak : float or None
+        The sum and the largest of the sample weights (None without them).
+    """
+
+    X_peaks: Any = None
+    y_peaks: Any = None
+    n_rows: int = 0
+    weight_total: float | None = None
+    weight_peak: float | None = None
+
+    @classmethod
+    def of(cls, X=None, y=None, sample_weight=None) -> DataSummary:
+        """The summary of arrays in this process (dask arrays are left out)."""
+        total = peak = None
+        if sample_weight is not None:
+            weights = np.asarray(sample_weight, dtype=np.float64)
+            with np.errstate(over="ignore"):
+                total = float(np.sum(weights))
+            peak = float(weights.max())
+        in_memory = [a is not None and not aac.is_dask_array(a) for a in (X, y)]
+        n_rows = next((a.shape[0] for a, here in zip((X, y), in_memory) if here), 0)
+        return cls(column_peaks(X) if in_memory[0] else None,
+                   column_peaks(y) if in_memory[1] else None, n_rows, total, peak)
+
+    @classmethod
+    def of_chunks(cls, client, X_blocks, y_blocks, w_blocks, n_rows) -> DataSummary:
+        """The summary of row chunks held on Dask workers (futures), each summarised there.
+
+        One task per chunk, all gathered at once.
+        """
+        weights = w_blocks if w_blocks is not None else [None] * len(X_blocks)
+        parts = client.gather([client.submit(_chunk_summary, x, y, w, pure=False)
+                               for x, y, w in zip(X_blocks, y_blocks, weights)])
+        total = peak = None
+        if w_blocks is not None:
+            with np.errstate(over="ignore"):
+                total = float(np.sum([part[2] for part in parts]))
+            peak = float(max(part[3] for part in parts))
+        return cls(np.max([part[0] for part in parts], axis=0),
+                   np.max([part[1] for part in parts], axis=0), n_rows, total, peak)
+
+
+def _chunk_summary(X, y, w):
+    """On a worker: one chunk's column peaks of X and y, and its weights' sum and largest."""
+    if w is None:
+        return column_peaks(X), column_peaks(y), None, None
+    w = np.asarray(to_numpy(w), dtype=np.float64)
+    with np.errstate(over="ignore"):
+        return column_peaks(X), column_peaks(y), float(np.sum(w)), float(w.max())

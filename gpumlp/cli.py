@@ -118,10 +118,6 @@ def _check_outputs(inputs, outputs, *, to_stdout=()):
         written.append((option, path))
 
 
-#: The CLI's rate for sgd and adam when --lr is not given.
-_FIXED_LR = 0.1
-
-
 def _learning_rate(text):
     """``--lr``: ``"auto"`` or a finite number > 0."""
     if text.strip().lower() == "auto":
@@ -145,6 +141,14 @@ def _hidden(text):
     return sizes
 
 
+def _names(text):
+    """``--drop``: comma-separated column names."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"takes comma-separated column names, got {text!r}")
+    return names
+
+
 _BACKEND_CHOICES = ["auto", "numpy", "cupy", "torch", "jax"]
 _BACKEND_HELP = ("the array library: auto (NumPy on the CPU, CuPy on CUDA), numpy, cupy, torch "
                  "(devices cpu, cuda:N, mps, xpu) or jax (cpu, gpu:N, tpu) (default: "
@@ -156,8 +160,9 @@ def _add_train(sub):
         "train",
         help="train a network on a data file (default: embedded Friedman #1 data)",
         description=(
-            "Train the specified network (by default one sigmoid hidden layer, a linear "
-            "output, mean-squared-error loss and full-batch gradient descent) and report "
+            "Train a network (by default StandardizedRegressor's: one sigmoid hidden layer "
+            "of 100 units, a linear output, mean-squared-error loss, Adam with an L2 "
+            "penalty of 0.1; --solver gd for full-batch gradient descent) and report "
             "train/test MSE and R^2 in the target's units. Without --data it trains on "
             "2000 rows of Friedman #1 generated with --seed. X and y are standardised "
             "with statistics of the training split, which are saved with the model."
@@ -191,13 +196,24 @@ _TRAIN_GROUPS = (
 )
 
 
+def _defaults():
+    """The estimator's parameters ``train`` defaults to: StandardizedRegressor's regressor."""
+    from .scaling import default_regressor
+
+    return default_regressor().get_params()
+
+
 def _add_network_options(g):
-    g.add_argument("--hidden", type=_hidden, default=(32,), metavar="W1,W2,...",
-                   help="hidden layer widths (default: 32)")
-    g.add_argument("--activation", default="sigmoid",
+    defaults = _defaults()
+    g.add_argument("--hidden", type=_hidden, default=tuple(defaults["hidden_layer_sizes"]),
+                   metavar="W1,W2,...",
+                   help="hidden layer widths (default: "
+                        f"{','.join(map(str, defaults['hidden_layer_sizes']))})")
+    g.add_argument("--activation", default=defaults["activation"],
                    choices=ACTIVATION_NAMES)
-    g.add_argument("--alpha", type=_bounded(float, 0), default=0.0,
-                   help="L2 penalty strength, scikit-learn's meaning (default: 0)")
+    g.add_argument("--alpha", type=_bounded(float, 0), default=defaults["alpha"],
+                   help=f"L2 penalty strength, scikit-learn's meaning (default: "
+                        f"{defaults['alpha']:g})")
     g.add_argument("--loss", default="squared_error", choices=list(LOSSES),
                    help="squared_error: the mean squared error (default); poisson: an "
                         "exponential output and half the Poisson deviance, for counts "
@@ -205,13 +221,14 @@ def _add_network_options(g):
 
 
 def _add_solver_options(g):
-    g.add_argument("--solver", default="gd", choices=list(SOLVERS),
-                   help="gd: full-batch gradient descent (default); sgd; adam; lbfgs: "
-                        "full-batch L-BFGS (--epochs counts its iterations)")
+    g.add_argument("--solver", default=_defaults()["solver"], choices=list(SOLVERS),
+                   help="gd: full-batch gradient descent; sgd; adam (default: what did "
+                        "best on real data, as StandardizedRegressor's); lbfgs: full-batch "
+                        "L-BFGS (--epochs counts its iterations)")
     g.add_argument("--lr", type=_learning_rate, default=None, metavar="auto|RATE",
-                   help="learning rate (learning_rate_init); auto: set from the loss's "
-                        "curvature and adapted (gd only). Default: auto for gd, "
-                        f"{_FIXED_LR} for sgd and adam")
+                   help="learning rate (learning_rate_init); auto (the default): for gd, "
+                        "set from the loss's curvature and adapted; for sgd and adam, 0.01 "
+                        "(the estimator's)")
     g.add_argument("--batch-size", type=_bounded(int, 1), default=None,
                    help="minibatch size for sgd and adam (default: min(200, n))")
     g.add_argument("--momentum", type=_bounded(float, 0, at_most=1), default=0.9,
@@ -235,13 +252,18 @@ def _add_solver_options(g):
 
 
 def _add_stopping_options(g):
-    g.add_argument("--epochs", type=_bounded(int, 1), default=5000,
-                   help="maximum epochs, max_iter (default: 5000)")
-    g.add_argument("--tol", type=_bounded(float, 0), default=1e-6,
-                   help="an epoch improves when the loss falls (with --early-stopping: "
-                        "the validation R^2 rises) by at least this (default: 1e-6)")
-    g.add_argument("--n-iter-no-change", type=_bounded(int, 1), default=10,
-                   help="stop after this many epochs without improvement (default: 10)")
+    defaults = _defaults()
+    g.add_argument("--epochs", type=_bounded(int, 1), default=defaults["max_iter"],
+                   help=f"maximum epochs, max_iter (default: {defaults['max_iter']})")
+    g.add_argument("--tol", type=_bounded(float, 0), default=defaults["tol"],
+                   help="sgd and adam: an epoch improves when the loss falls (with "
+                        "--early-stopping: the validation R^2 rises) by at least this; gd: "
+                        "when the next step is expected to lower the loss by more than this "
+                        f"fraction of it (default: {defaults['tol']:g})")
+    g.add_argument("--n-iter-no-change", type=_bounded(int, 1),
+                   default=defaults["n_iter_no_change"],
+                   help="stop after more than this many epochs without improvement "
+                        f"(default: {defaults['n_iter_no_change']})")
     g.add_argument("--early-stopping", action="store_true",
                    help="stop on the R^2 of a validation split of the training rows and "
                         "keep the best weights; the test rows stay untouched")
@@ -254,6 +276,8 @@ def _add_stopping_options(g):
 def _add_data_options(g):
     g.add_argument("--data", metavar="FILE", help="a .csv, .npy or .npz file")
     g.add_argument("--target", metavar="NAME", help="CSV target column (default: the last)")
+    g.add_argument("--drop", type=_names, default=None, metavar="COL1,COL2,...",
+                   help="CSV columns not to read (an id, a text column of too many levels)")
     g.add_argument("--samples", type=_bounded(int, 1), default=2000,
                    help="rows of the embedded dataset, without --data (default: 2000)")
     g.add_argument("--test-size", type=_bounded(float, 0, below=1), default=0.2,
@@ -280,6 +304,9 @@ def _add_output_options(g):
     g.add_argument("--plot", metavar="LOSS.png",
                    help="write a plot of the training and held-out loss (needs matplotlib)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--json", metavar="FILE", default=None,
+                   help="also write the report (settings, epochs, how training stopped, "
+                        "train and test MSE and R^2, wall time) as JSON")
 
 
 class _Progress:
@@ -314,17 +341,24 @@ class _Progress:
 
 
 def _load_training_data(args):
-    from .data import read_training_data
+    """X, y, feature names, target name, a description of the source, and the columns."""
+    from .data import read_training_table
     from .datasets import make_friedman1
 
     if args.data is None:
-        if args.target is not None:
-            raise ValueError("--target needs --data: the embedded dataset's target is fixed.")
+        for option, value in (("--target", args.target), ("--drop", args.drop)):
+            if value is not None:
+                raise ValueError(f"{option} needs --data: the embedded dataset's columns "
+                                 f"are fixed.")
         X, y = make_friedman1(args.samples, random_state=args.seed)
         names = [f"x{j}" for j in range(X.shape[1])]
-        return X, y, names, "y", f"Friedman #1 (embedded, seed {args.seed})"
-    X, y, names, target = read_training_data(args.data, args.target)
-    return X, y, names, target, args.data
+        return X, y, names, "y", f"Friedman #1 (embedded, seed {args.seed})", None
+    table = read_training_table(args.data, args.target, args.drop or ())
+    for note in table.notes:
+        print(f"note: {note}")
+    columns = table.columns if any(levels is not None for _, levels in table.columns) \
+        else None
+    return table.X, table.y, table.feature_names, table.target, args.data, columns
 
 
 def _uses_dask(args):
@@ -350,8 +384,9 @@ def _run_train(args):
     inputs = [("--data", args.data)]
     if args.resume and not _same_file(args.out, args.resume):
         inputs.append(("--resume", args.resume))
-    _check_outputs(inputs, [("--out", args.out), ("--plot", args.plot)])
-    cluster = client = None
+    _check_outputs(inputs, [("--out", args.out), ("--plot", args.plot),
+                            ("--json", args.json)])
+    cluster = client = columns = None
     if _uses_dask(args):
         from .distributed import cluster_plan, connect, read_dataset, split_by_chunks
 
@@ -374,7 +409,7 @@ def _run_train(args):
             X_train, y_train = to_cupy_blocks(X_train), to_cupy_blocks(y_train)
     else:
         device = get_device(args.device, args.backend)
-        X, y, names, target, source = _load_training_data(args)
+        X, y, names, target, source, columns = _load_training_data(args)
         if args.test_size > 0:
             X_train, X_test, y_train, y_test = train_test_split(X, y, args.test_size, args.seed)
         else:
@@ -385,7 +420,7 @@ def _run_train(args):
     try:
         return _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
                                  names, target, source, resumed=resumed and resumed[0],
-                                 digest=digest)
+                                 digest=digest, columns=columns)
     finally:
         if client is not None:
             client.close()
@@ -396,11 +431,12 @@ def _run_train(args):
 def _split_record(args, source):
     """What ``validate --model`` needs to redo this run's training split from --data."""
     return {"source": source, "target": args.target, "test_size": args.test_size,
-            "split_seed": args.seed, "samples": None if args.data else args.samples}
+            "split_seed": args.seed, "samples": None if args.data else args.samples,
+            "drop": list(args.drop or ())}
 
 
 def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test, names,
-                      target, source, resumed=None, digest=None):
+                      target, source, resumed=None, digest=None, columns=None):
     import contextlib
     import warnings
 
@@ -436,7 +472,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     eval_set = (None if X_test is None or client is not None or args.early_stopping
                 or not shown else (X_test, y_test))
     extra = {} if client is None else {"client": client}
-    saving = {"feature_names": names, "target_names": [target]}
+    saving = {"feature_names": names, "target_names": [target], "columns": columns}
     callback = progress
     if args.out and client is None:
         callback = _Checkpoints(progress, model, net, args.out, args.checkpoint_every,
@@ -473,8 +509,9 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
         from .plotting import plot_loss
 
         plot_loss(net.loss_curve_, net.validation_loss_curve_, args.plot)
+    results = {}
 
-    def report(name, X_part, y_part):
+    def measure(name, X_part, y_part):
         y_pred = model.predict(X_part)
         if client is not None:  # dask: two numbers computed on the workers
             import dask
@@ -492,21 +529,30 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
             r2 = float(r2_score(y_part / unit, y_pred / unit))
             with np.errstate(over="ignore"):
                 mse = float(np.mean((y_part - y_pred) ** 2))
-        print(f"{name:5s} MSE {mse:12.6g}   R^2 {r2:8.4f}")
+        results[name] = {"mse": mse, "r2": r2, "rows": int(X_part.shape[0])}
 
-    state = "converged" if converged else "stopped at --epochs"
+    measure("train", X_train, y_train)
+    if X_test is not None:
+        measure("test", X_test, y_test)
+    state = _stop_state(net, converged)
+    if args.json:   # like the model: written before the report is printed
+        from ._atomic import write_text_atomic
+
+        write_text_atomic(args.json, _train_report(args, net, device, source, target, names,
+                                                   state, converged, results, wall))
     # The run's epochs in all (a resumed run counts those before it too).
     print(f"epochs: {len(net.loss_curve_)} ({state})  final loss: {net.loss_:.6g}")
     print(f"learning rate: {_describe_rate(net)}")
     if args.early_stopping:
         print(f"early stopping: best validation R^2 {net.best_validation_score_:.4f} on "
               f"{args.validation_fraction:g} of the training rows")
-    report("train", X_train, y_train)
-    if X_test is not None:
-        report("test", X_test, y_test)
+    for name, figures in results.items():
+        print(f"{name:5s} MSE {figures['mse']:12.6g}   R^2 {figures['r2']:8.4f}")
     print(f"wall time: {wall:.2f} s")
     if args.out:
         print(f"saved model to {args.out}")
+    if args.json:
+        print(f"wrote {args.json}")
     if args.plot:
         print(f"wrote loss plot to {args.plot}")
     return 0
@@ -558,7 +604,7 @@ def _save_last_epoch(args, callback, model, net, client, saving, saved_extra, wa
 # ------------------------------------------------------ checkpoints and resume
 #: The ``train`` settings a run saves and ``--resume`` restores (with the
 #: model's own parameters): all that decides the data, the split and the network.
-_RESUME_SETTINGS = ("data", "target", "samples", "seed", "test_size", "no_standardize",
+_RESUME_SETTINGS = ("data", "target", "drop", "samples", "seed", "test_size", "no_standardize",
                     "hidden", "activation", "alpha", "loss", "solver", "lr", "batch_size",
                     "momentum", "nesterov", "beta1", "beta2", "epsilon", "learning_rate",
                     "power_t", "max_fun", "tol",
@@ -602,7 +648,7 @@ def _settings_argv(settings):
             continue
         if value is True:
             argv.append(option)
-        elif key == "hidden":
+        elif key in ("hidden", "drop"):
             argv += [option, ",".join(str(v) for v in value)]
         else:
             argv += [option, repr(value) if isinstance(value, float) else str(value)]
@@ -675,11 +721,12 @@ def _show(value):
 def _effective(key, value, args, metadata=None):
     """What setting ``key`` means for a run: a default that depends on others resolved.
 
-    ``--lr`` left out means a rate that depends on ``--solver``, and ``--target``
-    left out the last column, whose name the model file keeps.
+    ``--lr`` left out means ``auto`` for every solver (issue 21: the estimator's
+    rate; before, 0.1 for sgd and adam), and ``--target`` left out the last
+    column, whose name the model file keeps.
     """
     if key == "lr" and value is None:
-        return "auto" if args.solver == "gd" else _FIXED_LR
+        return "auto"
     if key == "target" and value is None and metadata is not None:
         return (metadata.get("target_names") or [None])[0]
     return value
@@ -764,7 +811,7 @@ class _Checkpoints:
 
 def _estimator_params(args):
     """The estimator's parameters from the ``train`` options, under scikit-learn's names."""
-    rate = args.lr if args.lr is not None else ("auto" if args.solver == "gd" else _FIXED_LR)
+    rate = args.lr if args.lr is not None else "auto"
     return dict(
         hidden_layer_sizes=args.hidden, activation=args.activation, alpha=args.alpha,
         solver=args.solver, learning_rate_init=rate, batch_size=args.batch_size or "auto",
@@ -774,6 +821,53 @@ def _estimator_params(args):
         validation_fraction=args.validation_fraction, loss=args.loss,
         learning_rate=args.learning_rate, power_t=args.power_t, max_fun=args.max_fun,
     )
+
+
+def _stop_state(net, converged):
+    """How training ended, in words: only a fit the rule stopped is called converged."""
+    if not converged:
+        return "stopped at --epochs, not converged"
+    if net.early_stopping:
+        return "stopped early: the validation R^2 no longer improved"
+    return "converged"
+
+
+def _train_report(args, net, device, source, target, names, state, converged, results, wall):
+    """``train --json``'s report: the run's settings and outcome, as JSON text."""
+    import json
+
+    report = {
+        "command": "train",
+        "data": str(source), "target": target, "features": list(names),
+        "device": str(device), "dtype": args.dtype,
+        "settings": {key: (list(value) if isinstance(value, tuple) else value)
+                     for key, value in _estimator_params(args).items()},
+        "standardize": not args.no_standardize,
+        "epochs": len(net.loss_curve_), "stopped": state, "converged": converged and
+        not net.early_stopping, "final_loss": net.loss_,
+        "learning_rate": net.learning_rate_,
+        "best_validation_r2": net.best_validation_score_,
+        "train": results.get("train"), "test": results.get("test"),
+        "wall_seconds": wall, "model": args.out,
+    }
+    return json.dumps(_plain_json(report), indent=2, allow_nan=False) + "\n"
+
+
+def _plain_json(value):
+    """``value`` with NumPy numbers as Python ones and NaN or infinity as null (valid JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return number if math.isfinite(number) else None
 
 
 def _describe_rate(net):
@@ -821,7 +915,9 @@ def _run_predict(args):
     names = metadata.get("feature_names") or [
         f"x{j}" for j in range(metadata["layer_sizes"][0])]
     targets = metadata.get("target_names") or ["prediction"]
-    X = read_features(args.data, names, targets[0])
+    columns = metadata.get("columns")
+    X = read_features(args.data, names, targets[0], columns=None if columns is None else [
+        (column["name"], column["levels"]) for column in columns])
     y_pred = np.asarray(model.predict(X))
     if args.out and args.out != STDOUT:
         write_predictions(args.out, y_pred, targets)
@@ -936,9 +1032,14 @@ def _run_certificate(args, names):
     elif args.data is None:
         raise ValueError("--model needs --data, the file the model was trained on.")
     else:
-        from .data import read_training_data
+        from .data import read_training_table
 
-        X, y, _, _ = read_training_data(args.data, extra.get("target"))
+        drop = extra.get("drop", [])   # absent from files written before --drop
+        if not (isinstance(drop, list) and all(isinstance(n, str) for n in drop)):
+            raise ValueError(f"{args.model}: its record of dropped columns is damaged "
+                             f"({drop!r:.80}).")
+        table = read_training_table(args.data, extra.get("target"), drop)
+        X, y = table.X, table.y
     if "test_size" in extra:  # a model from `gpumlp train`: redo its split
         from .splitting import train_test_split
 

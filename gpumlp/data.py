@@ -28,7 +28,25 @@ What a CSV may hold
 * Lines whose cells are all blank are skipped.
 
 When predicting, only the model's feature columns are read and must be
-numeric; other columns may hold anything.
+numeric (or, for a column the model encoded, one of its levels); other
+columns may hold anything.
+
+CSVs as users have them (training)
+----------------------------------
+* **An unnamed leading index**, as pandas' ``to_csv`` writes by default: a
+  first column without a name whose cells are distinct integers is dropped,
+  and a note says so (:attr:`Table.notes`). Any other column without a name
+  is refused, as above.
+* **Text columns** (every non-missing cell non-numeric, such as a region or
+  a fuel type) with at most :data:`MAX_LEVELS` distinct values are encoded
+  one-hot: one 0/1 feature ``name=level`` per level, in sorted order; the
+  levels are kept in the model file (:attr:`Table.columns`). A text column
+  with more levels is refused, naming it and the option that drops it
+  (``--drop NAME``, ``drop=`` here). A column of numbers with a stray word
+  is still an error at that cell, and so is a missing text cell.
+* **At prediction**, a text column's cells must be levels seen in training:
+  an unseen level is refused, naming the column, the line and the known
+  levels (rather than guessing an encoding the model never saw).
 
 The CSV reader parses with :func:`numpy.loadtxt` (C code, about a float64
 table's size in memory) and, only when that fails, scans the file again
@@ -40,6 +58,7 @@ from __future__ import annotations
 
 import array
 import csv
+import dataclasses
 import itertools
 import math
 import os
@@ -52,8 +71,11 @@ import zlib
 
 import numpy as np
 
-__all__ = ["DataError", "read_features", "read_training_data", "target_column",
-           "write_predictions"]
+__all__ = ["MAX_LEVELS", "DataError", "Table", "encoded_names", "read_features",
+           "read_training_data", "read_training_table", "target_column", "write_predictions"]
+
+#: A text column with at most this many distinct values is encoded one-hot.
+MAX_LEVELS = 20
 
 _MISSING = frozenset({"", "nan", "na", "n/a", "null", "none"})
 # What numpy.loadtxt parses as a float: Python's float() syntax less the
@@ -285,7 +307,7 @@ def _read_csv(path, wanted=None):
     return names, table
 
 
-def _check_finite(path, table, names):
+def _check_finite(path, table, names, purpose="fitting"):
     bad = ~np.isfinite(table)
     if not bad.any():
         return
@@ -296,7 +318,7 @@ def _check_finite(path, table, names):
                           f"{n_inf} infinite" if n_inf else "") if part)
     raise DataError(
         f"{path}: {counts} value(s); the first is in row {row + 1}, column "
-        f"{names[col]!r}. Remove or impute them before fitting."
+        f"{names[col]!r}. Remove or impute them before {purpose}."
     )
 
 
@@ -432,7 +454,234 @@ def _numeric(array):
     return np.asarray(array, dtype=np.float64)
 
 
+# --------------------------------------------------- CSVs as users have them
+@dataclasses.dataclass
+class Table:
+    """A training table read from a file, with what was done to it.
+
+    Attributes
+    ----------
+    X : ndarray, shape (n, f)
+        The features, text columns encoded one-hot.
+    y : ndarray, shape (n,)
+    feature_names : list of str
+        One per column of ``X`` (``name=level`` for an encoded level).
+    target : str
+    columns : list of (str, list of str or None)
+        The file's feature columns in order, each with its levels when it
+        was text (encoded) or None (numeric): what prediction needs.
+    notes : list of str
+        What was done besides reading (a dropped index, encoded columns).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    feature_names: list
+    target: str
+    columns: list
+    notes: list
+
+
+def encoded_names(columns) -> list[str]:
+    """The feature names of ``columns`` (``(name, levels or None)`` pairs), one-hot expanded."""
+    names = []
+    for name, levels in columns:
+        names += [name] if levels is None else [f"{name}={level}" for level in levels]
+    return names
+
+
+def _records(path, n_header_lines, width, trailing):
+    """Every data record's cells (stripped) and its first line, by the csv module."""
+    records, lines = [], []
+    with _open_text(path) as handle:
+        reader = csv.reader(handle)
+        for _ in range(n_header_lines):
+            next(handle)
+        while True:
+            line = n_header_lines + reader.line_num + 1
+            try:
+                record = next(reader, None)
+            except csv.Error as exc:
+                raise _syntax_error(path, line, exc) from None
+            if record is None:
+                break
+            if not any(cell.strip() for cell in record):
+                continue
+            if len(record) != width and any("\n" in c or "\r" in c for c in record):
+                raise _unclosed_quote(path, line)
+            if len(record) != width:
+                raise DataError(f"{path}, line {line}: {len(record)} cells, but the header has "
+                                f"{width} columns. Make every line as long as the header.")
+            for j in trailing:
+                if record[j].strip():
+                    raise DataError(
+                        f"{path}, line {line}: column {j + 1} has no name in the header but "
+                        f"holds {_shown(record[j])}; name it in the header or empty it.")
+            records.append([cell.strip() for cell in record])
+            lines.append(line)
+    return records, lines
+
+
+def _column_values(path, name, cells, lines):
+    """A column's numbers, or its text cells when no cell is a number (then None, cells)."""
+    values = [_parse(cell) for cell in cells]
+    bad = [i for i, v in enumerate(values) if v is None]
+    if not bad:
+        return np.asarray(values, dtype=np.float64), None
+    if any(v is not None and not math.isnan(v) for v in values):
+        i = bad[0]
+        raise DataError(f"{path}, line {lines[i]}: column {name!r} holds the non-numeric value "
+                        f"{_shown(cells[i])}. Encode it as numbers or drop the column.")
+    return None, cells
+
+
+def _levels(path, name, cells, lines):
+    """A text column's levels (sorted), refusing missing cells and too many levels."""
+    for i, cell in enumerate(cells):
+        if cell.lower() in _MISSING:
+            raise DataError(f"{path}, line {lines[i]}: the text column {name!r} has a missing "
+                            f"value; fill it in (or drop the column with --drop {name}).")
+    levels = sorted(set(cells))
+    if len(levels) > MAX_LEVELS:
+        raise DataError(f"{path}: column {name!r} holds text with {len(levels)} distinct "
+                        f"values, too many to encode one-hot (at most {MAX_LEVELS}); drop it "
+                        f"with --drop {name}, or encode it as numbers yourself.")
+    return levels
+
+
+def _one_hot(cells, levels):
+    index = {level: k for k, level in enumerate(levels)}
+    out = np.zeros((len(cells), len(levels)))
+    out[np.arange(len(cells)), [index[c] for c in cells]] = 1.0
+    return out
+
+
+def _is_index(values):
+    """Whether a column's numbers look like a row index: distinct integers."""
+    return (values is not None and bool(np.all(np.isfinite(values)))
+            and bool(np.all(values == np.round(values)))
+            and len(np.unique(values)) == len(values))
+
+
+def _read_csv_table(path, target, drop):
+    header, n_header_lines = _csv_header(path)
+    if header is None:
+        raise DataError(f"{path} is empty; it needs a header row and at least one data row.")
+    names = [name.strip() for name in header]
+    width = len(names)
+    while width and not names[width - 1]:
+        width -= 1
+    trailing = list(range(width, len(names)))
+    named = names[:width]
+    index = 0 if len(named) > 1 and not named[0] and all(named[1:]) else None
+    unnamed = [j + 1 for j, name in enumerate(named) if not name and j != index]
+    if unnamed or not any(named):
+        _columns(path, header, None)   # raises the usual error
+    seen = [name for name in named if name]
+    duplicates = sorted({name for name in seen if seen.count(name) > 1})
+    if duplicates:
+        _columns(path, header, None)
+    for name in drop:
+        if name not in seen:
+            raise DataError(f"{path}: --drop names the column {name!r}, which the file lacks "
+                            f"(it has {', '.join(seen)}).")
+    target = target_column(path, [n for n in seen if n not in drop], target)
+    keep = [j for j, name in enumerate(named) if name and name not in drop]
+    used = ([index] if index is not None else []) + keep
+    with _open_text(path) as handle:
+        for _ in range(n_header_lines):
+            next(handle)
+        try:
+            table = _load_fast(handle, len(header), used, trailing)
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+    notes = []
+    if table is not None:
+        if table.shape[0] == 0:
+            raise DataError(f"{path} has a header but 0 data rows; add at least one row.")
+        numbers = {j: table[:, k] for k, j in enumerate(used)}
+        texts, lines = {}, []
+    else:
+        try:
+            records, lines = _records(path, n_header_lines, len(header), trailing)
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+        if not records:
+            raise DataError(f"{path} has a header but 0 data rows; add at least one row.")
+        numbers, texts = {}, {}
+        for j in used:
+            name = named[j] or "column 1"
+            values, cells = _column_values(path, name, [r[j] for r in records], lines)
+            if values is not None:
+                numbers[j] = values
+            else:
+                texts[j] = cells
+    if index is not None:
+        if not _is_index(numbers.get(index)):
+            _columns(path, header, None)   # an unnamed column that is no index: refused
+        notes.append(f"{path}: dropped column 1, which has no name and holds distinct "
+                     f"integers: a row index, as pandas' to_csv writes it.")
+    t = named.index(target)
+    if t in texts:
+        raise DataError(f"{path}: the target column {target!r} holds text; it must be "
+                        f"numeric.")
+    columns, blocks, encoded = [], [], []
+    for j in keep:
+        if j == t:
+            continue
+        if j in texts:
+            levels = _levels(path, named[j], texts[j], lines)
+            columns.append((named[j], levels))
+            blocks.append(_one_hot(texts[j], levels))
+            encoded.append(f"{named[j]!r} ({len(levels)} levels)")
+        else:
+            columns.append((named[j], None))
+            blocks.append(numbers[j][:, None])
+    feature_names = encoded_names(columns)
+    clash = sorted({n for n in feature_names if feature_names.count(n) > 1})
+    if clash:
+        raise DataError(f"{path}: encoding the text columns one-hot gives the name(s) "
+                        f"{', '.join(map(repr, clash))} twice; rename a column.")
+    if encoded:
+        notes.append(f"{path}: encoded the text column(s) {', '.join(encoded)} one-hot, "
+                     f"one 0/1 feature name=level per level; the levels are saved with the "
+                     f"model.")
+    X = np.concatenate(blocks, axis=1) if blocks else np.empty((len(numbers[t]), 0))
+    y = np.array(numbers[t], dtype=np.float64)
+    _check_finite(path, np.column_stack([X, y]), feature_names + [target])
+    return Table(X, y, feature_names, target, columns, notes)
+
+
 # ---------------------------------------------------------------- readers
+def read_training_table(path, target=None, drop=()) -> Table:
+    """Features and target from a file, with text columns encoded and an index dropped.
+
+    Parameters
+    ----------
+    path : str
+    target : str, optional
+        For CSV, the target column's name (default: the last column kept).
+    drop : sequence of str
+        For CSV, columns not to read (a text column of too many levels, an id).
+
+    Returns
+    -------
+    Table
+    """
+    path = os.fspath(path)
+    _check_exists(path)
+    kind = _kind(path)
+    drop = tuple(drop or ())
+    if drop and kind != ".csv":
+        raise DataError(f"--drop names CSV columns; {path} is a {kind} file.")
+    if kind == ".csv":
+        if target is not None and target in drop:
+            raise DataError(f"{path}: --drop names the target {target!r}; drop features only.")
+        return _read_csv_table(path, target, drop)
+    X, y, names, target = read_training_data(path, target)
+    return Table(X, y, names, target, [(name, None) for name in names], [])
+
+
 def target_column(path: str, columns: list[str], target: str | None) -> str:
     """The target's column name: ``target``, by default the last column; checked.
 
@@ -473,12 +722,9 @@ def read_training_data(path, target=None):
         raise DataError(f"--target names a CSV column; {kind} files keep the target "
                         f"{'in their last column' if kind == '.npy' else 'in the array y'}.")
     if kind == ".csv":
-        header, table = _read_csv(path)
-        target = target_column(path, header, target)
-        _check_finite(path, table, header)
-        t = header.index(target)
-        features = [name for j, name in enumerate(header) if j != t]
-        return np.delete(table, t, axis=1), table[:, t].copy(), features, target
+        # An unnamed index dropped and text columns encoded (read_training_table).
+        table = _read_csv_table(path, target, ())
+        return table.X, table.y, table.feature_names, table.target
     if kind == ".npy":
         table = _numeric(load_array(path))
         if table.ndim != 2 or table.shape[1] < 2:
@@ -503,7 +749,7 @@ def read_training_data(path, target=None):
     return X, y, names, "y"
 
 
-def read_features(path, feature_names, target_name=None):
+def read_features(path, feature_names, target_name=None, columns=None):
     """The feature matrix for prediction, in the order ``feature_names`` gives.
 
     A CSV may hold the columns in any order, and other columns (the target,
@@ -517,6 +763,10 @@ def read_features(path, feature_names, target_name=None):
         The model's feature names, in the model's order.
     target_name : str, optional
         Unused; kept for callers that pass it.
+    columns : list of (str, list of str or None), optional
+        The training file's feature columns with their levels
+        (:attr:`Table.columns`): a CSV's text columns are then encoded with
+        those levels; a level not among them is refused.
 
     Returns
     -------
@@ -526,7 +776,9 @@ def read_features(path, feature_names, target_name=None):
     _check_exists(path)
     kind = _kind(path)
     n = len(feature_names)
-    if kind == ".csv":
+    if kind == ".csv" and columns is not None and any(lv is not None for _, lv in columns):
+        X = _read_encoded(path, columns)
+    elif kind == ".csv":
         _, X = _read_csv(path, list(feature_names))
     else:
         X = _numeric(load_array(path, None if kind == ".npy" else "X"))
@@ -535,8 +787,45 @@ def read_features(path, feature_names, target_name=None):
                             f"has shape {X.shape}.")
         if X.shape[0] == 0:
             raise DataError(f"{path} has 0 rows; it needs at least one.")
-    _check_finite(path, X, list(feature_names))
+    _check_finite(path, X, list(feature_names), "predicting")
     return X
+
+
+def _read_encoded(path, columns):
+    """A CSV's feature columns for prediction, text ones encoded with the model's levels."""
+    header, n_header_lines = _csv_header(path)
+    if header is None:
+        raise DataError(f"{path} is empty; it needs a header row and at least one data row.")
+    wanted = [name for name, _ in columns]
+    used, trailing, _ = _columns(path, header, wanted)
+    try:
+        records, lines = _records(path, n_header_lines, len(header), trailing)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    if not records:
+        raise DataError(f"{path} has a header but 0 data rows; add at least one row.")
+    blocks = []
+    for (name, levels), j in zip(columns, used):
+        cells = [r[j] for r in records]
+        if levels is None:
+            values = [_parse(cell) for cell in cells]
+            for i, value in enumerate(values):
+                if value is None:
+                    raise DataError(f"{path}, line {lines[i]}: column {name!r} holds the "
+                                    f"non-numeric value {_shown(cells[i])}. Encode it as "
+                                    f"numbers or drop the column.")
+            blocks.append(np.asarray(values, dtype=np.float64)[:, None])
+            continue
+        known = set(levels)
+        for i, cell in enumerate(cells):
+            if cell not in known:
+                raise DataError(
+                    f"{path}, line {lines[i]}: column {name!r} holds {_shown(cell)}, a level "
+                    f"the model did not see in training (it knows {', '.join(levels)}); "
+                    f"gpumlp does not guess an encoding for it: use a known level, or "
+                    f"retrain with data that has it.")
+        blocks.append(_one_hot(cells, levels))
+    return np.concatenate(blocks, axis=1)
 
 
 def prediction_columns(y_pred, target_names="prediction"):

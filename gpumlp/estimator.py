@@ -12,12 +12,14 @@ import contextlib
 import dataclasses
 import math
 import os
+import warnings
 
 import array_api_compat as aac
 import numpy as np
 
 from . import fastpath, kernels
 from ._checks import (
+    DataSummary,
     check_dtype_limits,
     check_eval_set,
     check_feature_names,
@@ -31,7 +33,12 @@ from ._checks import (
     resolve_dtype,
 )
 from ._fitrecord import fingerprint, start_record
-from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
+from ._sklearn_compat import (
+    BaseEstimator,
+    RegressorMixin,
+    convergence_warning,
+    not_fitted_error,
+)
 from .devices import Device, device_of, dtype_name, get_device, move, to_numpy
 from .initialization import as_generator, glorot_uniform
 from .losses import get_loss
@@ -39,13 +46,80 @@ from .solvers import AutoGD, AutoGDState, LBFGSState, make_solver, map_state, so
 from .sources import ArraySource, Network
 from .training import Trainer
 
-__all__ = ["MLPRegressor"]
+__all__ = ["GD_MAX_ITER", "MLPRegressor", "UnscaledDataWarning", "far_from_standardised"]
+
+
+class UnscaledDataWarning(UserWarning):
+    """X's columns or y are far from standardised, which gradient-based training handles badly."""
+
+
+#: A column is "far from standardised" when its standard deviation is above
+#: ``SCALE_LIMITS[1]`` or (not constant) below ``SCALE_LIMITS[0]``, or its mean
+#: is more than ``MEAN_LIMIT`` away from 0 (in its own units). A one-hot column
+#: with one row in 10,000 set has a deviation of 0.01, so it passes.
+SCALE_LIMITS = (0.01, 10.0)
+MEAN_LIMIT = 10.0
+
+
+def far_from_standardised(a) -> list[int]:
+    """The columns of ``a`` far from mean 0 and deviation 1 (see :data:`SCALE_LIMITS`).
+
+    Parameters
+    ----------
+    a : array, shape (n_samples, n_columns)
+        Any array-API array; two vectors are read back to the host.
+
+    Returns
+    -------
+    list of int
+        The offending columns' indices (empty: close enough).
+    """
+    xp = aac.array_namespace(a)
+    if not xp.isdtype(a.dtype, "real floating"):
+        a = xp.astype(a, xp.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = xp.mean(a, axis=0)
+        deviation = xp.sqrt(xp.mean((a - mean) ** 2, axis=0))
+        mean, deviation = to_numpy(mean), to_numpy(deviation)
+        low, high = SCALE_LIMITS
+        bad = ((deviation > high) | ((deviation > 0) & (deviation < low))
+               | (np.abs(mean) > MEAN_LIMIT) | ~np.isfinite(deviation))
+    return [int(j) for j in np.flatnonzero(bad)]
+
+
+def _warn_if_unscaled(X, y, loss):
+    """Warn once when X or y is far from standardised (see :func:`far_from_standardised`)."""
+    columns = far_from_standardised(X)
+    xp = aac.array_namespace(y)
+    target = [] if loss == "poisson" else far_from_standardised(
+        xp.reshape(y, (y.shape[0], -1)))
+    if not columns and not target:
+        return
+    parts = []
+    if columns:
+        shown = ", ".join(map(str, columns[:5])) + (", ..." if len(columns) > 5 else "")
+        parts.append(f"{len(columns)} column(s) of X (index {shown})")
+    if target:
+        parts.append("y")
+    import warnings
+
+    verb = "is" if parts == ["y"] else "are"
+    warnings.warn(
+        f"{' and '.join(parts)} {verb} far from mean 0 and standard deviation 1; gradient-based "
+        f"training on such data learns slowly or not at all. Standardise them: use "
+        f"gpumlp.StandardizedRegressor(MLPRegressor(...)), which scales X and y and "
+        f"predicts in y's units, or a scikit-learn Pipeline with StandardScaler (for y, "
+        f"TransformedTargetRegressor).", UnscaledDataWarning, stacklevel=4)
 
 #: The trainer's stopping-rule bookkeeping that a checkpoint carries.
 _HISTORY = ("validation_losses", "validation_scores", "best_loss", "best_validation_score",
             "no_improvement_count", "samples_seen")
 #: ``learning_rate_init="auto"`` for ``"sgd"`` and ``"adam"``: a fixed rate.
 _AUTO_RATE = 0.01
+#: ``max_iter="auto"``: scikit-learn's 200 epochs, and for ``"gd"`` (one step
+#: an epoch) this many.
+SKLEARN_MAX_ITER = 200
+GD_MAX_ITER = 5000
 
 
 def _state_array_on(a, device, dtype):
@@ -150,9 +224,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         first plateau of the stopping rule switches to steps that never
         raise it (the second stops). For ``"sgd"`` and ``"adam"``, 0.01;
         L-BFGS needs no rate.
-    max_iter : int, default=200
+    max_iter : int or "auto", default="auto"
         Maximum epochs per call to ``fit`` (for ``"gd"``, one epoch is one
-        step; for ``"lbfgs"``, one iteration).
+        step; for ``"lbfgs"``, one iteration). ``"auto"``: 200 for ``"sgd"``,
+        ``"adam"`` and ``"lbfgs"`` (scikit-learn's default), and
+        :data:`GD_MAX_ITER` for ``"gd"``, whose epoch is a single step: room
+        to converge by its stopping rule at the sizes users have.
     max_fun : int, default=15000
         For ``"lbfgs"``: the most loss evaluations per call to ``fit``.
     shuffle : bool, default=True
@@ -160,11 +237,19 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     random_state : int, numpy Generator or None, default=None
         Seeds the initial weights, the batch order and the validation split.
     tol : float, default=1e-4
-        Training stops when the loss improves by less than ``tol`` (or the
-        validation R² by less than ``tol``, with early stopping) for more
-        than ``n_iter_no_change`` consecutive epochs. For ``"lbfgs"``: it
-        stops when the largest entry of scikit-learn's gradient is at most
-        ``tol`` (ours, scaled accordingly).
+        For ``"sgd"`` and ``"adam"``, scikit-learn's meaning: training stops
+        when the loss improves by less than ``tol`` (in the units of
+        scikit-learn's loss; or the validation R² by less than ``tol``, with
+        early stopping) for more than ``n_iter_no_change`` consecutive
+        epochs. For ``"gd"``, a fraction of the loss, so that it means the
+        same whatever the loss's scale: it stops when, for more than
+        ``n_iter_no_change`` consecutive epochs, the next step is expected
+        to lower the loss by at most ``tol`` times the loss (with
+        ``learning_rate_init="auto"``, from the gradient and the curvature
+        just measured; at a fixed rate, the last step's fall); see
+        :mod:`gpumlp.training`. For ``"lbfgs"``: it stops when the largest
+        entry of scikit-learn's gradient is at most ``tol`` (ours, scaled
+        accordingly).
     verbose : bool, default=False
         Print the loss of each epoch.
     warm_start : bool, default=False
@@ -185,7 +270,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         stopping in ``fit`` without an ``eval_set``).
     beta_1, beta_2, epsilon : float, defaults 0.9, 0.999, 1e-8
         Adam's parameters.
-    n_iter_no_change : int, default=10
+    n_iter_no_change : int or np.inf, default=10
+        ``np.inf``: the stopping rule never fires (training runs ``max_iter``
+        epochs), as in scikit-learn.
     backend : {"auto", "numpy", "cupy", "torch", "jax"} or None, default=None
         The array library that trains. ``"auto"`` is NumPy on the CPU and
         CuPy on CUDA (and PyTorch for ``device="mps"`` or ``"xpu"``, JAX for
@@ -273,7 +360,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         learning_rate="constant",
         learning_rate_init="auto",
         power_t=0.5,
-        max_iter=200,
+        max_iter="auto",
         shuffle=True,
         random_state=None,
         tol=1e-4,
@@ -372,6 +459,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if self.solver == "lbfgs":
             raise AttributeError("partial_fit is only available for stochastic optimizers; "
                                  "lbfgs is not stochastic. Use fit with warm_start=True.")
+        if self.early_stopping:
+            # scikit-learn's words: one epoch has no held-out rows to stop on.
+            raise ValueError("partial_fit does not support early_stopping=True; set "
+                             "early_stopping=False (set_params) to train incrementally.")
         return self._fit(X, y, incremental=True, sample_weight=sample_weight, client=client)
 
     def _fit(self, X, y, incremental, sample_weight=None, eval_set=None, callback=None,
@@ -413,15 +504,18 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             dtype = resolve_dtype(self.dtype, X)
             y_was_1d = y.ndim == 1
             source = None
-            self._fingerprint = fingerprint(X, y)
         if continuing and self.dtype is None:
             dtype = dtype_name(self.coefs_[0])
         device.check_dtype(dtype)
         if source is None:
             check_dtype_limits(self, dtype, X, y, sample_weight)
             n_features, n_outputs = X.shape[1], 1 if y.ndim == 1 else y.shape[1]
-        else:   # a dask array's chunks are not read here (the workers check finiteness)
-            check_dtype_limits(self, dtype)
+            self._fingerprint = fingerprint(X, y)   # for the fit record (see _fitrecord)
+            if not continuing:   # data the guard let through, judged for its scale
+                _warn_if_unscaled(X, y, self.loss)
+        else:   # summarised on the workers that hold the chunks
+            check_dtype_limits(self, dtype, held=DataSummary.of_chunks(
+                source.client, source.X, source.y, source.w, source.n_samples))
             n_features, n_outputs = source.n_features, source.n_outputs
         layer_sizes = [n_features, *hidden, n_outputs]
         network_bytes = _network_bytes(layer_sizes, dtype)
@@ -438,7 +532,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         except MemoryError as exc:
             # CuPy's OutOfMemoryError is a MemoryError too.
             n_rows = source.n_samples if source is not None else X.shape[0]
-            data_bytes = n_rows * (n_features + n_outputs + max(hidden)) * \
+            data_bytes = n_rows * (n_features + n_outputs + max(hidden, default=0)) * \
                 np.dtype(dtype).itemsize
             if network_bytes >= data_bytes:
                 raise MemoryError(
@@ -486,20 +580,32 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             batch_size = self.batch_size
         # tol means what it means in scikit-learn: on the training loss, in
         # the units of scikit-learn's loss (ours is twice it for the squared error).
-        tol = self.tol if early_stopping else \
+        # For "gd" it is a fraction of the loss (training.py), which needs no scaling.
+        relative = trainer.solver.progress(trainer.state, math.nan, math.inf) is not None
+        tol = self.tol if early_stopping or relative else \
             self.tol * trainer.network.loss.sklearn_ratio(source.n_outputs)
         # A fit callback may take a resumable snapshot of the running training.
         self._trainer, self._running_y_was_1d = trainer, y_was_1d
         try:
             trainer.fit(
                 source, rng=self._rng, batch_size=batch_size, shuffle=self.shuffle,
-                max_iter=1 if incremental else self.max_iter, tol=tol,
+                max_iter=1 if incremental else self._max_iter(), tol=tol,
                 n_iter_no_change=self.n_iter_no_change, validation=validation,
                 stop_on_validation=early_stopping, verbose=self.verbose,
                 check_convergence=not (incremental or never_stop), on_epoch=callback,
             )
             if early_stopping and trainer.best_params is not None:
                 trainer.params = trainer.best_params
+            if self.learning_rate == "invscaling" and trainer.learning_rates and \
+                    trainer.learning_rates[-1] < np.finfo(dtype).tiny and \
+                    self.solver in ("gd", "sgd"):
+                warnings.warn(
+                    f"The 'invscaling' learning rate underflowed to "
+                    f"{trainer.learning_rates[-1]:g}, below {dtype}'s smallest normal "
+                    f"number (learning_rate_init / (t + 1) ** power_t with power_t="
+                    f"{self.power_t:g}): the last epochs moved the weights by nothing "
+                    f"or by rounding. Pass a smaller power_t.", convergence_warning(),
+                    stacklevel=3)
         finally:
             self._store(trainer, device, input_device, y_was_1d, early_stopping,
                         validation is not None)
@@ -518,6 +624,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             validation = ChunkSource.from_arrays(X_val, y_val, client, name, source.n_features,
                                                  non_negative=self.loss == "poisson")
             validation.dtype = dtype
+            check_dtype_limits(self, dtype, where="eval_set's ", held=DataSummary.of_chunks(
+                validation.client, validation.X, validation.y, None, validation.n_samples))
         else:
             X_val = check_X(X_val, name, n_features=source.n_features)
             y_val = check_y(y_val, X_val.shape[0], name)
@@ -590,6 +698,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 trainer.state = map_state(previous.state,
                                           lambda a: _state_array_on(a, device, dtype))
         return trainer
+
+    def _max_iter(self) -> int:
+        """``max_iter``, with ``"auto"`` resolved for the solver."""
+        if isinstance(self.max_iter, str) and self.max_iter == "auto":
+            return GD_MAX_ITER if self.solver == "gd" else SKLEARN_MAX_ITER
+        return int(self.max_iter)
 
     def _make_solver(self, n_outputs=None):
         """The solver for the current hyper-parameters; ``"auto"`` resolved.
@@ -788,7 +902,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
             return distributed.predict(self, X)
         check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
-        X = check_X(X, type(self).__name__, n_features=self.coefs_[0].shape[0])
+        X = check_X(X, type(self).__name__, n_features=self.coefs_[0].shape[0],
+                    purpose="predicting")
         device = self._resolve_device(X)
         dtype = dtype_name(self.coefs_[0])
         device.check_dtype(dtype)

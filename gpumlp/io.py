@@ -42,6 +42,7 @@ import os
 import re
 import stat
 import struct
+import tokenize
 import warnings
 import zipfile
 import zlib
@@ -118,7 +119,8 @@ def _plain(name: str, value: Any) -> Any:
 
 def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *,
          feature_names: list[str] | None = None, target_names: list[str] | None = None,
-         extra: dict | None = None, training_state: bool = True) -> None:
+         extra: dict | None = None, training_state: bool = True,
+         columns: list | None = None) -> None:
     """Save a fitted model to ``path`` (an ``.npz`` file), atomically.
 
     Parameters
@@ -132,6 +134,11 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         Stored for prediction from CSV files.
     extra : dict, optional
         More metadata of plain values (for example the CLI's settings).
+    columns : list of (str, list of str or None), optional
+        The training CSV's feature columns, each with its levels when it was
+        text encoded one-hot (:attr:`gpumlp.data.Table.columns`); needs
+        ``feature_names``, which must be their expansion
+        (:func:`gpumlp.data.encoded_names`).
     training_state : bool, default=True
         Also store what an exact resume needs: the solver's state (momenta,
         Adam's moments and step), the batch-order generator's state and the
@@ -199,6 +206,9 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         "feature_names_in": (None if getattr(model, "feature_names_in_", None) is None
                              else [str(n) for n in model.feature_names_in_]),
         "target_names": None if target_names is None else [str(n) for n in target_names],
+        "columns": None if columns is None else [
+            {"name": str(name), "levels": None if levels is None else [str(v) for v in levels]}
+            for name, levels in columns],
         "extra": {str(k): _plain(str(k), v) for k, v in (extra or {}).items()},
     }
     training = _training_metadata(net, coefs, intercepts) if training_state else None
@@ -323,7 +333,7 @@ def _check_metadata(path: str, metadata: Any) -> None:
                 "learning_rate": (int, float, type(None)), "learning_rates": list,
                 "validation_loss_curve": (list, type(None)),
                 "feature_names": (list, type(None)), "target_names": (list, type(None)),
-                "feature_names_in": (list, type(None)),
+                "feature_names_in": (list, type(None)), "columns": (list, type(None)),
                 "extra": dict, "fit_record": dict}
     for key in required:
         if key not in metadata:
@@ -379,10 +389,37 @@ def _check_metadata(path: str, metadata: Any) -> None:
         if duplicate is not None:
             # Reading columns by these names would feed one column to two inputs.
             raise _damaged(path, f"{key} names {duplicate!r} more than once")
+    if metadata.get("columns") is not None:
+        _check_columns(path, metadata["columns"], metadata.get("feature_names"), sizes[0])
     if "training" in metadata:
         _check_training(path, metadata["training"], sizes)
     if "fit_record" in metadata:
         _check_fit_record(path, metadata)
+
+
+def _check_columns(path: str, columns: list, feature_names: Any, n_inputs: int) -> None:
+    """``metadata["columns"]``: named columns, text ones with unique levels, that expand
+    (one feature per level) to exactly ``feature_names``."""
+    from .data import MAX_LEVELS, encoded_names
+
+    pairs = []
+    for column in columns:
+        if not (isinstance(column, dict) and set(column) == {"name", "levels"}
+                and isinstance(column["name"], str) and column["name"]):
+            raise _damaged(path, f"columns holds {column!r:.80}, not a named column")
+        levels = column["levels"]
+        if levels is not None and not (
+                isinstance(levels, list) and 1 <= len(levels) <= MAX_LEVELS
+                and all(isinstance(v, str) for v in levels) and len(set(levels)) == len(levels)):
+            raise _damaged(path, f"column {column['name']!r:.40} has levels {levels!r:.80}, "
+                                 f"not 1 to {MAX_LEVELS} distinct strings")
+        pairs.append((column["name"], levels))
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise _damaged(path, "columns names a column twice")
+    if feature_names is None or encoded_names(pairs) != feature_names:
+        raise _damaged(path, f"columns do not expand to the feature_names of its "
+                             f"{n_inputs} input(s)")
 
 
 def _check_training(path: str, training: Any, sizes: list[int]) -> None:
@@ -481,6 +518,11 @@ def _member_header(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, n
             header = np.lib.format.read_array_header_2_0(stream, _MAX_HEADER_BYTES)
         else:
             raise _damaged(path, f"member {name!r} has .npy format version {version}")
+    except (SyntaxError, tokenize.TokenError) as exc:
+        # NumPy parses a damaged header's text as Python and may fail so.
+        stream.close()
+        raise _damaged(path, f"member {name!r} has a damaged .npy header "
+                             f"({type(exc).__name__})") from None
     except BaseException:
         stream.close()
         raise

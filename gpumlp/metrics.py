@@ -48,6 +48,12 @@ def r2_score(y, y_pred, sample_weight=None):
     """
     y, y_pred = as_columns(y, y_pred)
     xp = array_namespace(y, y_pred)
+    # Each output divided by a power of two near its largest |y|: exact (the
+    # score is the same to the last bit), and the squares below cannot
+    # overflow for any y the dtype holds (y of 1e300 in float64, 1e20 in float32).
+    peak = xp.max(xp.abs(y), axis=0)
+    unit = 2.0 ** xp.floor(xp.log2(xp.where(peak > 0, peak, xp.ones_like(peak))))
+    y, y_pred = y / unit, y_pred / unit
     diff = y - y_pred
     if sample_weight is None:
         sse = xp.sum(diff * diff, axis=0)
@@ -74,7 +80,7 @@ def score(y, y_pred, sample_weight=None, estimator_name="MLPRegressor") -> float
     -------
     float
     """
-    y = check_y(y, y_pred.shape[0], estimator_name)
+    y = check_y(y, y_pred.shape[0], estimator_name, purpose="scoring")
     xp = array_namespace(y_pred)
     place = device_of(y_pred)
     y = xp.astype(move(y, place), y_pred.dtype)

@@ -131,6 +131,17 @@ class Solver:
         """
         return None
 
+    def progress(self, state: Any, loss: float, best_loss: float) -> float | None:
+        """An epoch's progress as a fraction of the loss, or ``None``: scikit-learn's rule.
+
+        ``None`` (the default, for ``"sgd"`` and ``"adam"``): the trainer
+        counts an epoch as an improvement when ``loss`` is at least ``tol``
+        below ``best_loss``, in the units of scikit-learn's loss. A number
+        (full-batch descent, ``"gd"``): the epoch improves when it is above
+        ``tol``; see :mod:`gpumlp.training`, "The stopping rule for gd".
+        """
+        return None
+
     #: Whether the trainer's stopping rule (``tol``, ``n_iter_no_change``) applies.
     uses_stopping_rule: ClassVar[bool] = True
 
@@ -240,6 +251,14 @@ class GradientDescent(SGD):
 
     momentum: float = 0.0
     HYPER: ClassVar[tuple[str, ...]] = ("learning_rate", "power_t")
+
+    def progress(self, state, loss, best_loss):
+        """The fall below the best loss so far, as a fraction of the loss (scale-free).
+
+        One epoch is one step, so this is the decrease a step achieved
+        relative to the loss that is left (see :mod:`gpumlp.training`).
+        """
+        return _relative(best_loss - loss, loss)
 
 
 @dataclass(frozen=True)
@@ -458,15 +477,18 @@ class LBFGS(Solver):
         if sy > 2.220446049250313e-16 * yy:   # keep H positive definite
             steps, changes = (steps + [s])[-self.memory:], (changes + [y])[-self.memory:]
         state = replace(state, steps=steps, changes=changes, loss=loss, grads=grads)
-        if largest <= self.gtol:
+        # The budget first, as scikit-learn's L-BFGS-B: an iteration that uses up
+        # max_fun stops on it (not converged, a ConvergenceWarning) even when
+        # it also meets a convergence test.
+        if state.n_fun >= self.max_fun:
+            state = replace(state, stop=f"max_fun ({self.max_fun}) loss evaluations reached",
+                            converged=False)
+        elif largest <= self.gtol:
             state = replace(state, stop="the largest gradient entry is at most gtol (tol)",
                             converged=True)
         elif (f0 - f) / max(abs(f0), abs(f), 1.0) <= self.ftol:
             state = replace(state, stop="the relative reduction of the loss is at most ftol",
                             converged=True)
-        elif state.n_fun >= self.max_fun:
-            state = replace(state, stop=f"max_fun ({self.max_fun}) loss evaluations reached",
-                            converged=False)
         return new_params, state, loss0
 
     def _line_search(self, objective, params, direction, f0, slope, step, state):
@@ -909,6 +931,15 @@ class AutoGDState:
                                               "monotone", "stale")
 
 
+def _relative(decrease: float, loss: float) -> float:
+    """``decrease / |loss|``; +inf before any loss is known, 0 for no decrease at a zero loss."""
+    if math.isnan(decrease) or math.isinf(decrease):
+        return math.inf if not decrease < 0 else -math.inf
+    if loss == 0:
+        return math.inf if decrease > 0 else 0.0
+    return decrease / abs(loss)
+
+
 def _same_point(a: list, b: list | None, xp) -> bool:
     """Whether two parameter lists hold the same numbers, bit for bit (one host read)."""
     if b is None or len(a) != len(b) or any(tuple(p.shape) != tuple(q.shape)
@@ -963,6 +994,20 @@ class AutoGD(Solver):
 
     def plateau_action(self, state):
         return "Going on with the monotone test (the loss no longer rises)."
+
+    def progress(self, state, loss, best_loss):
+        """The decrease the next step is expected to make, as a fraction of the loss.
+
+        ``0.5 * rate * |g|**2 / loss`` at the search's point, with ``rate``
+        the next rate, the inverse of the curvature just measured along the
+        gradient (:func:`gpumlp.step_size.remaining_decrease`): scale-free,
+        and it does not fall while a flat stretch is being crossed (there
+        the rate is long).
+        """
+        if state is None or math.isnan(state.loss) or best_loss == math.inf:
+            return math.inf   # the first epoch counts as progress, as in the loss's rule
+        rate = state.next_rate if not math.isnan(state.next_rate) else state.learning_rate
+        return _relative(step_size.remaining_decrease(rate, state.grad_sq), state.loss)
 
     def end_fit(self, params, state):
         """The point of lowest loss the search accepted, when it is not where the search is.

@@ -54,9 +54,11 @@ What the rule does
    one it measured) goes on from that point with its memory, so ``k``
    epochs and ``m`` more are the ``k + m`` of one call. A call on other rows
    or from other weights starts a new search there, keeping the rate.
-5. **Stop in two stages.** A rise is an epoch without improvement for the
-   stopping rule (``tol``, ``n_iter_no_change``), so a long excursion can
-   fire it while a lower valley is still being reached. The first time it
+5. **Stop in two stages.** The stopping rule (``tol``, ``n_iter_no_change``;
+   since issue 21 on the decrease the next step expects, a fraction of the
+   loss, :func:`remaining_decrease` and :mod:`gpumlp.training`) may fire
+   during a long excursion. (Under the former rule, on the loss's fall, a
+   rise counted as an epoch without improvement.) The first time it
    fires, the search goes on with the monotone test (the loss no longer
    rises; :meth:`gpumlp.solvers.AutoGD.on_plateau`), which makes steady
    progress along a slowly falling plateau; the next time, it stops.
@@ -104,7 +106,7 @@ from .kernels import dot
 
 __all__ = ["ARMIJO", "MAX_RATE", "MEMORY", "POWER_ITERATIONS", "RISE_EPS", "SAFETY", "SHRINK",
            "hessian_vector_product", "initial_learning_rate", "largest_curvature",
-           "next_learning_rate", "shrunk_learning_rate"]
+           "next_learning_rate", "remaining_decrease", "shrunk_learning_rate"]
 
 #: The first rate is ``SAFETY / L``: below the stability limit ``2 / L``.
 SAFETY = 1.9
@@ -197,6 +199,21 @@ def largest_curvature(objective: Objective, params: list, grads: list,
     Hv = hessian_vector_product(objective, params, v, h)
     (rayleigh,) = read_floats(dot(v, Hv))
     return abs(rayleigh)
+
+
+def remaining_decrease(learning_rate: float, grad_sq: float) -> float:
+    """The decrease of the loss one step along ``-g`` would make, ``0.5 * lr * |g|**2``.
+
+    Along ``p - t g`` the loss is modelled as ``f - t |g|**2 + 0.5 t**2 c |g|**2``,
+    with ``c`` the curvature along ``g``; its minimum, at ``t = 1 / c``, lies
+    ``|g|**2 / (2 c)`` below ``f``. The rule's next rate is that ``1 / c``
+    (:func:`next_learning_rate`: Barzilai-Borwein after a step taken, the
+    parabola's minimiser after one refused), so this is what the next step
+    expects to gain. It scales like the loss (``|g|**2`` like its square,
+    the rate like its inverse). NaN when a number is not finite.
+    """
+    value = 0.5 * learning_rate * grad_sq
+    return value if math.isfinite(value) else math.nan
 
 
 def _four_digits(value: float) -> float:

@@ -43,8 +43,50 @@ with the monotone test, :mod:`gpumlp.step_size`). Otherwise training stops
 after ``max_iter`` epochs with a ``ConvergenceWarning``. (Before issue 12 it
 stopped after exactly ``n_iter_no_change`` epochs, one early.)
 ``partial_fit`` counts the same way and adapts the rate, but never stops
-early. L-BFGS has its own criteria instead (:class:`gpumlp.solvers.LBFGS`):
-one epoch is one of its iterations. A call that ends by the rule or after
+early.
+
+The stopping rule for gd
+------------------------
+scikit-learn's rule above measures an epoch's fall of the loss in the loss's
+own units, and an epoch of Adam is ``n / batch_size`` steps where an epoch
+of full-batch descent (``"gd"``) is one: the same ``tol`` stopped gd after
+100-200 epochs, far from converged, and means nothing once y is rescaled.
+So for ``"gd"`` an epoch's progress is a fraction of the loss
+(:meth:`gpumlp.solvers.Solver.progress`), and the epoch improves when that
+fraction is above ``tol``:
+
+* With ``learning_rate_init="auto"``, the decrease the *next* step is
+  expected to make. Along ``p - t g`` the loss is, to second order,
+  ``f(t) = f - t |g|**2 + t**2 c |g|**2 / 2`` with ``c = g.H g / |g|**2``
+  the curvature along the gradient, lowest at ``t = 1 / c``, where it lies
+  ``|g|**2 / (2 c)`` below ``f``. The rule already has ``1 / c``: its next
+  rate is the inverse of the curvature it just measured (Barzilai-Borwein
+  after a step taken, the parabola's minimiser after one refused;
+  :mod:`gpumlp.step_size`). So the measure is ``0.5 * rate * |g|**2 / f``,
+  from three numbers the solver reads anyway: no extra host read. It is
+  scale-free (``|g|**2`` scales as ``f**2``, ``c`` as ``f``), and it stays
+  large while a flat stretch is crossed (there the rate is long), where
+  the loss's own fall per epoch is small.
+* At a fixed rate, the fall of the best loss that the epoch's step achieved,
+  ``(best - f) / f``.
+
+Training stops when more than ``n_iter_no_change`` consecutive epochs were
+not progress, so that each of the last steps was expected to gain at most
+``tol`` of the loss: ``K`` more steps would gain about ``K * tol`` of it at
+most while the gains keep shrinking (``tests/test_stopping.py`` checks
+that 1000 more epochs gain at most 10% at ``tol=1e-4``). A loss that
+falls towards 0 (data without noise) keeps its relative progress and
+trains to ``max_iter`` with a ``ConvergenceWarning``: it has not converged
+in this sense. ``max_iter="auto"`` gives gd 5000 steps
+(:data:`gpumlp.estimator.GD_MAX_ITER`). ``"sgd"`` and ``"adam"`` keep
+scikit-learn's rule, so that they stop at scikit-learn's epoch
+(``tests/test_parity.py``); with early stopping every solver stops on the
+validation R², already scale-free.
+
+L-BFGS has its own criteria instead (:class:`gpumlp.solvers.LBFGS`): one
+epoch is one of its iterations, and one that meets a convergence test on
+the iteration that reaches ``max_iter`` stopped on the budget (a
+``ConvergenceWarning``, as scikit-learn's L-BFGS-B). A call that ends by the rule or after
 ``max_iter`` epochs leaves the parameters where the solver says
 (:meth:`gpumlp.solvers.Solver.end_fit`): where training stands, or for
 ``"auto"`` the accepted point of lowest loss (its state stays where the
@@ -202,6 +244,7 @@ class _Run:
     check_convergence: bool
     on_epoch: Any
     first_epoch: int
+    max_iter: int = 0
 
 
 def step_function(network: Network, solver: Solver, alpha: float, n_outputs: int):
@@ -468,7 +511,8 @@ class Trainer:
         first_epoch = self.call_start = len(self.loss_curve)
         self.state = self.solver.begin_fit(self.state)
         run = _Run(source, validation, rng, batch_size, shuffle, tol, n_iter_no_change,
-                   stop_on_validation, verbose, check_convergence, on_epoch, first_epoch)
+                   stop_on_validation, verbose, check_convergence, on_epoch, first_epoch,
+                   max_iter)
         # Where the last recorded epoch began: for full-batch descent, the point
         # at which the last finite loss was measured.
         self._previous = _Snapshot(list(self.params), self.state, self.samples_seen,
@@ -699,7 +743,12 @@ class Trainer:
         if not self.solver.uses_stopping_rule:
             stopped = self.solver.stop_reason(self.state)
             if stopped is not None:
-                return self._solver_stopped(*stopped, run.first_epoch, run.verbose)
+                why, converged = stopped
+                if converged and len(self.loss_curve) - run.first_epoch >= run.max_iter:
+                    # Its last allowed iteration: max_iter stops it first, as in
+                    # scikit-learn's L-BFGS-B (a ConvergenceWarning).
+                    why, converged = f"max_iter ({run.max_iter}) iterations reached", False
+                return self._solver_stopped(why, converged, run.first_epoch, run.verbose)
             return _GO_ON
         if not self._should_stop(run.tol, run.n_iter_no_change,
                                  score if run.stop_on_validation else None):
@@ -753,8 +802,11 @@ class Trainer:
     def _diverged(self, loss, weights=False):
         """The error for a loss, or (``weights``) for weights, that stopped being finite."""
         if weights:
+            # scikit-learn's words too: "Solver produced non-finite parameter weights".
             what = (f"a step made the weights NaN or infinite (the loss before it was "
-                    f"{loss:.6g}). The weights the epoch began with were kept.")
+                    f"{loss:.6g}): the solver produced non-finite parameter weights, and the "
+                    f"input data may contain large values and need to be preprocessed. The "
+                    f"weights the epoch began with were kept.")
         else:
             what = (f"the loss became {loss}. The weights of the last epoch with a finite "
                     f"loss were kept.")
@@ -806,7 +858,8 @@ class Trainer:
                 self.best_params = list(self.params)
         else:
             loss = self.loss_curve[-1]
-            improved = loss <= self.best_loss - tol
+            progress = self.solver.progress(self.state, loss, self.best_loss)
+            improved = loss <= self.best_loss - tol if progress is None else progress > tol
             self.best_loss = min(self.best_loss, loss)
         self.no_improvement_count = 0 if improved else self.no_improvement_count + 1
         # scikit-learn acts after *more than* n_iter_no_change epochs (issue 12).

@@ -44,8 +44,9 @@ def _certify_numpy64(tmp_path, model, X, y):
 # non-monotone one, and an honest default fit fails "the file weights differ".
 def test_certificate_reproduces_an_auto_fit_whose_first_plateau_switched_the_test(tmp_path):
     X, y = _data(150, 4, 1)
+    # gd's tol is a fraction of the loss (issue 21): 1e-2 brings the plateau here.
     model = _fit(X, y, hidden_layer_sizes=(32,), max_iter=400, random_state=2,
-                 n_iter_no_change=5, tol=1e-3)
+                 n_iter_no_change=5, tol=1e-2)
     assert model._trainer.state.monotone          # the first plateau fired
     cert, replay = _certify_numpy64(tmp_path, model, X, y)
     assert max(replay.stored.values()) <= replay.tol, format_certificate(cert)

@@ -30,7 +30,8 @@ def test_train_options_are_used():
     result = run("train", "--device", "cpu", "--hidden", "8,4", "--activation", "tanh",
                  "--solver", "adam", "--lr", "0.01", "--epochs", "7", "--dtype", "float64",
                  check=True)
-    assert "epochs: 7 (stopped at --epochs)" in result.stdout
+    # Issue 21: a fit stopped by --epochs is said not to have converged.
+    assert "epochs: 7 (stopped at --epochs, not converged)" in result.stdout
 
 
 @pytest.mark.parametrize("args, message", [
@@ -82,8 +83,9 @@ def test_every_train_option_reaches_the_estimator():
         "--validation-fraction", "0.25", "--epochs", "9", "--batch-size", "32",
         "--loss", "poisson", "--learning-rate", "adaptive", "--power-t", "0.3",
         "--max-fun", "99"])
+    # The default width is StandardizedRegressor's regressor's (issue 21: 100, was 32).
     assert _estimator_params(args) == dict(
-        hidden_layer_sizes=(32,), activation="sigmoid", alpha=0.01, solver="sgd",
+        hidden_layer_sizes=(100,), activation="sigmoid", alpha=0.01, solver="sgd",
         learning_rate_init=0.02, batch_size=32, momentum=0.5, nesterovs_momentum=False,
         beta_1=0.8, beta_2=0.99, epsilon=1e-7, max_iter=9, tol=1e-3, n_iter_no_change=4,
         early_stopping=True, validation_fraction=0.25, loss="poisson",
@@ -92,7 +94,8 @@ def test_every_train_option_reaches_the_estimator():
                                                                      solver]))
                 for solver in ("gd", "adam")}
     assert defaults["gd"]["learning_rate_init"] == "auto"
-    assert defaults["adam"]["learning_rate_init"] == 0.1
+    # Issue 21: sgd and adam take the estimator's "auto" (0.01), no longer 0.1.
+    assert defaults["adam"]["learning_rate_init"] == "auto"
     from gpumlp import MLPRegressor
 
     MLPRegressor(**defaults["gd"])  # every key is an estimator parameter
@@ -131,6 +134,7 @@ def test_early_stopping_holds_out_training_rows_and_leaves_the_test_rows_alone(
 
 
 def test_train_reports_the_automatic_step_size():
-    result = run("train", "--device", "cpu", "--samples", "300", "--epochs", "20", check=True)
+    result = run("train", "--device", "cpu", "--samples", "300", "--epochs", "20",
+                 "--solver", "gd", check=True)   # gd (issue 21: the default is now adam)
     assert re.search(r"learning rate: auto, \S+ at the start \(1.9 / the largest curvature\), "
                      r"\S+ at the end", result.stdout)

@@ -143,7 +143,7 @@ def test_cuda_without_a_gpu_says_how_to_install(tmp_path):
 
 def test_divergence_is_reported_with_the_setting_to_lower(tmp_path):
     result = run("train", "--device", "cpu", "--activation", "identity", "--lr", "50",
-                 "--out", str(tmp_path / "m.npz"))
+                 "--solver", "gd", "--out", str(tmp_path / "m.npz"))
     assert result.returncode == 1
     assert "diverged" in result.stderr and "Lower learning_rate_init (now 50)" in result.stderr
     assert not (tmp_path / "m.npz").exists()
@@ -178,7 +178,7 @@ def test_ctrl_c_stops_cleanly_and_saves_the_last_good_state(tmp_path):
          "--samples", "400000", "--hidden", "64",
          # A fixed rate: "auto" spends its first 17 gradients (over 1.5 s of
          # 400000 rows here) on the curvature estimate, before epoch 1 ends.
-         "--lr", "0.1", "--tol", "0", "--out", str(model)],
+         "--lr", "0.1", "--tol", "0", "--solver", "gd", "--out", str(model)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # A shell that starts CI in the background hands its children SIGINT
         # ignored, and Python then installs no KeyboardInterrupt for it.

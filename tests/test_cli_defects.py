@@ -43,10 +43,10 @@ def run8(tmp_path, capsys):
     (["--hidden", "32"], "--hidden 32 differs from the resumed run's 8"),
     (["--dtype", "float32"], "--dtype float32 differs from the resumed run's float64"),
     (["--solver", "gd"], "--solver gd differs from the resumed run's adam"),
-    (["--seed", "0", "--alpha", "0"], None),  # the saved values, typed: accepted
-    (["--alpha", "0.5"], "--alpha 0.5 differs from the resumed run's 0.0"),
-    (["--lr", "0.1"], None),  # adam's rate when --lr is left out, which the run did
-    (["--lr", "auto"], "--lr auto differs from the resumed run's 0.1"),
+    (["--seed", "0", "--alpha", "0.1"], None),  # the saved values, typed: accepted
+    (["--alpha", "0.5"], "--alpha 0.5 differs from the resumed run's 0.1"),
+    (["--lr", "auto"], None),  # the rate when --lr is left out, which the run did
+    (["--lr", "0.1"], "--lr 0.1 differs from the resumed run's auto"),
     (["--no-nesterov"], "--nesterov off differs from the resumed run's on"),
     (["--no-standardize"], "--no-standardize on differs from the resumed run's off"),
 ])

@@ -155,14 +155,37 @@ def test_integers_beyond_int64_are_accepted_as_in_sklearn(params):
                             v != "gd"})._validate_params()
 
 
+@pytest.mark.parametrize("name", ["alpha", "learning_rate_init", "power_t", "tol", "epsilon"])
+def test_a_real_parameter_beyond_a_float_is_refused_as_not_finite(name):
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number >.* \(401 digits\)"):
+        net(**{name: 10**400}).fit(X, Y)
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number >.* got inf"):
+        net(**{name: math.inf}).fit(X, Y)
+
+
 def test_invscaling_rate_underflows_to_zero_instead_of_raising():
     # Exactly the old expression where it is a float.
     assert inverse_scaling(0.01, 99, 0.5) == 0.01 / 100.0 ** 0.5
     assert inverse_scaling(0.01, 10**4, 100.0) == 0.0
     assert inverse_scaling(1e300, 10**4, 75.0) == pytest.approx(1e300 / 10001.0 ** 75,
                                                               rel=1e-12)
-    model = fit(net(solver="sgd", learning_rate="invscaling", power_t=1e10, max_iter=5))
+    model = net(solver="sgd", learning_rate="invscaling", power_t=1e10, max_iter=5)
+    with pytest.warns(Warning, match="'invscaling' learning rate underflowed to 0, below "
+                                     "float64's smallest normal number"):
+        model.fit(X, Y)
     assert model.learning_rates_[1:] == [0.0] * (model.n_iter_ - 1)
+    # In float32 a rate of 1e-40 is already below its smallest normal number.
+    model = net(solver="sgd", learning_rate="invscaling", power_t=20.0, dtype="float32",
+                max_iter=3)
+    with pytest.warns(Warning, match="below float32's smallest normal number"):
+        model.fit(X, Y)
+    assert 0 < model.learning_rate_ < np.finfo(np.float32).tiny
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model = net(solver="sgd", learning_rate="invscaling", power_t=0.5, tol=0.0)
+        with pytest.warns(Warning, match="Maximum iterations") as caught:
+            model.fit(X, Y)
+        assert not any("underflowed" in str(w.message) for w in caught)
 
 
 def test_power_t_large_trains_where_sklearn_trains():
@@ -202,9 +225,13 @@ def test_validation_fraction_range_is_sklearns(fraction):
 def test_validation_fraction_zero_with_early_stopping_names_the_open_interval():
     with pytest.raises(ValueError, match=r"open interval \(0, 1\) with early_stopping"):
         net(validation_fraction=0.0, early_stopping=True).fit(X, Y)
-    # An eval_set replaces the held-out rows; partial_fit holds none out.
+    # An eval_set replaces the held-out rows.
     fit(net(validation_fraction=0.0, early_stopping=True), eval_set=(X, Y))
-    net(solver="sgd", validation_fraction=0.0, early_stopping=True).partial_fit(X, Y)
+    # partial_fit holds none out, and refuses early_stopping=True as scikit-learn's
+    # does (issue 21); without it, validation_fraction=0 is fine there.
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping"):
+        net(solver="sgd", validation_fraction=0.0, early_stopping=True).partial_fit(X, Y)
+    net(solver="sgd", validation_fraction=0.0).partial_fit(X, Y)
 
 
 @pytest.mark.parametrize("unit", ["datetime64[D]", "timedelta64[s]"])
@@ -242,6 +269,8 @@ def test_a_meta_tensor_is_refused_at_the_boundary():
     meta = torch.empty((40, 3), device="meta")
     with pytest.raises(ValueError, match="'meta' device"):
         net().fit(meta, Y)
+    with pytest.raises(ValueError, match="sample_weight is a PyTorch tensor on the 'meta'"):
+        net().fit(X, Y, sample_weight=torch.empty(40, device="meta"))
     model = fit(net())
     with pytest.raises(ValueError, match="'meta' device"):
         model.predict(meta)
@@ -263,8 +292,17 @@ def test_errors_say_before_fitting_never_before_training():
                             and "before training" in part.value:
                         found.append(f"{path.name}:{node.lineno}")
     assert not found
+    bad = np.where(X > 1, np.nan, X)
     with pytest.raises(ValueError, match="Remove or impute them before fitting"):
-        net().fit(np.where(X > 1, np.nan, X), Y)
+        net().fit(bad, Y)
+    # ... and "before predicting" or "scoring" where that is what is done.
+    model = fit(net())
+    with pytest.raises(ValueError, match="Remove or impute them before predicting"):
+        model.predict(bad)
+    with pytest.raises(ValueError, match="Remove or impute them before scoring"):
+        model.score(X, np.where(Y > 1, np.nan, Y))
+    with pytest.raises(ValueError, match="Remove or impute them before predicting"):
+        fit(StandardizedRegressor(net())).predict(bad)
 
 
 def test_a_minibatch_of_zero_weights_is_named_not_called_divergence():
@@ -313,3 +351,70 @@ def test_out_of_memory_blames_the_larger_of_network_and_data(monkeypatch, hidden
     with pytest.raises(MemoryError, match=blamed) as caught:
         net(hidden_layer_sizes=hidden).fit(X, Y)
     assert "GiB" in str(caught.value) and "out of device memory" in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                       dashboard_address=":0")
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.mark.parametrize("case", ["weights-subnormal", "X-tiny-float32", "y-huge-float32",
+                                  "X-huge"])
+def test_dask_chunks_are_held_to_the_same_limits(dask_client, case):
+    """The same figures, summarised on the workers, give the same refusal."""
+    da = pytest.importorskip("dask.array")
+    dtype, params, data, match, _ = CASES[case]
+    data = dict(data)
+    X_fit, y_fit = data.pop("X", X), data.pop("y", Y)
+    weights = data.pop("sample_weight", None)
+    chunked = dict(X=da.from_array(X_fit, chunks=(15, 3)), y=da.from_array(y_fit, chunks=15))
+    if weights is not None:
+        chunked["sample_weight"] = da.from_array(weights, chunks=15)
+    with pytest.raises(ValueError, match=match):
+        net(dtype=dtype, **params).fit(chunked.pop("X"), chunked.pop("y"), **chunked,
+                                       client=dask_client)
+    if case == "X-huge":   # an eval_set's chunks too
+        with pytest.raises(ValueError, match="eval_set's X holds values up to"):
+            net().fit(da.from_array(X, chunks=(15, 3)), da.from_array(Y, chunks=15),
+                      eval_set=(da.from_array(X_fit, chunks=(15, 3)),
+                                da.from_array(Y, chunks=15)), client=dask_client)
+    # Within the limits, the same chunks train.
+    fit(net(dtype=dtype), da.from_array(X, chunks=(15, 3)), da.from_array(Y, chunks=15),
+        client=dask_client)
+
+
+
+def test_dates_as_objects_are_refused_too():
+    dates = np.array([[np.datetime64("2020-01-01"), 1.0]] * 40, dtype=object)
+    with pytest.raises(TypeError, match="dates or durations, as objects"):
+        net().fit(dates, Y)
+
+
+def test_weights_beyond_any_float_are_refused_clearly():
+    with pytest.raises(ValueError, match="sample_weight must be numbers"):
+        net().fit(X, Y, sample_weight=[10**400] * 40)
+
+
+@pytest.mark.parametrize("kind, factor", [("float64", 1e300), ("float32", 1e20)])
+def test_r2_is_exact_under_power_of_two_scaling_and_never_overflows(kind, factor):
+    from gpumlp.metrics import r2_score
+
+    y_pred = Y + RNG.normal(size=40) * 0.1
+    y, p = Y.astype(kind), y_pred.astype(kind)
+    reference = float(r2_score(y, p))
+    # Dividing by powers of two is exact: the same score to the last bit.
+    assert float(r2_score(y * 2.0**60, p * 2.0**60)) == reference
+    # Beyond sqrt of the largest number the squares used to overflow (NaN).
+    big_score = float(r2_score((Y * factor).astype(kind), (y_pred * factor).astype(kind)))
+    # Scaling by `factor` rounds y and y_pred (eps each); their difference,
+    # about a twentieth of |y|, then carries about 20 eps, squared twice that.
+    eps = float(np.finfo(kind).eps)
+    assert big_score == pytest.approx(reference, abs=100 * eps)

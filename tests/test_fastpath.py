@@ -133,3 +133,45 @@ def test_numpy_fast_path_chunk_shares_add_up_to_the_batch_gradient(activation):
         np.testing.assert_allclose(total, grad, rtol=1e-12, atol=1e-15)
     losses = [float(p[0]) * n for p, n in zip(parts, (120, 180))]
     assert sum(losses) / 300 == pytest.approx(float(whole[0]), rel=1e-12)
+
+
+def test_the_numpy_fast_path_starts_its_pool_safely_from_several_threads(monkeypatch):
+    """Fits in several threads at once (Dask workers in one process) share one pool.
+
+    A slow BLAS controller widens the window in which a thread could see the
+    pool without it (an AttributeError before the pool's lock).
+    """
+    import threading
+    import time
+
+    import threadpoolctl
+
+    from gpumlp.fastpath import numpy as fast
+
+    real = threadpoolctl.ThreadpoolController
+
+    def slow_controller():
+        time.sleep(0.2)
+        return real()
+
+    monkeypatch.setattr(fast, "_POOL", None)
+    monkeypatch.setattr(fast, "_BLAS", None)
+    monkeypatch.setattr(threadpoolctl, "ThreadpoolController", slow_controller)
+    rng = np.random.default_rng(1)
+    Xs, ys = rng.normal(size=(64, 3)), rng.normal(size=(64, 1))
+    coefs = [rng.normal(size=(3, 4)), rng.normal(size=(4, 1))]
+    intercepts = [np.zeros(4), np.zeros(1)]
+    errors = []
+
+    def run():
+        try:
+            fast.numpy_loss_and_grads(Xs, ys, coefs, intercepts, "sigmoid", workers=2)
+        except Exception as exc:   # collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

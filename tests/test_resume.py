@@ -205,7 +205,7 @@ def test_twenty_epochs_then_a_resume_of_twenty_equal_forty_in_one_run(tmp_path):
     result = run("train", "--resume", str(first), "--epochs", "20", "--out", str(resumed),
                  "--quiet", check=True)
     assert f"resuming {first} after epoch 20, for 20 more" in result.stdout
-    assert "epochs: 40 (stopped at --epochs)" in result.stdout
+    assert "epochs: 40 (stopped at --epochs, not converged)" in result.stdout
     run(*TRAIN, "--epochs", "40", "--out", str(whole), check=True)
     (y_resumed, n_resumed), (y_whole, n_whole) = _predictions(resumed), _predictions(whole)
     assert n_resumed == n_whole == 40

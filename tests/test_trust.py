@@ -72,7 +72,8 @@ def test_a_healthy_fit_stays_quiet(data):
     X, y = data
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model = MLPRegressor((16,), learning_rate_init=0.1, max_iter=3000, tol=1e-5,
+        # gd's tol is a fraction of the loss (issue 21); this one stops well before 3000.
+        model = MLPRegressor((16,), learning_rate_init=0.1, max_iter=3000, tol=1e-3,
                              device="cpu", random_state=0).fit(X, y)
     assert model.loss_curve_[-1] < model.loss_curve_[0]
 

@@ -300,6 +300,24 @@ def test_predict_into_a_closed_pipe_ends_quietly(tmp_path):
     assert result.returncode == 141 and result.stderr == ""
 
 
+@posix_only
+def test_a_reader_that_closes_after_one_line_ends_predict_quietly(tmp_path):
+    """``gpumlp predict ... | head -1``: the pipe breaks in the middle of the output."""
+    model = tmp_path / "m.npz"
+    assert main(["train", "--samples", "100", "--epochs", "2", "--quiet", "--device", "cpu",
+                 "--out", str(model)]) == 0
+    features = tmp_path / "X.npy"
+    np.save(features, np.ones((50_000, 10)))  # ~600 KB of CSV: far more than a pipe holds
+    child = subprocess.Popen([sys.executable, "-m", "gpumlp", "predict", "--model", str(model),
+                              "--data", str(features)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=dict(os.environ, GPUMLP_DEVICE="cpu"))
+    assert child.stdout.readline() == b"y\n"
+    child.stdout.close()
+    err = child.stderr.read().decode()
+    child.stderr.close()
+    assert child.wait(timeout=300) == 141 and err == ""
+
+
 def test_the_model_is_saved_before_the_report_is_printed(tmp_path, capsys, monkeypatch):
     """The report's first line is printed only once the model and the plot are on disk."""
     out = tmp_path / "m.npz"

@@ -115,6 +115,9 @@ def _rows(X, y, W1a, W2, b2, form, start, stop, chunk_rows, scale):
 
 _POOL = None
 _BLAS = None
+#: Both globals are set under it: a fit in another thread (a Dask worker in
+#: this process) must never see the pool without its BLAS controller.
+_POOL_LOCK = threading.Lock()
 
 
 def _workers(n):
@@ -166,16 +169,18 @@ def numpy_loss_and_grads(X, y, coefs, intercepts, activation, alpha=0.0, chunk_r
         parts = [_rows(*args, 0, n, chunk_rows, scale)]
     else:
         global _POOL, _BLAS
-        if _POOL is None or _POOL._max_workers < workers:
-            from concurrent.futures import ThreadPoolExecutor
+        with _POOL_LOCK:
+            if _POOL is None or _POOL._max_workers < workers:
+                from concurrent.futures import ThreadPoolExecutor
 
-            from threadpoolctl import ThreadpoolController
+                from threadpoolctl import ThreadpoolController
 
-            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="gpumlp")
-            _BLAS = ThreadpoolController()
+                _BLAS = ThreadpoolController()
+                _POOL = ThreadPoolExecutor(workers, thread_name_prefix="gpumlp")
+            pool, blas = _POOL, _BLAS
         bounds = [n * i // workers for i in range(workers + 1)]
-        with _BLAS.limit(limits=1, user_api="blas"):
-            futures = [_POOL.submit(_rows, *args, bounds[i], bounds[i + 1],
+        with blas.limit(limits=1, user_api="blas"):
+            futures = [pool.submit(_rows, *args, bounds[i], bounds[i + 1],
                                     chunk_rows, scale) for i in range(workers)]
             try:
                 parts = [future.result() for future in futures]

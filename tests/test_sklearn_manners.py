@@ -1,0 +1,91 @@
+"""scikit-learn's manners that were missing (issue 21, item 7)."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from gpumlp import ConvergenceWarning, MLPRegressor, TrainingDivergedError, load, save
+from gpumlp.training import Trainer
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    return X, np.sin(X[:, 0]) + 0.1 * rng.normal(size=60)
+
+
+def test_n_iter_no_change_may_be_infinite(data, tmp_path):
+    X, y = data
+    model = MLPRegressor((4,), solver="adam", tol=1e9, n_iter_no_change=np.inf, max_iter=15,
+                         random_state=0, device="cpu")
+    with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(15\)"):
+        model.fit(X, y)
+    assert model.n_iter_ == 15          # a huge tol, yet the rule never fired
+    save(model, tmp_path / "m.npz")
+    assert load(tmp_path / "m.npz").n_iter_no_change == np.inf
+    with pytest.raises((TypeError, ValueError), match="n_iter_no_change"):
+        MLPRegressor(n_iter_no_change=-np.inf).fit(X, y)
+
+
+def test_partial_fit_refuses_early_stopping(data):
+    X, y = data
+    model = MLPRegressor((4,), solver="adam", early_stopping=True, max_iter=5,
+                         random_state=0, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping=True"):
+        model.partial_fit(X, y)
+    model.set_params(early_stopping=False).partial_fit(X, y)   # the way out it names
+
+
+def test_non_finite_weights_are_named_as_scikit_learn_does(data, monkeypatch):
+    X, y = data
+    real = Trainer._record
+
+    def poisoned(self, run, epoch, values):   # the weights' check reads 0: not finite
+        return real(self, run, epoch, [values[0], 0.0, *values[2:]])
+
+    monkeypatch.setattr(Trainer, "_record", poisoned)
+    with pytest.raises(TrainingDivergedError, match=r"non-finite parameter weights, and the "
+                                                    r"input data may contain large values"):
+        MLPRegressor((4,), solver="adam", max_iter=3, device="cpu").fit(X, y)
+
+
+def _ftol_stops(seeds, wanted=2):
+    """(seed, X, y, evaluations, iterations) for the first ``wanted`` L-BFGS fits with
+    tol=0 that stop on ftol."""
+    rng = np.random.default_rng(1)
+    found = []
+    for seed in range(seeds):
+        if len(found) == wanted:
+            break
+        n = int(rng.integers(4, 30))
+        X, y = rng.normal(size=(n, 2)), rng.normal(size=n)
+        model = MLPRegressor((2,), solver="lbfgs", tol=0.0, random_state=seed, device="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            try:
+                model.fit(X, y)
+            except ConvergenceWarning:
+                continue
+        state = model._trainer.state
+        if "ftol" in state.stop:
+            found.append((seed, X, y, state.n_fun, model.n_iter_))
+    return found
+
+
+def test_lbfgs_stopping_on_its_budget_always_warns():
+    """A fit that converges (ftol) on the iteration that uses up max_fun or max_iter
+    stopped on the budget, as scikit-learn's L-BFGS-B says: a ConvergenceWarning."""
+    cases = _ftol_stops(12)
+    assert cases
+    for seed, X, y, n_fun, n_iter in cases:
+        for limits in ({"max_fun": n_fun}, {"max_iter": n_iter}):
+            model = MLPRegressor((2,), solver="lbfgs", tol=0.0, random_state=seed,
+                                 device="cpu", **limits)
+            with pytest.warns(ConvergenceWarning):
+                model.fit(X, y)
+            assert model.n_iter_ == n_iter
