@@ -65,21 +65,30 @@ def _placed(X, y, w, dtype):
 
     xp = array_namespace(X)
     target = getattr(xp, dtype)
-    for name, a in (("X", X), ("y", y)):
-        # The chunks were checked finite as given: a value the cast makes
-        # infinite is too large for the training dtype.
-        if a.dtype != target and not bool(xp.all(xp.isfinite(xp.astype(a, target)))):
-            raise ValueError(f"{name} holds values too large for {dtype} (they overflow to "
-                             f"infinity); pass dtype='float64' (on the command line: --dtype "
-                             f"float64), or rescale {name}.")
-    X = X if X.dtype == target else xp.astype(X, target)
-    y = y if y.dtype == target else xp.astype(y, target)
+    X, y = _cast(xp, X, target, "X", dtype), _cast(xp, y, target, "y", dtype)
     if y.ndim == 1:
         y = xp.reshape(y, (-1, 1))
     if w is not None:
         w = device_of(X).asarray(w)
         w = w if w.dtype == target else xp.astype(w, target)
     return X, y, w
+
+
+def _cast(xp, a, target, name, dtype):
+    """``a`` in ``target`` (itself if it already is); refused if the cast overflows.
+
+    The chunks were checked finite as given: a value the cast makes infinite
+    is too large for the training dtype.
+    """
+    if a.dtype == target:
+        return a
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = xp.astype(a, target)
+    if not bool(xp.all(xp.isfinite(a))):
+        raise ValueError(f"{name} holds values too large for {dtype} (they overflow to "
+                         f"infinity); pass dtype='float64' (on the command line: --dtype "
+                         f"float64), or rescale {name}.")
+    return a
 
 
 class Shard:

@@ -536,13 +536,20 @@ def test_a_nan_in_a_chunk_is_reported_at_its_row_in_the_data(client, data):
         StandardizedRegressor().fit(da.from_array(bad, chunks=(250, 5)), y, client=client)
 
 
-def test_values_a_float32_chunk_cannot_hold_are_refused(client, data):
+def test_values_a_float32_chunk_cannot_hold_are_refused_by_its_shard(data):
+    # The estimator's guard refuses such X before fitting; the shard, which
+    # casts the chunks it holds, refuses them too rather than train on infinities.
+    from gpumlp.shards import Shard
+
     X, y = data
     big = X.copy()
     big[600, 1] = 1e39  # finite in float64, infinite in float32
     with pytest.raises(ValueError, match=r"X holds values too large for float32"):
-        MLPRegressor(dtype="float32", max_iter=2).fit(da.from_array(big, chunks=(250, 5)), y,
-                                                      client=client)
+        Shard([0], [big], [y], [None], "float32")
+    with pytest.raises(ValueError, match=r"y holds values too large for float32"):
+        Shard([0], [X], [y * 1e39], [None], "float32")
+    held = Shard([0], [X], [y], [None], "float64")  # the same dtype: no copy
+    assert held.chunks[0][0] is X
 
 
 def test_a_single_chunk_is_split_by_rows():
