@@ -463,11 +463,9 @@ def ctrl_c_saves_the_last_epoch(env, monkeypatch):
 
 
 # ---------------------------------------------------------------------------- Dask
-@promise("a `.parquet` dataset (`--target` names its target column; default the last) is "
-         "read on the workers, never gathered on the driver",
-         false_today="scale (issue 22): a .parquet dataset of several files fails: "
-                     "\"The number of items in 'lengths' does not match the number of "
-                     "partitions. 1 != 2\"")
+@promise("Parquet (needs pyarrow): one file, a glob of files, or a folder of them (with or "
+         "without a `.parquet` suffix): the part files `dask.dataframe.to_parquet` writes "
+         "(with or without `_metadata`), those of several `pandas.DataFrame.to_parquet` calls")
 def a_parquet_dataset_of_several_files_reads(env):
     pd = pytest.importorskip("pandas")
     pytest.importorskip("dask")
