@@ -292,7 +292,7 @@ def _imposed_class(base):
             decisions.log[-1].update(improves=(own, imposed), best_loss=best_loss)
             return imposed
 
-        def _line_search(self, objective, params, direction, f0, slope, step, state):
+        def _line_search(self, objective, params, direction, f0, slope, step, state, eps):
             decisions = self._decisions
             e = decisions.epoch
             imposed = decisions.context.steps[e]
@@ -311,14 +311,18 @@ def _imposed_class(base):
             loss, grads, (f, largest, d), after = self._evaluate(
                 objective, solvers._axpy(imposed, direction, params), state, direction)
             own = imposed
-            if not (f <= f0 + self.c1 * imposed * slope and abs(d) <= -self.c2 * slope):
-                # Not a strong-Wolfe step here, exactly: what would the search choose?
+            # The search's own acceptance: strong Wolfe, or within the loss's
+            # rounding band the approximate conditions (solvers.LBFGS).
+            band = self.noise * eps * abs(f0)
+            curvature = abs(d) <= -self.c2 * slope
+            if not ((f <= f0 + self.c1 * imposed * slope or f <= f0 + band) and curvature):
+                # Not such a step here, exactly: what would the search choose?
                 found, _ = super()._line_search(objective, params, direction, f0, slope,
-                                                step, state)
+                                                step, state, eps)
                 own = None if found is None else found[0]
             decisions.log.append({"epoch": e + 1, "own": own, "imposed": imposed, "f0": f0,
-                                  "slope": slope, "f": f, "d": d})
-            return (imposed, loss, grads, f, largest), after
+                                  "slope": slope, "f": f, "d": d, "band": band})
+            return (imposed, loss, grads, f, largest, 0.0), after
 
     Imposed.__name__ = Imposed.__qualname__ = f"Imposed{base.__name__}"
     return Imposed
@@ -757,7 +761,8 @@ def _decision_failures(run, exact, rounded, dtype, ctx, grads=0.0):
             f0, slope, f, d = entry["f0"], entry["slope"], entry["f"], entry["d"]
             tf, td = tau(None, entry, "f", i), tau(None, entry, "d", i)
             c1, c2 = 1e-4, 0.9
-            sufficient = f <= f0 + c1 * imposed * slope + tf * max(abs(f0), abs(f))
+            sufficient = f <= f0 + max(c1 * imposed * slope, entry["band"]) \
+                + tf * max(abs(f0), abs(f))
             curvature = abs(d) <= -c2 * slope + td * abs(d) + tau(None, entry, "slope", i) \
                 * abs(slope)
             if not (imposed > 0 and sufficient and curvature):

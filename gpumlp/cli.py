@@ -173,7 +173,7 @@ def _add_train(sub):
             "A directory or glob of .npy/.npz files, a .zarr store or a .parquet dataset "
             "trains on Dask (--cluster local:N, the default with N = cores, or "
             "--scheduler ADDRESS), reading the data on the workers; the test rows are "
-            "then the last --test-size of the chunks."
+            "then the last --test-size of the chunks (of the rows, for data in one chunk)."
         ),
     )
     groups = {name: p.add_argument_group(name, text) for name, text in _TRAIN_GROUPS}
@@ -291,8 +291,9 @@ def _add_data_options(g):
                    help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
     g.add_argument("--backend", default=None, choices=_BACKEND_CHOICES, help=_BACKEND_HELP)
     g.add_argument("--cluster", metavar="local:N",
-                   help="train on Dask: start a local cluster of N worker processes "
-                        "(local-cuda: one worker per GPU, needs dask-cuda)")
+                   help="train on Dask: start a local cluster of N worker processes, at "
+                        "most one per core (local: one per core; local-cuda: one worker "
+                        "per GPU, needs dask-cuda)")
     g.add_argument("--scheduler", metavar="ADDRESS",
                    help="train on Dask: join the cluster at this scheduler address, "
                         "e.g. tcp://host:8786")
@@ -387,18 +388,22 @@ def _run_train(args):
                             ("--json", args.json)])
     cluster = client = columns = None
     if _uses_dask(args):
-        from .distributed import connect, read_dataset, split_by_chunks
+        from .distributed import cluster_plan, connect, read_dataset, split_by_chunks
 
         if args.data is None:
             raise ValueError("--cluster and --scheduler need --data (a directory or glob "
                              "of .npy/.npz files, a .zarr store or a .parquet dataset)")
-        client, cluster = connect(args.scheduler or args.cluster or "local")
+        # The options and the files' headers first: either may be refused
+        # before a cluster starts.
+        plan = cluster_plan(args.cluster or (None if args.scheduler else "local"),
+                            args.scheduler)
+        X, y, names, target = read_dataset(args.data, args.target)
+        client, cluster = connect(plan=plan)
         device = "dask workers" + (f" ({args.scheduler})" if args.scheduler else
                                    f" ({len(client.scheduler_info()['workers'])} local)")
-        X, y, names, target = read_dataset(args.data, args.target)
         source = args.data
         X_train, X_test, y_train, y_test = split_by_chunks(X, y, args.test_size)
-        if args.cluster and args.cluster.startswith("local-cuda"):
+        if plan[0] == "local-cuda":
             from .distributed import to_cupy_blocks
 
             X_train, y_train = to_cupy_blocks(X_train), to_cupy_blocks(y_train)
@@ -412,6 +417,10 @@ def _run_train(args):
     digest = None if client is not None or not args.out else _data_digest(X, y)
     if resumed is not None:
         _check_resumed_data(args, resumed[1], digest)
+        # The same numbers (checked): the run keeps its names, though an .npy has none.
+        saved_names, saved_target = resumed[2]
+        names = saved_names or names
+        target = saved_target or target
     try:
         return _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
                                  names, target, source, resumed=resumed and resumed[0],
@@ -653,7 +662,8 @@ def _settings_argv(settings):
 def _resume(args):
     """Load ``--resume``'s model and put the saved run's settings into ``args``.
 
-    Returns ``(model, metadata["extra"])``. An option given with another
+    Returns ``(model, metadata["extra"], (feature names, target name))``
+    (the names None where the file has none). An option given with another
     value than the saved run's (and than its default) is an error: a resumed
     run continues with its own settings. Without ``--out``, the result goes
     back to the ``--resume`` file (written atomically).
@@ -701,7 +711,8 @@ def _resume(args):
                          f"on standardisation; the file was tampered with.")
     if args.out is None:
         args.out = args.resume
-    return model, extra
+    target_names = metadata.get("target_names") or [None]
+    return model, extra, (metadata.get("feature_names"), target_names[0])
 
 
 def _show(value):

@@ -734,7 +734,10 @@ def read_training_data(path, target=None):
             raise DataError(f"{path} has 0 rows; it needs at least one.")
         names = [f"x{j}" for j in range(table.shape[1] - 1)] + ["y"]
         _check_finite(path, table, names)
-        return table[:, :-1], table[:, -1].copy(), names[:-1], "y"
+        # A contiguous copy, as the CSV reader gives: a strided view of the same
+        # numbers would be summed in another order (a resume from an .npy of
+        # a CSV's numbers parted from the CSV's run by an ulp, issue 20).
+        return np.ascontiguousarray(table[:, :-1]), table[:, -1].copy(), names[:-1], "y"
     X, y = _numeric(load_array(path, "X")), _numeric(load_array(path, "y"))
     if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
         raise DataError(f"{path}: X must be 2-D and y 1-D with as many rows; got "

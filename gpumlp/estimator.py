@@ -590,7 +590,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if eval_set is not None:
             validation = self._eval_source(eval_set, source, device, dtype, client)
         elif early_stopping:
-            source, validation = source.split(self.validation_fraction, self._rng)
+            source, validation = source.split(self.validation_fraction,
+                                              self._split_generator(continuing))
         if self.solver in ("gd", "lbfgs"):
             batch_size = source.n_samples
         elif self.batch_size == "auto":
@@ -614,7 +615,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 stop_on_validation=early_stopping, verbose=self.verbose,
                 check_convergence=not incremental, on_epoch=callback,
             )
+            self._last_params = None
             if early_stopping and trainer.best_params is not None:
+                # The model is the best weights; a resume goes on from the last.
+                self._last_params = trainer.params
                 trainer.params = trainer.best_params
             if self.learning_rate == "invscaling" and trainer.learning_rates and \
                     trainer.learning_rates[-1] < np.finfo(dtype).tiny and \
@@ -634,6 +638,23 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             self._fit_record = recorder.finish(len(trainer.loss_curve) - trainer.call_start) \
                 if recorder is not None and finished else None
         return self
+
+    def _split_generator(self, continuing):
+        """The generator early stopping draws its validation rows from.
+
+        A fit draws them from the batch-order generator, as scikit-learn
+        does, and keeps its state from before the draw; a fit that resumes
+        a run (:meth:`_resuming`) draws the same rows again from that state,
+        leaving the batch-order generator where the run left it, so that
+        ``k`` epochs and a resume of ``m`` are the ``k + m`` of one fit.
+        """
+        saved = getattr(self, "_split_state", None)
+        if continuing and saved is not None and getattr(self, "_keep_solver_state", False):
+            generator = np.random.Generator(type(self._rng.bit_generator)())
+            generator.bit_generator.state = saved
+            return generator
+        self._split_state = self._rng.bit_generator.state
+        return self._rng
 
     def _eval_source(self, eval_set, source, device, dtype, client):
         """A validation source for ``eval_set``, of the kind the training data is."""
@@ -686,6 +707,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         params = [move(p, device, dtype) for p in (*self.coefs_, *self.intercepts_)]
         # A continued fit names its parent, the model it started from.
         self._start = {"kind": "parent", "parent": model_digest(self.coefs_, self.intercepts_)}
+        last = getattr(self, "_last_params", None)
+        if getattr(self, "_keep_solver_state", False) and self.early_stopping and last:
+            # A resumed early-stopping run goes on from its last weights; the
+            # model's, its best so far, stay the best (previous.best_params).
+            params = [move(p, device, dtype) for p in last]
         expected = list(zip(layer_sizes[:-1], layer_sizes[1:]))
         n_coefs = len(self.coefs_)
         shapes = [tuple(W.shape) for W in params[:n_coefs]]
@@ -811,16 +837,23 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         ``history`` (the stopping rule's bookkeeping); see :mod:`gpumlp.io`.
         """
         trainer, rng = getattr(self, "_trainer", None), getattr(self, "_rng", None)
-        if trainer is None or rng is None or not trainer.solver.resumable:
+        if trainer is None or rng is None:
             return None
+        # A solver that is not resumable (L-BFGS) starts every fit afresh; its
+        # generator and history still are the model's, for the next warm start.
+        state = trainer.state if trainer.solver.resumable else None
         return {
             "solver": solver_name(trainer.solver),
-            "state": trainer.state,
+            "state": state,
             "rng": rng.bit_generator.state,
             "history": {name: getattr(trainer, name) for name in _HISTORY},
+            # Early stopping's: the last weights (coefs_ are the best) and the
+            # validation split's generator state, or None.
+            "last_params": getattr(self, "_last_params", None) if self.early_stopping else None,
+            "split": getattr(self, "_split_state", None) if self.early_stopping else None,
         }
 
-    def _set_training_state(self, solver, state, rng, history):
+    def _set_training_state(self, solver, state, rng, history, last_params=None, split=None):
         """Restore what :meth:`_training_state` gave (used by :func:`gpumlp.load`).
 
         The next ``partial_fit`` (or a fit under :meth:`_resuming`) then
@@ -840,7 +873,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                           learning_rates=list(self.learning_rates_))
         for name in _HISTORY:
             setattr(trainer, name, history[name])
+        if last_params is not None:
+            # Early stopping's: coefs_ are the best weights so far, as after fit.
+            trainer.best_params = list(params)
         self._trainer, self._rng = trainer, rng
+        self._last_params, self._split_state = last_params, split
         self.t_ = trainer.samples_seen
 
     @contextlib.contextmanager
@@ -876,7 +913,15 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             **{name: list(getattr(source, name)) for name in
                ("loss_curve", "learning_rates", "validation_losses", "validation_scores")})
         copy = type(self)(**self.get_params())
-        copy._set_fitted(trainer.coefs, trainer.intercepts, loss_curve=trainer.loss_curve,
+        copy._split_state = getattr(self, "_split_state", None)
+        copy._last_params = None
+        coefs, intercepts = trainer.coefs, trainer.intercepts
+        if self.early_stopping and trainer.best_params is not None:
+            # As a fit that ended here: the best weights, the last kept for a resume.
+            copy._last_params = trainer.params
+            n_coefs = len(coefs)
+            coefs, intercepts = trainer.best_params[:n_coefs], trainer.best_params[n_coefs:]
+        copy._set_fitted(coefs, intercepts, loss_curve=trainer.loss_curve,
                          samples_seen=trainer.samples_seen, y_was_1d=y_was_1d,
                          n_iter=len(trainer.loss_curve) - trainer.call_start,
                          learning_rates=trainer.learning_rates)

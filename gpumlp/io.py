@@ -324,7 +324,8 @@ def _training_metadata(net: MLPRegressor, coefs: list, intercepts: list):
         return None
     try:  # what load will check: a state that no longer fits the weights is dropped
         solver = _solver_for(net, training["solver"])
-        template = solver.init_state(coefs + intercepts)
+        # A solver that is not resumable (L-BFGS) keeps no state: None.
+        template = solver.init_state(coefs + intercepts) if solver.resumable else None
         # A compiled step's rate or step count is a 0-d array: kept as its number.
         state = plain_numbers(training["state"], template)
         state_arrays, description = state_to_arrays(state)
@@ -333,6 +334,12 @@ def _training_metadata(net: MLPRegressor, coefs: list, intercepts: list):
     except (TypeError, ValueError):
         return None
     history = training["history"]
+    last = training.get("last_params")
+    if last is not None:   # early stopping's last weights, where a resume goes on from
+        n_coefs = len(coefs)
+        state_arrays = dict(state_arrays)
+        extra_arrays = {(f"last_coef_{i}" if i < n_coefs else f"last_intercept_{i - n_coefs}"):
+                        to_numpy(a) for i, a in enumerate(last)}
     metadata = {
         "solver": training["solver"],
         "state": description,
@@ -347,6 +354,11 @@ def _training_metadata(net: MLPRegressor, coefs: list, intercepts: list):
             "validation_scores": [float(v) for v in history["validation_scores"]],
         },
     }
+    if training.get("split") is not None:
+        metadata["split"] = {"numpy_generator": _plain("rng", training["split"])}
+    if last is not None:
+        metadata["last_params"] = True
+        state_arrays.update(extra_arrays)
     return metadata, state_arrays
 
 
@@ -478,12 +490,14 @@ def _check_training(path: str, training: Any, sizes: list[int]) -> None:
     from .solvers import SOLVERS
 
     kinds = {"solver": str, "state": dict, "arrays": dict, "rng": dict, "history": dict}
-    if not isinstance(training, dict) or set(training) != set(kinds):
+    # Early stopping's: the split's generator, and whether the last weights are kept.
+    optional = {"split": dict, "last_params": bool}
+    if not isinstance(training, dict) or not set(kinds) <= set(training) <= {*kinds, *optional}:
         raise _damaged(path, f"its training state has the keys "
                              f"{sorted(training) if isinstance(training, dict) else training!r:.80}"
-                             f", not {sorted(kinds)}")
-    for key, kind in kinds.items():
-        if not isinstance(training[key], kind):
+                             f", not {sorted(kinds)} (and maybe {sorted(optional)})")
+    for key, kind in {**kinds, **optional}.items():
+        if key in training and not isinstance(training[key], kind):
             raise _damaged(path, f"training {key!r} is {training[key]!r:.80}, of the wrong type")
     if training["solver"] not in SOLVERS:
         raise _damaged(path, f"training solver {training['solver']!r:.40} is not one of "
@@ -723,6 +737,10 @@ def _expected_members(path: str, metadata: dict, present: set[str]) -> dict:
     if training is not None:
         for name, shape in training["arrays"].items():
             expected[f"state_{name}"] = (dtype, tuple(shape))
+        if training.get("last_params"):
+            for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+                expected[f"state_last_coef_{i}"] = (dtype, (fan_in, fan_out))
+                expected[f"state_last_intercept_{i}"] = (dtype, (fan_out,))
     missing = [name for name in expected if name not in present]
     if missing:
         raise _damaged(path, f"member(s) {', '.join(missing)} missing")
@@ -917,13 +935,26 @@ def _restore_training(path: str, net, training: dict, arrays: dict) -> None:
         solver = _solver_for(net, training["solver"])
         state = state_from_arrays(
             training["state"], {name: arrays[f"state_{name}"] for name in training["arrays"]},
-            solver.init_state([*net.coefs_, *net.intercepts_]))
+            solver.init_state([*net.coefs_, *net.intercepts_]) if solver.resumable else None)
         check = getattr(solver, "check_state", None)
         if check is not None:
             check(state)
         rng = _generator(training["rng"])
         if not isinstance(rng, np.random.Generator):
             raise ValueError("the batch-order generator is not a numpy Generator")
+        split = None
+        if "split" in training:
+            split = _generator(training["split"])
+            if not isinstance(split, np.random.Generator):
+                raise ValueError("the validation split's generator is not a numpy Generator")
+            split = split.bit_generator.state
+        last = None
+        if training.get("last_params"):
+            n = len(net.coefs_)
+            last = [arrays[f"state_last_coef_{i}"] for i in range(n)] + \
+                [arrays[f"state_last_intercept_{i}"] for i in range(n)]
+            if not all(np.all(np.isfinite(a)) for a in last):
+                raise ValueError("the last weights are not all finite")
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError, StopIteration,
             RecursionError) as exc:
         raise _damaged(path, f"its training state is invalid ({exc})") from None
@@ -937,7 +968,8 @@ def _restore_training(path: str, net, training: dict, arrays: dict) -> None:
     for key, missing in (("best_loss", math.inf), ("best_validation_score", -math.inf)):
         if history[key] is None:
             history[key] = missing
-    net._set_training_state(training["solver"], state, rng, history)
+    net._set_training_state(training["solver"], state, rng, history, last_params=last,
+                            split=split)
 
 
 def _record_from_file(record: dict, arrays: dict, sizes: list) -> dict:

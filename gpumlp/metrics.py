@@ -6,10 +6,11 @@ everywhere; any other difference of shape is an error, never a broadcast.
 
 from __future__ import annotations
 
+import numpy as np
 from array_api_compat import array_namespace
 
 from ._checks import check_sample_weight, check_y
-from .devices import device_of, move
+from .devices import to_numpy
 
 __all__ = ["as_columns", "r2_score", "score"]
 
@@ -72,19 +73,21 @@ def r2_score(y, y_pred, sample_weight=None):
 def score(y, y_pred, sample_weight=None, estimator_name="MLPRegressor") -> float:
     """R² of ``y_pred`` against a user's ``y``, as an estimator's ``score`` returns it.
 
-    ``y`` (array-like) is validated and moved to where ``y_pred`` lives, in
-    its dtype; ``sample_weight`` (array-like of shape (n_samples,)) weights
-    the rows.
+    ``y`` (array-like) is validated; both are copied to the host and
+    compared in float64, whatever the model's dtype; ``sample_weight``
+    (array-like of shape (n_samples,)) weights the rows.
 
     Returns
     -------
     float
     """
     y = check_y(y, y_pred.shape[0], estimator_name, purpose="scoring")
-    xp = array_namespace(y_pred)
-    place = device_of(y_pred)
-    y = xp.astype(move(y, place), y_pred.dtype)
+    # In float64 on the host, whatever the model's dtype and device: in float32
+    # a y of 1e8 + noise rounds to a constant (the spacing there is 8), and a
+    # constant prediction would score 1.0. One copy of n predictions.
+    y_pred = np.asarray(to_numpy(y_pred), dtype=np.float64)
+    y = np.asarray(to_numpy(y), dtype=np.float64)
     if sample_weight is not None:
         weights = check_sample_weight(sample_weight, y_pred.shape[0])
-        sample_weight = xp.astype(move(weights, place), y_pred.dtype)
+        sample_weight = np.asarray(to_numpy(weights), dtype=np.float64)
     return float(r2_score(y, y_pred, sample_weight))

@@ -21,7 +21,7 @@ from ._checks import (
     resolve_dtype,
 )
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
-from .devices import device_of, move
+from .devices import device_of, dtype_name, move
 from .estimator import MLPRegressor
 
 __all__ = ["DEFAULT_PARAMS", "StandardizedRegressor", "default_regressor", "mean_scale"]
@@ -116,6 +116,10 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         if not aac.is_dask_array(X):
             X = check_X(X, type(self).__name__)
             y = check_y(y, X.shape[0], type(self).__name__)
+        elif y is not None and not aac.is_dask_array(y):
+            from .distributed import as_dask_like_rows
+
+            y = as_dask_like_rows(y, X)
         xp = aac.array_namespace(X)
         X = xp.astype(X, xp.float64) if not xp.isdtype(X.dtype, "real floating") else X
         # y keeps its own precision (float32 X must not round a float64 y).
@@ -124,6 +128,13 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         y_2d = xp.reshape(y, (y.shape[0], -1))
         self.x_mean_, self.x_scale_ = mean_scale(X)
         self.y_mean_, self.y_scale_ = mean_scale(y_2d)
+        if aac.is_dask_array(X) and not (np.all(np.isfinite(self.x_mean_))
+                                         and np.all(np.isfinite(self.y_mean_))):
+            # A NaN spreads to every scaled row: report it where it is, in X or y.
+            from .distributed import check_finite
+
+            check_finite(X, "X")
+            check_finite(y, "y")
         self.regressor_ = self.regressor if self.regressor is not None else default_regressor()
         if getattr(self.regressor_, "loss", "squared_error") == "poisson":
             self.y_mean_ = self.y_mean_ * 0.0   # counts keep their sign: scale only
@@ -187,8 +198,15 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
             return y_scaled * scale + mean
         xp = aac.array_namespace(y_scaled)
         place = device_of(y_scaled)
-        mean = xp.astype(move(self.y_mean_, place), y_scaled.dtype)
-        scale = xp.astype(move(self.y_scale_, place), y_scaled.dtype)
+        # Back in y's units in the scalers' precision (float64 for a float64 y),
+        # whatever the regressor's: a float32 model of y = 1e8 + noise keeps
+        # the noise, where float32's spacing at 1e8 is 8.
+        dtype = dtype_name(self.y_mean_) if aac.is_array_api_obj(self.y_mean_) else "float64"
+        try:
+            place.check_dtype(dtype)
+        except ValueError:   # a device without float64 (Apple's MPS)
+            dtype = dtype_name(y_scaled)
+        mean, scale = move(self.y_mean_, place, dtype), move(self.y_scale_, place, dtype)
         if y_scaled.ndim == 1:
             mean, scale = xp.reshape(mean, ()), xp.reshape(scale, ())
-        return y_scaled * scale + mean
+        return xp.astype(y_scaled, xp.result_type(y_scaled.dtype, mean.dtype)) * scale + mean

@@ -19,6 +19,7 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 from gpumlp.agreement import (  # noqa: E402
     BACKENDS,
@@ -27,6 +28,17 @@ from gpumlp.agreement import (  # noqa: E402
 )
 
 ENV = "GPUMLP_TEST_BACKENDS"
+
+# Hypothesis profiles. ``ci`` (the default) runs a bounded number of examples,
+# the same ones on every run, so that CI stays fast and a red run is
+# reproducible; ``long`` explores (``pytest -m laws --hypothesis-profile long``).
+# The laws (tests/test_laws.py) divide max_examples by their cost
+# (tests/_laws.py: law_settings); property tests that set their own
+# max_examples keep it.
+settings.register_profile("ci", max_examples=50, deadline=None, derandomize=True,
+                          print_blob=True)
+settings.register_profile("long", max_examples=1000, deadline=None, print_blob=True)
+settings.load_profile("ci")
 
 
 def pytest_addoption(parser):
@@ -102,11 +114,3 @@ def long_blocks(monkeypatch):
     from gpumlp import training
 
     monkeypatch.setattr(training, "BLOCK_SECONDS", 1e3)
-
-
-# Hypothesis profiles: the default keeps CI fast; ``--hypothesis-profile long``
-# draws 200 examples where a test leaves the count to the profile (the
-# certificate's honest-fit property, tests/test_certificate_honest.py).
-from hypothesis import settings  # noqa: E402
-
-settings.register_profile("long", max_examples=200, deadline=None)

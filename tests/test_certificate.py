@@ -431,14 +431,14 @@ def test_a_fit_whose_lbfgs_steps_are_not_the_searchs_fails(tmp_path, data, monke
 
     real = solvers.LBFGS._line_search
 
-    def longer(self, objective, params, direction, f0, slope, step, state):
-        found, state = real(self, objective, params, direction, f0, slope, step, state)
+    def longer(self, objective, params, direction, f0, slope, step, state, eps):
+        found, state = real(self, objective, params, direction, f0, slope, step, state, eps)
         if found is None:
             return found, state
         step = 2.5 * found[0]
         loss, grads, (f, largest, _), state = self._evaluate(
             objective, solvers._axpy(step, direction, params), state, direction)
-        return (step, loss, grads, f, largest), state
+        return (step, loss, grads, f, largest, 0.0), state
 
     monkeypatch.setattr(solvers.LBFGS, "_line_search", longer)
     forged = _fit(data, solver="lbfgs", max_iter=6)

@@ -199,14 +199,18 @@ def _predictions(path):
     return model.predict(X_all), len(model.regressor_.loss_curve_)
 
 
-def test_twenty_epochs_then_a_resume_of_twenty_equal_forty_in_one_run(tmp_path):
+# With --early-stopping the model is the best epoch's weights; the resume goes on
+# from the last epoch's, on the same validation rows (before: from the best, on
+# rows drawn anew, issue 20).
+@pytest.mark.parametrize("more", [[], ["--early-stopping", "--n-iter-no-change", "100"]])
+def test_twenty_epochs_then_a_resume_of_twenty_equal_forty_in_one_run(tmp_path, more):
     first, resumed, whole = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "c.npz"
-    run(*TRAIN, "--epochs", "20", "--out", str(first), check=True)
+    run(*TRAIN, *more, "--epochs", "20", "--out", str(first), check=True)
     result = run("train", "--resume", str(first), "--epochs", "20", "--out", str(resumed),
                  "--quiet", check=True)
     assert f"resuming {first} after epoch 20, for 20 more" in result.stdout
     assert "epochs: 40 (stopped at --epochs, not converged)" in result.stdout
-    run(*TRAIN, "--epochs", "40", "--out", str(whole), check=True)
+    run(*TRAIN, *more, "--epochs", "40", "--out", str(whole), check=True)
     (y_resumed, n_resumed), (y_whole, n_whole) = _predictions(resumed), _predictions(whole)
     assert n_resumed == n_whole == 40
     np.testing.assert_allclose(y_resumed, y_whole, rtol=1e-12, atol=1e-12)
@@ -230,7 +234,8 @@ def test_resume_without_out_continues_in_the_same_file(tmp_path, capsys):
     assert [p for p in os.listdir(tmp_path) if p.startswith(".tmp")] == []
 
 
-def test_ctrl_c_saves_a_model_that_resumes_exactly(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("more", [[], ["--early-stopping", "--n-iter-no-change", "100"]])
+def test_ctrl_c_saves_a_model_that_resumes_exactly(tmp_path, capsys, monkeypatch, more):
     stopped, resumed, whole = (tmp_path / f"{n}.npz" for n in ("stopped", "resumed", "whole"))
     progress = _Progress.__call__
 
@@ -241,13 +246,13 @@ def test_ctrl_c_saves_a_model_that_resumes_exactly(tmp_path, capsys, monkeypatch
 
     with monkeypatch.context() as patch:
         patch.setattr(_Progress, "__call__", interrupt_at_epoch_7)
-        status, _, err = _in_process(capsys, [*TRAIN, "--epochs", "100", "--out",
+        status, _, err = _in_process(capsys, [*TRAIN, *more, "--epochs", "100", "--out",
                                               str(stopped)])
     assert status == 130 and "saved the last complete epoch's model" in err
     assert io.read_metadata(stopped)["n_iter"] == 6
     assert _in_process(capsys, ["train", "--resume", str(stopped), "--epochs", "4",
                                 "--out", str(resumed), "--quiet"])[0] == 0
-    assert _in_process(capsys, [*TRAIN, "--epochs", "10", "--out", str(whole)])[0] == 0
+    assert _in_process(capsys, [*TRAIN, *more, "--epochs", "10", "--out", str(whole)])[0] == 0
     np.testing.assert_array_equal(_predictions(resumed)[0], _predictions(whole)[0])
 
 
