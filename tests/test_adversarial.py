@@ -1,0 +1,42 @@
+"""Defects found by an adversarial round (issue 20's last item), each pinned.
+
+Each test is one case a user met: the input, what gpumlp did wrong before,
+and what it must do now.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from gpumlp import MLPRegressor, StandardizedRegressor
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    return X, X @ np.array([1.0, 2.0, -1.0])
+
+
+def quiet_fit(model, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit(X, y)
+
+
+def test_a_float32_network_predicts_an_offset_target_in_float64(data):
+    # Before: predictions were unscaled in float32, so y + 1e8 came back
+    # rounded to multiples of 8 (all 1e8 here), with y's spread about 2.4.
+    X, y = data
+    net = dict(hidden_layer_sizes=(8,), solver="gd", max_iter=20, dtype="float32",
+               device="cpu", random_state=0)
+    model = quiet_fit(StandardizedRegressor(MLPRegressor(**net)), X, y + 1e8)
+    y_pred = model.predict(X)
+    assert y_pred.dtype == np.float64
+    # The network's own float32 output, unscaled in float64: exact up to
+    # float64's rounding of numbers near 1e8 (eps * 1e8 = 2.2e-8).
+    inner = model.regressor_.predict((X - model.x_mean_) / model.x_scale_).astype(np.float64)
+    expected = inner * model.y_scale_[0] + model.y_mean_[0]
+    np.testing.assert_allclose(y_pred, expected, rtol=0, atol=4 * np.finfo(np.float64).eps * 1e8)
+    assert np.ptp(y_pred) > 1.0   # not a constant 1e8
