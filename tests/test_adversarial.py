@@ -40,3 +40,17 @@ def test_a_float32_network_predicts_an_offset_target_in_float64(data):
     expected = inner * model.y_scale_[0] + model.y_mean_[0]
     np.testing.assert_allclose(y_pred, expected, rtol=0, atol=4 * np.finfo(np.float64).eps * 1e8)
     assert np.ptp(y_pred) > 1.0   # not a constant 1e8
+
+
+def test_predictions_csv_keeps_every_digit_of_its_dtype(tmp_path):
+    # Before: nine significant digits, so a float64 1e8 + 0.127 read back
+    # as 100000000.
+    from gpumlp.data import write_predictions
+    y64 = np.array([1e8 + 0.127, -1e-300, 1 / 3])
+    y32 = np.array([0.1, 1 / 3, 3e38], dtype=np.float32)
+    for name, y_pred in (("p64.csv", y64), ("p32.csv", y32)):
+        write_predictions(tmp_path / name, y_pred, "y")
+        back = np.loadtxt(tmp_path / name, skiprows=1, delimiter=",", dtype=y_pred.dtype)
+        np.testing.assert_array_equal(back, y_pred)
+    # float32 values are written in float32's shortest form, not float64's.
+    assert (tmp_path / "p32.csv").read_text().splitlines()[1] == "0.1"
