@@ -54,3 +54,14 @@ def test_predictions_csv_keeps_every_digit_of_its_dtype(tmp_path):
         np.testing.assert_array_equal(back, y_pred)
     # float32 values are written in float32's shortest form, not float64's.
     assert (tmp_path / "p32.csv").read_text().splitlines()[1] == "0.1"
+
+
+@pytest.mark.parametrize("fraction, advice", [(0.99, "smaller"), (0.01, "larger")])
+def test_early_stopping_split_advice_points_the_right_way(data, fraction, advice):
+    # Before: 80 rows at 0.99 (80 validation rows, none to train on) advised
+    # "a larger validation_fraction".
+    X, y = data
+    with pytest.raises(ValueError, match=rf"there are \d+ validation and \d+ training rows.*"
+                                         rf"{advice} validation_fraction"):
+        MLPRegressor((4,), early_stopping=True, validation_fraction=fraction,
+                     max_iter=2, device="cpu").fit(X, y)
