@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import time
+import warnings
 
 from .activations import NAMES as ACTIVATION_NAMES
 from .losses import LOSSES
@@ -907,13 +908,20 @@ def _run_predict(args):
     net = getattr(model, "regressor_", model)
     if args.device is not None or args.backend is not None:
         net.set_params(device=args.device, backend=args.backend)
-    names = metadata.get("feature_names") or [
-        f"x{j}" for j in range(metadata["layer_sizes"][0])]
+    # A model fitted on a dataframe and saved from Python keeps the frame's
+    # column names (feature_names_in); a CSV's columns are matched to them.
+    seen = metadata.get("feature_names_in") or []
+    names = (metadata.get("feature_names")
+             or (seen if len(set(seen)) == len(seen) else None)
+             or [f"x{j}" for j in range(metadata["layer_sizes"][0])])
     targets = metadata.get("target_names") or ["prediction"]
     columns = metadata.get("columns")
     X = read_features(args.data, names, targets[0], columns=None if columns is None else [
         (column["name"], column["levels"]) for column in columns])
-    y_pred = np.asarray(model.predict(X))
+    with warnings.catch_warnings():
+        # The columns were picked by name above; the array has none left.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        y_pred = np.asarray(model.predict(X))
     if args.out and args.out != STDOUT:
         write_predictions(args.out, y_pred, targets)
         print(f"wrote {y_pred.shape[0]} predictions to {args.out}")

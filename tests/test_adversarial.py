@@ -65,3 +65,31 @@ def test_early_stopping_split_advice_points_the_right_way(data, fraction, advice
                                          rf"{advice} validation_fraction"):
         MLPRegressor((4,), early_stopping=True, validation_fraction=fraction,
                      max_iter=2, device="cpu").fit(X, y)
+
+
+def test_cli_predict_matches_csv_columns_to_a_dataframe_models_names(data, tmp_path, capsys):
+    # Before: a model fitted on a dataframe and saved from Python was asked,
+    # by `gpumlp predict`, for columns x0, x1, x2, which the CSV holding the
+    # frame's own columns lacks.
+    import pandas as pd
+
+    from gpumlp import save
+    from gpumlp.cli import main
+    X, y = data
+    frame = pd.DataFrame(X, columns=["c", "b", "a"])
+    model = quiet_fit(StandardizedRegressor(MLPRegressor((4,), max_iter=3, device="cpu",
+                                                         random_state=0)), frame, y)
+    save(model, tmp_path / "m.npz")
+    # The CSV holds the columns in another order, with the target among them.
+    frame[["a", "b"]].assign(y=y, c=frame["c"]).to_csv(tmp_path / "d.csv", index=False)
+    assert main(["predict", "--model", str(tmp_path / "m.npz"), "--data",
+                 str(tmp_path / "d.csv"), "--out", str(tmp_path / "p.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), model.predict(frame))
+    # A frame with a name twice cannot be matched by name: refused, as before.
+    twice = pd.DataFrame(X, columns=["a", "a", "c"])
+    save(quiet_fit(StandardizedRegressor(MLPRegressor((4,), max_iter=3, device="cpu")),
+                   twice, y), tmp_path / "twice.npz")
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "twice.npz"), "--data",
+                 str(tmp_path / "d.csv")]) == 2
+    assert "needs the column(s) x0, x1, x2" in capsys.readouterr().err
