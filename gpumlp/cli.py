@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -496,7 +497,8 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
         if failure is not None:
             raise failure
         return 130
-    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    unconverged = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    converged = not unconverged
     # Saved before anything more is printed: a reader that closes stdout early
     # (gpumlp train ... | head -1) costs the report, never the model or the plot.
     if args.out:
@@ -530,7 +532,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     measure("train", X_train, y_train)
     if X_test is not None:
         measure("test", X_test, y_test)
-    state = _stop_state(net, converged)
+    state = _stop_state(net, converged, unconverged)
     if args.json:   # like the model: written before the report is printed
         from ._atomic import write_text_atomic
 
@@ -819,10 +821,19 @@ def _estimator_params(args):
     )
 
 
-def _stop_state(net, converged):
-    """How training ended, in words: only a fit the rule stopped is called converged."""
+def _stop_state(net, converged, warned=()):
+    """How training ended, in words: only a fit the rule stopped is called converged.
+
+    ``warned``: the run's ConvergenceWarning messages. L-BFGS may stop
+    unconverged before --epochs (--max-fun, a failed line search); its
+    warning says why, in the words ``_solver_stopped`` gives it.
+    """
     if not converged:
-        return "stopped at --epochs, not converged"
+        if net.n_iter_ >= net.max_iter:
+            return "stopped at --epochs, not converged"
+        reasons = [re.search(r"iteration\(s\): (.*?)\. Raise", text) for text in warned]
+        why = next((found.group(1) for found in reasons if found), "see the warning")
+        return f"stopped before --epochs ({why}), not converged"
     if net.early_stopping:
         return "stopped early: the validation R^2 no longer improved"
     return "converged"

@@ -93,3 +93,18 @@ def test_cli_predict_matches_csv_columns_to_a_dataframe_models_names(data, tmp_p
     assert main(["predict", "--model", str(tmp_path / "twice.npz"), "--data",
                  str(tmp_path / "d.csv")]) == 2
     assert "needs the column(s) x0, x1, x2" in capsys.readouterr().err
+
+
+def test_cli_says_lbfgs_stopped_at_max_fun_not_at_epochs(tmp_path, capsys):
+    # Before: "epochs: 1 (stopped at --epochs, not converged)" with --epochs 3,
+    # and the warning that said why was swallowed.
+    import json
+
+    from gpumlp.cli import main
+    report = tmp_path / "r.json"
+    assert main(["train", "--samples", "60", "--solver", "lbfgs", "--max-fun", "1",
+                 "--epochs", "3", "--quiet", "--device", "cpu", "--json", str(report)]) == 0
+    stopped = json.loads(report.read_text())["stopped"]
+    assert stopped == "stopped before --epochs (max_fun (1) loss evaluations reached), " \
+                      "not converged"
+    assert f"epochs: 1 ({stopped})" in capsys.readouterr().out
