@@ -377,6 +377,8 @@ def _run_train(args):
         raise ValueError("--samples sets the size of the embedded dataset; with --data every "
                          "row of the file is used (leave --samples out).")
     _check_checkpoint_options(args)
+    if not args.resume:   # a resume's settings are the saved run's, checked there
+        _check_unused_options(args)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -738,6 +740,38 @@ def _load_model(option, path):
         return load_with_metadata(path)
     except FileNotFoundError:
         raise ValueError(f"{option} {path}: no such model file; check the path.") from None
+
+
+def _check_unused_options(args):
+    """Refuse an option given for a solver or setting that this run does not use.
+
+    The estimator ignores such parameters, as scikit-learn's does; on the
+    command line an option typed and silently dropped (``--beta1`` with
+    ``--solver sgd``) is a setting the user believes in and does not get.
+    """
+    given = getattr(args, "given", set())
+    fixed_rate = args.lr not in (None, "auto")
+    schedules = args.solver == "sgd" or (args.solver == "gd" and fixed_rate)
+    users = {
+        "momentum": (args.solver == "sgd", "--solver sgd"),
+        "nesterov": (args.solver == "sgd", "--solver sgd"),
+        "beta1": (args.solver == "adam", "--solver adam"),
+        "beta2": (args.solver == "adam", "--solver adam"),
+        "epsilon": (args.solver == "adam", "--solver adam"),
+        "batch_size": (args.solver in ("sgd", "adam"), "--solver sgd or adam"),
+        "max_fun": (args.solver == "lbfgs", "--solver lbfgs"),
+        "lr": (args.solver != "lbfgs", "--solver gd, sgd or adam"),
+        "learning_rate": (schedules, "--solver sgd, or gd with a fixed --lr"),
+        "power_t": (schedules and args.learning_rate == "invscaling",
+                    "--learning-rate invscaling (with sgd, or gd at a fixed --lr)"),
+        "validation_fraction": (args.early_stopping, "--early-stopping"),
+    }
+    for dest, (used, needs) in users.items():
+        if dest in given and not used:
+            flag = "--" + dest.replace("_", "-")
+            flag = "--nesterov/--no-nesterov" if flag == "--nesterov" else flag
+            raise ValueError(f"{flag} has no effect on this run: it applies only with "
+                             f"{needs}. Leave it out, or change the run.")
 
 
 def _check_checkpoint_options(args):

@@ -108,3 +108,39 @@ def test_cli_says_lbfgs_stopped_at_max_fun_not_at_epochs(tmp_path, capsys):
     assert stopped == "stopped before --epochs (max_fun (1) loss evaluations reached), " \
                       "not converged"
     assert f"epochs: 1 ({stopped})" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("options, flag", [
+    (["--solver", "sgd", "--beta1", "0.5"], "--beta1"),
+    (["--momentum", "0.5"], "--momentum"),                     # adam, the default
+    (["--no-nesterov"], "--nesterov/--no-nesterov"),
+    (["--solver", "gd", "--batch-size", "7"], "--batch-size"),
+    (["--max-fun", "5"], "--max-fun"),
+    (["--solver", "lbfgs", "--lr", "0.1"], "--lr"),
+    (["--learning-rate", "invscaling"], "--learning-rate"),
+    (["--solver", "gd", "--learning-rate", "adaptive"], "--learning-rate"),   # rate "auto"
+    (["--solver", "sgd", "--power-t", "0.9"], "--power-t"),    # schedule constant
+    (["--validation-fraction", "0.3"], "--validation-fraction"),
+])
+def test_cli_refuses_an_option_this_run_would_ignore(tmp_path, capsys, options, flag):
+    # Before: each trained as if the option had not been typed, and said nothing.
+    from gpumlp.cli import main
+    out = tmp_path / "m.npz"
+    assert main(["train", "--samples", "60", "--epochs", "2", "--quiet", "--device", "cpu",
+                 "--out", str(out), *options]) == 2
+    assert f"{flag} has no effect on this run" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("options", [
+    ["--solver", "sgd", "--momentum", "0.5", "--no-nesterov", "--batch-size", "16",
+     "--learning-rate", "invscaling", "--power-t", "0.3"],
+    ["--solver", "gd", "--lr", "0.1", "--learning-rate", "adaptive"],
+    ["--beta1", "0.8", "--beta2", "0.99", "--epsilon", "1e-7", "--batch-size", "16",
+     "--early-stopping", "--validation-fraction", "0.3"],
+    ["--solver", "lbfgs", "--max-fun", "50"],
+])
+def test_cli_takes_the_options_a_run_uses(tmp_path, options):
+    from gpumlp.cli import main
+    assert main(["train", "--samples", "60", "--epochs", "2", "--quiet", "--device", "cpu",
+                 *options]) == 0
