@@ -12,6 +12,7 @@ Nothing here computes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import re
@@ -436,8 +437,6 @@ def _split_record(args, source):
 
 def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test, names,
                       target, source, resumed=None, digest=None, columns=None):
-    import contextlib
-    import warnings
 
     import numpy as np
 
@@ -478,8 +477,9 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
                                 dict(saving, extra=dict(saved_extra, checkpoint=True)))
     start = time.perf_counter()
     interrupted = failure = None
+    terminated = []
     try:
-        with warnings.catch_warnings(record=True) as caught, \
+        with warnings.catch_warnings(record=True) as caught, _terminate_as_interrupt(terminated), \
                 (net._resuming() if resumed is not None else contextlib.nullcontext()):
             warnings.simplefilter("always", ConvergenceWarning)
             model.fit(X_train, y_train, eval_set=eval_set, callback=callback, **extra)
@@ -498,7 +498,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
                          wall, interrupted)
         if failure is not None:
             raise failure
-        return 130
+        return 128 + terminated[0] if terminated else 130
     unconverged = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
     converged = not unconverged
     # Saved before anything more is printed: a reader that closes stdout early
@@ -740,6 +740,33 @@ def _load_model(option, path):
         return load_with_metadata(path)
     except FileNotFoundError:
         raise ValueError(f"{option} {path}: no such model file; check the path.") from None
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt(received):
+    """While training, SIGTERM (``kill``, a scheduler's time limit) stops as Ctrl-C does.
+
+    The last complete epoch is then saved, where Python's default would end
+    the process at once and lose every epoch of the run. The signal's number
+    is appended to ``received``; the exit status is 128 + it, as a shell
+    reports a process that the signal ended.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield   # only the main thread may set a handler (a test's thread, say)
+        return
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _check_unused_options(args):

@@ -4,6 +4,10 @@ Each test is one case a user met: the input, what gpumlp did wrong before,
 and what it must do now.
 """
 
+import signal
+import subprocess
+import sys
+import time
 import warnings
 
 import numpy as np
@@ -144,3 +148,24 @@ def test_cli_takes_the_options_a_run_uses(tmp_path, options):
     from gpumlp.cli import main
     assert main(["train", "--samples", "60", "--epochs", "2", "--quiet", "--device", "cpu",
                  *options]) == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
+def test_sigterm_saves_the_last_complete_epoch_as_ctrl_c_does(tmp_path):
+    # Before: SIGTERM (kill, a batch scheduler's time limit) ended the run at
+    # once, and every epoch trained was lost.
+    from gpumlp import load
+    out = tmp_path / "m.npz"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpumlp", "train", "--device", "cpu", "--samples", "500",
+         "--epochs", "10000000", "--solver", "gd", "--lr", "0.1", "--tol", "0", "--hidden",
+         "8", "--quiet", "--out", str(out), "--checkpoint-every", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not out.exists() and time.monotonic() < deadline:   # an epoch is complete
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert f"saved the last complete epoch's model to {out}" in err
+    assert len(load(out).regressor_.loss_curve_) >= 1
