@@ -444,7 +444,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     from ._sklearn_compat import ConvergenceWarning
     from .io import save
     from .scaling import StandardizedRegressor
-    from .training import TrainingDivergedError
+    from .training import LossIncreasedWarning, TrainingDivergedError
 
     if resumed is not None:
         model, net = resumed, getattr(resumed, "regressor_", resumed)
@@ -500,7 +500,9 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
             raise failure
         return 128 + terminated[0] if terminated else 130
     unconverged = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
-    converged = not unconverged
+    # A loss that rose is no convergence, whatever stopped the run.
+    rose = any(issubclass(w.category, LossIncreasedWarning) for w in caught)
+    converged = not unconverged and not rose
     # Saved before anything more is printed: a reader that closes stdout early
     # (gpumlp train ... | head -1) costs the report, never the model or the plot.
     if args.out:
@@ -534,12 +536,17 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     measure("train", X_train, y_train)
     if X_test is not None:
         measure("test", X_test, y_test)
-    state = _stop_state(net, converged, unconverged)
+    state = _stop_state(net, converged, unconverged, rose)
     if args.json:   # like the model: written before the report is printed
         from ._atomic import write_text_atomic
 
         write_text_atomic(args.json, _train_report(args, net, device, source, target, names,
                                                    state, converged, results, wall))
+    # The fit's own warnings were caught to read how it stopped; the user sees
+    # them (a loss that rose, unscaled data), the epochs' budget being in state.
+    for caught_warning in caught:
+        if not issubclass(caught_warning.category, ConvergenceWarning):
+            print(f"gpumlp train: warning: {caught_warning.message}", file=sys.stderr)
     # The run's epochs in all (a resumed run counts those before it too).
     print(f"epochs: {len(net.loss_curve_)} ({state})  final loss: {net.loss_:.6g}")
     print(f"learning rate: {_describe_rate(net)}")
@@ -882,19 +889,25 @@ def _estimator_params(args):
     )
 
 
-def _stop_state(net, converged, warned=()):
+def _stop_state(net, converged, warned=(), rose=False):
     """How training ended, in words: only a fit the rule stopped is called converged.
 
     ``warned``: the run's ConvergenceWarning messages. L-BFGS may stop
     unconverged before --epochs (--max-fun, a failed line search); its
-    warning says why, in the words ``_solver_stopped`` gives it.
+    warning says why, in the words ``_solver_stopped`` gives it. ``rose``:
+    the training loss ended above where it began (a LossIncreasedWarning),
+    which the stopping rule may have met all the same.
     """
     if not converged:
         if net.n_iter_ >= net.max_iter:
-            return "stopped at --epochs, not converged"
-        reasons = [re.search(r"iteration\(s\): (.*?)\. Raise", text) for text in warned]
-        why = next((found.group(1) for found in reasons if found), "see the warning")
-        return f"stopped before --epochs ({why}), not converged"
+            how = "stopped at --epochs"
+        elif warned:
+            reasons = [re.search(r"iteration\(s\): (.*?)\. Raise", text) for text in warned]
+            why = next((found.group(1) for found in reasons if found), "see the warning")
+            how = f"stopped before --epochs ({why})"
+        else:
+            how = "stopped: no improvement"
+        return how + (", the training loss rose" if rose else "") + ", not converged"
     if net.early_stopping:
         return "stopped early: the validation R^2 no longer improved"
     return "converged"

@@ -169,3 +169,37 @@ def test_sigterm_saves_the_last_complete_epoch_as_ctrl_c_does(tmp_path):
     assert process.returncode == 128 + signal.SIGTERM, err
     assert f"saved the last complete epoch's model to {out}" in err
     assert len(load(out).regressor_.loss_curve_) >= 1
+
+
+def test_cli_never_calls_a_run_whose_loss_rose_converged(tmp_path, capsys):
+    # Before: "epochs: 12 (converged)  final loss: 7.43e+24" and an R² of
+    # -8e26, the fit's LossIncreasedWarning caught and never shown.
+    import json
+
+    from gpumlp.cli import main
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = X @ np.array([1.0, 2.0, -1.0]) + 0.1 * rng.normal(size=60)
+    data, report = tmp_path / "d.csv", tmp_path / "r.json"
+    data.write_text("a,b,c,y\n" + "".join(",".join(f"{v:.6f}" for v in row) + "\n"
+                                          for row in np.column_stack([X, y])))
+    # A step far too large: the loss grows by a factor of about 1e11 (the
+    # stopping rule then meets its "no improvement" test), yet stays finite.
+    assert main(["train", "--data", str(data), "--solver", "sgd", "--lr", "1", "--momentum",
+                 "0.99", "--epochs", "30", "--quiet", "--device", "cpu", "--dtype", "float64",
+                 "--json", str(report)]) == 0
+    outcome = json.loads(report.read_text())
+    assert outcome["converged"] is False
+    assert "the training loss rose, not converged" in outcome["stopped"]
+    out, err = capsys.readouterr()
+    assert "(converged)" not in out
+    assert "gpumlp train: warning: The training loss rose from" in err
+
+
+def test_cli_shows_the_unscaled_data_warning_of_no_standardize(tmp_path, capsys):
+    from gpumlp.cli import main
+    data = tmp_path / "d.csv"
+    data.write_text("a,y\n" + "".join(f"{0.1 * i},{1e6 + i}\n" for i in range(40)))
+    assert main(["train", "--data", str(data), "--no-standardize", "--epochs", "2",
+                 "--quiet", "--device", "cpu"]) == 0
+    assert "gpumlp train: warning: y is far from mean 0" in capsys.readouterr().err
