@@ -504,8 +504,6 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             dtype = resolve_dtype(self.dtype, X)
             y_was_1d = y.ndim == 1
             source = None
-            if not continuing:
-                _warn_if_unscaled(X, y, self.loss)
         if continuing and self.dtype is None:
             dtype = dtype_name(self.coefs_[0])
         device.check_dtype(dtype)
@@ -513,6 +511,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             check_dtype_limits(self, dtype, X, y, sample_weight)
             n_features, n_outputs = X.shape[1], 1 if y.ndim == 1 else y.shape[1]
             self._fingerprint = fingerprint(X, y)   # for the fit record (see _fitrecord)
+            if not continuing:   # data the guard let through, judged for its scale
+                _warn_if_unscaled(X, y, self.loss)
         else:   # summarised on the workers that hold the chunks
             check_dtype_limits(self, dtype, held=DataSummary.of_chunks(
                 source.client, source.X, source.y, source.w, source.n_samples))

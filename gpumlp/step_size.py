@@ -54,9 +54,11 @@ What the rule does
    one it measured) goes on from that point with its memory, so ``k``
    epochs and ``m`` more are the ``k + m`` of one call. A call on other rows
    or from other weights starts a new search there, keeping the rate.
-5. **Stop in two stages.** A rise is an epoch without improvement for the
-   stopping rule (``tol``, ``n_iter_no_change``), so a long excursion can
-   fire it while a lower valley is still being reached. The first time it
+5. **Stop in two stages.** The stopping rule (``tol``, ``n_iter_no_change``;
+   since issue 21 on the decrease the next step expects, a fraction of the
+   loss, :func:`remaining_decrease` and :mod:`gpumlp.training`) may fire
+   during a long excursion. (Under the former rule, on the loss's fall, a
+   rise counted as an epoch without improvement.) The first time it
    fires, the search goes on with the monotone test (the loss no longer
    rises; :meth:`gpumlp.solvers.AutoGD.on_plateau`), which makes steady
    progress along a slowly falling plateau; the next time, it stops.

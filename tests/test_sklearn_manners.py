@@ -54,11 +54,14 @@ def test_non_finite_weights_are_named_as_scikit_learn_does(data, monkeypatch):
         MLPRegressor((4,), solver="adam", max_iter=3, device="cpu").fit(X, y)
 
 
-def _ftol_stops(seeds):
-    """(seed, X, y, evaluations) for L-BFGS fits with tol=0 that stop on ftol."""
+def _ftol_stops(seeds, wanted=2):
+    """(seed, X, y, evaluations, iterations) for the first ``wanted`` L-BFGS fits with
+    tol=0 that stop on ftol."""
     rng = np.random.default_rng(1)
     found = []
     for seed in range(seeds):
+        if len(found) == wanted:
+            break
         n = int(rng.integers(4, 30))
         X, y = rng.normal(size=(n, 2)), rng.normal(size=n)
         model = MLPRegressor((2,), solver="lbfgs", tol=0.0, random_state=seed, device="cpu")
