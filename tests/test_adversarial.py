@@ -203,3 +203,16 @@ def test_cli_shows_the_unscaled_data_warning_of_no_standardize(tmp_path, capsys)
     assert main(["train", "--data", str(data), "--no-standardize", "--epochs", "2",
                  "--quiet", "--device", "cpu"]) == 0
     assert "gpumlp train: warning: y is far from mean 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"GPUMLP_BACKEND": "tensorflow"}, "variable GPUMLP_BACKEND='tensorflow' is not a backend"),
+    ({"GPUMLP_DEVICE": "gpu9"}, "variable GPUMLP_DEVICE='gpu9' is not a device"),
+])
+def test_a_bad_environment_variable_is_named_for_what_it_sets(monkeypatch, settings, words):
+    # Before: GPUMLP_BACKEND=tensorflow was called "not a device".
+    from gpumlp import get_device
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"The environment {words}"):
+        get_device()
