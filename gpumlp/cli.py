@@ -176,7 +176,7 @@ def _add_train(sub):
             "A directory or glob of .npy/.npz files, a .zarr store or a .parquet dataset "
             "trains on Dask (--cluster local:N, the default with N = cores, or "
             "--scheduler ADDRESS), reading the data on the workers; the test rows are "
-            "then the last --test-size of the chunks."
+            "then the last --test-size of the chunks (of the rows, for data in one chunk)."
         ),
     )
     groups = {name: p.add_argument_group(name, text) for name, text in _TRAIN_GROUPS}
@@ -294,8 +294,9 @@ def _add_data_options(g):
                    help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
     g.add_argument("--backend", default=None, choices=_BACKEND_CHOICES, help=_BACKEND_HELP)
     g.add_argument("--cluster", metavar="local:N",
-                   help="train on Dask: start a local cluster of N worker processes "
-                        "(local-cuda: one worker per GPU, needs dask-cuda)")
+                   help="train on Dask: start a local cluster of N worker processes, at "
+                        "most one per core (local: one per core; local-cuda: one worker "
+                        "per GPU, needs dask-cuda)")
     g.add_argument("--scheduler", metavar="ADDRESS",
                    help="train on Dask: join the cluster at this scheduler address, "
                         "e.g. tcp://host:8786")
@@ -392,18 +393,22 @@ def _run_train(args):
                             ("--json", args.json)])
     cluster = client = columns = None
     if _uses_dask(args):
-        from .distributed import connect, read_dataset, split_by_chunks
+        from .distributed import cluster_plan, connect, read_dataset, split_by_chunks
 
         if args.data is None:
             raise ValueError("--cluster and --scheduler need --data (a directory or glob "
                              "of .npy/.npz files, a .zarr store or a .parquet dataset)")
-        client, cluster = connect(args.scheduler or args.cluster or "local")
+        # The options and the files' headers first: either may be refused
+        # before a cluster starts.
+        plan = cluster_plan(args.cluster or (None if args.scheduler else "local"),
+                            args.scheduler)
+        X, y, names, target = read_dataset(args.data, args.target)
+        client, cluster = connect(plan=plan)
         device = "dask workers" + (f" ({args.scheduler})" if args.scheduler else
                                    f" ({len(client.scheduler_info()['workers'])} local)")
-        X, y, names, target = read_dataset(args.data, args.target)
         source = args.data
         X_train, X_test, y_train, y_test = split_by_chunks(X, y, args.test_size)
-        if args.cluster and args.cluster.startswith("local-cuda"):
+        if plan[0] == "local-cuda":
             from .distributed import to_cupy_blocks
 
             X_train, y_train = to_cupy_blocks(X_train), to_cupy_blocks(y_train)

@@ -37,12 +37,17 @@ import os
 
 import numpy as np
 
-from . import fastpath, kernels
 from ._checks import check_n_features
-from .devices import device_of, to_numpy
+from .devices import to_numpy
+from .shards import tree_sum
 
-__all__ = ["ChunkSource", "connect", "predict", "read_dataset", "split_by_chunks",
-           "to_cupy_blocks"]
+__all__ = ["ChunkSource", "as_dask_like_rows", "check_finite", "cluster_plan", "connect",
+           "parse_cluster", "parse_scheduler", "predict", "read_dataset", "split_by_chunks",
+           "to_cupy_blocks", "usable_cores"]
+
+
+#: Times a step is sent again after a worker was lost.
+RETRIES = 3
 
 
 def _require_dask():
@@ -56,80 +61,85 @@ def _require_dask():
 
 
 # ------------------------------------------------------------ worker side
-def _on_worker(X, y, w, params, dtype):
-    """A chunk in the training dtype, ``y`` 2-D, and the weights where the chunk lives."""
-    from array_api_compat import array_namespace
-
-    place = device_of(X)
-    xp = array_namespace(X)
-    X = xp.astype(X, getattr(xp, dtype))
-    y = xp.astype(y, getattr(xp, dtype))
-    if y.ndim == 1:
-        y = xp.reshape(y, (-1, 1))
-    if w is not None:
-        w = xp.astype(place.asarray(w), getattr(xp, dtype))
-    params = params if place.is_numpy else [place.asarray(p) for p in params]
-    return xp, X, y, w, params
-
-
-def _chunk_sums(X, y, w, params, n_coefs, activation, n_total, dtype, use_fastpath,
-                loss_kind="squared_error"):
-    """On a worker: the chunk's sum of losses and its share of the gradient."""
-    xp, X, y, w, params = _on_worker(X, y, w, params, dtype)
-    coefs, intercepts = params[:n_coefs], params[n_coefs:]
-    # Never the opt-in CUDA tile kernels: chunks are for data larger than they serve.
-    fast = fastpath.select(X, n_coefs, activation, enabled=use_fastpath, cuda_graph=False,
-                           loss_kind=loss_kind, weighted=w is not None)
-    if fast is not None:
-        loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts, n_total=n_total)
-    else:
-        loss, coef_grads, intercept_grads = kernels.loss_and_grads(
-            X, y, coefs, intercepts, activation, n_total=n_total, sample_weight=w,
-            loss_kind=loss_kind)
-    total = float(y.shape[0]) if w is None else xp.sum(w)
-    summed = loss * total * float(y.shape[1])
-    return [to_numpy(summed), *(to_numpy(g) for g in coef_grads + intercept_grads)]
-
-
-def _chunk_eval(X, y, w, params, n_coefs, activation, dtype, loss_kind="squared_error"):
-    """On a worker, weighted: per output the squared errors and the sums of y and y**2;
-    the sum of losses; the sum of weights."""
-    from .losses import get_loss
-
-    xp, X, y, w, params = _on_worker(X, y, w, params, dtype)
-    loss = get_loss(loss_kind)
-    y_pred = kernels.predict(X, params[:n_coefs], params[n_coefs:], activation,
-                             loss.out_activation)
-    diff = y_pred - y
-    ww = xp.ones((y.shape[0], 1), dtype=y.dtype) if w is None else xp.reshape(w, (-1, 1))
-    sums = [xp.sum(ww * diff * diff, axis=0), xp.sum(ww * y, axis=0),
-            xp.sum(ww * y * y, axis=0), xp.sum(ww * loss.pointwise(y, y_pred)),
-            xp.sum(ww)]
-    return [to_numpy(v) for v in sums]
-
-
-def _add(a, b):
-    return [x + y for x, y in zip(a, b)]
-
-
 def _identity(x):
     return x
 
 
-def _finite_and_rows(X, y, w=None):
-    """On a worker: X finite, y finite, rows, y >= 0, weights finite and >= 0, their sum."""
+def _first_bad(a):
+    """The index of the first NaN or infinity of ``a`` as a tuple, or None."""
     from array_api_compat import array_namespace
 
-    xp = array_namespace(X)
-    ok = bool(xp.all(xp.isfinite(X))) if xp.isdtype(X.dtype, "real floating") else True
+    xp = array_namespace(a)
+    if not xp.isdtype(a.dtype, "real floating") or bool(xp.all(xp.isfinite(a))):
+        return None
+    bad = np.argwhere(~np.isfinite(np.asarray(to_numpy(a))))
+    return tuple(int(i) for i in bad[0])
+
+
+def _finite_and_rows(X, y, w=None):
+    """On a worker: the first non-finite index of X and of y (or None), rows, y >= 0,
+    weights finite and >= 0, their sum."""
+    from array_api_compat import array_namespace
+
     yp = array_namespace(y)
-    ok_y = bool(yp.all(yp.isfinite(y))) if yp.isdtype(y.dtype, "real floating") else True
     y_non_negative = bool(yp.all(y >= 0))
     if w is None:
-        return ok, ok_y, int(X.shape[0]), y_non_negative, True, True, float(X.shape[0])
+        return _first_bad(X), _first_bad(y), int(X.shape[0]), y_non_negative, True, True, \
+            float(X.shape[0])
     w = np.asarray(to_numpy(w), dtype=np.float64)
-    return (ok, ok_y, int(X.shape[0]), y_non_negative, bool(np.all(np.isfinite(w))),
-            bool(np.all(w >= 0)), float(w.sum()))
+    return (_first_bad(X), _first_bad(y), int(X.shape[0]), y_non_negative,
+            bool(np.all(np.isfinite(w))), bool(np.all(w >= 0)), float(w.sum()))
+
+
+def as_dask_like_rows(y, X):
+    """``y`` in memory as a dask array chunked like the rows of dask array ``X``.
+
+    Parameters
+    ----------
+    y : array-like, shape (n,) or (n, k)
+    X : dask array, shape (n, f)
+    """
+    import dask.array as da
+
+    y = np.asarray(to_numpy(y))
+    if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
+        raise ValueError(
+            f"Found input variables with inconsistent numbers of samples: "
+            f"[{X.shape[0]}, {y.shape[0] if y.ndim else 0}]. X and y need one row per sample.")
+    return da.from_array(y, chunks=(X.chunks[0],) + ((-1,) if y.ndim == 2 else ()))
+
+
+def _first_bad_block(block):
+    return _first_bad(block)
+
+
+def check_finite(x, name: str) -> None:
+    """Raise ``ValueError`` at the first NaN or infinity of a dask array, by its index.
+
+    One pass over the blocks, on the workers; the index is the element's
+    in ``x`` (its row in the whole array, not in its chunk).
+
+    Parameters
+    ----------
+    x : dask array, or an array in memory, shape (n,) or (n, k)
+    name : str
+        What to call ``x`` in the message.
+    """
+    import dask
+
+    if not hasattr(x, "dask"):
+        x = np.asarray(to_numpy(x))
+        x = dask.array.from_array(x, chunks=x.shape or 1)
+    if x.ndim == 2 and len(x.chunks[1]) != 1:
+        x = x.rechunk({1: -1})
+    found = dask.compute(*[dask.delayed(_first_bad_block)(b) for b in x.to_delayed().ravel()])
+    for chunk, index in enumerate(found):
+        if index is not None:
+            start = sum(x.chunks[0][:chunk])
+            where = ", ".join(map(str, (index[0] + start, *index[1:])))
+            raise ValueError(f"Input {name} contains NaN or infinity; the first is "
+                             f"{name}[{where}] (chunk {chunk}). Remove or impute them before "
+                             f"fitting.")
 
 
 # ------------------------------------------------------------ driver side
@@ -143,13 +153,21 @@ class ChunkSource:
     """
 
     def __init__(self, client, X_blocks, y_blocks, rows, n_features, n_outputs, y_ndim,
-                 dtype, w_blocks=None, weight_sums=None):
+                 dtype, w_blocks=None, weight_sums=None, placement=None, ids=None):
+        from .shards import Placement
+
         self.client = client
         self.X, self.y, self.rows = X_blocks, y_blocks, list(rows)
         #: The weights' blocks (or ``None``) and each chunk's sum of weights.
         self.w = w_blocks
         self.weight_sums = list(self.rows) if weight_sums is None else list(weight_sums)
         self.n_samples = sum(self.rows)
+        #: Each chunk's id in the placement (its shard), shared with the
+        #: sources split from this one.
+        self.ids = list(range(len(self.rows))) if ids is None else list(ids)
+        self.placement = placement if placement is not None else Placement(
+            client, self.X, self.y, [None] * len(self.X) if self.w is None else self.w,
+            self.rows)
         self.n_features, self.n_outputs, self.y_ndim = n_features, n_outputs, y_ndim
         #: The training dtype's name; the estimator may set it before training.
         self.dtype = dtype
@@ -255,19 +273,24 @@ class ChunkSource:
             raise ValueError("sample_weight is all zero; at least one row must have "
                              "weight > 0.")
         for which, position in (("X", 0), ("y", 1)):
-            bad = [i for i, c in enumerate(checks) if not c[position]]
+            bad = [i for i, c in enumerate(checks) if c[position] is not None]
             if bad:
+                first = sum(self.rows[:bad[0]])
+                index = list(checks[bad[0]][position])
+                index[0] += first
                 raise ValueError(
-                    f"Input {which} contains NaN or infinity in {len(bad)} chunk(s), the "
-                    f"first being chunk {bad[0]} (rows {sum(self.rows[:bad[0]])} to "
-                    f"{sum(self.rows[:bad[0] + 1]) - 1}). Remove or impute them before fitting.")
+                    f"Input {which} contains NaN or infinity in {len(bad)} chunk(s); the "
+                    f"first is {which}[{', '.join(map(str, index))}] (chunk {bad[0]}, rows "
+                    f"{first} to {first + self.rows[bad[0]] - 1}). Remove or impute them "
+                    f"before fitting.")
 
     def _subset(self, chunk_ids):
         return ChunkSource(self.client, [self.X[i] for i in chunk_ids],
                            [self.y[i] for i in chunk_ids], [self.rows[i] for i in chunk_ids],
                            self.n_features, self.n_outputs, self.y_ndim, self.dtype,
                            None if self.w is None else [self.w[i] for i in chunk_ids],
-                           [self.weight_sums[i] for i in chunk_ids])
+                           [self.weight_sums[i] for i in chunk_ids], self.placement,
+                           [self.ids[i] for i in chunk_ids])
 
     def split(self, fraction, rng):
         """``(train, validation)`` sources: ``ceil(fraction * chunks)`` whole chunks held out."""
@@ -302,26 +325,36 @@ class ChunkSource:
         """Rows in one batch."""
         return sum(self.rows[i] for i in batch)
 
-    def _reduce(self, function, chunk_ids, *args):
-        """Run ``function`` on each chunk, add the results up as a tree, gather them."""
-        client = self.client
-        # The weights travel inside each task rather than as scattered data:
-        # a task can then be rerun on any worker, even after the worker that
-        # held a scattered copy has died.
-        parts = [client.submit(function, self.X[i], self.y[i],
-                               None if self.w is None else self.w[i], *args, pure=False)
-                 for i in chunk_ids]
-        while len(parts) > 1:
-            parts = [client.submit(_add, parts[j], parts[j + 1], pure=False)
-                     if j + 1 < len(parts) else parts[j] for j in range(0, len(parts), 2)]
-        try:
-            return parts[0].result()
-        except Exception as exc:
-            # Dask retries tasks on other workers; when it gives up, say so plainly.
-            raise RuntimeError(
-                f"Training on the Dask cluster failed ({type(exc).__name__}: {exc}). The "
-                f"model keeps the weights of the last complete epoch; check the workers' "
-                f"logs and call fit again.") from exc
+    def _reduce(self, method, chunk_ids, params, *args):
+        """``method`` of the shards on each chunk, added as a tree in chunk order.
+
+        A shard that cannot be reached because its worker left is replaced
+        (see :mod:`gpumlp.shards`), up to :data:`RETRIES` times a step, and the
+        step is sent again: the sum is the same bits whichever workers
+        compute it.
+        """
+        placement = self.placement
+        ids = [self.ids[i] for i in chunk_ids]
+        dtype = np.dtype(self.dtype)
+        flat = np.concatenate([np.reshape(np.asarray(p, dtype=dtype), -1) for p in params])
+        shapes = [tuple(p.shape) for p in params]
+        for attempt in range(RETRIES + 1):
+            try:
+                placement.ensure(self.dtype)
+                vectors = placement.call(method, ids, flat, shapes, *args)
+                break
+            except ValueError:
+                raise  # the data's problem (a shard's check), said by the shard
+            except Exception as exc:
+                if attempt < RETRIES and placement.recoverable(exc):
+                    placement.shards = []  # placed again by ensure, where the chunks are now
+                    continue
+                # When Dask gives up, or the error is not a lost worker, say so plainly.
+                raise RuntimeError(
+                    f"Training on the Dask cluster failed ({type(exc).__name__}: {exc}). The "
+                    f"model keeps the weights of the last complete epoch; check the workers' "
+                    f"logs and call fit again.") from exc
+        return tree_sum([vectors[i] for i in ids])
 
     def loss_and_grads(self, batch, coefs, intercepts, network):
         """The batch's loss and gradients, summed on the workers: ``(loss, grads, total)``."""
@@ -329,18 +362,24 @@ class ChunkSource:
         if self.w is not None:
             n_total = float(sum(self.weight_sums[i] for i in batch))
         dtype = np.dtype(self.dtype)
-        sums = self._reduce(_chunk_sums, batch, [*coefs, *intercepts], network.n_coefs,
-                            network.activation.name, n_total, self.dtype, network.fastpath,
-                            network.loss.name)
+        params = [*coefs, *intercepts]
+        sums = self._reduce("sums", batch, params, network.n_coefs, network.activation.name,
+                            n_total, network.fastpath, network.loss.name)
         loss = np.asarray(sums[0] / dtype.type(n_total * self.n_outputs), dtype=dtype)
-        return loss, [np.asarray(g, dtype=dtype) for g in sums[1:]], n_total
+        grads, at = [], 1
+        for p in params:
+            grads.append(np.asarray(sums[at:at + p.size].reshape(p.shape), dtype=dtype))
+            at += p.size
+        return loss, grads, n_total
 
     def evaluate(self, coefs, intercepts, network):
         """Loss and R² on all chunks, computed on the workers (NumPy 0-d arrays)."""
         dtype = np.dtype(self.dtype)
-        sse, total, squares, loss_sum, n = self._reduce(
-            _chunk_eval, range(len(self.rows)), [*coefs, *intercepts], len(coefs),
-            network.activation.name, self.dtype, network.loss.name)
+        k = self.n_outputs
+        sums = self._reduce("evaluate", range(len(self.rows)), [*coefs, *intercepts],
+                            len(coefs), network.activation.name, network.loss.name)
+        sse, total, squares = sums[:k], sums[k:2 * k], sums[2 * k:3 * k]
+        loss_sum, n = sums[3 * k], sums[3 * k + 1]
         n = float(n)
         sst = squares - total * total / n
         safe = np.where(sst > 0, sst, 1.0)
@@ -380,38 +419,136 @@ def _default_client():
             "(distributed.Client(...)) or pass fit(..., client=client).") from None
 
 
-def connect(spec):
-    """A ``(client, cluster)`` from ``"local:N"``, ``"local-cuda"`` or a scheduler address.
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
-    ``cluster`` is ``None`` for an existing scheduler; close both when done.
+
+def parse_cluster(spec: str) -> tuple[str, int | None]:
+    """``("local", N)`` or ``("local-cuda", None)`` from a ``--cluster`` value, checked.
+
+    ``"local"`` alone means one worker per usable core; ``local:N`` with ``N``
+    above that count is capped to it, with a warning (more single-threaded
+    worker processes than cores only compete for them, and each costs
+    memory, start-up time and semaphores).
+
+    Raises
+    ------
+    ValueError
+        For anything else, saying what the forms are.
     """
+    import warnings
+
+    forms = ("--cluster takes local:N (N worker processes), local (one worker per core) or "
+             "local-cuda (one worker per GPU); to join a running cluster, pass its address "
+             "to --scheduler instead")
+    spec = spec.strip()
+    if spec == "local-cuda":
+        return "local-cuda", None
+    kind, colon, count = spec.partition(":")
+    if kind != "local" or (colon and not count):
+        raise ValueError(f"{forms}. Got {spec!r}.")
+    cores = usable_cores()
+    if not colon:
+        return "local", cores
+    try:
+        workers = int(count)
+    except ValueError:
+        raise ValueError(f"{forms}; N must be a whole number, got {spec!r}.") from None
+    if workers < 1:
+        raise ValueError(f"--cluster local:N needs N >= 1, got {workers}.")
+    if workers > cores:
+        warnings.warn(f"--cluster {spec}: this machine lets this process use {cores} "
+                      f"core(s); starting {cores} worker process(es), not {workers} (more "
+                      f"would only compete for the cores). Use --scheduler to train on more "
+                      f"machines.", UserWarning, stacklevel=2)
+        workers = cores
+    return "local", workers
+
+
+def parse_scheduler(address: str) -> str:
+    """A ``--scheduler`` address, checked: ``[protocol://]host:port``.
+
+    Raises
+    ------
+    ValueError
+        When it has no host or no numeric port.
+    """
+    text = address.strip()
+    protocol, sep, rest = text.rpartition("://")
+    if sep and not protocol.isalnum():
+        rest = text
+    if protocol == "inproc":
+        return text
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--scheduler takes a scheduler address, [protocol://]host:port such "
+                         f"as tcp://10.0.0.5:8786 (a port from 1 to 65535); got {address!r}.")
+    return text
+
+
+def cluster_plan(cluster=None, scheduler=None) -> tuple:
+    """``(kind, workers, address)``: ``--cluster`` or ``--scheduler`` parsed, nothing started.
+
+    ``kind`` is ``"local"``, ``"local-cuda"`` or ``"scheduler"``; see
+    :func:`parse_cluster` and :func:`parse_scheduler`.
+    """
+    if (cluster is None) == (scheduler is None):
+        raise ValueError("Pass --cluster (a local cluster) or --scheduler (a running one), "
+                         "not both.")
+    if scheduler is not None:
+        return "scheduler", None, parse_scheduler(scheduler)
+    return (*parse_cluster(cluster), None)
+
+
+def connect(cluster=None, scheduler=None, *, plan=None):
+    """A ``(client, local_cluster)`` for ``--cluster`` or ``--scheduler``.
+
+    Parameters
+    ----------
+    cluster : str, optional
+        ``"local"``, ``"local:N"`` or ``"local-cuda"`` (see :func:`parse_cluster`).
+    scheduler : str, optional
+        The address of a running scheduler (see :func:`parse_scheduler`).
+    plan : tuple, optional
+        :func:`cluster_plan`'s answer, given instead of the two above.
+
+    Returns
+    -------
+    client : distributed.Client
+    local_cluster : distributed.LocalCluster or None
+        ``None`` for an existing scheduler; close both when done.
+    """
+    kind, workers, address = plan if plan is not None else cluster_plan(cluster, scheduler)
     _require_dask()
     from distributed import Client, LocalCluster
 
-    if spec.startswith("local-cuda"):
+    if kind == "scheduler":
+        return Client(address, timeout="10s"), None
+    if kind == "local-cuda":
         try:
             from dask_cuda import LocalCUDACluster
         except ImportError:
             raise ImportError("--cluster local-cuda needs dask-cuda: "
                               "pip install 'gpumlp[dask-cuda]'") from None
-        cluster = LocalCUDACluster(dashboard_address=None)
-        return Client(cluster), cluster
-    if spec.startswith("local"):
-        _, _, count = spec.partition(":")
-        try:
-            workers = int(count) if count else (os.cpu_count() or 1)
-        except ValueError:
-            raise ValueError(f"--cluster takes local:N (N workers), got {spec!r}") from None
-        if workers < 1:
-            raise ValueError(f"--cluster local:N needs N >= 1, got {workers}")
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None)
-        return Client(cluster), cluster
-    return Client(spec, timeout="10s"), None
+        local = LocalCUDACluster(dashboard_address=None)
+        return Client(local), local
+    local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                         host="127.0.0.1", dashboard_address=None)
+    return Client(local), local
 
 
 def split_by_chunks(X, y, test_size):
     """Train and test parts of dask arrays: the last ``test_size`` of the row chunks.
+
+    With several chunks, the test rows are the last ``round(test_size *
+    chunks)`` whole chunks (at least one, and at least one left to train
+    on). A single chunk is split by rows: its last ``round(test_size * n)``
+    rows (at least one, if the chunk holds two or more) are the test rows, so
+    ``test_size`` means what it means for data in memory.
 
     Parameters
     ----------
@@ -422,16 +559,27 @@ def split_by_chunks(X, y, test_size):
     Returns
     -------
     X_train, X_test, y_train, y_test : dask arrays
-        The test parts are ``None`` when ``test_size`` is 0 or there is only
-        one chunk.
+        The test parts are ``None`` when ``test_size`` is 0.
+
+    Raises
+    ------
+    ValueError
+        When ``test_size`` is positive and the data is one row.
     """
     if not 0 <= test_size < 1:  # also refuses NaN
         raise ValueError(f"test_size must be in [0, 1), got {test_size}")
     n_chunks = len(X.chunks[0])
-    if test_size == 0 or n_chunks < 2:
+    if test_size == 0:
         return X, None, y, None
-    n_test = min(max(int(round(test_size * n_chunks)), 1), n_chunks - 1)
-    split = sum(X.chunks[0][: n_chunks - n_test])
+    if n_chunks < 2:
+        n = X.shape[0]
+        if n < 2:
+            raise ValueError(f"--test-size {test_size} needs at least 2 rows to hold some out; "
+                             f"the data has {n}. Pass --test-size 0 or more data.")
+        split = n - min(max(int(round(test_size * n)), 1), n - 1)
+    else:
+        n_test = min(max(int(round(test_size * n_chunks)), 1), n_chunks - 1)
+        split = sum(X.chunks[0][: n_chunks - n_test])
     return X[:split], X[split:], y[:split], y[split:]
 
 
@@ -462,22 +610,32 @@ def is_dataset_path(path):
     -------
     bool
     """
+    from .parquet import SUFFIXES
+
     path = os.fspath(path)
-    if path.rstrip("/").endswith((".zarr", ".parquet")) or os.path.isdir(path):
+    if path.rstrip("/").endswith((".zarr", *SUFFIXES)) or os.path.isdir(path):
         return True
     if os.path.exists(path):
         return False
     return any(c in path for c in "*?[") and bool(glob.glob(path))
 
 
-def _load_part(path, key, shape):
-    """One part's array, on a worker; the file must still hold what its header said."""
+def _load_part(path, key, shape, start):
+    """One part's array, on a worker, checked finite; the file must still hold what its
+    header said. ``start`` is the part's first row in the dataset."""
     from .data import DataError, load_array
+    from .parquet import check_finite_part
 
     array = load_array(path, key)
     if array.shape != shape:
         raise DataError(f"{path} changed while it was read: shape {array.shape}, listed as "
                         f"{shape}. Do not write to the data while training.")
+    if array.dtype.kind == "f":
+        table = array.reshape(shape[0], -1)
+        names = ([f"x{j}" for j in range(table.shape[1] - 1)] + ["y"] if key is None
+                 else ["y"] if key == "y" else [f"x{j}" for j in range(table.shape[1])])
+        check_finite_part(table, names, path if key is None else f"{path}, array {key}", 0,
+                          start)
     return array
 
 
@@ -497,17 +655,26 @@ def _check_widths(path, widths, what):
 
 
 def _dataset_files(path):
-    if os.path.isdir(path):
-        return sorted(glob.glob(os.path.join(glob.escape(path), "*")))
+    """The files of a folder or glob; anything in a folder but .npy/.npz parts is refused."""
+    from .data import DataError
+
     if os.path.isfile(path):
         return [path]
-    return sorted(glob.glob(path))
+    if not os.path.isdir(path):
+        return sorted(glob.glob(path))
+    found = sorted(glob.glob(os.path.join(glob.escape(path), "*")))
+    for f in found:
+        name = os.path.basename(f)
+        if not name.startswith((".", "_")) and not f.endswith((".npy", ".npz")):
+            raise DataError(f"{path}: mixes .npy/.npz parts with other files or folders, "
+                            f"such as {f}; keep only the dataset's parts in the folder.")
+    return found
 
 
 def _read_npy_parts(files, da, dask):
     from .data import DataError, inspect_array
 
-    blocks, widths = [], {}
+    blocks, widths, start = [], {}, 0
     for f in files:
         shape, dtype = inspect_array(f)
         if len(shape) != 2 or shape[1] < 2:
@@ -516,14 +683,16 @@ def _read_npy_parts(files, da, dask):
         if shape[0] == 0:
             raise DataError(f"{f} has 0 rows; remove it from the data or add rows.")
         widths.setdefault(shape[1], []).append(f)
-        blocks.append(da.from_delayed(dask.delayed(_load_part)(f, None, shape), shape, dtype))
+        blocks.append(da.from_delayed(dask.delayed(_load_part)(f, None, shape, start), shape,
+                                      dtype))
+        start += shape[0]
     return blocks, widths
 
 
 def _read_npz_parts(files, da, dask):
     from .data import DataError, inspect_array
 
-    Xs, ys, widths = [], [], {}
+    Xs, ys, widths, start = [], [], {}, 0
     for f in files:
         (x_shape, x_dtype), (y_shape, y_dtype) = inspect_array(f, "X"), inspect_array(f, "y")
         if len(x_shape) != 2 or len(y_shape) != 1:
@@ -537,8 +706,11 @@ def _read_npz_parts(files, da, dask):
         if x_shape[1] == 0:
             raise DataError(f"{f}: X has 0 columns; it needs at least one feature.")
         widths.setdefault(x_shape[1], []).append(f)
-        Xs.append(da.from_delayed(dask.delayed(_load_part)(f, "X", x_shape), x_shape, x_dtype))
-        ys.append(da.from_delayed(dask.delayed(_load_part)(f, "y", y_shape), y_shape, y_dtype))
+        Xs.append(da.from_delayed(dask.delayed(_load_part)(f, "X", x_shape, start), x_shape,
+                                  x_dtype))
+        ys.append(da.from_delayed(dask.delayed(_load_part)(f, "y", y_shape, start), y_shape,
+                                  y_dtype))
+        start += x_shape[0]
     return Xs, ys, widths
 
 
@@ -578,33 +750,6 @@ def _read_zarr(path, da):
     return X, y, [f"x{j}" for j in range(X.shape[1])], "y"
 
 
-def _read_parquet(path, target):
-    try:
-        import dask.dataframe as dd
-        import pandas as pd
-    except ImportError:
-        raise ImportError("Parquet needs dask.dataframe: pip install 'dask[dataframe]' "
-                          "pyarrow") from None
-    from .data import DataError, target_column
-
-    try:
-        frame = dd.read_parquet(path)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable Parquet dataset ({exc}).") from None
-    columns = [str(c) for c in frame.columns]
-    target = target_column(path, columns, target)
-    text = [f"{c!r} ({dtype})" for c, dtype in zip(columns, frame.dtypes)
-            if not pd.api.types.is_numeric_dtype(dtype)
-            or pd.api.types.is_complex_dtype(dtype)]
-    if text:
-        raise DataError(f"{path}: non-numeric column(s) {', '.join(text)}; encode them as "
-                        f"numbers or drop them.")
-    features = [c for c in frame.columns if str(c) != target]
-    return (frame[features].to_dask_array(lengths=True).astype("float64"),
-            frame[target].to_dask_array(lengths=True).astype("float64"),
-            [str(c) for c in features], target)
-
-
 def read_dataset(path, target=None):
     """X and y as dask arrays, read on the workers, never gathered on the driver.
 
@@ -613,8 +758,14 @@ def read_dataset(path, target=None):
     * a glob or directory of ``.npz`` files, each with arrays ``X`` and ``y``;
     * a ``.zarr`` store holding arrays ``X`` and ``y``, or one 2-D array whose
       last column is the target;
-    * a ``.parquet`` dataset (needs pandas and pyarrow): the column ``target``
-      (default: the last) is the target.
+    * Parquet (needs pyarrow): a ``.parquet`` file, a glob of them or a folder
+      of them (Dask's and pandas' part files, hive partitions); the column
+      ``target`` (default: the last) is the target. See :mod:`gpumlp.parquet`.
+
+    A folder holds the parts only: other files (but names starting with ``.``
+    or ``_``) are refused, by name. Each part is checked finite when it is
+    read, on its worker; a NaN or infinity is reported with its file, its row
+    there and its row in the dataset.
 
     Only file headers are read here, for shapes and dtypes, and every part is
     checked before a task is made: numeric dtypes, no Python objects, sizes
@@ -647,8 +798,10 @@ def read_dataset(path, target=None):
             raise DataError("--target names a Parquet or CSV column; a Zarr store keeps the "
                             "target in y or in its last column.")
         return _read_zarr(path, da)
-    if path.endswith(".parquet"):
-        return _read_parquet(path, target)
+    from .parquet import is_parquet, read_parquet
+
+    if is_parquet(path):
+        return read_parquet(path, target)
     if target is not None:
         raise DataError("--target names a Parquet or CSV column; .npy parts keep the target "
                         "in their last column, .npz parts in the array y.")

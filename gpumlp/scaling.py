@@ -116,6 +116,10 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         if not aac.is_dask_array(X):
             X = check_X(X, type(self).__name__)
             y = check_y(y, X.shape[0], type(self).__name__)
+        elif y is not None and not aac.is_dask_array(y):
+            from .distributed import as_dask_like_rows
+
+            y = as_dask_like_rows(y, X)
         xp = aac.array_namespace(X)
         X = xp.astype(X, xp.float64) if not xp.isdtype(X.dtype, "real floating") else X
         # y keeps its own precision (float32 X must not round a float64 y).
@@ -124,6 +128,13 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         y_2d = xp.reshape(y, (y.shape[0], -1))
         self.x_mean_, self.x_scale_ = mean_scale(X)
         self.y_mean_, self.y_scale_ = mean_scale(y_2d)
+        if aac.is_dask_array(X) and not (np.all(np.isfinite(self.x_mean_))
+                                         and np.all(np.isfinite(self.y_mean_))):
+            # A NaN spreads to every scaled row: report it where it is, in X or y.
+            from .distributed import check_finite
+
+            check_finite(X, "X")
+            check_finite(y, "y")
         self.regressor_ = self.regressor if self.regressor is not None else default_regressor()
         if getattr(self.regressor_, "loss", "squared_error") == "poisson":
             self.y_mean_ = self.y_mean_ * 0.0   # counts keep their sign: scale only

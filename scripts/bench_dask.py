@@ -1,28 +1,35 @@
 #!/usr/bin/env python3
-"""Distributed benchmark: a full-batch step on a Dask cluster against in-process.
+"""Distributed benchmark: a full-batch step on a local Dask cluster against in-process.
 
-Times, as medians over repeats after a warm-up:
+Both sides take the same step, the trainer's: the solver's update of the
+weights with the batch's loss and gradients (``Trainer.objective``), once on a
+:class:`gpumlp.distributed.ChunkSource` (the workers' shards compute, the
+driver adds and updates) and once on an in-process NumPy
+:class:`gpumlp.sources.ArraySource`. Steps are timed in short interleaved
+rounds (a few in-process steps, then a few cluster steps, repeated), so that
+a machine shared with other work loads both alike; the figures are medians
+over all timed steps, and their ratio.
 
-* one full-batch gradient-descent step at n = 2M (f = 32, h = 64, float32) on
-  a local Dask cluster (data generated on the workers, chunked by rows), and
-  the same step in-process on NumPy (fast path and generic path);
-* the fixed per-step overhead of the cluster: the same step at n = 10,000;
-* peak resident memory of each worker process.
+* the fixed cost per step: (n, f, h) = (10,000, 16, 64) float32, in 8 chunks,
+  on 2, 4 and 8 local worker processes (one thread each);
+* a large full-batch step: 2,000,000 rows (f = 16, h = 64, float32, chunks
+  of 250,000 rows, generated on the workers) on 2 local workers;
+* each worker's peak resident memory, and this process's.
 
-    python scripts/bench_dask.py [--workers 2] [--json out/bench-dask.json]
+    python scripts/bench_dask.py [--workers 2,4,8] [--rounds 7] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import resource
 import statistics
 import sys
 import time
-import warnings
 
 import numpy as np
 
@@ -33,99 +40,129 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_distributed(client, n, f, h, chunk_rows, repeats):
+def _trainer(f, h, fast=True):
+    from gpumlp.activations import get_activation
+    from gpumlp.initialization import glorot_uniform
+    from gpumlp.solvers import GradientDescent
+    from gpumlp.sources import Network
+    from gpumlp.training import Trainer
+
+    coefs, intercepts = glorot_uniform([f, h, 1], np.random.default_rng(0), "float32")
+    params = [np.asarray(p) for p in coefs + intercepts]
+    solver = GradientDescent(0.01)
+    return Trainer(Network(2, get_activation("sigmoid"), fast), solver, 0.0, params,
+                   solver.init_state(params))
+
+
+def _stepper(source, f, h):
+    """``step() -> seconds`` of one full-batch trainer step on ``source``."""
+    trainer = _trainer(f, h)
+    whole = source.batches(np.random.default_rng(0), source.n_samples, shuffle=False)[0]
+
+    def step():
+        start = time.perf_counter()
+        trainer.params, trainer.state, loss = trainer.solver.update(
+            trainer.params, trainer.state, trainer.objective(source, whole))
+        float(loss)
+        return time.perf_counter() - start
+
+    return step
+
+
+def _in_process(n, f, seed=0):
+    from gpumlp.devices import Device
+    from gpumlp.sources import ArraySource
+
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, f), dtype=np.float32)
+    y = (np.sin(X[:, :1]) + np.float32(0.1) * rng.standard_normal((n, 1), dtype=np.float32))
+    return ArraySource(X, y, Device("cpu"))
+
+
+def _on_cluster(client, n, f, chunk_rows):
     import dask.array as da
 
-    from gpumlp import MLPRegressor
+    from gpumlp.distributed import ChunkSource
 
     rng = da.random.default_rng(0)
     X = rng.standard_normal((n, f), chunks=(chunk_rows, f), dtype=np.float32)
     y = da.sin(X[:, 0]) + 0.1 * rng.standard_normal(n, chunks=chunk_rows, dtype=np.float32)
-    def fit_seconds(epochs):
-        model = MLPRegressor((h,), max_iter=epochs, tol=0, random_state=0,
-                             learning_rate_init=0.01)
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.fit(X, y, client=client)
-        return time.perf_counter() - start
-
-    # A fit first computes the chunks onto the workers; the difference of two
-    # fits leaves the time per full-batch step (one epoch each).
-    fit_seconds(1)  # warm-up: imports and compilation on the workers
-    one = statistics.median(fit_seconds(1) for _ in range(3))
-    many = statistics.median(fit_seconds(1 + repeats) for _ in range(3))
-    return 1e3 * (many - one) / repeats
+    source = ChunkSource.from_arrays(X, y.astype(np.float32), client)
+    source.dtype = "float32"
+    return source
 
 
-def time_in_process(n, f, h, repeats, fast):
-    from gpumlp.activations import get_activation
-    from gpumlp.devices import Device
-    from gpumlp.initialization import glorot_uniform
-    from gpumlp.solvers import GradientDescent
-    from gpumlp.sources import ArraySource, Network
-    from gpumlp.training import Trainer
-
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((n, f)).astype(np.float32)
-    y = (np.sin(X[:, :1]) + 0.1 * rng.standard_normal((n, 1))).astype(np.float32)
-    coefs, intercepts = glorot_uniform([f, h, 1], rng, "float32")
-    source = ArraySource(X, y, Device("cpu"))
-    params = [Device("cpu").asarray(p) for p in coefs + intercepts]
-    solver = GradientDescent(0.01)
-    trainer = Trainer(Network(2, get_activation("sigmoid"), fast), solver, 0.0, params,
-                      solver.init_state(params))
-    whole = source.batches(rng, n, shuffle=False)[0]
-    times = []
-    for i in range(repeats + 1):
-        start = time.perf_counter()
-        trainer.params, trainer.state, _ = trainer.solver.update(
-            trainer.params, trainer.state, trainer.objective(source, whole))
-        if i:
-            times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+def interleaved(steps, rounds, per_round):
+    """Each named step timed ``per_round`` times a round, the steps taking turns."""
+    times = {name: [] for name in steps}
+    for step in steps.values():
+        step()  # warm-up: imports, the shards' placement, first-touch memory
+    for _ in range(rounds):
+        for name, step in steps.items():
+            times[name] += [step() for _ in range(per_round)]
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", default="2,4,8",
+                        help="worker counts for the fixed cost (default: 2,4,8)")
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--chunk-rows", type=int, default=250_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args(argv)
 
     from distributed import Client, LocalCluster
 
-    f, h = 32, 64
-    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address=None)
-    client = Client(cluster)
-    try:
-        results = {
-            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                        "date": time.strftime("%Y-%m-%d"), "workers": args.workers},
-            "size": [args.rows, f, h], "chunk_rows": args.chunk_rows,
-            "distributed_step_ms": time_distributed(client, args.rows, f, h,
-                                                    args.chunk_rows, args.repeats),
-            "distributed_small_step_ms": time_distributed(client, 10_000, f, h, 5_000,
-                                                          args.repeats),
-            "worker_peak_rss_mb": sorted(client.run(_peak_rss_mb).values()),
-        }
-    finally:
-        client.close()
-        cluster.close()
-    results["in_process_fast_ms"] = time_in_process(args.rows, f, h, args.repeats, True)
-    results["in_process_generic_ms"] = time_in_process(args.rows, f, h, args.repeats, False)
-    data_mb = args.rows * (f + 1) * 4 / 2**20
-    print(f"data: {args.rows} x {f} float32 + target = {data_mb:.0f} MB, chunks of "
-          f"{args.chunk_rows} rows, {args.workers} worker processes")
-    print(f"full-batch step on Dask           {results['distributed_step_ms']:9.1f} ms")
-    print(f"  in-process, NumPy fast path     {results['in_process_fast_ms']:9.1f} ms")
-    print(f"  in-process, generic kernels     {results['in_process_generic_ms']:9.1f} ms")
-    print(f"per-step overhead (n = 10,000)    {results['distributed_small_step_ms']:9.1f} ms")
-    print("peak RSS per worker               "
-          + ", ".join(f"{v:.0f} MB" for v in results["worker_peak_rss_mb"]))
+    small, f_small, h = 10_000, 16, 64
+    results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                           "processor": platform.processor() or platform.machine(),
+                           "load_average_at_start": os.getloadavg(),
+                           "date": time.strftime("%Y-%m-%d %H:%M")},
+               "fixed_cost": [], "large": None}
+    local_small = _in_process(small, f_small)
+    for workers in (int(w) for w in args.workers.split(",")):
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          host="127.0.0.1", dashboard_address=None,
+                          silence_logs=logging.CRITICAL) as cluster, \
+                Client(cluster) as client:
+            remote = _on_cluster(client, small, f_small, small // 8)
+            medians = interleaved({"in_process": _stepper(local_small, f_small, h),
+                                   "cluster": _stepper(remote, f_small, h)},
+                                  args.rounds, 10)
+        row = {"workers": workers, "size": [small, f_small, h], "chunks": 8,
+               "in_process_ms": medians["in_process"], "cluster_ms": medians["cluster"],
+               "ratio": medians["cluster"] / medians["in_process"]}
+        results["fixed_cost"].append(row)
+        print(f"(10k, 16, 64) on {workers} workers: step {row['cluster_ms']:7.2f} ms, "
+              f"in-process {row['in_process_ms']:6.2f} ms, ratio {row['ratio']:5.2f}",
+              flush=True)
+    del local_small
+    f_large = 16
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
+            Client(cluster) as client:
+        remote = _on_cluster(client, args.rows, f_large, args.chunk_rows)
+        local_large = _in_process(args.rows, f_large)
+        medians = interleaved({"in_process": _stepper(local_large, f_large, h),
+                               "cluster": _stepper(remote, f_large, h)},
+                              max(3, args.rounds // 2), 2)
+        worker_rss = sorted(client.run(_peak_rss_mb).values())
+    results["large"] = {"workers": 2, "size": [args.rows, f_large, h],
+                        "chunk_rows": args.chunk_rows,
+                        "in_process_ms": medians["in_process"], "cluster_ms": medians["cluster"],
+                        "ratio": medians["cluster"] / medians["in_process"],
+                        "worker_peak_rss_mb": worker_rss,
+                        "driver_peak_rss_mb": _peak_rss_mb()}
+    large = results["large"]
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    print(f"({args.rows}, {f_large}, {h}) on 2 workers: step {large['cluster_ms']:7.1f} ms, "
+          f"in-process {large['in_process_ms']:7.1f} ms, ratio {large['ratio']:5.2f}")
+    print("peak RSS: workers " + ", ".join(f"{v:.0f} MB" for v in worker_rss)
+          + f"; driver {large['driver_peak_rss_mb']:.0f} MB")
+    print(f"load average: {results['machine']['load_average_at_start']} at start, "
+          f"{results['machine']['load_average_at_end']} at end")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as handle:

@@ -1,5 +1,6 @@
 """ci/gpu, exercised as far as a machine without a GPU allows."""
 
+import importlib.util
 import os
 import pathlib
 import subprocess
@@ -61,3 +62,22 @@ def test_every_test_file_the_script_names_exists():
     assert {"tests/test_tiles.py", "tests/test_cuda_graph.py"} <= named
     for path in named:
         assert (SCRIPT.parent.parent / path).is_file(), path
+
+
+def test_the_dask_gpu_step_is_known_and_runs_the_cupy_chunk_cases():
+    help_text = run("--help").stdout
+    assert "dask-gpu" in help_text and "CUDA_VISIBLE_DEVICES" in help_text
+    if importlib.util.find_spec("cupy") is None:  # with CuPy it would run the step
+        # A known step: refused only for the missing GPU (3), not as unknown (2).
+        result = run("--steps", "dask-gpu")
+        assert result.returncode == 3 and "unknown step" not in result.stderr
+    text = SCRIPT.read_text()
+    command = text[text.index("want dask-gpu"):]
+    command = command[:command.index("\n\n")]
+    assert "--backends numpy,cupy" in command and "tests/test_distributed.py" in command
+    assert 'CUDA_VISIBLE_DEVICES="$gpu_index"' in command
+    # What the step runs holds CuPy-chunk cases (which skip here, without CuPy).
+    tests = (SCRIPT.parent.parent / "tests" / "test_distributed.py").read_text()
+    assert '@pytest.fixture(params=["torch", "cupy"])\ndef to_chunk(request):' in tests
+    assert "def test_chunks_of_another_library_train_as_numpy_chunks(client, data, " \
+           "to_chunk, solver):" in tests

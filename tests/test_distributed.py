@@ -2,7 +2,6 @@
 
 import os
 import signal
-import threading
 import time
 import warnings
 
@@ -207,35 +206,89 @@ def test_without_a_client_says_how_to_get_one(data, monkeypatch):
         MLPRegressor().fit(da.from_array(X), y)
 
 
-def test_a_killed_worker_never_gives_a_silently_wrong_model(client, data):
+def test_a_killed_worker_is_survived_with_the_same_model(client, data):
+    # How: the driver keeps futures of every chunk; when a shard cannot be
+    # reached, the scheduler recomputes the lost chunks on the workers left,
+    # fresh shards are placed where the chunks now are and the step is sent
+    # again. The sum is taken in chunk order, so the model is the same bits.
     X, y = data
-    params = dict(hidden_layer_sizes=(8,), max_iter=80, tol=0, random_state=0)
-    expected = fit_quietly(MLPRegressor(device="cpu", **params), X, y)
-    outcome = {}
-
-    def train():
-        try:
-            outcome["model"] = fit_quietly(MLPRegressor(**params),
-                                           da.from_array(X, chunks=(250, 5)),
-                                           da.from_array(y, chunks=250), client=client)
-        except Exception as exc:  # the test inspects what it was
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=train)
-    thread.start()
-    time.sleep(1.0)
-    assert thread.is_alive()  # the kill lands mid-fit
+    params = dict(hidden_layer_sizes=(8,), max_iter=30, tol=0, random_state=0)
+    chunks = dict(X=da.from_array(X, chunks=(250, 5)), y=da.from_array(y, chunks=250))
+    expected = fit_quietly(MLPRegressor(**params), chunks["X"], chunks["y"], client=client)
     pids = client.run(os.getpid)
-    os.kill(next(iter(pids.values())), signal.SIGKILL)
-    thread.join(timeout=120)
-    assert not thread.is_alive()
-    if "model" in outcome:
-        assert outcome["model"].n_iter_ == 80
-        assert_same_model(expected, outcome["model"])
-    else:
-        assert isinstance(outcome["error"], RuntimeError)
-        assert "Training on the Dask cluster failed" in str(outcome["error"])
+    killed = []
+
+    def kill_a_worker(epoch, loss, validation_loss):
+        if epoch == 10:
+            os.kill(next(iter(pids.values())), signal.SIGKILL)
+            killed.append(epoch)
+
+    model = fit_quietly(MLPRegressor(**params), chunks["X"], chunks["y"], client=client,
+                        callback=kill_a_worker)
+    assert killed == [10] and model.n_iter_ == 30
+    assert_same_model(expected, model, tol=0)
+    assert_same_model(fit_quietly(MLPRegressor(device="cpu", **params), X, y), model)
     client.wait_for_workers(2, timeout=60)
+
+
+def test_an_error_on_a_worker_is_not_retried_and_says_so(client, data, monkeypatch):
+    X, y = data
+    source = gd.ChunkSource.from_arrays(da.from_array(X, chunks=(500, 5)), y, client)
+    source.dtype = "float64"
+    source.placement.ensure("float64")
+    monkeypatch.setattr(gd, "tree_sum", lambda vectors: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        source._reduce("sums", [0], [np.zeros((5, 2)), np.zeros((2, 1)), np.zeros(2),
+                                     np.zeros(1)], 2, "sigmoid", 1003.0, True, "squared_error")
+    monkeypatch.undo()
+    # An error raised on the worker, not by a lost worker: said once, not retried.
+    with pytest.raises(RuntimeError, match=r"Training on the Dask cluster failed \("
+                                           r"(TypeError|AttributeError|KeyError)"):
+        source._reduce("sums", [0], [np.zeros((5, 2)), np.zeros((2, 1)), np.zeros(2),
+                                     np.zeros(1)], "2", "sigmoid", 1003.0, True, "squared_error")
+
+
+def test_steps_send_no_task_graph_and_the_model_does_not_depend_on_placement(client, data):
+    X, y = data
+    params = dict(hidden_layer_sizes=(8,), tol=0, random_state=0)
+    Xd, yd = da.from_array(X, chunks=(250, 5)), da.from_array(y, chunks=250)
+
+    class Started(distributed.diagnostics.plugin.SchedulerPlugin):
+        name = "count-started-tasks"
+        count = 0
+
+        def transition(self, key, start, finish, *args, **kwargs):
+            self.count += finish == "processing"
+
+    started = Started()
+    scheduler = client.cluster.scheduler  # in this process: a LocalCluster's
+    scheduler.add_plugin(started)
+    counts = []
+    try:
+        for epochs in (2, 12):
+            before = started.count
+            fit_quietly(MLPRegressor(max_iter=epochs, **params), Xd, yd, client=client)
+            counts.append(started.count - before)
+    finally:
+        scheduler.remove_plugin(name=started.name)
+    assert counts[0] == counts[1] > 0  # ten more steps, not one more task
+    # The fit's data and actors are released as the fit ends, not when the
+    # garbage collector runs.
+    deadline = time.monotonic() + 10
+    while any(str(key).startswith(("gpumlp-", "Shard-")) for key in scheduler.tasks):
+        assert time.monotonic() < deadline, [k for k in scheduler.tasks][:5]
+        time.sleep(0.05)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as one, \
+            distributed.Client(one, set_as_default=False) as single:
+        alone = fit_quietly(MLPRegressor(max_iter=12, **params), Xd, yd, client=single)
+    shared = fit_quietly(MLPRegressor(max_iter=12, **params), Xd, yd, client=client)
+    assert_same_model(alone, shared, tol=0)
+    # A client that may not reach the workers: the shards are called through the scheduler.
+    with distributed.Client(client.scheduler.address, direct_to_workers=False,
+                            set_as_default=False) as relayed:
+        via = fit_quietly(MLPRegressor(max_iter=12, **params), Xd, yd, client=relayed)
+    assert_same_model(via, shared, tol=0)
 
 
 def _table(n, f, seed):
@@ -330,3 +383,268 @@ def test_cli_joins_a_running_scheduler(client, tmp_path):
                  "--quiet", check=True)
     assert f"dask workers ({address})" in result.stdout
     assert "400 train / 200 test rows" in result.stdout
+
+
+# ------------------------------------------------ Parquet layouts (issue 22 §1)
+def _frame(n=240, seed=0):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.standard_normal((n, 3)), columns=["a", "b", "c"])
+    return frame.assign(g=np.arange(n) % 3, price=frame["a"] * 2.0 - frame["c"])
+
+
+def _write_layout(layout, frame, root):
+    """Write ``frame`` as Dask or pandas writes it; return the path to read and the parts."""
+    dd = pytest.importorskip("dask.dataframe")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = root / "data.parquet"
+    if layout == "dask-parts":
+        dd.from_pandas(frame, npartitions=4).to_parquet(path, write_metadata_file=False)
+    elif layout == "dask-parts-metadata":
+        dd.from_pandas(frame, npartitions=4).to_parquet(path, write_metadata_file=True)
+    elif layout == "dask-empty-partitions":  # a filter leaves two of four partitions empty
+        frame = frame.sort_values("a", ignore_index=True)
+        parts = dd.from_pandas(frame, npartitions=4)
+        parts[parts["a"] < frame["a"][90]].to_parquet(path)
+        frame = frame.iloc[:90]
+    elif layout in ("pandas-parts", "pandas-glob", "pandas-folder-no-suffix"):
+        path = root / ("data" if layout == "pandas-folder-no-suffix" else "data.parquet")
+        path.mkdir()
+        frame.iloc[:100].to_parquet(path / "part0.parquet")
+        frame.iloc[100:].to_parquet(path / "part1.parquet")
+        if layout == "pandas-glob":
+            path = path / "part*.parquet"
+    elif layout == "dask-hive":
+        dd.from_pandas(frame, npartitions=2).to_parquet(path, partition_on=["g"])
+    elif layout == "pandas-hive":
+        frame.to_parquet(path, partition_cols=["g"])
+    elif layout == "zero-row-groups":
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        with pq.ParquetWriter(path, table.schema) as writer:
+            writer.write_table(table.slice(0, 100))
+            writer.write_table(table.slice(0, 0))
+            writer.write_table(table.slice(100))
+    return str(path), frame
+
+
+@pytest.mark.parametrize("layout", [
+    "dask-parts", "dask-parts-metadata", "dask-empty-partitions", "pandas-parts",
+    "pandas-glob", "pandas-folder-no-suffix", "dask-hive", "pandas-hive", "zero-row-groups"])
+def test_every_parquet_layout_reads_every_row_once(tmp_path, layout):
+    frame = _frame()
+    path, frame = _write_layout(layout, frame, tmp_path)
+    X, y, names, target = gd.read_dataset(path, "price")
+    assert target == "price"
+    # A hive partition's key comes last, as pandas reads it; the index is not a column.
+    expected_names = ["a", "b", "c", "g"]
+    assert names == expected_names
+    assert not any(np.isnan(c) for c in X.chunks[0]) and 0 not in X.chunks[0]
+    got = np.column_stack([X.compute(), y.compute()])
+    want = frame[expected_names + ["price"]].to_numpy(dtype=np.float64)
+    # Hive folders are read partition by partition: compare the rows as sets.
+    order = np.argsort(got[:, 0])
+    np.testing.assert_array_equal(got[order], want[np.argsort(want[:, 0])])
+
+
+def test_parquet_trains_on_the_cluster_as_in_memory(client, tmp_path):
+    frame = _frame()
+    path, frame = _write_layout("dask-parts", frame, tmp_path)
+    X, y, _, _ = gd.read_dataset(path, "price")
+    assert X.chunks[0] == (60, 60, 60, 60)
+    params = dict(hidden_layer_sizes=(6,), max_iter=10, tol=0, random_state=0)
+    local = fit_quietly(MLPRegressor(device="cpu", **params),
+                        frame[["a", "b", "c", "g"]].to_numpy(float), frame["price"].to_numpy())
+    remote = fit_quietly(MLPRegressor(**params), X, y, client=client)
+    assert_same_model(local, remote)
+
+
+def test_parquet_layouts_refused_with_the_file_named(tmp_path):
+    from gpumlp.data import DataError
+
+    frame = _frame(40)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    frame.to_parquet(mixed / "part0.parquet")
+    (mixed / "notes.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match=r"mixes Parquet files with other files, such as "
+                                        r".*notes\.csv"):
+        gd.read_dataset(str(mixed))
+    columns = tmp_path / "columns"
+    columns.mkdir()
+    frame.to_parquet(columns / "part0.parquet")
+    frame.drop(columns="b").to_parquet(columns / "part1.parquet")
+    with pytest.raises(DataError, match=r"part1\.parquet has other columns than .*part0"
+                                        r"\.parquet \(it lacks 'b'\)"):
+        gd.read_dataset(str(columns))
+    words = tmp_path / "words"
+    frame.assign(city=np.where(frame["g"] > 0, "x", "y")).drop(columns="g").to_parquet(
+        words, partition_cols=["city"])
+    with pytest.raises(DataError, match=r"city=x is not a number"):
+        gd.read_dataset(str(words))
+    assert gd.is_dataset_path(str(tmp_path / "one.pq"))  # a Parquet suffix: Dask's reader
+    empty = tmp_path / "empty.parquet"
+    frame.iloc[:0].to_parquet(empty)
+    with pytest.raises(DataError, match=r"empty\.parquet: the dataset has 0 rows"):
+        gd.read_dataset(str(empty))
+    npy = tmp_path / "npy"
+    npy.mkdir()
+    np.save(npy / "part0.npy", np.ones((3, 2)))
+    (npy / "README.txt").write_text("parts")
+    with pytest.raises(DataError, match=r"mixes \.npy/\.npz parts with other files or "
+                                        r"folders, such as .*README\.txt"):
+        gd.read_dataset(str(npy))
+
+
+# ------------------------------------- splits and errors (issue 22 §4)
+@pytest.mark.parametrize("kind", ["npy", "parquet"])
+def test_a_nan_is_reported_at_its_row_in_the_dataset_and_its_file(tmp_path, kind):
+    from gpumlp.data import DataError
+
+    tables = [np.column_stack(_table(300, 3, seed)) for seed in range(3)]
+    tables[2][100, 1] = np.nan  # row 700 of the dataset (from 0), row 100 of part2
+    for i, table in enumerate(tables):
+        if kind == "npy":
+            np.save(tmp_path / f"part{i}.npy", table)
+        else:
+            pd = pytest.importorskip("pandas")
+            pytest.importorskip("pyarrow")
+            pd.DataFrame(table, columns=["a", "b", "c", "y"]).to_parquet(
+                tmp_path / f"part{i}.parquet")
+    X, y, _, _ = gd.read_dataset(str(tmp_path))
+    column = "x1" if kind == "npy" else "b"
+    with pytest.raises(DataError, match=rf"part2\.{kind}.*column '{column}', data row 101 of "
+                                        rf"the file \(row 701 of the dataset"):
+        X.compute()
+
+
+def test_a_nan_in_a_chunk_is_reported_at_its_row_in_the_data(client, data):
+    X, y = data
+    bad = X.copy()
+    bad[700, 2] = np.nan
+    with pytest.raises(ValueError, match=r"the first is X\[700, 2\] \(chunk 2, rows 500 to "
+                                         r"749\)"):
+        MLPRegressor().fit(da.from_array(bad, chunks=(250, 5)), y, client=client)
+    bad_y = y.copy()
+    bad_y[1001] = np.inf
+    with pytest.raises(ValueError, match=r"the first is y\[1001\]"):
+        MLPRegressor().fit(da.from_array(X, chunks=(250, 5)), bad_y, client=client)
+    # Standardising would spread the NaN to every row: it is reported where it is.
+    with pytest.raises(ValueError, match=r"the first is X\[700, 2\] \(chunk 2\)"):
+        StandardizedRegressor().fit(da.from_array(bad, chunks=(250, 5)), y, client=client)
+
+
+def test_values_a_float32_chunk_cannot_hold_are_refused_by_its_shard(data):
+    # The estimator's guard refuses such X before fitting; the shard, which
+    # casts the chunks it holds, refuses them too rather than train on infinities.
+    from gpumlp.shards import Shard
+
+    X, y = data
+    big = X.copy()
+    big[600, 1] = 1e39  # finite in float64, infinite in float32
+    with pytest.raises(ValueError, match=r"X holds values too large for float32"):
+        Shard([0], [big], [y], [None], "float32")
+    with pytest.raises(ValueError, match=r"y holds values too large for float32"):
+        Shard([0], [X], [y * 1e39], [None], "float32")
+    held = Shard([0], [X], [y], [None], "float64")  # the same dtype: no copy
+    assert held.chunks[0][0] is X
+
+
+def test_a_single_chunk_is_split_by_rows():
+    X = da.from_array(np.arange(200.0).reshape(100, 2), chunks=(100, 2))
+    y = da.from_array(np.arange(100.0), chunks=100)
+    X_train, X_test, y_train, y_test = gd.split_by_chunks(X, y, 0.2)
+    assert (X_train.shape[0], X_test.shape[0]) == (80, 20)
+    np.testing.assert_array_equal(y_test.compute(), np.arange(80.0, 100.0))
+    several = gd.split_by_chunks(X.rechunk((50, 2)), y.rechunk(50), 0.2)
+    assert several[1].shape[0] == 50  # several chunks: whole chunks, as before
+    assert gd.split_by_chunks(X, y, 0.0)[1] is None
+    with pytest.raises(ValueError, match="needs at least 2 rows"):
+        gd.split_by_chunks(X[:1], y[:1], 0.2)
+
+
+# --------------------------------- cluster options (issue 22 §3)
+def test_cluster_values_are_parsed_with_clear_errors(monkeypatch):
+    monkeypatch.setattr(gd, "usable_cores", lambda: 2)
+    assert gd.parse_cluster("local") == ("local", 2)
+    assert gd.parse_cluster("local:1") == ("local", 1)
+    assert gd.parse_cluster("local-cuda") == ("local-cuda", None)
+    with pytest.warns(UserWarning, match=r"local:200: this machine lets this process use 2 "
+                                         r"core\(s\); starting 2 worker process\(es\), not 200"):
+        assert gd.parse_cluster("local:200") == ("local", 2)
+    for bad in ("garbage", "local:", "local:x", "localhost:8786", "local-cudax"):
+        with pytest.raises(ValueError, match=r"--cluster takes local:N \(N worker processes\)"
+                                             r".* --scheduler"):
+            gd.parse_cluster(bad)
+    with pytest.raises(ValueError, match="N >= 1"):
+        gd.parse_cluster("local:0")
+    for good in ("tcp://10.0.0.5:8786", "10.0.0.5:8786", "tls://[::1]:8786"):
+        assert gd.parse_scheduler(good) == good
+    for bad in ("garbage", "tcp://host", "host:port", "tcp://:8786", "host:99999"):
+        with pytest.raises(ValueError, match=r"--scheduler takes a scheduler address"):
+            gd.parse_scheduler(bad)
+    with pytest.raises(ValueError, match="not both"):
+        gd.cluster_plan("local:2", "tcp://host:8786")
+
+
+def test_cli_refuses_a_bad_cluster_value_before_starting_anything(tmp_path):
+    np.save(tmp_path / "part0.npy", np.ones((10, 3)))
+    start = time.perf_counter()
+    result = run("train", "--cluster", "garbage", "--data", str(tmp_path))
+    assert result.returncode == 2 and "--cluster takes local:N" in result.stderr
+    assert "port" not in result.stderr
+    result = run("train", "--scheduler", "garbage", "--data", str(tmp_path))
+    assert result.returncode == 2 and "--scheduler takes a scheduler address" in result.stderr
+    assert time.perf_counter() - start < 30  # no cluster was started
+
+
+def test_cli_caps_workers_at_the_cores_and_splits_one_chunk_by_rows(tmp_path):
+    X, y = _table(100, 3, 0)
+    np.save(tmp_path / "part0.npy", np.column_stack([X, y]))
+    cores = gd.usable_cores()
+    result = run("train", "--data", str(tmp_path), "--cluster", f"local:{cores + 198}",
+                 "--epochs", "3", "--quiet", check=True)
+    assert f"starting {cores} worker process(es), not {cores + 198}" in result.stderr
+    assert f"dask workers ({cores} local)" in result.stdout
+    assert "80 train / 20 test rows" in result.stdout
+
+
+# ------------------------------------------ chunks off NumPy (issue 22 §5)
+@pytest.fixture(params=["torch", "cupy"])
+def to_chunk(request):
+    """How a chunk becomes another library's array: torch on the CPU here, CuPy on a GPU.
+
+    CuPy is required when the run asks for it (``--backends ...,cupy``, as
+    ci/gpu's dask-gpu step does), else skipped with the reason.
+    """
+    if request.param == "cupy":
+        request.getfixturevalue("cupy_device")
+        import cupy
+
+        return cupy.asarray
+    torch = pytest.importorskip("torch")
+    return torch.asarray
+
+
+@pytest.mark.parametrize("solver", ["gd", "adam"])
+def test_chunks_of_another_library_train_as_numpy_chunks(client, data, to_chunk, solver):
+    # The module's two worker processes share the machine's one GPU (they
+    # inherit CUDA_VISIBLE_DEVICES); each shard keeps its chunks on it.
+    X, y = data
+    params = dict(hidden_layer_sizes=(8,), solver=solver, max_iter=20, tol=0, shuffle=False,
+                  random_state=0, alpha=0.01, batch_size=250)
+
+    def chunked(a):  # NumPy meta: dask need not know the library of the blocks
+        return da.from_array(a, chunks=250).map_blocks(to_chunk, dtype=a.dtype,
+                                                       meta=np.empty((0,) * a.ndim))
+
+    remote = fit_quietly(MLPRegressor(**params), chunked(X[:750]), chunked(y[:750]),
+                         client=client, eval_set=(chunked(X[750:]), chunked(y[750:])))
+    local = fit_quietly(MLPRegressor(device="cpu", **params), X[:750], y[:750],
+                        eval_set=(X[750:], y[750:]))
+    assert remote.n_iter_ == 20
+    assert_same_model(local, remote)
+    np.testing.assert_allclose(remote.validation_scores_, local.validation_scores_,
+                               rtol=1e-10)

@@ -1,0 +1,359 @@
+"""Persistent worker state for training on Dask: one actor per worker, holding its chunks.
+
+When a fit begins, each worker that holds chunks of the training data gets a
+:class:`Shard`, a Dask actor that keeps those chunks, cast once to the
+training dtype on the worker's device (NumPy, or CuPy on GPU workers), for
+the whole fit. A step is then one message to each shard and one answer back,
+straight between the driver and the workers (the actor is called through
+the worker's RPC, not relayed by the scheduler, unless the client has
+``direct_to_workers=False`` or cannot reach the workers; no task is
+created): the driver sends the current weights (small, host
+NumPy) and the batch's chunk ids; each shard computes, for each of its chunks
+in the batch, the chunk's sum of losses and its share of the gradient (the
+same kernels as in-process training, the backend's fast path where
+:func:`gpumlp.fastpath.select` offers one), laid end to end in one vector.
+No task graph is built per step.
+
+The driver adds the chunks' vectors as a pairwise tree in chunk order
+(:func:`tree_sum`), whichever worker computed them: the sum, and so the
+trained model, are the same bits on any number of workers and after any
+reassignment of chunks. (The vectors are the size of the weights, so adding
+them on the driver costs microseconds; a tree *between* workers would add a
+network hop per level to every step.)
+
+A lost worker: the driver keeps Dask futures of every chunk, so when a shard
+cannot be reached the scheduler recomputes the lost chunks from their task
+graph (the files, or the arrays the graph holds) on the workers that remain;
+:meth:`Placement.replace` then waits for them, places fresh shards where the
+chunks now are, and the step is sent again with the same weights. Since the
+sum does not depend on the placement, the fit goes on exactly as if no worker
+had been lost.
+
+Small shards compute on the worker's event loop (no thread hop); a shard
+with more than :data:`INLINE_ROWS` rows in a call computes in the worker's
+actor thread, so the worker keeps answering the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from . import fastpath, kernels
+from .devices import device_of, to_numpy
+
+__all__ = ["INLINE_ROWS", "PLACE_TIMEOUT", "Placement", "Shard", "tree_sum"]
+
+#: Rows above which a shard computes in a thread rather than on the event loop.
+INLINE_ROWS = 100_000
+#: Seconds to wait for the chunks (recomputed after a loss) and the shards.
+PLACE_TIMEOUT = 120
+
+
+def tree_sum(vectors):
+    """``vectors`` added as a pairwise tree, in their order: ``((v0 + v1) + (v2 + v3)) + ...``."""
+    while len(vectors) > 1:
+        vectors = [vectors[j] + vectors[j + 1] if j + 1 < len(vectors) else vectors[j]
+                   for j in range(0, len(vectors), 2)]
+    return vectors[0]
+
+
+def _placed(X, y, w, dtype):
+    """A chunk in the training dtype, ``y`` 2-D, on the device it lives on (no copy if it is)."""
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(X)
+    target = getattr(xp, dtype)
+    X, y = _cast(xp, X, target, "X", dtype), _cast(xp, y, target, "y", dtype)
+    if y.ndim == 1:
+        y = xp.reshape(y, (-1, 1))
+    if w is not None:
+        w = device_of(X).asarray(w)
+        w = w if w.dtype == target else xp.astype(w, target)
+    return X, y, w
+
+
+def _cast(xp, a, target, name, dtype):
+    """``a`` in ``target`` (itself if it already is); refused if the cast overflows.
+
+    The chunks were checked finite as given: a value the cast makes infinite
+    is too large for the training dtype.
+    """
+    if a.dtype == target:
+        return a
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = xp.astype(a, target)
+    if not bool(xp.all(xp.isfinite(a))):
+        raise ValueError(f"{name} holds values too large for {dtype} (they overflow to "
+                         f"infinity); pass dtype='float64' (on the command line: --dtype "
+                         f"float64), or rescale {name}.")
+    return a
+
+
+class Shard:
+    """A Dask actor: one worker's chunks of one fit, placed and cast once.
+
+    Parameters
+    ----------
+    ids : list of int
+        The chunks' ids (their positions in the training data).
+    X, y, w : lists of arrays
+        The chunks (``w`` entries None without weights), as Dask hands them
+        to the worker that holds them.
+    dtype : str
+        The training dtype's name.
+    """
+
+    def __init__(self, ids, X, y, w, dtype):
+        self.chunks = {i: _placed(a, b, c, dtype) for i, a, b, c in zip(ids, X, y, w)}
+
+    def run(self, request):
+        """``request = (method, args)``: one call of :meth:`sums` or :meth:`evaluate`.
+
+        The driver sends a call as this one argument: Dask serialises each
+        argument of an actor call separately, and at a few hundred
+        microseconds each, eight small arguments cost more than the step.
+        """
+        method, args = request
+        if method == "ready":
+            return True
+        if method not in ("sums", "evaluate"):
+            raise ValueError(f"a shard runs sums or evaluate, not {method!r}")
+        return getattr(self, method)(*args)
+
+    def _params(self, ids, flat, shapes):
+        """The weights, as views of the one vector they travel in, on the chunks' device."""
+        params, at = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            params.append(flat[at:at + size].reshape(shape))
+            at += size
+        place = device_of(self.chunks[ids[0]][0])
+        return params if place.is_numpy else [place.asarray(p) for p in params]
+
+    def sums(self, ids, flat, shapes, n_coefs, activation, n_total, use_fastpath, loss_kind):
+        """For each chunk of ``ids``: its sum of losses, then its share of the gradient.
+
+        ``flat`` holds the weights ``coefs + intercepts`` end to end, of
+        ``shapes`` (one buffer to send rather than one per array).
+
+        Returns
+        -------
+        ndarray, shape (len(ids), 1 + flat.size)
+            Per chunk, ``[loss sum, coef grads..., intercept grads...]`` laid
+            end to end, in the training dtype, on the host.
+        """
+        params = self._params(ids, flat, shapes)
+        coefs, intercepts = params[:n_coefs], params[n_coefs:]
+        out = []
+        for i in ids:
+            X, y, w = self.chunks[i]
+            # Never the opt-in CUDA tile kernels: chunks are for data larger than they serve.
+            fast = fastpath.select(X, n_coefs, activation, enabled=use_fastpath,
+                                   cuda_graph=False, loss_kind=loss_kind, weighted=w is not None)
+            if fast is not None:
+                loss, coef_grads, intercept_grads = fast(X, y, coefs, intercepts,
+                                                         n_total=n_total)
+            else:
+                loss, coef_grads, intercept_grads = kernels.loss_and_grads(
+                    X, y, coefs, intercepts, activation, n_total=n_total, sample_weight=w,
+                    loss_kind=loss_kind)
+            total = float(y.shape[0]) if w is None else _xp(w).sum(w)
+            summed = loss * total * float(y.shape[1])
+            out.append(_flat([summed, *coef_grads, *intercept_grads]))
+        return np.stack(out)
+
+    def evaluate(self, ids, flat, shapes, n_coefs, activation, loss_kind):
+        """For each chunk of ``ids``, weighted: per output the squared errors, the sums of
+        ``y`` and ``y**2``; then the sum of losses and the sum of weights, end to end
+        (one row per chunk)."""
+        from .losses import get_loss
+
+        params = self._params(ids, flat, shapes)
+        loss = get_loss(loss_kind)
+        out = []
+        for i in ids:
+            X, y, w = self.chunks[i]
+            xp = _xp(X)
+            y_pred = kernels.predict(X, params[:n_coefs], params[n_coefs:], activation,
+                                     loss.out_activation)
+            diff = y_pred - y
+            ww = xp.ones((y.shape[0], 1), dtype=y.dtype) if w is None else \
+                xp.reshape(w, (-1, 1))
+            out.append(_flat([xp.sum(ww * diff * diff, axis=0), xp.sum(ww * y, axis=0),
+                              xp.sum(ww * y * y, axis=0),
+                              xp.sum(ww * loss.pointwise(y, y_pred)), xp.sum(ww)]))
+        return np.stack(out)
+
+
+def _xp(x):
+    from array_api_compat import array_namespace
+
+    return array_namespace(x)
+
+
+def _flat(values):
+    """Host NumPy values laid end to end in one vector."""
+    return np.concatenate([np.reshape(to_numpy(v), -1) for v in values])
+
+
+async def _call_all(calls):
+    """Each ``(rpc, key, request, threaded)``'s answer from the actor ``key``, concurrently."""
+    from distributed.protocol import to_serialize
+
+    async def one(rpc, key, request, threaded):
+        answer = await rpc.actor_execute(function="run", actor=key,
+                                         args=[to_serialize(request)],
+                                         kwargs={"separate_thread": threaded})
+        if answer["status"] != "OK":
+            raise answer["exception"]
+        return answer["result"]
+
+    return await asyncio.gather(*(one(*call) for call in calls))
+
+
+class Placement:
+    """Which worker's shard holds which chunk, for one set of held chunks.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    X, y, w : lists of futures
+        Every chunk, held by the driver for the whole fit (``w`` entries None
+        without weights).
+    rows : list of int
+        Each chunk's rows.
+    """
+
+    def __init__(self, client, X, y, w, rows):
+        self.client, self.X, self.y, self.w, self.rows = client, X, y, w, list(rows)
+        self.dtype = None
+        self.shards = []     # (worker address, actor key)
+        self.owner = {}      # chunk id -> index into shards
+        self._futures = []   # the actors' futures: the actors live as long as these
+        self._workers = set()
+        # Straight to the workers (Dask relays an actor call through the
+        # scheduler unless the client says direct_to_workers=True; that costs
+        # two more messages a step), unless the client forbids it, or the
+        # workers turn out to be out of this process's reach.
+        self._direct = client.direct_to_workers is not False
+
+    def ensure(self, dtype):
+        """Place shards (once, or again for another dtype)."""
+        if self.dtype != dtype or not self.shards:
+            self.dtype = dtype
+            self.replace()
+
+    def replace(self):
+        """Shards on the workers that hold the chunks now (after a worker was lost, too)."""
+        from distributed import wait
+
+        client = self.client
+        self.shards, self.owner = [], {}
+        held = [f for f in self.X + self.y + self.w if f is not None]
+        wait(held, timeout=PLACE_TIMEOUT)
+        who = client.who_has(self.X)
+        by_worker = {}
+        for i, future in enumerate(self.X):
+            holders = sorted(who.get(future.key, ()))
+            if not holders:
+                raise RuntimeError(f"chunk {i} is held by no worker")
+            by_worker.setdefault(holders[0], []).append(i)
+        futures, shards = [], []
+        for address, ids in sorted(by_worker.items()):
+            futures.append(client.submit(
+                Shard, ids, [self.X[i] for i in ids], [self.y[i] for i in ids],
+                [self.w[i] for i in ids], self.dtype, actor=True, workers=[address],
+                allow_other_workers=False, pure=False))
+            shards.append((address, futures[-1].key))
+            for i in ids:
+                self.owner[i] = len(futures) - 1
+        self._futures = futures
+        try:
+            # A worker that died since who_has answered never takes its actor:
+            # a timeout (an OSError) then lets the caller place them again.
+            wait(futures, timeout=PLACE_TIMEOUT)
+        except BaseException:
+            client.cancel(futures)
+            raise
+        for future in futures:
+            if future.status == "error":   # a shard refused its chunks (ValueError)
+                future.result()
+        # The actors are called by key through the workers' RPC, as Dask's
+        # Actor proxies call them; the proxies' closures form reference
+        # cycles that would keep the actors, and the chunks, alive after the
+        # fit until the garbage collector ran.
+        self.shards = shards
+        self._workers = set(client.scheduler_info()["workers"])
+        self._wait_until_ready()
+
+    def _wait_until_ready(self, timeout=10.0):
+        """Every shard answers (an actor Dask reports finished may not be set up yet)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.client.sync(_call_all, [(self._rpc(address), key, ("ready", ()), False)
+                                             for address, key in self.shards])
+                return
+            except OSError:
+                if not self._direct:
+                    raise
+                # The workers cannot be reached from here: through the scheduler, then.
+                self._direct = False
+            except Exception as exc:
+                if "NoneType" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _rpc(self, address):
+        """The way to a worker: straight to it, or relayed by the scheduler."""
+        if self._direct:
+            return self.client.rpc(address)
+        from distributed.actor import ProxyRPC
+
+        return ProxyRPC(self.client.scheduler, address)
+
+    def call(self, method, ids, *args):
+        """``method`` of every shard holding chunks of ``ids``: each chunk's vector, by id."""
+        groups = {}
+        for i in ids:
+            groups.setdefault(self.owner[i], []).append(i)
+        order = list(groups.items())
+        calls = [(self._rpc(self.shards[s][0]), self.shards[s][1], (method, (group, *args)),
+                  sum(self.rows[i] for i in group) > INLINE_ROWS) for s, group in order]
+        answers = self.client.sync(_call_all, calls)
+        out = {}
+        for (_, group), vectors in zip(order, answers):
+            out.update(zip(group, vectors))
+        return out
+
+    def recoverable(self, exc, timeout=30.0) -> bool:
+        """Whether ``exc`` came from a lost worker, once the scheduler has seen the loss.
+
+        An unreachable worker (``OSError``) or an actor Dask reports lost is
+        waited for, up to ``timeout`` seconds, until the scheduler's list of
+        workers has changed; an error raised by the computation itself is not
+        recoverable.
+        """
+        import time
+
+        try:
+            if not (isinstance(exc, OSError) or "Actor was lost" in str(exc) or self.lost()):
+                return False
+            deadline = time.monotonic() + timeout
+            while not self.lost():
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+            return True
+        except Exception:  # the scheduler itself unreachable: nothing to recover
+            return False
+
+    def lost(self) -> bool:
+        """Whether the cluster's workers changed since the shards were placed, or an
+        actor is gone."""
+        workers = set(self.client.scheduler_info()["workers"])
+        return workers != self._workers or any(f.status != "finished" for f in self._futures)
