@@ -12,10 +12,13 @@ Nothing here computes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import re
 import sys
 import time
+import warnings
 
 from .activations import NAMES as ACTIVATION_NAMES
 from .losses import LOSSES
@@ -376,6 +379,8 @@ def _run_train(args):
         raise ValueError("--samples sets the size of the embedded dataset; with --data every "
                          "row of the file is used (leave --samples out).")
     _check_checkpoint_options(args)
+    if not args.resume:   # a resume's settings are the saved run's, checked there
+        _check_unused_options(args)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -441,8 +446,6 @@ def _split_record(args, source):
 
 def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test, names,
                       target, source, resumed=None, digest=None, columns=None):
-    import contextlib
-    import warnings
 
     import numpy as np
 
@@ -450,7 +453,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     from ._sklearn_compat import ConvergenceWarning
     from .io import save
     from .scaling import StandardizedRegressor
-    from .training import TrainingDivergedError
+    from .training import LossIncreasedWarning, TrainingDivergedError
 
     if resumed is not None:
         model, net = resumed, getattr(resumed, "regressor_", resumed)
@@ -483,8 +486,9 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
                                 dict(saving, extra=dict(saved_extra, checkpoint=True)))
     start = time.perf_counter()
     interrupted = failure = None
+    terminated = []
     try:
-        with warnings.catch_warnings(record=True) as caught, \
+        with warnings.catch_warnings(record=True) as caught, _terminate_as_interrupt(terminated), \
                 (net._resuming() if resumed is not None else contextlib.nullcontext()):
             warnings.simplefilter("always", ConvergenceWarning)
             model.fit(X_train, y_train, eval_set=eval_set, callback=callback, **extra)
@@ -503,8 +507,11 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
                          wall, interrupted)
         if failure is not None:
             raise failure
-        return 130
-    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        return 128 + terminated[0] if terminated else 130
+    unconverged = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    # A loss that rose is no convergence, whatever stopped the run.
+    rose = any(issubclass(w.category, LossIncreasedWarning) for w in caught)
+    converged = not unconverged and not rose
     # Saved before anything more is printed: a reader that closes stdout early
     # (gpumlp train ... | head -1) costs the report, never the model or the plot.
     if args.out:
@@ -538,12 +545,17 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     measure("train", X_train, y_train)
     if X_test is not None:
         measure("test", X_test, y_test)
-    state = _stop_state(net, converged)
+    state = _stop_state(net, converged, unconverged, rose)
     if args.json:   # like the model: written before the report is printed
         from ._atomic import write_text_atomic
 
         write_text_atomic(args.json, _train_report(args, net, device, source, target, names,
                                                    state, converged, results, wall))
+    # The fit's own warnings were caught to read how it stopped; the user sees
+    # them (a loss that rose, unscaled data), the epochs' budget being in state.
+    for caught_warning in caught:
+        if not issubclass(caught_warning.category, ConvergenceWarning):
+            print(f"gpumlp train: warning: {caught_warning.message}", file=sys.stderr)
     # The run's epochs in all (a resumed run counts those before it too).
     print(f"epochs: {len(net.loss_curve_)} ({state})  final loss: {net.loss_:.6g}")
     print(f"learning rate: {_describe_rate(net)}")
@@ -748,6 +760,65 @@ def _load_model(option, path):
         raise ValueError(f"{option} {path}: no such model file; check the path.") from None
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt(received):
+    """While training, SIGTERM (``kill``, a scheduler's time limit) stops as Ctrl-C does.
+
+    The last complete epoch is then saved, where Python's default would end
+    the process at once and lose every epoch of the run. The signal's number
+    is appended to ``received``; the exit status is 128 + it, as a shell
+    reports a process that the signal ended.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield   # only the main thread may set a handler (a test's thread, say)
+        return
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _check_unused_options(args):
+    """Refuse an option given for a solver or setting that this run does not use.
+
+    The estimator ignores such parameters, as scikit-learn's does; on the
+    command line an option typed and silently dropped (``--beta1`` with
+    ``--solver sgd``) is a setting the user believes in and does not get.
+    """
+    given = getattr(args, "given", set())
+    fixed_rate = args.lr not in (None, "auto")
+    schedules = args.solver == "sgd" or (args.solver == "gd" and fixed_rate)
+    users = {
+        "momentum": (args.solver == "sgd", "--solver sgd"),
+        "nesterov": (args.solver == "sgd", "--solver sgd"),
+        "beta1": (args.solver == "adam", "--solver adam"),
+        "beta2": (args.solver == "adam", "--solver adam"),
+        "epsilon": (args.solver == "adam", "--solver adam"),
+        "batch_size": (args.solver in ("sgd", "adam"), "--solver sgd or adam"),
+        "max_fun": (args.solver == "lbfgs", "--solver lbfgs"),
+        "lr": (args.solver != "lbfgs", "--solver gd, sgd or adam"),
+        "learning_rate": (schedules, "--solver sgd, or gd with a fixed --lr"),
+        "power_t": (schedules and args.learning_rate == "invscaling",
+                    "--learning-rate invscaling (with sgd, or gd at a fixed --lr)"),
+        "validation_fraction": (args.early_stopping, "--early-stopping"),
+    }
+    for dest, (used, needs) in users.items():
+        if dest in given and not used:
+            flag = "--" + dest.replace("_", "-")
+            flag = "--nesterov/--no-nesterov" if flag == "--nesterov" else flag
+            raise ValueError(f"{flag} has no effect on this run: it applies only with "
+                             f"{needs}. Leave it out, or change the run.")
+
+
 def _check_checkpoint_options(args):
     if args.checkpoint_every is None:
         return
@@ -829,10 +900,25 @@ def _estimator_params(args):
     )
 
 
-def _stop_state(net, converged):
-    """How training ended, in words: only a fit the rule stopped is called converged."""
+def _stop_state(net, converged, warned=(), rose=False):
+    """How training ended, in words: only a fit the rule stopped is called converged.
+
+    ``warned``: the run's ConvergenceWarning messages. L-BFGS may stop
+    unconverged before --epochs (--max-fun, a failed line search); its
+    warning says why, in the words ``_solver_stopped`` gives it. ``rose``:
+    the training loss ended above where it began (a LossIncreasedWarning),
+    which the stopping rule may have met all the same.
+    """
     if not converged:
-        return "stopped at --epochs, not converged"
+        if net.n_iter_ >= net.max_iter:
+            how = "stopped at --epochs"
+        elif warned:
+            reasons = [re.search(r"iteration\(s\): (.*?)\. Raise", text) for text in warned]
+            why = next((found.group(1) for found in reasons if found), "see the warning")
+            how = f"stopped before --epochs ({why})"
+        else:
+            how = "stopped: no improvement"
+        return how + (", the training loss rose" if rose else "") + ", not converged"
     if net.early_stopping:
         return "stopped early: the validation R^2 no longer improved"
     return "converged"
@@ -918,13 +1004,20 @@ def _run_predict(args):
     net = getattr(model, "regressor_", model)
     if args.device is not None or args.backend is not None:
         net.set_params(device=args.device, backend=args.backend)
-    names = metadata.get("feature_names") or [
-        f"x{j}" for j in range(metadata["layer_sizes"][0])]
+    # A model fitted on a dataframe and saved from Python keeps the frame's
+    # column names (feature_names_in); a CSV's columns are matched to them.
+    seen = metadata.get("feature_names_in") or []
+    names = (metadata.get("feature_names")
+             or (seen if len(set(seen)) == len(seen) else None)
+             or [f"x{j}" for j in range(metadata["layer_sizes"][0])])
     targets = metadata.get("target_names") or ["prediction"]
     columns = metadata.get("columns")
     X = read_features(args.data, names, targets[0], columns=None if columns is None else [
         (column["name"], column["levels"]) for column in columns])
-    y_pred = np.asarray(model.predict(X))
+    with warnings.catch_warnings():
+        # The columns were picked by name above; the array has none left.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        y_pred = np.asarray(model.predict(X))
     if args.out and args.out != STDOUT:
         write_predictions(args.out, y_pred, targets)
         print(f"wrote {y_pred.shape[0]} predictions to {args.out}")

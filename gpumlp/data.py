@@ -862,12 +862,15 @@ def write_predictions_csv(handle, y_pred, target_names="prediction"):
 
     The header row is written by :mod:`csv`, so a name holding a comma, a
     quote or a line break is quoted, its quotes doubled, and
-    every CSV reader reads back the names written; the values are written
-    with nine significant digits.
+    every CSV reader reads back the names written; each value is written
+    with the fewest digits that read back as the same number of its dtype
+    (a fixed nine digits would round a float64 1e8 + 0.127 to 100000000).
     """
     columns, names = prediction_columns(y_pred, target_names)
     csv.writer(handle, lineterminator="\n").writerow(names)
-    np.savetxt(handle, columns, delimiter=",", fmt="%.9g")
+    # str() of a NumPy scalar is its shortest round-trip form, per dtype.
+    for row in columns:   # write() alone: the CLI's stdout wrapper ends a broken pipe quietly
+        handle.write(",".join(map(str, row)) + "\n")
 
 
 def write_predictions(path, y_pred, target_names="prediction"):

@@ -749,8 +749,12 @@ def _env_error(from_env, exc):
     """``exc``, saying which environment variable held the value when one did."""
     if not from_env:
         return exc
-    return ValueError(f"The environment variable {' and '.join(from_env)} is not a "
-                      f"device: {exc} Set it to one of those, or unset it.")
+    if len(from_env) > 1:
+        named = f"variables {' and '.join(from_env)} are not a usable backend and device"
+    else:
+        what = "backend" if from_env[0].startswith(BACKEND_ENV_VAR) else "device"
+        named = f"variable {from_env[0]} is not a {what}"
+    return ValueError(f"The environment {named}: {exc} Set it to one of those, or unset it.")
 
 
 def _split(spec, backend, kinds):

@@ -21,7 +21,7 @@ from ._checks import (
     resolve_dtype,
 )
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
-from .devices import device_of, dtype_name, move
+from .devices import device_of, move
 from .estimator import MLPRegressor
 
 __all__ = ["DEFAULT_PARAMS", "StandardizedRegressor", "default_regressor", "mean_scale"]
@@ -185,7 +185,11 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         return (y - mean) / scale
 
     def predict(self, X):
-        """Predictions for raw ``X``, in the target's original units."""
+        """Predictions for raw ``X``, in the target's original units.
+
+        Returned in float64 whatever the regressor's dtype (float32 only on a
+        device without float64, Apple's MPS), as the target's scalers are kept.
+        """
         if not hasattr(self, "regressor_"):
             raise not_fitted_error()(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first.")
@@ -198,15 +202,23 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
             return y_scaled * scale + mean
         xp = aac.array_namespace(y_scaled)
         place = device_of(y_scaled)
-        # Back in y's units in the scalers' precision (float64 for a float64 y),
-        # whatever the regressor's: a float32 model of y = 1e8 + noise keeps
-        # the noise, where float32's spacing at 1e8 is 8.
-        dtype = dtype_name(self.y_mean_) if aac.is_array_api_obj(self.y_mean_) else "float64"
-        try:
-            place.check_dtype(dtype)
-        except ValueError:   # a device without float64 (Apple's MPS)
-            dtype = dtype_name(y_scaled)
-        mean, scale = move(self.y_mean_, place, dtype), move(self.y_scale_, place, dtype)
-        if y_scaled.ndim == 1:
-            mean, scale = xp.reshape(mean, ()), xp.reshape(scale, ())
-        return xp.astype(y_scaled, xp.result_type(y_scaled.dtype, mean.dtype)) * scale + mean
+        # The target's units are restored in float64 (where the device has it),
+        # as its scalers are kept: a float32 network's prediction of y + 1e8
+        # would otherwise come back rounded to a multiple of 8.
+        wide = xp.float64 if _has_float64(place) else y_scaled.dtype
+        with place.context():   # JAX: float64 on
+            y_scaled = xp.astype(y_scaled, wide)
+            mean = xp.astype(move(self.y_mean_, place), wide)
+            scale = xp.astype(move(self.y_scale_, place), wide)
+            if y_scaled.ndim == 1:
+                mean, scale = xp.reshape(mean, ()), xp.reshape(scale, ())
+            return y_scaled * scale + mean
+
+
+def _has_float64(place) -> bool:
+    """Whether arrays on ``place`` can be float64 (Apple's MPS cannot)."""
+    try:
+        place.check_dtype("float64")
+    except ValueError:
+        return False
+    return True

@@ -46,8 +46,9 @@ def validation_split(n, fraction, rng):
     if n_val < 2 or n - n_val < 1:
         raise ValueError(
             f"early_stopping needs at least 2 validation rows and 1 training row; "
-            f"with {n} samples and validation_fraction={fraction} there are {n_val}. "
-            f"Pass more data or a larger validation_fraction."
+            f"with {n} samples and validation_fraction={fraction} there are {n_val} "
+            f"validation and {n - n_val} training rows. Pass more data, or a "
+            f"{'larger' if n_val < 2 else 'smaller'} validation_fraction."
         )
     perm = rng.permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])

@@ -312,8 +312,10 @@ def train_argv(draw, *, early_stopping=None, solvers=SOLVERS, epochs=(1, 6)) -> 
             "--device", "cpu", "--quiet"]
     if draw(st.booleans()):
         argv += ["--alpha", repr(draw(st.sampled_from([1e-4, 0.1])))]
+    lr = None
     if solver in ("gd", "sgd", "adam") and draw(st.booleans()):
-        argv += ["--lr", draw(st.sampled_from(["auto", "0.01", "0.05"]))]
+        lr = draw(st.sampled_from(["auto", "0.01", "0.05"]))
+        argv += ["--lr", lr]
     if solver in ("sgd", "adam") and draw(st.booleans()):
         argv += ["--batch-size", str(draw(st.sampled_from([4, 16, 1000])))]
     if solver == "sgd":
@@ -323,9 +325,12 @@ def train_argv(draw, *, early_stopping=None, solvers=SOLVERS, epochs=(1, 6)) -> 
             argv += ["--no-nesterov"]
     if solver == "adam" and draw(st.booleans()):
         argv += ["--beta1", "0.8", "--beta2", "0.99", "--epsilon", "1e-6"]
-    if draw(st.booleans()):
-        argv += ["--learning-rate", draw(st.sampled_from(SCHEDULES))]
-        if draw(st.booleans()):
+    # The CLI refuses an option its run would not use (a schedule for adam, say).
+    schedules = solver == "sgd" or (solver == "gd" and lr not in (None, "auto"))
+    if schedules and draw(st.booleans()):
+        schedule = draw(st.sampled_from(SCHEDULES))
+        argv += ["--learning-rate", schedule]
+        if schedule == "invscaling" and draw(st.booleans()):
             argv += ["--power-t", "0.25"]
     if solver == "lbfgs" and draw(st.booleans()):
         argv += ["--max-fun", "9"]

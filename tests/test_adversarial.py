@@ -1,0 +1,218 @@
+"""Defects found by an adversarial round (issue 20's last item), each pinned.
+
+Each test is one case a user met: the input, what gpumlp did wrong before,
+and what it must do now.
+"""
+
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from gpumlp import MLPRegressor, StandardizedRegressor
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    return X, X @ np.array([1.0, 2.0, -1.0])
+
+
+def quiet_fit(model, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit(X, y)
+
+
+def test_a_float32_network_predicts_an_offset_target_in_float64(data):
+    # Before: predictions were unscaled in float32, so y + 1e8 came back
+    # rounded to multiples of 8 (all 1e8 here), with y's spread about 2.4.
+    X, y = data
+    net = dict(hidden_layer_sizes=(8,), solver="gd", max_iter=20, dtype="float32",
+               device="cpu", random_state=0)
+    model = quiet_fit(StandardizedRegressor(MLPRegressor(**net)), X, y + 1e8)
+    y_pred = model.predict(X)
+    assert y_pred.dtype == np.float64
+    # The network's own float32 output, unscaled in float64: exact up to
+    # float64's rounding of numbers near 1e8 (eps * 1e8 = 2.2e-8).
+    inner = model.regressor_.predict((X - model.x_mean_) / model.x_scale_).astype(np.float64)
+    expected = inner * model.y_scale_[0] + model.y_mean_[0]
+    np.testing.assert_allclose(y_pred, expected, rtol=0, atol=4 * np.finfo(np.float64).eps * 1e8)
+    assert np.ptp(y_pred) > 1.0   # not a constant 1e8
+
+
+def test_predictions_csv_keeps_every_digit_of_its_dtype(tmp_path):
+    # Before: nine significant digits, so a float64 1e8 + 0.127 read back
+    # as 100000000.
+    from gpumlp.data import write_predictions
+    y64 = np.array([1e8 + 0.127, -1e-300, 1 / 3])
+    y32 = np.array([0.1, 1 / 3, 3e38], dtype=np.float32)
+    for name, y_pred in (("p64.csv", y64), ("p32.csv", y32)):
+        write_predictions(tmp_path / name, y_pred, "y")
+        back = np.loadtxt(tmp_path / name, skiprows=1, delimiter=",", dtype=y_pred.dtype)
+        np.testing.assert_array_equal(back, y_pred)
+    # float32 values are written in float32's shortest form, not float64's.
+    assert (tmp_path / "p32.csv").read_text().splitlines()[1] == "0.1"
+
+
+@pytest.mark.parametrize("fraction, advice", [(0.99, "smaller"), (0.01, "larger")])
+def test_early_stopping_split_advice_points_the_right_way(data, fraction, advice):
+    # Before: 80 rows at 0.99 (80 validation rows, none to train on) advised
+    # "a larger validation_fraction".
+    X, y = data
+    with pytest.raises(ValueError, match=rf"there are \d+ validation and \d+ training rows.*"
+                                         rf"{advice} validation_fraction"):
+        MLPRegressor((4,), early_stopping=True, validation_fraction=fraction,
+                     max_iter=2, device="cpu").fit(X, y)
+
+
+def test_cli_predict_matches_csv_columns_to_a_dataframe_models_names(data, tmp_path, capsys):
+    # Before: a model fitted on a dataframe and saved from Python was asked,
+    # by `gpumlp predict`, for columns x0, x1, x2, which the CSV holding the
+    # frame's own columns lacks.
+    import pandas as pd
+
+    from gpumlp import save
+    from gpumlp.cli import main
+    X, y = data
+    frame = pd.DataFrame(X, columns=["c", "b", "a"])
+    model = quiet_fit(StandardizedRegressor(MLPRegressor((4,), max_iter=3, device="cpu",
+                                                         random_state=0)), frame, y)
+    save(model, tmp_path / "m.npz")
+    # The CSV holds the columns in another order, with the target among them.
+    frame[["a", "b"]].assign(y=y, c=frame["c"]).to_csv(tmp_path / "d.csv", index=False)
+    assert main(["predict", "--model", str(tmp_path / "m.npz"), "--data",
+                 str(tmp_path / "d.csv"), "--out", str(tmp_path / "p.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), model.predict(frame))
+    # A frame with a name twice cannot be matched by name: refused, as before.
+    twice = pd.DataFrame(X, columns=["a", "a", "c"])
+    save(quiet_fit(StandardizedRegressor(MLPRegressor((4,), max_iter=3, device="cpu")),
+                   twice, y), tmp_path / "twice.npz")
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "twice.npz"), "--data",
+                 str(tmp_path / "d.csv")]) == 2
+    assert "needs the column(s) x0, x1, x2" in capsys.readouterr().err
+
+
+def test_cli_says_lbfgs_stopped_at_max_fun_not_at_epochs(tmp_path, capsys):
+    # Before: "epochs: 1 (stopped at --epochs, not converged)" with --epochs 3,
+    # and the warning that said why was swallowed.
+    import json
+
+    from gpumlp.cli import main
+    report = tmp_path / "r.json"
+    assert main(["train", "--samples", "60", "--solver", "lbfgs", "--max-fun", "1",
+                 "--epochs", "3", "--quiet", "--device", "cpu", "--json", str(report)]) == 0
+    stopped = json.loads(report.read_text())["stopped"]
+    assert stopped == "stopped before --epochs (max_fun (1) loss evaluations reached), " \
+                      "not converged"
+    assert f"epochs: 1 ({stopped})" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("options, flag", [
+    (["--solver", "sgd", "--beta1", "0.5"], "--beta1"),
+    (["--momentum", "0.5"], "--momentum"),                     # adam, the default
+    (["--no-nesterov"], "--nesterov/--no-nesterov"),
+    (["--solver", "gd", "--batch-size", "7"], "--batch-size"),
+    (["--max-fun", "5"], "--max-fun"),
+    (["--solver", "lbfgs", "--lr", "0.1"], "--lr"),
+    (["--learning-rate", "invscaling"], "--learning-rate"),
+    (["--solver", "gd", "--learning-rate", "adaptive"], "--learning-rate"),   # rate "auto"
+    (["--solver", "sgd", "--power-t", "0.9"], "--power-t"),    # schedule constant
+    (["--validation-fraction", "0.3"], "--validation-fraction"),
+])
+def test_cli_refuses_an_option_this_run_would_ignore(tmp_path, capsys, options, flag):
+    # Before: each trained as if the option had not been typed, and said nothing.
+    from gpumlp.cli import main
+    out = tmp_path / "m.npz"
+    assert main(["train", "--samples", "60", "--epochs", "2", "--quiet", "--device", "cpu",
+                 "--out", str(out), *options]) == 2
+    assert f"{flag} has no effect on this run" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("options", [
+    ["--solver", "sgd", "--momentum", "0.5", "--no-nesterov", "--batch-size", "16",
+     "--learning-rate", "invscaling", "--power-t", "0.3"],
+    ["--solver", "gd", "--lr", "0.1", "--learning-rate", "adaptive"],
+    ["--beta1", "0.8", "--beta2", "0.99", "--epsilon", "1e-7", "--batch-size", "16",
+     "--early-stopping", "--validation-fraction", "0.3"],
+    ["--solver", "lbfgs", "--max-fun", "50"],
+])
+def test_cli_takes_the_options_a_run_uses(tmp_path, options):
+    from gpumlp.cli import main
+    assert main(["train", "--samples", "60", "--epochs", "2", "--quiet", "--device", "cpu",
+                 *options]) == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
+def test_sigterm_saves_the_last_complete_epoch_as_ctrl_c_does(tmp_path):
+    # Before: SIGTERM (kill, a batch scheduler's time limit) ended the run at
+    # once, and every epoch trained was lost.
+    from gpumlp import load
+    out = tmp_path / "m.npz"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpumlp", "train", "--device", "cpu", "--samples", "500",
+         "--epochs", "10000000", "--solver", "gd", "--lr", "0.1", "--tol", "0", "--hidden",
+         "8", "--quiet", "--out", str(out), "--checkpoint-every", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not out.exists() and time.monotonic() < deadline:   # an epoch is complete
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert f"saved the last complete epoch's model to {out}" in err
+    assert len(load(out).regressor_.loss_curve_) >= 1
+
+
+def test_cli_never_calls_a_run_whose_loss_rose_converged(tmp_path, capsys):
+    # Before: "epochs: 12 (converged)  final loss: 7.43e+24" and an R² of
+    # -8e26, the fit's LossIncreasedWarning caught and never shown.
+    import json
+
+    from gpumlp.cli import main
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = X @ np.array([1.0, 2.0, -1.0]) + 0.1 * rng.normal(size=60)
+    data, report = tmp_path / "d.csv", tmp_path / "r.json"
+    data.write_text("a,b,c,y\n" + "".join(",".join(f"{v:.6f}" for v in row) + "\n"
+                                          for row in np.column_stack([X, y])))
+    # A step far too large: the loss grows by a factor of about 1e11 (the
+    # stopping rule then meets its "no improvement" test), yet stays finite.
+    assert main(["train", "--data", str(data), "--solver", "sgd", "--lr", "1", "--momentum",
+                 "0.99", "--epochs", "30", "--quiet", "--device", "cpu", "--dtype", "float64",
+                 "--json", str(report)]) == 0
+    outcome = json.loads(report.read_text())
+    assert outcome["converged"] is False
+    assert "the training loss rose, not converged" in outcome["stopped"]
+    out, err = capsys.readouterr()
+    assert "(converged)" not in out
+    assert "gpumlp train: warning: The training loss rose from" in err
+
+
+def test_cli_shows_the_unscaled_data_warning_of_no_standardize(tmp_path, capsys):
+    from gpumlp.cli import main
+    data = tmp_path / "d.csv"
+    data.write_text("a,y\n" + "".join(f"{0.1 * i},{1e6 + i}\n" for i in range(40)))
+    assert main(["train", "--data", str(data), "--no-standardize", "--epochs", "2",
+                 "--quiet", "--device", "cpu"]) == 0
+    assert "gpumlp train: warning: y is far from mean 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"GPUMLP_BACKEND": "tensorflow"}, "variable GPUMLP_BACKEND='tensorflow' is not a backend"),
+    ({"GPUMLP_DEVICE": "gpu9"}, "variable GPUMLP_DEVICE='gpu9' is not a device"),
+])
+def test_a_bad_environment_variable_is_named_for_what_it_sets(monkeypatch, settings, words):
+    # Before: GPUMLP_BACKEND=tensorflow was called "not a device".
+    from gpumlp import get_device
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"The environment {words}"):
+        get_device()
