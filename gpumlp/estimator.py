@@ -985,7 +985,19 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             coefs = [move(W, device, dtype) for W in self.coefs_]
             intercepts = [move(b, device, dtype) for b in self.intercepts_]
             out = getattr(self, "out_activation_", get_loss(self.loss).out_activation)
-            y_pred = kernels.predict(Xd, coefs, intercepts, self.activation, out)
+            with np.errstate(over="ignore", invalid="ignore"):   # judged just below
+                y_pred = kernels.predict(Xd, coefs, intercepts, self.activation, out)
+            if not bool(device.xp.all(device.xp.isfinite(y_pred))):
+                # Finite X and finite weights can still overflow the output (a
+                # fit whose last steps grew the weights): infinite predictions
+                # would be a silent wrong answer.
+                largest = max(float(device.xp.max(device.xp.abs(W))) for W in coefs)
+                raise ValueError(
+                    f"The predictions overflow {dtype}: the network's output is beyond "
+                    f"its largest number for some rows of X (its weights reach "
+                    f"{largest:.3g}). The fit that made this model did not converge (see "
+                    f"its warnings): refit on standardised data (StandardizedRegressor), "
+                    f"with a lower learning_rate_init, or with dtype='float64'.")
             if getattr(self, "_y_was_1d", False):
                 y_pred = y_pred[:, 0]
             return move(y_pred, device_of(X))

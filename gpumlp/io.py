@@ -223,6 +223,15 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
     if record is not None and record.get("version") == RECORD_VERSION:
         metadata["fit_record"], record_arrays = _record_metadata(record)
         arrays.update(record_arrays)
+    for name, array in arrays.items():   # load refuses them: never write such a file
+        if not np.all(np.isfinite(array)):
+            state = name.startswith("state_")
+            raise ValueError(
+                f"Cannot save to {os.fspath(path)}: "
+                f"{'the solver state' if state else 'the model'} holds NaN or infinite "
+                f"values (member {name!r}), and load refuses such a file. "
+                + ("The weights are finite: save them with training_state=False (a resume "
+                   "then starts a new solver)." if state else "Refit the model."))
     arrays["metadata"] = np.array(json.dumps(metadata))
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)

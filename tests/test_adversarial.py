@@ -216,3 +216,38 @@ def test_a_bad_environment_variable_is_named_for_what_it_sets(monkeypatch, setti
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=f"The environment {words}"):
         get_device()
+
+
+def test_predictions_that_overflow_are_refused_not_returned_as_inf():
+    """A fixed-rate float32 fit whose last step grew the weights to ~5e18 gave
+    finite weights and +-inf predictions, with only a LossIncreasedWarning
+    (found by the laws' long run)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 1)) * 1e3
+    y = X[:, 0] * 1e-6
+    model = MLPRegressor((1,), activation="identity", solver="gd", learning_rate_init=0.05,
+                         max_iter=2, tol=0, dtype="float32", random_state=0, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y)
+    assert all(np.isfinite(W).all() for W in model.coefs_)
+    with pytest.raises(ValueError, match="predictions overflow float32"):
+        model.predict(X)
+
+
+def test_save_refuses_a_state_load_would_refuse(tmp_path):
+    """An Adam fit on unscaled data can end with its second moment at inf while
+    the loss is finite: save wrote a file that load then refused as damaged."""
+    from gpumlp import io
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 2))
+    model = MLPRegressor((3,), solver="adam", max_iter=2, device="cpu",
+                         random_state=0).fit(X, X[:, 0])
+    model._trainer.state.second[0][0, 0] = np.inf
+    path = tmp_path / "m.npz"
+    with pytest.raises(ValueError, match="training_state=False"):
+        io.save(model, path)
+    assert not path.exists()
+    io.save(model, path, training_state=False)
+    np.testing.assert_array_equal(io.load(path).predict(X), model.predict(X))
