@@ -531,13 +531,7 @@ def test_no_command_harms_a_file(tmp_path_factory, capsys, cli_data, commands):
 
 
 # ----------------------------------------------------------------- certificate
-@pytest.mark.parametrize("sample_weight", [
-    False,
-    pytest.param(True, marks=pytest.mark.xfail(
-        strict=True, reason="cert (issue 19/20): a fit with sample_weight fails its own "
-        "certificate: certify takes no sample_weight and the fit record keeps none, so the "
-        "replay trains unweighted and its weights part from the stored ones by ~1e-2")),
-])
+@pytest.mark.parametrize("sample_weight", [False, True])
 @law_settings(cost=2)
 @given(st.data())
 def test_every_honest_fit_certifies(tmp_path_factory, sample_weight, draw):
@@ -556,7 +550,7 @@ def test_every_honest_fit_certifies(tmp_path_factory, sample_weight, draw):
     io.save(model, path)
     X = frame(data.X) if config.frame else data.X
     cert = certify(path, X, data.y_for(config), backends=["numpy"],
-                   dtypes=(config.params["dtype"],))
+                   dtypes=(config.params["dtype"],), **fit_kwargs(config, data))
     assert cert.passed, str(cert)
 
 
