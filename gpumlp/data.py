@@ -246,6 +246,26 @@ def _parse(cell):
 def _scan(path, n_header_lines, names, width, used, trailing):
     """The table by a line-by-line scan that reports the first bad line exactly."""
     values = array.array("d")  # 8 bytes a value, as in the table
+    for line, end, record in _checked_records(path, n_header_lines, width, trailing):
+        for j, name in zip(used, names):
+            value = _parse(record[j])
+            if value is None:
+                where = "" if end == line else \
+                    f" (a quoted cell spanning lines {line}-{end}: check the quotes)"
+                raise DataError(
+                    f"{path}, line {line}: column {name!r} holds the non-numeric value "
+                    f"{_shown(record[j])}{where}. Encode it as numbers or drop the column.")
+            values.append(value)
+    return np.frombuffer(values, dtype=np.float64).reshape(-1, len(used))
+
+
+def _checked_records(path, n_header_lines, width, trailing):
+    """Each non-blank data record as ``(first line, last line, cells)``, its shape checked.
+
+    A record must have the header's width, and the cells under unnamed
+    trailing columns must be empty; the first that breaks either is refused
+    with its line. Quoted cells may span lines (``last line`` > ``first line``).
+    """
     with _open_text(path) as handle:
         reader = csv.reader(handle)
         for _ in range(n_header_lines):
@@ -257,10 +277,9 @@ def _scan(path, n_header_lines, names, width, used, trailing):
             except csv.Error as exc:
                 raise _syntax_error(path, line, exc) from None
             if record is None:
-                break
+                return
             if not any(cell.strip() for cell in record):
                 continue
-            end = n_header_lines + reader.line_num
             if len(record) != width and any("\n" in c or "\r" in c for c in record):
                 raise _unclosed_quote(path, line)
             if len(record) != width:
@@ -271,16 +290,7 @@ def _scan(path, n_header_lines, names, width, used, trailing):
                     raise DataError(
                         f"{path}, line {line}: column {j + 1} has no name in the header but "
                         f"holds {_shown(record[j])}; name it in the header or empty it.")
-            for j, name in zip(used, names):
-                value = _parse(record[j])
-                if value is None:
-                    where = "" if end == line else \
-                        f" (a quoted cell spanning lines {line}-{end}: check the quotes)"
-                    raise DataError(
-                        f"{path}, line {line}: column {name!r} holds the non-numeric value "
-                        f"{_shown(record[j])}{where}. Encode it as numbers or drop the column.")
-                values.append(value)
-    return np.frombuffer(values, dtype=np.float64).reshape(-1, len(used))
+            yield line, n_header_lines + reader.line_num, record
 
 
 def _read_csv(path, wanted=None):
@@ -493,32 +503,9 @@ def encoded_names(columns) -> list[str]:
 def _records(path, n_header_lines, width, trailing):
     """Every data record's cells (stripped) and its first line, by the csv module."""
     records, lines = [], []
-    with _open_text(path) as handle:
-        reader = csv.reader(handle)
-        for _ in range(n_header_lines):
-            next(handle)
-        while True:
-            line = n_header_lines + reader.line_num + 1
-            try:
-                record = next(reader, None)
-            except csv.Error as exc:
-                raise _syntax_error(path, line, exc) from None
-            if record is None:
-                break
-            if not any(cell.strip() for cell in record):
-                continue
-            if len(record) != width and any("\n" in c or "\r" in c for c in record):
-                raise _unclosed_quote(path, line)
-            if len(record) != width:
-                raise DataError(f"{path}, line {line}: {len(record)} cells, but the header has "
-                                f"{width} columns. Make every line as long as the header.")
-            for j in trailing:
-                if record[j].strip():
-                    raise DataError(
-                        f"{path}, line {line}: column {j + 1} has no name in the header but "
-                        f"holds {_shown(record[j])}; name it in the header or empty it.")
-            records.append([cell.strip() for cell in record])
-            lines.append(line)
+    for line, _, record in _checked_records(path, n_header_lines, width, trailing):
+        records.append([cell.strip() for cell in record])
+        lines.append(line)
     return records, lines
 
 
