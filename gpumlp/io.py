@@ -290,6 +290,28 @@ def _record_metadata(record: dict) -> tuple[dict, dict]:
     return plain, arrays
 
 
+def _check_state_shapes(path, shapes: dict, allowed: set, n_weights: int, array: str,
+                        state: str) -> None:
+    """Refuse state arrays with odd names, shapes that are no weight's, or too many values.
+
+    ``shapes`` maps each array's name to its shape as the file lists it;
+    ``array`` and ``state`` name them in the message ("training state array",
+    "its training state").
+    """
+    total = 0
+    for name, shape in shapes.items():
+        if not _STATE_NAME.fullmatch(name):
+            raise _damaged(path, f"{array} name {name!r:.80} is not a plain name")
+        if not isinstance(shape, list) or not all(_is_int(n) for n in shape) \
+                or tuple(shape) not in allowed:
+            raise _damaged(path, f"{array} {name!r} has shape {shape!r:.80}, "
+                                 f"which is not the shape of a weight")
+        total += math.prod(shape)
+    if total > _MAX_STATE_COPIES * n_weights:
+        raise _damaged(path, f"{state} holds {total} values, more than "
+                             f"{_MAX_STATE_COPIES} copies of the {n_weights} weights")
+
+
 def _check_names(key: str, names, expected: int, what: str) -> list[str] | None:
     """``names`` as a list of strings, one per input (or output), all different.
 
@@ -514,18 +536,8 @@ def _check_training(path: str, training: Any, sizes: list[int]) -> None:
     weight_shapes = [(a, b) for a, b in zip(sizes[:-1], sizes[1:])] + [(b,) for b in sizes[1:]]
     n_weights = sum(math.prod(shape) for shape in weight_shapes)
     allowed = {*weight_shapes, (n_weights,), ()}
-    total = 0
-    for name, shape in training["arrays"].items():
-        if not _STATE_NAME.fullmatch(name):
-            raise _damaged(path, f"training state array name {name!r:.80} is not a plain name")
-        if not isinstance(shape, list) or not all(_is_int(n) for n in shape) \
-                or tuple(shape) not in allowed:
-            raise _damaged(path, f"training state array {name!r} has shape {shape!r:.80}, "
-                                 f"which is not the shape of a weight")
-        total += math.prod(shape)
-    if total > _MAX_STATE_COPIES * n_weights:
-        raise _damaged(path, f"its training state holds {total} values, more than "
-                             f"{_MAX_STATE_COPIES} copies of the {n_weights} weights")
+    _check_state_shapes(path, training["arrays"], allowed, n_weights,
+                        "training state array", "its training state")
     history = training["history"]
     counts = ("no_improvement_count", "samples_seen")
     numbers_or_none = ("best_loss", "best_validation_score")
@@ -595,16 +607,8 @@ def _check_fit_record(path: str, metadata: dict) -> None:
                 or not isinstance(c["history"], dict):
             raise _damaged(path, "a fit_record checkpoint holds a value of the wrong type")
         epochs.append(c["epoch"])
-        total = 0
-        for name, shape in c["state_arrays"].items():
-            if not _STATE_NAME.fullmatch(name) or not isinstance(shape, list) \
-                    or not all(_is_int(n) for n in shape) or tuple(shape) not in allowed:
-                raise _damaged(path, f"a checkpoint's state array {name!r:.80} has shape "
-                                     f"{shape!r:.80}, which is not the shape of a weight")
-            total += math.prod(shape)
-        if total > _MAX_STATE_COPIES * n_weights:
-            raise _damaged(path, f"a checkpoint's state holds {total} values, more than "
-                                 f"{_MAX_STATE_COPIES} copies of the {n_weights} weights")
+        _check_state_shapes(path, c["state_arrays"], allowed, n_weights,
+                            "a checkpoint's state array", "a checkpoint's state")
         history = c["history"]
         if set(history) != _CHECKPOINT_HISTORY or not all(
                 _is_int(history[k]) and history[k] >= 0
