@@ -247,7 +247,7 @@ class Recorder:
                        "fastpath": bool(trainer.network.fastpath), "eval_set": bool(eval_set),
                        "incremental": bool(incremental), "n_samples": int(n_samples),
                        "data_sha256": data_sha256}
-        self.checkpoints = [self._materialise(0, self._snapshot())]
+        self.checkpoints = [self._keep(0, self._snapshot())]
         self.pending = None
         self.accepted, self.improved, self.monotone, self.steps = [], [], [], []
         self.retried = []
@@ -258,8 +258,24 @@ class Recorder:
                    "no_improvement_count": t.no_improvement_count,
                    "samples_seen": t.samples_seen}
         best = None if t.best_params is None else list(t.best_params)
-        return (list(t.params), t.state, copy.deepcopy(self.rng.bit_generator.state),
-                history, best)
+        # bit_generator.state builds a new dict at each read: no copy needed.
+        return (list(t.params), t.state, self.rng.bit_generator.state, history, best)
+
+    def _keep(self, epoch, snapshot):
+        """A checkpoint: ``(epoch, snapshot)`` while the weights are host NumPy arrays
+        (immutable references, materialised by :meth:`finish` only if the
+        checkpoint survives the thinning), else materialised on the host now,
+        so that no device memory is held for it."""
+        if all(isinstance(p, np.ndarray) for p in snapshot[0]):
+            return (epoch, snapshot)
+        return self._materialise(epoch, snapshot)
+
+    def _materialised(self, checkpoint) -> dict:
+        return checkpoint if isinstance(checkpoint, dict) else self._materialise(*checkpoint)
+
+    @staticmethod
+    def _epoch(checkpoint) -> int:
+        return checkpoint["epoch"] if isinstance(checkpoint, dict) else checkpoint[0]
 
     def _materialise(self, epoch, snapshot) -> dict:
         from .devices import to_numpy
@@ -292,19 +308,21 @@ class Recorder:
             self.retried.append(bool(state.retried))
         snapshot = self._snapshot()
         if epoch % self.every == 0:
-            self.checkpoints.append(self._materialise(epoch, snapshot))
+            self.checkpoints.append(self._keep(epoch, snapshot))
             self.pending = None
             if len(self.checkpoints) - 1 > MAX_CHECKPOINTS:
                 self.every *= 2
-                self.checkpoints = [c for c in self.checkpoints if c["epoch"] % self.every == 0]
+                self.checkpoints = [c for c in self.checkpoints
+                                    if self._epoch(c) % self.every == 0]
         else:
             self.pending = (epoch, snapshot)
 
     def finish(self, n_iter: int) -> dict:
         """The record, once the call has run ``n_iter`` epochs and ended normally."""
         if self.pending is not None:
-            self.checkpoints.append(self._materialise(*self.pending))
+            self.checkpoints.append(self.pending)
             self.pending = None
+        self.checkpoints = [self._materialised(c) for c in self.checkpoints]
         header = dict(self.header)
         if isinstance(header["data_sha256"], PendingFingerprint):
             header["data_sha256"] = header["data_sha256"].result()
