@@ -4,6 +4,7 @@ Each test is one case a user met: the input, what gpumlp did wrong before,
 and what it must do now.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -251,3 +252,23 @@ def test_save_refuses_a_state_load_would_refuse(tmp_path):
     assert not path.exists()
     io.save(model, path, training_state=False)
     np.testing.assert_array_equal(io.load(path).predict(X), model.predict(X))
+
+
+# ------------------------------------------------ second round (adversary2)
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_a_path_to_an_open_file_descriptor_is_refused_not_replaced(tmp_path):
+    """``--json /dev/stdout >> log`` replaced log (its earlier lines lost):
+    the writer resolved the link to the file the shell had opened, and renamed
+    a new file over it."""
+    from gpumlp._atomic import atomic_path
+
+    log = tmp_path / "log.txt"
+    log.write_text("KEEP\n")
+    with open(log, "a") as handle:
+        for name in (f"/proc/self/fd/{handle.fileno()}", f"/dev/fd/{handle.fileno()}"):
+            with pytest.raises(OSError, match="open file of this process"):
+                with atomic_path(name) as temporary:
+                    with open(temporary, "w") as out:
+                        out.write("{}")
+    assert log.read_text() == "KEEP\n"
+    assert os.listdir(tmp_path) == ["log.txt"]
