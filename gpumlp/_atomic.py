@@ -10,7 +10,9 @@ plots) goes through :func:`atomic_path`, which promises:
   is kept, as ``open(path, "w")`` would do (:func:`check_target` says where).
   A path that leads to an open file descriptor (``/dev/stdout``,
   ``/dev/fd/N``, ``/proc/self/fd/N``) is refused: the rename would replace
-  the file a shell redirected to (``>> log``) instead of writing to it.
+  the file a shell redirected to (``>> log``) instead of writing to it. A
+  read-only file is refused, as ``open(path, "w")`` refuses it: a rename
+  would replace it all the same.
 * **All or nothing.** The data goes to a temporary file in the target's
   folder, is flushed to the disk, and is renamed over the target in one step:
   a crash, ``SIGKILL`` or Ctrl-C never leaves half a file where a good one
@@ -130,8 +132,10 @@ def check_target(path: str | os.PathLike) -> str:
         If ``path`` exists and is not a regular file (a FIFO, a device, a
         socket), if it cannot be examined (a loop of links, no permission),
         or if its folder does not exist; if it names an open file descriptor
-        (``/dev/stdout``, ``/dev/fd/N``, ``/proc/self/fd/N``). The message
-        names ``path``.
+        (``/dev/stdout``, ``/dev/fd/N``, ``/proc/self/fd/N``); or, as a
+        ``PermissionError``, if it is a file this process may not write (a
+        read-only file, which a rename would replace all the same). The
+        message names ``path``.
     """
     path = os.fspath(path)
     stream = _open_stream(path)
@@ -152,6 +156,11 @@ def check_target(path: str | os.PathLike) -> str:
         error = IsADirectoryError if stat.S_ISDIR(mode) else OSError
         raise error(f"cannot write {path}{where}: it is {kind}, not a regular file, and "
                     f"gpumlp replaces only regular files; choose a file path.")
+    if mode is not None and not os.access(real, os.W_OK):
+        where = "" if real == os.path.abspath(path) else f" (it links to {real})"
+        raise PermissionError(13, f"cannot write {path}{where}: the file is read-only, and "
+                                  f"gpumlp does not replace a file its owner protected; "
+                                  f"make it writable (chmod u+w) or choose another path")
     folder = os.path.dirname(real)
     if not os.path.isdir(folder):
         raise FileNotFoundError(2, f"cannot write {path}: its folder {folder} does not exist")

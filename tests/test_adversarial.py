@@ -272,3 +272,25 @@ def test_a_path_to_an_open_file_descriptor_is_refused_not_replaced(tmp_path):
                         out.write("{}")
     assert log.read_text() == "KEEP\n"
     assert os.listdir(tmp_path) == ["log.txt"]
+
+
+def test_a_read_only_file_is_not_replaced(tmp_path, monkeypatch):
+    """``--out m.npz`` on a file made read-only (chmod 444) replaced it: a
+    rename needs only the folder's write permission, where open(path, "w")
+    is refused."""
+    from gpumlp._atomic import atomic_path
+
+    target = tmp_path / "m.npz"
+    target.write_bytes(b"protected")
+    target.chmod(0o444)
+    if os.geteuid() == 0:   # root may write any file: ask as a user would be answered
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: False
+                            if os.path.samefile(path, target) and mode == os.W_OK
+                            else real_access(path, mode, **kw))
+    with pytest.raises(PermissionError, match="read-only"):
+        with atomic_path(target) as temporary:
+            with open(temporary, "wb") as out:
+                out.write(b"new")
+    assert target.read_bytes() == b"protected"
+    assert os.listdir(tmp_path) == ["m.npz"]
