@@ -1021,6 +1021,9 @@ def _run_predict(args):
     if args.out and args.out != STDOUT:
         write_predictions(args.out, y_pred, targets)
         print(f"wrote {y_pred.shape[0]} predictions to {args.out}")
+    elif getattr(sys.stdout, "absent", False):
+        raise OSError("stdout is closed, so the predictions cannot be printed; write them "
+                      "to a file with --out PREDS.csv.")
     else:
         write_predictions_csv(sys.stdout, y_pred, targets)
     return 0
@@ -1205,11 +1208,15 @@ class _GuardedStdout:
     The first write or flush that meets a closed pipe points file
     descriptor 1 at the null device and drops the rest of the output, so the
     command goes on (a training is finished and saved) and ends quietly,
-    as other command-line tools do; :attr:`broken` then says so.
+    as other command-line tools do; :attr:`broken` then says so. A stdout
+    that was closed before the start (``gpumlp ... >&-``: Python's
+    ``sys.stdout`` is then None) drops the output the same way, so that the
+    run still ends and saves its files.
     """
 
     def __init__(self, stream):
         self.stream, self.broken = stream, False
+        self.absent = stream is None
 
     def _closed(self):
         self.broken = True
@@ -1221,7 +1228,7 @@ class _GuardedStdout:
             pass
 
     def write(self, text):
-        if self.broken:
+        if self.broken or self.absent:
             return len(text)
         try:
             return self.stream.write(text)
@@ -1230,7 +1237,7 @@ class _GuardedStdout:
             return len(text)
 
     def flush(self):
-        if self.broken:
+        if self.broken or self.absent:
             return
         try:
             self.stream.flush()

@@ -294,3 +294,26 @@ def test_a_read_only_file_is_not_replaced(tmp_path, monkeypatch):
                 out.write(b"new")
     assert target.read_bytes() == b"protected"
     assert os.listdir(tmp_path) == ["m.npz"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="closes a POSIX file descriptor")
+def test_a_closed_stdout_still_saves_the_model(tmp_path):
+    """``gpumlp train --out m.npz >&-`` (stdout closed, as a daemon may run it)
+    trained, then died on the first print with a traceback: no model saved."""
+    out = tmp_path / "m.npz"
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "gpumlp", *args], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: os.close(1), timeout=120)
+
+    done = run("train", "--device", "cpu", "--samples", "60", "--epochs", "2", "--out",
+               str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.exists()
+    # Predictions are the output itself: with nowhere to print them, say so.
+    features = tmp_path / "X.npy"
+    np.save(features, np.zeros((3, 10)))
+    done = run("predict", "--model", str(out), "--data", str(features))
+    assert done.returncode == 2
+    assert "stdout is closed" in done.stderr and "--out" in done.stderr
