@@ -175,7 +175,8 @@ def read_parquet(path, target=None):
     path : str
         A ``.parquet`` file, a glob of them, or a folder (see the module docs).
     target : str, optional
-        The target column (default: the last data column).
+        The target column (default: the last data column). A hive-partitioned
+        dataset needs it named: its last column is a partition key.
 
     Returns
     -------
@@ -228,6 +229,13 @@ def read_parquet(path, target=None):
         plan.append((file, values, rows))
     keys = list(parts[0][1])
     columns = [str(c) for c in first_columns] + keys
+    if target is None and keys:
+        # The last column, the default target, would be a partition key: the
+        # folders' labels, almost never what is to be predicted.
+        raise DataError(f"{path}: the dataset is partitioned by ({', '.join(keys)}), whose "
+                        f"values come after the files' columns, so the last column is a "
+                        f"partition key, not a target; name the target with --target (one "
+                        f"of {', '.join(columns)}).")
     target = target_column(path, columns, target)
     features = [c for c in columns if c != target]
     order = features + [target]

@@ -317,3 +317,20 @@ def test_a_closed_stdout_still_saves_the_model(tmp_path):
     done = run("predict", "--model", str(out), "--data", str(features))
     assert done.returncode == 2
     assert "stdout is closed" in done.stderr and "--out" in done.stderr
+
+
+def test_a_hive_partitioned_dataset_without_target_is_refused(tmp_path):
+    """``df.to_parquet(path, partition_cols=["k"])`` then ``train --data path``
+    silently trained on the partition key k as the target, y as a feature."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    from gpumlp.data import DataError
+    from gpumlp.parquet import read_parquet
+
+    frame = pd.DataFrame({"x": np.arange(6.0), "y": np.arange(6.0) * 2,
+                          "k": [1, 1, 1, 2, 2, 2]})
+    frame.to_parquet(tmp_path / "d", partition_cols=["k"])
+    with pytest.raises(DataError, match="partition key, not a target; name the target"):
+        read_parquet(str(tmp_path / "d"))
+    _, _, features, target = read_parquet(str(tmp_path / "d"), "y")
+    assert (features, target) == (["x", "k"], "y")
