@@ -133,6 +133,10 @@ def _footer(file):
     index = {c for c in ((schema.pandas_metadata or {}).get("index_columns") or [])
              if isinstance(c, str)}
     columns = [name for name in schema.names if name not in index]
+    twice = sorted({name for name in columns if columns.count(name) > 1})
+    if twice:
+        raise DataError(f"{file}: names the column(s) {', '.join(map(repr, twice))} more "
+                        f"than once; give each column its own name.")
     types = {name: schema.field(name).type for name in columns}
     meta = handle.metadata
     rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
@@ -140,14 +144,17 @@ def _footer(file):
 
 
 def _partition_value(folder_key, value, file):
-    from .data import DataError
+    from urllib.parse import unquote
 
-    try:
-        return float(value)
-    except ValueError:
-        raise DataError(f"{file}: the partition {folder_key}={value} is not a number; "
-                        f"partition columns are features, so their values must be "
-                        f"numeric.") from None
+    from .data import _NUMBER, DataError
+
+    # pyarrow and pandas read a folder name's %XX escapes; a value they read
+    # as text (such as 1_000, which Python's float() takes) is refused.
+    text = unquote(value)
+    if _NUMBER.fullmatch(text):
+        return float(text)
+    raise DataError(f"{file}: the partition {folder_key}={value} is not a number; "
+                    f"partition columns are features, so their values must be numeric.")
 
 
 def _chunks(rows, width):

@@ -334,3 +334,31 @@ def test_a_hive_partitioned_dataset_without_target_is_refused(tmp_path):
         read_parquet(str(tmp_path / "d"))
     _, _, features, target = read_parquet(str(tmp_path / "d"), "y")
     assert (features, target) == (["x", "k"], "y")
+
+
+def test_parquet_partition_values_and_names_read_as_pandas_reads_them(tmp_path):
+    """A folder k=1_000 was read as 1000 (Python's float() takes underscores)
+    where pandas reads the text '1_000'; k=%2D1 (pandas: -1) was refused; a
+    file naming a column twice failed on the worker with a raw KeyError."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from gpumlp.data import DataError
+    from gpumlp.parquet import read_parquet
+
+    table = pa.table({"x": [1.0, 2.0], "y": [3.0, 4.0]})
+    for value, expected in (("1_000", None), ("%2D1", -1.0), ("1e3", 1000.0)):
+        folder = tmp_path / value.replace("%", "pct") / f"k={value}"
+        folder.mkdir(parents=True)
+        pq.write_table(table, folder / "part.parquet")
+        if expected is None:
+            with pytest.raises(DataError, match=f"k={value} is not a number"):
+                read_parquet(str(folder.parent), "y")
+        else:
+            X, _, _, _ = read_parquet(str(folder.parent), "y")
+            np.testing.assert_array_equal(X.compute(scheduler="sync")[:, 1], expected)
+    twice = tmp_path / "twice.parquet"
+    pq.write_table(pa.table([pa.array([1.0]), pa.array([2.0]), pa.array([3.0])],
+                            names=["a", "a", "y"]), twice)
+    with pytest.raises(DataError, match="names the column.*'a' more than once"):
+        read_parquet(str(twice), "y")
