@@ -423,9 +423,21 @@ def _run_train(args):
     if resumed is not None:
         _check_resumed_data(args, resumed[1], digest)
         # The same numbers (checked): the run keeps its names, though an .npy has none.
-        saved_names, saved_target = resumed[2]
+        saved_names, saved_target, saved_columns = resumed[2]
         names = saved_names or names
         target = saved_target or target
+        if saved_columns is not None:
+            # The digest is of the numbers: text levels renamed in the same
+            # sorted places (red -> purple) encode the same, and the model
+            # would have learned red's effect under the name purple.
+            saved_levels = [column["levels"] for column in saved_columns]
+            if columns is not None and [lv for _, lv in columns] != saved_levels:
+                raise ValueError(
+                    f"--resume {args.resume}: {args.data} holds other text levels than the "
+                    f"data the saved run trained on (the run's: "
+                    f"{'; '.join(', '.join(lv) for lv in saved_levels if lv)}); pass the "
+                    f"original data with --data.")
+            columns = [(column["name"], column["levels"]) for column in saved_columns]
     try:
         return _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
                                  names, target, source, resumed=resumed and resumed[0],
@@ -724,7 +736,8 @@ def _resume(args):
     if args.out is None:
         args.out = args.resume
     target_names = metadata.get("target_names") or [None]
-    return model, extra, (metadata.get("feature_names"), target_names[0])
+    return model, extra, (metadata.get("feature_names"), target_names[0],
+                          metadata.get("columns"))
 
 
 def _show(value):

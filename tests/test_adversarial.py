@@ -362,3 +362,33 @@ def test_parquet_partition_values_and_names_read_as_pandas_reads_them(tmp_path):
                             names=["a", "a", "y"]), twice)
     with pytest.raises(DataError, match="names the column.*'a' more than once"):
         read_parquet(str(twice), "y")
+
+
+def test_resume_refuses_data_whose_text_levels_were_renamed(tmp_path, capsys):
+    """The resume's digest is of the encoded numbers: a CSV whose level 'red'
+    became 'purple' (the same sorted place) passed, and the saved model then
+    answered for purple what it had learned for red, and refused red."""
+    import json
+
+    from gpumlp.cli import main
+    rng = np.random.default_rng(0)
+    colors = np.array(["blue", "green", "red"])[np.arange(30) % 3]
+    x = rng.normal(size=30)
+    rows = "".join(f"{a},{c},{a + (c == 'red')}\n" for a, c in zip(x, colors))
+    data, renamed = tmp_path / "d.csv", tmp_path / "renamed.csv"
+    data.write_text("x,color,y\n" + rows)
+    renamed.write_text("x,color,y\n" + rows.replace(",red,", ",purple,"))
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(data), "--epochs", "2", "--quiet", "--device", "cpu",
+                 "--out", str(model)]) == 0
+    before = model.read_bytes()
+    assert main(["train", "--resume", str(model), "--data", str(renamed), "--epochs", "4",
+                 "--quiet"]) == 2
+    assert "other text levels than the data the saved run trained on" in \
+        capsys.readouterr().err
+    assert model.read_bytes() == before
+    assert main(["train", "--resume", str(model), "--data", str(data), "--epochs", "4",
+                 "--quiet"]) == 0
+    with np.load(model) as archive:
+        columns = json.loads(str(archive["metadata"]))["columns"]
+    assert columns[1] == {"name": "color", "levels": ["blue", "green", "red"]}
