@@ -8,6 +8,11 @@ plots) goes through :func:`atomic_path`, which promises:
   refused: replacing it by a rename would destroy it, even as root. A
   symbolic link is followed: the file it points to is replaced and the link
   is kept, as ``open(path, "w")`` would do (:func:`check_target` says where).
+  A path that leads to an open file descriptor (``/dev/stdout``,
+  ``/dev/fd/N``, ``/proc/self/fd/N``) is refused: the rename would replace
+  the file a shell redirected to (``>> log``) instead of writing to it. A
+  read-only file is refused, as ``open(path, "w")`` refuses it: a rename
+  would replace it all the same.
 * **All or nothing.** The data goes to a temporary file in the target's
   folder, is flushed to the disk, and is renamed over the target in one step:
   a crash, ``SIGKILL`` or Ctrl-C never leaves half a file where a good one
@@ -79,6 +84,31 @@ def _cannot_write(path: str, exc: OSError) -> OSError:
     return type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}")
 
 
+def _open_stream(path: str) -> str | None:
+    """What ``path`` names when it leads to an open file descriptor, else None.
+
+    ``/dev/stdout``, ``/dev/fd/1`` and ``/proc/self/fd/1`` are links the
+    kernel resolves to whatever the descriptor is open on: a pipe, or the
+    file a shell redirected to (``>> log``). Replacing that file by a rename
+    would drop what the redirection wrote and keeps writing.
+    """
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    hops, current = 0, os.path.join(folder, os.path.basename(path))
+    while hops < 40:
+        parts = current.split(os.sep)
+        if current.startswith("/proc/") and "fd" in parts[3:4]:
+            return f"a file descriptor ({current})"
+        if current.startswith("/dev/fd/") or current in ("/dev/stdout", "/dev/stderr",
+                                                         "/dev/stdin"):
+            return f"a standard stream or file descriptor ({current})"
+        if not os.path.islink(current):
+            return None
+        current = os.path.normpath(os.path.join(os.path.dirname(current),
+                                                os.readlink(current)))
+        hops += 1
+    return None
+
+
 def check_target(path: str | os.PathLike) -> str:
     """Check that ``path`` may be written, and return the file that will be written.
 
@@ -101,9 +131,18 @@ def check_target(path: str | os.PathLike) -> str:
     OSError
         If ``path`` exists and is not a regular file (a FIFO, a device, a
         socket), if it cannot be examined (a loop of links, no permission),
-        or if its folder does not exist. The message names ``path``.
+        or if its folder does not exist; if it names an open file descriptor
+        (``/dev/stdout``, ``/dev/fd/N``, ``/proc/self/fd/N``); or, as a
+        ``PermissionError``, if it is a file this process may not write (a
+        read-only file, which a rename would replace all the same). The
+        message names ``path``.
     """
     path = os.fspath(path)
+    stream = _open_stream(path)
+    if stream is not None:
+        raise OSError(f"cannot write {path}: it names {stream}, an open file of this process "
+                      f"(a shell's redirection), which gpumlp would replace rather than "
+                      f"write to, losing what the redirection keeps; choose a file path.")
     real = os.path.realpath(path)
     try:
         mode = os.stat(real).st_mode
@@ -117,6 +156,11 @@ def check_target(path: str | os.PathLike) -> str:
         error = IsADirectoryError if stat.S_ISDIR(mode) else OSError
         raise error(f"cannot write {path}{where}: it is {kind}, not a regular file, and "
                     f"gpumlp replaces only regular files; choose a file path.")
+    if mode is not None and not os.access(real, os.W_OK):
+        where = "" if real == os.path.abspath(path) else f" (it links to {real})"
+        raise PermissionError(13, f"cannot write {path}{where}: the file is read-only, and "
+                                  f"gpumlp does not replace a file its owner protected; "
+                                  f"make it writable (chmod u+w) or choose another path")
     folder = os.path.dirname(real)
     if not os.path.isdir(folder):
         raise FileNotFoundError(2, f"cannot write {path}: its folder {folder} does not exist")

@@ -423,9 +423,21 @@ def _run_train(args):
     if resumed is not None:
         _check_resumed_data(args, resumed[1], digest)
         # The same numbers (checked): the run keeps its names, though an .npy has none.
-        saved_names, saved_target = resumed[2]
+        saved_names, saved_target, saved_columns = resumed[2]
         names = saved_names or names
         target = saved_target or target
+        if saved_columns is not None:
+            # The digest is of the numbers: text levels renamed in the same
+            # sorted places (red -> purple) encode the same, and the model
+            # would have learned red's effect under the name purple.
+            saved_levels = [column["levels"] for column in saved_columns]
+            if columns is not None and [lv for _, lv in columns] != saved_levels:
+                raise ValueError(
+                    f"--resume {args.resume}: {args.data} holds other text levels than the "
+                    f"data the saved run trained on (the run's: "
+                    f"{'; '.join(', '.join(lv) for lv in saved_levels if lv)}); pass the "
+                    f"original data with --data.")
+            columns = [(column["name"], column["levels"]) for column in saved_columns]
     try:
         return _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
                                  names, target, source, resumed=resumed and resumed[0],
@@ -724,7 +736,8 @@ def _resume(args):
     if args.out is None:
         args.out = args.resume
     target_names = metadata.get("target_names") or [None]
-    return model, extra, (metadata.get("feature_names"), target_names[0])
+    return model, extra, (metadata.get("feature_names"), target_names[0],
+                          metadata.get("columns"))
 
 
 def _show(value):
@@ -1021,6 +1034,9 @@ def _run_predict(args):
     if args.out and args.out != STDOUT:
         write_predictions(args.out, y_pred, targets)
         print(f"wrote {y_pred.shape[0]} predictions to {args.out}")
+    elif getattr(sys.stdout, "absent", False):
+        raise OSError("stdout is closed, so the predictions cannot be printed; write them "
+                      "to a file with --out PREDS.csv.")
     else:
         write_predictions_csv(sys.stdout, y_pred, targets)
     return 0
@@ -1224,11 +1240,15 @@ class _GuardedStdout:
     The first write or flush that meets a closed pipe points file
     descriptor 1 at the null device and drops the rest of the output, so the
     command goes on (a training is finished and saved) and ends quietly,
-    as other command-line tools do; :attr:`broken` then says so.
+    as other command-line tools do; :attr:`broken` then says so. A stdout
+    that was closed before the start (``gpumlp ... >&-``: Python's
+    ``sys.stdout`` is then None) drops the output the same way, so that the
+    run still ends and saves its files.
     """
 
     def __init__(self, stream):
         self.stream, self.broken = stream, False
+        self.absent = stream is None
 
     def _closed(self):
         self.broken = True
@@ -1240,7 +1260,7 @@ class _GuardedStdout:
             pass
 
     def write(self, text):
-        if self.broken:
+        if self.broken or self.absent:
             return len(text)
         try:
             return self.stream.write(text)
@@ -1249,7 +1269,7 @@ class _GuardedStdout:
             return len(text)
 
     def flush(self):
-        if self.broken:
+        if self.broken or self.absent:
             return
         try:
             self.stream.flush()

@@ -133,6 +133,10 @@ def _footer(file):
     index = {c for c in ((schema.pandas_metadata or {}).get("index_columns") or [])
              if isinstance(c, str)}
     columns = [name for name in schema.names if name not in index]
+    twice = sorted({name for name in columns if columns.count(name) > 1})
+    if twice:
+        raise DataError(f"{file}: names the column(s) {', '.join(map(repr, twice))} more "
+                        f"than once; give each column its own name.")
     types = {name: schema.field(name).type for name in columns}
     meta = handle.metadata
     rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
@@ -140,14 +144,17 @@ def _footer(file):
 
 
 def _partition_value(folder_key, value, file):
-    from .data import DataError
+    from urllib.parse import unquote
 
-    try:
-        return float(value)
-    except ValueError:
-        raise DataError(f"{file}: the partition {folder_key}={value} is not a number; "
-                        f"partition columns are features, so their values must be "
-                        f"numeric.") from None
+    from .data import _NUMBER, DataError
+
+    # pyarrow and pandas read a folder name's %XX escapes; a value they read
+    # as text (such as 1_000, which Python's float() takes) is refused.
+    text = unquote(value)
+    if _NUMBER.fullmatch(text):
+        return float(text)
+    raise DataError(f"{file}: the partition {folder_key}={value} is not a number; "
+                    f"partition columns are features, so their values must be numeric.")
 
 
 def _chunks(rows, width):
@@ -175,7 +182,8 @@ def read_parquet(path, target=None):
     path : str
         A ``.parquet`` file, a glob of them, or a folder (see the module docs).
     target : str, optional
-        The target column (default: the last data column).
+        The target column (default: the last data column). A hive-partitioned
+        dataset needs it named: its last column is a partition key.
 
     Returns
     -------
@@ -228,6 +236,13 @@ def read_parquet(path, target=None):
         plan.append((file, values, rows))
     keys = list(parts[0][1])
     columns = [str(c) for c in first_columns] + keys
+    if target is None and keys:
+        # The last column, the default target, would be a partition key: the
+        # folders' labels, almost never what is to be predicted.
+        raise DataError(f"{path}: the dataset is partitioned by ({', '.join(keys)}), whose "
+                        f"values come after the files' columns, so the last column is a "
+                        f"partition key, not a target; name the target with --target (one "
+                        f"of {', '.join(columns)}).")
     target = target_column(path, columns, target)
     features = [c for c in columns if c != target]
     order = features + [target]

@@ -4,6 +4,7 @@ Each test is one case a user met: the input, what gpumlp did wrong before,
 and what it must do now.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -251,3 +252,143 @@ def test_save_refuses_a_state_load_would_refuse(tmp_path):
     assert not path.exists()
     io.save(model, path, training_state=False)
     np.testing.assert_array_equal(io.load(path).predict(X), model.predict(X))
+
+
+# ------------------------------------------------ second round (adversary2)
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_a_path_to_an_open_file_descriptor_is_refused_not_replaced(tmp_path):
+    """``--json /dev/stdout >> log`` replaced log (its earlier lines lost):
+    the writer resolved the link to the file the shell had opened, and renamed
+    a new file over it."""
+    from gpumlp._atomic import atomic_path
+
+    log = tmp_path / "log.txt"
+    log.write_text("KEEP\n")
+    with open(log, "a") as handle:
+        for name in (f"/proc/self/fd/{handle.fileno()}", f"/dev/fd/{handle.fileno()}"):
+            with pytest.raises(OSError, match="open file of this process"):
+                with atomic_path(name) as temporary:
+                    with open(temporary, "w") as out:
+                        out.write("{}")
+    assert log.read_text() == "KEEP\n"
+    assert os.listdir(tmp_path) == ["log.txt"]
+
+
+def test_a_read_only_file_is_not_replaced(tmp_path, monkeypatch):
+    """``--out m.npz`` on a file made read-only (chmod 444) replaced it: a
+    rename needs only the folder's write permission, where open(path, "w")
+    is refused."""
+    from gpumlp._atomic import atomic_path
+
+    target = tmp_path / "m.npz"
+    target.write_bytes(b"protected")
+    target.chmod(0o444)
+    if os.geteuid() == 0:   # root may write any file: ask as a user would be answered
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: False
+                            if os.path.samefile(path, target) and mode == os.W_OK
+                            else real_access(path, mode, **kw))
+    with pytest.raises(PermissionError, match="read-only"):
+        with atomic_path(target) as temporary:
+            with open(temporary, "wb") as out:
+                out.write(b"new")
+    assert target.read_bytes() == b"protected"
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="closes a POSIX file descriptor")
+def test_a_closed_stdout_still_saves_the_model(tmp_path):
+    """``gpumlp train --out m.npz >&-`` (stdout closed, as a daemon may run it)
+    trained, then died on the first print with a traceback: no model saved."""
+    out = tmp_path / "m.npz"
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "gpumlp", *args], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: os.close(1), timeout=120)
+
+    done = run("train", "--device", "cpu", "--samples", "60", "--epochs", "2", "--out",
+               str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.exists()
+    # Predictions are the output itself: with nowhere to print them, say so.
+    features = tmp_path / "X.npy"
+    np.save(features, np.zeros((3, 10)))
+    done = run("predict", "--model", str(out), "--data", str(features))
+    assert done.returncode == 2
+    assert "stdout is closed" in done.stderr and "--out" in done.stderr
+
+
+def test_a_hive_partitioned_dataset_without_target_is_refused(tmp_path):
+    """``df.to_parquet(path, partition_cols=["k"])`` then ``train --data path``
+    silently trained on the partition key k as the target, y as a feature."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    from gpumlp.data import DataError
+    from gpumlp.parquet import read_parquet
+
+    frame = pd.DataFrame({"x": np.arange(6.0), "y": np.arange(6.0) * 2,
+                          "k": [1, 1, 1, 2, 2, 2]})
+    frame.to_parquet(tmp_path / "d", partition_cols=["k"])
+    with pytest.raises(DataError, match="partition key, not a target; name the target"):
+        read_parquet(str(tmp_path / "d"))
+    _, _, features, target = read_parquet(str(tmp_path / "d"), "y")
+    assert (features, target) == (["x", "k"], "y")
+
+
+def test_parquet_partition_values_and_names_read_as_pandas_reads_them(tmp_path):
+    """A folder k=1_000 was read as 1000 (Python's float() takes underscores)
+    where pandas reads the text '1_000'; k=%2D1 (pandas: -1) was refused; a
+    file naming a column twice failed on the worker with a raw KeyError."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from gpumlp.data import DataError
+    from gpumlp.parquet import read_parquet
+
+    table = pa.table({"x": [1.0, 2.0], "y": [3.0, 4.0]})
+    for value, expected in (("1_000", None), ("%2D1", -1.0), ("1e3", 1000.0)):
+        folder = tmp_path / value.replace("%", "pct") / f"k={value}"
+        folder.mkdir(parents=True)
+        pq.write_table(table, folder / "part.parquet")
+        if expected is None:
+            with pytest.raises(DataError, match=f"k={value} is not a number"):
+                read_parquet(str(folder.parent), "y")
+        else:
+            X, _, _, _ = read_parquet(str(folder.parent), "y")
+            np.testing.assert_array_equal(X.compute(scheduler="sync")[:, 1], expected)
+    twice = tmp_path / "twice.parquet"
+    pq.write_table(pa.table([pa.array([1.0]), pa.array([2.0]), pa.array([3.0])],
+                            names=["a", "a", "y"]), twice)
+    with pytest.raises(DataError, match="names the column.*'a' more than once"):
+        read_parquet(str(twice), "y")
+
+
+def test_resume_refuses_data_whose_text_levels_were_renamed(tmp_path, capsys):
+    """The resume's digest is of the encoded numbers: a CSV whose level 'red'
+    became 'purple' (the same sorted place) passed, and the saved model then
+    answered for purple what it had learned for red, and refused red."""
+    import json
+
+    from gpumlp.cli import main
+    rng = np.random.default_rng(0)
+    colors = np.array(["blue", "green", "red"])[np.arange(30) % 3]
+    x = rng.normal(size=30)
+    rows = "".join(f"{a},{c},{a + (c == 'red')}\n" for a, c in zip(x, colors))
+    data, renamed = tmp_path / "d.csv", tmp_path / "renamed.csv"
+    data.write_text("x,color,y\n" + rows)
+    renamed.write_text("x,color,y\n" + rows.replace(",red,", ",purple,"))
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(data), "--epochs", "2", "--quiet", "--device", "cpu",
+                 "--out", str(model)]) == 0
+    before = model.read_bytes()
+    assert main(["train", "--resume", str(model), "--data", str(renamed), "--epochs", "4",
+                 "--quiet"]) == 2
+    assert "other text levels than the data the saved run trained on" in \
+        capsys.readouterr().err
+    assert model.read_bytes() == before
+    assert main(["train", "--resume", str(model), "--data", str(data), "--epochs", "4",
+                 "--quiet"]) == 0
+    with np.load(model) as archive:
+        columns = json.loads(str(archive["metadata"]))["columns"]
+    assert columns[1] == {"name": "color", "levels": ["blue", "green", "red"]}
