@@ -483,3 +483,24 @@ def test_validation_scores_are_bound(tmp_path, data):
     forged = _rewrite(path, tmp_path / "forged.npz", edit_metadata=better)
     cert = certify(forged, X, y, backends=["numpy"])
     assert cert.outcome == "FAIL" and "validation score epoch" in format_certificate(cert)
+
+
+def test_a_fit_float32_cannot_replay_cannot_be_certified(tmp_path):
+    """A float64 Poisson fit of unscaled X whose float32 replay overflows: the
+    segments' sensitivity cannot be measured, so the answer is "cannot
+    certify", never a crash (it raised TrainingDivergedError) and never PASS."""
+    from gpumlp import io
+    from gpumlp.certificate import certify
+
+    X = np.array([[125.73022109], [-132.10486329], [640.42265044], [104.90011715],
+                  [-535.66937316], [361.59505491]])
+    y = np.array([[1.0, 1.0], [1.0, 1.0], [2.0, 2.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    model = MLPRegressor((1,), activation="relu", loss="poisson", solver="gd", max_iter=1,
+                         tol=0.0, dtype="float64", device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y)
+    io.save(model, tmp_path / "m.npz")
+    cert = certify(tmp_path / "m.npz", X, y, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "CANNOT", str(cert)
+    assert any("sensitivity to rounding" in m for m in cert.missing)

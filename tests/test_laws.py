@@ -551,6 +551,12 @@ def test_every_honest_fit_certifies(tmp_path_factory, sample_weight, draw):
     X = frame(data.X) if config.frame else data.X
     cert = certify(path, X, data.y_for(config), backends=["numpy"],
                    dtypes=(config.params["dtype"],), **fit_kwargs(config, data))
+    if cert.outcome == "CANNOT" and any("sensitivity to rounding" in m for m in cert.missing):
+        # The one fit the method cannot judge (documented): its float32 replay
+        # diverges, so no sensitivity is measured. Never a PASS, never a FAIL.
+        assert config.params["dtype"] == "float64", str(cert)
+        event("cannot certify: diverges in float32")
+        reject()
     assert cert.passed, str(cert)
 
 
