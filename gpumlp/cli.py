@@ -408,6 +408,14 @@ def _run_train(args):
                                    f" ({len(client.scheduler_info()['workers'])} local)")
         source = args.data
         X_train, X_test, y_train, y_test = split_by_chunks(X, y, args.test_size)
+        # The splits are held on the workers for the whole run: the fit holds
+        # its chunks under keys of its own and releases them when it ends, and
+        # a graph over the same loaded blocks submitted just then (the report's
+        # scores) could meet keys the scheduler was forgetting (a KeyError, seen
+        # once in CI).
+        splits = (X_train, X_test, y_train, y_test)
+        held = iter(client.persist([a for a in splits if a is not None]))
+        X_train, X_test, y_train, y_test = (None if a is None else next(held) for a in splits)
         if plan[0] == "local-cuda":
             from .distributed import to_cupy_blocks
 
