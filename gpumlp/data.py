@@ -164,6 +164,16 @@ def _csv_header(path):
         raise _not_utf8(path) from None
 
 
+def _split_header(header):
+    """The header's names (stripped) up to the last named column, and the indices of
+    the unnamed trailing columns after it (a trailing comma's empty cells)."""
+    names = [name.strip() for name in header]
+    width = len(names)
+    while width and not names[width - 1]:
+        width -= 1
+    return names[:width], list(range(width, len(names)))
+
+
 def _columns(path, header, wanted):
     """Which columns to read, and which are unnamed trailing ones that must stay empty.
 
@@ -171,12 +181,7 @@ def _columns(path, header, wanted):
     (prediction). Returns the indices to read, in ``wanted``'s order, the
     indices of the ignorable trailing columns and the names read.
     """
-    names = [name.strip() for name in header]
-    width = len(names)
-    while width and not names[width - 1]:
-        width -= 1
-    trailing = list(range(width, len(names)))
-    named = names[:width]
+    named, trailing = _split_header(header)
     if not named:
         raise DataError(f"{path}: the header row has no column names; the first line must "
                         f"name the columns, such as a,b,price.")
@@ -554,12 +559,7 @@ def _read_csv_table(path, target, drop):
     header, n_header_lines = _csv_header(path)
     if header is None:
         raise DataError(f"{path} is empty; it needs a header row and at least one data row.")
-    names = [name.strip() for name in header]
-    width = len(names)
-    while width and not names[width - 1]:
-        width -= 1
-    trailing = list(range(width, len(names)))
-    named = names[:width]
+    named, trailing = _split_header(header)
     index = 0 if len(named) > 1 and not named[0] and all(named[1:]) else None
     unnamed = [j + 1 for j, name in enumerate(named) if not name and j != index]
     if unnamed or not any(named):
