@@ -1209,8 +1209,31 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
         If the file holds no fit record with checkpoints (an older gpumlp,
         Dask data): the message says what can and cannot be said of it.
     ValueError
-        For ``dtypes`` that name nothing or something else than float32/float64.
+        For ``dtypes`` that name nothing or something else than float32/float64,
+        or a model in ``parents`` that no fit of the chain continued (a claimed
+        parent is never ignored in silence).
     """
+    cert = _certify(model_file, X, y, sample_weight=sample_weight, eval_set=eval_set,
+                    backends=backends, dtypes=dtypes, parents=parents,
+                    feature_names=feature_names, target_names=target_names)
+    used, chain = set(), [cert]
+    while chain:
+        link = chain.pop()
+        used |= {os.path.realpath(p.model) for p in link.parents}
+        chain += link.parents
+    unused = [os.fspath(p) for p in parents if os.path.realpath(os.fspath(p)) not in used]
+    if unused:   # a parent claimed by the caller and never checked: never a silent PASS
+        raise ValueError(
+            f"{', '.join(unused)} is no link of the chain of {os.fspath(model_file)}: "
+            f"no fit in that chain continued it (a fit from its seed has no parent). "
+            f"Pass as parents only the models the fit was continued from.")
+    return cert
+
+
+def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set=None,
+            backends: list | None = None, dtypes: tuple = ("float32", "float64"),
+            parents: tuple = (), feature_names=None, target_names=None) -> Certificate:
+    """:func:`certify` without the check that every parent given was used."""
     from .io import ModelFileError, load_with_metadata
 
     dtypes = tuple(dtypes)
@@ -1240,7 +1263,7 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
     bound = _bind_data(cert, model, record, X, y, sample_weight, eval_set)
 
     def certify_parent(parent_path):
-        return certify(parent_path, X, y, sample_weight=sample_weight, eval_set=eval_set,
+        return _certify(parent_path, X, y, sample_weight=sample_weight, eval_set=eval_set,
                        backends=backends, dtypes=dtypes, parents=parents)
 
     _check_start(cert, net, record, metadata, parents, certify_parent)

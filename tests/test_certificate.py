@@ -504,3 +504,21 @@ def test_a_fit_float32_cannot_replay_cannot_be_certified(tmp_path):
     cert = certify(tmp_path / "m.npz", X, y, backends=["numpy"], dtypes=("float64",))
     assert cert.outcome == "CANNOT", str(cert)
     assert any("sensitivity to rounding" in m for m in cert.missing)
+
+
+def test_a_parent_no_fit_of_the_chain_continued_is_refused(tmp_path):
+    """``validate --parent`` on a fresh fit printed PASS and ignored the parent
+    (adversarial round 3): a claimed parent is never dropped in silence."""
+    from gpumlp.certificate import certify
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 3))
+    y = X @ [1.0, -2.0, 0.5]
+    for name in ("a", "b"):
+        save(MLPRegressor((4,), solver="sgd", max_iter=3, dtype="float64", device="cpu",
+                          random_state=0).fit(X, y), tmp_path / f"{name}.npz")
+    kwargs = dict(backends=["numpy"], dtypes=("float64",))
+    assert certify(tmp_path / "a.npz", X, y, **kwargs).outcome == "PASS"
+    for parent in ("b.npz", "a.npz"):   # another model, or the model itself
+        with pytest.raises(ValueError, match="no link of the chain"):
+            certify(tmp_path / "a.npz", X, y, parents=(tmp_path / parent,), **kwargs)
