@@ -1076,15 +1076,21 @@ def _continued_state(net, parent_net, record, first) -> Check:
     params = [*first["coefs"], *first["intercepts"]]
     template = net._make_solver(np.asarray(first["coefs"][-1]).shape[1]).init_state(params)
     trainer = getattr(parent_net, "_trainer", None)
-    kept = record["incremental"] and trainer is not None and \
-        type(trainer.state) is type(template)
-    expected = plain_numbers(trainer.state, template) if kept else template
-    arrays, description = state_to_arrays(expected)
-    ok = json.dumps(description) == json.dumps(first["state"]) and all(
-        np.array_equal(np.asarray(to_numpy(a)), first["state_arrays"].get(k))
-        for k, a in arrays.items())
-    what = "the parent's solver state, kept" if kept else "a fresh solver state"
-    return Check(f"the continued fit starts from {what}", ok)
+
+    def starts_from(expected):
+        arrays, description = state_to_arrays(expected)
+        return json.dumps(description) == json.dumps(first["state"]) and all(
+            np.array_equal(np.asarray(to_numpy(a)), first["state_arrays"].get(k))
+            for k, a in arrays.items())
+
+    # partial_fit and `gpumlp train --resume` keep the parent's state (the
+    # latter is no partial_fit: the record's `incremental` is False); a warm
+    # start makes a fresh one. Either is an honest start; nothing else is.
+    if trainer is not None and type(trainer.state) is type(template) and \
+            starts_from(plain_numbers(trainer.state, template)):
+        return Check("the continued fit starts from the parent's solver state, kept", True)
+    return Check("the continued fit starts from a fresh solver state, or the parent's kept one",
+                 not record["incremental"] and starts_from(template))
 
 
 def _check_claims(cert, net, metadata, record, ctx):

@@ -522,3 +522,23 @@ def test_a_parent_no_fit_of_the_chain_continued_is_refused(tmp_path):
     for parent in ("b.npz", "a.npz"):   # another model, or the model itself
         with pytest.raises(ValueError, match="no link of the chain"):
             certify(tmp_path / "a.npz", X, y, parents=(tmp_path / parent,), **kwargs)
+
+
+def test_a_cli_resume_link_certifies_against_its_parent(tmp_path):
+    """`gpumlp train --resume` keeps the parent's solver state without being a
+    partial_fit: validate failed the honest link (adversarial round 3)."""
+    from gpumlp.cli import main
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 3))
+    y = X @ [1.0, -2.0, 0.5] + 0.1 * rng.normal(size=200)
+    data = tmp_path / "d.csv"
+    np.savetxt(data, np.c_[X, y], delimiter=",", header="a,b,c,y", comments="", fmt="%.6g")
+    common = ["--device", "cpu", "--quiet", "--data", str(data)]
+    assert main(["train", *common, "--hidden", "4", "--epochs", "3", "--dtype", "float64",
+                 "--out", str(tmp_path / "half.npz")]) == 0
+    assert main(["train", *common, "--resume", str(tmp_path / "half.npz"), "--epochs", "3",
+                 "--out", str(tmp_path / "res.npz")]) == 0
+    assert main(["validate", "--model", str(tmp_path / "res.npz"), "--data", str(data),
+                 "--parent", str(tmp_path / "half.npz"), "--backends", "numpy",
+                 "--dtypes", "float64"]) == 0
