@@ -506,11 +506,19 @@ def encoded_names(columns) -> list[str]:
 
 
 def _records(path, n_header_lines, width, trailing):
-    """Every data record's cells (stripped) and its first line, by the csv module."""
+    """Every data record's cells (stripped) and its first line, by the csv module.
+
+    Refuses a file that is not UTF-8 or that has no data row.
+    """
     records, lines = [], []
-    for line, _, record in _checked_records(path, n_header_lines, width, trailing):
-        records.append([cell.strip() for cell in record])
-        lines.append(line)
+    try:
+        for line, _, record in _checked_records(path, n_header_lines, width, trailing):
+            records.append([cell.strip() for cell in record])
+            lines.append(line)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    if not records:
+        raise DataError(f"{path} has a header but 0 data rows; add at least one row.")
     return records, lines
 
 
@@ -589,12 +597,7 @@ def _read_csv_table(path, target, drop):
         numbers = {j: table[:, k] for k, j in enumerate(used)}
         texts, lines = {}, []
     else:
-        try:
-            records, lines = _records(path, n_header_lines, len(header), trailing)
-        except UnicodeDecodeError:
-            raise _not_utf8(path) from None
-        if not records:
-            raise DataError(f"{path} has a header but 0 data rows; add at least one row.")
+        records, lines = _records(path, n_header_lines, len(header), trailing)
         numbers, texts = {}, {}
         for j in used:
             name = named[j] or "column 1"
@@ -788,12 +791,7 @@ def _read_encoded(path, columns):
         raise DataError(f"{path} is empty; it needs a header row and at least one data row.")
     wanted = [name for name, _ in columns]
     used, trailing, _ = _columns(path, header, wanted)
-    try:
-        records, lines = _records(path, n_header_lines, len(header), trailing)
-    except UnicodeDecodeError:
-        raise _not_utf8(path) from None
-    if not records:
-        raise DataError(f"{path} has a header but 0 data rows; add at least one row.")
+    records, lines = _records(path, n_header_lines, len(header), trailing)
     blocks = []
     for (name, levels), j in zip(columns, used):
         cells = [r[j] for r in records]
