@@ -178,14 +178,20 @@ def test_ctrl_c_stops_cleanly_and_saves_the_last_good_state(tmp_path):
          "--samples", "400000", "--hidden", "64",
          # A fixed rate: "auto" spends its first 17 gradients (over 1.5 s of
          # 400000 rows here) on the curvature estimate, before epoch 1 ends.
-         "--lr", "0.1", "--tol", "0", "--solver", "gd", "--out", str(model)],
+         "--lr", "0.1", "--tol", "0", "--solver", "gd", "--out", str(model),
+         # The file appears once an epoch is complete: the signal is sent
+         # then, not after a fixed sleep that a loaded machine may outlast.
+         "--checkpoint-every", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # A shell that starts CI in the background hands its children SIGINT
         # ignored, and Python then installs no KeyboardInterrupt for it.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout.readline().startswith("device: cpu")
-    time.sleep(1.5)
+    deadline = time.monotonic() + 120
+    while not model.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert model.exists(), "no epoch completed within 120 s"
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
