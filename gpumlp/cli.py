@@ -523,8 +523,18 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     wall = time.perf_counter() - start
     if interrupted or failure is not None:
         # Whatever stopped the run, the epochs it finished are not lost.
-        _save_last_epoch(args, callback, model, net, client, saving, saved_extra,
-                         wall, interrupted)
+        saved = _save_last_epoch(args, callback, model, net, client, saving, saved_extra,
+                                 wall, interrupted)
+        if args.json:   # a script reads how the run ended, not a missing or stale file
+            from ._atomic import write_text_atomic
+
+            if interrupted:
+                signal_name = "SIGTERM" if terminated else "SIGINT"
+                state = f"interrupted ({signal_name}), not converged"
+            else:
+                state = f"stopped by an error ({type(failure).__name__}), not converged"
+            write_text_atomic(args.json, _stopped_report(args, device, source, target, names,
+                                                         state, saved, wall))
         if failure is not None:
             raise failure
         return 128 + terminated[0] if terminated else 130
@@ -600,6 +610,7 @@ def _save_last_epoch(args, callback, model, net, client, saving, saved_extra, wa
 
     The count printed is that of the epochs saved (an interrupt inside the
     epoch's callback leaves the trainer one epoch ahead of the last snapshot).
+    Returns the network saved, or None when nothing was.
     """
     import numpy as np
 
@@ -612,18 +623,18 @@ def _save_last_epoch(args, callback, model, net, client, saving, saved_extra, wa
     what = "interrupted" if interrupted else "stopped by an error"
     if last is None or not args.out:
         if not interrupted and last is None:
-            return  # an error before an epoch ended: its own message says all
+            return None  # an error before an epoch ended: its own message says all
         epochs = len(getattr(net, "loss_curve_", ()))  # none, if stopped before one ended
         nothing = "no --out" if not args.out else "no epoch of this run was complete"
         print(f"gpumlp train: {what} after {epochs} epochs ({wall:.2f} s); nothing "
               f"saved ({nothing})", file=sys.stderr)
-        return
+        return None
     last_net = getattr(last, "regressor_", last)
     epochs = len(last_net.loss_curve_)
     if not all(np.all(np.isfinite(np.asarray(W))) for W in last_net.coefs_):
         print(f"gpumlp train: {what} after {epochs} epochs ({wall:.2f} s); nothing saved "
               f"(the weights are not finite)", file=sys.stderr)
-        return
+        return None
     print(f"gpumlp train: {what} after {epochs} complete epochs ({wall:.2f} s)",
           file=sys.stderr)
     try:
@@ -632,9 +643,10 @@ def _save_last_epoch(args, callback, model, net, client, saving, saved_extra, wa
     except (OSError, ValueError) as exc:
         print(f"gpumlp train: could not save the last complete epoch's model: {exc}",
               file=sys.stderr)
-        return
+        return None
     print(f"gpumlp train: saved the last complete epoch's model to {args.out} (epoch "
           f"{epochs})", file=sys.stderr)
+    return last_net
 
 
 # ------------------------------------------------------ checkpoints and resume
@@ -962,6 +974,30 @@ def _train_report(args, net, device, source, target, names, state, converged, re
         "best_validation_r2": net.best_validation_score_,
         "train": results.get("train"), "test": results.get("test"),
         "wall_seconds": wall, "model": args.out,
+    }
+    return json.dumps(_plain_json(report), indent=2, allow_nan=False) + "\n"
+
+
+def _stopped_report(args, device, source, target, names, state, saved, wall):
+    """``train --json``'s report of a run that Ctrl-C, SIGTERM or an error stopped.
+
+    ``saved``: the network of the last complete epoch written to ``--out``,
+    or None when nothing was saved (then ``model`` is null). No test or
+    train figures: the run did not get as far as measuring them.
+    """
+    import json
+
+    report = {
+        "command": "train",
+        "data": str(source), "target": target, "features": list(names),
+        "device": str(device), "dtype": args.dtype,
+        "settings": {key: (list(value) if isinstance(value, tuple) else value)
+                     for key, value in _estimator_params(args).items()},
+        "standardize": not args.no_standardize,
+        "epochs": None if saved is None else len(saved.loss_curve_), "stopped": state,
+        "converged": False, "final_loss": None if saved is None else saved.loss_,
+        "train": None, "test": None, "wall_seconds": wall,
+        "model": None if saved is None else args.out,
     }
     return json.dumps(_plain_json(report), indent=2, allow_nan=False) + "\n"
 

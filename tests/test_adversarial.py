@@ -155,12 +155,14 @@ def test_cli_takes_the_options_a_run_uses(tmp_path, options):
 def test_sigterm_saves_the_last_complete_epoch_as_ctrl_c_does(tmp_path):
     # Before: SIGTERM (kill, a batch scheduler's time limit) ended the run at
     # once, and every epoch trained was lost.
+    import json
+
     from gpumlp import load
-    out = tmp_path / "m.npz"
+    out, report = tmp_path / "m.npz", tmp_path / "r.json"
     process = subprocess.Popen(
         [sys.executable, "-m", "gpumlp", "train", "--device", "cpu", "--samples", "500",
          "--epochs", "10000000", "--solver", "gd", "--lr", "0.1", "--tol", "0", "--hidden",
-         "8", "--quiet", "--out", str(out), "--checkpoint-every", "1"],
+         "8", "--quiet", "--out", str(out), "--checkpoint-every", "1", "--json", str(report)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not out.exists() and time.monotonic() < deadline:   # an epoch is complete
@@ -169,7 +171,14 @@ def test_sigterm_saves_the_last_complete_epoch_as_ctrl_c_does(tmp_path):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err
     assert f"saved the last complete epoch's model to {out}" in err
-    assert len(load(out).regressor_.loss_curve_) >= 1
+    saved = load(out).regressor_
+    assert len(saved.loss_curve_) >= 1
+    # Before: --json was not written, so a script read a missing or stale report.
+    written = json.loads(report.read_text())
+    assert written["stopped"] == "interrupted (SIGTERM), not converged"
+    assert written["converged"] is False and written["model"] == str(out)
+    assert written["epochs"] == len(saved.loss_curve_)
+    assert written["final_loss"] == saved.loss_
 
 
 def test_cli_never_calls_a_run_whose_loss_rose_converged(tmp_path, capsys):
