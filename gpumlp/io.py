@@ -917,13 +917,23 @@ def _params(path: str, metadata: dict) -> dict:
 
 
 def _restore(net, coefs: list, intercepts: list, metadata: dict) -> None:
-    """Give ``net`` the fitted state ``fit`` would have given it."""
-    net._set_fitted(coefs, intercepts,
-                    loss_curve=[float(v) for v in metadata.get("loss_curve", [])],
+    """Give ``net`` the fitted state ``fit`` would have given it.
+
+    ``best_loss_`` is the curve's least loss, as ``fit`` sets it (None with
+    early stopping); the validation R² of each epoch comes back with the
+    training state (:func:`_restore_training`), which holds it.
+    """
+    loss_curve = [float(v) for v in metadata.get("loss_curve", [])]
+    validation_curve = metadata.get("validation_loss_curve")
+    net._set_fitted(coefs, intercepts, loss_curve=loss_curve,
                     n_iter=metadata.get("n_iter"), y_was_1d=metadata.get("y_1d", False),
                     learning_rates=metadata.get("learning_rates"),
                     learning_rate=metadata.get("learning_rate"),
-                    final_loss=metadata.get("loss"))
+                    final_loss=metadata.get("loss"),
+                    best_loss=(min(loss_curve) if loss_curve and not net.early_stopping
+                               else None),
+                    validation_losses=(None if validation_curve is None
+                                       else [float(v) for v in validation_curve]))
     names = metadata.get("feature_names_in")
     if names is not None:
         net.feature_names_in_ = np.asarray(names, dtype=object)
@@ -978,6 +988,9 @@ def _restore_training(path: str, net, training: dict, arrays: dict) -> None:
             _plain("rng", rng.bit_generator.state):
         rng = random_state
     history = dict(training["history"])
+    if history["validation_scores"] and net.validation_loss_curve_ is not None:
+        net.validation_scores_ = [float(v) for v in history["validation_scores"]]
+        net.best_validation_score_ = max(net.validation_scores_)
     for key, missing in (("best_loss", math.inf), ("best_validation_score", -math.inf)):
         if history[key] is None:
             history[key] = missing

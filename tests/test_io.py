@@ -115,6 +115,30 @@ def test_newer_format_version_is_refused(tmp_path, data):
         io.load(path)
 
 
+_FITTED = ("loss_curve_", "loss_", "n_iter_", "best_loss_", "validation_scores_",
+           "best_validation_score_", "validation_loss_curve_", "t_", "learning_rates_")
+
+
+@pytest.mark.parametrize("params, validated", [
+    ({"solver": "adam"}, False), ({"solver": "adam"}, True),
+    ({"solver": "adam", "early_stopping": True}, False), ({"solver": "sgd"}, True),
+    ({"solver": "gd"}, True), ({"solver": "lbfgs"}, False)])
+def test_every_fitted_attribute_comes_back_from_the_file(tmp_path, data, params, validated):
+    # Before: best_loss_, validation_scores_, best_validation_score_ and
+    # validation_loss_curve_ of a loaded model were None whatever the fit.
+    X, y = data
+    X = X / [1.0, 10.0, 100.0]
+    eval_set = {"eval_set": (X[:40], y[:40])} if validated else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MLPRegressor(max_iter=15, random_state=0, **params).fit(X, y, **eval_set)
+    io.save(model, tmp_path / "m.npz")
+    loaded = io.load(tmp_path / "m.npz")
+    for name in _FITTED:
+        assert getattr(loaded, name) == getattr(model, name), name
+    assert (model.validation_scores_ is not None) == (validated or "early_stopping" in params)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "not-a-model", "missing-array"])
 def test_damaged_files_are_refused(tmp_path, data, damage):
     X, y = data
