@@ -262,14 +262,20 @@ def read_parquet(path, target=None):
 
 
 def _column(array):
-    """A pyarrow column as float64 NumPy, nulls as NaN."""
+    """A pyarrow column as float64 NumPy, nulls as NaN.
+
+    An integer beyond 2^53 is rounded to the nearest float64, as NumPy's
+    ``astype``, a CSV's digits and an integer array given to ``fit`` are
+    (Arrow's own cast refuses it, with a message that names no column).
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode() if hasattr(array, "dictionary_decode") else \
             pa.chunked_array([c.dictionary_decode() for c in array.chunks])
-    return np.asarray(pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False),
+    options = pc.CastOptions(pa.float64(), allow_float_truncate=True)
+    return np.asarray(pc.cast(array, options=options).to_numpy(zero_copy_only=False),
                       dtype=np.float64)
 
 

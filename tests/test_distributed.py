@@ -340,6 +340,19 @@ def test_parquet_reader(tmp_path):
         gd.read_dataset(str(tmp_path / "t.parquet"), "cost")
 
 
+def test_a_parquet_integer_beyond_2_to_the_53_is_rounded_as_numpy_rounds_it(tmp_path):
+    # Before: Arrow's cast refused it with a traceback naming no column.
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    ids = np.arange(50, dtype=np.uint64) + np.uint64(2**60 + 1)
+    y_all = np.linspace(0.0, 1.0, 50)
+    pq.write_table(pa.table({"id": ids, "y": y_all}), tmp_path / "t.parquet")
+    X, y, _, _ = gd.read_dataset(str(tmp_path / "t.parquet"), "y")
+    np.testing.assert_array_equal(X.compute()[:, 0], ids.astype(np.float64))
+    np.testing.assert_array_equal(y.compute(), y_all)
+
+
 def test_reader_errors(tmp_path):
     from gpumlp.data import DataError
 
