@@ -49,6 +49,16 @@ def test_an_unnamed_first_column_that_is_no_index_is_refused(tmp_path):
         read_training_table(path)
 
 
+@pytest.mark.parametrize("sep, name", [(";", "semicolons"), ("\t", "tabs")])
+def test_a_file_of_another_separator_is_named_as_such(tmp_path, frame, sep, name):
+    # Before: "there is no column 'price'; the columns are x;region;fuel;price".
+    path = tmp_path / "e.csv"
+    frame.to_csv(path, sep=sep, index=False)
+    for target in ("price", None):
+        with pytest.raises(DataError, match=f"separated by {name}; gpumlp reads comma-"):
+            read_training_table(path, target)
+
+
 def test_text_columns_are_encoded_one_hot(tmp_path, frame):
     path = tmp_path / "t.csv"
     frame.to_csv(path, index=False)
