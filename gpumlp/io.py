@@ -162,6 +162,10 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
     from .estimator import MLPRegressor
     from .scaling import StandardizedRegressor
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"save writes to a file path (str or os.PathLike), not a "
+                        f"{type(path).__name__}: it replaces the file atomically, which an "
+                        f"open file object cannot do. Pass the file's name.")
     scalers = {}
     if isinstance(model, StandardizedRegressor):
         if not hasattr(model, "regressor_"):
