@@ -182,14 +182,13 @@ def test_a_failed_save_leaves_the_old_file_and_no_debris(tmp_path, data, monkeyp
     assert os.listdir(tmp_path) == ["m.npz"]
 
 
-def test_save_takes_a_path_not_a_file_object(tmp_path, data):
+def test_save_takes_a_path_not_a_file_object(data):
     import io as stdio
 
     model = _fit(MLPRegressor((3,), max_iter=2, device="cpu"), *data)
     for target in (stdio.BytesIO(), 3):
         with pytest.raises(TypeError, match="save writes to a file path"):
             io.save(model, target)
-    assert os.listdir(tmp_path) == []
 
 
 def test_unfitted_model_cannot_be_saved(tmp_path):
