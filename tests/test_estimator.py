@@ -285,6 +285,15 @@ def test_bad_input_gets_clear_errors(X, y, match):
         MLPRegressor(device="cpu").fit(X, y)
 
 
+def test_pandas_na_is_called_missing_not_non_numeric():
+    # Before: "X contains non-numeric values (first at index (1, 0): <NA>)".
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame({"a": pd.array([1.0, None, 3.0], dtype="Float64"), "b": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match=r"X contains missing values \(first at index "
+                                         r"\(1, 0\): <NA>\)\. Remove or impute them"):
+        MLPRegressor(device="cpu").fit(X, [1.0, 2.0, 3.0])
+
+
 def test_eval_set_records_a_validation_curve(data):
     X, y = data
     seen = []
