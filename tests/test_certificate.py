@@ -542,3 +542,25 @@ def test_a_cli_resume_link_certifies_against_its_parent(tmp_path):
     assert main(["validate", "--model", str(tmp_path / "res.npz"), "--data", str(data),
                  "--parent", str(tmp_path / "half.npz"), "--backends", "numpy",
                  "--dtypes", "float64"]) == 0
+
+
+@pytest.mark.parametrize("replay", ["float32", "float64"])
+def test_an_honest_fit_whose_gradient_overflows_float32_certifies(tmp_path, replay):
+    # Found by the laws' long run: a float32 Poisson fit of unscaled X holds
+    # |g|**2 = inf in its state; its replay does too. It was a FAIL ("not
+    # finite in the replay"), and under pytest a RuntimeWarning.
+    X = np.array([[154.27], [-394.22], [-181.38], [-615.72], [-1029.07], [-771.56]])
+    y = np.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]])
+    model = MLPRegressor((1, 3), activation="relu", loss="poisson", solver="gd", max_iter=2,
+                         dtype="float32", random_state=0, tol=0.0, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y)
+    assert model.loss_ > 1e18          # far beyond what float32 squares
+    save(model, tmp_path / "m.npz")
+    cert = certify(tmp_path / "m.npz", X, y, backends=["numpy"], dtypes=(replay,))
+    assert cert.passed, format_certificate(cert)
+    # The same file with its last weights changed still fails.
+    model.coefs_[0] = model.coefs_[0] * np.float32(1.001)
+    save(model, tmp_path / "t.npz")
+    assert not certify(tmp_path / "t.npz", X, y, backends=["numpy"], dtypes=(replay,)).passed
