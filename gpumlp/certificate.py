@@ -1112,6 +1112,11 @@ def _check_claims(cert, net, metadata, record, ctx):
                              len(curve) >= n_iter, f"n_iter_ {net.n_iter_}, record {n_iter}"))
     rates = list(net.learning_rates_)
     cert.checks.append(Check("learning_rates_ hold a rate per epoch", len(rates) >= n_iter))
+    # learning_rate_ is the rate in force at the end, as fit sets it (_set_fitted).
+    init = net.learning_rate_init
+    rate = float(rates[-1]) if rates else (None if init == "auto" else float(init))
+    cert.checks.append(Check("learning_rate_ is the last epoch's rate", net.learning_rate_ == rate,
+                             f"learning_rate_ {net.learning_rate_!r}, the record gives {rate!r}"))
     last = record["checkpoints"][-1]
     dtype = np.asarray(last["coefs"][0]).dtype
     # The weights the call returned, from its last checkpoint.
@@ -1172,17 +1177,57 @@ def _check_claims(cert, net, metadata, record, ctx):
     ctx.validation_losses = None if vcurve is None else vcurve[len(vcurve) - n_iter:]
 
 
-def _check_names(cert, metadata, feature_names, target_names):
-    for key, given in (("feature_names", feature_names), ("target_names", target_names)):
-        stored = metadata.get(key)
-        if key == "feature_names" and stored is None:
-            stored = metadata.get("feature_names_in")
-        if given is None or stored is None:
+def _check_names(cert, metadata, X, feature_names, target_names):
+    """The file's names against the data's header (``feature_names``, ``target_names``, or
+    a dataframe's columns) and against each other.
+
+    ``feature_names`` (what the CLI reads a CSV's columns by) and
+    ``feature_names_in`` (a dataframe's columns, which ``predict`` orders a
+    frame by) must be the same names where the file has both: otherwise a CSV
+    and a frame of the same data would be fed to the network in two orders.
+    """
+    from ._checks import feature_names as frame_names
+
+    columns = frame_names(X)
+    columns = None if columns is None else [str(n) for n in columns]
+    header = {"feature_names": feature_names if feature_names is not None else columns,
+              "target_names": target_names}
+    stored_features, stored_in = metadata.get("feature_names"), metadata.get("feature_names_in")
+    if stored_features is not None and stored_in is not None:
+        ok = list(stored_features) == list(stored_in)
+        cert.checks.append(Check(
+            "feature_names (read from a CSV) are feature_names_in (a frame's columns)", ok,
+            "" if ok else f"the file says {stored_features} and {stored_in}: a CSV and a frame "
+                          f"would be fed in two orders"))
+    for key, stored, given in (("feature_names", stored_features, header["feature_names"]),
+                               ("feature_names_in", stored_in, header["feature_names"]),
+                               ("target_names", metadata.get("target_names"),
+                                header["target_names"])):
+        if stored is None:
+            continue
+        if given is None:
+            cert.notes.append(f"{key} were not checked: the data given has no header (an "
+                              f".npy, an .npz or an array has no names to compare)")
             continue
         ok = [str(n) for n in given] == list(stored)
         cert.checks.append(Check(f"{key} are the data's header", ok,
                                  "" if ok else f"the file says {stored}, the data {list(given)}"))
         cert.covered.append(f"{key} against the data's header")
+
+
+def _check_settings(cert, model, metadata):
+    """``gpumlp train``'s saved settings (what ``--resume`` restores and ``--json``
+    reports) against the model's own parameters and its split record."""
+    from ._settings import settings_disagreements
+
+    extra = metadata.get("extra") or {}
+    settings = extra.get("settings")
+    if not isinstance(settings, dict):
+        return
+    wrong = settings_disagreements(settings, model, extra)
+    cert.checks.append(Check("the saved train settings are the model's parameters and split",
+                             not wrong, "; ".join(wrong)))
+    cert.covered.append("the saved train settings, against the model and its split record")
 
 
 # ------------------------------------------------------------------ certify
@@ -1280,7 +1325,8 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
             f"replayed; fit it again with this gpumlp and save it to certify it.")
     dtype = metadata["dtype"]
     cert = Certificate(path, f"{record['device']} {dtype}", record["n_iter"])
-    _check_names(cert, metadata, feature_names, target_names)
+    _check_names(cert, metadata, X, feature_names, target_names)
+    _check_settings(cert, model, metadata)
     bound = _bind_data(cert, model, record, X, y, sample_weight, eval_set)
 
     def certify_parent(parent_path):

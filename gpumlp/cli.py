@@ -712,6 +712,7 @@ def _resume(args):
     run continues with its own settings. Without ``--out``, the result goes
     back to the ``--resume`` file (written atomically).
     """
+    from ._settings import settings_disagreements
     from .scaling import StandardizedRegressor
 
     if args.cluster or args.scheduler or _uses_dask(args):
@@ -753,6 +754,13 @@ def _resume(args):
     if isinstance(model, StandardizedRegressor) == args.no_standardize:
         raise ValueError(f"--resume {args.resume}: its settings disagree with its model "
                          f"on standardisation; the file was tampered with.")
+    # The run continues with the model's own parameters and its report shows the
+    # settings: a file whose settings claim others is refused, never reported as such.
+    wrong = settings_disagreements(settings, model, extra)
+    if wrong:
+        raise ValueError(f"--resume {args.resume}: its saved settings disagree with its "
+                         f"model ({'; '.join(wrong)}); the file was tampered with. Resume "
+                         f"an untouched file, or train again.")
     if args.out is None:
         args.out = args.resume
     target_names = metadata.get("target_names") or [None]
@@ -1206,7 +1214,10 @@ def _run_certificate(args, names):
                              f"({drop!r:.80}).")
         table = read_training_table(args.data, extra.get("target"), drop)
         X, y = table.X, table.y
-        header = (table.feature_names, [table.target])
+        if os.path.splitext(args.data)[1].lower() == ".csv":
+            # Only a CSV has a header: an .npy's or .npz's names (x0, x1, ...) are
+            # made up, with nothing to compare (the certificate's notes say so).
+            header = (table.feature_names, [table.target])
     eval_set = None
     if "test_size" in extra:  # a model from `gpumlp train`: redo its split
         from .splitting import train_test_split
