@@ -182,6 +182,14 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
     coefs = [to_numpy(W) for W in net.coefs_]
     intercepts = [to_numpy(b) for b in net.intercepts_]
     feature_names = _check_names("feature_names", feature_names, coefs[0].shape[0], "input")
+    seen = getattr(model, "feature_names_in_", None)
+    if feature_names is not None and seen is not None and \
+            feature_names != [str(n) for n in seen]:
+        # The CLI reads a CSV's columns by feature_names, predict a frame's by
+        # feature_names_in_: other names would feed the inputs in another order.
+        raise ValueError(f"feature_names {feature_names} are not the columns the model was "
+                         f"fit on ({[str(n) for n in seen]}); pass those (or leave "
+                         f"feature_names out: the file keeps them).")
     target_names = _check_names("target_names", target_names, coefs[-1].shape[1], "output")
     validation_curve = getattr(net, "validation_loss_curve_", None)
     metadata = {

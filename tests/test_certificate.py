@@ -649,9 +649,13 @@ def test_a_frames_column_names_are_bound(tmp_path, data):
     cert = certify(forged, frame, y, backends=["numpy"])
     assert cert.outcome == "FAIL"
     assert "FAIL feature_names_in are the data's header" in format_certificate(cert)
-    # Saved with feature_names that contradict the frame's: a CSV would be read in the
-    # other order. Without a header to compare with, the contradiction alone fails.
-    named = _saved(tmp_path, model, "named.npz", feature_names=["a", "b", "c", "d"])
+    # feature_names that contradict the frame's columns: a CSV would be read in the other
+    # order. save refuses them; in a file, the contradiction alone fails, header or not.
+    with pytest.raises(ValueError, match="not the columns the model was fit on"):
+        save(model, tmp_path / "named.npz", feature_names=["a", "b", "c", "d"])
+    assert not (tmp_path / "named.npz").exists()
+    named = _rewrite(path, tmp_path / "named.npz",
+                     edit_metadata=lambda m: m.update(feature_names=["a", "b", "c", "d"]))
     cert = certify(named, X, y, backends=["numpy"])
     assert cert.outcome == "FAIL"
     assert "FAIL feature_names (read from a CSV) are feature_names_in" in \
@@ -701,3 +705,22 @@ def test_validate_on_an_npy_of_the_same_numbers_skips_the_names(tmp_path, capsys
                        edit_metadata=lambda m: m.update(feature_names=["b", "a", "c"]))
     assert main(["validate", "--model", str(swapped), "--data", str(data), "--backends",
                  "numpy", "--dtypes", "float64"]) == 1
+
+
+def test_every_resume_setting_is_bound_and_old_defaults_are_honoured():
+    """Each setting --resume restores is bound to the model, its split record or the data's
+    digest; a file from before issue 21 (sgd's --lr left out meant 0.1) is no forgery."""
+    from gpumlp._settings import (
+        SETTING_OTHER,
+        SETTING_PARAMS,
+        SETTING_SPLIT,
+        settings_disagreements,
+    )
+    from gpumlp.cli import _RESUME_SETTINGS
+
+    assert set(_RESUME_SETTINGS) == set(SETTING_PARAMS) | set(SETTING_SPLIT) | set(SETTING_OTHER)
+    net = MLPRegressor((3,), solver="sgd", learning_rate_init=0.1, random_state=0)
+    settings = {"solver": "sgd", "lr": None, "hidden": [3], "seed": 0}
+    assert settings_disagreements(settings, net, {}) == []
+    assert settings_disagreements(dict(settings, solver="gd"), net.set_params(solver="gd"),
+                                  {}) == ["lr 'auto', the model's learning_rate_init 0.1"]
