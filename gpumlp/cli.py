@@ -1147,7 +1147,9 @@ def _run_validate(args):
     def names(text):
         return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
-    _check_outputs([("--model", args.model), ("--data", args.data)], [("--json", args.json)])
+    parents = [("--parent", path) for path in args.parent or ()]
+    _check_outputs([("--model", args.model), ("--data", args.data), *parents],
+                   [("--json", args.json)])
     if args.model is not None:
         return _run_certificate(args, names)
     if args.data is not None:
