@@ -237,8 +237,21 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
                 + ("The weights are finite: save them with training_state=False (a resume "
                    "then starts a new solver)." if state else "Refit the model."))
     arrays["metadata"] = np.array(json.dumps(metadata))
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        # Read back before it replaces anything: a file load would refuse
+        # (columns that are not the feature names' expansion, parameters
+        # changed by set_params since fit) is never written.
+        try:
+            load_with_metadata(tmp)
+        except ModelFileError as exc:
+            problem = str(exc).split("damaged or tampered model file: ", 1)[-1]
+            problem = problem.split(f"; {_REMEDY}", 1)[0]
+            hint = (" The parameters were changed with set_params since fit: set them back "
+                    "or fit again." if "parameter" in problem else "")
+            raise ValueError(f"Cannot save to {os.fspath(path)}: the file would not load back "
+                             f"({problem}); nothing was written.{hint}") from None
 
 
 #: The plain (JSON) keys of a fit record (version 2), with their types.
