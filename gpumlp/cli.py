@@ -402,7 +402,7 @@ def _run_train(args):
         # before a cluster starts.
         plan = cluster_plan(args.cluster or (None if args.scheduler else "local"),
                             args.scheduler)
-        X, y, names, target = read_dataset(args.data, args.target)
+        X, y, names, target = read_dataset(args.data, args.target, args.drop or ())
         client, cluster = connect(plan=plan)
         device = "dask workers" + (f" ({args.scheduler})" if args.scheduler else
                                    f" ({len(client.scheduler_info()['workers'])} local)")
