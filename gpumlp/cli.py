@@ -471,6 +471,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
 
     from . import MLPRegressor
     from ._sklearn_compat import ConvergenceWarning
+    from .estimator import UnscaledDataWarning
     from .io import save
     from .scaling import StandardizedRegressor
     from .training import LossIncreasedWarning, TrainingDivergedError
@@ -510,7 +511,12 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     try:
         with warnings.catch_warnings(record=True) as caught, _terminate_as_interrupt(terminated), \
                 (net._resuming() if resumed is not None else contextlib.nullcontext()):
-            warnings.simplefilter("always", ConvergenceWarning)
+            # gpumlp's own warnings are recorded whatever PYTHONWARNINGS or -W
+            # say ("ignore" hid a risen loss, which then read as converged;
+            # "error" ended the run in a traceback): the report decides from
+            # them and prints them in its own words.
+            for category in (ConvergenceWarning, LossIncreasedWarning, UnscaledDataWarning):
+                warnings.simplefilter("always", category)
             model.fit(X_train, y_train, eval_set=eval_set, callback=callback, **extra)
     except KeyboardInterrupt:
         interrupted = True
