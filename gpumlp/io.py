@@ -182,6 +182,15 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
     coefs = [to_numpy(W) for W in net.coefs_]
     intercepts = [to_numpy(b) for b in net.intercepts_]
     feature_names = _check_names("feature_names", feature_names, coefs[0].shape[0], "input")
+    seen = getattr(model, "feature_names_in_", None)
+    if feature_names is not None and seen is not None and \
+            [str(n) for n in feature_names] != [str(n) for n in seen]:
+        # `gpumlp predict` picks a CSV's columns by these names: others than
+        # the frame's would feed each input another column.
+        raise ValueError(
+            f"feature_names {list(feature_names)} are not the columns the model was fit on, "
+            f"in their order (feature_names_in_: {[str(n) for n in seen]}); leave "
+            f"feature_names out (the frame's names are kept) or pass those.")
     target_names = _check_names("target_names", target_names, coefs[-1].shape[1], "output")
     validation_curve = getattr(net, "validation_loss_curve_", None)
     metadata = {

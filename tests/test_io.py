@@ -214,6 +214,20 @@ def test_a_file_load_would_refuse_is_never_written(tmp_path, data):
     np.testing.assert_array_equal(io.load(path).predict(X), model.predict(X))
 
 
+def test_feature_names_that_contradict_the_frame_are_refused(tmp_path, data):
+    # Before: accepted, and `gpumlp predict` then fed each input another
+    # column of the CSV (adversarial round 4, D10).
+    pd = pytest.importorskip("pandas")
+    X, y = data
+    frame = pd.DataFrame(X, columns=["b", "a", "c"])
+    model = _fit(MLPRegressor((3,), max_iter=3, device="cpu", random_state=0), frame, y)
+    with pytest.raises(ValueError, match=r"are not the columns the model was fit on"):
+        io.save(model, tmp_path / "m.npz", feature_names=["a", "b", "c"])
+    assert not (tmp_path / "m.npz").exists()
+    io.save(model, tmp_path / "m.npz", feature_names=["b", "a", "c"])
+    assert io.read_metadata(tmp_path / "m.npz")["feature_names"] == ["b", "a", "c"]
+
+
 def test_unfitted_model_cannot_be_saved(tmp_path):
     with pytest.raises(ValueError, match="Only a fitted model"):
         io.save(MLPRegressor(), tmp_path / "m.npz")
