@@ -402,7 +402,7 @@ def _run_train(args):
         # before a cluster starts.
         plan = cluster_plan(args.cluster or (None if args.scheduler else "local"),
                             args.scheduler)
-        X, y, names, target = read_dataset(args.data, args.target)
+        X, y, names, target = read_dataset(args.data, args.target, args.drop or ())
         client, cluster = connect(plan=plan)
         device = "dask workers" + (f" ({args.scheduler})" if args.scheduler else
                                    f" ({len(client.scheduler_info()['workers'])} local)")
@@ -471,6 +471,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
 
     from . import MLPRegressor
     from ._sklearn_compat import ConvergenceWarning
+    from .estimator import UnscaledDataWarning
     from .io import save
     from .scaling import StandardizedRegressor
     from .training import LossIncreasedWarning, TrainingDivergedError
@@ -510,7 +511,12 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     try:
         with warnings.catch_warnings(record=True) as caught, _terminate_as_interrupt(terminated), \
                 (net._resuming() if resumed is not None else contextlib.nullcontext()):
-            warnings.simplefilter("always", ConvergenceWarning)
+            # gpumlp's own warnings are recorded whatever PYTHONWARNINGS or -W
+            # say ("ignore" hid a risen loss, which then read as converged;
+            # "error" ended the run in a traceback): the report decides from
+            # them and prints them in its own words.
+            for category in (ConvergenceWarning, LossIncreasedWarning, UnscaledDataWarning):
+                warnings.simplefilter("always", category)
             model.fit(X_train, y_train, eval_set=eval_set, callback=callback, **extra)
     except KeyboardInterrupt:
         interrupted = True
@@ -1155,7 +1161,9 @@ def _run_validate(args):
     def names(text):
         return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
-    _check_outputs([("--model", args.model), ("--data", args.data)], [("--json", args.json)])
+    parents = [("--parent", path) for path in args.parent or ()]
+    _check_outputs([("--model", args.model), ("--data", args.data), *parents],
+                   [("--json", args.json)])
     if args.model is not None:
         return _run_certificate(args, names)
     if args.data is not None:

@@ -184,12 +184,13 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
     feature_names = _check_names("feature_names", feature_names, coefs[0].shape[0], "input")
     seen = getattr(model, "feature_names_in_", None)
     if feature_names is not None and seen is not None and \
-            feature_names != [str(n) for n in seen]:
-        # The CLI reads a CSV's columns by feature_names, predict a frame's by
-        # feature_names_in_: other names would feed the inputs in another order.
-        raise ValueError(f"feature_names {feature_names} are not the columns the model was "
-                         f"fit on ({[str(n) for n in seen]}); pass those (or leave "
-                         f"feature_names out: the file keeps them).")
+            [str(n) for n in feature_names] != [str(n) for n in seen]:
+        # `gpumlp predict` picks a CSV's columns by these names: others than
+        # the frame's would feed each input another column.
+        raise ValueError(
+            f"feature_names {list(feature_names)} are not the columns the model was fit on, "
+            f"in their order (feature_names_in_: {[str(n) for n in seen]}); leave "
+            f"feature_names out (the frame's names are kept) or pass those.")
     target_names = _check_names("target_names", target_names, coefs[-1].shape[1], "output")
     validation_curve = getattr(net, "validation_loss_curve_", None)
     metadata = {
@@ -245,8 +246,21 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
                 + ("The weights are finite: save them with training_state=False (a resume "
                    "then starts a new solver)." if state else "Refit the model."))
     arrays["metadata"] = np.array(json.dumps(metadata))
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        # Read back before it replaces anything: a file load would refuse
+        # (columns that are not the feature names' expansion, parameters
+        # changed by set_params since fit) is never written.
+        try:
+            load_with_metadata(tmp)
+        except ModelFileError as exc:
+            problem = str(exc).split("damaged or tampered model file: ", 1)[-1]
+            problem = problem.split(f"; {_REMEDY}", 1)[0]
+            hint = (" The parameters were changed with set_params since fit: set them back "
+                    "or fit again." if "parameter" in problem else "")
+            raise ValueError(f"Cannot save to {os.fspath(path)}: the file would not load back "
+                             f"({problem}); nothing was written.{hint}") from None
 
 
 #: The plain (JSON) keys of a fit record (version 2), with their types.

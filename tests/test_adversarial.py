@@ -181,10 +181,15 @@ def test_sigterm_saves_the_last_complete_epoch_as_ctrl_c_does(tmp_path):
     assert written["final_loss"] == saved.loss_
 
 
-def test_cli_never_calls_a_run_whose_loss_rose_converged(tmp_path, capsys):
+@pytest.mark.parametrize("user_filter", [None, "ignore", "error"])
+def test_cli_never_calls_a_run_whose_loss_rose_converged(tmp_path, capsys, user_filter):
     # Before: "epochs: 12 (converged)  final loss: 7.43e+24" and an R² of
-    # -8e26, the fit's LossIncreasedWarning caught and never shown.
+    # -8e26, the fit's LossIncreasedWarning caught and never shown. And under
+    # PYTHONWARNINGS=ignore (or -W ignore) the warning was never recorded, so
+    # the run read as converged again; under "error" it ended in a traceback
+    # (adversarial round 4, D4).
     import json
+    import warnings
 
     from gpumlp.cli import main
     rng = np.random.default_rng(0)
@@ -195,9 +200,12 @@ def test_cli_never_calls_a_run_whose_loss_rose_converged(tmp_path, capsys):
                                           for row in np.column_stack([X, y])))
     # A step far too large: the loss grows by a factor of about 1e11 (the
     # stopping rule then meets its "no improvement" test), yet stays finite.
-    assert main(["train", "--data", str(data), "--solver", "sgd", "--lr", "1", "--momentum",
-                 "0.99", "--epochs", "30", "--quiet", "--device", "cpu", "--dtype", "float64",
-                 "--json", str(report)]) == 0
+    with warnings.catch_warnings():
+        if user_filter is not None:
+            warnings.simplefilter(user_filter)
+        assert main(["train", "--data", str(data), "--solver", "sgd", "--lr", "1",
+                     "--momentum", "0.99", "--epochs", "30", "--quiet", "--device", "cpu",
+                     "--dtype", "float64", "--json", str(report)]) == 0
     outcome = json.loads(report.read_text())
     assert outcome["converged"] is False
     assert "the training loss rose, not converged" in outcome["stopped"]

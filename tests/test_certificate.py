@@ -544,6 +544,15 @@ def test_a_cli_resume_link_certifies_against_its_parent(tmp_path):
     assert main(["validate", "--model", str(tmp_path / "res.npz"), "--data", str(data),
                  "--parent", str(tmp_path / "half.npz"), "--backends", "numpy",
                  "--dtypes", "float64"]) == 0
+    # --json naming the parent (or a link to it) would replace the parent by
+    # the report (adversarial round 4): refused before anything is written.
+    before = (tmp_path / "half.npz").read_bytes()
+    (tmp_path / "link.json").symlink_to(tmp_path / "half.npz")
+    for report in ("half.npz", "link.json"):
+        assert main(["validate", "--model", str(tmp_path / "res.npz"), "--data", str(data),
+                     "--parent", str(tmp_path / "half.npz"), "--backends", "numpy",
+                     "--dtypes", "float64", "--json", str(tmp_path / report)]) == 2
+    assert (tmp_path / "half.npz").read_bytes() == before
 
 
 @pytest.mark.parametrize("replay", ["float32", "float64"])

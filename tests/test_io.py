@@ -191,6 +191,43 @@ def test_save_takes_a_path_not_a_file_object(data):
             io.save(model, target)
 
 
+def test_a_file_load_would_refuse_is_never_written(tmp_path, data):
+    # Before: save returned normally and load refused the file as damaged;
+    # the good model that was at the path was gone (adversarial round 4, D2).
+    X, y = data
+    model = _fit(StandardizedRegressor(MLPRegressor((3,), max_iter=5, device="cpu",
+                                                    random_state=0)), X, y)
+    path = tmp_path / "m.npz"
+    io.save(model, path)
+    good = path.read_bytes()
+    bad = [dict(feature_names=["a", "c=a", "c=b"], columns=[("a", None), ("c", ["b", "a"])]),
+           dict(columns=[("a", None), ("b", None), ("c", None)])]
+    for kwargs in bad:
+        with pytest.raises(ValueError, match="would not load back .*nothing was written"):
+            io.save(model, path, **kwargs)
+    for change in ({"hidden_layer_sizes": (7,)}, {"loss": "poisson"}):
+        net = _fit(MLPRegressor((3,), max_iter=5, device="cpu", random_state=0), X, y)
+        net.set_params(**change)
+        with pytest.raises(ValueError, match="would not load back"):
+            io.save(net, path)
+    assert path.read_bytes() == good and sorted(os.listdir(tmp_path)) == ["m.npz"]
+    np.testing.assert_array_equal(io.load(path).predict(X), model.predict(X))
+
+
+def test_feature_names_that_contradict_the_frame_are_refused(tmp_path, data):
+    # Before: accepted, and `gpumlp predict` then fed each input another
+    # column of the CSV (adversarial round 4, D10).
+    pd = pytest.importorskip("pandas")
+    X, y = data
+    frame = pd.DataFrame(X, columns=["b", "a", "c"])
+    model = _fit(MLPRegressor((3,), max_iter=3, device="cpu", random_state=0), frame, y)
+    with pytest.raises(ValueError, match=r"are not the columns the model was fit on"):
+        io.save(model, tmp_path / "m.npz", feature_names=["a", "b", "c"])
+    assert not (tmp_path / "m.npz").exists()
+    io.save(model, tmp_path / "m.npz", feature_names=["b", "a", "c"])
+    assert io.read_metadata(tmp_path / "m.npz")["feature_names"] == ["b", "a", "c"]
+
+
 def test_unfitted_model_cannot_be_saved(tmp_path):
     with pytest.raises(ValueError, match="Only a fitted model"):
         io.save(MLPRegressor(), tmp_path / "m.npz")
