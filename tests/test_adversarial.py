@@ -97,7 +97,7 @@ def test_cli_predict_matches_csv_columns_to_a_dataframe_models_names(data, tmp_p
     capsys.readouterr()
     assert main(["predict", "--model", str(tmp_path / "twice.npz"), "--data",
                  str(tmp_path / "d.csv")]) == 2
-    assert "needs the column(s) x0, x1, x2" in capsys.readouterr().err
+    assert "needs the column(s) 'x0', 'x1', 'x2'" in capsys.readouterr().err
 
 
 def test_cli_says_lbfgs_stopped_at_max_fun_not_at_epochs(tmp_path, capsys):

@@ -125,7 +125,7 @@ def test_feature_count_mismatch_at_predict(tmp_path, csv_file):
     assert "the model expects 5 feature column(s); the array has shape (4, 3)" in result.stderr
     partial = bad_csv(tmp_path, "f0,f1\n1,2\n")
     result = run("predict", "--model", str(model), "--data", partial)
-    assert "needs the column(s) f2, f3, f4" in result.stderr
+    assert "needs the column(s) 'f2', 'f3', 'f4'" in result.stderr
 
 
 def test_cuda_without_a_gpu_says_how_to_install(tmp_path):
