@@ -1036,7 +1036,9 @@ def _check_start(cert, net, record, metadata, parents, certify_parent):
         cert.checks.append(Check("the generator is where that draw left it", same_rng))
         seed = start["seed"]
         random_state = net.random_state
-        if seed["kind"] == "int":
+        if seed["kind"] == "int" and isinstance(random_state, np.random.RandomState):
+            cert.checks.append(_drawn_from(random_state, seed["value"]))
+        elif seed["kind"] == "int":
             ok = isinstance(random_state, (int, np.integer)) and int(random_state) == \
                 seed["value"]
             cert.checks.append(Check("the seed is the model's random_state", ok,
@@ -1077,6 +1079,30 @@ def _check_start(cert, net, record, metadata, parents, certify_parent):
     cert.missing.append(f"the parent model (weights digest {digest[:16]}...): this fit "
                         f"continued it (a warm start or partial_fit); pass it (--parent) so "
                         f"the chain is certified link by link")
+
+
+def _drawn_from(random_state, seed: int) -> Check:
+    """The seed a fit drew from a ``RandomState`` random_state, found in its saved state.
+
+    ``fit`` draws its seed as ``random_state.randint(2**31 - 1)`` (one 32-bit
+    output of MT19937), and the file keeps the ``RandomState`` as it was when
+    saved: after that draw. An output ``k`` places back in the current block
+    is drawn again by setting the position back by ``k``; the seed must be
+    one of them (the last, when nothing drew from it between fit and save).
+    """
+    state = random_state.get_state(legacy=False)
+    key, pos = state["state"]["key"], int(state["state"]["pos"])
+    bound = np.iinfo(np.int32).max
+    for back in range(1, pos + 1):
+        rewound = np.random.RandomState()
+        rewound.set_state({"bit_generator": "MT19937", "state": {"key": key, "pos": pos - back},
+                           "has_gauss": 0, "gauss": 0.0})
+        if int(rewound.randint(bound)) == seed:
+            return Check("the seed is the draw of the model's random_state (a RandomState)",
+                         True, f"seed {seed}, drawn {back} output(s) before its saved state")
+    return Check("the seed is the draw of the model's random_state (a RandomState)", False,
+                 f"seed {seed} is none of the {pos} draws of the saved RandomState's current "
+                 f"block: the fit did not draw it from this random_state")
 
 
 def _continued_state(net, parent_net, record, first) -> Check:

@@ -34,6 +34,7 @@ reverse.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import math
@@ -936,7 +937,8 @@ def _params(path: str, metadata: dict) -> dict:
         check_params(net)
         from .initialization import as_generator
 
-        as_generator(net.random_state)
+        # A copy: drawing from the file's RandomState would move the model's.
+        as_generator(copy.deepcopy(net.random_state))
     except (TypeError, ValueError, KeyError) as exc:
         raise _damaged(path, f"a parameter is invalid ({exc})") from None
     return params

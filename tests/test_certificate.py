@@ -733,3 +733,31 @@ def test_every_resume_setting_is_bound_and_old_defaults_are_honoured():
     assert settings_disagreements(settings, net, {}) == []
     assert settings_disagreements(dict(settings, solver="gd"), net.set_params(solver="gd"),
                                   {}) == ["lr 'auto', the model's learning_rate_init 0.1"]
+
+
+# ----------------------------------------------- adversarial round 5: D6, D7, D8
+def test_a_randomstate_fit_certifies_and_a_seed_it_did_not_draw_fails(tmp_path, data):
+    """fit draws its seed from a RandomState, which the file keeps after that draw: an honest
+    fit with random_state=RandomState(3) failed "the seed is the model's random_state" (D8)."""
+    X, y = data
+    model = _fit(data, random_state=np.random.RandomState(3), max_iter=4)
+    path = _saved(tmp_path, model)
+    cert = certify(path, X, y, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "PASS", format_certificate(cert)
+    assert any("drawn 1 output(s) before its saved state" in c.detail for c in cert.checks)
+    # A second fit of the same model draws a second seed, and is traced to it too.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y)
+    again = _saved(tmp_path, model, "again.npz")
+    assert certify(again, X, y, backends=["numpy"], dtypes=("float64",)).outcome == "PASS"
+    # An honest fit from another seed, claimed for a RandomState it was not drawn from.
+    other = _fit(data, random_state=12345, max_iter=4)
+    claimed = np.random.RandomState(3)
+    claimed.randint(np.iinfo(np.int32).max)
+    other.regressor_.random_state = claimed
+    forged = _saved(tmp_path, other, "forged.npz")
+    cert = certify(forged, X, y, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "FAIL"
+    assert "FAIL the seed is the draw of the model's random_state (a RandomState)" in \
+        format_certificate(cert)

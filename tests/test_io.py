@@ -284,6 +284,22 @@ def test_a_saved_generator_state_refits_as_the_saved_model_would(tmp_path, data)
     np.testing.assert_array_equal(_fit(loaded, X, y).coefs_[0], _fit(net, X, y).coefs_[0])
 
 
+def test_a_saved_randomstate_loads_as_saved_and_refits_as_the_saved_model_would(tmp_path,
+                                                                                  data):
+    """Loading checked a RandomState random_state by drawing from it: the loaded model's
+    generator was one draw past the saved one, and refit differently (adversarial round 5)."""
+    X, y = data
+    net = _fit(MLPRegressor((4,), max_iter=2, device="cpu",
+                            random_state=np.random.RandomState(5)), X, y)
+    io.save(net, tmp_path / "m.npz")
+    loaded = io.load(tmp_path / "m.npz")
+    assert isinstance(loaded.random_state, np.random.RandomState)
+    saved, got = net.random_state.get_state(), loaded.random_state.get_state()
+    assert saved[2] == got[2] and np.array_equal(saved[1], got[1])
+    loaded.set_params(device="cpu")
+    np.testing.assert_array_equal(_fit(loaded, X, y).coefs_[0], _fit(net, X, y).coefs_[0])
+
+
 def test_a_parameter_that_cannot_be_plain_json_is_refused_at_save(tmp_path, data):
     X, y = data
     net = _fit(MLPRegressor((3,), max_iter=2, device="cpu"), X, y)
