@@ -32,7 +32,7 @@ SETTING_PARAMS = {
 SETTING_SPLIT = {"target": "target", "test_size": "test_size", "seed": "split_seed",
                  "drop": "drop", "samples": "samples"}
 #: Settings bound elsewhere: ``no_standardize`` by the model's kind, ``data``
-#: (a path) by the data's digest, which ``--resume`` checks.
+#: (a path) by the data's digest (:func:`data_digest`), which ``--resume`` checks.
 SETTING_OTHER = ("no_standardize", "data")
 
 
@@ -49,6 +49,35 @@ def _same(a, b) -> bool:
     a, b = _plain(a), _plain(b)
     return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) \
         else a == b
+
+
+def data_digest(X, y) -> str:
+    """SHA-256 of the data's dtype, shape and bytes: ``extra["data_sha256"]``.
+
+    ``gpumlp train --out`` keeps it for the data it read (before its
+    train/test split); ``--resume`` refuses other data by it, and the
+    certificate checks the file's claim against the data it is given.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n_samples, n_features)
+    y : ndarray, shape (n_samples,)
+
+    Returns
+    -------
+    str
+        The hex digest.
+    """
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for array in (X, y):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
 
 
 def settings_disagreements(settings: dict, model, extra: dict) -> list[str]:

@@ -1017,7 +1017,10 @@ def _bind_data(cert, model, record, X, y, sample_weight, eval_set):
 
 
 def _check_start(cert, net, record, metadata, parents, certify_parent):
-    """Provenance: the initial weights redrawn from the seed, or the parent's digest."""
+    """Provenance: the initial weights redrawn from the seed, or the parent's digest.
+
+    Returns the parent model's network when it was found among ``parents``, else None.
+    """
     from .initialization import glorot_uniform
 
     first = record["checkpoints"][0]
@@ -1075,7 +1078,7 @@ def _check_start(cert, net, record, metadata, parents, certify_parent):
             cert.checks.append(_continued_state(net, parent_net, record, first))
             cert.parents.append(certify_parent(path))
             cert.covered.append(f"provenance: the parent {os.fspath(path)}, certified in turn")
-            return
+            return parent_net
     cert.missing.append(f"the parent model (weights digest {digest[:16]}...): this fit "
                         f"continued it (a warm start or partial_fit); pass it (--parent) so "
                         f"the chain is certified link by link")
@@ -1203,6 +1206,97 @@ def _check_claims(cert, net, metadata, record, ctx):
     ctx.validation_losses = None if vcurve is None else vcurve[len(vcurve) - n_iter:]
 
 
+def _state_leaves(description, arrays, prefix="state"):
+    """``{path: value}`` of every leaf of a state description, its arrays included."""
+    out = {}
+
+    def walk(node, path):
+        kind = node.get("type")
+        if kind in ("list", "tuple"):
+            for i, item in enumerate(node["items"]):
+                walk(item, f"{path}.{i}")
+        elif kind == "dataclass":
+            out[f"{path}.class"] = node.get("class")
+            for name, item in node["fields"].items():
+                walk(item, f"{path}.{name}")
+        elif kind == "array":
+            out[path] = np.asarray(arrays.get(node["name"]))
+        else:
+            out[path] = (kind, node.get("value"))
+
+    walk(description, prefix)
+    return out
+
+
+def _check_training_state(cert, net, record, parent_net):
+    """The training state the file keeps, against the fit's final state.
+
+    What ``partial_fit`` after loading and ``gpumlp train --resume`` go on
+    from (the solver state, the batch-order generator, the stopping rule's
+    bookkeeping, early stopping's last weights and split generator) is the
+    state the fit ended in: its last checkpoint, which every replay of the
+    last segment is compared with. Written by the same fit from the same
+    values, the two are equal to the bit; a field that differs is named.
+    """
+    from .solvers import plain_numbers, state_to_arrays
+
+    training = net._training_state()
+    if training is None:
+        cert.notes.append("the file keeps no training state (saved with training_state=False"
+                          "): a partial_fit or resume of it starts afresh; nothing to bind")
+        return
+    last, first = record["checkpoints"][-1], record["checkpoints"][0]
+    wrong = []
+    if training["state"] is not None:
+        trainer = net._trainer
+        template = trainer.solver.init_state(list(trainer.params))
+        arrays, description = state_to_arrays(plain_numbers(training["state"], template))
+        got = _state_leaves(description, {k: to_numpy(a) for k, a in arrays.items()})
+        want = _state_leaves(last["state"], last["state_arrays"])
+        for path in sorted(set(got) | set(want)):
+            a, b = got.get(path), want.get(path)
+            same = (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+                    and a.dtype == b.dtype and np.array_equal(a, b)) \
+                if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else a == b
+            if not same:
+                wrong.append(f"training {path}")
+    if training["rng"] != last["rng"]["numpy_generator"]:
+        wrong.append("training rng (the batch-order generator)")
+    history, book = training["history"], last["history"]
+    for key in ("samples_seen", "no_improvement_count", "best_loss", "best_validation_score"):
+        value = history[key]
+        value = None if isinstance(value, float) and not math.isfinite(value) else value
+        if value != book[key]:
+            wrong.append(f"training history {key} {value!r} (the fit's {book[key]!r})")
+    curve = net.validation_loss_curve_
+    if list(history["validation_losses"]) != ([] if curve is None else list(curve)):
+        wrong.append("training history validation_losses (not validation_loss_curve_)")
+    if training["last_params"] is not None:
+        final = [*last["coefs"], *last["intercepts"]]
+        state = last["state"]
+        if state.get("class") == "AutoGDState":   # the search's best point, as fit ends it
+            from .solvers import state_from_arrays
+
+            auto = state_from_arrays(state, last["state_arrays"])
+            if auto.best_loss < auto.loss:
+                final = list(auto.best_params)
+        if not all(np.array_equal(to_numpy(a), np.asarray(b))
+                   for a, b in zip(training["last_params"], final, strict=True)):
+            wrong.append("training last_params (early stopping's last weights)")
+    if training["split"] is not None:
+        # A fit draws its validation rows from the generator as the call starts;
+        # a resumed run keeps its parent's split.
+        splits = [first["rng"]["numpy_generator"],
+                  getattr(parent_net, "_split_state", None)]
+        if training["split"] not in splits:
+            wrong.append("training split (the validation split's generator)")
+    cert.checks.append(Check("the training state (what partial_fit and --resume continue "
+                             "from) is the fit's final state", not wrong,
+                             "these differ: " + "; ".join(wrong) if wrong else ""))
+    cert.covered.append("the training state a continuation starts from: the solver state, "
+                        "the batch-order and split generators, the history")
+
+
 def _check_names(cert, metadata, X, feature_names, target_names):
     """The file's names against the data's header (``feature_names``, ``target_names``, or
     a dataframe's columns) and against each other.
@@ -1241,12 +1335,28 @@ def _check_names(cert, metadata, X, feature_names, target_names):
         cert.covered.append(f"{key} against the data's header")
 
 
-def _check_settings(cert, model, metadata):
+def _check_settings(cert, model, metadata, whole_data):
     """``gpumlp train``'s saved settings (what ``--resume`` restores and ``--json``
-    reports) against the model's own parameters and its split record."""
-    from ._settings import settings_disagreements
+    reports) against the model's own parameters and its split record, and its
+    data digest (what ``--resume`` checks the data against) against the data."""
+    from ._settings import data_digest, settings_disagreements
 
     extra = metadata.get("extra") or {}
+    claimed = extra.get("data_sha256")
+    if claimed is not None and whole_data is None:
+        cert.missing.append("the data as gpumlp train read it, before its split, to check the "
+                            "file's data_sha256 (what train --resume checks the data against): "
+                            "pass it (whole_data=(X, y)), or run gpumlp validate --model "
+                            "--data")
+    elif claimed is not None:
+        X, y = whole_data
+        ok = data_digest(np.asarray(X), np.asarray(y)) == claimed
+        cert.checks.append(Check(
+            "extra.data_sha256 (what train --resume checks the data against) is the data's "
+            "digest", ok, "" if ok else f"the file claims {str(claimed)[:16]}..., the data "
+            f"given has {data_digest(np.asarray(X), np.asarray(y))[:16]}...: the file's "
+            f"claim is false (a resume would take other data and refuse this)"))
+        cert.covered.append("extra.data_sha256, against the data as train read it")
     settings = extra.get("settings")
     if not isinstance(settings, dict):
         return
@@ -1259,7 +1369,8 @@ def _check_settings(cert, model, metadata):
 # ------------------------------------------------------------------ certify
 def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set=None,
             backends: list | None = None, dtypes: tuple = ("float32", "float64"),
-            parents: tuple = (), feature_names=None, target_names=None) -> Certificate:
+            parents: tuple = (), feature_names=None, target_names=None,
+            whole_data=None) -> Certificate:
     """Certify the fit recorded in ``model_file``: provenance, data, every segment, every claim.
 
     Parameters
@@ -1284,6 +1395,11 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
         the one whose weights have the recorded digest is certified in turn.
     feature_names, target_names : list of str, optional
         The data's header, checked against the names in the file.
+    whole_data : tuple (X, y), optional
+        For a file from ``gpumlp train --out``: the data as it read it, before
+        its train/test split (``X``, ``y`` above are the training split);
+        its digest must be the file's ``extra.data_sha256``, by which
+        ``train --resume`` accepts data. Without it such a file is CANNOT.
 
     Returns
     -------
@@ -1307,7 +1423,8 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         cert = _certify(model_file, X, y, sample_weight=sample_weight, eval_set=eval_set,
                         backends=backends, dtypes=dtypes, parents=parents,
-                        feature_names=feature_names, target_names=target_names)
+                        feature_names=feature_names, target_names=target_names,
+                        whole_data=whole_data)
     used, chain = set(), [cert]
     while chain:
         link = chain.pop()
@@ -1324,7 +1441,8 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
 
 def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set=None,
             backends: list | None = None, dtypes: tuple = ("float32", "float64"),
-            parents: tuple = (), feature_names=None, target_names=None) -> Certificate:
+            parents: tuple = (), feature_names=None, target_names=None,
+            whole_data=None) -> Certificate:
     """:func:`certify` without the check that every parent given was used."""
     from .io import ModelFileError, load_with_metadata
 
@@ -1352,14 +1470,17 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     dtype = metadata["dtype"]
     cert = Certificate(path, f"{record['device']} {dtype}", record["n_iter"])
     _check_names(cert, metadata, X, feature_names, target_names)
-    _check_settings(cert, model, metadata)
+    if whole_data is None and (metadata.get("extra") or {}).get("test_size") == 0:
+        whole_data = (X, y)   # no split: the training data is all the data train read
+    _check_settings(cert, model, metadata, whole_data)
     bound = _bind_data(cert, model, record, X, y, sample_weight, eval_set)
 
     def certify_parent(parent_path):
         return _certify(parent_path, X, y, sample_weight=sample_weight, eval_set=eval_set,
-                       backends=backends, dtypes=dtypes, parents=parents)
+                       backends=backends, dtypes=dtypes, parents=parents,
+                       whole_data=whole_data)
 
-    _check_start(cert, net, record, metadata, parents, certify_parent)
+    parent_net = _check_start(cert, net, record, metadata, parents, certify_parent)
     if bound is None:
         return cert
     X_fit, y_fit, sw, ev = bound
@@ -1367,6 +1488,7 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
                    record["improved"], record["steps"],
                    set(), record["n_iter"], [], None, None)
     _check_claims(cert, net, metadata, record, ctx)
+    _check_training_state(cert, net, record, parent_net)
     ctx.auto = record["accepted"] is not None and not (net.early_stopping
                                                        and not record["incremental"])
     scores = _validation_scores(net, metadata, record)

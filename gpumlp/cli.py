@@ -372,6 +372,7 @@ def _uses_dask(args):
 
 def _run_train(args):
     from . import get_device
+    from ._settings import data_digest
     from .splitting import train_test_split
 
     resumed = _resume(args) if args.resume else None
@@ -427,7 +428,7 @@ def _run_train(args):
             X_train, X_test, y_train, y_test = train_test_split(X, y, args.test_size, args.seed)
         else:
             X_train, X_test, y_train, y_test = X, None, y, None
-    digest = None if client is not None or not args.out else _data_digest(X, y)
+    digest = None if client is not None or not args.out else data_digest(X, y)
     if resumed is not None:
         _check_resumed_data(args, resumed[1], digest)
         # The same numbers (checked): the run keeps its names, though an .npy has none.
@@ -876,20 +877,6 @@ def _check_checkpoint_options(args):
                          "training on Dask.")
 
 
-def _data_digest(X, y):
-    """SHA-256 of the data's dtype, shape and bytes: what ``--resume`` checks."""
-    import hashlib
-
-    import numpy as np
-
-    digest = hashlib.sha256()
-    for array in (X, y):
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.data)
-    return digest.hexdigest()
-
-
 def _check_resumed_data(args, extra, digest):
     if digest != extra["data_sha256"]:
         where = args.data or f"the embedded dataset (--samples {args.samples}, --seed {args.seed})"
@@ -1226,7 +1213,7 @@ def _run_certificate(args, names):
             # Only a CSV has a header: an .npy's or .npz's names (x0, x1, ...) are
             # made up, with nothing to compare (the certificate's notes say so).
             header = (table.feature_names, [table.target])
-    eval_set = None
+    eval_set, whole = None, (X, y)   # the data as train read it: its digest is in the file
     if "test_size" in extra:  # a model from `gpumlp train`: redo its split
         from .splitting import train_test_split
 
@@ -1245,7 +1232,7 @@ def _run_certificate(args, names):
     try:
         cert = certify(args.model, X, y, backends=names(args.backends), dtypes=tuple(dtypes),
                        eval_set=eval_set if record.get("eval_set") else None,
-                       parents=tuple(args.parent or ()),
+                       parents=tuple(args.parent or ()), whole_data=whole,
                        feature_names=header and header[0], target_names=header and header[1])
     except NotReplayableError as exc:
         print(f"gpumlp validate: cannot certify: {exc}", file=sys.stderr)

@@ -628,6 +628,12 @@ def _cli_split(model, data):
     return X_train, y_train
 
 
+def _cli_whole(data):
+    """The data as `gpumlp train` read it, before its split (its digest is in the file)."""
+    table = np.loadtxt(data, delimiter=",", skiprows=1)
+    return table[:, :-1], table[:, -1]
+
+
 def test_an_honest_resume_still_passes_its_settings_check(tmp_path):
     from gpumlp.cli import main
 
@@ -636,7 +642,7 @@ def test_an_honest_resume_still_passes_its_settings_check(tmp_path):
     assert main(["train", "--resume", str(model), "--epochs", "2", "--out", str(resumed),
                  "--quiet", "--device", "cpu"]) == 0
     cert = certify(resumed, *_cli_split(model, data), backends=["numpy"], dtypes=("float64",),
-                   parents=(model,))
+                   parents=(model,), whole_data=_cli_whole(data))
     assert cert.outcome == "PASS", format_certificate(cert)
     assert "ok   the saved train settings" in format_certificate(cert)
 
@@ -761,3 +767,107 @@ def test_a_randomstate_fit_certifies_and_a_seed_it_did_not_draw_fails(tmp_path, 
     assert cert.outcome == "FAIL"
     assert "FAIL the seed is the draw of the model's random_state (a RandomState)" in \
         format_certificate(cert)
+
+
+
+@pytest.mark.parametrize("edit, field", [
+    ({"edit_arrays": {"state_first_0": lambda a: a * 100}}, "training state.first.0"),
+    ({"edit_arrays": {"state_second_0": lambda a: a * 100}}, "training state.second.0"),
+    ({"edit_metadata": lambda m: m["training"]["state"]["fields"]["t"].update(value=2)},
+     "training state.t"),
+    ({"edit_metadata": lambda m: m["training"]["history"].update(samples_seen=50)},
+     "training history samples_seen 50"),
+    ({"edit_metadata": lambda m: m["training"]["history"].update(no_improvement_count=7)},
+     "training history no_improvement_count 7"),
+    ({"edit_metadata": lambda m: m["training"]["rng"]["numpy_generator"]["state"].update(
+        state=12345)}, "training rng"),
+    ({"edit_metadata": lambda m: m["training"]["history"].update(validation_losses=[
+        2 * v for v in m["training"]["history"]["validation_losses"]])},
+     "training history validation_losses"),
+    ({"edit_metadata": lambda m: m["training"]["split"]["numpy_generator"]["state"].update(
+        state=1)}, "training split"),
+    ({"edit_arrays": {"state_last_coef_0": lambda a: np.nextafter(a, np.inf)}},
+     "training last_params"),
+], ids=["first-moment", "second-moment", "adam-t", "samples-seen", "no-improvement",
+        "batch-order-rng", "validation-losses", "split", "last-params"])
+def test_a_tampered_training_state_fails_naming_the_field(tmp_path, data, edit, field):
+    """What partial_fit after loading and train --resume continue from was not bound: Adam's
+    moments x100, its step t, samples_seen (t_), the batch-order generator, the validation
+    losses, all PASSed, and the continuation then differed from the honest one (D7)."""
+    X, y = data
+    model = _fit(data, solver="adam", batch_size=32, early_stopping=True, max_iter=6)
+    path = _saved(tmp_path, model)
+    cert = certify(path, X, y, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "PASS", format_certificate(cert)
+    forged = _rewrite(path, tmp_path / "forged.npz", **edit)
+    cert = certify(forged, X, y, backends=["numpy"], dtypes=("float64",))
+    text = format_certificate(cert)
+    assert cert.outcome == "FAIL", text
+    assert "FAIL the training state (what partial_fit and --resume continue from)" in text
+    assert field in text
+
+
+@pytest.mark.parametrize("params", [
+    dict(solver="sgd", batch_size=32), dict(solver="gd", learning_rate_init="auto"),
+    dict(solver="gd", learning_rate_init="auto", early_stopping=True), dict(solver="lbfgs")])
+def test_the_training_state_of_other_solvers_is_bound(tmp_path, data, params):
+    """Momenta, the "auto" search's state (and, with early stopping, the search's best point
+    as the last weights), L-BFGS's generator and history: honest passes, a change fails."""
+    X, y = data
+    model = _fit(data, max_iter=5, **params)
+    path = _saved(tmp_path, model)
+    cert = certify(path, X, y, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "PASS", format_certificate(cert)
+    forged = _rewrite(path, tmp_path / "forged.npz", edit_metadata=lambda m: m["training"][
+        "history"].update(samples_seen=m["training"]["history"]["samples_seen"] + 1))
+    assert "FAIL the training state" in format_certificate(
+        certify(forged, X, y, backends=["numpy"], dtypes=("float64",)))
+    # Without a training state there is nothing to bind, and the certificate says so.
+    bare = _saved(tmp_path, model, "bare.npz", training_state=False)
+    cert = certify(bare, X, y, backends=["numpy"], dtypes=("float64",))
+    # (early stopping's validation scores are kept with the state: without it, CANNOT)
+    expected = "CANNOT" if params.get("early_stopping") else "PASS"
+    assert cert.outcome == expected and any("no training state" in n for n in cert.notes)
+
+
+@pytest.mark.parametrize("claim", ["zeros", "other data"])
+def test_a_false_data_digest_fails_and_is_needed(tmp_path, claim):
+    """extra.data_sha256 (by which train --resume accepts data) set to zeros, or to another
+    CSV's digest, PASSed; then --resume took the other data and refused the real (D6)."""
+    from gpumlp.cli import main
+
+    model, data, table = _cli_run(tmp_path)
+    other = tmp_path / "other.csv"
+    np.savetxt(other, table[::-1], delimiter=",", header="a,b,c,y", comments="")
+    from gpumlp._settings import data_digest
+
+    digest = "0" * 64 if claim == "zeros" else data_digest(table[::-1, :-1], table[::-1, -1])
+    forged = _rewrite(model, tmp_path / "forged.npz",
+                      edit_metadata=lambda m: m["extra"].update(data_sha256=digest))
+    validate = ["validate", "--data", str(data), "--backends", "numpy", "--dtypes", "float64"]
+    assert main([*validate, "--model", str(model)]) == 0
+    assert main([*validate, "--model", str(forged)]) == 1
+    cert = certify(forged, *_cli_split(model, data), backends=["numpy"], dtypes=("float64",),
+                   whole_data=_cli_whole(data))
+    assert cert.outcome == "FAIL"
+    assert "FAIL extra.data_sha256 (what train --resume checks the data against)" in \
+        format_certificate(cert)
+    # Without the data as train read it, the claim cannot be checked: never a PASS.
+    cert = certify(model, *_cli_split(model, data), backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "CANNOT" and any("data_sha256" in m for m in cert.missing)
+
+
+def test_a_cli_run_with_a_tampered_training_state_fails_and_so_does_its_chain(tmp_path):
+    """A CLI adam run's moments x100 (and its resume, validated with --parent) PASSed; the
+    chain's model then differed from the honest resume's (D7)."""
+    from gpumlp.cli import main
+
+    model, data, _ = _cli_run(tmp_path, solver="adam")
+    forged = _rewrite(model, tmp_path / "forged.npz",
+                      edit_arrays={"state_first_0": lambda a: a * 100})
+    validate = ["validate", "--data", str(data), "--backends", "numpy", "--dtypes", "float64"]
+    assert main([*validate, "--model", str(forged)]) == 1
+    child = tmp_path / "child.npz"
+    assert main(["train", "--resume", str(forged), "--epochs", "2", "--out", str(child),
+                 "--quiet", "--device", "cpu"]) == 0
+    assert main([*validate, "--model", str(child), "--parent", str(forged)]) == 1
