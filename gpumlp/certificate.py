@@ -372,6 +372,7 @@ class _Context:
     sources: dict = field(default_factory=dict)
     shared_runs: dict = field(default_factory=dict)
     auto: bool = False
+    split_state: dict | None = None
 
 
 def _sources(ctx, device, dtype):
@@ -389,8 +390,15 @@ def _sources(ctx, device, dtype):
             validation = ArraySource.from_arrays(ctx.eval_set[0], ctx.eval_set[1], device,
                                                  dtype)
         elif net.early_stopping and not ctx.record["incremental"]:
-            # The split is drawn from the generator of checkpoint 0, as the fit drew it.
-            source, validation = source.split(net.validation_fraction, rng)
+            # The split is drawn from the generator of checkpoint 0, as the fit drew it;
+            # a resumed run draws its parent's split again, from the generator state
+            # the file keeps (checked against the parent's), leaving the batch order's.
+            split = ctx.split_state
+            if split is not None and split != first["rng"]["numpy_generator"]:
+                source, validation = source.split(net.validation_fraction,
+                                                  generator_from_state(split))
+            else:
+                source, validation = source.split(net.validation_fraction, rng)
         ctx.sources[key] = (source, validation, rng.bit_generator.state)
     source, validation, state = ctx.sources[key]
     return source, validation, generator_from_state(state)
@@ -1260,8 +1268,17 @@ def _check_training_state(cert, net, record, parent_net):
                 if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else a == b
             if not same:
                 wrong.append(f"training {path}")
+    random_state = net.random_state
     if training["rng"] != last["rng"]["numpy_generator"]:
-        wrong.append("training rng (the batch-order generator)")
+        if isinstance(random_state, np.random.Generator) and \
+                random_state.bit_generator.state == training["rng"]:
+            # The random_state Generator is the batch-order generator: drawn from
+            # after the fit, it stands elsewhere, and how far cannot be traced.
+            cert.missing.append("where the batch-order generator stands: it is the model's "
+                                "random_state Generator, which was drawn from after the fit "
+                                "(its state is not the fit's last); save right after fit")
+        else:
+            wrong.append("training rng (the batch-order generator)")
     history, book = training["history"], last["history"]
     for key in ("samples_seen", "no_improvement_count", "best_loss", "best_validation_score"):
         value = history[key]
@@ -1489,6 +1506,8 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
                    set(), record["n_iter"], [], None, None)
     _check_claims(cert, net, metadata, record, ctx)
     _check_training_state(cert, net, record, parent_net)
+    training = net._training_state()
+    ctx.split_state = None if training is None else training["split"]
     ctx.auto = record["accepted"] is not None and not (net.early_stopping
                                                        and not record["incremental"])
     scores = _validation_scores(net, metadata, record)

@@ -871,3 +871,42 @@ def test_a_cli_run_with_a_tampered_training_state_fails_and_so_does_its_chain(tm
     assert main(["train", "--resume", str(forged), "--epochs", "2", "--out", str(child),
                  "--quiet", "--device", "cpu"]) == 0
     assert main([*validate, "--model", str(child), "--parent", str(forged)]) == 1
+
+
+def test_a_generator_drawn_from_after_the_fit_cannot_be_certified_never_fails(tmp_path, data):
+    """A random_state Generator is the batch-order generator: drawn from between fit and save,
+    the file's generator is not the fit's last, though nothing was forged (CANNOT, named)."""
+    X, y = data
+    generator = np.random.default_rng(3)
+    model = _fit(data, random_state=generator, solver="adam", batch_size=32, max_iter=4)
+    assert certify(_saved(tmp_path, model), X, y, backends=["numpy"],
+                   dtypes=("float64",)).outcome == "PASS"
+    generator.random(3)
+    cert = certify(_saved(tmp_path, model, "drawn.npz"), X, y, backends=["numpy"],
+                   dtypes=("float64",))
+    assert cert.outcome == "CANNOT" and any("batch-order generator" in m for m in cert.missing)
+    # The training generator edited alone (no longer the random_state's) is a forgery.
+    forged = _rewrite(tmp_path / "model.npz", tmp_path / "forged.npz", edit_metadata=lambda m: m[
+        "training"]["rng"]["numpy_generator"]["state"].update(state=12345))
+    assert "FAIL the training state" in format_certificate(
+        certify(forged, X, y, backends=["numpy"], dtypes=("float64",)))
+
+
+def test_an_early_stopping_resume_certifies_against_its_parent(tmp_path):
+    """A resumed early-stopping run draws its parent's validation rows again (from the split
+    generator the file keeps), not from its batch-order generator: the replay drew them from
+    the latter and failed the honest link by 1e6 tolerances (found while fixing D7)."""
+    from gpumlp.cli import main
+
+    model, data, _ = _cli_run(tmp_path, solver="adam")
+    es, child = tmp_path / "es.npz", tmp_path / "es2.npz"
+    assert main(["train", "--data", str(data), "--hidden", "3", "--solver", "adam",
+                 "--epochs", "4", "--early-stopping", "--out", str(es), "--quiet",
+                 "--device", "cpu"]) == 0
+    assert main(["train", "--resume", str(es), "--epochs", "2", "--out", str(child),
+                 "--quiet", "--device", "cpu"]) == 0
+    validate = ["validate", "--data", str(data), "--backends", "numpy", "--dtypes", "float64"]
+    assert main([*validate, "--model", str(child), "--parent", str(es)]) == 0
+    forged = _rewrite(child, tmp_path / "forged.npz", edit_metadata=lambda m: m["training"][
+        "split"]["numpy_generator"]["state"].update(state=1))
+    assert main([*validate, "--model", str(forged), "--parent", str(es)]) == 1
