@@ -34,7 +34,9 @@ state and each epoch's decisions (:mod:`gpumlp._fitrecord`); :func:`certify`
    replays check, the stored weights are exactly those the last checkpoint
    gives (early stopping's best, the ``"auto"`` search's best point), the
    device and dtype agree with the record, and ``hidden_layer_sizes`` with
-   the weights (checked on loading).
+   the weights (checked on loading); the training state a continuation goes
+   on from (solver state, generators, history) is, to the bit, the fit's
+   last checkpoint; ``gpumlp train``'s data digest is the data's.
 
 Tolerances
 ----------
