@@ -535,7 +535,9 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
             from ._atomic import write_text_atomic
 
             if interrupted:
-                signal_name = "SIGTERM" if terminated else "SIGINT"
+                import signal
+
+                signal_name = signal.Signals(terminated[0]).name if terminated else "SIGINT"
                 state = f"interrupted ({signal_name}), not converged"
             else:
                 state = f"stopped by an error ({type(failure).__name__}), not converged"
@@ -809,7 +811,7 @@ def _load_model(option, path):
 
 @contextlib.contextmanager
 def _terminate_as_interrupt(received):
-    """While training, SIGTERM (``kill``, a scheduler's time limit) stops as Ctrl-C does.
+    """While training, SIGTERM (``kill``, a scheduler's time limit) and SIGHUP stop as Ctrl-C does.
 
     The last complete epoch is then saved, where Python's default would end
     the process at once and lose every epoch of the run. The signal's number
@@ -827,11 +829,14 @@ def _terminate_as_interrupt(received):
         received.append(signum)
         raise KeyboardInterrupt
 
-    before = signal.signal(signal.SIGTERM, stop)
+    # SIGHUP: the terminal closed, an ssh session dropped (where the platform has it).
+    caught = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    before = {number: signal.signal(number, stop) for number in caught}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for number, handler in before.items():
+            signal.signal(number, handler)
 
 
 def _check_unused_options(args):
