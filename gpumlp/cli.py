@@ -305,7 +305,8 @@ def _add_data_options(g):
 def _add_output_options(g):
     g.add_argument("--out", metavar="MODEL.npz", help="save the trained model here")
     g.add_argument("--plot", metavar="LOSS.png",
-                   help="write a plot of the training and held-out loss (needs matplotlib)")
+                   help="write a plot of the training and held-out loss (needs matplotlib), "
+                        "in the format its suffix names (.png, .pdf, .svg, ...; PNG without one)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--json", metavar="FILE", default=None,
                    help="also write the report (settings, epochs, how training stopped, "
@@ -386,6 +387,9 @@ def _run_train(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install 'gpumlp[plot]'") from None
+        from .plotting import plot_format
+
+        plot_format(args.plot)   # a suffix that names no image format: refused before training
     inputs = [("--data", args.data)]
     if args.resume and not _same_file(args.out, args.resume):
         inputs.append(("--resume", args.resume))
