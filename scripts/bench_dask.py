@@ -16,7 +16,12 @@ over all timed steps, and their ratio.
   of 250,000 rows, generated on the workers) on 2 local workers;
 * each worker's peak resident memory, and this process's.
 
-    python scripts/bench_dask.py [--workers 2,4,8] [--rounds 7] [--json out.json]
+The clusters are those ``gpumlp train --cluster local:N`` starts
+(:func:`gpumlp.distributed.local_cluster`); ``--dask-defaults`` starts them
+with Dask's default settings instead, as a user's own ``LocalCluster`` would be.
+
+    python scripts/bench_dask.py [--workers 2,4,8] [--rounds 7] [--dask-defaults]
+                                 [--json out.json]
 """
 
 from __future__ import annotations
@@ -110,23 +115,32 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--chunk-rows", type=int, default=250_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--dask-defaults", action="store_true",
+                        help="start the clusters with Dask's default settings, not gpumlp's")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args(argv)
 
     from distributed import Client, LocalCluster
+
+    from gpumlp.distributed import LOCAL_CLUSTER_CONFIG, local_cluster
+
+    def cluster(workers):
+        if args.dask_defaults:
+            return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                host="127.0.0.1", dashboard_address=None,
+                                silence_logs=logging.CRITICAL)
+        return local_cluster(workers, silence_logs=logging.CRITICAL)
 
     small, f_small, h = 10_000, 16, 64
     results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                            "processor": platform.processor() or platform.machine(),
                            "load_average_at_start": os.getloadavg(),
                            "date": time.strftime("%Y-%m-%d %H:%M")},
+               "cluster_config": "dask defaults" if args.dask_defaults else LOCAL_CLUSTER_CONFIG,
                "fixed_cost": [], "large": None}
     local_small = _in_process(small, f_small)
     for workers in (int(w) for w in args.workers.split(",")):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          host="127.0.0.1", dashboard_address=None,
-                          silence_logs=logging.CRITICAL) as cluster, \
-                Client(cluster) as client:
+        with cluster(workers) as local, Client(local) as client:
             remote = _on_cluster(client, small, f_small, small // 8)
             medians = interleaved({"in_process": _stepper(local_small, f_small, h),
                                    "cluster": _stepper(remote, f_small, h)},
@@ -140,9 +154,7 @@ def main(argv=None):
               flush=True)
     del local_small
     f_large = 16
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
-            Client(cluster) as client:
+    with cluster(2) as local, Client(local) as client:
         remote = _on_cluster(client, args.rows, f_large, args.chunk_rows)
         local_large = _in_process(args.rows, f_large)
         medians = interleaved({"in_process": _stepper(local_large, f_large, h),

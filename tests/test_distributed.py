@@ -291,6 +291,77 @@ def test_steps_send_no_task_graph_and_the_model_does_not_depend_on_placement(cli
     assert_same_model(via, shared, tol=0)
 
 
+def _channel_threads():
+    import threading
+
+    return sum(t.name == "gpumlp-shard-channel" for t in threading.enumerate())
+
+
+def _wait_for(condition, seconds=10):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_steps_travel_on_the_shards_channels_and_give_what_dask_calls_give(client, data):
+    # On tcp:// workers a step is a message on each shard's own socket, not a
+    # Dask actor call; through Dask (the fallback) the sums are the same bits.
+    X, y = data
+    source = gd.ChunkSource.from_arrays(da.from_array(X, chunks=(250, 5)), y, client)
+    source.dtype = "float64"
+    placement = source.placement
+    placement.ensure("float64")
+    assert placement._channels is not None and len(placement._channels) == 2
+    assert sum(client.run(_channel_threads).values()) == 2
+    rng = np.random.default_rng(1)
+    params = [rng.standard_normal(s) for s in ((5, 3), (3, 1), (3,), (1,))]
+    args = ("sums", range(5), params, 2, "sigmoid", 1003.0, True, "squared_error")
+    on_channels = source._reduce(*args)
+    placement.close()  # the threads end; steps go through Dask
+    _wait_for(lambda: sum(client.run(_channel_threads).values()) == 0)
+    through_dask = source._reduce(*args)
+    np.testing.assert_array_equal(on_channels, through_dask)
+    in_process = gd.tree_sum([placement.call("sums", [i], *[
+        np.concatenate([p.ravel() for p in params]), [p.shape for p in params], 2, "sigmoid",
+        1003.0, True, "squared_error"])[i] for i in range(5)])
+    np.testing.assert_array_equal(on_channels, in_process)
+
+
+def test_a_channel_answers_only_its_driver_and_ends_with_its_shard(data):
+    import socket
+
+    from gpumlp import shards
+
+    X, y = data
+    shard = shards.Shard([0], [X], [y], [None], "float64")
+    token = b"t" * 32
+    request = ("sums", ([0], np.zeros(2 * 5 + 2 + 2 + 1), [(5, 2), (2, 1), (2,), (1,)], 2,
+                        "sigmoid", 1003.0, True, "squared_error"))
+    # A stranger without the token gets nothing but a closed connection.
+    with socket.create_connection(("127.0.0.1", shard.run(("channel", ("127.0.0.1", b"x" * 32))))
+                                  ) as stranger:
+        stranger.sendall(b"x" * 31 + b"y")
+        stranger.settimeout(10)
+        assert stranger.recv(1) == b""
+    with socket.create_connection(("127.0.0.1", shard.run(("channel", ("127.0.0.1", token))))
+                                  ) as driver:
+        driver.sendall(token)
+        driver.settimeout(10)
+        shards._send(driver, request)
+        ok, answer = shards._receive(driver)
+        assert ok and answer.shape == (1, 1 + 15)
+        np.testing.assert_array_equal(answer, shard.run(request))
+        shards._send(driver, ("fit", ()))  # a shard's error comes back as its exception
+        ok, error = shards._receive(driver)
+        assert not ok and isinstance(error, ValueError) and "not 'fit'" in str(error)
+        del shard  # the actor released: its thread keeps no chunks and answers no more
+        shards._send(driver, request)
+        with pytest.raises(ConnectionError):
+            shards._receive(driver)
+    _wait_for(lambda: _channel_threads() == 0)
+
+
 def _table(n, f, seed):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, f))
@@ -363,6 +434,23 @@ def test_cli_trains_on_a_local_cluster(tmp_path):
     assert "900 train / 300 test rows" in result.stdout
     assert f"saved model to {model}" in result.stdout
     assert io.load(model).predict(np.zeros((2, 4))).shape == (2,)
+
+
+def _dask_setting(name):
+    import dask
+
+    return dask.config.get(name)
+
+
+def test_local_clusters_turn_down_what_serves_the_dashboard_and_leave_the_config_alone():
+    import dask
+
+    before = {name: dask.config.get(name) for name in gd.LOCAL_CLUSTER_CONFIG}
+    with gd.local_cluster(1) as local, distributed.Client(local, set_as_default=False) as c:
+        assert {name: dask.config.get(name) for name in before} == before
+        # The workers' own settings (their nanny passes them on).
+        for name, value in gd.LOCAL_CLUSTER_CONFIG.items():
+            assert set(c.run(_dask_setting, name).values()) == {value}
 
 
 def test_cli_cluster_errors():
