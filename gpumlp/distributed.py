@@ -39,11 +39,12 @@ import numpy as np
 
 from ._checks import check_n_features
 from .devices import to_numpy
-from .shards import tree_sum
+from .shards import loss_and_grads_of, tree_sum
 
-__all__ = ["LOCAL_CLUSTER_CONFIG", "ChunkSource", "as_dask_like_rows", "check_finite",
-           "cluster_plan", "connect", "local_cluster", "parse_cluster", "parse_scheduler",
-           "predict", "read_dataset", "split_by_chunks", "to_cupy_blocks", "usable_cores"]
+__all__ = ["LOCAL_CLUSTER_CONFIG", "ChunkSource", "ShardBlocks", "as_dask_like_rows",
+           "check_finite", "cluster_plan", "connect", "local_cluster", "parse_cluster",
+           "parse_scheduler", "predict", "read_dataset", "split_by_chunks", "to_cupy_blocks",
+           "usable_cores"]
 
 
 #: Times a step is sent again after a worker was lost.
@@ -325,6 +326,12 @@ class ChunkSource:
         """Rows in one batch."""
         return sum(self.rows[i] for i in batch)
 
+    def batch_total(self, batch):
+        """What a batch's loss is divided by: its rows, or its sum of weights."""
+        if self.w is None:
+            return self.batch_rows(batch)
+        return float(sum(self.weight_sums[i] for i in batch))
+
     def _reduce(self, method, chunk_ids, params, *args):
         """``method`` of the shards on each chunk, added as a tree in chunk order.
 
@@ -338,11 +345,16 @@ class ChunkSource:
         dtype = np.dtype(self.dtype)
         flat = np.concatenate([np.reshape(np.asarray(p, dtype=dtype), -1) for p in params])
         shapes = [tuple(p.shape) for p in params]
+        vectors = self._retried(lambda: placement.call(method, ids, flat, shapes, *args))
+        return tree_sum([vectors[i] for i in ids])
+
+    def _retried(self, call):
+        """``call()`` on placed shards, sent again after a lost worker (see :meth:`_reduce`)."""
+        placement = self.placement
         for attempt in range(RETRIES + 1):
             try:
                 placement.ensure(self.dtype)
-                vectors = placement.call(method, ids, flat, shapes, *args)
-                break
+                return call()
             except ValueError:
                 raise  # the data's problem (a shard's check), said by the shard
             except Exception as exc:
@@ -354,23 +366,19 @@ class ChunkSource:
                     f"Training on the Dask cluster failed ({type(exc).__name__}: {exc}). The "
                     f"model keeps the weights of the last complete epoch; check the workers' "
                     f"logs and call fit again.") from exc
-        return tree_sum([vectors[i] for i in ids])
 
     def loss_and_grads(self, batch, coefs, intercepts, network):
         """The batch's loss and gradients, summed on the workers: ``(loss, grads, total)``."""
-        n_total = self.batch_rows(batch)
-        if self.w is not None:
-            n_total = float(sum(self.weight_sums[i] for i in batch))
-        dtype = np.dtype(self.dtype)
+        n_total = self.batch_total(batch)
         params = [*coefs, *intercepts]
         sums = self._reduce("sums", batch, params, network.n_coefs, network.activation.name,
                             n_total, network.fastpath, network.loss.name)
-        loss = np.asarray(sums[0] / dtype.type(n_total * self.n_outputs), dtype=dtype)
-        grads, at = [], 1
-        for p in params:
-            grads.append(np.asarray(sums[at:at + p.size].reshape(p.shape), dtype=dtype))
-            at += p.size
-        return loss, grads, n_total
+        return (*loss_and_grads_of(sums, params, n_total, self.n_outputs,
+                                   np.dtype(self.dtype)), n_total)
+
+    def block_runner(self, network, solver, alpha):
+        """Runs blocks of full-batch epochs of plain gradient descent (see :class:`ShardBlocks`)."""
+        return ShardBlocks(self, network, solver, alpha)
 
     def evaluate(self, coefs, intercepts, network):
         """Loss and R² on all chunks, computed on the workers (NumPy 0-d arrays)."""
@@ -386,6 +394,52 @@ class ChunkSource:
         r2 = np.where(sst > 0, 1.0 - sse / safe, (sse == 0).astype(sse.dtype))
         return (np.asarray(float(loss_sum) / (n * self.n_outputs), dtype=dtype),
                 np.asarray(r2.mean(), dtype=dtype))
+
+
+class ShardBlocks:
+    """Blocks of full-batch epochs of plain gradient descent on a :class:`ChunkSource`.
+
+    When one shard holds every chunk (one worker, or one chunk), a block is
+    one round trip: the shard runs the epochs itself (:meth:`Shard.epochs
+    <gpumlp.shards.Shard.epochs>`) and sends every epoch's weights back.
+    Otherwise each epoch needs the sum over the workers: one round trip each,
+    as epoch-by-epoch training takes them. Either way the epochs are the same
+    bits, and the trainer applies its rule to them as to any block
+    (:meth:`gpumlp.training.Trainer._run_block`).
+    """
+
+    def __init__(self, source, network, solver, alpha):
+        self.source, self.network, self.solver, self.alpha = source, network, solver, alpha
+
+    def run(self, params, rates):
+        """``len(rates)`` epochs from ``params``: per epoch ``(params, loss, finite)``."""
+        source = self.source
+        batch = list(range(len(source.rows)))
+        ids = [source.ids[i] for i in batch]
+        n_total = source.batch_total(batch)
+        placement = source.placement
+        host = [np.asarray(p) for p in params]
+
+        def on_one_shard():
+            shard = placement.holder(ids)
+            if shard is None:
+                return None
+            return placement.call_one(shard, ("epochs", (
+                ids, host, self.network, self.solver, self.alpha, n_total, source.n_outputs,
+                list(rates))))
+
+        epochs = source._retried(on_one_shard)
+        if epochs is not None:
+            return epochs
+        from .solvers import SGDState
+        from .training import Trainer, _all_finite
+
+        trainer, epochs = Trainer(self.network, self.solver, self.alpha, host), []
+        for rate in rates:
+            trainer.params, _, loss = self.solver.update(trainer.params, SGDState(rate),
+                                                         trainer.objective(source, batch))
+            epochs.append((list(trainer.params), loss, _all_finite(trainer.params)))
+        return epochs
 
 
 def predict(est, X):

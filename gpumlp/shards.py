@@ -67,7 +67,7 @@ from . import fastpath, kernels
 from .devices import device_of, to_numpy
 
 __all__ = ["CONNECT_TIMEOUT", "INLINE_ROWS", "PLACE_TIMEOUT", "Placement", "Shard",
-           "tree_sum"]
+           "loss_and_grads_of", "tree_sum"]
 
 #: Rows above which a shard computes in a thread rather than on the event loop.
 INLINE_ROWS = 100_000
@@ -84,6 +84,50 @@ def tree_sum(vectors):
         vectors = [vectors[j] + vectors[j + 1] if j + 1 < len(vectors) else vectors[j]
                    for j in range(0, len(vectors), 2)]
     return vectors[0]
+
+
+def loss_and_grads_of(sums, params, n_total, n_outputs, dtype):
+    """``(loss, grads)`` from a batch's summed vector (see :meth:`Shard.sums`).
+
+    The one conversion, on the driver after a step and on a shard that runs
+    epochs itself (:meth:`Shard.epochs`), so that both give the same bits.
+
+    Parameters
+    ----------
+    sums : ndarray, shape (1 + total size of params,)
+        The batch's sum of losses, then its gradients end to end.
+    params : list of arrays
+        ``coefs + intercepts``, for the gradients' shapes.
+    n_total : float
+        Rows in the batch, or their sum of weights.
+    n_outputs : int
+    dtype : numpy.dtype
+        The training dtype.
+    """
+    loss = np.asarray(sums[0] / dtype.type(n_total * n_outputs), dtype=dtype)
+    grads, at = [], 1
+    for p in params:
+        grads.append(np.asarray(sums[at:at + p.size].reshape(p.shape), dtype=dtype))
+        at += p.size
+    return loss, grads
+
+
+class _HeldBatch:
+    """One shard's chunks as a batch source of one full batch, for :meth:`Shard.epochs`."""
+
+    def __init__(self, shard, ids, n_total, n_outputs, dtype):
+        self.shard, self.ids, self.n_total = shard, ids, n_total
+        self.n_outputs, self.dtype = n_outputs, np.dtype(dtype)
+
+    def loss_and_grads(self, batch, coefs, intercepts, network):
+        params = [*coefs, *intercepts]
+        flat = np.concatenate([np.reshape(np.asarray(p, dtype=self.dtype), -1)
+                               for p in params])
+        vectors = self.shard.sums(self.ids, flat, [tuple(p.shape) for p in params],
+                                  network.n_coefs, network.activation.name, self.n_total,
+                                  network.fastpath, network.loss.name)
+        return (*loss_and_grads_of(tree_sum(list(vectors)), params, self.n_total,
+                                   self.n_outputs, self.dtype), self.n_total)
 
 
 def _placed(X, y, w, dtype):
@@ -147,8 +191,8 @@ class Shard:
             return True
         if method == "channel":
             return self._open_channel(*args)
-        if method not in ("sums", "evaluate"):
-            raise ValueError(f"a shard runs sums or evaluate, not {method!r}")
+        if method not in ("sums", "evaluate", "epochs"):
+            raise ValueError(f"a shard runs sums, evaluate or epochs, not {method!r}")
         return getattr(self, method)(*args)
 
     def _open_channel(self, host, token):
@@ -206,6 +250,47 @@ class Shard:
             summed = loss * total * float(y.shape[1])
             out.append(_flat([summed, *coef_grads, *intercept_grads]))
         return np.stack(out)
+
+    def epochs(self, ids, params, network, solver, alpha, n_total, n_outputs, rates):
+        """Epochs of full-batch gradient descent on chunks ``ids``, all held here.
+
+        Each epoch is the driver's step (:meth:`gpumlp.training.Trainer.objective`
+        and the solver's update, on the chunks' vectors added as
+        :func:`tree_sum` adds them there), so the epochs are the same bits as
+        one round trip each would give.
+
+        Parameters
+        ----------
+        ids : list of int
+            Every chunk of the batch.
+        params : list of ndarray
+            ``coefs + intercepts`` at the block's start, host NumPy.
+        network : gpumlp.sources.Network
+        solver : gpumlp.solvers.SGD
+            Without momentum (its state is the rate alone).
+        alpha : float
+        n_total : float
+            Rows in the batch, or their sum of weights.
+        n_outputs : int
+        rates : list of float
+            Each epoch's learning rate.
+
+        Returns
+        -------
+        list of (params, loss, finite)
+            Per epoch, as :meth:`gpumlp.fastpath.compiled.CompiledBlocks.run`.
+        """
+        from .solvers import SGDState
+        from .training import Trainer, _all_finite
+
+        trainer = Trainer(network, solver, alpha, list(params))
+        batch = _HeldBatch(self, ids, n_total, n_outputs, params[0].dtype)
+        out = []
+        for rate in rates:
+            trainer.params, _, loss = solver.update(trainer.params, SGDState(rate),
+                                                    trainer.objective(batch, ids))
+            out.append((list(trainer.params), loss, _all_finite(trainer.params)))
+        return out
 
     def evaluate(self, ids, flat, shapes, n_coefs, activation, loss_kind):
         """For each chunk of ``ids``, weighted: per output the squared errors, the sums of
@@ -496,21 +581,35 @@ class Placement:
         for i in ids:
             groups.setdefault(self.owner[i], []).append(i)
         order = list(groups.items())
-        if self._channels is not None:
-            try:
-                answers = _exchange([self._channels[s] for s, _ in order],
-                                    [(method, (group, *args)) for _, group in order])
-            except OSError:
-                self.close()  # out of step: a lost worker's, placed again by the caller
-                raise
-        else:
-            calls = [(self._rpc(self.shards[s][0]), self.shards[s][1], (method, (group, *args)),
-                      sum(self.rows[i] for i in group) > INLINE_ROWS) for s, group in order]
-            answers = self.client.sync(_call_all, calls)
+        answers = self._send([(s, (method, (group, *args)),
+                               sum(self.rows[i] for i in group) > INLINE_ROWS)
+                              for s, group in order])
         out = {}
         for (_, group), vectors in zip(order, answers):
             out.update(zip(group, vectors))
         return out
+
+    def holder(self, ids):
+        """The one shard that holds every chunk of ``ids``, or None."""
+        holders = {self.owner[i] for i in ids}
+        return holders.pop() if len(holders) == 1 else None
+
+    def call_one(self, shard, request):
+        """``request`` (``(method, args)``) of one shard, off the worker's event loop."""
+        return self._send([(shard, request, True)])[0]
+
+    def _send(self, requests):
+        """Each ``(shard, request, threaded)``'s answer: on the channels, or through Dask."""
+        if self._channels is not None:
+            try:
+                return _exchange([self._channels[s] for s, _, _ in requests],
+                                 [request for _, request, _ in requests])
+            except OSError:
+                self.close()  # out of step: a lost worker's, placed again by the caller
+                raise
+        return self.client.sync(_call_all, [
+            (self._rpc(self.shards[s][0]), self.shards[s][1], request, threaded)
+            for s, request, threaded in requests])
 
     def recoverable(self, exc, timeout=30.0) -> bool:
         """Whether ``exc`` came from a lost worker, once the scheduler has seen the loss.

@@ -362,6 +362,37 @@ def test_a_channel_answers_only_its_driver_and_ends_with_its_shard(data):
     _wait_for(lambda: _channel_threads() == 0)
 
 
+@pytest.mark.parametrize("stop", [dict(tol=0, max_iter=60),
+                                  dict(tol=1e-3, n_iter_no_change=3, max_iter=500)],
+                         ids=["max_iter", "stopping-rule"])
+def test_a_worker_holding_every_chunk_runs_blocks_of_epochs_with_the_same_bits(
+        client, data, monkeypatch, stop):
+    # Full-batch gd on one chunk: its shard runs a block of epochs per round
+    # trip; the epochs, and where the rule stops, are those of one round trip
+    # per epoch and, to 1e-12, those of in-process training.
+    from gpumlp.shards import Placement
+
+    X, y = data
+    params = dict(hidden_layer_sizes=(8,), solver="gd", learning_rate_init=0.1,
+                  random_state=0, **stop)
+    Xd, yd = da.from_array(X, chunks=(1003, 5)), da.from_array(y, chunks=1003)
+    sent = []
+    send = Placement._send
+    monkeypatch.setattr(Placement, "_send", lambda self, requests: (
+        sent.extend(request[0] for _, request, _ in requests), send(self, requests))[1])
+    blocks = fit_quietly(MLPRegressor(**params), Xd, yd, client=client)
+    assert blocks.n_iter_ >= 20 and "sums" not in sent
+    assert 0 < sent.count("epochs") <= blocks.n_iter_ / 4
+    sent.clear()
+    monkeypatch.setattr(gd.ChunkSource, "block_runner", lambda self, *args: None)
+    stepwise = fit_quietly(MLPRegressor(**params), Xd, yd, client=client)
+    # (Blocks run past the epoch where the rule stops, and are cut back there.)
+    assert "epochs" not in sent and sent.count("sums") >= stepwise.n_iter_
+    assert blocks.n_iter_ == stepwise.n_iter_
+    assert_same_model(blocks, stepwise, tol=0)
+    assert_same_model(fit_quietly(MLPRegressor(device="cpu", **params), X, y), blocks)
+
+
 def _table(n, f, seed):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, f))
