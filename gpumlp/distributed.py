@@ -49,6 +49,8 @@ __all__ = ["LOCAL_CLUSTER_CONFIG", "ChunkSource", "ShardBlocks", "as_dask_like_r
 
 #: Times a step is sent again after a worker was lost.
 RETRIES = 3
+#: Seconds :meth:`ChunkSource.release` waits for the scheduler to forget the chunks.
+RELEASE_TIMEOUT = 10
 
 
 def _require_dask():
@@ -232,8 +234,44 @@ class ChunkSource:
         source = cls(client, cls._hold(client, X, "X"), cls._hold(client, y, "y"),
                      X.chunks[0], X.shape[1], 1 if y.ndim == 1 else y.shape[1], y.ndim, dtype,
                      w_blocks)
-        source.check_finite(non_negative)
+        try:
+            source.check_finite(non_negative)
+        except BaseException:
+            source.release()
+            raise
         return source
+
+    def release(self, timeout=RELEASE_TIMEOUT):
+        """Free the chunks and the shards on the cluster now, and wait until the scheduler has.
+
+        Called as a fit ends, however it ends, for the sources it made: the
+        chunks do not outlive the fit in a traceback (an interactive session
+        keeps the last one), and a graph submitted next over the same data (a
+        score, a prediction) never meets keys the scheduler is still
+        forgetting. Sources split from this one share its chunks: they are
+        released with it. Releasing again does nothing.
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds to wait for the scheduler at most.
+        """
+        import time
+
+        futures = [f for f in (*self.X, *self.y, *(self.w or ())) if f is not None]
+        futures += self.placement.release()
+        for future in futures:
+            future.release()
+        keys = [future.key for future in futures]
+        deadline = time.monotonic() + timeout
+        while keys and time.monotonic() < deadline:
+            try:
+                who = self.client.sync(self.client.scheduler.who_has, keys=keys)
+            except Exception:  # the scheduler gone with the cluster: nothing is held
+                return
+            keys = [key for key in keys if who.get(key)]
+            if keys:
+                time.sleep(0.01)
 
     @staticmethod
     def _hold(client, array, name):

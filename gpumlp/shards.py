@@ -541,6 +541,12 @@ class Placement:
     def __del__(self):
         self.close()
 
+    def release(self):
+        """Close the channels and let go of the shards: their futures, to be released."""
+        self.close()
+        futures, self._futures, self.shards, self.owner = self._futures, [], [], {}
+        return futures
+
     def close(self):
         """Close the channels: their threads on the workers end."""
         channels, self._channels = self._channels, None

@@ -393,6 +393,37 @@ def test_a_worker_holding_every_chunk_runs_blocks_of_epochs_with_the_same_bits(
     assert_same_model(fit_quietly(MLPRegressor(device="cpu", **params), X, y), blocks)
 
 
+def test_a_fit_frees_its_chunks_and_shards_before_it_returns_or_raises(client, data):
+    # As the fit returns, the scheduler has already forgotten its chunks and
+    # shards (a graph submitted next over the same data meets no key being
+    # forgotten), and a fit that raises frees them too, though its traceback,
+    # which an interactive session keeps, still holds the fit's frames.
+    X, y = data
+    scheduler = client.cluster.scheduler  # in this process: a LocalCluster's
+
+    def held():
+        return [k for k in list(scheduler.tasks) if str(k).startswith(("gpumlp-", "Shard-"))]
+
+    Xd = da.from_array(X, chunks=(250, 5)) * 1.0
+    yd = da.from_array(y, chunks=250) + 0.0
+    for eval_set in (None, (Xd, yd)):
+        model = fit_quietly(MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, tol=0),
+                            Xd, yd, client=client, eval_set=eval_set)
+        assert held() == []
+        assert sum(client.run(_channel_threads).values()) == 0
+        model.score(Xd, yd)  # the same graph keys, straight after
+
+    def interrupt(epoch, loss, validation_loss):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        fit_quietly(MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, early_stopping=True),
+                    Xd, yd, client=client, callback=interrupt)
+    assert caught.traceback  # still held here
+    assert held() == []
+    assert sum(client.run(_channel_threads).values()) == 0
+
+
 def _table(n, f, seed):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, f))
