@@ -14,7 +14,11 @@ over all timed steps, and their ratio.
   on 2, 4 and 8 local worker processes (one thread each);
 * a large full-batch step: 2,000,000 rows (f = 16, h = 64, float32, chunks
   of 250,000 rows, generated on the workers) on 2 local workers;
-* each worker's peak resident memory, and this process's.
+* each worker's peak resident memory, and this process's;
+* blocks of epochs on one worker that holds every chunk (10,000 rows in 8
+  chunks, blocks of 8 epochs, about what a fit's blocks hold there,
+  :class:`gpumlp.distributed.ShardBlocks`): the
+  time per epoch, against one round trip per epoch and in-process.
 
 The clusters are those ``gpumlp train --cluster local:N`` starts
 (:func:`gpumlp.distributed.local_cluster`); ``--dask-defaults`` starts them
@@ -74,6 +78,21 @@ def _stepper(source, f, h):
     return step
 
 
+def _block_stepper(source, f, h, epochs=8):
+    """``step() -> seconds per epoch`` of a block of ``epochs`` full-batch epochs."""
+    from gpumlp.distributed import ShardBlocks
+
+    trainer = _trainer(f, h)
+    blocks = ShardBlocks(source, trainer.network, trainer.solver, 0.0)
+
+    def step():
+        start = time.perf_counter()
+        float(blocks.run(trainer.params, [0.01] * epochs)[-1][1])
+        return (time.perf_counter() - start) / epochs
+
+    return step
+
+
 def _in_process(n, f, seed=0):
     from gpumlp.devices import Device
     from gpumlp.sources import ArraySource
@@ -95,6 +114,27 @@ def _on_cluster(client, n, f, chunk_rows):
     source = ChunkSource.from_arrays(X, y.astype(np.float32), client)
     source.dtype = "float32"
     return source
+
+
+def _cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_per_step(client, step, steps=200):
+    """Milliseconds of CPU per ``step()``: this process's, and all workers' together.
+
+    Less sensitive to other work on the machine than the time: what a step
+    costs, not how long it waited. Both include the processes' background (the
+    scheduler and nannies live in this process) over the steps' duration.
+    """
+    workers = client.run(_cpu_seconds)
+    driver = time.process_time()
+    for _ in range(steps):
+        step()
+    driver = time.process_time() - driver
+    after = client.run(_cpu_seconds)
+    return 1e3 * driver / steps, 1e3 * sum(after[w] - workers[w] for w in workers) / steps
 
 
 def interleaved(steps, rounds, per_round):
@@ -142,16 +182,37 @@ def main(argv=None):
     for workers in (int(w) for w in args.workers.split(",")):
         with cluster(workers) as local, Client(local) as client:
             remote = _on_cluster(client, small, f_small, small // 8)
+            on_cluster = _stepper(remote, f_small, h)
             medians = interleaved({"in_process": _stepper(local_small, f_small, h),
-                                   "cluster": _stepper(remote, f_small, h)},
-                                  args.rounds, 10)
+                                   "cluster": on_cluster}, args.rounds, 10)
+            driver_cpu, workers_cpu = cpu_per_step(client, on_cluster)
         row = {"workers": workers, "size": [small, f_small, h], "chunks": 8,
                "in_process_ms": medians["in_process"], "cluster_ms": medians["cluster"],
-               "ratio": medians["cluster"] / medians["in_process"]}
+               "ratio": medians["cluster"] / medians["in_process"],
+               "driver_cpu_ms_per_step": driver_cpu, "workers_cpu_ms_per_step": workers_cpu}
         results["fixed_cost"].append(row)
         print(f"(10k, 16, 64) on {workers} workers: step {row['cluster_ms']:7.2f} ms, "
-              f"in-process {row['in_process_ms']:6.2f} ms, ratio {row['ratio']:5.2f}",
+              f"in-process {row['in_process_ms']:6.2f} ms, ratio {row['ratio']:5.2f}; CPU "
+              f"per step: driver {driver_cpu:5.2f} ms, workers {workers_cpu:5.2f} ms",
               flush=True)
+    with cluster(1) as local, Client(local) as client:
+        remote = _on_cluster(client, small, f_small, small // 8)
+        round_trip, block = _stepper(remote, f_small, h), _block_stepper(remote, f_small, h)
+        medians = interleaved({"in_process": _stepper(local_small, f_small, h),
+                               "round_trip": round_trip, "block": block}, args.rounds, 5)
+        cpu = {"round_trip": cpu_per_step(client, round_trip, 320),
+               "block": tuple(t / 8 for t in cpu_per_step(client, block, 40))}
+    results["blocks"] = {"workers": 1, "size": [small, f_small, h], "chunks": 8,
+                         "epochs_per_block": 8, "in_process_ms": medians["in_process"],
+                         "round_trip_ms": medians["round_trip"],
+                         "block_epoch_ms": medians["block"],
+                         "cpu_ms_per_epoch": {k: {"driver": v[0], "workers": v[1]}
+                                              for k, v in cpu.items()}}
+    print(f"(10k, 16, 64) on 1 worker: an epoch in blocks of 8 {medians['block']:6.2f} ms, "
+          f"one round trip {medians['round_trip']:6.2f} ms, in-process "
+          f"{medians['in_process']:6.2f} ms; CPU per epoch (driver + worker): blocks "
+          f"{sum(cpu['block']):5.2f} ms, round trips {sum(cpu['round_trip']):5.2f} ms",
+          flush=True)
     del local_small
     f_large = 16
     with cluster(2) as local, Client(local) as client:
