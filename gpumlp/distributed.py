@@ -673,9 +673,13 @@ def local_cluster(workers: int, **kwargs):
 
     options = dict(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                    dashboard_address=None)
-    # The nannies pass the configuration in force to the worker processes they
-    # start (and restart).
+    # The scheduler and the nannies read theirs as they are made; each nanny
+    # is also given the whole configuration (a copy), which it passes to the
+    # worker processes it starts and, after a worker dies, restarts (else
+    # those would start with the configuration in force then).
     with dask.config.set(LOCAL_CLUSTER_CONFIG):
+        if kwargs.get("processes", True):
+            options["config"] = dask.config.merge(dask.config.config)
         return LocalCluster(**{**options, **kwargs})
 
 
