@@ -373,6 +373,7 @@ def _serve(listener, token, shard_ref):
                 return
             conn.settimeout(None)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _keep_alive(conn)  # a driver gone without a word ends the thread
             while True:
                 request = _receive(conn)
                 shard = shard_ref()
@@ -402,16 +403,21 @@ def _picklable(exc):
 def _exchange(channels, requests):
     """Each request written to its channel, then each answer read, in order.
 
-    Every answer is read before a shard's error is raised, so the channels
-    stay in step; a broken channel raises its ``OSError``.
+    Returns each shard's ``(True, result)`` or ``(False, exception)``: every
+    answer is read, so the channels stay in step. A broken channel raises its
+    ``OSError``.
     """
     for sock, request in zip(channels, requests):
         _send(sock, request)
-    answers = [_receive(sock) for sock in channels]
-    for ok, value in answers:
-        if not ok:
-            raise value
-    return [value for _, value in answers]
+    return [_receive(sock) for sock in channels]
+
+
+def _keep_alive(sock):
+    """Probe an idle connection, as Dask's TCP comms do, so a vanished peer is noticed."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 10)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 async def _call_all(calls):
@@ -532,6 +538,7 @@ class Placement:
                 sock.sendall(token)
                 sock.settimeout(None)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _keep_alive(sock)
         except OSError:
             for sock in channels:
                 sock.close()
@@ -608,11 +615,17 @@ class Placement:
         """Each ``(shard, request, threaded)``'s answer: on the channels, or through Dask."""
         if self._channels is not None:
             try:
-                return _exchange([self._channels[s] for s, _, _ in requests],
-                                 [request for _, request, _ in requests])
-            except OSError:
-                self.close()  # out of step: a lost worker's, placed again by the caller
+                answers = _exchange([self._channels[s] for s, _, _ in requests],
+                                    [request for _, request, _ in requests])
+            except BaseException:
+                # Out of step (a lost worker, Ctrl-C while waiting): closed;
+                # after a lost worker the caller places the shards again.
+                self.close()
                 raise
+            for ok, value in answers:
+                if not ok:
+                    raise value
+            return [value for _, value in answers]
         return self.client.sync(_call_all, [
             (self._rpc(self.shards[s][0]), self.shards[s][1], request, threaded)
             for s, request, threaded in requests])

@@ -313,9 +313,12 @@ def _wait_for(condition, seconds=10):
         time.sleep(0.05)
 
 
-def test_steps_travel_on_the_shards_channels_and_give_what_dask_calls_give(client, data):
+def test_steps_travel_on_the_shards_channels_and_give_what_dask_calls_give(client, data,
+                                                                          monkeypatch):
     # On tcp:// workers a step is a message on each shard's own socket, not a
     # Dask actor call; through Dask (the fallback) the sums are the same bits.
+    from gpumlp import shards
+
     X, y = data
     source = gd.ChunkSource.from_arrays(da.from_array(X, chunks=(250, 5)), y, client)
     source.dtype = "float64"
@@ -327,7 +330,17 @@ def test_steps_travel_on_the_shards_channels_and_give_what_dask_calls_give(clien
     params = [rng.standard_normal(s) for s in ((5, 3), (3, 1), (3,), (1,))]
     args = ("sums", range(5), params, 2, "sigmoid", 1003.0, True, "squared_error")
     on_channels = source._reduce(*args)
-    placement.close()  # the threads end; steps go through Dask
+
+    def interrupted(sock):
+        raise KeyboardInterrupt
+
+    # Ctrl-C while the answers are awaited: the channels, out of step, are
+    # closed (their threads end) and the next steps go through Dask.
+    monkeypatch.setattr(shards, "_receive", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        source._reduce(*args)
+    monkeypatch.undo()
+    assert placement._channels is None
     _wait_for(lambda: sum(client.run(_channel_threads).values()) == 0)
     through_dask = source._reduce(*args)
     np.testing.assert_array_equal(on_channels, through_dask)
