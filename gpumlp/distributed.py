@@ -8,10 +8,12 @@ through the same code as in-process training (the backend's fast path where
 kernels), in the chunk's own namespace (NumPy, or CuPy on GPU workers). A
 chunk returns its *share* of the batch's gradient
 (``kernels.backward(..., n_total=rows in the batch)``) and its sum of losses
-(squared errors, or Poisson half-deviances); Dask adds those up as a tree,
-and the driver applies the L2 penalty and the solver's update (the same
-solvers as in-process) to the small host-side weights, which are sent to
-the workers each step. ``sample_weight`` comes as a dask array chunked like
+(squared errors, or Poisson half-deviances); the driver adds those up as a
+tree in chunk order and applies the L2 penalty and the solver's update (the
+same solvers as in-process) to the small host-side weights, which are sent to
+the workers' shards each step (:mod:`gpumlp.shards`: no task graph per step).
+When one shard holds every chunk, full-batch plain gradient descent runs
+blocks of epochs there (:class:`ShardBlocks`). ``sample_weight`` comes as a dask array chunked like
 the rows; each chunk's weights travel with it, and the rows' counts above
 become sums of weights (their per-chunk sums are computed once, up front).
 
