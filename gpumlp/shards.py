@@ -203,7 +203,8 @@ class Shard:
         shard by a weak reference: when Dask releases the actor, its chunks
         go, whatever the thread is doing.
         """
-        listener = socket.create_server((host, 0))
+        listener = socket.create_server(
+            (host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
         listener.settimeout(CONNECT_TIMEOUT)
         threading.Thread(target=_serve, args=(listener, token, weakref.ref(self)),
                          name="gpumlp-shard-channel", daemon=True).start()
