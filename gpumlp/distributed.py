@@ -243,7 +243,7 @@ class ChunkSource:
             raise
         return source
 
-    def release(self, timeout=RELEASE_TIMEOUT):
+    def release(self, timeout: float = RELEASE_TIMEOUT) -> None:
         """Free the chunks and the shards on the cluster now, and wait until the scheduler has.
 
         Called as a fit ends, however it ends, for the sources it made: the
@@ -366,7 +366,7 @@ class ChunkSource:
         """Rows in one batch."""
         return sum(self.rows[i] for i in batch)
 
-    def batch_total(self, batch):
+    def batch_total(self, batch: list) -> float:
         """What a batch's loss is divided by: its rows, or its sum of weights."""
         if self.w is None:
             return self.batch_rows(batch)
@@ -416,7 +416,7 @@ class ChunkSource:
         return (*loss_and_grads_of(sums, params, n_total, self.n_outputs,
                                    np.dtype(self.dtype)), n_total)
 
-    def block_runner(self, network, solver, alpha):
+    def block_runner(self, network, solver, alpha: float) -> ShardBlocks:
         """Runs blocks of full-batch epochs of plain gradient descent (see :class:`ShardBlocks`)."""
         return ShardBlocks(self, network, solver, alpha)
 
@@ -451,7 +451,7 @@ class ShardBlocks:
     def __init__(self, source, network, solver, alpha):
         self.source, self.network, self.solver, self.alpha = source, network, solver, alpha
 
-    def run(self, params, rates):
+    def run(self, params: list, rates: list[float]) -> list[tuple]:
         """``len(rates)`` epochs from ``params``: per epoch ``(params, loss, finite)``."""
         source = self.source
         batch = list(range(len(source.rows)))

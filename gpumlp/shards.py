@@ -86,7 +86,8 @@ def tree_sum(vectors):
     return vectors[0]
 
 
-def loss_and_grads_of(sums, params, n_total, n_outputs, dtype):
+def loss_and_grads_of(sums: np.ndarray, params: list, n_total: float, n_outputs: int,
+                      dtype: np.dtype) -> tuple:
     """``(loss, grads)`` from a batch's summed vector (see :meth:`Shard.sums`).
 
     The one conversion, on the driver after a step and on a shard that runs
@@ -252,7 +253,8 @@ class Shard:
             out.append(_flat([summed, *coef_grads, *intercept_grads]))
         return np.stack(out)
 
-    def epochs(self, ids, params, network, solver, alpha, n_total, n_outputs, rates):
+    def epochs(self, ids: list, params: list, network, solver, alpha: float, n_total: float,
+               n_outputs: int, rates: list) -> list:
         """Epochs of full-batch gradient descent on chunks ``ids``, all held here.
 
         Each epoch is the driver's step (:meth:`gpumlp.training.Trainer.objective`
@@ -549,13 +551,13 @@ class Placement:
     def __del__(self):
         self.close()
 
-    def release(self):
+    def release(self) -> list:
         """Close the channels and let go of the shards: their futures, to be released."""
         self.close()
         futures, self._futures, self.shards, self.owner = self._futures, [], [], {}
         return futures
 
-    def close(self):
+    def close(self) -> None:
         """Close the channels: their threads on the workers end."""
         channels, self._channels = self._channels, None
         for sock in channels or ():
@@ -603,12 +605,12 @@ class Placement:
             out.update(zip(group, vectors))
         return out
 
-    def holder(self, ids):
+    def holder(self, ids: list) -> int | None:
         """The one shard that holds every chunk of ``ids``, or None."""
         holders = {self.owner[i] for i in ids}
         return holders.pop() if len(holders) == 1 else None
 
-    def call_one(self, shard, request):
+    def call_one(self, shard: int, request: tuple):
         """``request`` (``(method, args)``) of one shard, off the worker's event loop."""
         return self._send([(shard, request, True)])[0]
 

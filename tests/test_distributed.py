@@ -324,8 +324,9 @@ def test_steps_travel_on_the_shards_channels_and_give_what_dask_calls_give(clien
     source.dtype = "float64"
     placement = source.placement
     placement.ensure("float64")
-    assert placement._channels is not None and len(placement._channels) == 2
-    assert sum(client.run(_channel_threads).values()) == 2
+    # One shard per worker that holds chunks (Dask may put them all on one).
+    assert placement._channels is not None and len(placement._channels) == len(placement.shards)
+    assert sum(client.run(_channel_threads).values()) == len(placement.shards)
     rng = np.random.default_rng(1)
     params = [rng.standard_normal(s) for s in ((5, 3), (3, 1), (3,), (1,))]
     args = ("sums", range(5), params, 2, "sigmoid", 1003.0, True, "squared_error")
@@ -348,6 +349,7 @@ def test_steps_travel_on_the_shards_channels_and_give_what_dask_calls_give(clien
         np.concatenate([p.ravel() for p in params]), [p.shape for p in params], 2, "sigmoid",
         1003.0, True, "squared_error"])[i] for i in range(5)])
     np.testing.assert_array_equal(on_channels, in_process)
+    source.release()
 
 
 def test_a_channel_answers_only_its_driver_and_ends_with_its_shard(data):
@@ -423,8 +425,12 @@ def test_a_fit_frees_its_chunks_and_shards_before_it_returns_or_raises(client, d
     X, y = data
     scheduler = client.cluster.scheduler  # in this process: a LocalCluster's
 
+    # (Keys another test left, held by its traceback, are not this fit's.)
+    before = {k for k in list(scheduler.tasks) if str(k).startswith(("gpumlp-", "Shard-"))}
+
     def held():
-        return [k for k in list(scheduler.tasks) if str(k).startswith(("gpumlp-", "Shard-"))]
+        return [k for k in list(scheduler.tasks)
+                if str(k).startswith(("gpumlp-", "Shard-")) and k not in before]
 
     Xd = da.from_array(X, chunks=(250, 5)) * 1.0
     yd = da.from_array(y, chunks=250) + 0.0
