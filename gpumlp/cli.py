@@ -305,7 +305,8 @@ def _add_data_options(g):
 def _add_output_options(g):
     g.add_argument("--out", metavar="MODEL.npz", help="save the trained model here")
     g.add_argument("--plot", metavar="LOSS.png",
-                   help="write a plot of the training and held-out loss (needs matplotlib)")
+                   help="write a plot of the training and held-out loss (needs matplotlib), "
+                        "in the format its suffix names (.png, .pdf, .svg, ...; PNG without one)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--json", metavar="FILE", default=None,
                    help="also write the report (settings, epochs, how training stopped, "
@@ -386,6 +387,9 @@ def _run_train(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install 'gpumlp[plot]'") from None
+        from .plotting import plot_format
+
+        plot_format(args.plot)   # a suffix that names no image format: refused before training
     inputs = [("--data", args.data)]
     if args.resume and not _same_file(args.out, args.resume):
         inputs.append(("--resume", args.resume))
@@ -520,8 +524,18 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
             model.fit(X_train, y_train, eval_set=eval_set, callback=callback, **extra)
     except KeyboardInterrupt:
         interrupted = True
-    except TrainingDivergedError:
-        raise   # its last weights are those of a diverging run: nothing worth saving
+    except TrainingDivergedError as exc:
+        # Its last weights are those of a diverging run: nothing worth saving.
+        # The report is written (a stale one would read as this run's).
+        if args.json:
+            from ._atomic import write_text_atomic
+
+            progress.close()
+            what = str(exc).split(". ")[0].removeprefix("Training ")
+            write_text_atomic(args.json, _stopped_report(
+                args, device, source, target, names, f"{what}, not converged",
+                getattr(callback, "written", None), time.perf_counter() - start))
+        raise
     except Exception as exc:
         failure = exc
     finally:
@@ -915,7 +929,7 @@ class _Checkpoints:
     def __init__(self, progress, model, net, out, every, saving):
         self.progress, self.model, self.net = progress, model, net
         self.out, self.every, self.saving = out, every, saving
-        self.last = None
+        self.last = self.written = None
 
     def snapshot(self):
         from .scaling import StandardizedRegressor
@@ -936,6 +950,7 @@ class _Checkpoints:
         self.last = self.snapshot()
         if self.every and epoch % self.every == 0:
             save(self.last, self.out, **self.saving)
+            self.written = getattr(self.last, "regressor_", self.last)
 
 
 def _estimator_params(args):
@@ -1000,8 +1015,9 @@ def _train_report(args, net, device, source, target, names, state, converged, re
 def _stopped_report(args, device, source, target, names, state, saved, wall):
     """``train --json``'s report of a run that Ctrl-C, SIGTERM or an error stopped.
 
-    ``saved``: the network of the last complete epoch written to ``--out``,
-    or None when nothing was saved (then ``model`` is null). No test or
+    ``saved``: the network of the last complete epoch written to ``--out``
+    (or of the last checkpoint, for a run that diverged), or None when
+    nothing was saved (then ``model`` is null). No test or
     train figures: the run did not get as far as measuring them.
     """
     import json

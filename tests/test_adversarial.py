@@ -184,6 +184,30 @@ def test_sigterm_saves_the_last_complete_epoch_as_ctrl_c_does(tmp_path, name):
     assert written["final_loss"] == saved.loss_
 
 
+@pytest.mark.parametrize("checkpoints", [False, True])
+def test_a_diverged_run_writes_its_json_report_too(tmp_path, checkpoints):
+    # Before: no report, and a stale one from an earlier run at the same path
+    # read as this run's (adversarial round 5).
+    import json
+
+    from gpumlp.cli import main
+    report, out = tmp_path / "r.json", tmp_path / "m.npz"
+    report.write_text('{"stopped": "stopped at --epochs"}')
+    argv = ["train", "--samples", "200", "--solver", "sgd", "--lr", "50", "--momentum", "0.99",
+            "--epochs", "50", "--quiet", "--device", "cpu", "--json", str(report),
+            "--out", str(out)] + (["--checkpoint-every", "2"] if checkpoints else [])
+    assert main(argv) == 1
+    written = json.loads(report.read_text())
+    assert written["stopped"].startswith("diverged at epoch ") and written["converged"] is False
+    assert written["train"] is None and written["test"] is None
+    if checkpoints:   # the last checkpoint before the divergence is what --out holds
+        from gpumlp import load
+        assert written["model"] == str(out)
+        assert written["epochs"] == len(load(out).regressor_.loss_curve_)
+    else:
+        assert written["model"] is None and not out.exists()
+
+
 @pytest.mark.parametrize("user_filter", [None, "ignore", "error"])
 def test_cli_never_calls_a_run_whose_loss_rose_converged(tmp_path, capsys, user_filter):
     # Before: "epochs: 12 (converged)  final loss: 7.43e+24" and an R² of

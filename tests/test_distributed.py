@@ -535,6 +535,8 @@ def test_drop_leaves_parquet_columns_out_and_is_refused_where_there_are_none(tmp
         gd.read_dataset(str(tmp_path / "t.parquet"), "y", ("idd", "code"))
     with pytest.raises(DataError, match="--drop names the target 'y'"):
         gd.read_dataset(str(tmp_path / "t.parquet"), "y", ("y", "code"))
+    with pytest.raises(DataError, match="--drop names 'y', the last column"):
+        gd.read_dataset(str(tmp_path / "t.parquet"), None, ("y", "code"))
     np.save(tmp_path / "p.npy", np.c_[X_all, y_all])
     with pytest.raises(DataError, match="holds arrays without column names"):
         gd.read_dataset(str(tmp_path / "p.npy"), None, ("x0",))
