@@ -305,7 +305,8 @@ def _add_data_options(g):
 def _add_output_options(g):
     g.add_argument("--out", metavar="MODEL.npz", help="save the trained model here")
     g.add_argument("--plot", metavar="LOSS.png",
-                   help="write a plot of the training and held-out loss (needs matplotlib)")
+                   help="write a plot of the training and held-out loss (needs matplotlib), "
+                        "in the format its suffix names (.png, .pdf, .svg, ...; PNG without one)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--json", metavar="FILE", default=None,
                    help="also write the report (settings, epochs, how training stopped, "
@@ -387,6 +388,9 @@ def _run_train(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install 'gpumlp[plot]'") from None
+        from .plotting import plot_format
+
+        plot_format(args.plot)   # a suffix that names no image format: refused before training
     inputs = [("--data", args.data)]
     if args.resume and not _same_file(args.out, args.resume):
         inputs.append(("--resume", args.resume))
@@ -521,8 +525,18 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
             model.fit(X_train, y_train, eval_set=eval_set, callback=callback, **extra)
     except KeyboardInterrupt:
         interrupted = True
-    except TrainingDivergedError:
-        raise   # its last weights are those of a diverging run: nothing worth saving
+    except TrainingDivergedError as exc:
+        # Its last weights are those of a diverging run: nothing worth saving.
+        # The report is written (a stale one would read as this run's).
+        if args.json:
+            from ._atomic import write_text_atomic
+
+            progress.close()
+            what = str(exc).split(". ")[0].removeprefix("Training ")
+            write_text_atomic(args.json, _stopped_report(
+                args, device, source, target, names, f"{what}, not converged",
+                getattr(callback, "written", None), time.perf_counter() - start))
+        raise
     except Exception as exc:
         failure = exc
     finally:
@@ -536,7 +550,9 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
             from ._atomic import write_text_atomic
 
             if interrupted:
-                signal_name = "SIGTERM" if terminated else "SIGINT"
+                import signal
+
+                signal_name = signal.Signals(terminated[0]).name if terminated else "SIGINT"
                 state = f"interrupted ({signal_name}), not converged"
             else:
                 state = f"stopped by an error ({type(failure).__name__}), not converged"
@@ -810,7 +826,7 @@ def _load_model(option, path):
 
 @contextlib.contextmanager
 def _terminate_as_interrupt(received):
-    """While training, SIGTERM (``kill``, a scheduler's time limit) stops as Ctrl-C does.
+    """While training, SIGTERM (``kill``, a scheduler's time limit) and SIGHUP stop as Ctrl-C does.
 
     The last complete epoch is then saved, where Python's default would end
     the process at once and lose every epoch of the run. The signal's number
@@ -828,11 +844,14 @@ def _terminate_as_interrupt(received):
         received.append(signum)
         raise KeyboardInterrupt
 
-    before = signal.signal(signal.SIGTERM, stop)
+    # SIGHUP: the terminal closed, an ssh session dropped (where the platform has it).
+    caught = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    before = {number: signal.signal(number, stop) for number in caught}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for number, handler in before.items():
+            signal.signal(number, handler)
 
 
 def _check_unused_options(args):
@@ -897,7 +916,7 @@ class _Checkpoints:
     def __init__(self, progress, model, net, out, every, saving):
         self.progress, self.model, self.net = progress, model, net
         self.out, self.every, self.saving = out, every, saving
-        self.last = None
+        self.last = self.written = None
 
     def snapshot(self):
         from .scaling import StandardizedRegressor
@@ -918,6 +937,7 @@ class _Checkpoints:
         self.last = self.snapshot()
         if self.every and epoch % self.every == 0:
             save(self.last, self.out, **self.saving)
+            self.written = getattr(self.last, "regressor_", self.last)
 
 
 def _estimator_params(args):
@@ -982,8 +1002,9 @@ def _train_report(args, net, device, source, target, names, state, converged, re
 def _stopped_report(args, device, source, target, names, state, saved, wall):
     """``train --json``'s report of a run that Ctrl-C, SIGTERM or an error stopped.
 
-    ``saved``: the network of the last complete epoch written to ``--out``,
-    or None when nothing was saved (then ``model`` is null). No test or
+    ``saved``: the network of the last complete epoch written to ``--out``
+    (or of the last checkpoint, for a run that diverged), or None when
+    nothing was saved (then ``model`` is null). No test or
     train figures: the run did not get as far as measuring them.
     """
     import json

@@ -582,6 +582,12 @@ def _read_csv_table(path, target, drop):
         if name not in seen:
             raise DataError(f"{path}: --drop names the column {name!r}, which the file lacks "
                             f"(it has {', '.join(seen)}).")
+    if target is None and seen and seen[-1] in drop:
+        # The default target is the last column: dropping it would make the
+        # one before it the target, unasked.
+        raise DataError(f"{path}: --drop names {seen[-1]!r}, the last column, which is the "
+                        f"target by default; name the target with --target, or keep "
+                        f"{seen[-1]!r}.")
     target = target_column(path, [n for n in seen if n not in drop], target)
     keep = [j for j, name in enumerate(named) if name and name not in drop]
     used = ([index] if index is not None else []) + keep

@@ -253,6 +253,10 @@ def read_parquet(path, target=None, drop=()):
                         f"dataset does not have; its columns are {', '.join(columns)}.")
     if target is not None and target in drop:
         raise DataError(f"{path}: --drop names the target {target!r}; drop features only.")
+    if target is None and columns[-1] in drop:
+        raise DataError(f"{path}: --drop names {columns[-1]!r}, the last column, which is the "
+                        f"target by default; name the target with --target, or keep "
+                        f"{columns[-1]!r}.")
     kept = [c for c in columns if c not in drop]
     target = target_column(path, kept, target)
     features = [c for c in kept if c != target]

@@ -152,9 +152,11 @@ def test_cli_takes_the_options_a_run_uses(tmp_path, options):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
-def test_sigterm_saves_the_last_complete_epoch_as_ctrl_c_does(tmp_path):
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_sigterm_saves_the_last_complete_epoch_as_ctrl_c_does(tmp_path, name):
     # Before: SIGTERM (kill, a batch scheduler's time limit) ended the run at
-    # once, and every epoch trained was lost.
+    # once, and every epoch trained was lost; so did SIGHUP, a closed
+    # terminal or dropped ssh session (adversarial round 5).
     import json
 
     from gpumlp import load
@@ -167,18 +169,43 @@ def test_sigterm_saves_the_last_complete_epoch_as_ctrl_c_does(tmp_path):
     deadline = time.monotonic() + 120
     while not out.exists() and time.monotonic() < deadline:   # an epoch is complete
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    number = getattr(signal, name)
+    process.send_signal(number)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, err
+    assert process.returncode == 128 + number, err
     assert f"saved the last complete epoch's model to {out}" in err
     saved = load(out).regressor_
     assert len(saved.loss_curve_) >= 1
     # Before: --json was not written, so a script read a missing or stale report.
     written = json.loads(report.read_text())
-    assert written["stopped"] == "interrupted (SIGTERM), not converged"
+    assert written["stopped"] == f"interrupted ({name}), not converged"
     assert written["converged"] is False and written["model"] == str(out)
     assert written["epochs"] == len(saved.loss_curve_)
     assert written["final_loss"] == saved.loss_
+
+
+@pytest.mark.parametrize("checkpoints", [False, True])
+def test_a_diverged_run_writes_its_json_report_too(tmp_path, checkpoints):
+    # Before: no report, and a stale one from an earlier run at the same path
+    # read as this run's (adversarial round 5).
+    import json
+
+    from gpumlp.cli import main
+    report, out = tmp_path / "r.json", tmp_path / "m.npz"
+    report.write_text('{"stopped": "stopped at --epochs"}')
+    argv = ["train", "--samples", "200", "--solver", "sgd", "--lr", "50", "--momentum", "0.99",
+            "--epochs", "50", "--quiet", "--device", "cpu", "--json", str(report),
+            "--out", str(out)] + (["--checkpoint-every", "2"] if checkpoints else [])
+    assert main(argv) == 1
+    written = json.loads(report.read_text())
+    assert written["stopped"].startswith("diverged at epoch ") and written["converged"] is False
+    assert written["train"] is None and written["test"] is None
+    if checkpoints:   # the last checkpoint before the divergence is what --out holds
+        from gpumlp import load
+        assert written["model"] == str(out)
+        assert written["epochs"] == len(load(out).regressor_.loss_curve_)
+    else:
+        assert written["model"] is None and not out.exists()
 
 
 @pytest.mark.parametrize("user_filter", [None, "ignore", "error"])

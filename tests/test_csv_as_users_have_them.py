@@ -66,6 +66,17 @@ def test_a_spreadsheet_separator_hint_line_is_named(tmp_path):
         read_training_table(path)
 
 
+def test_dropping_the_default_target_is_refused(tmp_path, frame):
+    # Before: the column before it silently became the target (adversarial round 5).
+    path = tmp_path / "d.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError, match="--drop names 'price', the last column, which is the "
+                                        "target by default"):
+        read_training_table(path, None, ("price",))
+    table = read_training_table(path, "x", ("price",))   # a named target: fine
+    assert table.target == "x" and "price" not in table.feature_names
+
+
 def test_text_columns_are_encoded_one_hot(tmp_path, frame):
     path = tmp_path / "t.csv"
     frame.to_csv(path, index=False)
