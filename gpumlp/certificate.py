@@ -1106,8 +1106,8 @@ def _drawn_from(random_state, seed: int) -> Check:
     state = random_state.get_state(legacy=False)
     key, pos = state["state"]["key"], int(state["state"]["pos"])
     bound = np.iinfo(np.int32).max
+    rewound = np.random.RandomState(0)
     for back in range(1, pos + 1):
-        rewound = np.random.RandomState()
         rewound.set_state({"bit_generator": "MT19937", "state": {"key": key, "pos": pos - back},
                            "has_gauss": 0, "gauss": 0.0})
         if int(rewound.randint(bound)) == seed:
