@@ -953,8 +953,86 @@ def _scalers(model, X, y):
     return {"x_mean": x_mean, "x_scale": x_scale, "y_mean": y_mean, "y_scale": y_scale}
 
 
-def _bind_data(cert, model, record, X, y, sample_weight, eval_set):
-    """The data the network was fit on, checked against the record; None when it is not."""
+#: The dtypes a fit may have been given the same numbers in: data whose
+#: fingerprint differs is tried in each, where the cast is exact.
+_SAME_NUMBER_DTYPES = ("float64", "float32", "int64")
+
+
+def _fitted_data(model, X, y, eval_set):
+    """What the network was given: the data, scaled by scalers recomputed from it
+    (a ``StandardizedRegressor``), and which recomputed scaler equals the file's."""
+    if not hasattr(model, "regressor_"):
+        return X, y, eval_set, {}
+    fresh = _scalers(model, X, y)
+    stored = {k: to_numpy(getattr(model, k + "_")) for k in fresh}
+    same = {k: np.array_equal(np.asarray(fresh[k], np.float64),
+                              np.asarray(stored[k], np.float64)) for k in fresh}
+    saved = {k: getattr(model, k + "_") for k in fresh}
+    for k, v in fresh.items():
+        setattr(model, k + "_", np.asarray(v).astype(np.asarray(stored[k]).dtype))
+    try:
+        X_fit, y_fit = to_numpy(model._scale_X(X)), to_numpy(model._scale_y(y))
+        if eval_set is not None:
+            eval_set = (to_numpy(model._scale_X(eval_set[0])),
+                        to_numpy(model._scale_y(eval_set[1])))
+    finally:
+        for k, v in saved.items():
+            setattr(model, k + "_", v)
+    return X_fit, y_fit, eval_set, same
+
+
+def _exact_casts(a):
+    """``a`` as given, then in each of :data:`_SAME_NUMBER_DTYPES` that holds its every
+    value exactly (a round trip gives ``a`` back)."""
+    casts = [a]
+    for name in _SAME_NUMBER_DTYPES:
+        if a.dtype == name:
+            continue
+        with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # a float out of int64's range: not exact
+            b = a.astype(name)
+            exact = np.array_equal(b.astype(a.dtype), a)
+        if exact:
+            casts.append(b)
+    return casts
+
+
+def _same_numbers(model, record, arrays, sample_weight):
+    """The data in other dtypes, holding the same numbers, that has the recorded fingerprint.
+
+    The fingerprint hashes the arrays' own bytes with their dtype, so the
+    numbers a fit was given as float32 (an int64 ``y``, ...) have another
+    fingerprint as float64. Each array is tried in each dtype that holds its
+    values exactly (only after a mismatch: a float64 array of other values
+    has no exact cast but its own, so other data costs nothing more; numbers
+    exact in all three dtypes cost at most ``3 ** n_arrays`` fingerprints).
+    ``sample_weight`` is always float64, as the fit checks it.
+
+    Parameters
+    ----------
+    arrays : list of ndarray
+        ``X``, ``y`` and, where the fit had one, the ``eval_set``'s two arrays.
+
+    Returns
+    -------
+    (X_fit, y_fit, eval_fit, same, dtypes) or None
+        What :func:`_fitted_data` gives for the matching cast, and the dtype
+        of each of ``arrays`` that matched; None when none does.
+    """
+    for choice in itertools.islice(itertools.product(*map(_exact_casts, arrays)), 1, None):
+        ev = tuple(choice[2:]) or None
+        X_fit, y_fit, ev_fit, same = _fitted_data(model, choice[0], choice[1], ev)
+        if fingerprint(X_fit, y_fit, sample_weight, ev_fit) == record["data_sha256"]:
+            return X_fit, y_fit, ev_fit, same, [a.dtype.name for a in choice]
+    return None
+
+
+def _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent=False):
+    """The data the network was fit on, checked against the record; None when it is not.
+
+    For a ``parent`` model (certified with its child's data), data other than its
+    own is no evidence against it: it cannot be certified with that data (CANNOT).
+    """
     from ._checks import check_sample_weight
 
     name = type(model).__name__
@@ -966,25 +1044,16 @@ def _bind_data(cert, model, record, X, y, sample_weight, eval_set):
     if eval_set is not None:
         X_val = to_numpy(check_X(eval_set[0], name))
         eval_set = (X_val, to_numpy(check_y(eval_set[1], X_val.shape[0], name)))
-    if hasattr(model, "regressor_"):
-        fresh = _scalers(model, X, y)
-        stored = {k: to_numpy(getattr(model, k + "_")) for k in fresh}
-        same = {k: np.array_equal(np.asarray(fresh[k], np.float64),
-                                  np.asarray(stored[k], np.float64)) for k in fresh}
-        saved = {k: getattr(model, k + "_") for k in fresh}
-        for k, v in fresh.items():
-            setattr(model, k + "_", np.asarray(v).astype(np.asarray(stored[k]).dtype))
-        try:
-            X_fit, y_fit = to_numpy(model._scale_X(X)), to_numpy(model._scale_y(y))
-            if eval_set is not None:
-                eval_set = (to_numpy(model._scale_X(eval_set[0])),
-                            to_numpy(model._scale_y(eval_set[1])))
-        finally:
-            for k, v in saved.items():
-                setattr(model, k + "_", v)
-    else:
-        same, X_fit, y_fit = {}, X, y
+    other_data = (f"the parent {cert.model} was fit on other data than the data given (its "
+                  f"child's), which is no evidence against it: certify it separately, with "
+                  f"its own data (certify({cert.model!r}, X, y), or gpumlp validate --model "
+                  f"{cert.model} --data ITS_DATA, with --parent for its own parent)")
+    X_fit, y_fit, eval_fit, same = _fitted_data(model, X, y, eval_set)
     if X_fit.shape[0] != record["n_samples"]:
+        if parent:
+            cert.missing.append(f"{other_data}; the data given has {X_fit.shape[0]} rows, "
+                                f"it was fit on {record['n_samples']}")
+            return None
         cert.checks.append(Check(
             "the data given is the data the model was fit on", False,
             f"it has {X_fit.shape[0]} rows, the model was fit on {record['n_samples']} (for "
@@ -997,23 +1066,51 @@ def _bind_data(cert, model, record, X, y, sample_weight, eval_set):
         cert.missing.append("a fingerprint of the data: it was not NumPy data when fit, so "
                             "the data given cannot be bound to the model")
         return None
-    digest = fingerprint(X_fit, y_fit, sample_weight, eval_set if record["eval_set"] else None)
+    if not record["eval_set"]:
+        eval_fit = None
+    digest = fingerprint(X_fit, y_fit, sample_weight, eval_fit)
     if digest != record["data_sha256"]:
-        scalers = [k for k, ok in same.items() if not ok]
-        cert.checks.append(Check(
-            "the data given is the data the model was fit on", False,
-            "not the data the model was fit on: X, y, sample_weight and eval_set do not "
-            "have the recorded fingerprint" + (f", and the scalers {', '.join(scalers)} "
-                                               f"recomputed from them differ from the file's"
-                                               if scalers else "")
-            + "; pass the same data, in the same order"))
-        return None
+        arrays = [X, y, *(eval_set if record["eval_set"] else ())]
+        recast = _same_numbers(model, record, arrays, sample_weight)
+        if recast is None and parent:
+            cert.missing.append(other_data)
+            return None
+        if recast is None:
+            scalers = [k for k, ok in same.items() if not ok]
+            cert.checks.append(Check(
+                "the data given is the data the model was fit on", False,
+                "not the data the model was fit on: X, y, sample_weight and eval_set do not "
+                "have the recorded fingerprint" + (f", and the scalers {', '.join(scalers)} "
+                                                   f"recomputed from them differ from the "
+                                                   f"file's" if scalers else "")
+                + " (nor do the same numbers in float64, float32 or int64); pass the same "
+                "data, in the same order"))
+            return None
+        X_fit, y_fit, eval_fit, same, dtypes = recast
+        cert.notes.append("the data given holds the numbers the model was fit on, in other "
+                          "dtypes: " + ", ".join(
+                              f"{n} is {a.dtype.name}, fit as {d}" for n, a, d in
+                              zip(["X", "y", "X_val", "y_val"], arrays, dtypes)
+                              if a.dtype.name != d) + "; certified with them cast back")
     cert.checks.append(Check("the data's fingerprint (X, y, sample_weight, eval_set)", True))
     for k, ok in same.items():
         cert.checks.append(Check(f"the scaler {k}, recomputed from the data", ok,
                                  "" if ok else "the file's differs from the data's: the "
                                  "file was altered"))
-    return X_fit, y_fit, sample_weight, eval_set if record["eval_set"] else None
+    return X_fit, y_fit, sample_weight, eval_fit
+
+
+def _plain_state(state):
+    """A bit generator's state as plain values, arrays as lists: states compare with ``==``
+    (MT19937's and Philox's hold arrays, which ``==`` compares elementwise; a saved state
+    holds lists)."""
+    if isinstance(state, dict):
+        return {k: _plain_state(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return [_plain_state(v) for v in state]
+    if isinstance(state, (np.ndarray, np.generic)):
+        return _plain_state(state.tolist())
+    return state
 
 
 def _check_start(cert, net, record, metadata, parents, certify_parent):
@@ -1032,7 +1129,8 @@ def _check_start(cert, net, record, metadata, parents, certify_parent):
         cert.checks.append(Check("the initial weights are the draw of the recorded seed", same,
                                  "" if same else "they are not: the fit did not start from "
                                  "its seed"))
-        same_rng = rng.bit_generator.state == first["rng"]["numpy_generator"]
+        same_rng = _plain_state(rng.bit_generator.state) == \
+            _plain_state(first["rng"]["numpy_generator"])
         cert.checks.append(Check("the generator is where that draw left it", same_rng))
         seed = start["seed"]
         random_state = net.random_state
@@ -1243,7 +1341,8 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
     X : array-like, shape (n_samples, n_features)
     y : array-like, shape (n_samples,) or (n_samples, n_outputs)
         The data the model was fit on, before any scaling the model applies
-        (for ``gpumlp train``: its training split).
+        (for ``gpumlp train``: its training split); the same numbers in
+        another dtype (float64, float32, int64, where exact) are the same data.
     sample_weight : array-like, shape (n_samples,), optional
         The fit's, if it had any.
     eval_set : tuple (X_val, y_val), optional
@@ -1255,7 +1354,10 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
         Replay dtypes, at least one of ``"float32"`` and ``"float64"``.
     parents : sequence of paths
         Model files the fit may have continued (a warm start, ``partial_fit``):
-        the one whose weights have the recorded digest is certified in turn.
+        the one whose weights have the recorded digest is certified in turn,
+        with ``X`` and ``y``; a parent fit on other data (a ``partial_fit``
+        chain on batches) cannot be certified with them: that link is
+        ``"CANNOT"``, never ``"FAIL"`` nor ``"PASS"`` (certify it on its own).
     feature_names, target_names : list of str, optional
         The data's header, checked against the names in the file.
 
@@ -1298,8 +1400,10 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
 
 def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set=None,
             backends: list | None = None, dtypes: tuple = ("float32", "float64"),
-            parents: tuple = (), feature_names=None, target_names=None) -> Certificate:
-    """:func:`certify` without the check that every parent given was used."""
+            parents: tuple = (), feature_names=None, target_names=None,
+            parent: bool = False) -> Certificate:
+    """:func:`certify` without the check that every parent given was used; ``parent``
+    when the model is a parent certified with its child's data."""
     from .io import ModelFileError, load_with_metadata
 
     dtypes = tuple(dtypes)
@@ -1327,11 +1431,11 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     cert = Certificate(path, f"{record['device']} {dtype}", record["n_iter"])
     _check_names(cert, metadata, X, feature_names, target_names)
     _check_settings(cert, model, metadata)
-    bound = _bind_data(cert, model, record, X, y, sample_weight, eval_set)
+    bound = _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent)
 
     def certify_parent(parent_path):
         return _certify(parent_path, X, y, sample_weight=sample_weight, eval_set=eval_set,
-                       backends=backends, dtypes=dtypes, parents=parents)
+                       backends=backends, dtypes=dtypes, parents=parents, parent=True)
 
     _check_start(cert, net, record, metadata, parents, certify_parent)
     if bound is None:
