@@ -741,6 +741,7 @@ def test_a_generator_random_state_certifies_and_its_state_is_bound(tmp_path, dat
     """MT19937's and Philox's states hold arrays, which ``==`` compared elementwise: an
     honest fit raised a raw ValueError (adversarial round 5, attempts 307, 308)."""
     model = _fit(data, scaled=False, max_iter=3, solver="adam", batch_size=40,
+                 early_stopping=True,   # the generator draws the split too
                  random_state=np.random.Generator(bit_generator(3)))
     path = _saved(tmp_path, model)
     kwargs = dict(backends=["numpy"], dtypes=("float64",))
