@@ -10,11 +10,13 @@ state and each epoch's decisions (:mod:`gpumlp._fitrecord`); :func:`certify`
    its solver state fresh; a continued fit (warm start, ``partial_fit``)
    names the digest of its parent model, which is certified in turn when it is
    given (``parents``): a chain certifies link by link, and a start that
-   cannot be verified is reported as such, never as PASS;
+   cannot be verified is reported as such, never as PASS (so is a parent
+   fit on other data than its child's, which the data given cannot bind);
 2. **binds the data**: the scalers of a ``StandardizedRegressor`` are
    recomputed from ``X`` and ``y`` and compared with the file's; the scaled
    data, the sample weights and the ``eval_set`` must have the recorded
-   fingerprint; feature and target names are checked against the data's
+   fingerprint, as given or as the same numbers in another dtype (an exact
+   cast); feature and target names are checked against the data's
    header when there is one;
 3. **replays every segment** between two checkpoints on every available
    backend and dtype, from the segment's stored start, with the recorded
