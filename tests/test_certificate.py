@@ -799,11 +799,15 @@ def test_a_parent_fit_on_other_data_cannot_be_certified_with_its_childs(tmp_path
     for i in range(1, n_links):
         alone = certify(paths[i], *batches[i], parents=[paths[i - 1]], **kwargs)
         assert alone.outcome == "CANNOT" and all(c.ok for c in alone.checks)
-    # A tampered link, with the right data, still fails.
-    bad = _rewrite(paths[-1], tmp_path / "bad.npz", edit_arrays={
-        "ckpt_1": lambda a: np.where(np.arange(a.size) == 0, a + 1e-3, a)})
+    # A tampered link, with the right data, still fails: the child, or the first parent.
+    def nudge(a):
+        return np.where(np.arange(a.size) == 0, a + 1e-3, a)
+
+    bad = _rewrite(paths[-1], tmp_path / "bad.npz", edit_arrays={"ckpt_1": nudge})
     cert = certify(bad, *batches[-1], parents=paths[:-1][::-1], **kwargs)
     assert cert.outcome == "FAIL", format_certificate(cert)
+    bad = _rewrite(paths[0], tmp_path / "bad0.npz", edit_arrays={"ckpt_1": nudge})
+    assert certify(bad, *batches[0], **kwargs).outcome == "FAIL"
 
 
 def test_validate_exits_2_for_a_parent_fit_on_other_data(tmp_path, data, capsys):
