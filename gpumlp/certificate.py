@@ -10,11 +10,13 @@ state and each epoch's decisions (:mod:`gpumlp._fitrecord`); :func:`certify`
    its solver state fresh; a continued fit (warm start, ``partial_fit``)
    names the digest of its parent model, which is certified in turn when it is
    given (``parents``): a chain certifies link by link, and a start that
-   cannot be verified is reported as such, never as PASS;
+   cannot be verified is reported as such, never as PASS (so is a parent
+   fit on other data than its child's, which the data given cannot bind);
 2. **binds the data**: the scalers of a ``StandardizedRegressor`` are
    recomputed from ``X`` and ``y`` and compared with the file's; the scaled
    data, the sample weights and the ``eval_set`` must have the recorded
-   fingerprint; feature and target names are checked against the data's
+   fingerprint, as given or as the same numbers in another dtype (an exact
+   cast); feature and target names are checked against the data's
    header when there is one;
 3. **replays every segment** between two checkpoints on every available
    backend and dtype, from the segment's stored start, with the recorded
@@ -396,7 +398,8 @@ def _sources(ctx, device, dtype):
             # a resumed run draws its parent's split again, from the generator state
             # the file keeps (checked against the parent's), leaving the batch order's.
             split = ctx.split_state
-            if split is not None and split != first["rng"]["numpy_generator"]:
+            if split is not None and \
+                    _plain_state(split) != _plain_state(first["rng"]["numpy_generator"]):
                 source, validation = source.split(net.validation_fraction,
                                                   generator_from_state(split))
             else:
@@ -963,8 +966,86 @@ def _scalers(model, X, y):
     return {"x_mean": x_mean, "x_scale": x_scale, "y_mean": y_mean, "y_scale": y_scale}
 
 
-def _bind_data(cert, model, record, X, y, sample_weight, eval_set):
-    """The data the network was fit on, checked against the record; None when it is not."""
+#: The dtypes a fit may have been given the same numbers in: data whose
+#: fingerprint differs is tried in each, where the cast is exact.
+_SAME_NUMBER_DTYPES = ("float64", "float32", "int64")
+
+
+def _fitted_data(model, X, y, eval_set):
+    """What the network was given: the data, scaled by scalers recomputed from it
+    (a ``StandardizedRegressor``), and which recomputed scaler equals the file's."""
+    if not hasattr(model, "regressor_"):
+        return X, y, eval_set, {}
+    fresh = _scalers(model, X, y)
+    stored = {k: to_numpy(getattr(model, k + "_")) for k in fresh}
+    same = {k: np.array_equal(np.asarray(fresh[k], np.float64),
+                              np.asarray(stored[k], np.float64)) for k in fresh}
+    saved = {k: getattr(model, k + "_") for k in fresh}
+    for k, v in fresh.items():
+        setattr(model, k + "_", np.asarray(v).astype(np.asarray(stored[k]).dtype))
+    try:
+        X_fit, y_fit = to_numpy(model._scale_X(X)), to_numpy(model._scale_y(y))
+        if eval_set is not None:
+            eval_set = (to_numpy(model._scale_X(eval_set[0])),
+                        to_numpy(model._scale_y(eval_set[1])))
+    finally:
+        for k, v in saved.items():
+            setattr(model, k + "_", v)
+    return X_fit, y_fit, eval_set, same
+
+
+def _exact_casts(a):
+    """``a`` as given, then in each of :data:`_SAME_NUMBER_DTYPES` that holds its every
+    value exactly (a round trip gives ``a`` back)."""
+    casts = [a]
+    for name in _SAME_NUMBER_DTYPES:
+        if a.dtype == name:
+            continue
+        with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # a float out of int64's range: not exact
+            b = a.astype(name)
+            exact = np.array_equal(b.astype(a.dtype), a)
+        if exact:
+            casts.append(b)
+    return casts
+
+
+def _same_numbers(model, record, arrays, sample_weight):
+    """The data in other dtypes, holding the same numbers, that has the recorded fingerprint.
+
+    The fingerprint hashes the arrays' own bytes with their dtype, so the
+    numbers a fit was given as float32 (an int64 ``y``, ...) have another
+    fingerprint as float64. Each array is tried in each dtype that holds its
+    values exactly (only after a mismatch: a float64 array of other values
+    has no exact cast but its own, so other data costs nothing more; numbers
+    exact in all three dtypes cost at most ``3 ** n_arrays`` fingerprints).
+    ``sample_weight`` is always float64, as the fit checks it.
+
+    Parameters
+    ----------
+    arrays : list of ndarray
+        ``X``, ``y`` and, where the fit had one, the ``eval_set``'s two arrays.
+
+    Returns
+    -------
+    (X_fit, y_fit, eval_fit, same, dtypes) or None
+        What :func:`_fitted_data` gives for the matching cast, and the dtype
+        of each of ``arrays`` that matched; None when none does.
+    """
+    for choice in itertools.islice(itertools.product(*map(_exact_casts, arrays)), 1, None):
+        ev = tuple(choice[2:]) or None
+        X_fit, y_fit, ev_fit, same = _fitted_data(model, choice[0], choice[1], ev)
+        if fingerprint(X_fit, y_fit, sample_weight, ev_fit) == record["data_sha256"]:
+            return X_fit, y_fit, ev_fit, same, [a.dtype.name for a in choice]
+    return None
+
+
+def _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent=False):
+    """The data the network was fit on, checked against the record; None when it is not.
+
+    For a ``parent`` model (certified with its child's data), data other than its
+    own is no evidence against it: it cannot be certified with that data (CANNOT).
+    """
     from ._checks import check_sample_weight
 
     name = type(model).__name__
@@ -976,25 +1057,16 @@ def _bind_data(cert, model, record, X, y, sample_weight, eval_set):
     if eval_set is not None:
         X_val = to_numpy(check_X(eval_set[0], name))
         eval_set = (X_val, to_numpy(check_y(eval_set[1], X_val.shape[0], name)))
-    if hasattr(model, "regressor_"):
-        fresh = _scalers(model, X, y)
-        stored = {k: to_numpy(getattr(model, k + "_")) for k in fresh}
-        same = {k: np.array_equal(np.asarray(fresh[k], np.float64),
-                                  np.asarray(stored[k], np.float64)) for k in fresh}
-        saved = {k: getattr(model, k + "_") for k in fresh}
-        for k, v in fresh.items():
-            setattr(model, k + "_", np.asarray(v).astype(np.asarray(stored[k]).dtype))
-        try:
-            X_fit, y_fit = to_numpy(model._scale_X(X)), to_numpy(model._scale_y(y))
-            if eval_set is not None:
-                eval_set = (to_numpy(model._scale_X(eval_set[0])),
-                            to_numpy(model._scale_y(eval_set[1])))
-        finally:
-            for k, v in saved.items():
-                setattr(model, k + "_", v)
-    else:
-        same, X_fit, y_fit = {}, X, y
+    other_data = (f"the parent {cert.model} was fit on other data than the data given (its "
+                  f"child's), which is no evidence against it: certify it separately, with "
+                  f"its own data (certify({cert.model!r}, X, y), or gpumlp validate --model "
+                  f"{cert.model} --data ITS_DATA, with --parent for its own parent)")
+    X_fit, y_fit, eval_fit, same = _fitted_data(model, X, y, eval_set)
     if X_fit.shape[0] != record["n_samples"]:
+        if parent:
+            cert.missing.append(f"{other_data}; the data given has {X_fit.shape[0]} rows, "
+                                f"it was fit on {record['n_samples']}")
+            return None
         cert.checks.append(Check(
             "the data given is the data the model was fit on", False,
             f"it has {X_fit.shape[0]} rows, the model was fit on {record['n_samples']} (for "
@@ -1007,23 +1079,51 @@ def _bind_data(cert, model, record, X, y, sample_weight, eval_set):
         cert.missing.append("a fingerprint of the data: it was not NumPy data when fit, so "
                             "the data given cannot be bound to the model")
         return None
-    digest = fingerprint(X_fit, y_fit, sample_weight, eval_set if record["eval_set"] else None)
+    if not record["eval_set"]:
+        eval_fit = None
+    digest = fingerprint(X_fit, y_fit, sample_weight, eval_fit)
     if digest != record["data_sha256"]:
-        scalers = [k for k, ok in same.items() if not ok]
-        cert.checks.append(Check(
-            "the data given is the data the model was fit on", False,
-            "not the data the model was fit on: X, y, sample_weight and eval_set do not "
-            "have the recorded fingerprint" + (f", and the scalers {', '.join(scalers)} "
-                                               f"recomputed from them differ from the file's"
-                                               if scalers else "")
-            + "; pass the same data, in the same order"))
-        return None
+        arrays = [X, y, *(eval_set if record["eval_set"] else ())]
+        recast = _same_numbers(model, record, arrays, sample_weight)
+        if recast is None and parent:
+            cert.missing.append(other_data)
+            return None
+        if recast is None:
+            scalers = [k for k, ok in same.items() if not ok]
+            cert.checks.append(Check(
+                "the data given is the data the model was fit on", False,
+                "not the data the model was fit on: X, y, sample_weight and eval_set do not "
+                "have the recorded fingerprint" + (f", and the scalers {', '.join(scalers)} "
+                                                   f"recomputed from them differ from the "
+                                                   f"file's" if scalers else "")
+                + " (nor do the same numbers in float64, float32 or int64); pass the same "
+                "data, in the same order"))
+            return None
+        X_fit, y_fit, eval_fit, same, dtypes = recast
+        cert.notes.append("the data given holds the numbers the model was fit on, in other "
+                          "dtypes: " + ", ".join(
+                              f"{n} is {a.dtype.name}, fit as {d}" for n, a, d in
+                              zip(["X", "y", "X_val", "y_val"], arrays, dtypes)
+                              if a.dtype.name != d) + "; certified with them cast back")
     cert.checks.append(Check("the data's fingerprint (X, y, sample_weight, eval_set)", True))
     for k, ok in same.items():
         cert.checks.append(Check(f"the scaler {k}, recomputed from the data", ok,
                                  "" if ok else "the file's differs from the data's: the "
                                  "file was altered"))
-    return X_fit, y_fit, sample_weight, eval_set if record["eval_set"] else None
+    return X_fit, y_fit, sample_weight, eval_fit
+
+
+def _plain_state(state):
+    """A bit generator's state as plain values, arrays as lists: states compare with ``==``
+    (MT19937's and Philox's hold arrays, which ``==`` compares elementwise; a saved state
+    holds lists)."""
+    if isinstance(state, dict):
+        return {k: _plain_state(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return [_plain_state(v) for v in state]
+    if isinstance(state, (np.ndarray, np.generic)):
+        return _plain_state(state.tolist())
+    return state
 
 
 def _check_start(cert, net, record, metadata, parents, certify_parent):
@@ -1045,7 +1145,8 @@ def _check_start(cert, net, record, metadata, parents, certify_parent):
         cert.checks.append(Check("the initial weights are the draw of the recorded seed", same,
                                  "" if same else "they are not: the fit did not start from "
                                  "its seed"))
-        same_rng = rng.bit_generator.state == first["rng"]["numpy_generator"]
+        same_rng = _plain_state(rng.bit_generator.state) == \
+            _plain_state(first["rng"]["numpy_generator"])
         cert.checks.append(Check("the generator is where that draw left it", same_rng))
         seed = start["seed"]
         random_state = net.random_state
@@ -1271,9 +1372,9 @@ def _check_training_state(cert, net, record, parent_net):
             if not same:
                 wrong.append(f"training {path}")
     random_state = net.random_state
-    if training["rng"] != last["rng"]["numpy_generator"]:
+    if _plain_state(training["rng"]) != _plain_state(last["rng"]["numpy_generator"]):
         if isinstance(random_state, np.random.Generator) and \
-                random_state.bit_generator.state == training["rng"]:
+                _plain_state(random_state.bit_generator.state) == _plain_state(training["rng"]):
             # The random_state Generator is the batch-order generator: drawn from
             # after the fit, it stands elsewhere, and how far cannot be traced.
             cert.missing.append("where the batch-order generator stands: it is the model's "
@@ -1305,9 +1406,9 @@ def _check_training_state(cert, net, record, parent_net):
     if training["split"] is not None:
         # A fit draws its validation rows from the generator as the call starts;
         # a resumed run keeps its parent's split.
-        splits = [first["rng"]["numpy_generator"],
-                  getattr(parent_net, "_split_state", None)]
-        if training["split"] not in splits:
+        splits = [_plain_state(first["rng"]["numpy_generator"]),
+                  _plain_state(getattr(parent_net, "_split_state", None))]
+        if _plain_state(training["split"]) not in splits:
             wrong.append("training split (the validation split's generator)")
     cert.checks.append(Check("the training state (what partial_fit and --resume continue "
                              "from) is the fit's final state", not wrong,
@@ -1354,7 +1455,7 @@ def _check_names(cert, metadata, X, feature_names, target_names):
         cert.covered.append(f"{key} against the data's header")
 
 
-def _check_settings(cert, model, metadata, whole_data):
+def _check_settings(cert, model, metadata, whole_data, parent=False):
     """``gpumlp train``'s saved settings (what ``--resume`` restores and ``--json``
     reports) against the model's own parameters and its split record, and its
     data digest (what ``--resume`` checks the data against) against the data."""
@@ -1370,12 +1471,16 @@ def _check_settings(cert, model, metadata, whole_data):
     elif claimed is not None:
         X, y = whole_data
         ok = data_digest(np.asarray(X), np.asarray(y)) == claimed
-        cert.checks.append(Check(
-            "extra.data_sha256 (what train --resume checks the data against) is the data's "
-            "digest", ok, "" if ok else f"the file claims {str(claimed)[:16]}..., the data "
-            f"given has {data_digest(np.asarray(X), np.asarray(y))[:16]}...: the file's "
-            f"claim is false (a resume would take other data and refuse this)"))
-        cert.covered.append("extra.data_sha256, against the data as train read it")
+        if not ok and parent:   # its child's data is no evidence against a parent
+            cert.missing.append("the parent's data: its data_sha256 is not the digest of the "
+                                "data given (its child's); certify it with its own data")
+        else:
+            cert.checks.append(Check(
+                "extra.data_sha256 (what train --resume checks the data against) is the "
+                "data's digest", ok, "" if ok else f"the file claims {str(claimed)[:16]}..., "
+                f"the data given has {data_digest(np.asarray(X), np.asarray(y))[:16]}...: the "
+                f"file's claim is false (a resume would take other data and refuse this)"))
+            cert.covered.append("extra.data_sha256, against the data as train read it")
     settings = extra.get("settings")
     if not isinstance(settings, dict):
         return
@@ -1399,7 +1504,8 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
     X : array-like, shape (n_samples, n_features)
     y : array-like, shape (n_samples,) or (n_samples, n_outputs)
         The data the model was fit on, before any scaling the model applies
-        (for ``gpumlp train``: its training split).
+        (for ``gpumlp train``: its training split); the same numbers in
+        another dtype (float64, float32, int64, where exact) are the same data.
     sample_weight : array-like, shape (n_samples,), optional
         The fit's, if it had any.
     eval_set : tuple (X_val, y_val), optional
@@ -1411,7 +1517,10 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
         Replay dtypes, at least one of ``"float32"`` and ``"float64"``.
     parents : sequence of paths
         Model files the fit may have continued (a warm start, ``partial_fit``):
-        the one whose weights have the recorded digest is certified in turn.
+        the one whose weights have the recorded digest is certified in turn,
+        with ``X`` and ``y``; a parent fit on other data (a ``partial_fit``
+        chain on batches) cannot be certified with them: that link is
+        ``"CANNOT"``, never ``"FAIL"`` nor ``"PASS"`` (certify it on its own).
     feature_names, target_names : list of str, optional
         The data's header, checked against the names in the file.
     whole_data : tuple (X, y), optional
@@ -1461,8 +1570,9 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
 def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set=None,
             backends: list | None = None, dtypes: tuple = ("float32", "float64"),
             parents: tuple = (), feature_names=None, target_names=None,
-            whole_data=None) -> Certificate:
-    """:func:`certify` without the check that every parent given was used."""
+            whole_data=None, parent: bool = False) -> Certificate:
+    """:func:`certify` without the check that every parent given was used; ``parent``
+    when the model is a parent certified with its child's data."""
     from .io import ModelFileError, load_with_metadata
 
     dtypes = tuple(dtypes)
@@ -1491,13 +1601,13 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     _check_names(cert, metadata, X, feature_names, target_names)
     if whole_data is None and (metadata.get("extra") or {}).get("test_size") == 0:
         whole_data = (X, y)   # no split: the training data is all the data train read
-    _check_settings(cert, model, metadata, whole_data)
-    bound = _bind_data(cert, model, record, X, y, sample_weight, eval_set)
+    _check_settings(cert, model, metadata, whole_data, parent)
+    bound = _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent)
 
     def certify_parent(parent_path):
         return _certify(parent_path, X, y, sample_weight=sample_weight, eval_set=eval_set,
                        backends=backends, dtypes=dtypes, parents=parents,
-                       whole_data=whole_data)
+                       whole_data=whole_data, parent=True)
 
     parent_net = _check_start(cert, net, record, metadata, parents, certify_parent)
     if bound is None:

@@ -910,3 +910,131 @@ def test_an_early_stopping_resume_certifies_against_its_parent(tmp_path):
     forged = _rewrite(child, tmp_path / "forged.npz", edit_metadata=lambda m: m["training"][
         "split"]["numpy_generator"]["state"].update(state=1))
     assert main([*validate, "--model", str(forged), "--parent", str(es)]) == 1
+
+
+@pytest.mark.parametrize("bit_generator", [np.random.MT19937, np.random.Philox])
+def test_a_generator_random_state_certifies_and_its_state_is_bound(tmp_path, data,
+                                                                   bit_generator):
+    """MT19937's and Philox's states hold arrays, which ``==`` compared elementwise: an
+    honest fit raised a raw ValueError (adversarial round 5, attempts 307, 308)."""
+    model = _fit(data, scaled=False, max_iter=3, solver="adam", batch_size=40,
+                 early_stopping=True,   # the generator draws the split too
+                 random_state=np.random.Generator(bit_generator(3)))
+    path = _saved(tmp_path, model)
+    kwargs = dict(backends=["numpy"], dtypes=("float64",))
+    cert = certify(path, *data, **kwargs)
+    assert cert.outcome == "PASS", format_certificate(cert)
+    assert "ok   the generator is where that draw left it" in format_certificate(cert)
+
+    def shift_key(metadata):   # one bit of the generator's key at checkpoint 0
+        state = metadata["fit_record"]["checkpoints"][0]["rng"]["numpy_generator"]["state"]
+        state["key"][0] ^= 1
+
+    forged = _rewrite(path, tmp_path / "forged.npz", edit_metadata=shift_key)
+    cert = certify(forged, *data, **kwargs)
+    assert cert.outcome == "FAIL"
+    assert "FAIL the generator is where that draw left it" in format_certificate(cert)
+
+
+def _chain(tmp_path, batches, how):
+    """Models saved after each call of an honest chain on ``batches``: partial_fit
+    (sgd) or warm-started fits (adam), each on its own batch."""
+    net = MLPRegressor((5,), solver="sgd" if how == "partial_fit" else "adam",
+                       max_iter=3, batch_size=20, random_state=0, learning_rate_init=0.05,
+                       warm_start=how == "warm_start")
+    paths = []
+    for i, (X, y) in enumerate(batches):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net.partial_fit(X, y) if how == "partial_fit" else net.fit(X, y)
+        paths.append(_saved(tmp_path, net, f"link{i}.npz"))
+    return paths
+
+
+@pytest.mark.parametrize("how, n_links", [("partial_fit", 3), ("warm_start", 2)])
+def test_a_parent_fit_on_other_data_cannot_be_certified_with_its_childs(tmp_path, data,
+                                                                        how, n_links):
+    """A parent certified with its child's data failed, as if forged (adversarial round 5,
+    attempts 360, 361, D9): other data is no evidence against it, and no PASS either."""
+    X, y = data
+    batches = [(X[i::n_links], y[i::n_links]) for i in range(n_links)]
+    paths = _chain(tmp_path, batches, how)
+    kwargs = dict(backends=["numpy"], dtypes=("float64",))
+    cert = certify(paths[-1], *batches[-1], parents=paths[:-1][::-1], **kwargs)
+    text = format_certificate(cert)
+    assert cert.outcome == "CANNOT" and cert.exit_code == 2, text
+    assert "FAIL" not in text
+    assert all(r.passed for r in cert.replays) and cert.replays   # the child's own link
+    link = cert
+    for _ in range(n_links - 1):
+        (link,) = link.parents
+        assert link.outcome == "CANNOT"
+        assert any("was fit on other data than the data given" in m and
+                   "certify it separately, with its own data" in m for m in link.missing)
+    # Each link checks out with its own data; the first, with no parent, passes.
+    assert certify(paths[0], *batches[0], **kwargs).outcome == "PASS"
+    for i in range(1, n_links):
+        alone = certify(paths[i], *batches[i], parents=[paths[i - 1]], **kwargs)
+        assert alone.outcome == "CANNOT" and all(c.ok for c in alone.checks)
+    # A tampered link, with the right data, still fails: the child, or the first parent.
+    def nudge(a):
+        return np.where(np.arange(a.size) == 0, a + 1e-3, a)
+
+    bad = _rewrite(paths[-1], tmp_path / "bad.npz", edit_arrays={"ckpt_1": nudge})
+    cert = certify(bad, *batches[-1], parents=paths[:-1][::-1], **kwargs)
+    assert cert.outcome == "FAIL", format_certificate(cert)
+    bad = _rewrite(paths[0], tmp_path / "bad0.npz", edit_arrays={"ckpt_1": nudge})
+    assert certify(bad, *batches[0], **kwargs).outcome == "FAIL"
+
+
+def test_validate_exits_2_for_a_parent_fit_on_other_data(tmp_path, data, capsys):
+    from gpumlp.cli import main
+
+    X, y = data
+    batches = [(X[:60], y[:60]), (X[60:], y[60:])]
+    paths = _chain(tmp_path, batches, "partial_fit")
+    table = tmp_path / "batch1.npy"
+    np.save(table, np.column_stack(batches[1]))
+    assert main(["validate", "--model", str(paths[1]), "--data", str(table), "--parent",
+                 str(paths[0]), "--backends", "numpy", "--dtypes", "float64"]) == 2
+    out = capsys.readouterr().out
+    assert f"the parent {paths[0]} was fit on other data" in out
+    assert "\nFAIL" not in out
+
+
+@pytest.mark.parametrize("case", ["X float32", "y int64", "scaled X float32",
+                                  "eval_set float32"])
+def test_the_same_numbers_in_another_dtype_are_the_same_data(tmp_path, data, case):
+    """A fit on float32 X (an int64 y), certified with the same numbers as float64, failed
+    as "not the data the model was fit on" (adversarial round 5, attempts 364, 365, 368,
+    D10): the numbers are tried in the dtypes that hold them exactly."""
+    X, y = data
+    X32, y_int = X.astype(np.float32), np.round(3 * y).astype(np.int64)
+    fit_X, fit_y, eval_set = {"X float32": (X32, y, None), "y int64": (X, y_int, None),
+                              "scaled X float32": (X32, y, None),
+                              "eval_set float32": (X[:80], y[:80], (X32[80:], y[80:]))}[case]
+    net = MLPRegressor((5,), max_iter=3, random_state=0, learning_rate_init=0.05,
+                       dtype="float64")
+    model = StandardizedRegressor(net) if case.startswith("scaled") else net
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(fit_X, fit_y, eval_set=eval_set)
+    path = _saved(tmp_path, model)
+    wide = [np.asarray(a, dtype=np.float64) for a in (fit_X, fit_y)]
+    wide_eval = None if eval_set is None else tuple(np.asarray(a, np.float64) for a in eval_set)
+    kwargs = dict(backends=["numpy"], dtypes=("float64",), eval_set=wide_eval)
+    cert = certify(path, *wide, **kwargs)
+    assert cert.outcome == "PASS", format_certificate(cert)
+    assert any("in other dtypes" in n and "float64, fit as" in n for n in cert.notes)
+    # Only an exact cast counts: numbers that merely round to the fit's are other data.
+    if case != "y int64":
+        nudged = [a.copy() for a in (wide if eval_set is None else wide_eval)]
+        nudged[0][7, 1] += np.spacing(nudged[0][7, 1])   # no float32 holds it
+        data_given = (nudged if eval_set is None else wide)
+        kwargs["eval_set"] = wide_eval if eval_set is None else tuple(nudged)
+        cert = certify(path, *data_given, **kwargs)
+        assert cert.outcome == "FAIL"
+        assert "not the data the model was fit on" in format_certificate(cert)
+    else:
+        cert = certify(path, wide[0], wide[1] + 0.5, **kwargs)
+        assert cert.outcome == "FAIL"
