@@ -19,7 +19,9 @@ state and each epoch's decisions (:mod:`gpumlp._fitrecord`); :func:`certify`
 3. **replays every segment** between two checkpoints on every available
    backend and dtype, from the segment's stored start, with the recorded
    decisions imposed (each epoch's rate, the ``"auto"`` step's accept or
-   refuse, L-BFGS's step length, the stopping rule's plateau actions), and
+   refuse, a continued ``"auto"`` call's go-on or restart, L-BFGS's step
+   length and its keep or skip of each curvature pair, the stopping rule's
+   plateau actions), and
    compares the replay's end with the next checkpoint (weights, the solver
    state, early stopping's best weights) and every epoch's loss and
    validation loss with the file's;
@@ -28,7 +30,14 @@ state and each epoch's decisions (:mod:`gpumlp._fitrecord`); :func:`certify`
    numbers must lie within their tolerance of the threshold where the rule
    changes its mind (so rounding near a threshold is no failure, and a
    decision no rounding explains is one); the stopping rule is re-run over
-   the recorded losses and must give the recorded plateaus and end;
+   the recorded losses and must give the recorded plateaus and end; where
+   the rule reads numbers the record does not keep (L-BFGS's ``gtol``,
+   ``ftol`` and ``max_fun`` tests, the ``"auto"`` step's progress measure),
+   each replay re-runs it over the numbers it computes;
+   an L-BFGS replay evaluates the loss at the recorded step only, and where
+   that is not an exact Wolfe step at its numbers searches again within the
+   fit's own evaluations of that iteration (recorded), so a replay never
+   costs much more than the fit;
 5. **binds the file's claims**: ``loss_curve_``, ``loss_``, ``best_loss_``,
    ``n_iter_``, ``learning_rates_`` and validation scores are the ones the
    replays check, the stored weights are exactly those the last checkpoint
