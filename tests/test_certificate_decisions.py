@@ -233,3 +233,30 @@ def test_a_continued_auto_call_that_went_on_against_the_rule_fails(tmp_path, dat
     failures = [f for r in cert.replays for f in r.failures]
     assert any("went on with the kept \"auto\" search, where the loss" in f
                for f in failures), format_certificate(cert)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "auto"])
+def test_a_record_from_before_these_decisions_still_certifies(tmp_path, data, solver):
+    """A version-2 record without kept, evaluations and continued loads, and its replay
+    takes those decisions by the rule, as before."""
+    import json
+    import zipfile
+
+    from gpumlp.io import read_metadata
+
+    params = dict(solver="lbfgs") if solver == "lbfgs" else dict(solver="gd",
+                                                                 learning_rate_init="auto")
+    model = _fit(data, max_iter=10, **params)
+    path, old = tmp_path / "m.npz", tmp_path / "old.npz"
+    save(model, path)
+    metadata = read_metadata(path)
+    for key in ("kept", "evaluations", "continued"):
+        del metadata["fit_record"][key]
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(old, "w") as target:
+        for name in source.namelist():
+            if name != "metadata.npy":
+                target.writestr(name, source.read(name))
+        with target.open("metadata.npy", "w") as handle:
+            np.save(handle, np.array(json.dumps(metadata)))
+    cert = certify(old, *data, backends=["numpy"])
+    assert cert.outcome == "PASS", format_certificate(cert)
