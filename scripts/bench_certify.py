@@ -1,0 +1,104 @@
+"""What certifying a fit costs, against the fit's own time (issue 19: at most 3x per replay).
+
+Setting (the README's "Size and cost"): Friedman #1, 2000 rows, 10 features,
+standardised by ``StandardizedRegressor``, one hidden layer of 64,
+``max_iter=200``, on NumPy, for each solver (gd at a fixed rate, gd
+``"auto"``, sgd, Adam, L-BFGS) and each fit dtype. Each repetition fits, saves
+and certifies on NumPy in float32 and float64, back to back, so fit and
+certify see the same load; the script prints medians over ``--repeat``
+repetitions of:
+
+* ``fit``: the fit's own time;
+* ``replay f32`` / ``replay f64``: the time of all the segment replays in
+  that dtype (NumPy's two runs, which also measure the rounding), over the
+  fit's time;
+* ``certify``: the whole certificate (both replays, the checks) over the fit's
+  time, divided by the two replays.
+
+Usage::
+
+    PYTHONPATH=. python scripts/bench_certify.py [--repeat 3] [--solvers lbfgs,adam]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from gpumlp import MLPRegressor, StandardizedRegressor, certificate, save  # noqa: E402
+from gpumlp.datasets import make_friedman1  # noqa: E402
+
+SOLVERS = {
+    "gd": dict(solver="gd", learning_rate_init=0.1),
+    "auto": dict(solver="gd", learning_rate_init="auto"),
+    "sgd": dict(solver="sgd", learning_rate_init=0.01),
+    "adam": dict(solver="adam", learning_rate_init=0.001),
+    "lbfgs": dict(solver="lbfgs"),
+}
+
+
+def _timed_segments():
+    """Wrap certificate._run_segment to add each call's time to a per-dtype total."""
+    totals = {}
+    real = certificate._run_segment
+
+    def timed(ctx, j, device, dtype, use_fastpath):
+        start = time.perf_counter()
+        try:
+            return real(ctx, j, device, dtype, use_fastpath)
+        finally:
+            totals[dtype] = totals.get(dtype, 0.0) + time.perf_counter() - start
+
+    certificate._run_segment = timed
+    return totals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--solvers", default=",".join(SOLVERS))
+    parser.add_argument("--dtypes", default="float64,float32")
+    args = parser.parse_args()
+    X, y = make_friedman1(2000, random_state=0)
+    totals = _timed_segments()
+    cases = [(s, d) for s in args.solvers.split(",") for d in args.dtypes.split(",")]
+    results = {case: [] for case in cases}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeat):
+            for solver, dtype in cases:       # interleaved: each repetition runs every case
+                model = StandardizedRegressor(MLPRegressor(
+                    (64,), max_iter=200, random_state=0, dtype=dtype, device="cpu",
+                    **SOLVERS[solver]))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    start = time.perf_counter()
+                    model.fit(X, y)
+                    fit = time.perf_counter() - start
+                path = os.path.join(tmp, f"{solver}-{dtype}.npz")
+                save(model, path)
+                totals.clear()
+                start = time.perf_counter()
+                cert = certificate.certify(path, X, y, backends=["numpy"])
+                whole = time.perf_counter() - start
+                assert cert.outcome == "PASS", certificate.format_certificate(cert)
+                results[(solver, dtype)].append(
+                    (fit, totals.get("float32", 0.0) / fit, totals.get("float64", 0.0) / fit,
+                     whole / fit / 2, model.regressor_.n_iter_))
+    print(f"{'solver':8s} {'fit dtype':9s} {'epochs':>6s} {'fit s':>7s} {'replay f32':>10s} "
+          f"{'replay f64':>10s} {'certify/2':>9s}  (times the fit's; medians of "
+          f"{args.repeat})")
+    for (solver, dtype), runs in results.items():
+        med = [statistics.median(r[i] for r in runs) for i in range(4)]
+        print(f"{solver:8s} {dtype:9s} {runs[0][4]:6d} {med[0]:7.3f} {med[1]:10.2f} "
+              f"{med[2]:10.2f} {med[3]:9.2f}")
+
+
+if __name__ == "__main__":
+    main()
