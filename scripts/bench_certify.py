@@ -9,15 +9,16 @@ certify see the same load; the script prints medians over ``--repeat``
 repetitions of:
 
 * ``fit``: the fit's own time;
-* ``replay f32`` / ``replay f64``: the time of all the segment replays in
-  that dtype (NumPy's two runs, which also measure the rounding), over the
+* ``<backend> <bits>``: the time of all the segment replays on that backend
+  in that dtype (NumPy's two runs also measure the rounding), over the
   fit's time;
-* ``certify``: the whole certificate (both replays, the checks) over the fit's
-  time, divided by the two replays.
+* ``certify/replay``: the whole certificate (every replay, the checks) over
+  the fit's time, divided by the number of replays.
 
 Usage::
 
-    PYTHONPATH=. python scripts/bench_certify.py [--repeat 3] [--solvers lbfgs,adam]
+    PYTHONPATH=. python scripts/bench_certify.py [--repeat 3] [--solvers lbfgs,adam] \
+        [--backends numpy,torch,jax]
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def _timed_segments():
         try:
             return real(ctx, j, device, dtype, use_fastpath)
         finally:
-            totals[dtype] = totals.get(dtype, 0.0) + time.perf_counter() - start
+            key = (device.name, dtype)
+            totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
 
     certificate._run_segment = timed
     return totals
@@ -65,7 +67,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--solvers", default=",".join(SOLVERS))
     parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument("--backends", default="numpy",
+                        help="replay backends, e.g. numpy,torch,jax (NumPy always runs)")
     args = parser.parse_args()
+    backends = args.backends.split(",")
     X, y = make_friedman1(2000, random_state=0)
     totals = _timed_segments()
     cases = [(s, d) for s in args.solvers.split(",") for d in args.dtypes.split(",")]
@@ -85,19 +90,21 @@ def main() -> None:
                 save(model, path)
                 totals.clear()
                 start = time.perf_counter()
-                cert = certificate.certify(path, X, y, backends=["numpy"])
+                cert = certificate.certify(path, X, y, backends=backends)
                 whole = time.perf_counter() - start
                 assert cert.outcome == "PASS", certificate.format_certificate(cert)
+                replays = {key: t / fit for key, t in totals.items()}
                 results[(solver, dtype)].append(
-                    (fit, totals.get("float32", 0.0) / fit, totals.get("float64", 0.0) / fit,
-                     whole / fit / 2, model.regressor_.n_iter_))
-    print(f"{'solver':8s} {'fit dtype':9s} {'epochs':>6s} {'fit s':>7s} {'replay f32':>10s} "
-          f"{'replay f64':>10s} {'certify/2':>9s}  (times the fit's; medians of "
-          f"{args.repeat})")
+                    (fit, replays, whole / fit / len(cert.replays), model.regressor_.n_iter_))
+    keys = sorted({key for runs in results.values() for r in runs for key in r[1]})
+    print(f"{'solver':8s} {'fit dtype':9s} {'epochs':>6s} {'fit s':>7s} "
+          + " ".join(f"{f'{b} {d[5:]}':>12s}" for b, d in keys)
+          + f" {'certify/replay':>14s}  (replays in times the fit's; medians of {args.repeat})")
     for (solver, dtype), runs in results.items():
-        med = [statistics.median(r[i] for r in runs) for i in range(4)]
-        print(f"{solver:8s} {dtype:9s} {runs[0][4]:6d} {med[0]:7.3f} {med[1]:10.2f} "
-              f"{med[2]:10.2f} {med[3]:9.2f}")
+        fit, whole = (statistics.median(r[i] for r in runs) for i in (0, 2))
+        ratios = [statistics.median(r[1].get(key, float("nan")) for r in runs) for key in keys]
+        print(f"{solver:8s} {dtype:9s} {runs[0][3]:6d} {fit:7.3f} "
+              + " ".join(f"{v:12.2f}" for v in ratios) + f" {whole:14.2f}")
 
 
 if __name__ == "__main__":
