@@ -49,10 +49,11 @@ Tolerances
 ----------
 Because a segment is short and starts from stored values, rounding has little
 room to grow in it: there is no cut-off, and the verdict covers every epoch.
-What a segment does with rounding is measured, on that segment: the oracle
-(NumPy's generic kernels) runs it in float64 and in float32, and, where NumPy
-has a fast path, the fast path runs it in float32 too (BLAS sums in another
-order, with larger errors than the generic pairwise sums). For each quantity
+What a segment does with rounding is measured, on that segment: NumPy runs
+it in float64 and in float32 (with its fast path when that is on: BLAS sums,
+with larger errors than the generic pairwise sums), and, when another backend
+replays, NumPy's generic kernels run it in float32 too (the formulas those
+backends run: ``a (1 - a)`` where the fast path has ``1 - t**2``). For each quantity
 ``q`` compared at the segment's end (each weight array, each array and number
 of the solver state, early stopping's best weights) and each epoch's loss
 and validation loss, ``noise_q`` is the largest distance of a float32 run
