@@ -285,6 +285,29 @@ def test_bad_input_gets_clear_errors(X, y, match):
         MLPRegressor(device="cpu").fit(X, y)
 
 
+def test_predictions_take_the_shape_fit_was_given(data, tmp_path):
+    """``(n,)`` after a 1-D ``y``, ``(n, 1)`` after an ``(n, 1)`` one, also once loaded."""
+    from gpumlp import io
+
+    X, y = data
+    for target, shape in ((y, (len(y),)), (y.reshape(-1, 1), (len(y), 1))):
+        model = MLPRegressor((4,), max_iter=3, device="cpu", random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, target)
+        io.save(model, tmp_path / "m.npz")
+        assert model.predict(X).shape == shape == io.load(tmp_path / "m.npz").predict(X).shape
+
+
+def test_pandas_na_is_called_missing_not_non_numeric():
+    # Before: "X contains non-numeric values (first at index (1, 0): <NA>)".
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame({"a": pd.array([1.0, None, 3.0], dtype="Float64"), "b": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match=r"X contains missing values \(first at index "
+                                         r"\(1, 0\): <NA>\)\. Remove or impute them"):
+        MLPRegressor(device="cpu").fit(X, [1.0, 2.0, 3.0])
+
+
 def test_eval_set_records_a_validation_curve(data):
     X, y = data
     seen = []
