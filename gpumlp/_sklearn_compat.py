@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import sys
 
 __all__ = ["BaseEstimator", "ConvergenceWarning", "NotFittedError", "RegressorMixin",
-           "convergence_warning", "not_fitted_error"]
+           "UndefinedMetricWarning", "convergence_warning", "not_fitted_error",
+           "undefined_metric_warning"]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -32,6 +34,10 @@ class NotFittedError(ValueError, AttributeError):
 
 class ConvergenceWarning(UserWarning):
     """The solver stopped at ``max_iter`` before converging."""
+
+
+class UndefinedMetricWarning(UserWarning):
+    """A score that is not defined for the data given (R² of one sample)."""
 
 
 def _with_sklearn(ours, name):
@@ -51,6 +57,11 @@ def _with_sklearn(ours, name):
 def _both(ours, theirs):
     return type(ours.__name__, (ours, theirs), {"__module__": ours.__module__,
                                                 "__doc__": ours.__doc__})
+
+
+def undefined_metric_warning():
+    """The class to warn with for an undefined score: see :func:`_with_sklearn`."""
+    return _with_sklearn(UndefinedMetricWarning, "UndefinedMetricWarning")
 
 
 def not_fitted_error():
@@ -143,7 +154,13 @@ class RegressorMixin:
         """
         from .metrics import score
 
-        return score(y, self.predict(X), sample_weight, type(self).__name__)
+        result = score(y, self.predict(X), sample_weight, type(self).__name__)
+        if math.isnan(result) and len(X) < 2:   # as scikit-learn's r2_score: NaN, warned
+            import warnings
+
+            warnings.warn("R^2 score is not well-defined with less than two samples.",
+                          undefined_metric_warning(), stacklevel=2)
+        return result
 
     def __sklearn_tags__(self):
         from sklearn.utils import RegressorTags

@@ -299,6 +299,27 @@ def test_predictions_take_the_shape_fit_was_given(data, tmp_path):
         assert model.predict(X).shape == shape == io.load(tmp_path / "m.npz").predict(X).shape
 
 
+def test_r2_of_one_row_is_undefined_not_made_up(data):
+    # Before: 0.0 by the constant-target rule, and a one-row eval_set's
+    # scores were all 0.0, on which early stopping stopped (adversarial round 5).
+    from gpumlp._sklearn_compat import UndefinedMetricWarning
+    from gpumlp.metrics import r2_score
+
+    X, y = data
+    model = MLPRegressor((4,), max_iter=3, device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    with pytest.warns(UndefinedMetricWarning, match="less than two samples"):
+        assert np.isnan(model.score(X[:1], y[:1]))
+    assert np.isnan(float(r2_score(y[:1], y[:1])))
+    assert float(r2_score(y[:2], y[:2])) == 1.0          # two rows: defined
+    for early_stopping in (False, True):
+        with pytest.raises(ValueError, match="eval_set has 1 row; R² is not defined"):
+            MLPRegressor((4,), max_iter=3, device="cpu", early_stopping=early_stopping).fit(
+                X, y, eval_set=(X[:1], y[:1]))
+
+
 def test_pandas_na_is_called_missing_not_non_numeric():
     # Before: "X contains non-numeric values (first at index (1, 0): <NA>)".
     pd = pytest.importorskip("pandas")
