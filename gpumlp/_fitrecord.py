@@ -17,8 +17,11 @@ IEEE S&P 2021):
   whenever they would be more than :data:`MAX_CHECKPOINTS`) and at the last
   epoch;
 * **each epoch's decisions**: the rate (``learning_rates_``), the ``"auto"``
-  step's accept or refuse and whether its point became the best, L-BFGS's
-  step length; the loss and validation
+  step's accept or refuse and whether its point became the best (and, for a
+  call that starts from a kept search, whether it went on with it:
+  ``continued``), L-BFGS's step length, whether its search was retried,
+  whether it kept its curvature pair (``kept``) and how many loss
+  evaluations the iteration took (``evaluations``); the loss and validation
   scores of every epoch are the model's own ``loss_curve_`` and
   ``validation_scores_``;
 * **a fingerprint of the data** (:func:`fingerprint`): ``X``, ``y``,
@@ -30,7 +33,9 @@ stores it, and checks it on loading)::
     {"version": 2, "start": {...}, "device": "numpy", "fastpath": True,
      "eval_set": False, "incremental": False, "n_samples": 200, "n_iter": 30,
      "data_sha256": "..." or None, "accepted": [...] or None, "improved": [...] or None,
-     "steps": [...] or None, "checkpoints": [{"epoch": 0, "coefs": [...],
+     "steps": [...] or None, "retried": [...] or None, "kept": [...] or None,
+     "evaluations": [...] or None, "continued": bool or None,
+     "checkpoints": [{"epoch": 0, "coefs": [...],
      "intercepts": [...], "state": {...}, "state_arrays": {...}, "rng": {...},
      "history": {...}, "best": [...] or None}, ...]}
 
@@ -250,7 +255,16 @@ class Recorder:
         self.checkpoints = [self._keep(0, self._snapshot())]
         self.pending = None
         self.accepted, self.improved, self.monotone, self.steps = [], [], [], []
-        self.retried = []
+        self.retried, self.kept, self.evaluations = [], [], []
+        state = trainer.state
+        # L-BFGS: loss evaluations so far, to count each iteration's.
+        self.n_fun = int(getattr(state, "n_fun", 0))
+        # "auto": a call that starts from a kept search (a finite loss) chooses to go
+        # on with it or to start afresh (AutoGD.goes_on); a fresh state has no choice.
+        loss = getattr(state, "loss", None)
+        self.choice = hasattr(state, "continued") and isinstance(loss, float) and \
+            math.isfinite(loss)
+        self.continued = None
 
     def _snapshot(self):
         t = self.trainer
@@ -303,9 +317,14 @@ class Recorder:
             self.accepted.append(bool(state.accepted))
             self.improved.append(bool(state.improved))
             self.monotone.append(bool(state.monotone))
+            if self.choice and self.continued is None:
+                self.continued = bool(state.continued)
         if hasattr(state, "step") and hasattr(state, "changes"):
             self.steps.append(float(state.step))
             self.retried.append(bool(state.retried))
+            self.kept.append(bool(state.kept))
+            self.evaluations.append(int(state.n_fun) - self.n_fun)
+            self.n_fun = int(state.n_fun)
         snapshot = self._snapshot()
         if epoch % self.every == 0:
             self.checkpoints.append(self._keep(epoch, snapshot))
@@ -332,4 +351,7 @@ class Recorder:
                     monotone=self.monotone if self.monotone else None,
                     steps=self.steps if self.steps else None,
                     retried=self.retried if self.retried else None,
+                    kept=self.kept if self.kept else None,
+                    evaluations=self.evaluations if self.evaluations else None,
+                    continued=self.continued,
                     checkpoints=self.checkpoints)

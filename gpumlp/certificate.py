@@ -21,7 +21,9 @@ state and each epoch's decisions (:mod:`gpumlp._fitrecord`); :func:`certify`
 3. **replays every segment** between two checkpoints on every available
    backend and dtype, from the segment's stored start, with the recorded
    decisions imposed (each epoch's rate, the ``"auto"`` step's accept or
-   refuse, L-BFGS's step length, the stopping rule's plateau actions), and
+   refuse, a continued ``"auto"`` call's go-on or restart, L-BFGS's step
+   length and its keep or skip of each curvature pair, the stopping rule's
+   plateau actions), and
    compares the replay's end with the next checkpoint (weights, the solver
    state, early stopping's best weights) and every epoch's loss and
    validation loss with the file's;
@@ -30,7 +32,14 @@ state and each epoch's decisions (:mod:`gpumlp._fitrecord`); :func:`certify`
    numbers must lie within their tolerance of the threshold where the rule
    changes its mind (so rounding near a threshold is no failure, and a
    decision no rounding explains is one); the stopping rule is re-run over
-   the recorded losses and must give the recorded plateaus and end;
+   the recorded losses and must give the recorded plateaus and end; where
+   the rule reads numbers the record does not keep (L-BFGS's ``gtol``,
+   ``ftol`` and ``max_fun`` tests, the ``"auto"`` step's progress measure),
+   each replay re-runs it over the numbers it computes;
+   an L-BFGS replay evaluates the loss at the recorded step only, and where
+   that is not an exact Wolfe step at its numbers searches again within the
+   fit's own evaluations of that iteration (recorded), so a replay never
+   costs much more than the fit;
 5. **binds the file's claims**: ``loss_curve_``, ``loss_``, ``best_loss_``,
    ``n_iter_``, ``learning_rates_`` and validation scores are the ones the
    replays check, the stored weights are exactly those the last checkpoint
@@ -44,10 +53,11 @@ Tolerances
 ----------
 Because a segment is short and starts from stored values, rounding has little
 room to grow in it: there is no cut-off, and the verdict covers every epoch.
-What a segment does with rounding is measured, on that segment: the oracle
-(NumPy's generic kernels) runs it in float64 and in float32, and, where NumPy
-has a fast path, the fast path runs it in float32 too (BLAS sums in another
-order, with larger errors than the generic pairwise sums). For each quantity
+What a segment does with rounding is measured, on that segment: NumPy runs
+it in float64 and in float32 (with its fast path when that is on: BLAS sums,
+with larger errors than the generic pairwise sums), and, when another backend
+replays, NumPy's generic kernels run it in float32 too (the formulas those
+backends run: ``a (1 - a)`` where the fast path has ``1 - t**2``). For each quantity
 ``q`` compared at the segment's end (each weight array, each array and number
 of the solver state, early stopping's best weights) and each epoch's loss
 and validation loss, ``noise_q`` is the largest distance of a float32 run
@@ -230,6 +240,8 @@ class _Decisions:
         self.epoch = first_epoch                # epochs done so far (0-based index of the next)
         self.log = []                           # per epoch: what the rule decided, and from what
         self.retrying = False                   # L-BFGS: the first search given up, as recorded
+        self.progress = []                      # "auto": each epoch's progress measure
+        self.start = None                       # "auto": a continued call's go-on or restart
 
     def epoch_after(self, samples_seen: int) -> int:
         """The call's epoch (1-based) that ends with ``samples_seen`` rows seen."""
@@ -242,7 +254,8 @@ _IMPOSED: dict = {}
 
 def _imposed_class(base):
     """``base`` with recorded decisions imposed (from the instance's ``_decisions``)."""
-    from . import solvers
+    from . import kernels, solvers
+    from .devices import read_floats
 
     class Imposed(base):
         def begin_fit(self, state):
@@ -289,6 +302,33 @@ def _imposed_class(base):
                                   "rate": learning_rate})
             return accepted, next_rate
 
+        def progress(self, state, loss, best_loss):
+            # The measure the stopping rule reads ("auto"), logged for the rule's
+            # re-run (_auto_stop_failures); the replay itself never stops on it.
+            own = super().progress(state, loss, best_loss)
+            if own is not None:
+                self._decisions.progress.append(float(own))
+            return own
+
+        def goes_on(self, loss, kept_loss):
+            decisions = self._decisions
+            own = super().goes_on(loss, kept_loss)
+            imposed = decisions.context.record.get("continued")
+            imposed = own if imposed is None else imposed
+            decisions.start = {"own": own, "imposed": imposed, "loss": float(loss),
+                               "kept_loss": float(kept_loss)}
+            return imposed
+
+        def keeps_pair(self, sy, yy):
+            decisions = self._decisions
+            own = super().keeps_pair(sy, yy)
+            kept = decisions.context.record.get("kept")
+            e = decisions.epoch - 1
+            imposed = own if kept is None or not 0 <= e < len(kept) else kept[e]
+            if decisions.log and "keep" not in decisions.log[-1]:
+                decisions.log[-1].update(keep=(own, imposed), sy=float(sy), yy=float(yy))
+            return imposed
+
         def improves(self, loss, best_loss):
             decisions = self._decisions
             own = super().improves(loss, best_loss)
@@ -320,12 +360,20 @@ def _imposed_class(base):
             band = self.noise * eps * abs(f0)
             curvature = abs(d) <= -self.c2 * slope
             if not ((f <= f0 + self.c1 * imposed * slope or f <= f0 + band) and curvature):
-                # Not such a step here, exactly: what would the search choose?
+                # Not such a step here, exactly: what would the search choose? It may
+                # spend no more loss evaluations than the fit's did in this
+                # iteration (recorded), so a replay never costs more than the fit.
+                evaluations = decisions.context.record.get("evaluations")
+                budget = self.max_line_search * 2 if evaluations is None else evaluations[e]
+                trial = dataclasses.replace(state, n_fun=max(0, self.max_fun - budget))
                 found, _ = super()._line_search(objective, params, direction, f0, slope,
-                                                step, state, eps)
+                                                step, trial, eps)
                 own = None if found is None else found[0]
             decisions.log.append({"epoch": e + 1, "own": own, "imposed": imposed, "f0": f0,
-                                  "slope": slope, "f": f, "d": d, "band": band})
+                                  "slope": slope, "f": f, "d": d, "band": band,
+                                  "largest": largest,
+                                  "s_norm": abs(imposed) * math.sqrt(read_floats(
+                                      kernels.dot(direction, direction))[0])})
             return (imposed, loss, grads, f, largest, 0.0), after
 
     Imposed.__name__ = Imposed.__qualname__ = f"Imposed{base.__name__}"
@@ -376,7 +424,11 @@ class _Context:
     sources: dict = field(default_factory=dict)
     shared_runs: dict = field(default_factory=dict)
     auto: bool = False
-    split_state: dict | None = None
+    split_state: dict | None = None     # early stopping's split generator, as the file keeps it
+    solver: Any = None                  # the fit's solver, as the file's parameters make it
+    max_iter: int = 0                   # the call's max_iter
+    trained_eps: float = 0.0            # the unit roundoff of the dtype the fit ran in
+    n_fun: list | None = None           # L-BFGS: loss evaluations after each iteration
 
 
 def _sources(ctx, device, dtype):
@@ -494,6 +546,8 @@ def _run_segment(ctx, j, device, dtype, use_fastpath):
             "validation_losses": list(trainer.validation_losses),
             "validation_scores": list(trainer.validation_scores),
             "log": decisions.log,
+            "progress": decisions.progress,
+            "start_choice": decisions.start,
             "steps_per_epoch": steps_per_epoch,
             "start_params": [np.asarray(a, dtype=np.float64)
                              for a in [*c0["coefs"], *c0["intercepts"]]],
@@ -732,17 +786,30 @@ def _decision_failures(run, exact, rounded, dtype, ctx, grads=0.0):
     failures = []
     by_epoch = [{e["epoch"]: e for e in log["log"]} for log in (exact, *rounded)]
 
-    def tau(n, entry, key, i):
-        x = entry[key] if n is None else entry[key][n]
+    def spread(n, entry, key):
+        """How far the oracle's float32 runs moved the number (None: unknown)."""
         found = [by.get(entry["epoch"]) for by in by_epoch]
-        if x is None:
-            return 0.0
-        if not x or any(p is None for p in found):
-            return 0.99
+        if any(p is None or key not in p for p in found):
+            return None
         values = [p[key] if n is None else p[key][n] for p in found]
         if any(v is None for v in values):
+            return None
+        return max(abs(v - values[0]) for v in values[1:])
+
+    def uncertainty(n, entry, key, i, floor=0.0):
+        """The number's absolute uncertainty (inf when the oracle has no such number)."""
+        x = entry[key] if n is None else entry[key][n]
+        moved = spread(n, entry, key)
+        if moved is None or not math.isfinite(moved):
+            return math.inf
+        return MARGIN * (scale * moved + (i + 1) * eps * max(abs(x), floor))
+
+    def tau(n, entry, key, i):
+        x = entry[key] if n is None else entry[key][n]
+        if x is None:
+            return 0.0
+        if not x or spread(n, entry, key) is None:
             return 0.99
-        spread = max(abs(v - values[0]) for v in values[1:])
         size = abs(x)
         if key == "inputs" and n == 4:
             # s.y = -rate g.(g_new - g) cancels where the gradient changes little;
@@ -751,7 +818,7 @@ def _decision_failures(run, exact, rounded, dtype, ctx, grads=0.0):
             size = max(size, abs(entry["rate"]) * math.sqrt(abs(entry["inputs"][1])) * grads)
         # At most 0.99: a number known to no better than that is undetermined
         # at this precision, and any decision from it is within rounding.
-        return min(0.99, MARGIN * (scale * spread + (i + 1) * eps * size) / abs(x))
+        return min(0.99, uncertainty(n, entry, key, i, size) / abs(x))
 
     for i, entry in enumerate(run["log"]):
         if "improves" in entry and entry["improves"][0] != entry["improves"][1]:
@@ -774,25 +841,167 @@ def _decision_failures(run, exact, rounded, dtype, ctx, grads=0.0):
                 failures.append(f"epoch {entry['epoch']}: " + verdict.format(
                     taken="accepted" if imposed[0] else "refused",
                     rule="accepts" if own[0] else "refuses", imposed=imposed[1], own=own[1]))
-        else:                             # L-BFGS: the step length
-            own, imposed = entry["own"], entry["imposed"]
-            t = tau(None, entry, "own", i)
-            if own is not None and abs(own - imposed) <= t * abs(imposed):
-                continue
-            # The recorded step must satisfy the strong Wolfe conditions, within
-            # rounding, at the replay's numbers (the search's own step, when it is
-            # not one, is compared above: a search that ran out of evaluations).
-            f0, slope, f, d = entry["f0"], entry["slope"], entry["f"], entry["d"]
-            tf, td = tau(None, entry, "f", i), tau(None, entry, "d", i)
-            c1, c2 = 1e-4, 0.9
-            sufficient = f <= f0 + max(c1 * imposed * slope, entry["band"]) \
-                + tf * max(abs(f0), abs(f))
-            curvature = abs(d) <= -c2 * slope + td * abs(d) + tau(None, entry, "slope", i) \
-                * abs(slope)
-            if not (imposed > 0 and sufficient and curvature):
-                failures.append(f"epoch {entry['epoch']}: the step length {imposed:g} is not "
-                                f"the line search's ({own}) nor a strong-Wolfe step")
+        else:                             # L-BFGS: the step, the curvature pair, the stop
+            failures += _lbfgs_failures(entry, i, tau, uncertainty, ctx, grads)
     return failures
+
+
+def _lbfgs_failures(entry, i, tau, uncertainty, ctx, grads) -> list:
+    """One L-BFGS iteration's decisions against the rule, within rounding: the step
+    length (the search's, or a strong-Wolfe one), the keep-or-skip of the curvature
+    pair, and the stopping tests (``gtol``, ``ftol``, ``max_fun``): it must go on
+    before the last recorded iteration, and stop at the last one unless that
+    reached ``max_iter``."""
+    failures, e = [], entry["epoch"]
+    own, imposed = entry["own"], entry["imposed"]
+    f0, slope, f, d = entry["f0"], entry["slope"], entry["f"], entry["d"]
+    solver = ctx.solver
+    t = tau(None, entry, "own", i)
+    if not (own is not None and abs(own - imposed) <= t * abs(imposed)):
+        # The recorded step must satisfy the strong Wolfe conditions, within
+        # rounding, at the replay's numbers (the search's own step, when it is
+        # not one, is compared above: a search that ran out of evaluations).
+        tf, td = tau(None, entry, "f", i), tau(None, entry, "d", i)
+        sufficient = f <= f0 + max(solver.c1 * imposed * slope, entry["band"]) \
+            + tf * max(abs(f0), abs(f))
+        curvature = abs(d) <= -solver.c2 * slope + td * abs(d) + tau(None, entry, "slope", i) \
+            * abs(slope)
+        if not (imposed > 0 and sufficient and curvature):
+            failures.append(f"epoch {e}: the step length {imposed:g} is not the line "
+                            f"search's ({own}) nor a strong-Wolfe step")
+    if "keep" in entry and entry["keep"][0] != entry["keep"][1]:
+        # keep while s.y > eps64 y.y: s.y sums terms of the size |s| times the
+        # largest gradient the fit held (y = g_new - g cancels near a minimum).
+        sy, yy, kept = entry["sy"], entry["yy"], entry["keep"][1]
+        dsy = uncertainty(None, entry, "sy", i, entry["s_norm"] * grads)
+        threshold = 2.220446049250313e-16 * yy
+        if not (sy + dsy > threshold if kept else sy - dsy <= threshold):
+            failures.append(f"epoch {e}: the curvature pair was {'kept' if kept else 'skipped'}"
+                            f", where the rule {'skips' if kept else 'keeps'} it beyond rounding"
+                            f" (s.y {sy:.3g}, y.y {yy:.3g})")
+    # The stopping tests, at the numbers the replay computed.
+    largest = entry["largest"]
+    dl = uncertainty(None, entry, "largest", i)
+    df0, df = uncertainty(None, entry, "f0", i), uncertainty(None, entry, "f", i)
+    # The fit added its rounding band (its dtype's) to the reduction when its
+    # search took the step on the slope alone: its sufficient decrease failed.
+    margin = f0 + solver.c1 * imposed * slope - f
+    known = df0 + df + abs(solver.c1 * imposed * slope) * tau(None, entry, "slope", i)
+    bands = ([0.0] if margin + known >= 0 else []) + (
+        [solver.noise * ctx.trained_eps * abs(f0)] if margin - known < 0 else [])
+    scale = max(abs(f0), abs(f), 1.0)
+    reduction_high = (f0 - f + df0 + df + max(bands)) / scale
+    reduction_low = (f0 - f - df0 - df + min(bands)) / scale
+    stops = largest - dl <= solver.gtol or reduction_low <= solver.ftol
+    goes_on = largest + dl > solver.gtol and reduction_high > solver.ftol
+    n_fun = ctx.n_fun[e - 1] if ctx.n_fun is not None and e - 1 < len(ctx.n_fun) else None
+    if n_fun is not None and n_fun >= solver.max_fun:
+        stops, goes_on = True, False
+    numbers = (f"largest gradient entry {largest:.3g} against gtol {solver.gtol:.3g}, "
+               f"relative reduction {(f0 - f) / scale:.3g} against ftol {solver.ftol:.3g}")
+    if e < ctx.n_iter and not goes_on:
+        failures.append(f"epoch {e}: L-BFGS went on where its stopping tests stop it beyond "
+                        f"rounding ({numbers})")
+    if e == ctx.n_iter and ctx.n_iter < ctx.max_iter and not stops:
+        failures.append(f"epoch {e}: L-BFGS stopped where none of its stopping tests holds "
+                        f"within rounding ({numbers})")
+    return failures
+
+
+def _call_failures(runs, exact, rounded, dtype, ctx, trained_here: bool) -> list:
+    """The decisions of a whole call a replay checks once all its segments ran: the
+    ``"auto"`` stopping rule over the replay's progress measures, and a continued
+    ``"auto"`` call's choice to go on with the kept search or start afresh."""
+    eps, scale = float(np.finfo(dtype).eps), _scale(dtype)
+    failures = []
+
+    def uncertainty(values, oracle, i):
+        moved = [abs(o[i] - oracle[0][i]) for o in oracle[1:]
+                 if len(o) > i and len(oracle[0]) > i]
+        x = values[i]
+        if not math.isfinite(x):
+            return 0.0 if all(o[i] == x for o in oracle if len(o) > i) else math.inf
+        if not moved or not all(math.isfinite(m) for m in moved):
+            return math.inf
+        return MARGIN * (scale * max(moved) + (i + 1) * eps * abs(x))
+
+    if ctx.auto and ctx.record["accepted"] is not None and ctx.n_iter:
+        progress = [p for run in runs for p in run["progress"]]
+        oracle = [[p for run in log for p in run["progress"]] for log in (exact, *rounded)]
+        if len(progress) != ctx.n_iter:
+            failures.append(f"the \"auto\" stopping rule: {len(progress)} progress measures "
+                            f"for {ctx.n_iter} epochs")
+        else:
+            failures += _auto_stop_failures(
+                progress, [uncertainty(progress, oracle, i) for i in range(len(progress))],
+                ctx)
+    continued = ctx.record.get("continued")
+    choice = runs[0]["start_choice"] if runs else None
+    if continued and choice is None:
+        failures.append("epoch 1: the call went on with the kept \"auto\" search, which was "
+                        "not where it started")
+    elif continued:
+        loss, kept = choice["loss"], choice["kept_loss"]
+        known = [log[0]["start_choice"] for log in (exact, *rounded)]
+        moved = [abs(k["loss"] - known[0]["loss"]) for k in known[1:] if k is not None]
+        tol = MARGIN * (scale * max(moved, default=math.inf) + eps * abs(kept))
+        if not abs(loss - kept) <= tol:
+            failures.append(f"epoch 1: the call went on with the kept \"auto\" search, where "
+                            f"the loss {loss:.17g} is not the kept {kept:.17g} within rounding")
+    elif continued is False and choice is not None and choice["own"] and trained_here:
+        failures.append("epoch 1: the call started the \"auto\" search afresh where the loss "
+                        "was the kept one bit for bit, computed as the fit computed it: the "
+                        "rule goes on")
+    return failures
+
+
+def _auto_stop_failures(progress, uncertainties, ctx) -> list:
+    """The ``"auto"`` stopping rule re-run over a replay's progress measures.
+
+    Each epoch counts as progress when its measure is above ``tol``; where the
+    measure lies within its uncertainty of ``tol`` either count is taken, so
+    the rule's state is a set. The recorded switch to the monotone test must be
+    where a plateau is reachable, no stop before the recorded end, and a stop
+    at the recorded end unless it reached ``max_iter``.
+    """
+    from . import step_size
+
+    net, record = ctx.net, ctx.record
+    tol, patience = net.tol, net.n_iter_no_change
+    incremental = record["incremental"]
+    start_monotone = _first_state_flag(record, "monotone") or step_size.MEMORY == 0
+    switched = min(ctx.plateaus) if ctx.plateaus else None
+    counts = {record["checkpoints"][0]["history"]["no_improvement_count"]}
+    for e in range(1, ctx.n_iter + 1):
+        p, dp = progress[e - 1], uncertainties[e - 1]
+        options = ({True} if p + dp > tol else set()) | ({False} if not p - dp > tol else set())
+        monotone = start_monotone or (switched is not None and switched < e)
+        going, stopping = set(), False
+        for count in counts:
+            for improved in options:
+                count_now = 0 if improved else count + 1
+                if count_now <= patience:
+                    if switched != e:
+                        going.add(count_now)
+                elif not monotone:
+                    if switched == e:
+                        going.add(0)
+                elif incremental:
+                    going.add(count_now)       # partial_fit never stops
+                else:
+                    stopping = True
+        last = e == ctx.n_iter
+        if last and (going or stopping) and (stopping or ctx.n_iter >= ctx.max_iter
+                                              or incremental):
+            return []
+        if not going:
+            what = ("switched to the monotone test" if switched == e else
+                    "went on" if not last else "stopped")
+            return [f"epoch {e}: the \"auto\" search {what} where its stopping rule (the "
+                    f"progress measure {p:.3g} against tol {tol:g}) does not, beyond rounding"]
+        counts = going
+    return [f"epoch {ctx.n_iter}: the \"auto\" search stopped where its stopping rule does "
+            f"not stop it, beyond rounding"] if ctx.n_iter else []
 
 
 # ------------------------------------------------------------ recorded rules
@@ -878,14 +1087,14 @@ def _rule_checks(ctx) -> list:
         ctx.plateaus = plateaus
         checks.append(Check("the number of epochs", n_iter <= max_iter,
                             f"{n_iter} of at most max_iter {max_iter} (the auto rule's "
-                            f"progress measure is not re-run)"))
+                            f"stop is re-run by each replay, over its progress measures)"))
         return checks + _schedule_checks(ctx)
     expected_end = 1 if record["incremental"] else (stop or max_iter)
     if solver_stops:
         ok = n_iter <= max_iter
         checks.append(Check("the number of epochs", ok,
                             f"{n_iter} of at most max_iter {max_iter} (L-BFGS's own "
-                            f"stopping tests are not re-run)"))
+                            f"stopping tests are re-run by each replay)"))
     else:
         ok = n_iter == min(expected_end, max_iter)
         checks.append(Check("the stopping rule, over the recorded losses", ok,
@@ -937,6 +1146,11 @@ def _schedule_checks(ctx) -> list:
         checks.append(Check("each epoch's learning rate", ok,
                             "" if ok else "a rate differs from learning_rate_init"))
     return checks
+
+
+def _first_state_number(record, name):
+    node = record["checkpoints"][0]["state"].get("fields", {}).get(name)
+    return node["value"] if node and node.get("type") in ("int", "float") else None
 
 
 def _first_state_float(record, name):
@@ -1620,6 +1834,13 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     _check_training_state(cert, net, record, parent_net)
     training = net._training_state()
     ctx.split_state = None if training is None else training["split"]
+    n_outputs = np.asarray(record["checkpoints"][0]["coefs"][-1]).shape[1]
+    ctx.solver = net._make_solver(n_outputs)
+    ctx.max_iter = 1 if record["incremental"] else net._max_iter()
+    ctx.trained_eps = float(np.finfo(dtype).eps)
+    if record.get("evaluations") is not None:
+        ctx.n_fun = list(itertools.accumulate(
+            record["evaluations"], initial=_first_state_number(record, "n_fun") or 0))[1:]
     ctx.auto = record["accepted"] is not None and not (net.early_stopping
                                                        and not record["incremental"])
     scores = _validation_scores(net, metadata, record)
@@ -1666,26 +1887,31 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
         except (BackendUnavailableError, ValueError) as exc:
             cert.missing.append(f"the backend the model was trained on, {record['device']} "
                                 f"({exc}): install it to replay the fit where it ran")
-    # The oracle, NumPy's generic kernels, runs every segment in float64 and in
-    # float32: how far float32 rounding moves each quantity is the segment's
-    # own measured sensitivity to rounding (module docs).
     # NumPy runs every segment in float64 and in float32 (with its fast path when
     # it is on: BLAS sums, less accurate than the generic kernels' pairwise sums):
     # how far float32 rounding moves each quantity is the segment's own measured
     # sensitivity to rounding (module docs). These runs are NumPy's replays too.
+    # When another backend replays, the generic kernels it runs (other formulas:
+    # a(1 - a) for the fast path's 1 - t**2) run in float32 as well, and each
+    # quantity's noise is the larger: with the fast path's alone, an honest
+    # float64 L-BFGS fit of 2000 rows failed on torch and JAX in float64 (its
+    # memory's gradient differences, by 1.4 times their tolerance).
     from .training import TrainingDivergedError
 
     oracle, fast = Device("cpu"), fastpath.is_enabled()
+    kernels = [fast] + ([False] if fast and any(d.name != "numpy" for d in devices.values())
+                        else [])
     try:
         exact = [_run_segment(ctx, j, oracle, "float64", fast) for j in range(n_segments)]
-        rounded = [[_run_segment(ctx, j, oracle, "float32", fast) for j in range(n_segments)]]
+        rounded = [[_run_segment(ctx, j, oracle, "float32", f) for j in range(n_segments)]
+                   for f in kernels]
     except TrainingDivergedError as exc:
         # A fit that float32 cannot hold (a Poisson exp of unscaled X, say) has
         # no measured sensitivity: neither a pass nor a failure can be judged.
         cert.missing.append(f"the segments' sensitivity to rounding, measured by replaying "
                             f"them in float64 and float32 on NumPy: a replay diverged ({exc})")
         return
-    ctx.shared_runs = {("numpy", "float64"): exact, ("numpy", "float32"): rounded[-1]}
+    ctx.shared_runs = {("numpy", "float64"): exact, ("numpy", "float32"): rounded[0]}
     noise, initial, scales = [], None, _state_scales(record)
     for j in range(n_segments):
         stored_end = record["checkpoints"][j + 1]
@@ -1703,11 +1929,13 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
             tol_dtype = _looser(dtype, trained_dtype)
             try:
                 device.check_dtype(dtype)
+                runs = []
                 for j in range(n_segments):
                     stored_end = record["checkpoints"][j + 1]
                     shared = ctx.shared_runs.get((device.name, dtype))
                     run = shared[j] if shared else \
                         _run_segment(ctx, j, device, dtype, fastpath.is_enabled())
+                    runs.append(run)
                     quantities = _quantities(run, stored_end, ctx, j)
                     worst, where, failures = _compare(quantities, noise[j], tol_dtype, scales)
                     failures += _decision_failures(run, exact[j], [r[j] for r in rounded],
@@ -1716,6 +1944,11 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                     replay.segments.append({"start": start, "end": end, "worst": worst,
                                             "what": where})
                     replay.failures += [f"epochs {start + 1}-{end}: {f}" for f in failures]
+                # The call's own decisions, over all its segments.
+                trained_here = (device.name == record["device"] and dtype == trained_dtype
+                                and record["fastpath"] == fastpath.is_enabled())
+                replay.failures += _call_failures(runs, exact, rounded, tol_dtype, ctx,
+                                                  trained_here)
             except (ValueError, BackendUnavailableError, MemoryError) as exc:
                 replay.error = str(exc)
     if not any(r.error is None for r in cert.replays):

@@ -388,14 +388,15 @@ def _run_train(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install 'gpumlp[plot]'") from None
-        from .plotting import plot_format
-
-        plot_format(args.plot)   # a suffix that names no image format: refused before training
     inputs = [("--data", args.data)]
     if args.resume and not _same_file(args.out, args.resume):
         inputs.append(("--resume", args.resume))
     _check_outputs(inputs, [("--out", args.out), ("--plot", args.plot),
                             ("--json", args.json)])
+    if args.plot:
+        from .plotting import plot_format
+
+        plot_format(args.plot)   # a suffix that names no image format: refused before training
     cluster = client = columns = None
     if _uses_dask(args):
         from .distributed import cluster_plan, connect, read_dataset, split_by_chunks

@@ -271,6 +271,10 @@ _RECORD_KEYS = {"version": int, "start": dict, "device": str, "fastpath": bool,
                 "improved": (list, type(None)), "monotone": (list, type(None)),
                 "steps": (list, type(None)), "retried": (list, type(None)),
                 "checkpoints": list}
+#: Keys a version-2 record written before they existed lacks (the certificate then
+#: replays those decisions by the rule instead of imposing them).
+_RECORD_KEYS_LATER = {"kept": (list, type(None)), "evaluations": (list, type(None)),
+                      "continued": (bool, type(None))}
 #: A version-1 record (gpumlp before checkpoints): it loads, and cannot be certified.
 _RECORD_KEYS_1 = {"version": int, "rng_state": dict, "device": str, "fastpath": bool,
                   "eval_set": bool, "n_samples": int, "n_iter": int,
@@ -299,7 +303,8 @@ def _checkpoint_layout(sizes: list, checkpoint: dict) -> list[tuple[str, tuple]]
 
 def _record_metadata(record: dict) -> tuple[dict, dict]:
     """A fit record as plain JSON and the members it names (see :mod:`gpumlp._fitrecord`)."""
-    plain = {key: _plain(key, record[key]) for key in _RECORD_KEYS if key != "checkpoints"}
+    plain = {key: _plain(key, record[key]) for key in [*_RECORD_KEYS, *_RECORD_KEYS_LATER]
+             if key != "checkpoints" and key in record}
     checkpoints, arrays = [], {}
     for j, c in enumerate(record["checkpoints"]):
         parts = [*c["coefs"], *c["intercepts"], *(c["best"] or ()),
@@ -583,10 +588,14 @@ def _check_fit_record(path: str, metadata: dict) -> None:
     record = metadata["fit_record"]
     version = record.get("version") if isinstance(record, dict) else None
     keys = _RECORD_KEYS_1 if version == 1 else _RECORD_KEYS
-    if set(record) != set(keys):
+    later = {} if version == 1 else _RECORD_KEYS_LATER
+    if not set(keys) <= set(record) <= set(keys) | set(later):
         raise _damaged(path, f"fit_record has the keys {sorted(record)}, not "
-                             f"{sorted(keys)}")
-    for key, kind in keys.items():
+                             f"{sorted(keys)}" + (f" and some of {sorted(later)}" if later
+                                                   else ""))
+    for key, kind in {**keys, **later}.items():
+        if key not in record:
+            continue
         value = record[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise _damaged(path, f"fit_record {key!r} is {value!r:.80}, of the wrong type")
@@ -610,12 +619,15 @@ def _check_fit_record(path: str, metadata: dict) -> None:
     _check_start(path, record["start"])
     n_iter = record["n_iter"]
     for key, kind in (("accepted", bool), ("improved", bool), ("monotone", bool),
-                      ("retried", bool), ("steps", (int, float))):
-        values = record[key]
+                      ("retried", bool), ("steps", (int, float)), ("kept", bool),
+                      ("evaluations", int)):
+        values = record.get(key)
         if values is not None and (len(values) != n_iter or not all(
                 isinstance(v, kind) and (kind is bool or not isinstance(v, bool))
                 for v in values)):
             raise _damaged(path, f"fit_record {key} is not {n_iter} values of its kind")
+    if any(n < 0 for n in record.get("evaluations") or ()):
+        raise _damaged(path, "fit_record evaluations holds a negative count")
     checkpoints = record["checkpoints"]
     if not 1 <= len(checkpoints) <= MAX_CHECKPOINTS + 2:
         raise _damaged(path, f"fit_record holds {len(checkpoints)} checkpoints, not 1 to "

@@ -345,8 +345,10 @@ class LBFGSState:
     step: float = float("nan")
     #: Whether it came from the second search, after the memory was forgotten.
     retried: bool = False
+    #: Whether the last iteration kept its curvature pair (:meth:`LBFGS.keeps_pair`).
+    kept: bool = False
     #: Fields a model file written before they existed lacks.
-    ADDED_LATER: ClassVar[tuple[str, ...]] = ("step", "retried")
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ("step", "retried", "kept")
 
 
 def _axpy(alpha, x, y):
@@ -512,10 +514,11 @@ class LBFGS(Solver):
         y = [g1 - g0 for g1, g0 in zip(grads, grads0)]
         sy, yy = read_floats(kernels.dot(s, y), kernels.dot(y, y))
         steps, changes = state.steps, state.changes
-        if sy > 2.220446049250313e-16 * yy:   # keep H positive definite
+        kept = self.keeps_pair(sy, yy)
+        if kept:
             steps, changes = (steps + [s])[-self.memory:], (changes + [y])[-self.memory:]
         state = replace(state, steps=steps, changes=changes, loss=loss, grads=grads,
-                        step=float(step), retried=retried)
+                        step=float(step), retried=retried, kept=kept)
         # The budget first, as scikit-learn's L-BFGS-B: an iteration that uses up
         # max_fun stops on it (not converged, a ConvergenceWarning) even when
         # it also meets a convergence test.
@@ -531,6 +534,16 @@ class LBFGS(Solver):
             state = replace(state, stop="the relative reduction of the loss is at most ftol",
                             converged=True)
         return new_params, state, loss0
+
+    def keeps_pair(self, sy: float, yy: float) -> bool:
+        """Whether the memory keeps the pair ``(s, y)``: only while ``s.y > eps64 y.y``,
+        which keeps the inverse Hessian estimate positive definite.
+
+        Its own method, like :meth:`AutoGD.decide`, so that a replay
+        (:mod:`gpumlp.certificate`) can impose a recorded decision and check
+        the rule's against it.
+        """
+        return sy > 2.220446049250313e-16 * yy
 
     def _line_search(self, objective, params, direction, f0, slope, step, state, eps):
         """A step satisfying the strong Wolfe conditions, or ``None``.
@@ -996,11 +1009,15 @@ class AutoGDState:
     accepted: bool = False
     #: Whether it became the best point (the fit record keeps it).
     improved: bool = False
+    #: Whether this call's first step went on with the search the last call left
+    #: (:meth:`AutoGD.goes_on`) rather than starting afresh (the fit record keeps it).
+    continued: bool = False
     #: Fields a model file written before they existed lacks (read back from
     #: the fresh state; the next call checks where it stands, :meth:`AutoGD.update`).
     ADDED_LATER: ClassVar[tuple[str, ...]] = ("grad_sq", "flat_grads", "next_rate",
                                               "recent_losses", "best_loss", "best_params",
-                                              "monotone", "stale", "accepted", "improved")
+                                              "monotone", "stale", "accepted", "improved",
+                                              "continued")
 
 
 def _relative(decrease: float, loss: float) -> float:
@@ -1110,13 +1127,13 @@ class AutoGD(Solver):
             loss, grads = objective(state.params)
             flat = kernels.flatten(grads, xp)
             host_loss, host_grad_sq = read_floats(loss, xp.vecdot(flat, flat), xp=xp)
-            if host_loss == state.loss:
+            if self.goes_on(host_loss, state.loss):
                 best_loss, best_params = state.best_loss, state.best_params
                 if not best_loss <= host_loss:   # a state saved before the best was kept
                     best_loss, best_params = host_loss, list(state.params)
                 return replace(state, grads=list(grads), flat_grads=flat,
                                grad_sq=host_grad_sq, best_loss=best_loss,
-                               best_params=best_params, stale=False)
+                               best_params=best_params, stale=False, continued=True)
             if _same_point(params, state.params, xp):
                 evaluated = loss, grads, flat, host_loss, host_grad_sq
         if evaluated is None:
@@ -1165,7 +1182,17 @@ class AutoGD(Solver):
             best_loss, best_params = host_loss, list(trial)
         return trial, AutoGDState(rate, list(trial), list(trial_grads), host_loss,
                                   host_grad_sq, flat, next_rate, recent, best_loss,
-                                  best_params, state.monotone, False, True, improved), loss
+                                  best_params, state.monotone, False, True, improved,
+                                  state.continued), loss
+
+    def goes_on(self, loss: float, kept_loss: float) -> bool:
+        """Whether a call that starts at the search's own point goes on with its search:
+        when the loss measured there now is the one the search kept, bit for bit
+        (the same rows); else it starts afresh (:meth:`_start`).
+
+        Its own method, like :meth:`decide`, so that a replay can impose it.
+        """
+        return loss == kept_loss
 
     def improves(self, loss: float, best_loss: float) -> bool:
         """Whether an accepted point of ``loss`` becomes the best one (lower, or no best yet).

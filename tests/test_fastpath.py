@@ -175,3 +175,38 @@ def test_the_numpy_fast_path_starts_its_pool_safely_from_several_threads(monkeyp
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+
+@pytest.mark.parametrize("n, limited", [(4000, True), (500, False)])
+def test_one_numpy_block_limits_blas_to_one_thread_for_large_chunk_products(monkeypatch, n,
+                                                                             limited):
+    """A lone block (one worker) runs chunk products of 2**20 multiply-adds or more on a
+    one-thread BLAS, as each block of the pool does; smaller ones skip the limit's cost.
+
+    10 features and 64 hidden units in float32: chunks of 2048 rows, 1.4e6
+    multiply-adds; 500 rows, 3.5e5.
+    """
+    from gpumlp.fastpath import numpy as fast
+
+    real_blas, calls = fast._blas, []
+
+    class Recording:
+        def limit(self, **kwargs):
+            calls.append(kwargs)
+            return real_blas().limit(**kwargs)
+
+    monkeypatch.setattr(fast, "_blas", Recording)
+    monkeypatch.setattr(fast, "_workers", lambda n: 1)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, 10)).astype(np.float32)
+    y = rng.standard_normal((n, 1)).astype(np.float32)
+    coefs, intercepts = glorot_uniform([10, 64, 1], rng, "float32")
+    loss, coef_grads, intercept_grads = fast.numpy_loss_and_grads(X, y, coefs, intercepts,
+                                                                  "tanh")
+    assert calls == ([{"limits": 1, "user_api": "blas"}] if limited else [])
+    assert_loss_and_grads_close((loss, coef_grads, intercept_grads),
+                                _generic(X.astype(np.float64), y.astype(np.float64),
+                                         [c.astype(np.float64) for c in coefs],
+                                         [b.astype(np.float64) for b in intercepts], "tanh",
+                                         0.0), TOLERANCES[("kernel", "float32")])

@@ -6,7 +6,8 @@ place (``out=``), so the ``n x h`` activations never travel through main
 memory; the bias rides in the product, and the activation's affine ``tanh``
 form and derivative constants are applied to the small gradient matrices,
 leaving three elementwise passes over each chunk. On several cores, one
-block of rows per core, each in its own thread with a one-thread BLAS.
+block of rows per core, each in its own thread with a one-thread BLAS; a
+single block's larger chunk products run on a one-thread BLAS too.
 
 It serves the activations whose record has a ``tanh_form`` (sigmoid, tanh).
 """
@@ -120,6 +121,23 @@ _BLAS = None
 _POOL_LOCK = threading.Lock()
 
 
+#: One block's chunk products (``rows * (f + 1) * h`` multiply-adds) from which it
+#: limits BLAS to one thread: below it a product costs about what setting the
+#: limit does (some 30 microseconds), and none was seen to suffer from threads.
+_THREADED_PRODUCT = 1 << 20
+
+
+def _blas():
+    """The BLAS thread controller (made once, with the pool's lock)."""
+    global _BLAS
+    with _POOL_LOCK:
+        if _BLAS is None:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS = ThreadpoolController()
+        return _BLAS
+
+
 def _workers(n):
     """How many threads to split ``n`` rows over (one per core, enough rows each)."""
     return max(1, min(_CORES, n // MIN_ROWS_PER_THREAD))
@@ -166,7 +184,15 @@ def numpy_loss_and_grads(X, y, coefs, intercepts, activation, alpha=0.0, chunk_r
     workers = _workers(n) if workers is None else workers
     args = (X, y, W1a, W2, b2, form)
     if workers == 1:
-        parts = [_rows(*args, 0, n, chunk_rows, scale)]
+        if chunk_rows * (f + 1) * h < _THREADED_PRODUCT:
+            parts = [_rows(*args, 0, n, chunk_rows, scale)]
+        else:
+            # One block too has a one-thread BLAS: its chunk products fit a
+            # core's cache, and a threaded BLAS on them mostly waits for busy
+            # cores (a float32 fit of 2,000 rows ran 15-27x slower on a loaded
+            # 2-core VM; float64's half-size chunks stayed under the threshold).
+            with _blas().limit(limits=1, user_api="blas"):
+                parts = [_rows(*args, 0, n, chunk_rows, scale)]
     else:
         global _POOL, _BLAS
         with _POOL_LOCK:
