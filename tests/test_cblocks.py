@@ -75,10 +75,10 @@ def _generic_epochs(X, y, params, activation, alpha, rates):
 
 # Hidden widths around the padding (16 float32, 8 float64 per 64-byte line),
 # rows around the 64-row blocks and the four-row tiles, features around the
-# four-column tiles.
+# four-column tiles; 4099 rows: two parts, one per thread.
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "identity"])
 @pytest.mark.parametrize("n, f, h, k", [(301, 6, 9, 1), (64, 4, 16, 3), (130, 1, 33, 2),
-                                        (3, 5, 1, 1)])
+                                        (3, 5, 1, 1), (4099, 5, 40, 2)])
 @pytest.mark.parametrize("alpha", [0.0, 0.5])
 def test_each_epoch_agrees_with_the_generic_step(isa, dtype, activation, n, f, h, k, alpha):
     X, y, params = _problem(n, f, h, k)
@@ -107,6 +107,21 @@ def test_each_epoch_agrees_with_the_generic_step(isa, dtype, activation, n, f, h
             bound = tol * np.linalg.norm(want_step) + 2 * eps * np.linalg.norm(q0) + 1e-300
             assert np.linalg.norm(step - want_step) <= bound
         before_got, before_want = new, want_new
+
+
+def test_two_threads_give_the_same_numbers_every_time(isa):
+    """The rows' two parts are added in a fixed order: no race, no run-to-run change."""
+    X, y, params = _problem(9000, 6, 24, 1)
+    blocks = cblocks.CBlocks(X.astype(np.float32), y.astype(np.float32), 24,
+                             get_activation("sigmoid"), 0.1, isa)
+    start = [p.astype(np.float32) for p in params]
+    first = blocks.run(start, [0.3] * 8)
+    for _ in range(3):
+        again = blocks.run(start, [0.3] * 8)
+        for (p, loss, _), (q, loss_again, _) in zip(first, again):
+            assert loss == loss_again
+            for u, v in zip(p, q):
+                np.testing.assert_array_equal(u, v)
 
 
 def test_instruction_sets_agree_with_each_other():

@@ -18,6 +18,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Two threads split the rows of an epoch where there are at least
+ * PARTS_MIN_ROWS of them and two cores (POSIX threads; elsewhere one thread
+ * computes both parts, with the same result). */
+#if defined(_WIN32)
+#define GPUMLP_THREADS 0
+#else
+#define GPUMLP_THREADS 1
+#include <pthread.h>
+#include <unistd.h>
+#endif
+#define PARTS_MIN_ROWS 4096
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define GPUMLP_X86_VARIANTS 1
 #else

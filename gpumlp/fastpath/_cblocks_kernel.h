@@ -415,6 +415,46 @@ static void NAME(descend)(REAL *restrict p, const REAL *restrict g, int rows, in
         }
 }
 
+/* One part of the rows, for one thread: its range, its scratch and its sums. */
+typedef struct {
+    const REAL *X, *y;
+    Py_ssize_t first, last;
+    int f, hp, k, activation;
+    REAL scale;
+    const REAL *W1, *b1, *W2T, *b2;
+    REAL *a, *rr, *back, *g_W1, *g_b1, *g_W2T, *g_b2;
+    size_t g_count;                 /* g_W1 .. g_b2 lie in one range of this many */
+    double sse;
+#if GPUMLP_THREADS
+    pthread_barrier_t *barrier;
+    int epochs;
+#endif
+} NAME(part);
+
+static void NAME(part_sums)(NAME(part) *p)
+{
+    memset(p->g_W1, 0, p->g_count * sizeof(REAL));
+    p->sse = 0;
+    NAME(rows)(p->X, p->y, p->first, p->last, p->f, p->hp, p->k, p->activation, p->scale,
+               p->W1, p->b1, p->W2T, p->b2, p->a, p->rr, p->back, &p->sse, p->g_W1,
+               p->g_b1, p->g_W2T, p->g_b2);
+}
+
+#if GPUMLP_THREADS
+/* The second thread: part 1 of every epoch, between two barriers (the
+ * parameters are ready; its sums are ready). */
+static void *NAME(helper)(void *arg)
+{
+    NAME(part) *p = arg;
+    for (int e = 0; e < p->epochs; e++) {
+        pthread_barrier_wait(p->barrier);
+        NAME(part_sums)(p);
+        pthread_barrier_wait(p->barrier);
+    }
+    return NULL;
+}
+#endif
+
 /* `epochs` epochs of p <- p - rate_e (grad L(p)) from `start`; epoch e writes
  * its new parameters to slots[e] (the flat layout [W1, W2, b1, b2]), the
  * loss at its old parameters (penalty included) to losses[e], and 1 or 0 to
@@ -430,8 +470,11 @@ static int NAME(run_block)(const REAL *X, const REAL *y, Py_ssize_t n, int f, in
     /* One allocation, every array starting on a 64-byte boundary. */
     const Py_ssize_t sizes[] = {
         (Py_ssize_t)f * hp, hp, (Py_ssize_t)k * hp, k,            /* W1, b1, W2T, b2 */
-        (Py_ssize_t)f * hp, hp, (Py_ssize_t)k * hp, k,            /* their gradients */
-        (Py_ssize_t)ROWS_PER_BLOCK * hp, (Py_ssize_t)ROWS_PER_BLOCK * k, hp,  /* a, r, r W2^T */
+        /* per part: the gradient sums (W1, b1, W2T, b2), then a, r and r W2^T */
+        (Py_ssize_t)f * hp, hp, (Py_ssize_t)k * hp, k,
+        (Py_ssize_t)ROWS_PER_BLOCK * hp, (Py_ssize_t)ROWS_PER_BLOCK * k, hp,
+        (Py_ssize_t)f * hp, hp, (Py_ssize_t)k * hp, k,
+        (Py_ssize_t)ROWS_PER_BLOCK * hp, (Py_ssize_t)ROWS_PER_BLOCK * k, hp,
     };
     enum { N_ARRAYS = sizeof sizes / sizeof sizes[0] };
     const Py_ssize_t per_line = 64 / (Py_ssize_t)sizeof(REAL);
@@ -449,8 +492,39 @@ static int NAME(run_block)(const REAL *X, const REAL *y, Py_ssize_t n, int f, in
         offset += (sizes[i] + per_line - 1) / per_line * per_line;
     }
     REAL *W1 = arrays[0], *b1 = arrays[1], *W2T = arrays[2], *b2 = arrays[3];
-    REAL *g_W1 = arrays[4], *g_b1 = arrays[5], *g_W2T = arrays[6], *g_b2 = arrays[7];
-    REAL *a = arrays[8], *rr = arrays[9], *back = arrays[10];
+    /* The rows in PARTS contiguous parts (a whole number of row blocks each),
+     * whose sums are added in order: the same numbers whether one thread
+     * or two computes them. */
+    const int n_parts = n >= PARTS_MIN_ROWS ? 2 : 1;
+    Py_ssize_t middle = n_parts == 2 ? (n / 2) / ROWS_PER_BLOCK * ROWS_PER_BLOCK : n;
+    NAME(part) parts[2];
+    for (int q = 0; q < 2; q++) {
+        REAL **mine = arrays + 4 + 7 * q;
+        parts[q] = (NAME(part)){
+            .X = X, .y = y, .first = q == 0 ? 0 : middle, .last = q == 0 ? middle : n,
+            .f = f, .hp = hp, .k = k, .activation = activation, .scale = (REAL)scale,
+            .W1 = W1, .b1 = b1, .W2T = W2T, .b2 = b2,
+            .g_W1 = mine[0], .g_b1 = mine[1], .g_W2T = mine[2], .g_b2 = mine[3],
+            .a = mine[4], .rr = mine[5], .back = mine[6],
+            .g_count = (size_t)(mine[4] - mine[0]), .sse = 0,
+        };
+    }
+    REAL *g_W1 = parts[0].g_W1, *g_b1 = parts[0].g_b1, *g_W2T = parts[0].g_W2T;
+    REAL *g_b2 = parts[0].g_b2;
+    int threaded = 0;
+#if GPUMLP_THREADS
+    pthread_barrier_t barrier;
+    pthread_t thread;
+    if (n_parts == 2 && sysconf(_SC_NPROCESSORS_ONLN) > 1
+            && pthread_barrier_init(&barrier, NULL, 2) == 0) {
+        parts[1].barrier = &barrier;
+        parts[1].epochs = epochs;
+        if (pthread_create(&thread, NULL, NAME(helper), &parts[1]) == 0)
+            threaded = 1;
+        else
+            pthread_barrier_destroy(&barrier);
+    }
+#endif
 
     /* Unpack the flat parameters into the padded layouts. */
     const REAL *src_W2 = start + (Py_ssize_t)f * h;
@@ -469,10 +543,23 @@ static int NAME(run_block)(const REAL *X, const REAL *y, Py_ssize_t n, int f, in
 
     const REAL l2 = (REAL)l2_scale, zero = 0;
     for (int e = 0; e < epochs; e++) {
-        memset(g_W1, 0, (size_t)(arrays[8] - g_W1) * sizeof(REAL));  /* g_W1 .. g_b2 */
-        double sse = 0;
-        NAME(rows)(X, y, 0, n, f, hp, k, activation, (REAL)scale, W1, b1, W2T, b2, a, rr,
-                   back, &sse, g_W1, g_b1, g_W2T, g_b2);
+#if GPUMLP_THREADS
+        if (threaded)
+            pthread_barrier_wait(&barrier);            /* the parameters are ready */
+#endif
+        NAME(part_sums)(&parts[0]);
+        double sse = parts[0].sse;
+        if (n_parts == 2) {
+#if GPUMLP_THREADS
+            if (threaded)
+                pthread_barrier_wait(&barrier);        /* part 1's sums are ready */
+            else
+#endif
+                NAME(part_sums)(&parts[1]);
+            sse += parts[1].sse;
+            for (size_t i = 0; i < parts[0].g_count; i++)
+                g_W1[i] += parts[1].g_W1[i];
+        }
         REAL loss = (REAL)(sse / entries);
         if (penalty_scale != 0) {
             double squares = 0;
@@ -507,6 +594,12 @@ static int NAME(run_block)(const REAL *X, const REAL *y, Py_ssize_t n, int f, in
             sum += slot[i];
         finite[e] = __builtin_isfinite(sum) ? (REAL)1 : (REAL)0;
     }
+#if GPUMLP_THREADS
+    if (threaded) {
+        pthread_join(thread, NULL);
+        pthread_barrier_destroy(&barrier);
+    }
+#endif
     free(memory);
     return 0;
 }
