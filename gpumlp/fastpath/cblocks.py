@@ -72,10 +72,14 @@ ACTIVATION_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "identity": 3}
 #: The instruction sets the kernel is compiled for, widest first.
 ISAS = ("avx512", "avx2", "baseline")
 
-#: The largest epoch, ``n * h * (f + k)``, that the C blocks take. Above it
-#: the NumPy fast path is faster: its BLAS products run on every core, while
-#: the C loop uses one. Measured on the project's 2-core AMD EPYC (AVX-512),
-#: natively and as the AVX2 stand-in, ``scripts/PERF_NOTES.md``.
+#: The largest epoch, ``n * h * (f + k)``, that the C blocks take; above it
+#: the NumPy fast path, whose BLAS products scale better on many cores.
+#: From ``scripts/bench_cblocks.py`` on the project's 2-core AMD EPYC (Zen 4,
+#: AVX-512), natively and as the AVX2 stand-in: the one-thread kernel took
+#: 0.5-0.6 of the NumPy path's time up to 2**27 and 0.7-0.9 above, on a
+#: loaded machine where the NumPy path's second thread rarely had a core;
+#: quiet, that second thread halves the NumPy step at large sizes, so the
+#: line is drawn where even that leaves C ahead (``scripts/PERF_NOTES.md``).
 MAX_WORK = 2**27
 
 #: ``GPUMLP_SIMD`` as the environment set it at import.
@@ -214,12 +218,13 @@ class CBlocks:
         self._penalty_scale = (0.5 * alpha) * self._scale if alpha else 0.0
         self._module = _module()
 
-    def _split(self, flat: np.ndarray) -> list:
-        """``[W1, W2, b1, b2]`` as views of one epoch's flat parameters."""
+    def _split(self, slots: np.ndarray) -> list:
+        """``[W1, W2, b1, b2]`` of every epoch, each a view of the slots with the epoch first."""
         f, h, k = self._f, self._h, self._k
-        w2 = f * h + h * k
-        return [flat[:f * h].reshape(f, h), flat[f * h:w2].reshape(h, k),
-                flat[w2:w2 + h], flat[w2 + h:]]
+        epochs, w2 = len(slots), f * h + h * k
+        return [slots[:, :f * h].reshape(epochs, f, h),
+                slots[:, f * h:w2].reshape(epochs, h, k),
+                slots[:, w2:w2 + h], slots[:, w2 + h:]]
 
     def run(self, params: list, rates: list[float]) -> list[tuple]:
         """``len(rates)`` epochs of full-batch descent from ``params``, in one call.
@@ -250,4 +255,6 @@ class CBlocks:
             self.isa, self.X, self.y, start, slots, scalars,
             np.asarray(rates, dtype=self.dtype), n, f, self._h, self._k, epochs, self._code,
             self._l2, self._penalty_scale, self._scale, float(n * self._k))
-        return [(self._split(slots[j]), scalars[0, j], scalars[1, j]) for j in range(epochs)]
+        W1, W2, b1, b2 = self._split(slots)
+        return [([W1[j], W2[j], b1[j], b2[j]], scalars[0, j], scalars[1, j])
+                for j in range(epochs)]
