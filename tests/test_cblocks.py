@@ -330,3 +330,17 @@ def test_the_buffers_are_checked_before_the_loop_runs(isa):
     read_only.flags.writeable = False
     with pytest.raises((ValueError, BufferError)):
         module.run_block(*args[:4], read_only, *args[5:])
+
+
+def test_a_fit_on_the_c_blocks_certifies(tmp_path, sine_rows, runs, isa, dtype):
+    """The certificate replays the fit on the NumPy path; the C blocks' fit passes it."""
+    from gpumlp import save
+    from gpumlp.certificate import certify, format_certificate
+
+    X, y = sine_rows
+    model = fit(X, y, simd=isa, dtype=dtype, max_iter=40, tol=0.0)
+    assert runs
+    path = tmp_path / "model.npz"
+    save(model, path)
+    cert = certify(path, X, y, backends=["numpy"])
+    assert cert.outcome == "PASS", format_certificate(cert)
