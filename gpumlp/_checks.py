@@ -66,23 +66,36 @@ def _as_array(x, name, purpose="fitting"):
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
+            index, value = _first_non_numeric(arr)
+            where = "" if index is None else f" (first at index {index}: {value!r})"
+            if index is not None and _is_missing(value):
+                # pandas' NA or None: a missing value, as a NaN is, not a word.
+                raise ValueError(
+                    f"{name} contains missing values{where}. Remove or impute them before "
+                    f"{purpose}.") from None
             # Keep the exception's type: a TypeError (a dict, say) is not a
             # bad value but a wrong kind of object.
             raise type(exc)(
-                f"{name} contains non-numeric values{_first_non_numeric(arr)}: {exc}. "
+                f"{name} contains non-numeric values{where}: {exc}. "
                 f"Encode or drop those entries before {purpose}."
             ) from None
     return arr
 
 
+def _is_missing(value) -> bool:
+    """None, or pandas' ``NA`` (recognised by its type's name: pandas is not imported)."""
+    return value is None or type(value).__name__ == "NAType"
+
+
 def _first_non_numeric(arr):
+    """The index and value of ``arr``'s first entry that ``float`` refuses, or (None, None)."""
     flat = arr.reshape(arr.shape[0], -1) if arr.ndim >= 1 and arr.size else arr
     for index, value in np.ndenumerate(flat):
         try:
             float(value)
         except (TypeError, ValueError):
-            return f" (first at index {index}: {value!r})"
-    return ""
+            return index, value
+    return None, None
 
 
 def check_dtype(requested):

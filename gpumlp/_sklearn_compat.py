@@ -23,7 +23,8 @@ import inspect
 import sys
 
 __all__ = ["BaseEstimator", "ConvergenceWarning", "NotFittedError", "RegressorMixin",
-           "convergence_warning", "not_fitted_error"]
+           "UndefinedMetricWarning", "convergence_warning", "not_fitted_error",
+           "undefined_metric_warning"]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -32,6 +33,10 @@ class NotFittedError(ValueError, AttributeError):
 
 class ConvergenceWarning(UserWarning):
     """The solver stopped at ``max_iter`` before converging."""
+
+
+class UndefinedMetricWarning(UserWarning):
+    """A score that is not defined for the data given (R² of one sample)."""
 
 
 def _with_sklearn(ours, name):
@@ -51,6 +56,11 @@ def _with_sklearn(ours, name):
 def _both(ours, theirs):
     return type(ours.__name__, (ours, theirs), {"__module__": ours.__module__,
                                                 "__doc__": ours.__doc__})
+
+
+def undefined_metric_warning():
+    """The class to warn with for an undefined score: see :func:`_with_sklearn`."""
+    return _with_sklearn(UndefinedMetricWarning, "UndefinedMetricWarning")
 
 
 def not_fitted_error():

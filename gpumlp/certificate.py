@@ -626,10 +626,21 @@ def _compare(quantities, noise, dtype, scales):
         if got.shape != want.shape:
             failures.append(f"{name}: shape {got.shape}, the record's {want.shape}")
             continue
+        # Beyond the looser dtype's range a value is that dtype's overflow: an
+        # honest fit's |g|**2 may be +inf in float32, and so is its replay's.
+        # Overflowed (or NaN) entries agree only where both are the same.
+        limit = float(np.finfo(dtype).max)
+        got, want = (np.where(np.abs(a) > limit, np.copysign(np.inf, a), a)
+                     for a in (got, want))
+        odd = ~(np.isfinite(got) & np.isfinite(want))
+        if np.any(odd):
+            same = (got[odd] == want[odd]) | (np.isnan(got[odd]) & np.isnan(want[odd]))
+            if not np.all(same):
+                failures.append(f"{name}: not finite in the replay" if np.all(np.isfinite(
+                    want)) else f"{name}: not finite in the record, the replay differs")
+                continue
+            got, want = np.where(odd, 0.0, got), np.where(odd, 0.0, want)
         diff = _norm(got - want)
-        if not math.isfinite(diff):
-            failures.append(f"{name}: not finite in the replay")
-            continue
         size = _norm(want)
         if name.startswith("validation score"):
             size = max(size, 1.0)          # R² = 1 - SSE / SST: its rounding is SSE / SST's
@@ -640,7 +651,7 @@ def _compare(quantities, noise, dtype, scales):
             if name.endswith("grad_sq"):    # |g|**2: twice |g| times g's rounding
                 size = max(size, 2.0 * math.sqrt(abs(float(want))) * array_scale)
         tol = MARGIN * (scale * noise.get(name, math.inf) + (k + 1) * eps * size)
-        ratio = diff / tol if tol > 0 else (0.0 if diff == 0 else math.inf)
+        ratio = 0.0 if diff == 0 else (diff / tol if tol > 0 else math.inf)
         if ratio > worst:
             worst, where = ratio, name
         if not ratio <= 1.0:
@@ -1101,6 +1112,11 @@ def _check_claims(cert, net, metadata, record, ctx):
                              len(curve) >= n_iter, f"n_iter_ {net.n_iter_}, record {n_iter}"))
     rates = list(net.learning_rates_)
     cert.checks.append(Check("learning_rates_ hold a rate per epoch", len(rates) >= n_iter))
+    # learning_rate_ is the rate in force at the end, as fit sets it (_set_fitted).
+    init = net.learning_rate_init
+    rate = float(rates[-1]) if rates else (None if init == "auto" else float(init))
+    cert.checks.append(Check("learning_rate_ is the last epoch's rate", net.learning_rate_ == rate,
+                             f"learning_rate_ {net.learning_rate_!r}, the record gives {rate!r}"))
     last = record["checkpoints"][-1]
     dtype = np.asarray(last["coefs"][0]).dtype
     # The weights the call returned, from its last checkpoint.
@@ -1161,17 +1177,57 @@ def _check_claims(cert, net, metadata, record, ctx):
     ctx.validation_losses = None if vcurve is None else vcurve[len(vcurve) - n_iter:]
 
 
-def _check_names(cert, metadata, feature_names, target_names):
-    for key, given in (("feature_names", feature_names), ("target_names", target_names)):
-        stored = metadata.get(key)
-        if key == "feature_names" and stored is None:
-            stored = metadata.get("feature_names_in")
-        if given is None or stored is None:
+def _check_names(cert, metadata, X, feature_names, target_names):
+    """The file's names against the data's header (``feature_names``, ``target_names``, or
+    a dataframe's columns) and against each other.
+
+    ``feature_names`` (what the CLI reads a CSV's columns by) and
+    ``feature_names_in`` (a dataframe's columns, which ``predict`` orders a
+    frame by) must be the same names where the file has both: otherwise a CSV
+    and a frame of the same data would be fed to the network in two orders.
+    """
+    from ._checks import feature_names as frame_names
+
+    columns = frame_names(X)
+    columns = None if columns is None else [str(n) for n in columns]
+    header = {"feature_names": feature_names if feature_names is not None else columns,
+              "target_names": target_names}
+    stored_features, stored_in = metadata.get("feature_names"), metadata.get("feature_names_in")
+    if stored_features is not None and stored_in is not None:
+        ok = list(stored_features) == list(stored_in)
+        cert.checks.append(Check(
+            "feature_names (read from a CSV) are feature_names_in (a frame's columns)", ok,
+            "" if ok else f"the file says {stored_features} and {stored_in}: a CSV and a frame "
+                          f"would be fed in two orders"))
+    for key, stored, given in (("feature_names", stored_features, header["feature_names"]),
+                               ("feature_names_in", stored_in, header["feature_names"]),
+                               ("target_names", metadata.get("target_names"),
+                                header["target_names"])):
+        if stored is None:
+            continue
+        if given is None:
+            cert.notes.append(f"{key} were not checked: the data given has no header (an "
+                              f".npy, an .npz or an array has no names to compare)")
             continue
         ok = [str(n) for n in given] == list(stored)
         cert.checks.append(Check(f"{key} are the data's header", ok,
                                  "" if ok else f"the file says {stored}, the data {list(given)}"))
         cert.covered.append(f"{key} against the data's header")
+
+
+def _check_settings(cert, model, metadata):
+    """``gpumlp train``'s saved settings (what ``--resume`` restores and ``--json``
+    reports) against the model's own parameters and its split record."""
+    from ._settings import settings_disagreements
+
+    extra = metadata.get("extra") or {}
+    settings = extra.get("settings")
+    if not isinstance(settings, dict):
+        return
+    wrong = settings_disagreements(settings, model, extra)
+    cert.checks.append(Check("the saved train settings are the model's parameters and split",
+                             not wrong, "; ".join(wrong)))
+    cert.covered.append("the saved train settings, against the model and its split record")
 
 
 # ------------------------------------------------------------------ certify
@@ -1219,9 +1275,13 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
         or a model in ``parents`` that no fit of the chain continued (a claimed
         parent is never ignored in silence).
     """
-    cert = _certify(model_file, X, y, sample_weight=sample_weight, eval_set=eval_set,
-                    backends=backends, dtypes=dtypes, parents=parents,
-                    feature_names=feature_names, target_names=target_names)
+    # The replays, as the fit, judge overflow by the values it leaves (a
+    # non-finite quantity agrees only with the same one), not by NumPy's
+    # warnings on the way.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        cert = _certify(model_file, X, y, sample_weight=sample_weight, eval_set=eval_set,
+                        backends=backends, dtypes=dtypes, parents=parents,
+                        feature_names=feature_names, target_names=target_names)
     used, chain = set(), [cert]
     while chain:
         link = chain.pop()
@@ -1265,7 +1325,8 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
             f"replayed; fit it again with this gpumlp and save it to certify it.")
     dtype = metadata["dtype"]
     cert = Certificate(path, f"{record['device']} {dtype}", record["n_iter"])
-    _check_names(cert, metadata, feature_names, target_names)
+    _check_names(cert, metadata, X, feature_names, target_names)
+    _check_settings(cert, model, metadata)
     bound = _bind_data(cert, model, record, X, y, sample_weight, eval_set)
 
     def certify_parent(parent_path):

@@ -305,7 +305,8 @@ def _add_data_options(g):
 def _add_output_options(g):
     g.add_argument("--out", metavar="MODEL.npz", help="save the trained model here")
     g.add_argument("--plot", metavar="LOSS.png",
-                   help="write a plot of the training and held-out loss (needs matplotlib)")
+                   help="write a plot of the training and held-out loss (needs matplotlib), "
+                        "in the format its suffix names (.png, .pdf, .svg, ...; PNG without one)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--json", metavar="FILE", default=None,
                    help="also write the report (settings, epochs, how training stopped, "
@@ -386,6 +387,9 @@ def _run_train(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install 'gpumlp[plot]'") from None
+        from .plotting import plot_format
+
+        plot_format(args.plot)   # a suffix that names no image format: refused before training
     inputs = [("--data", args.data)]
     if args.resume and not _same_file(args.out, args.resume):
         inputs.append(("--resume", args.resume))
@@ -402,7 +406,7 @@ def _run_train(args):
         # before a cluster starts.
         plan = cluster_plan(args.cluster or (None if args.scheduler else "local"),
                             args.scheduler)
-        X, y, names, target = read_dataset(args.data, args.target)
+        X, y, names, target = read_dataset(args.data, args.target, args.drop or ())
         client, cluster = connect(plan=plan)
         device = "dask workers" + (f" ({args.scheduler})" if args.scheduler else
                                    f" ({len(client.scheduler_info()['workers'])} local)")
@@ -471,6 +475,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
 
     from . import MLPRegressor
     from ._sklearn_compat import ConvergenceWarning
+    from .estimator import UnscaledDataWarning
     from .io import save
     from .scaling import StandardizedRegressor
     from .training import LossIncreasedWarning, TrainingDivergedError
@@ -510,12 +515,27 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     try:
         with warnings.catch_warnings(record=True) as caught, _terminate_as_interrupt(terminated), \
                 (net._resuming() if resumed is not None else contextlib.nullcontext()):
-            warnings.simplefilter("always", ConvergenceWarning)
+            # gpumlp's own warnings are recorded whatever PYTHONWARNINGS or -W
+            # say ("ignore" hid a risen loss, which then read as converged;
+            # "error" ended the run in a traceback): the report decides from
+            # them and prints them in its own words.
+            for category in (ConvergenceWarning, LossIncreasedWarning, UnscaledDataWarning):
+                warnings.simplefilter("always", category)
             model.fit(X_train, y_train, eval_set=eval_set, callback=callback, **extra)
     except KeyboardInterrupt:
         interrupted = True
-    except TrainingDivergedError:
-        raise   # its last weights are those of a diverging run: nothing worth saving
+    except TrainingDivergedError as exc:
+        # Its last weights are those of a diverging run: nothing worth saving.
+        # The report is written (a stale one would read as this run's).
+        if args.json:
+            from ._atomic import write_text_atomic
+
+            progress.close()
+            what = str(exc).split(". ")[0].removeprefix("Training ")
+            write_text_atomic(args.json, _stopped_report(
+                args, device, source, target, names, f"{what}, not converged",
+                getattr(callback, "written", None), time.perf_counter() - start))
+        raise
     except Exception as exc:
         failure = exc
     finally:
@@ -523,8 +543,20 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     wall = time.perf_counter() - start
     if interrupted or failure is not None:
         # Whatever stopped the run, the epochs it finished are not lost.
-        _save_last_epoch(args, callback, model, net, client, saving, saved_extra,
-                         wall, interrupted)
+        saved = _save_last_epoch(args, callback, model, net, client, saving, saved_extra,
+                                 wall, interrupted)
+        if args.json:   # a script reads how the run ended, not a missing or stale file
+            from ._atomic import write_text_atomic
+
+            if interrupted:
+                import signal
+
+                signal_name = signal.Signals(terminated[0]).name if terminated else "SIGINT"
+                state = f"interrupted ({signal_name}), not converged"
+            else:
+                state = f"stopped by an error ({type(failure).__name__}), not converged"
+            write_text_atomic(args.json, _stopped_report(args, device, source, target, names,
+                                                         state, saved, wall))
         if failure is not None:
             raise failure
         return 128 + terminated[0] if terminated else 130
@@ -600,6 +632,7 @@ def _save_last_epoch(args, callback, model, net, client, saving, saved_extra, wa
 
     The count printed is that of the epochs saved (an interrupt inside the
     epoch's callback leaves the trainer one epoch ahead of the last snapshot).
+    Returns the network saved, or None when nothing was.
     """
     import numpy as np
 
@@ -612,18 +645,18 @@ def _save_last_epoch(args, callback, model, net, client, saving, saved_extra, wa
     what = "interrupted" if interrupted else "stopped by an error"
     if last is None or not args.out:
         if not interrupted and last is None:
-            return  # an error before an epoch ended: its own message says all
+            return None  # an error before an epoch ended: its own message says all
         epochs = len(getattr(net, "loss_curve_", ()))  # none, if stopped before one ended
         nothing = "no --out" if not args.out else "no epoch of this run was complete"
         print(f"gpumlp train: {what} after {epochs} epochs ({wall:.2f} s); nothing "
               f"saved ({nothing})", file=sys.stderr)
-        return
+        return None
     last_net = getattr(last, "regressor_", last)
     epochs = len(last_net.loss_curve_)
     if not all(np.all(np.isfinite(np.asarray(W))) for W in last_net.coefs_):
         print(f"gpumlp train: {what} after {epochs} epochs ({wall:.2f} s); nothing saved "
               f"(the weights are not finite)", file=sys.stderr)
-        return
+        return None
     print(f"gpumlp train: {what} after {epochs} complete epochs ({wall:.2f} s)",
           file=sys.stderr)
     try:
@@ -632,9 +665,10 @@ def _save_last_epoch(args, callback, model, net, client, saving, saved_extra, wa
     except (OSError, ValueError) as exc:
         print(f"gpumlp train: could not save the last complete epoch's model: {exc}",
               file=sys.stderr)
-        return
+        return None
     print(f"gpumlp train: saved the last complete epoch's model to {args.out} (epoch "
           f"{epochs})", file=sys.stderr)
+    return last_net
 
 
 # ------------------------------------------------------ checkpoints and resume
@@ -700,6 +734,7 @@ def _resume(args):
     run continues with its own settings. Without ``--out``, the result goes
     back to the ``--resume`` file (written atomically).
     """
+    from ._settings import settings_disagreements
     from .scaling import StandardizedRegressor
 
     if args.cluster or args.scheduler or _uses_dask(args):
@@ -741,6 +776,13 @@ def _resume(args):
     if isinstance(model, StandardizedRegressor) == args.no_standardize:
         raise ValueError(f"--resume {args.resume}: its settings disagree with its model "
                          f"on standardisation; the file was tampered with.")
+    # The run continues with the model's own parameters and its report shows the
+    # settings: a file whose settings claim others is refused, never reported as such.
+    wrong = settings_disagreements(settings, model, extra)
+    if wrong:
+        raise ValueError(f"--resume {args.resume}: its saved settings disagree with its "
+                         f"model ({'; '.join(wrong)}); the file was tampered with. Resume "
+                         f"an untouched file, or train again.")
     if args.out is None:
         args.out = args.resume
     target_names = metadata.get("target_names") or [None]
@@ -783,7 +825,7 @@ def _load_model(option, path):
 
 @contextlib.contextmanager
 def _terminate_as_interrupt(received):
-    """While training, SIGTERM (``kill``, a scheduler's time limit) stops as Ctrl-C does.
+    """While training, SIGTERM (``kill``, a scheduler's time limit) and SIGHUP stop as Ctrl-C does.
 
     The last complete epoch is then saved, where Python's default would end
     the process at once and lose every epoch of the run. The signal's number
@@ -801,11 +843,14 @@ def _terminate_as_interrupt(received):
         received.append(signum)
         raise KeyboardInterrupt
 
-    before = signal.signal(signal.SIGTERM, stop)
+    # SIGHUP: the terminal closed, an ssh session dropped (where the platform has it).
+    caught = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    before = {number: signal.signal(number, stop) for number in caught}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for number, handler in before.items():
+            signal.signal(number, handler)
 
 
 def _check_unused_options(args):
@@ -884,7 +929,7 @@ class _Checkpoints:
     def __init__(self, progress, model, net, out, every, saving):
         self.progress, self.model, self.net = progress, model, net
         self.out, self.every, self.saving = out, every, saving
-        self.last = None
+        self.last = self.written = None
 
     def snapshot(self):
         from .scaling import StandardizedRegressor
@@ -905,6 +950,7 @@ class _Checkpoints:
         self.last = self.snapshot()
         if self.every and epoch % self.every == 0:
             save(self.last, self.out, **self.saving)
+            self.written = getattr(self.last, "regressor_", self.last)
 
 
 def _estimator_params(args):
@@ -962,6 +1008,31 @@ def _train_report(args, net, device, source, target, names, state, converged, re
         "best_validation_r2": net.best_validation_score_,
         "train": results.get("train"), "test": results.get("test"),
         "wall_seconds": wall, "model": args.out,
+    }
+    return json.dumps(_plain_json(report), indent=2, allow_nan=False) + "\n"
+
+
+def _stopped_report(args, device, source, target, names, state, saved, wall):
+    """``train --json``'s report of a run that Ctrl-C, SIGTERM or an error stopped.
+
+    ``saved``: the network of the last complete epoch written to ``--out``
+    (or of the last checkpoint, for a run that diverged), or None when
+    nothing was saved (then ``model`` is null). No test or
+    train figures: the run did not get as far as measuring them.
+    """
+    import json
+
+    report = {
+        "command": "train",
+        "data": str(source), "target": target, "features": list(names),
+        "device": str(device), "dtype": args.dtype,
+        "settings": {key: (list(value) if isinstance(value, tuple) else value)
+                     for key, value in _estimator_params(args).items()},
+        "standardize": not args.no_standardize,
+        "epochs": None if saved is None else len(saved.loss_curve_), "stopped": state,
+        "converged": False, "final_loss": None if saved is None else saved.loss_,
+        "train": None, "test": None, "wall_seconds": wall,
+        "model": None if saved is None else args.out,
     }
     return json.dumps(_plain_json(report), indent=2, allow_nan=False) + "\n"
 
@@ -1111,7 +1182,9 @@ def _run_validate(args):
     def names(text):
         return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
-    _check_outputs([("--model", args.model), ("--data", args.data)], [("--json", args.json)])
+    parents = [("--parent", path) for path in args.parent or ()]
+    _check_outputs([("--model", args.model), ("--data", args.data), *parents],
+                   [("--json", args.json)])
     if args.model is not None:
         return _run_certificate(args, names)
     if args.data is not None:
@@ -1170,7 +1243,10 @@ def _run_certificate(args, names):
                              f"({drop!r:.80}).")
         table = read_training_table(args.data, extra.get("target"), drop)
         X, y = table.X, table.y
-        header = (table.feature_names, [table.target])
+        if os.path.splitext(args.data)[1].lower() == ".csv":
+            # Only a CSV has a header: an .npy's or .npz's names (x0, x1, ...) are
+            # made up, with nothing to compare (the certificate's notes say so).
+            header = (table.feature_names, [table.target])
     eval_set = None
     if "test_size" in extra:  # a model from `gpumlp train`: redo its split
         from .splitting import train_test_split

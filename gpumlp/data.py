@@ -202,8 +202,10 @@ def _columns(path, header, wanted):
     else:
         missing = [name for name in wanted if name not in seen]
         if missing:
-            raise DataError(f"{path}: the model needs the column(s) {', '.join(missing)}, "
-                            f"which the file lacks (it has {', '.join(n for n in named if n)}).")
+            # Quoted: a name with a space (" a" from a Parquet column) must show.
+            raise DataError(f"{path}: the model needs the column(s) "
+                            f"{', '.join(map(repr, missing))}, which the file lacks (it has "
+                            f"{', '.join(repr(n) for n in named if n)}).")
     return [named.index(name) for name in wanted], trailing, list(wanted)
 
 
@@ -580,6 +582,12 @@ def _read_csv_table(path, target, drop):
         if name not in seen:
             raise DataError(f"{path}: --drop names the column {name!r}, which the file lacks "
                             f"(it has {', '.join(seen)}).")
+    if target is None and seen and seen[-1] in drop:
+        # The default target is the last column: dropping it would make the
+        # one before it the target, unasked.
+        raise DataError(f"{path}: --drop names {seen[-1]!r}, the last column, which is the "
+                        f"target by default; name the target with --target, or keep "
+                        f"{seen[-1]!r}.")
     target = target_column(path, [n for n in seen if n not in drop], target)
     keep = [j for j, name in enumerate(named) if name and name not in drop]
     used = ([index] if index is not None else []) + keep
@@ -680,6 +688,20 @@ def target_column(path: str, columns: list[str], target: str | None) -> str:
     DataError
         When there is no such column, or no feature column besides it.
     """
+    if len(columns) == 1 and columns[0].lower().startswith("sep="):
+        raise DataError(f"{path}: its first line starts with {columns[0]!r}: a spreadsheet's "
+                        f"separator hint, not the header; delete that line.")
+    if len(columns) == 1:
+        # One column whose name holds another separator: a file of ';' or tabs.
+        found = [(name, sep) for name, sep in (("semicolons", ";"), ("tabs", "\t"),
+                                               ("'|'", "|")) if sep in columns[0]]
+        if found:
+            name, sep = found[0]
+            raise DataError(
+                f"{path}: its header is one column, {columns[0]!r}, separated by {name}; "
+                f"gpumlp reads comma-separated files with decimal points. Convert it, e.g. "
+                f"pandas.read_csv(path, sep={sep!r}).to_csv('data.csv', index=False) "
+                f"(with decimal=',' if its numbers have decimal commas).")
     target = columns[-1] if target is None else target
     if target not in columns:
         raise DataError(f"{path}: there is no column {target!r}; the columns are "

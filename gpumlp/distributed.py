@@ -750,7 +750,7 @@ def _read_zarr(path, da):
     return X, y, [f"x{j}" for j in range(X.shape[1])], "y"
 
 
-def read_dataset(path, target=None):
+def read_dataset(path, target=None, drop=()):
     """X and y as dask arrays, read on the workers, never gathered on the driver.
 
     * a glob or directory of ``.npy`` files: 2-D arrays, the target in the last
@@ -778,6 +778,9 @@ def read_dataset(path, target=None):
     path : str or os.PathLike
     target : str, optional
         The target column of a Parquet dataset.
+    drop : sequence of str
+        Columns of a Parquet dataset to leave out (``--drop``); other data
+        has no column names, so there it is refused.
 
     Returns
     -------
@@ -793,15 +796,19 @@ def read_dataset(path, target=None):
 
     path = os.fspath(path)
     path = path.rstrip("/") or path
+    drop = tuple(drop or ())
+    from .parquet import is_parquet, read_parquet
+
+    if drop and (path.endswith(".zarr") or not is_parquet(path)):
+        raise DataError(f"--drop names columns of a CSV or Parquet dataset; {path} holds "
+                        f"arrays without column names. Leave the columns out of the arrays.")
     if path.endswith(".zarr"):
         if target is not None:
             raise DataError("--target names a Parquet or CSV column; a Zarr store keeps the "
                             "target in y or in its last column.")
         return _read_zarr(path, da)
-    from .parquet import is_parquet, read_parquet
-
     if is_parquet(path):
-        return read_parquet(path, target)
+        return read_parquet(path, target, drop)
     if target is not None:
         raise DataError("--target names a Parquet or CSV column; .npy parts keep the target "
                         "in their last column, .npz parts in the array y.")

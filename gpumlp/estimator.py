@@ -678,6 +678,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if validation.n_outputs != source.n_outputs:
             raise ValueError(f"eval_set's y has {validation.n_outputs} outputs; "
                              f"y has {source.n_outputs}.")
+        if validation.n_samples < 2:
+            # Its R² (validation_scores_, early stopping's criterion) needs two.
+            raise ValueError(f"eval_set has {validation.n_samples} row; R² is not defined on "
+                             f"fewer than 2, so validation_scores_ and early stopping would "
+                             f"be meaningless. Pass at least 2 rows.")
         return validation
 
     def _trainer_for(self, layer_sizes, device, dtype, activation, continuing, incremental):

@@ -162,6 +162,10 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
     from .estimator import MLPRegressor
     from .scaling import StandardizedRegressor
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"save writes to a file path (str or os.PathLike), not a "
+                        f"{type(path).__name__}: it replaces the file atomically, which an "
+                        f"open file object cannot do. Pass the file's name.")
     scalers = {}
     if isinstance(model, StandardizedRegressor):
         if not hasattr(model, "regressor_"):
@@ -178,6 +182,15 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
     coefs = [to_numpy(W) for W in net.coefs_]
     intercepts = [to_numpy(b) for b in net.intercepts_]
     feature_names = _check_names("feature_names", feature_names, coefs[0].shape[0], "input")
+    seen = getattr(model, "feature_names_in_", None)
+    if feature_names is not None and seen is not None and \
+            [str(n) for n in feature_names] != [str(n) for n in seen]:
+        # `gpumlp predict` picks a CSV's columns by these names: others than
+        # the frame's would feed each input another column.
+        raise ValueError(
+            f"feature_names {list(feature_names)} are not the columns the model was fit on, "
+            f"in their order (feature_names_in_: {[str(n) for n in seen]}); leave "
+            f"feature_names out (the frame's names are kept) or pass those.")
     target_names = _check_names("target_names", target_names, coefs[-1].shape[1], "output")
     validation_curve = getattr(net, "validation_loss_curve_", None)
     metadata = {
@@ -233,8 +246,21 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
                 + ("The weights are finite: save them with training_state=False (a resume "
                    "then starts a new solver)." if state else "Refit the model."))
     arrays["metadata"] = np.array(json.dumps(metadata))
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        # Read back before it replaces anything: a file load would refuse
+        # (columns that are not the feature names' expansion, parameters
+        # changed by set_params since fit) is never written.
+        try:
+            load_with_metadata(tmp)
+        except ModelFileError as exc:
+            problem = str(exc).split("damaged or tampered model file: ", 1)[-1]
+            problem = problem.split(f"; {_REMEDY}", 1)[0]
+            hint = (" The parameters were changed with set_params since fit: set them back "
+                    "or fit again." if "parameter" in problem else "")
+            raise ValueError(f"Cannot save to {os.fspath(path)}: the file would not load back "
+                             f"({problem}); nothing was written.{hint}") from None
 
 
 #: The plain (JSON) keys of a fit record (version 2), with their types.
@@ -917,13 +943,23 @@ def _params(path: str, metadata: dict) -> dict:
 
 
 def _restore(net, coefs: list, intercepts: list, metadata: dict) -> None:
-    """Give ``net`` the fitted state ``fit`` would have given it."""
-    net._set_fitted(coefs, intercepts,
-                    loss_curve=[float(v) for v in metadata.get("loss_curve", [])],
+    """Give ``net`` the fitted state ``fit`` would have given it.
+
+    ``best_loss_`` is the curve's least loss, as ``fit`` sets it (None with
+    early stopping); the validation R² of each epoch comes back with the
+    training state (:func:`_restore_training`), which holds it.
+    """
+    loss_curve = [float(v) for v in metadata.get("loss_curve", [])]
+    validation_curve = metadata.get("validation_loss_curve")
+    net._set_fitted(coefs, intercepts, loss_curve=loss_curve,
                     n_iter=metadata.get("n_iter"), y_was_1d=metadata.get("y_1d", False),
                     learning_rates=metadata.get("learning_rates"),
                     learning_rate=metadata.get("learning_rate"),
-                    final_loss=metadata.get("loss"))
+                    final_loss=metadata.get("loss"),
+                    best_loss=(min(loss_curve) if loss_curve and not net.early_stopping
+                               else None),
+                    validation_losses=(None if validation_curve is None
+                                       else [float(v) for v in validation_curve]))
     names = metadata.get("feature_names_in")
     if names is not None:
         net.feature_names_in_ = np.asarray(names, dtype=object)
@@ -978,6 +1014,9 @@ def _restore_training(path: str, net, training: dict, arrays: dict) -> None:
             _plain("rng", rng.bit_generator.state):
         rng = random_state
     history = dict(training["history"])
+    if history["validation_scores"] and net.validation_loss_curve_ is not None:
+        net.validation_scores_ = [float(v) for v in history["validation_scores"]]
+        net.best_validation_score_ = max(net.validation_scores_)
     for key, missing in (("best_loss", math.inf), ("best_validation_score", -math.inf)):
         if history[key] is None:
             history[key] = missing

@@ -45,10 +45,14 @@ def r2_score(y, y_pred, sample_weight=None):
     Notes
     -----
     scikit-learn's conventions for a constant target: 1 if it is predicted
-    exactly, else 0.
+    exactly, else 0; and NaN for fewer than two samples, where R² is not
+    defined (one sample is a constant target by that rule, which would make
+    up a score).
     """
     y, y_pred = as_columns(y, y_pred)
     xp = array_namespace(y, y_pred)
+    if y.shape[0] < 2:
+        return xp.asarray(float("nan"), dtype=y.dtype)
     # Each output divided by a power of two near its largest |y|: exact (the
     # score is the same to the last bit), and the squares below cannot
     # overflow for any y the dtype holds (y of 1e300 in float64, 1e20 in float32).
@@ -90,4 +94,11 @@ def score(y, y_pred, sample_weight=None, estimator_name="MLPRegressor") -> float
     if sample_weight is not None:
         weights = check_sample_weight(sample_weight, y_pred.shape[0])
         sample_weight = np.asarray(to_numpy(weights), dtype=np.float64)
+    if y.shape[0] < 2:   # as scikit-learn's r2_score: a warning and NaN
+        import warnings
+
+        from ._sklearn_compat import undefined_metric_warning
+
+        warnings.warn("R^2 score is not well-defined with less than two samples.",
+                      undefined_metric_warning(), stacklevel=3)
     return float(r2_score(y, y_pred, sample_weight))

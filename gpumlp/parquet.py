@@ -174,7 +174,7 @@ def _chunks(rows, width):
     return groups
 
 
-def read_parquet(path, target=None):
+def read_parquet(path, target=None, drop=()):
     """X and y of a Parquet dataset as dask arrays, read on the workers.
 
     Parameters
@@ -184,6 +184,9 @@ def read_parquet(path, target=None):
     target : str, optional
         The target column (default: the last data column). A hive-partitioned
         dataset needs it named: its last column is a partition key.
+    drop : sequence of str
+        Columns left out (``--drop``): never read, and they may hold text.
+        Each must be a column of the dataset, and not the target.
 
     Returns
     -------
@@ -226,7 +229,8 @@ def read_parquet(path, target=None):
             raise DataError(f"{file}: the partition key {clash[0]!r} is also a column of the "
                             f"file; rename one of them.")
         if sum(rows):
-            text = [f"{name!r} ({types[name]})" for name in columns if not _numeric(types[name])]
+            text = [f"{name!r} ({types[name]})" for name in columns
+                    if not _numeric(types[name]) and name not in drop]
             if text:
                 raise DataError(f"{file}: non-numeric column(s) {', '.join(text)}; encode them "
                                 f"as numbers or drop them.")
@@ -243,15 +247,27 @@ def read_parquet(path, target=None):
                         f"values come after the files' columns, so the last column is a "
                         f"partition key, not a target; name the target with --target (one "
                         f"of {', '.join(columns)}).")
-    target = target_column(path, columns, target)
-    features = [c for c in columns if c != target]
+    unknown = [name for name in drop if name not in columns]
+    if unknown:
+        raise DataError(f"{path}: --drop names {', '.join(map(repr, unknown))}, which the "
+                        f"dataset does not have; its columns are {', '.join(columns)}.")
+    if target is not None and target in drop:
+        raise DataError(f"{path}: --drop names the target {target!r}; drop features only.")
+    if target is None and columns[-1] in drop:
+        raise DataError(f"{path}: --drop names {columns[-1]!r}, the last column, which is the "
+                        f"target by default; name the target with --target, or keep "
+                        f"{columns[-1]!r}.")
+    kept = [c for c in columns if c not in drop]
+    target = target_column(path, kept, target)
+    features = [c for c in kept if c != target]
     order = features + [target]
+    read = [c for c in first_columns if str(c) in order]
     blocks, start = [], 0
     for file, values, rows in plan:
         for groups, n in _chunks(rows, len(order)):
             first_row = sum(rows[:groups[0]])
             blocks.append(da.from_delayed(
-                dask.delayed(_load_chunk, pure=True)(file, groups, first_columns, keys, values,
+                dask.delayed(_load_chunk, pure=True)(file, groups, read, keys, values,
                                                      order, n, first_row, start),
                 (n, len(order)), np.float64))
             start += n
@@ -262,14 +278,20 @@ def read_parquet(path, target=None):
 
 
 def _column(array):
-    """A pyarrow column as float64 NumPy, nulls as NaN."""
+    """A pyarrow column as float64 NumPy, nulls as NaN.
+
+    An integer beyond 2^53 is rounded to the nearest float64, as NumPy's
+    ``astype``, a CSV's digits and an integer array given to ``fit`` are
+    (Arrow's own cast refuses it, with a message that names no column).
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode() if hasattr(array, "dictionary_decode") else \
             pa.chunked_array([c.dictionary_decode() for c in array.chunks])
-    return np.asarray(pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False),
+    options = pc.CastOptions(pa.float64(), allow_float_truncate=True)
+    return np.asarray(pc.cast(array, options=options).to_numpy(zero_copy_only=False),
                       dtype=np.float64)
 
 

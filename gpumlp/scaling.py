@@ -59,6 +59,12 @@ def mean_scale(x):
     -------
     mean, scale : arrays, shape (n_columns,)
     """
+    if isinstance(x, np.ndarray):
+        # NumPy sums a column in an order that follows the memory layout (down a
+        # Fortran column pairwise, across C rows one by one), so the same numbers
+        # would give means that differ in the last bit: the statistics come from
+        # one layout, so that a fit and its certificate agree bit for bit.
+        x = np.ascontiguousarray(x)
     xp = aac.array_namespace(x)
     mean = xp.mean(x, axis=0)
     # The deviations are divided by their largest magnitude before squaring,

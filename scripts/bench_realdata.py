@@ -51,7 +51,11 @@ read its CSVs).
 
 Run ``python scripts/bench_realdata.py --json results.json``; ``--datasets``
 and ``--runners`` take comma-separated subsets, ``--splits`` the number of
-splits.
+splits (seeds 0, 1, ...: the first three are the benchmark's). Besides the
+mean R² per dataset it prints each runner's R² minus scikit-learn's Adam's
+split by split, as a mean ± its standard error, which says whether a gap is
+more than the splits' noise. ``--summarize results.json`` prints the tables
+of a stored run again.
 """
 
 from __future__ import annotations
@@ -330,6 +334,19 @@ def summary(rows, reference="sk-adam", within=0.01):
         values = [r[key] for r in rows if r["runner"] == runner and r["dataset"] == dataset]
         return float(np.mean(values)) if values else math.nan
 
+    def paired(runner, dataset):
+        # The split decides much of a small set's score, for every runner alike,
+        # so runners are compared split by split: the mean difference and its
+        # standard error over the splits (NaN with one split).
+        ref = {r["split"]: r["r2"] for r in rows
+               if r["runner"] == reference and r["dataset"] == dataset}
+        diff = [r["r2"] - ref[r["split"]] for r in rows if r["runner"] == runner
+                and r["dataset"] == dataset and r["split"] in ref]
+        if not diff:
+            return [math.nan, math.nan]
+        se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
+        return [float(np.mean(diff)), se]
+
     table = {}
     for runner in runners:
         scores = [mean(runner, d, "r2") for d in datasets]
@@ -347,6 +364,7 @@ def summary(rows, reference="sk-adam", within=0.01):
                               if r["runner"] == runner),
             fits=sum(r["runner"] == runner for r in rows),
             per_dataset=dict(zip(datasets, scores)),
+            paired=dict(zip(datasets, (paired(runner, d) for d in datasets))),
         )
     return table
 
@@ -371,6 +389,19 @@ def format_summary(table, reference="sk-adam"):
     return "\n".join(lines)
 
 
+def format_paired(table, reference="sk-adam"):
+    """Per dataset, each runner's R² minus ``reference``'s on the same split:
+    the mean over the splits ± its standard error."""
+    others = [r for r in table if r != reference]
+    datasets = list(next(iter(table.values()))["per_dataset"])
+    lines = [f"| R² − {reference}'s, per split: mean ± s.e. | " + " | ".join(others) + " |",
+             "| --- |" + " --- |" * len(others)]
+    for d in datasets:
+        lines.append(f"| {d} | " + " | ".join(
+            "{:+.3f} ± {:.3f}".format(*table[r]["paired"][d]) for r in others) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
@@ -382,7 +413,17 @@ def main(argv=None):
                              "over the default regressor's parameters")
     parser.add_argument("--max-rows", type=int, default=MAX_ROWS)
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--summarize", metavar="FILE",
+                        help="print the tables of a run stored with --json, fitting nothing")
     args = parser.parse_args(argv)
+    if args.summarize:
+        with open(args.summarize) as handle:
+            table = summary(json.load(handle)["rows"])
+        print(format_summary(table))
+        if "sk-adam" in table and len(table) > 1:
+            print()
+            print(format_paired(table))
+        return
     datasets = [d for d in args.datasets.split(",") if d]
     runners = [r for r in args.runners.split(",") if r]
     if args.variants:
@@ -396,6 +437,9 @@ def main(argv=None):
     rows = run(datasets, runners, args.splits, args.max_rows)
     table = summary(rows)
     print(format_summary(table))
+    if "sk-adam" in table and len(table) > 1:
+        print()
+        print(format_paired(table))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"rows": rows, "summary": table}, handle, indent=1)

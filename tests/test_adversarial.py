@@ -97,7 +97,7 @@ def test_cli_predict_matches_csv_columns_to_a_dataframe_models_names(data, tmp_p
     capsys.readouterr()
     assert main(["predict", "--model", str(tmp_path / "twice.npz"), "--data",
                  str(tmp_path / "d.csv")]) == 2
-    assert "needs the column(s) x0, x1, x2" in capsys.readouterr().err
+    assert "needs the column(s) 'x0', 'x1', 'x2'" in capsys.readouterr().err
 
 
 def test_cli_says_lbfgs_stopped_at_max_fun_not_at_epochs(tmp_path, capsys):
@@ -152,30 +152,71 @@ def test_cli_takes_the_options_a_run_uses(tmp_path, options):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
-def test_sigterm_saves_the_last_complete_epoch_as_ctrl_c_does(tmp_path):
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_sigterm_saves_the_last_complete_epoch_as_ctrl_c_does(tmp_path, name):
     # Before: SIGTERM (kill, a batch scheduler's time limit) ended the run at
-    # once, and every epoch trained was lost.
+    # once, and every epoch trained was lost; so did SIGHUP, a closed
+    # terminal or dropped ssh session (adversarial round 5).
+    import json
+
     from gpumlp import load
-    out = tmp_path / "m.npz"
+    out, report = tmp_path / "m.npz", tmp_path / "r.json"
     process = subprocess.Popen(
         [sys.executable, "-m", "gpumlp", "train", "--device", "cpu", "--samples", "500",
          "--epochs", "10000000", "--solver", "gd", "--lr", "0.1", "--tol", "0", "--hidden",
-         "8", "--quiet", "--out", str(out), "--checkpoint-every", "1"],
+         "8", "--quiet", "--out", str(out), "--checkpoint-every", "1", "--json", str(report)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not out.exists() and time.monotonic() < deadline:   # an epoch is complete
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    number = getattr(signal, name)
+    process.send_signal(number)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, err
+    assert process.returncode == 128 + number, err
     assert f"saved the last complete epoch's model to {out}" in err
-    assert len(load(out).regressor_.loss_curve_) >= 1
+    saved = load(out).regressor_
+    assert len(saved.loss_curve_) >= 1
+    # Before: --json was not written, so a script read a missing or stale report.
+    written = json.loads(report.read_text())
+    assert written["stopped"] == f"interrupted ({name}), not converged"
+    assert written["converged"] is False and written["model"] == str(out)
+    assert written["epochs"] == len(saved.loss_curve_)
+    assert written["final_loss"] == saved.loss_
 
 
-def test_cli_never_calls_a_run_whose_loss_rose_converged(tmp_path, capsys):
-    # Before: "epochs: 12 (converged)  final loss: 7.43e+24" and an R² of
-    # -8e26, the fit's LossIncreasedWarning caught and never shown.
+@pytest.mark.parametrize("checkpoints", [False, True])
+def test_a_diverged_run_writes_its_json_report_too(tmp_path, checkpoints):
+    # Before: no report, and a stale one from an earlier run at the same path
+    # read as this run's (adversarial round 5).
     import json
+
+    from gpumlp.cli import main
+    report, out = tmp_path / "r.json", tmp_path / "m.npz"
+    report.write_text('{"stopped": "stopped at --epochs"}')
+    argv = ["train", "--samples", "200", "--solver", "sgd", "--lr", "50", "--momentum", "0.99",
+            "--epochs", "50", "--quiet", "--device", "cpu", "--json", str(report),
+            "--out", str(out)] + (["--checkpoint-every", "2"] if checkpoints else [])
+    assert main(argv) == 1
+    written = json.loads(report.read_text())
+    assert written["stopped"].startswith("diverged at epoch ") and written["converged"] is False
+    assert written["train"] is None and written["test"] is None
+    if checkpoints:   # the last checkpoint before the divergence is what --out holds
+        from gpumlp import load
+        assert written["model"] == str(out)
+        assert written["epochs"] == len(load(out).regressor_.loss_curve_)
+    else:
+        assert written["model"] is None and not out.exists()
+
+
+@pytest.mark.parametrize("user_filter", [None, "ignore", "error"])
+def test_cli_never_calls_a_run_whose_loss_rose_converged(tmp_path, capsys, user_filter):
+    # Before: "epochs: 12 (converged)  final loss: 7.43e+24" and an R² of
+    # -8e26, the fit's LossIncreasedWarning caught and never shown. And under
+    # PYTHONWARNINGS=ignore (or -W ignore) the warning was never recorded, so
+    # the run read as converged again; under "error" it ended in a traceback
+    # (adversarial round 4, D4).
+    import json
+    import warnings
 
     from gpumlp.cli import main
     rng = np.random.default_rng(0)
@@ -186,9 +227,12 @@ def test_cli_never_calls_a_run_whose_loss_rose_converged(tmp_path, capsys):
                                           for row in np.column_stack([X, y])))
     # A step far too large: the loss grows by a factor of about 1e11 (the
     # stopping rule then meets its "no improvement" test), yet stays finite.
-    assert main(["train", "--data", str(data), "--solver", "sgd", "--lr", "1", "--momentum",
-                 "0.99", "--epochs", "30", "--quiet", "--device", "cpu", "--dtype", "float64",
-                 "--json", str(report)]) == 0
+    with warnings.catch_warnings():
+        if user_filter is not None:
+            warnings.simplefilter(user_filter)
+        assert main(["train", "--data", str(data), "--solver", "sgd", "--lr", "1",
+                     "--momentum", "0.99", "--epochs", "30", "--quiet", "--device", "cpu",
+                     "--dtype", "float64", "--json", str(report)]) == 0
     outcome = json.loads(report.read_text())
     assert outcome["converged"] is False
     assert "the training loss rose, not converged" in outcome["stopped"]

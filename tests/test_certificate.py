@@ -195,6 +195,8 @@ def test_the_tiny_rate_one_epoch_trick_fails(tmp_path, data):
     (lambda m: m.update(loss=m["loss"] / 1000), "loss_"),
     (lambda m: m.update(learning_rates=[v * 2 for v in m["learning_rates"]]), "rate"),
     (lambda m: m.update(trained_on="torch:cpu"), "trained_on"),
+    # learning_rate_ (loaded from "learning_rate"): the last epoch's rate (round 4, D6).
+    (lambda m: m.update(learning_rate=123.0), "learning_rate_ is the last epoch's rate"),
 ])
 def test_the_files_claims_are_bound(tmp_path, data, edit, what):
     path = _saved(tmp_path, _fit(data, max_iter=6))
@@ -542,3 +544,192 @@ def test_a_cli_resume_link_certifies_against_its_parent(tmp_path):
     assert main(["validate", "--model", str(tmp_path / "res.npz"), "--data", str(data),
                  "--parent", str(tmp_path / "half.npz"), "--backends", "numpy",
                  "--dtypes", "float64"]) == 0
+    # --json naming the parent (or a link to it) would replace the parent by
+    # the report (adversarial round 4): refused before anything is written.
+    before = (tmp_path / "half.npz").read_bytes()
+    (tmp_path / "link.json").symlink_to(tmp_path / "half.npz")
+    for report in ("half.npz", "link.json"):
+        assert main(["validate", "--model", str(tmp_path / "res.npz"), "--data", str(data),
+                     "--parent", str(tmp_path / "half.npz"), "--backends", "numpy",
+                     "--dtypes", "float64", "--json", str(tmp_path / report)]) == 2
+    assert (tmp_path / "half.npz").read_bytes() == before
+
+
+@pytest.mark.parametrize("replay", ["float32", "float64"])
+def test_an_honest_fit_whose_gradient_overflows_float32_certifies(tmp_path, replay):
+    # Found by the laws' long run: a float32 Poisson fit of unscaled X holds
+    # |g|**2 = inf in its state; its replay does too. It was a FAIL ("not
+    # finite in the replay"), and under pytest a RuntimeWarning.
+    X = np.array([[154.27], [-394.22], [-181.38], [-615.72], [-1029.07], [-771.56]])
+    y = np.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]])
+    model = MLPRegressor((1, 3), activation="relu", loss="poisson", solver="gd", max_iter=2,
+                         dtype="float32", random_state=0, tol=0.0, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y)
+    assert model.loss_ > 1e18          # far beyond what float32 squares
+    save(model, tmp_path / "m.npz")
+    cert = certify(tmp_path / "m.npz", X, y, backends=["numpy"], dtypes=(replay,))
+    assert cert.passed, format_certificate(cert)
+    # The same file with its last weights changed still fails.
+    model.coefs_[0] = model.coefs_[0] * np.float32(1.001)
+    save(model, tmp_path / "t.npz")
+    assert not certify(tmp_path / "t.npz", X, y, backends=["numpy"], dtypes=(replay,)).passed
+
+
+# ----------------------------------------------- adversarial round 4: claims and layouts
+def _cli_run(tmp_path, solver="gd"):
+    """A small `gpumlp train --out` run: (model file, data CSV, the data's numbers)."""
+    from gpumlp.cli import main
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 3))
+    table = np.column_stack([X, X.sum(1) + 0.1 * rng.normal(size=40)])
+    data, model = tmp_path / "f.csv", tmp_path / "a.npz"
+    np.savetxt(data, table, delimiter=",", header="a,b,c,y", comments="")
+    assert main(["train", "--data", str(data), "--hidden", "3", "--solver", solver,
+                 "--epochs", "4", "--out", str(model), "--quiet", "--device", "cpu"]) == 0
+    return model, data, table
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("alpha", 0.5), ("hidden", [5]), ("lr", 0.5), ("test_size", 0.3), ("seed", 1),
+    ("no_standardize", True)])
+def test_edited_train_settings_fail_and_are_never_resumed(tmp_path, setting, value):
+    """The CLI's saved settings are what --resume restores and --json reports: an edited
+    one gave PASS, and a resume reported it while training with the model's (D5)."""
+    from gpumlp.cli import main
+
+    model, data, _ = _cli_run(tmp_path)
+    validate = ["validate", "--data", str(data), "--backends", "numpy", "--dtypes", "float64"]
+    assert main([*validate, "--model", str(model)]) == 0
+    forged = _rewrite(model, tmp_path / "t.npz",
+                      edit_metadata=lambda m: m["extra"]["settings"].update({setting: value}))
+    cert = certify(forged, *_cli_split(model, data), backends=["numpy"], dtypes=("float64",))
+    text = format_certificate(cert)
+    assert cert.outcome == "FAIL" and "FAIL the saved train settings" in text, text
+    assert f"{setting} {value!r}" in text
+    assert main([*validate, "--model", str(forged)]) == 1
+    report = tmp_path / "t2.json"
+    assert main(["train", "--resume", str(forged), "--epochs", "2", "--out",
+                 str(tmp_path / "t2.npz"), "--json", str(report), "--quiet",
+                 "--device", "cpu"]) != 0
+    assert not report.exists() and not (tmp_path / "t2.npz").exists()
+
+
+def _cli_split(model, data):
+    """The training split `gpumlp validate` redoes for a CLI model."""
+    from gpumlp.splitting import train_test_split
+
+    extra = read_metadata(model)["extra"]
+    table = np.loadtxt(data, delimiter=",", skiprows=1)
+    X_train, _, y_train, _ = train_test_split(table[:, :-1], table[:, -1], extra["test_size"],
+                                              extra["split_seed"])
+    return X_train, y_train
+
+
+def test_an_honest_resume_still_passes_its_settings_check(tmp_path):
+    from gpumlp.cli import main
+
+    model, data, _ = _cli_run(tmp_path, solver="adam")
+    resumed = tmp_path / "r.npz"
+    assert main(["train", "--resume", str(model), "--epochs", "2", "--out", str(resumed),
+                 "--quiet", "--device", "cpu"]) == 0
+    cert = certify(resumed, *_cli_split(model, data), backends=["numpy"], dtypes=("float64",),
+                   parents=(model,))
+    assert cert.outcome == "PASS", format_certificate(cert)
+    assert "ok   the saved train settings" in format_certificate(cert)
+
+
+def test_a_frames_column_names_are_bound(tmp_path, data):
+    """feature_names_in (a frame's columns, by which predict orders a frame and the CLI a
+    CSV) edited gave PASS (D7); and they must be the feature_names where both are kept."""
+    pd = pytest.importorskip("pandas")
+    X, y = data
+    frame = pd.DataFrame(X, columns=["b", "a", "c", "d"])
+    model = StandardizedRegressor(MLPRegressor((4,), max_iter=5, random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(frame, y)
+    path = _saved(tmp_path, model)
+    assert certify(path, frame, y, backends=["numpy"]).outcome == "PASS"
+    forged = _rewrite(path, tmp_path / "forged.npz",
+                      edit_metadata=lambda m: m.update(feature_names_in=["a", "b", "c", "d"]))
+    cert = certify(forged, frame, y, backends=["numpy"])
+    assert cert.outcome == "FAIL"
+    assert "FAIL feature_names_in are the data's header" in format_certificate(cert)
+    # feature_names that contradict the frame's columns: a CSV would be read in the other
+    # order. save refuses them; in a file, the contradiction alone fails, header or not.
+    with pytest.raises(ValueError, match="not the columns the model was fit on"):
+        save(model, tmp_path / "named.npz", feature_names=["a", "b", "c", "d"])
+    assert not (tmp_path / "named.npz").exists()
+    named = _rewrite(path, tmp_path / "named.npz",
+                     edit_metadata=lambda m: m.update(feature_names=["a", "b", "c", "d"]))
+    cert = certify(named, X, y, backends=["numpy"])
+    assert cert.outcome == "FAIL"
+    assert "FAIL feature_names (read from a CSV) are feature_names_in" in \
+        format_certificate(cert)
+
+
+@pytest.mark.parametrize("fit_layout, certify_layout", [
+    ("frame", "C"), ("F", "C"), ("C", "F"), ("C", "frame")])
+def test_an_honest_fit_certifies_whatever_the_memory_order(tmp_path, data, fit_layout,
+                                                             certify_layout):
+    """The scalers' column means depend, in the last bit, on the memory order NumPy sums
+    in: an honest fit on a frame or a Fortran array failed with the C-ordered numbers (D8)."""
+    pd = pytest.importorskip("pandas")
+    X, y = data
+    # The premise: these numbers' means differ in the last bit between the two orders.
+    assert not np.array_equal(X.mean(0), np.asfortranarray(X).mean(0))
+
+    def layout(kind):
+        return {"C": np.ascontiguousarray(X), "F": np.asfortranarray(X),
+                "frame": pd.DataFrame(X)}[kind]
+
+    model = _fit((layout(fit_layout), y), max_iter=3)
+    path = _saved(tmp_path, model)
+    cert = certify(path, layout(certify_layout), y, backends=["numpy"])
+    assert cert.outcome == "PASS", format_certificate(cert)
+    # A scaler changed by one ulp still fails.
+    bad = _rewrite(path, tmp_path / "bad.npz",
+                   edit_arrays={"x_mean": lambda a: np.nextafter(a, np.inf)})
+    assert certify(bad, layout(certify_layout), y, backends=["numpy"]).outcome == "FAIL"
+
+
+def test_validate_on_an_npy_of_the_same_numbers_skips_the_names(tmp_path, capsys):
+    """An .npy has no header: its made-up names x0, x1, ... failed an honest fit (D9)."""
+    from gpumlp.cli import main
+
+    model, data, table = _cli_run(tmp_path, solver="sgd")
+    npy = tmp_path / "f.npy"
+    np.save(npy, table)
+    capsys.readouterr()
+    assert main(["validate", "--model", str(model), "--data", str(npy), "--backends", "numpy",
+                 "--dtypes", "float64"]) == 0
+    out = capsys.readouterr().out
+    assert "note: feature_names were not checked: the data given has no header" in out
+    assert "feature_names are the data's header" not in out
+    # A CSV's header is still compared.
+    swapped = _rewrite(model, tmp_path / "swapped.npz",
+                       edit_metadata=lambda m: m.update(feature_names=["b", "a", "c"]))
+    assert main(["validate", "--model", str(swapped), "--data", str(data), "--backends",
+                 "numpy", "--dtypes", "float64"]) == 1
+
+
+def test_every_resume_setting_is_bound_and_old_defaults_are_honoured():
+    """Each setting --resume restores is bound to the model, its split record or the data's
+    digest; a file from before issue 21 (sgd's --lr left out meant 0.1) is no forgery."""
+    from gpumlp._settings import (
+        SETTING_OTHER,
+        SETTING_PARAMS,
+        SETTING_SPLIT,
+        settings_disagreements,
+    )
+    from gpumlp.cli import _RESUME_SETTINGS
+
+    assert set(_RESUME_SETTINGS) == set(SETTING_PARAMS) | set(SETTING_SPLIT) | set(SETTING_OTHER)
+    net = MLPRegressor((3,), solver="sgd", learning_rate_init=0.1, random_state=0)
+    settings = {"solver": "sgd", "lr": None, "hidden": [3], "seed": 0}
+    assert settings_disagreements(settings, net, {}) == []
+    assert settings_disagreements(dict(settings, solver="gd"), net.set_params(solver="gd"),
+                                  {}) == ["lr 'auto', the model's learning_rate_init 0.1"]

@@ -138,3 +138,22 @@ def test_train_reports_the_automatic_step_size():
                  "--solver", "gd", check=True)   # gd (issue 21: the default is now adam)
     assert re.search(r"learning rate: auto, \S+ at the start \(1.9 / the largest curvature\), "
                      r"\S+ at the end", result.stdout)
+
+
+def test_the_plot_is_written_in_the_format_its_suffix_names(tmp_path, capsys, monkeypatch):
+    # Before: PNG data whatever the name (loss.pdf, loss.svg), and a .txt
+    # was accepted (adversarial round 5).
+    pytest.importorskip("matplotlib")
+    from gpumlp import cli
+
+    starts = {"loss.png": b"\x89PNG", "loss.pdf": b"%PDF", "loss.svg": b"<?xml",
+              "loss": b"\x89PNG"}
+    for name, start in starts.items():
+        assert cli.main(["train", "--device", "cpu", "--samples", "60", "--epochs", "2",
+                         "--quiet", "--plot", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).read_bytes().startswith(start), name
+    monkeypatch.setattr(cli, "_train_and_report", lambda *a: pytest.fail("training started"))
+    assert cli.main(["train", "--device", "cpu", "--samples", "60", "--epochs", "2",
+                     "--quiet", "--plot", str(tmp_path / "loss.txt")]) == 2
+    assert ".txt is no image format matplotlib writes" in capsys.readouterr().err
+    assert not (tmp_path / "loss.txt").exists()

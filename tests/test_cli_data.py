@@ -125,7 +125,7 @@ def test_feature_count_mismatch_at_predict(tmp_path, csv_file):
     assert "the model expects 5 feature column(s); the array has shape (4, 3)" in result.stderr
     partial = bad_csv(tmp_path, "f0,f1\n1,2\n")
     result = run("predict", "--model", str(model), "--data", partial)
-    assert "needs the column(s) f2, f3, f4" in result.stderr
+    assert "needs the column(s) 'f2', 'f3', 'f4'" in result.stderr
 
 
 def test_cuda_without_a_gpu_says_how_to_install(tmp_path):
@@ -178,14 +178,20 @@ def test_ctrl_c_stops_cleanly_and_saves_the_last_good_state(tmp_path):
          "--samples", "400000", "--hidden", "64",
          # A fixed rate: "auto" spends its first 17 gradients (over 1.5 s of
          # 400000 rows here) on the curvature estimate, before epoch 1 ends.
-         "--lr", "0.1", "--tol", "0", "--solver", "gd", "--out", str(model)],
+         "--lr", "0.1", "--tol", "0", "--solver", "gd", "--out", str(model),
+         # The file appears once an epoch is complete: the signal is sent
+         # then, not after a fixed sleep that a loaded machine may outlast.
+         "--checkpoint-every", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # A shell that starts CI in the background hands its children SIGINT
         # ignored, and Python then installs no KeyboardInterrupt for it.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout.readline().startswith("device: cpu")
-    time.sleep(1.5)
+    deadline = time.monotonic() + 120
+    while not model.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert model.exists(), "no epoch completed within 120 s"
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err

@@ -49,6 +49,34 @@ def test_an_unnamed_first_column_that_is_no_index_is_refused(tmp_path):
         read_training_table(path)
 
 
+@pytest.mark.parametrize("sep, name", [(";", "semicolons"), ("\t", "tabs")])
+def test_a_file_of_another_separator_is_named_as_such(tmp_path, frame, sep, name):
+    # Before: "there is no column 'price'; the columns are x;region;fuel;price".
+    path = tmp_path / "e.csv"
+    frame.to_csv(path, sep=sep, index=False)
+    for target in ("price", None):
+        with pytest.raises(DataError, match=f"separated by {name}; gpumlp reads comma-"):
+            read_training_table(path, target)
+
+
+def test_a_spreadsheet_separator_hint_line_is_named(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("sep=,\na,b,y\n1,2,3\n2,3,4\n")
+    with pytest.raises(DataError, match="starts with 'sep=': a spreadsheet's separator hint"):
+        read_training_table(path)
+
+
+def test_dropping_the_default_target_is_refused(tmp_path, frame):
+    # Before: the column before it silently became the target (adversarial round 5).
+    path = tmp_path / "d.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError, match="--drop names 'price', the last column, which is the "
+                                        "target by default"):
+        read_training_table(path, None, ("price",))
+    table = read_training_table(path, "x", ("price",))   # a named target: fine
+    assert table.target == "x" and "price" not in table.feature_names
+
+
 def test_text_columns_are_encoded_one_hot(tmp_path, frame):
     path = tmp_path / "t.csv"
     frame.to_csv(path, index=False)

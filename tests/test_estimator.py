@@ -285,6 +285,50 @@ def test_bad_input_gets_clear_errors(X, y, match):
         MLPRegressor(device="cpu").fit(X, y)
 
 
+def test_predictions_take_the_shape_fit_was_given(data, tmp_path):
+    """``(n,)`` after a 1-D ``y``, ``(n, 1)`` after an ``(n, 1)`` one, also once loaded."""
+    from gpumlp import io
+
+    X, y = data
+    for target, shape in ((y, (len(y),)), (y.reshape(-1, 1), (len(y), 1))):
+        model = MLPRegressor((4,), max_iter=3, device="cpu", random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, target)
+        io.save(model, tmp_path / "m.npz")
+        assert model.predict(X).shape == shape == io.load(tmp_path / "m.npz").predict(X).shape
+
+
+def test_r2_of_one_row_is_undefined_not_made_up(data):
+    # Before: 0.0 by the constant-target rule, and a one-row eval_set's
+    # scores were all 0.0, on which early stopping stopped (adversarial round 5).
+    from gpumlp._sklearn_compat import UndefinedMetricWarning
+    from gpumlp.metrics import r2_score
+
+    X, y = data
+    model = MLPRegressor((4,), max_iter=3, device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    with pytest.warns(UndefinedMetricWarning, match="less than two samples"):
+        assert np.isnan(model.score(X[:1], y[:1]))
+    assert np.isnan(float(r2_score(y[:1], y[:1])))
+    assert float(r2_score(y[:2], y[:2])) == 1.0          # two rows: defined
+    for early_stopping in (False, True):
+        with pytest.raises(ValueError, match="eval_set has 1 row; R² is not defined"):
+            MLPRegressor((4,), max_iter=3, device="cpu", early_stopping=early_stopping).fit(
+                X, y, eval_set=(X[:1], y[:1]))
+
+
+def test_pandas_na_is_called_missing_not_non_numeric():
+    # Before: "X contains non-numeric values (first at index (1, 0): <NA>)".
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame({"a": pd.array([1.0, None, 3.0], dtype="Float64"), "b": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match=r"X contains missing values \(first at index "
+                                         r"\(1, 0\): <NA>\)\. Remove or impute them"):
+        MLPRegressor(device="cpu").fit(X, [1.0, 2.0, 3.0])
+
+
 def test_eval_set_records_a_validation_curve(data):
     X, y = data
     seen = []
