@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import sys
 
 __all__ = ["BaseEstimator", "ConvergenceWarning", "NotFittedError", "RegressorMixin",
@@ -153,7 +154,13 @@ class RegressorMixin:
         """
         from .metrics import score
 
-        return score(y, self.predict(X), sample_weight, type(self).__name__)
+        result = score(y, self.predict(X), sample_weight, type(self).__name__)
+        if math.isnan(result) and len(X) < 2:   # as scikit-learn's r2_score: NaN, warned
+            import warnings
+
+            warnings.warn("R^2 score is not well-defined with less than two samples.",
+                          undefined_metric_warning(), stacklevel=2)
+        return result
 
     def __sklearn_tags__(self):
         from sklearn.utils import RegressorTags

@@ -713,6 +713,8 @@ def get_device(spec: str | Device | None = None, backend: str | None = None) -> 
         :class:`CUDAUnavailableError` for CuPy.
     """
     from_env = []
+    if backend is None and isinstance(spec, Device):
+        return spec   # a Device is of one backend: $GPUMLP_BACKEND is for when none is said
     if backend is None:
         backend = default_backend_spec()
         if os.environ.get(BACKEND_ENV_VAR, "").strip():

@@ -534,8 +534,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             if not continuing:   # data the guard let through, judged for its scale
                 _warn_if_unscaled(X, y, self.loss)
         else:   # summarised on the workers that hold the chunks
-            check_dtype_limits(self, dtype, held=DataSummary.of_chunks(
-                source.client, source.X, source.y, source.w, source.n_samples))
+            try:
+                check_dtype_limits(self, dtype, held=DataSummary.of_chunks(
+                    source.client, source.X, source.y, source.w, source.n_samples))
+            except BaseException:
+                source.release()
+                raise
             n_features, n_outputs = source.n_features, source.n_outputs
         layer_sizes = [n_features, *hidden, n_outputs]
         network_bytes = _network_bytes(layer_sizes, dtype)
@@ -568,6 +572,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 f"batch_size (on the command line: --solver adam --batch-size 1024), or "
                 f"train on fewer rows."
             ) from exc
+        finally:
+            if hasattr(source, "release"):   # a Dask fit's chunks and shards, freed now
+                source.release()
 
     def _fit_source(self, source, device, input_device, dtype, hidden, activation, y_was_1d,
                     continuing, incremental, eval_set, callback, client):
@@ -637,6 +644,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             # An interrupted or diverged call keeps no record: it cannot be certified.
             self._fit_record = recorder.finish(len(trainer.loss_curve) - trainer.call_start) \
                 if recorder is not None and finished else None
+            if hasattr(validation, "release"):   # eval_set's or early stopping's Dask chunks
+                validation.release()
         return self
 
     def _split_generator(self, continuing):
@@ -666,8 +675,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             validation = ChunkSource.from_arrays(X_val, y_val, client, name, source.n_features,
                                                  non_negative=self.loss == "poisson")
             validation.dtype = dtype
-            check_dtype_limits(self, dtype, where="eval_set's ", held=DataSummary.of_chunks(
-                validation.client, validation.X, validation.y, None, validation.n_samples))
+            try:
+                check_dtype_limits(self, dtype, where="eval_set's ", held=DataSummary.of_chunks(
+                    validation.client, validation.X, validation.y, None, validation.n_samples))
+            except BaseException:
+                validation.release()
+                raise
         else:
             X_val = check_X(X_val, name, n_features=source.n_features)
             y_val = check_y(y_val, X_val.shape[0], name)
@@ -676,6 +689,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 check_non_negative(y_val, "loss='poisson'; eval_set's y")
             validation = ArraySource.from_arrays(X_val, y_val, device, dtype)
         if validation.n_outputs != source.n_outputs:
+            if hasattr(validation, "release"):
+                validation.release()
             raise ValueError(f"eval_set's y has {validation.n_outputs} outputs; "
                              f"y has {source.n_outputs}.")
         if validation.n_samples < 2:

@@ -94,11 +94,4 @@ def score(y, y_pred, sample_weight=None, estimator_name="MLPRegressor") -> float
     if sample_weight is not None:
         weights = check_sample_weight(sample_weight, y_pred.shape[0])
         sample_weight = np.asarray(to_numpy(weights), dtype=np.float64)
-    if y.shape[0] < 2:   # as scikit-learn's r2_score: a warning and NaN
-        import warnings
-
-        from ._sklearn_compat import undefined_metric_warning
-
-        warnings.warn("R^2 score is not well-defined with less than two samples.",
-                      undefined_metric_warning(), stacklevel=3)
     return float(r2_score(y, y_pred, sample_weight))

@@ -29,10 +29,11 @@ every epoch of the block in one compiled program (:func:`epoch_function`,
 (``GPUMLP_FASTPATH=0``, :func:`gpumlp.fastpath.disabled`); on NumPy, the
 optional C extension, one call per block, where it is built and faster
 (:mod:`gpumlp.fastpath.cblocks`); with the opt-in ``GPUMLP_CUDA_GRAPH=1``
-on CuPy, one CUDA graph per block (:func:`gpumlp.fastpath.select_blocks`).
-Each gives every epoch's parameters, loss and finiteness flag, and the
-block goes on from there as above. Other backends, and CuPy without the
-opt-in, run epoch by epoch.
+on CuPy, one CUDA graph per block (:func:`gpumlp.fastpath.select_blocks`);
+on Dask, the worker that holds every chunk
+(:class:`gpumlp.distributed.ShardBlocks`). Each gives every epoch's
+parameters, loss and finiteness flag, and the block goes on from there as
+above. Other backends, and CuPy without the opt-in, run epoch by epoch.
 
 The stopping rule ("repeat until converged"), scikit-learn's: an epoch counts
 as an improvement when its loss is at least ``tol`` below the best loss so far
@@ -623,17 +624,24 @@ class Trainer:
         """The backend's runner of whole blocks, or None.
 
         Only for plain gradient descent (an ``SGD`` solver without momentum,
-        which covers ``"gd"`` with a numeric rate) on one full batch of a
-        source holding rows; chosen once per data and settings. A device that
+        which covers ``"gd"`` with a numeric rate) on one full batch: the
+        source's own runner where it has one (``block_runner``, Dask's
+        :class:`gpumlp.distributed.ShardBlocks`); for a source holding rows,
+        chosen once per data and settings. A device that
         compiles (JAX), with the fast paths on and a network whose block
         slots fit (:func:`gpumlp.fastpath.compiled.serves`): :func:`compiled_blocks`;
         on NumPy with the fast paths on (the C blocks), or with the CUDA
         opt-in: :func:`select_blocks`; otherwise None.
         """
         source = run.source
-        if not (hasattr(source, "epoch_rows") and isinstance(self.solver, SGD)
-                and getattr(self.state, "velocities", True) is None
+        if not (isinstance(self.solver, SGD) and getattr(self.state, "velocities", True) is None
                 and run.batch_size >= source.n_samples):
+            return None
+        if hasattr(source, "block_runner"):
+            # A source that runs blocks where its data is (Dask: on the worker
+            # that holds every chunk), chosen anew each block.
+            return source.block_runner(self.network, self.solver, self.alpha)
+        if not hasattr(source, "epoch_rows"):
             return None
         device = source.device
         compiles = device.compiles and self.network.fastpath and compiled.serves(self.params)

@@ -105,6 +105,21 @@ def test_the_backend_environment_variable_sets_the_default(monkeypatch):
         get_device(None)
 
 
+def test_the_cli_backend_flag_wins_over_the_environment_variable(monkeypatch, capsys):
+    # Before: GPUMLP_BACKEND=jax with `train --backend numpy --device cpu` failed,
+    # "Device cpu is not a device of backend 'jax'" (adversarial round 5).
+    pytest.importorskip("jax")
+    from gpumlp.cli import main
+
+    monkeypatch.setenv("GPUMLP_BACKEND", "jax")
+    assert get_device(get_device("cpu", "numpy")).backend == "numpy"
+    assert main(["train", "--samples", "60", "--epochs", "2", "--quiet", "--backend", "numpy",
+                 "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("device: cpu ")
+    assert main(["train", "--samples", "60", "--epochs", "2", "--quiet", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("device: jax:cpu")   # the variable still counts
+
+
 @pytest.mark.parametrize("library", ["torch", "jax"])
 def test_results_come_back_in_the_inputs_kind(library):
     backend = library

@@ -19,8 +19,8 @@ from gpumlp import distributed as gd  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)
+    # The cluster `gpumlp train --cluster local:2` starts (2 processes, tcp://).
+    cluster = gd.local_cluster(2)
     client = distributed.Client(cluster)
     try:
         yield client
@@ -254,11 +254,20 @@ def test_steps_send_no_task_graph_and_the_model_does_not_depend_on_placement(cli
     Xd, yd = da.from_array(X, chunks=(250, 5)), da.from_array(y, chunks=250)
 
     class Started(distributed.diagnostics.plugin.SchedulerPlugin):
+        # Tasks, not transitions: a task moved to another worker (work
+        # stealing) is processing twice.
         name = "count-started-tasks"
-        count = 0
+
+        def __init__(self):
+            self.keys = set()
+
+        @property
+        def count(self):
+            return len(self.keys)
 
         def transition(self, key, start, finish, *args, **kwargs):
-            self.count += finish == "processing"
+            if finish == "processing":
+                self.keys.add(key)
 
     started = Started()
     scheduler = client.cluster.scheduler  # in this process: a LocalCluster's
@@ -266,9 +275,9 @@ def test_steps_send_no_task_graph_and_the_model_does_not_depend_on_placement(cli
     counts = []
     try:
         for epochs in (2, 12):
-            before = started.count
+            started.keys = set()
             fit_quietly(MLPRegressor(max_iter=epochs, **params), Xd, yd, client=client)
-            counts.append(started.count - before)
+            counts.append(started.count)
     finally:
         scheduler.remove_plugin(name=started.name)
     assert counts[0] == counts[1] > 0  # ten more steps, not one more task
@@ -289,6 +298,158 @@ def test_steps_send_no_task_graph_and_the_model_does_not_depend_on_placement(cli
                             set_as_default=False) as relayed:
         via = fit_quietly(MLPRegressor(max_iter=12, **params), Xd, yd, client=relayed)
     assert_same_model(via, shared, tol=0)
+
+
+def _channel_threads():
+    import threading
+
+    return sum(t.name == "gpumlp-shard-channel" for t in threading.enumerate())
+
+
+def _wait_for(condition, seconds=10):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_steps_travel_on_the_shards_channels_and_give_what_dask_calls_give(client, data,
+                                                                          monkeypatch):
+    # On tcp:// workers a step is a message on each shard's own socket, not a
+    # Dask actor call; through Dask (the fallback) the sums are the same bits.
+    from gpumlp import shards
+
+    X, y = data
+    source = gd.ChunkSource.from_arrays(da.from_array(X, chunks=(250, 5)), y, client)
+    source.dtype = "float64"
+    placement = source.placement
+    placement.ensure("float64")
+    # One shard per worker that holds chunks (Dask may put them all on one).
+    assert placement._channels is not None and len(placement._channels) == len(placement.shards)
+    assert sum(client.run(_channel_threads).values()) == len(placement.shards)
+    rng = np.random.default_rng(1)
+    params = [rng.standard_normal(s) for s in ((5, 3), (3, 1), (3,), (1,))]
+    args = ("sums", range(5), params, 2, "sigmoid", 1003.0, True, "squared_error")
+    on_channels = source._reduce(*args)
+
+    def interrupted(sock):
+        raise KeyboardInterrupt
+
+    # Ctrl-C while the answers are awaited: the channels, out of step, are
+    # closed (their threads end) and the next steps go through Dask.
+    monkeypatch.setattr(shards, "_receive", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        source._reduce(*args)
+    monkeypatch.undo()
+    assert placement._channels is None
+    _wait_for(lambda: sum(client.run(_channel_threads).values()) == 0)
+    through_dask = source._reduce(*args)
+    np.testing.assert_array_equal(on_channels, through_dask)
+    in_process = gd.tree_sum([placement.call("sums", [i], *[
+        np.concatenate([p.ravel() for p in params]), [p.shape for p in params], 2, "sigmoid",
+        1003.0, True, "squared_error"])[i] for i in range(5)])
+    np.testing.assert_array_equal(on_channels, in_process)
+    source.release()
+
+
+def test_a_channel_answers_only_its_driver_and_ends_with_its_shard(data):
+    import socket
+
+    from gpumlp import shards
+
+    X, y = data
+    shard = shards.Shard([0], [X], [y], [None], "float64")
+    token = b"t" * 32
+    request = ("sums", ([0], np.zeros(2 * 5 + 2 + 2 + 1), [(5, 2), (2, 1), (2,), (1,)], 2,
+                        "sigmoid", 1003.0, True, "squared_error"))
+    # A stranger without the token gets nothing but a closed connection.
+    with socket.create_connection(("127.0.0.1", shard.run(("channel", ("127.0.0.1", b"x" * 32))))
+                                  ) as stranger:
+        stranger.sendall(b"x" * 31 + b"y")
+        stranger.settimeout(10)
+        assert stranger.recv(1) == b""
+    with socket.create_connection(("127.0.0.1", shard.run(("channel", ("127.0.0.1", token))))
+                                  ) as driver:
+        driver.sendall(token)
+        driver.settimeout(10)
+        shards._send(driver, request)
+        ok, answer = shards._receive(driver)
+        assert ok and answer.shape == (1, 1 + 15)
+        np.testing.assert_array_equal(answer, shard.run(request))
+        shards._send(driver, ("fit", ()))  # a shard's error comes back as its exception
+        ok, error = shards._receive(driver)
+        assert not ok and isinstance(error, ValueError) and "not 'fit'" in str(error)
+        del shard  # the actor released: its thread keeps no chunks and answers no more
+        shards._send(driver, request)
+        with pytest.raises(ConnectionError):
+            shards._receive(driver)
+    _wait_for(lambda: _channel_threads() == 0)
+
+
+@pytest.mark.parametrize("stop", [dict(tol=0, max_iter=60),
+                                  dict(tol=1e-3, n_iter_no_change=3, max_iter=500)],
+                         ids=["max_iter", "stopping-rule"])
+def test_a_worker_holding_every_chunk_runs_blocks_of_epochs_with_the_same_bits(
+        client, data, monkeypatch, stop):
+    # Full-batch gd on one chunk: its shard runs a block of epochs per round
+    # trip; the epochs, and where the rule stops, are those of one round trip
+    # per epoch and, to 1e-12, those of in-process training.
+    from gpumlp.shards import Placement
+
+    X, y = data
+    params = dict(hidden_layer_sizes=(8,), solver="gd", learning_rate_init=0.1,
+                  random_state=0, **stop)
+    Xd, yd = da.from_array(X, chunks=(1003, 5)), da.from_array(y, chunks=1003)
+    sent = []
+    send = Placement._send
+    monkeypatch.setattr(Placement, "_send", lambda self, requests: (
+        sent.extend(request[0] for _, request, _ in requests), send(self, requests))[1])
+    blocks = fit_quietly(MLPRegressor(**params), Xd, yd, client=client)
+    assert blocks.n_iter_ >= 20 and "sums" not in sent
+    assert 0 < sent.count("epochs") <= blocks.n_iter_ / 4
+    sent.clear()
+    monkeypatch.setattr(gd.ChunkSource, "block_runner", lambda self, *args: None)
+    stepwise = fit_quietly(MLPRegressor(**params), Xd, yd, client=client)
+    # (Blocks run past the epoch where the rule stops, and are cut back there.)
+    assert "epochs" not in sent and sent.count("sums") >= stepwise.n_iter_
+    assert blocks.n_iter_ == stepwise.n_iter_
+    assert_same_model(blocks, stepwise, tol=0)
+    assert_same_model(fit_quietly(MLPRegressor(device="cpu", **params), X, y), blocks)
+
+
+def test_a_fit_frees_its_chunks_and_shards_before_it_returns_or_raises(client, data):
+    # As the fit returns, the scheduler has already forgotten its chunks and
+    # shards (a graph submitted next over the same data meets no key being
+    # forgotten), and a fit that raises frees them too, though its traceback,
+    # which an interactive session keeps, still holds the fit's frames.
+    X, y = data
+    scheduler = client.cluster.scheduler  # in this process: a LocalCluster's
+
+    # (Keys another test left, held by its traceback, are not this fit's.)
+    before = {k for k in list(scheduler.tasks) if str(k).startswith(("gpumlp-", "Shard-"))}
+
+    def held():
+        return [k for k in list(scheduler.tasks)
+                if str(k).startswith(("gpumlp-", "Shard-")) and k not in before]
+
+    Xd = da.from_array(X, chunks=(250, 5)) * 1.0
+    yd = da.from_array(y, chunks=250) + 0.0
+    for eval_set in (None, (Xd, yd)):
+        model = fit_quietly(MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, tol=0),
+                            Xd, yd, client=client, eval_set=eval_set)
+        assert held() == []
+        assert sum(client.run(_channel_threads).values()) == 0
+        model.score(Xd, yd)  # the same graph keys, straight after
+
+    def interrupt(epoch, loss, validation_loss):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        fit_quietly(MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, early_stopping=True),
+                    Xd, yd, client=client, callback=interrupt)
+    assert caught.traceback  # still held here
+    assert held() == []
+    assert sum(client.run(_channel_threads).values()) == 0
 
 
 def _table(n, f, seed):
@@ -404,6 +565,23 @@ def test_cli_trains_on_a_local_cluster(tmp_path):
     assert "900 train / 300 test rows" in result.stdout
     assert f"saved model to {model}" in result.stdout
     assert io.load(model).predict(np.zeros((2, 4))).shape == (2,)
+
+
+def _dask_setting(name):
+    import dask
+
+    return dask.config.get(name)
+
+
+def test_local_clusters_turn_down_what_serves_the_dashboard_and_leave_the_config_alone(
+        client):
+    import dask
+
+    # The fixture's cluster is gpumlp's: its workers have the settings (their
+    # nanny passes them on), and this process's configuration is Dask's own.
+    for name, value in gd.LOCAL_CLUSTER_CONFIG.items():
+        assert set(client.run(_dask_setting, name).values()) == {value}
+        assert dask.config.get(name) != value
 
 
 def test_cli_cluster_errors():

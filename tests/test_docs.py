@@ -25,3 +25,13 @@ def test_readme_python_example(monkeypatch, capsys):
     assert namespace["model"].score(namespace["X"], namespace["y"]) > 0.8
     assert namespace["y_pred"].shape == (1000,)
     assert "cpu" in capsys.readouterr().out
+
+
+def test_the_readme_links_every_reference_page_and_each_link_resolves():
+    text = README.read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\((docs/[^)#]+\.md)\)", text))
+    pages = {f"docs/{p.name}" for p in (README.parent / "docs").glob("*.md")}
+    assert linked == pages, (linked ^ pages)
+    for page in (README.parent / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#:]+\.md)\)", page.read_text(encoding="utf-8")):
+            assert (page.parent / target).exists(), (page.name, target)

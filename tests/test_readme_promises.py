@@ -1,4 +1,4 @@
-"""Every sentence of README.md that promises behaviour, quoted, with the check that tests it.
+"""Every sentence of README.md (and docs/*.md) that promises behaviour, quoted, with its check.
 
 Issue 20, item 5. Each promise is one case: the sentence as the README says
 it (whitespace aside) and a small, direct check. One test asserts that each
@@ -29,6 +29,12 @@ from gpumlp import MLPRegressor, io
 from gpumlp.cli import main
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _documentation():
+    """The README and the reference pages it links to (docs/*.md), as one text."""
+    pages = [README, *sorted((README.parent / "docs").glob("*.md"))]
+    return "\n".join(page.read_text(encoding="utf-8") for page in pages)
 
 PROMISES = []
 
@@ -664,8 +670,8 @@ def _cases(with_marks):
 
 @pytest.mark.parametrize("sentence, check", _cases(with_marks=False))
 def test_the_readme_still_says_it(sentence, check):
-    assert _flat(sentence) in _flat(README.read_text(encoding="utf-8")), (
-        f"README.md no longer says {sentence!r}: reword the quote here (and look at "
+    assert _flat(sentence) in _flat(_documentation()), (
+        f"README.md (or docs/) no longer says {sentence!r}: reword the quote here (and look at "
         f"{check.__name__} again) or restore the sentence")
 
 
