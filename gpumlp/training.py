@@ -26,13 +26,14 @@ full batch: on a device that compiles loops (JAX), the step above run for
 every epoch of the block in one compiled program (:func:`epoch_function`,
 :meth:`gpumlp.devices.Device.compile_blocks`,
 :mod:`gpumlp.fastpath.compiled`), on by default and off with the fast paths
-(``GPUMLP_FASTPATH=0``, :func:`gpumlp.fastpath.disabled`); with the opt-in
-``GPUMLP_CUDA_GRAPH=1`` on CuPy, one CUDA graph per block
-(:func:`gpumlp.fastpath.select_blocks`); on Dask, the worker that holds
-every chunk (:class:`gpumlp.distributed.ShardBlocks`). Each gives every
-epoch's parameters, loss and finiteness flag, and the block goes on from
-there as above. Other backends, and CuPy without the opt-in, run epoch by
-epoch.
+(``GPUMLP_FASTPATH=0``, :func:`gpumlp.fastpath.disabled`); on NumPy, the
+optional C extension, one call per block, where it is built and faster
+(:mod:`gpumlp.fastpath.cblocks`); with the opt-in ``GPUMLP_CUDA_GRAPH=1``
+on CuPy, one CUDA graph per block (:func:`gpumlp.fastpath.select_blocks`);
+on Dask, the worker that holds every chunk
+(:class:`gpumlp.distributed.ShardBlocks`). Each gives every epoch's
+parameters, loss and finiteness flag, and the block goes on from there as
+above. Other backends, and CuPy without the opt-in, run epoch by epoch.
 
 The stopping rule ("repeat until converged"), scikit-learn's: an epoch counts
 as an improvement when its loss is at least ``tol`` below the best loss so far
@@ -629,7 +630,8 @@ class Trainer:
         chosen once per data and settings. A device that
         compiles (JAX), with the fast paths on and a network whose block
         slots fit (:func:`gpumlp.fastpath.compiled.serves`): :func:`compiled_blocks`;
-        with the CUDA opt-in: :func:`select_blocks`; otherwise None.
+        on NumPy with the fast paths on (the C blocks), or with the CUDA
+        opt-in: :func:`select_blocks`; otherwise None.
         """
         source = run.source
         if not (isinstance(self.solver, SGD) and getattr(self.state, "velocities", True) is None
@@ -643,7 +645,8 @@ class Trainer:
             return None
         device = source.device
         compiles = device.compiles and self.network.fastpath and compiled.serves(self.params)
-        if not (compiles or self.network.cuda_graph):
+        if not (compiles or self.network.cuda_graph
+                or (device.is_numpy and self.network.fastpath)):
             return None
         X, y, w = source.rows((0, source.n_samples, None))
         arrays, settings = (X, y, w), (self.network, self.solver, self.alpha,

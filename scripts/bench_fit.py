@@ -7,7 +7,10 @@ each size (n, f, h), float32, one sigmoid hidden layer, every runner trains
 for the same epochs (the rule is evaluated after each one, with a tolerance
 small enough that it does not stop early) and reports wall time / epochs:
 
-* gpumlp: ``MLPRegressor(solver="gd")`` at a fixed rate, as a user calls it;
+* gpumlp: ``MLPRegressor(solver="gd")`` at a fixed rate, as a user calls it
+  (on NumPy: the C blocks where they are built and serve the size, issue 23);
+  ``gpumlp-numpy``: the same without the C blocks (``GPUMLP_SIMD=none``), the
+  NumPy fast path epoch by epoch;
 * gpumlp, backend jax: the same on JAX arrays (``backend="jax"``, the CPU),
   each block of epochs one compiled program; and, as before issue 10's
   item 4, one jitted step per epoch (``gpumlp-jax-steps``);
@@ -104,6 +107,19 @@ def run_gpumlp(X, y, h, epochs, **backend):
         return model.n_iter_
 
     return fit
+
+
+def run_gpumlp_numpy(X, y, h, epochs):
+    """``run_gpumlp`` without the C blocks: the NumPy fast path epoch by epoch."""
+    from gpumlp.fastpath import cblocks
+
+    fit = run_gpumlp(X, y, h, epochs)
+
+    def numpy_fit():
+        with cblocks.simd("none"):
+            return fit()
+
+    return numpy_fit
 
 
 def run_gpumlp_jax(X, y, h, epochs):
@@ -253,11 +269,12 @@ def run_sklearn(X, y, h, epochs):
 
 
 #: name -> (runner, what it is)
-RUNNERS = {"gpumlp": run_gpumlp, "gpumlp-jax": run_gpumlp_jax,
+RUNNERS = {"gpumlp": run_gpumlp, "gpumlp-numpy": run_gpumlp_numpy, "gpumlp-jax": run_gpumlp_jax,
            "gpumlp-jax-steps": run_gpumlp_jax_steps, "jax-each": run_jax_each,
            "jax-blocks": run_jax_blocks,
            "torch": run_torch, "sklearn": run_sklearn}
-LABELS = {"gpumlp": "gpumlp", "gpumlp-jax": "gpumlp, backend jax",
+LABELS = {"gpumlp": "gpumlp", "gpumlp-numpy": "gpumlp, NumPy path (no C)",
+          "gpumlp-jax": "gpumlp, backend jax",
           "gpumlp-jax-steps": "gpumlp, jax, jit per step",
           "jax-each": "jax.jit, host read each epoch",
           "jax-blocks": "jax.jit, 100 epochs per loop", "torch": "torch eager",

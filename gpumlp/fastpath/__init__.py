@@ -15,8 +15,11 @@ device's :attr:`~gpumlp.devices.Device.fastpath`:
   at small sizes the two tile kernels of :mod:`gpumlp.fastpath.tiles`.
 
 Beside the step, :func:`select_blocks` may return a runner of whole blocks
-of full-batch gradient-descent epochs (:mod:`gpumlp.fastpath.graph`: one
-CUDA graph per block), which the trainer uses in place of its epoch loop.
+of full-batch gradient-descent epochs, which the trainer uses in place of
+its epoch loop: on NumPy, the optional C extension
+(:mod:`gpumlp.fastpath.cblocks`: one call per block, where it is built and
+faster than the NumPy step); on CuPy when opted in,
+:mod:`gpumlp.fastpath.graph` (one CUDA graph per block).
 On a device that compiles loops (JAX), the trainer instead compiles its own
 step into whole blocks (:mod:`gpumlp.fastpath.compiled`, through
 :meth:`gpumlp.devices.Device.compile_blocks`): the same maths, no fast-path
@@ -62,7 +65,7 @@ from collections.abc import Iterator
 import array_api_compat as aac
 
 from ..activations import get_activation
-from . import cupy, graph, numpy, tiles
+from . import cblocks, cupy, graph, numpy, tiles
 from .cupy import cupy_fused_loss_and_grads, cupy_loss_and_grads
 from .numpy import numpy_loss_and_grads
 from .tiles import tile_loss_and_grads
@@ -195,10 +198,13 @@ def select(X, n_coefs: int, activation, *, enabled: bool | None = None,
 def select_blocks(X, y, n_coefs: int, h: int, activation, alpha: float, *,
                   enabled: bool | None = None, cuda_graph: bool | None = None,
                   loss_kind: str = "squared_error",
-                  weighted: bool = False) -> graph.GraphBlocks | None:
+                  weighted: bool = False) -> graph.GraphBlocks | cblocks.CBlocks | None:
     """A runner of whole blocks of full-batch gradient-descent epochs, or ``None``.
 
-    Only on CuPy, when opted in (see the module docs), for one hidden layer
+    On NumPy: :func:`gpumlp.fastpath.cblocks.blocks_for` (the C extension,
+    where it is built, serves the activation, and is faster at this size),
+    for one hidden layer, the squared error without row weights. On CuPy,
+    only when opted in (see the module docs), for one hidden layer
     whose activation has CUDA forms, the squared error without row weights,
     C-contiguous ``X`` and ``y``, and a network that fits the tile kernels
     (:func:`gpumlp.fastpath.tiles.plan_for`, which also applies the size
@@ -221,17 +227,25 @@ def select_blocks(X, y, n_coefs: int, h: int, activation, alpha: float, *,
 
     Returns
     -------
-    GraphBlocks or None
+    GraphBlocks, CBlocks or None
         Its ``run(params, rates)`` gives each epoch's ``(params, loss,
         finite)``; see :class:`gpumlp.fastpath.graph.GraphBlocks`.
+
+    Raises
+    ------
+    ValueError
+        On NumPy, when ``GPUMLP_SIMD`` asks for what cannot be had
+        (:func:`gpumlp.fastpath.cblocks.chosen_isa`).
     """
     if not (is_enabled() if enabled is None else enabled):
-        return None
-    if not (cuda_graph_enabled() if cuda_graph is None else cuda_graph):
         return None
     if n_coefs != 2 or weighted or getattr(loss_kind, "name", loss_kind) != "squared_error":
         return None
     act = get_activation(activation)
+    if aac.is_numpy_array(X):
+        return cblocks.blocks_for(X, y, h, act, alpha)
+    if not (cuda_graph_enabled() if cuda_graph is None else cuda_graph):
+        return None
     if not aac.is_cupy_array(X) or cupy.step_for(act) is None:
         return None
     if not (X.flags.c_contiguous and y.flags.c_contiguous):
