@@ -119,7 +119,7 @@ from array_api_compat import array_namespace
 from . import kernels
 from ._sklearn_compat import convergence_warning
 from .devices import read_floats
-from .fastpath import compiled
+from .fastpath import cblocks, compiled
 from .fastpath.compiled import MAX_EPOCHS, CompiledBlocks
 from .solvers import SGD, AutoGD, GradientDescent, SGDState, Solver
 from .sources import Network, rows_loss_and_grads, select_blocks, select_fast
@@ -646,7 +646,7 @@ class Trainer:
         device = source.device
         compiles = device.compiles and self.network.fastpath and compiled.serves(self.params)
         if not (compiles or self.network.cuda_graph
-                or (device.is_numpy and self.network.fastpath)):
+                or (device.is_numpy and self.network.fastpath and cblocks.available())):
             return None
         X, y, w = source.rows((0, source.n_samples, None))
         arrays, settings = (X, y, w), (self.network, self.solver, self.alpha,

@@ -22,7 +22,8 @@ from gpumlp import MLPRegressor, TrainingDivergedError, fastpath, training
 from gpumlp.activations import get_activation
 from gpumlp.agreement import TOLERANCES
 from gpumlp.devices import to_numpy
-from gpumlp.fastpath import tiles
+from gpumlp.fastpath import cblocks, tiles
+from gpumlp.fastpath.graph import GraphBlocks
 
 
 @pytest.fixture
@@ -161,14 +162,16 @@ def test_the_graph_is_only_asked_for_plain_full_batch_descent_when_opted_in(sine
 
     monkeypatch.setattr(training, "select_blocks", never)
     params = {"max_iter": 5, "tol": 0.0, **params}
-    fit(X, y, params.pop("graph", False), **params)
+    with cblocks.simd("none"):   # on NumPy the C blocks are its other client (test_cblocks)
+        fit(X, y, params.pop("graph", False), **params)
 
 
 def test_without_the_opt_in_nothing_changes(sine_rows, monkeypatch):
     X, y = sine_rows
-    before = fit(X, y, False, max_iter=40, tol=0.0)
-    monkeypatch.delattr(training, "select_blocks")   # the hook is not even looked up
-    assert_same_fit(before, fit(X, y, False, max_iter=40, tol=0.0))
+    with cblocks.simd("none"):   # without the C blocks too (they are NumPy's runner)
+        before = fit(X, y, False, max_iter=40, tol=0.0)
+        monkeypatch.delattr(training, "select_blocks")   # the hook is not even looked up
+        assert_same_fit(before, fit(X, y, False, max_iter=40, tol=0.0))
 
 
 def test_a_graph_holds_the_trainers_longest_block():
@@ -214,10 +217,13 @@ def test_select_blocks_declines_what_it_cannot_serve():
     X, y = np.zeros((10, 3)), np.zeros((10, 1))
     ask = functools.partial(fastpath.select_blocks, X, y, 2, 4, "sigmoid", 0.0,
                             enabled=True, cuda_graph=True)
-    assert ask() is None                                # NumPy: never
-    assert ask(cuda_graph=False) is None and ask(enabled=False) is None
-    with fastpath.with_cuda_graph():
-        assert fastpath.select_blocks(X, y, 2, 4, "sigmoid", 0.0) is None
+    # NumPy: never a graph (the C blocks, where built, are NumPy's runner).
+    assert not isinstance(ask(), GraphBlocks)
+    assert ask(enabled=False) is None
+    with cblocks.simd("none"):
+        assert ask() is None and ask(cuda_graph=False) is None
+        with fastpath.with_cuda_graph():
+            assert fastpath.select_blocks(X, y, 2, 4, "sigmoid", 0.0) is None
 
 
 def test_the_cupy_step_takes_the_tile_kernels_only_when_opted_in_and_small(monkeypatch):

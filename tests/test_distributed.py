@@ -280,7 +280,10 @@ def test_steps_send_no_task_graph_and_the_model_does_not_depend_on_placement(cli
             counts.append(started.count)
     finally:
         scheduler.remove_plugin(name=started.name)
-    assert counts[0] == counts[1] > 0  # ten more steps, not one more task
+    # Ten more steps, not ten more tasks: a task per step would add 10. The
+    # setup's own tasks may differ by one under load (32 against 31 seen once
+    # in a full run on a loaded machine: a placement started again).
+    assert counts[0] > 0 and abs(counts[1] - counts[0]) <= 1, counts
     # The fit's data and actors are released as the fit ends, not when the
     # garbage collector runs.
     deadline = time.monotonic() + 10
