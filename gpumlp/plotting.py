@@ -66,7 +66,9 @@ def plot_loss(loss_curve, validation_loss_curve, path):
     epochs = range(1, len(loss_curve) + 1)
     ax.plot(epochs, loss_curve, label="training loss")
     if validation_loss_curve:
-        ax.plot(epochs, validation_loss_curve, label="held-out loss")
+        # A resumed run's held-out losses are of its own epochs: the last ones.
+        validated = epochs[len(epochs) - len(validation_loss_curve):]
+        ax.plot(validated, validation_loss_curve, label="held-out loss")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean squared error (standardised units)")

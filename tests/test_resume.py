@@ -323,3 +323,19 @@ def test_resume_and_checkpoint_mistakes_are_one_line_errors(tmp_path, capsys, ma
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert message.format(m=model) in err
     assert model.read_bytes() == before
+
+
+def test_a_resumed_run_draws_its_loss_plot(tmp_path):
+    # Before: every resume with --plot failed after writing the model, the
+    # whole loss curve plotted against this call's held-out losses
+    # (adversarial round 6).
+    pytest.importorskip("matplotlib")
+    from gpumlp.cli import main
+
+    first, second, plot = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "loss.png"
+    common = ["--device", "cpu", "--quiet"]
+    assert main(["train", *common, "--samples", "200", "--epochs", "5", "--solver", "gd",
+                 "--lr", "0.1", "--out", str(first)]) == 0
+    assert main(["train", *common, "--resume", str(first), "--epochs", "2", "--out",
+                 str(second), "--plot", str(plot)]) == 0
+    assert plot.read_bytes().startswith(b"\x89PNG")
