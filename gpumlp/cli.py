@@ -1170,6 +1170,9 @@ def _run_validate(args):
     def names(text):
         return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
+    if args.backends is not None and not names(args.backends):
+        raise ValueError("--backends names no backend: pass one or more of "
+                         "numpy, cupy, torch, jax (or leave it out for the default).")
     parents = [("--parent", path) for path in args.parent or ()]
     _check_outputs([("--model", args.model), ("--data", args.data), *parents],
                    [("--json", args.json)])
@@ -1177,6 +1180,8 @@ def _run_validate(args):
         return _run_certificate(args, names)
     if args.data is not None:
         raise ValueError("--data goes with --model (the fit to certify).")
+    if args.parent:
+        raise ValueError("--parent goes with --model (the fit whose chain it is part of).")
     backends = names(args.backends)
     if backends is None:
         backends, unusable = agreement.available_backends()

@@ -366,6 +366,14 @@ def test_the_validate_command_certifies_with_three_exit_codes(tmp_path, capsys):
     assert json.loads((tmp_path / "c.json").read_text())["outcome"] == "PASS"
     assert main(args[:-2] + ["--dtypes", ""]) == 2
     assert "names no dtype" in capsys.readouterr().err
+    # An empty --backends checked nothing and passed; --parent without
+    # --model was ignored (adversarial round 6).
+    for argv, said in ((args[:-2] + ["--backends", ","], "names no backend"),
+                       (["validate", "--backends", ""], "names no backend"),
+                       (["validate", "--parent", str(model), "--backends", "numpy"],
+                        "--parent goes with --model")):
+        assert main(argv) == 2
+        assert said in capsys.readouterr().err
     swapped = tmp_path / "swapped.npz"
     _rewrite(model, swapped, edit_metadata=lambda m: m.update(feature_names=["b", "a", "c"]))
     assert main(["validate", "--model", str(swapped), "--data", str(data_file),
