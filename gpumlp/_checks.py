@@ -426,6 +426,12 @@ def check_params(est):
     if est.beta_1 == 1.0 or est.beta_2 == 1.0:
         raise ValueError("beta_1 and beta_2 must be < 1.")
     _check_number("epsilon", est.epsilon, 0.0, low_open=True)
+    for name in ("shuffle", "warm_start", "early_stopping", "nesterovs_momentum"):
+        # Text such as 'False' or 'no' would be read by its truthiness, as True.
+        if not isinstance(getattr(est, name), (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {getattr(est, name)!r}.")
+    if isinstance(est.verbose, (str, bytes)) or not isinstance(est.verbose, numbers.Integral):
+        raise TypeError(f"verbose must be True, False or an int, got {est.verbose!r}.")
     check_validation_fraction(est.validation_fraction)
     if est.batch_size != "auto":
         _check_number("batch_size", est.batch_size, 1, integer=True)

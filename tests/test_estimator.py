@@ -320,6 +320,17 @@ def test_r2_of_one_row_is_undefined_not_made_up(data):
                 X, y, eval_set=(X[:1], y[:1]))
 
 
+@pytest.mark.parametrize("params", [dict(shuffle="no"), dict(warm_start="False"),
+                                    dict(early_stopping="False"),
+                                    dict(nesterovs_momentum="off"), dict(verbose="0")])
+def test_a_text_for_a_boolean_parameter_is_refused(data, params):
+    # Before: read by its truthiness, so 'False' turned early stopping or warm
+    # start on (adversarial round 6); scikit-learn refuses them too.
+    X, y = data
+    with pytest.raises(TypeError, match=f"{next(iter(params))} must be True"):
+        MLPRegressor(max_iter=2, device="cpu", **params).fit(X, y)
+
+
 def test_pandas_na_is_called_missing_not_non_numeric():
     # Before: "X contains non-numeric values (first at index (1, 0): <NA>)".
     pd = pytest.importorskip("pandas")
