@@ -502,6 +502,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 self.feature_names_in_ = names
             elif hasattr(self, "feature_names_in_"):
                 del self.feature_names_in_
+        if eval_set is not None:
+            # Its columns are used by position: a frame's must be the training frame's.
+            check_feature_names(getattr(self, "feature_names_in_", None), eval_set[0], name)
         if aac.is_dask_array(X):
             from .distributed import ChunkSource
 
@@ -695,9 +698,18 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                              f"y has {source.n_outputs}.")
         if validation.n_samples < 2:
             # Its R² (validation_scores_, early stopping's criterion) needs two.
+            if hasattr(validation, "release"):
+                validation.release()
             raise ValueError(f"eval_set has {validation.n_samples} row; R² is not defined on "
                              f"fewer than 2, so validation_scores_ and early stopping would "
                              f"be meaningless. Pass at least 2 rows.")
+        if self.early_stopping and not aac.is_dask_array(y_val):
+            held = np.asarray(to_numpy(y_val), dtype=np.float64).reshape(len(y_val), -1)
+            if held.size and np.all(held.max(axis=0) == held.min(axis=0)):
+                # R² of a constant target is 0 or 1 by convention, whatever the model.
+                raise ValueError("eval_set's y is constant, so its R² (early stopping's "
+                                 "criterion) cannot tell one epoch from another. Pass an "
+                                 "eval_set whose targets vary, or early_stopping=False.")
         return validation
 
     def _trainer_for(self, layer_sizes, device, dtype, activation, continuing, incremental):

@@ -83,6 +83,10 @@ def mean_scale(x):
     return mean, xp.where(scale > 0, scale, xp.ones_like(scale))
 
 
+#: A fitted StandardizedRegressor's own state (the regressor's is its own).
+_FITTED = ("feature_names_in_", "x_mean_", "x_scale_", "y_mean_", "y_scale_", "regressor_")
+
+
 class StandardizedRegressor(RegressorMixin, BaseEstimator):
     """Fit ``regressor`` on standardised X and y; predict in the original units.
 
@@ -107,13 +111,31 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
     def fit(self, X, y, sample_weight=None, *, eval_set=None, callback=None, client=None):
         """Learn the scalers from ``X`` and ``y``, then fit the regressor.
 
-        ``eval_set`` is scaled with the training statistics. Dask arrays are
+        ``eval_set`` is scaled with the training statistics (a dataframe's
+        columns must be the training frame's, in its order). Dask arrays are
         scaled lazily, with statistics computed on the workers, and trained
         on ``client`` (see :mod:`gpumlp.distributed`). ``sample_weight`` is
         passed to the regressor (the scalers are unweighted). With
         ``loss="poisson"`` the target is only scaled, not centred, so that it
         stays non-negative.
+
+        A fit refused before the regressor's weights change (bad
+        ``sample_weight``, say) leaves a fitted model as it was: its scalers
+        are those its weights were trained with.
         """
+        kept = {name: self.__dict__[name] for name in _FITTED if name in self.__dict__}
+        regressor = kept.get("regressor_")
+        weights = getattr(regressor, "coefs_", None)
+        try:
+            return self._fit(X, y, sample_weight, eval_set, callback, client)
+        except BaseException:
+            if regressor is not None and getattr(regressor, "coefs_", None) is weights:
+                for name in _FITTED:
+                    self.__dict__.pop(name, None)
+                self.__dict__.update(kept)
+            raise
+
+    def _fit(self, X, y, sample_weight, eval_set, callback, client):
         names = feature_names(X)
         if names is not None:
             self.feature_names_in_ = names
@@ -147,6 +169,9 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         self._check_representable(X, y)
         if eval_set is not None:
             X_val, y_val = check_eval_set(eval_set)
+            # Scaled, it reaches the regressor as a bare array: its names are checked here.
+            check_feature_names(getattr(self, "feature_names_in_", None), X_val,
+                                type(self).__name__)
             eval_set = (self._scale_X(X_val), self._scale_y(y_val))
         extra = {} if client is None else {"client": client}
         self.regressor_.fit(self._scale_X(X), self._scale_y(y), sample_weight,

@@ -10,7 +10,7 @@ from gpumlp._sklearn_compat import ConvergenceWarning, NotFittedError
 from gpumlp.datasets import make_friedman1
 from gpumlp.devices import device_of, to_numpy
 from gpumlp.initialization import glorot_uniform
-from gpumlp.scaling import mean_scale
+from gpumlp.scaling import StandardizedRegressor, mean_scale
 from gpumlp.splitting import train_test_split
 
 
@@ -329,6 +329,45 @@ def test_a_text_for_a_boolean_parameter_is_refused(data, params):
     X, y = data
     with pytest.raises(TypeError, match=f"{next(iter(params))} must be True"):
         MLPRegressor(max_iter=2, device="cpu", **params).fit(X, y)
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "standardized"])
+def test_an_eval_set_frame_must_have_the_training_columns_in_order(wrapped):
+    # Before: its columns were used by position, so a reordered frame scored
+    # (and early-stopped on) the wrong columns (adversarial round 6).
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a", "b", "c"])
+    y = X["a"] - X["c"]
+    for other in (X[["c", "a", "b"]], X.set_axis(["x", "y", "z"], axis=1)):
+        model = MLPRegressor(max_iter=3, device="cpu")
+        model = StandardizedRegressor(model) if wrapped else model
+        with pytest.raises(ValueError, match="feature names should match"):
+            model.fit(X, y, eval_set=(other, y))
+
+
+def test_early_stopping_on_a_constant_eval_set_is_refused(data):
+    # Before: its R² was 0.0 every epoch, and the fit stopped early on it,
+    # keeping epoch 1 (adversarial round 6).
+    X, y = data
+    with pytest.raises(ValueError, match="eval_set's y is constant"):
+        MLPRegressor(max_iter=3, device="cpu", early_stopping=True).fit(
+            X, y, eval_set=(X[:6], np.ones(6)))
+
+
+def test_a_refused_refit_leaves_a_standardized_model_as_it_was():
+    # Before: the scalers were already the new data's when the regressor
+    # refused it, so the old weights predicted through them (adversarial round 6).
+    rng = np.random.default_rng(0)
+    A, B = rng.normal(size=(50, 2)), 100 * rng.normal(size=(50, 2))
+    model = StandardizedRegressor(MLPRegressor(max_iter=50, device="cpu", random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(A, A.sum(axis=1))
+    before = model.predict(A)
+    with pytest.raises(ValueError, match="negative weights"):
+        model.fit(B, B.sum(axis=1), sample_weight=-np.ones(50))
+    np.testing.assert_array_equal(model.predict(A), before)
 
 
 def test_pandas_na_is_called_missing_not_non_numeric():
