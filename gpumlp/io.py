@@ -163,6 +163,8 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
     from .estimator import MLPRegressor
     from .scaling import StandardizedRegressor
 
+    if not isinstance(training_state, (bool, np.bool_)):
+        raise TypeError(f"training_state must be True or False, got {training_state!r}.")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"save writes to a file path (str or os.PathLike), not a "
                         f"{type(path).__name__}: it replaces the file atomically, which an "

@@ -189,6 +189,9 @@ def test_save_takes_a_path_not_a_file_object(data):
     for target in (stdio.BytesIO(), 3):
         with pytest.raises(TypeError, match="save writes to a file path"):
             io.save(model, target)
+    # A text for the flag was read as True (adversarial round 6).
+    with pytest.raises(TypeError, match="training_state must be True or False"):
+        io.save(model, "never-written.npz", training_state="False")
 
 
 def test_a_file_load_would_refuse_is_never_written(tmp_path, data):
