@@ -979,17 +979,24 @@ def _stop_state(net, converged, warned=(), rose=False):
     return "converged"
 
 
-def _train_report(args, net, device, source, target, names, state, converged, results, wall):
-    """``train --json``'s report: the run's settings and outcome, as JSON text."""
-    import json
-
-    report = {
+def _report_head(args, device, source, target, names):
+    """What every ``train --json`` report starts with: the data and the settings."""
+    return {
         "command": "train",
         "data": str(source), "target": target, "features": list(names),
         "device": str(device), "dtype": args.dtype,
         "settings": {key: (list(value) if isinstance(value, tuple) else value)
                      for key, value in _estimator_params(args).items()},
         "standardize": not args.no_standardize,
+    }
+
+
+def _train_report(args, net, device, source, target, names, state, converged, results, wall):
+    """``train --json``'s report: the run's settings and outcome, as JSON text."""
+    import json
+
+    report = {
+        **_report_head(args, device, source, target, names),
         "epochs": len(net.loss_curve_), "stopped": state, "converged": converged and
         not net.early_stopping, "final_loss": net.loss_,
         "learning_rate": net.learning_rate_,
@@ -1011,12 +1018,7 @@ def _stopped_report(args, device, source, target, names, state, saved, wall):
     import json
 
     report = {
-        "command": "train",
-        "data": str(source), "target": target, "features": list(names),
-        "device": str(device), "dtype": args.dtype,
-        "settings": {key: (list(value) if isinstance(value, tuple) else value)
-                     for key, value in _estimator_params(args).items()},
-        "standardize": not args.no_standardize,
+        **_report_head(args, device, source, target, names),
         "epochs": None if saved is None else len(saved.loss_curve_), "stopped": state,
         "converged": False, "final_loss": None if saved is None else saved.loss_,
         "train": None, "test": None, "wall_seconds": wall,
