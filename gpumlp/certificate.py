@@ -1603,8 +1603,15 @@ def _check_training_state(cert, net, record, parent_net):
         if value != book[key]:
             wrong.append(f"training history {key} {value!r} (the fit's {book[key]!r})")
     curve = net.validation_loss_curve_
-    if list(history["validation_losses"]) != ([] if curve is None else list(curve)):
-        wrong.append("training history validation_losses (not validation_loss_curve_)")
+    if curve is not None:
+        if list(history["validation_losses"]) != list(curve):
+            wrong.append("training history validation_losses (not validation_loss_curve_)")
+    elif history["validation_losses"]:
+        # The last call had no validation set: the history holds an earlier
+        # call's losses (a warm start after a fit with eval_set), which this
+        # file's own curve no longer shows.
+        cert.notes.append("the training history's validation losses are those of an earlier "
+                          "call, not checked here: certify the model that call saved")
     if training["last_params"] is not None:
         final = [*last["coefs"], *last["intercepts"]]
         state = last["state"]
@@ -1804,8 +1811,9 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     record = getattr(net, "_fit_record", None)
     if record is None or record.get("version") != 2:
         why = ("its fit record predates checkpoints (gpumlp before issue 19)"
-               if record is not None else "it holds no fit record (an older gpumlp, or a fit "
-               "on Dask data)")
+               if record is not None else "it holds no fit record (an older gpumlp, a fit "
+               "on Dask data, or a fit that an exception or Ctrl-C ended: its epochs were "
+               "kept, its record not)")
         raise NotReplayableError(
             f"{path} cannot be certified: {why}. What can be said: it loads, and its schema, "
             f"weights and scalers are valid (checked on loading). Its training cannot be "

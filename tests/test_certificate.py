@@ -1046,3 +1046,26 @@ def test_the_same_numbers_in_another_dtype_are_the_same_data(tmp_path, data, cas
     else:
         cert = certify(path, wide[0], wide[1] + 0.5, **kwargs)
         assert cert.outcome == "FAIL"
+
+
+def test_a_warm_start_without_the_parents_eval_set_is_no_fail(tmp_path):
+    # Before: FAIL "training history validation_losses (not
+    # validation_loss_curve_)" for this honest chain (adversarial round 6):
+    # the history keeps the parent's validation losses, the child's curve is None.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    y = X @ [1.0, -1.0, 0.5]
+    model = MLPRegressor((4,), solver="adam", max_iter=5, random_state=0, device="cpu",
+                         dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y, eval_set=(X[:20], y[:20]))
+        save(model, tmp_path / "parent.npz")
+        model.set_params(warm_start=True)
+        model.fit(X, y)
+    save(model, tmp_path / "child.npz")
+    cert = certify(tmp_path / "child.npz", X, y, parents=(tmp_path / "parent.npz",),
+                   backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome != "FAIL", format_certificate(cert)
+    assert all(check.ok for check in cert.checks)
+    assert any("validation losses are those of an earlier call" in n for n in cert.notes)
