@@ -1796,6 +1796,10 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     when the model is a parent certified with its child's data."""
     from .io import ModelFileError, load_with_metadata
 
+    for name, value in (("backends", backends), ("dtypes", dtypes)):
+        if isinstance(value, str):   # a string is a sequence of its letters
+            raise TypeError(f"{name} takes a list of names, such as [{value!r}], not a "
+                            f"string.")
     dtypes = tuple(dtypes)
     if not dtypes or any(d not in ("float32", "float64") for d in dtypes):
         raise ValueError(f"dtypes must name float32 and/or float64, got {dtypes!r}: a "

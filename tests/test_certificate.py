@@ -1069,3 +1069,18 @@ def test_a_warm_start_without_the_parents_eval_set_is_no_fail(tmp_path):
     assert cert.outcome != "FAIL", format_certificate(cert)
     assert all(check.ok for check in cert.checks)
     assert any("validation losses are those of an earlier call" in n for n in cert.notes)
+
+
+def test_a_string_for_backends_or_dtypes_is_refused(tmp_path):
+    # Before: certify(backends="numpy") walked the string's letters (round 6).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    y = X.sum(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        save(MLPRegressor((3,), max_iter=2, device="cpu", random_state=0).fit(X, y),
+             tmp_path / "m.npz")
+    for kwargs in (dict(backends="numpy"), dict(dtypes="float64")):
+        with pytest.raises(TypeError, match="takes a list of names"):
+            certify(tmp_path / "m.npz", X, y, **kwargs)
+
