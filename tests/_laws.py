@@ -240,6 +240,13 @@ def fit(config: Config, data: Data, model=None, **overrides):
     except TrainingDivergedError:
         event("diverged (rejected)")
         reject()
+    except ValueError as exc:
+        # Early stopping on a drawn eval_set of constant targets is refused
+        # (its R² cannot rank epochs): a clear refusal, of which no law speaks.
+        if "eval_set's y is constant" not in str(exc):
+            raise
+        event("constant eval_set with early stopping (rejected)")
+        reject()
 
 
 def outcome(fn, *args, **kwargs) -> str:

@@ -553,7 +553,15 @@ def test_every_honest_fit_certifies(tmp_path_factory, sample_weight, draw):
         sample_weight=sample_weight))
     model = fit(config, data)
     path = tmp_path_factory.mktemp("cert") / "m.npz"
-    io.save(model, path)
+    try:
+        io.save(model, path)
+    except ValueError as exc:
+        # Adam's second moment can overflow float32 on unscaled data; save
+        # then refuses, naming the member (a known limit, in the closing note
+        # of 2026-12-06): a clear refusal, of which this law does not speak.
+        assert "holds NaN or infinite values" in str(exc), exc
+        event("solver state not finite: save refuses (rejected)")
+        reject()
     X = frame(data.X) if config.frame else data.X
     cert = certify(path, X, data.y_for(config), backends=["numpy"],
                    dtypes=(config.params["dtype"],), **fit_kwargs(config, data))
