@@ -517,13 +517,7 @@ def _run_segment(ctx, j, device, dtype, use_fastpath):
         trainer.samples_seen = history["samples_seen"]
         if best is not None:
             trainer.best_params = [device.asarray(p) for p in best]
-        if net.solver in ("gd", "lbfgs"):
-            batch_size = source.n_samples
-        elif net.batch_size == "auto":
-            batch_size = min(200, source.n_samples)
-        else:
-            batch_size = net.batch_size
-        batch_size = min(batch_size, source.n_samples)
+        batch_size = net._batch_size(source.n_samples)
         steps_per_epoch = math.ceil(source.n_samples / batch_size)
         from .solvers import plain_numbers, state_to_arrays
 

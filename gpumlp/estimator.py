@@ -602,12 +602,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         elif early_stopping:
             source, validation = source.split(self.validation_fraction,
                                               self._split_generator(continuing))
-        if self.solver in ("gd", "lbfgs"):
-            batch_size = source.n_samples
-        elif self.batch_size == "auto":
-            batch_size = min(200, source.n_samples)
-        else:
-            batch_size = self.batch_size
+        batch_size = self._batch_size(source.n_samples)
         # tol means what it means in scikit-learn: on the training loss, in
         # the units of scikit-learn's loss (ours is twice it for the squared error).
         # For "gd" it is a fraction of the loss (training.py), which needs no scaling.
@@ -667,6 +662,14 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             return generator
         self._split_state = self._rng.bit_generator.state
         return self._rng
+
+    def _batch_size(self, n_samples: int) -> int:
+        """Rows per step for ``n_samples`` training rows (the fit and its certificate)."""
+        if self.solver in ("gd", "lbfgs"):
+            return n_samples
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        return min(self.batch_size, n_samples)
 
     def _eval_source(self, eval_set, source, device, dtype, client):
         """A validation source for ``eval_set``, of the kind the training data is."""
