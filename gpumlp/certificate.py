@@ -92,6 +92,7 @@ the data, the parent model); :attr:`Certificate.missing` says what.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -461,6 +462,41 @@ def _sources(ctx, device, dtype):
     return source, validation, generator_from_state(state)
 
 
+@contextlib.contextmanager
+def _replay_threads(device, n_rows: int, use_fastpath: bool):
+    """Hold a replay to the threads NumPy's fit gives ``n_rows`` rows, and restore them.
+
+    The NumPy fast path works ``n_rows`` rows on one thread per 4096 rows per
+    core, each with a one-thread BLAS (:mod:`gpumlp.fastpath.numpy`); the fit
+    a replay is measured against ran so. PyTorch's intra-op pool, as it
+    comes, takes every core for each small product: on a loaded 2-core VM its
+    threads and OpenBLAS's (NumPy's replays, run between its segments) waited
+    for each other, and an Adam replay of 2000 rows took 50 to 75 times the
+    fit (3 to 5 times held to one). So here PyTorch (on the CPU) and OpenBLAS
+    (for NumPy's generic kernels, and whatever NumPy work another backend's
+    replay does) get that many threads, and their own counts come back on
+    leaving, whatever happens inside. The NumPy fast path sets its own, as
+    in the fit (a replay that must give the fit's numbers bit for bit runs
+    exactly as the fit ran). JAX's CPU threads are fixed when it starts
+    (``XLA_FLAGS``): left alone.
+    """
+    from .fastpath.numpy import _blas, _workers
+
+    threads = _workers(n_rows)
+    with contextlib.ExitStack() as stack:
+        torch_cpu = device.backend == "torch" and device.native == "cpu"
+        if torch_cpu:
+            import torch
+
+            before = torch.get_num_threads()
+            if before != threads:
+                torch.set_num_threads(threads)
+                stack.callback(torch.set_num_threads, before)
+        if not (device.is_numpy and use_fastpath):
+            stack.enter_context(_blas().limit(limits=threads, user_api="blas"))
+        yield
+
+
 def _start_arrays(checkpoint, dtype):
     """A checkpoint's weights, best weights and state arrays in ``dtype``."""
     def cast(a):
@@ -486,7 +522,7 @@ def _run_segment(ctx, j, device, dtype, use_fastpath):
     _, activation = check_params(net)
     n_outputs = np.asarray(c0["coefs"][-1]).shape[1]
     network = Network(len(c0["coefs"]), activation, use_fastpath, get_loss(net.loss), False)
-    with device.context():
+    with device.context(), _replay_threads(device, ctx.X.shape[0], use_fastpath):
         source, validation, rng = _sources(ctx, device, dtype)
         if j > 0:
             rng = generator_from_state(c0["rng"]["numpy_generator"])

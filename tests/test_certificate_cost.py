@@ -1,0 +1,74 @@
+"""What a replay does to the process it runs in: it holds the thread pools, and gives them back.
+
+A replay on PyTorch runs with the threads NumPy's fit gives its rows (one per
+4096 rows per core: one here), and OpenBLAS's limit likewise for the generic
+kernels; the caller's settings come back afterwards, also when it fails.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from gpumlp import MLPRegressor, kernels, save
+from gpumlp.certificate import _replay_threads, certify, format_certificate
+from gpumlp.devices import Device
+from gpumlp.fastpath.numpy import _workers
+
+
+@pytest.fixture(scope="module")
+def fit_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((90, 3))
+    y = np.tanh(X[:, 0]) - 0.5 * X[:, 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MLPRegressor((5,), solver="adam", batch_size=30, max_iter=4,
+                             random_state=0).fit(X, y)
+    path = tmp_path_factory.mktemp("cost") / "m.npz"
+    save(model, path)
+    return path, X, y
+
+
+def _blas_threads():
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+def test_a_torch_replay_holds_torchs_threads_and_restores_them(fit_file, monkeypatch):
+    torch = pytest.importorskip("torch")
+    path, X, y = fit_file
+    seen, real = set(), kernels.forward
+
+    def spying(X_, *args, **kwargs):
+        if type(X_).__module__.startswith("torch"):
+            seen.add(torch.get_num_threads())
+        return real(X_, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, "forward", spying)
+    before, blas_before = torch.get_num_threads(), _blas_threads()
+    torch.set_num_threads(3)
+    try:
+        cert = certify(path, X, y, backends=["numpy", "torch"], dtypes=("float64",))
+        assert cert.outcome == "PASS", format_certificate(cert)
+        assert seen == {_workers(X.shape[0])}
+        assert torch.get_num_threads() == 3
+        assert _blas_threads() == blas_before
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_threads_come_back_when_a_replay_fails():
+    torch = pytest.importorskip("torch")
+    device = Device("torch", None, None, "cpu")
+    before, blas_before = torch.get_num_threads(), _blas_threads()
+    torch.set_num_threads(3)
+    try:
+        with pytest.raises(RuntimeError, match="inside"), _replay_threads(device, 100, True):
+            assert torch.get_num_threads() == 1
+            assert set(_blas_threads()) == {1}
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 3
+        assert _blas_threads() == blas_before
+    finally:
+        torch.set_num_threads(before)
