@@ -39,6 +39,7 @@ says why it stopped through :meth:`Solver.stop_reason`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from collections.abc import Callable, Mapping
@@ -48,7 +49,7 @@ from typing import Any, ClassVar
 from array_api_compat import array_namespace, device, is_array_api_obj
 
 from . import kernels, step_size
-from .devices import read_floats, to_numpy
+from .devices import device_of, read_floats, to_numpy
 
 __all__ = ["SCHEDULES", "SOLVERS", "Adam", "AdamState", "AutoGD", "AutoGDState",
            "GradientDescent", "LBFGS", "LBFGSState", "SGD", "SGDState", "Solver", "make_solver",
@@ -356,6 +357,56 @@ def _axpy(alpha, x, y):
     return [alpha * u + v for u, v in zip(x, y)]
 
 
+def _newer_pair(q, s, y):
+    """The two-loop recursion's first loop at one pair: ``q``, ``rho`` and ``a``."""
+    rho = 1.0 / kernels.dot(y, s)
+    a = rho * kernels.dot(s, q)
+    return _axpy(-a, y, q), rho, a
+
+
+def _initial_scaling(q, s, y):
+    """``q`` scaled by ``s.y / y.y`` of the newest pair (the initial inverse Hessian)."""
+    return [(kernels.dot(s, y) / kernels.dot(y, y)) * v for v in q]
+
+
+def _older_pair(q, s, y, rho, a):
+    """The two-loop recursion's second loop at one pair."""
+    b = rho * kernels.dot(y, q)
+    return _axpy(a - b, s, q)
+
+
+#: The two-loop recursion's three pieces, each a pure function of its arrays.
+_TWO_LOOP = (_newer_pair, _initial_scaling, _older_pair)
+
+
+def _two_loop(grads, steps, changes, pieces=_TWO_LOOP):
+    """``-H g`` by L-BFGS's two-loop recursion over the pairs ``(steps[i], changes[i])``,
+    oldest first (Nocedal and Wright, Algorithm 7.4, initial scaling ``s.y / y.y``).
+
+    ``pieces``: :data:`_TWO_LOOP`, or the same compiled (one program per pair's
+    work whatever the memory holds, so a compiler traces each piece once).
+    """
+    newer_pair, initial_scaling, older_pair = pieces
+    q = list(grads)
+    history = list(zip(steps, changes))
+    rhos, alphas = [], []
+    for s, y in reversed(history):
+        q, rho, a = newer_pair(q, s, y)
+        rhos.append(rho)
+        alphas.append(a)
+    if history:
+        q = initial_scaling(q, *history[-1])
+    for (s, y), rho, a in zip(history, reversed(rhos), reversed(alphas)):
+        q = older_pair(q, s, y, rho, a)
+    return [-v for v in q]
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_two_loop(where):
+    """:data:`_TWO_LOOP`'s pieces compiled by the device ``where``."""
+    return tuple(where.compile(piece) for piece in _TWO_LOOP)
+
+
 def _cubic_minimiser(a, fa, da, b, fb, db):
     """The minimiser of the cubic through ``(a, fa, da)`` and ``(b, fb, db)``, or ``None``.
 
@@ -453,22 +504,12 @@ class LBFGS(Solver):
         return loss, grads, read_floats(*scalars), replace(state, n_fun=state.n_fun + 1)
 
     def _direction(self, grads, state):
-        """``-H g`` by the two-loop recursion."""
-        q = list(grads)
-        history = list(zip(state.steps, state.changes))
-        rhos = [1.0 / kernels.dot(y, s) for s, y in history]
-        alphas = []
-        for (s, y), rho in zip(reversed(history), reversed(rhos)):
-            a = rho * kernels.dot(s, q)
-            alphas.append(a)
-            q = _axpy(-a, y, q)
-        if history:
-            s, y = history[-1]
-            q = [(kernels.dot(s, y) / kernels.dot(y, y)) * v for v in q]
-        for (s, y), rho, a in zip(history, rhos, reversed(alphas)):
-            b = rho * kernels.dot(y, q)
-            q = _axpy(a - b, s, q)
-        return [-v for v in q]
+        """``-H g`` by the two-loop recursion (:func:`_two_loop`), its pieces compiled
+        where the device compiles (JAX: its some 400 small operations, one by one,
+        each cost a dispatch)."""
+        where = device_of(grads[0])
+        pieces = _compiled_two_loop(where) if where.compiles else _TWO_LOOP
+        return _two_loop(grads, state.steps, state.changes, pieces)
 
     def update(self, params, state, objective):
         if state.stop:

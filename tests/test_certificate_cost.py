@@ -72,3 +72,36 @@ def test_the_threads_come_back_when_a_replay_fails():
         assert _blas_threads() == blas_before
     finally:
         torch.set_num_threads(before)
+
+
+def test_jaxs_lbfgs_direction_is_three_programs_whatever_the_memory():
+    """The two-loop recursion on JAX runs as three compiled pieces, traced once each
+    for every memory length, and gives the plain recursion's direction."""
+    pytest.importorskip("jax")
+    from gpumlp import agreement, solvers
+
+    device = agreement.backend_device("jax")
+    rng = np.random.default_rng(0)
+    shapes = [(4, 3), (3, 1), (3,), (1,)]
+
+    def draw():
+        return [rng.standard_normal(shape) for shape in shapes]
+
+    grads = draw()
+    steps = [draw() for _ in range(5)]
+    # y = s + a little: s.y > 0, as the memory keeps only such pairs.
+    changes = [[s + 0.1 * d for s, d in zip(step, draw())] for step in steps]
+    pieces = solvers._compiled_two_loop(device)
+    with device.context():
+        def on(arrays):
+            return [device.asarray(a) for a in arrays]
+
+        for m in range(len(steps) + 1):
+            want = solvers._two_loop(grads, steps[:m], changes[:m])
+            got = solvers._two_loop(on(grads), [on(s) for s in steps[:m]],
+                                    [on(y) for y in changes[:m]], pieces)
+            for w, g in zip(want, got):
+                # A few roundings of sums of O(10) terms, each of order 1.
+                np.testing.assert_allclose(np.asarray(g), w, rtol=0, atol=1e3 * np.finfo(
+                    np.float64).eps * max(1.0, float(np.abs(w).max())))
+    assert [piece.jitted._cache_size() for piece in pieces] == [1, 1, 1]
