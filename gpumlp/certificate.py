@@ -262,7 +262,7 @@ _IMPOSED: dict = {}
 
 def _imposed_class(base):
     """``base`` with recorded decisions imposed (from the instance's ``_decisions``)."""
-    from . import kernels, solvers
+    from . import solvers
     from .devices import read_floats
 
     class Imposed(base):
@@ -383,14 +383,15 @@ def _imposed_class(base):
                     "f0": f0, "slope": slope, "own": None, "band": self.noise * eps * abs(f0)}
                 if found is not None:
                     entry.update(own=found[0], f=found[3], d=read_floats(
-                        kernels.dot(found[2], direction))[0])
+                        solvers._lbfgs_ops(direction)["dot"](found[2], direction))[0])
                 decisions.failed_searches.append(entry)
                 decisions.retrying = first_failed
                 return None, state
             decisions.retrying = False
             decisions.epoch += 1
+            ops = solvers._lbfgs_ops(params)
             loss, grads, (f, largest, d), after = self._evaluate(
-                objective, solvers._axpy(imposed, direction, params), state, direction)
+                objective, ops["axpy"](imposed, direction, params), state, direction)
             own = imposed
             # The search's own acceptance: strong Wolfe, or within the loss's
             # rounding band the approximate conditions (solvers.LBFGS).
@@ -405,7 +406,7 @@ def _imposed_class(base):
                                   "slope": slope, "f": f, "d": d, "band": band,
                                   "largest": largest,
                                   "s_norm": abs(imposed) * math.sqrt(read_floats(
-                                      kernels.dot(direction, direction))[0])})
+                                      ops["dot"](direction, direction))[0])})
             return (imposed, loss, grads, f, largest, 0.0), after
 
     Imposed.__name__ = Imposed.__qualname__ = f"Imposed{base.__name__}"

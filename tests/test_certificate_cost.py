@@ -74,9 +74,10 @@ def test_the_threads_come_back_when_a_replay_fails():
         torch.set_num_threads(before)
 
 
-def test_jaxs_lbfgs_direction_is_three_programs_whatever_the_memory():
-    """The two-loop recursion on JAX runs as three compiled pieces, traced once each
-    for every memory length, and gives the plain recursion's direction."""
+def test_jaxs_lbfgs_arithmetic_is_compiled_once_whatever_the_memory():
+    """On JAX, L-BFGS's arithmetic (the two-loop recursion's pieces, the slopes, the
+    curvature pair) runs as compiled programs, each traced once for every memory
+    length, and the direction is the plain recursion's on NumPy."""
     pytest.importorskip("jax")
     from gpumlp import agreement, solvers
 
@@ -91,17 +92,20 @@ def test_jaxs_lbfgs_direction_is_three_programs_whatever_the_memory():
     steps = [draw() for _ in range(5)]
     # y = s + a little: s.y > 0, as the memory keeps only such pairs.
     changes = [[s + 0.1 * d for s, d in zip(step, draw())] for step in steps]
-    pieces = solvers._compiled_two_loop(device)
     with device.context():
         def on(arrays):
             return [device.asarray(a) for a in arrays]
 
+        ops = solvers._lbfgs_ops(on(grads))
+        assert ops is solvers._compiled_lbfgs_ops(device)
         for m in range(len(steps) + 1):
             want = solvers._two_loop(grads, steps[:m], changes[:m])
             got = solvers._two_loop(on(grads), [on(s) for s in steps[:m]],
-                                    [on(y) for y in changes[:m]], pieces)
+                                    [on(y) for y in changes[:m]], ops)
             for w, g in zip(want, got):
                 # A few roundings of sums of O(10) terms, each of order 1.
                 np.testing.assert_allclose(np.asarray(g), w, rtol=0, atol=1e3 * np.finfo(
                     np.float64).eps * max(1.0, float(np.abs(w).max())))
-    assert [piece.jitted._cache_size() for piece in pieces] == [1, 1, 1]
+    for name in ("newer_pair", "initial_scaling", "older_pair", "negated"):
+        assert ops[name].jitted._cache_size() == 1, name
+    assert solvers._lbfgs_ops(grads) is solvers._LBFGS_OPS      # NumPy: plain
