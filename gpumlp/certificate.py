@@ -596,10 +596,13 @@ def _run_segment(ctx, j, device, dtype, use_fastpath):
                         n_iter_no_change=net.n_iter_no_change, validation=validation,
                         stop_on_validation=net.early_stopping and not record["incremental"],
                         check_convergence=False)
-        end_state = plain_numbers(trainer.state, solver.init_state(trainer.params))
+        end_params = [to_numpy(p) for p in trainer.params]
+        # The fresh state is only a template of types: made of host copies, it
+        # costs no device work (on JAX, a dispatch per array).
+        end_state = plain_numbers(trainer.state, solver.init_state(end_params))
         arrays, description = state_to_arrays(end_state)
         return {
-            "params": [to_numpy(p).astype(np.float64) for p in trainer.params],
+            "params": [p.astype(np.float64) for p in end_params],
             "state_arrays": {k: to_numpy(v).astype(np.float64) for k, v in arrays.items()},
             "state": description,
             "best": None if trainer.best_params is None else
