@@ -1243,7 +1243,8 @@ def _same_numbers(model, record, arrays, sample_weight):
     for choice in itertools.islice(itertools.product(*map(_exact_casts, arrays)), 1, None):
         ev = tuple(choice[2:]) or None
         X_fit, y_fit, ev_fit, same = _fitted_data(model, choice[0], choice[1], ev)
-        if fingerprint(X_fit, y_fit, sample_weight, ev_fit) == record["data_sha256"]:
+        if fingerprint(X_fit, y_fit, sample_weight, ev_fit,
+                       like=record["data_sha256"]) == record["data_sha256"]:
             return X_fit, y_fit, ev_fit, same, [a.dtype.name for a in choice]
     return None
 
@@ -1289,7 +1290,7 @@ def _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent=False)
         return None
     if not record["eval_set"]:
         eval_fit = None
-    digest = fingerprint(X_fit, y_fit, sample_weight, eval_fit)
+    digest = fingerprint(X_fit, y_fit, sample_weight, eval_fit, like=record["data_sha256"])
     if digest != record["data_sha256"]:
         arrays = [X, y, *(eval_set if record["eval_set"] else ())]
         recast = _same_numbers(model, record, arrays, sample_weight)
