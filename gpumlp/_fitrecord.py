@@ -148,6 +148,11 @@ def fingerprint(X, y, sample_weight=None, eval_set=None, *, like: str | None = N
     ValueError
         ``like`` is a BLAKE3 digest and the ``blake3`` package is not installed.
     """
+    return _fingerprint(X, y, sample_weight, eval_set, like, every_core=True)
+
+
+def _fingerprint(X, y, sample_weight, eval_set, like, every_core):
+    """:func:`fingerprint`; BLAKE3 on one thread unless ``every_core``."""
     parts = [("X", X), ("y", y), ("sample_weight", sample_weight)]
     if eval_set is not None:
         parts += [("X_val", eval_set[0]), ("y_val", eval_set[1])]
@@ -164,26 +169,28 @@ def fingerprint(X, y, sample_weight=None, eval_set=None, *, like: str | None = N
                          "the blake3 package is not installed here, so it cannot be checked: "
                          "pip install blake3 (a dependency of gpumlp).")
     else:
-        digest = blake3.blake3(version, max_threads=blake3.blake3.AUTO)
+        digest = blake3.blake3(version,
+                               max_threads=blake3.blake3.AUTO if every_core else 1)
     for name, a in parts:
         _hash_array(digest, name, a)
     return prefix + digest.hexdigest()
 
 
-#: Data smaller than this (bytes) is fingerprinted at once; larger data in a
-#: thread, where SHA-256 hashes it (no blake3 installed).
+#: Data smaller than this (bytes) is fingerprinted at once; larger data in a thread.
 _THREAD_BYTES = 1 << 22
 
 
 class PendingFingerprint:
-    """:func:`fingerprint` of a fit's data, to be read when the fit ends.
+    """:func:`fingerprint` computed in a background thread while the fit goes on.
 
-    With BLAKE3 the digest is computed at once, on every core: about 14 ms
-    for 132 MB on two cores here, a fixed cost that does not compete with
-    the fit's own threads. With SHA-256 (no ``blake3`` installed), data over
-    :data:`_THREAD_BYTES` is hashed in a background thread beside the first
-    epochs (``hashlib`` releases the GIL while it hashes a large buffer);
-    :meth:`result` waits for it (the fit record asks at the end of the fit).
+    The estimator starts it before its own checks of the data (its ranges,
+    its scale), which are single-threaded passes over the data: on a machine
+    with a core to spare, the digest (BLAKE3 on one thread: about 28 ms of
+    CPU for 132 MB here, 2.6x less than SHA-256) is ready before the first
+    epoch (``scripts/PERF_NOTES.md``). Both ``blake3`` and ``hashlib``
+    release the GIL while they hash a large buffer. :meth:`result` waits
+    for it (the fit record asks at the end of the fit); small data is
+    hashed at once.
     """
 
     def __init__(self, X, y, sample_weight=None, eval_set=None):
@@ -192,12 +199,12 @@ class PendingFingerprint:
         arrays = [X, y, sample_weight, *(eval_set or ())]
         size = sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
         self._digest, self._thread = None, None
-        if size < _THREAD_BYTES or _blake3() is not None:
+        if size < _THREAD_BYTES:
             self._digest = fingerprint(X, y, sample_weight, eval_set)
             return
 
         def run():
-            self._digest = fingerprint(X, y, sample_weight, eval_set)
+            self._digest = _fingerprint(X, y, sample_weight, eval_set, None, every_core=False)
 
         self._thread = threading.Thread(target=run, name="gpumlp-fingerprint", daemon=True)
         self._thread.start()
