@@ -15,7 +15,6 @@ from gpumlp import cli
 from gpumlp.fastpath import calibration, cblocks
 
 BUILT = cblocks._module() is not None
-DEFAULT = 1234
 
 
 @pytest.fixture(autouse=True)
@@ -48,17 +47,17 @@ def test_the_line_is_the_last_win_before_the_first_loss(rows, line):
     assert calibration.crossover(rows) == line
 
 
-def test_without_file_or_override_the_default_applies(isolated):
+def test_without_file_or_override_nothing_is_set(isolated):
     assert not isolated.exists()
-    assert calibration.max_work("avx2", DEFAULT) == DEFAULT
+    assert calibration.max_work("avx2") is None
 
 
 def test_the_entry_for_this_cpu_and_instruction_set_applies(isolated):
     _write(isolated, {**_entry("avx2", 77), **_entry("avx512", 99),
                       **_entry("avx2", 55, cpu="another CPU")})
-    assert calibration.max_work("avx2", DEFAULT) == 77
-    assert calibration.max_work("avx512", DEFAULT) == 99
-    assert calibration.max_work("baseline", DEFAULT) == DEFAULT
+    assert calibration.max_work("avx2") == 77
+    assert calibration.max_work("avx512") == 99
+    assert calibration.max_work("baseline") is None
 
 
 def test_the_key_names_what_decides_the_line():
@@ -72,14 +71,14 @@ def test_the_key_names_what_decides_the_line():
 def test_the_environment_overrides_the_file(isolated, monkeypatch, text, value):
     _write(isolated, _entry("avx2", 77))
     monkeypatch.setenv(calibration.ENVIRONMENT, text)
-    assert calibration.max_work("avx2", DEFAULT) == value
+    assert calibration.max_work("avx2") == value
 
 
 @pytest.mark.parametrize("text", ["-1", "2**27", "lots"])
 def test_a_bad_override_is_a_clear_error(monkeypatch, text):
     monkeypatch.setenv(calibration.ENVIRONMENT, text)
     with pytest.raises(ValueError, match="GPUMLP_CBLOCKS_MAX_WORK=.*non-negative integer"):
-        calibration.max_work("avx2", DEFAULT)
+        calibration.max_work("avx2")
 
 
 @pytest.mark.parametrize("content", [
@@ -92,20 +91,20 @@ def test_a_damaged_file_is_ignored_with_a_warning(isolated, content):
     isolated.parent.mkdir(parents=True)
     isolated.write_text(content)
     with pytest.warns(calibration.CalibrationWarning, match="gpumlp calibrate"):
-        assert calibration.max_work("avx2", DEFAULT) == DEFAULT
+        assert calibration.max_work("avx2") is None
 
 
 def test_a_process_decides_once(isolated, monkeypatch):
     """A later change of the file or the environment does not move this process's line:
     the same fit takes the same path all along. Storing a calibration does."""
     _write(isolated, _entry("avx2", 77))
-    assert calibration.max_work("avx2", DEFAULT) == 77
+    assert calibration.max_work("avx2") == 77
     _write(isolated, _entry("avx2", 88))
     monkeypatch.setenv(calibration.ENVIRONMENT, "5")
-    assert calibration.max_work("avx2", DEFAULT) == 77
+    assert calibration.max_work("avx2") == 77
     monkeypatch.delenv(calibration.ENVIRONMENT)
     calibration.store({"key": calibration.cpu_key("avx2"), "max_work": 99})
-    assert calibration.max_work("avx2", DEFAULT) == 99
+    assert calibration.max_work("avx2") == 99
 
 
 def test_storing_keeps_the_other_cpus_entries(isolated):
@@ -131,7 +130,7 @@ def test_calibrate_stores_the_line_its_rows_give(isolated):
     assert result["max_work"] == calibration.crossover([(r["work"], r["ratio"]) for r in rows])
     assert result["key"] == calibration.cpu_key(cblocks.chosen_isa())
     assert result["path"] == str(isolated)
-    assert calibration.max_work(cblocks.chosen_isa(), DEFAULT) == result["max_work"]
+    assert calibration.max_work(cblocks.chosen_isa()) == result["max_work"]
 
 
 def test_gpumlp_calibrate_dry_run_stores_nothing(isolated, monkeypatch, capsys):

@@ -293,6 +293,28 @@ def test_this_cpus_calibration_and_the_override_move_the_line(sine_rows, runs, m
     assert not runs
 
 
+def test_uncalibrated_on_more_cores_the_numpy_path_takes_what_it_splits_wider(
+        runs, monkeypatch):
+    """MAX_WORK was measured on two cores: on more, uncalibrated, the C blocks keep
+    the rows that the NumPy path would split over two threads at most."""
+    from gpumlp.fastpath import numpy as numpy_path
+
+    if not BUILT:
+        pytest.skip("the C extension gpumlp.fastpath._cblocks is not built here")
+    monkeypatch.setattr(numpy_path, "_CORES", 16)
+    rng = np.random.default_rng(0)
+    for n, taken in ((3 * numpy_path.MIN_ROWS_PER_THREAD - 1, True),
+                     (3 * numpy_path.MIN_ROWS_PER_THREAD, False)):
+        X = rng.standard_normal((n, 3))
+        del runs[:]
+        fit(X, X[:, 0], max_iter=2, tol=0.0, hidden_layer_sizes=(4,))
+        assert bool(runs) == taken, n
+    calibration.store({"key": calibration.cpu_key(cblocks.chosen_isa()), "max_work": 10**9})
+    del runs[:]
+    fit(X, X[:, 0], max_iter=2, tol=0.0, hidden_layer_sizes=(4,))
+    assert runs                                      # a calibration decides alone
+
+
 def test_without_the_extension_the_numpy_path_runs(sine_rows, runs, monkeypatch):
     """A machine without a compiler: the extension is absent, fits still run."""
     X, y = sine_rows

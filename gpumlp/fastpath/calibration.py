@@ -13,7 +13,9 @@ number of cores. The dispatch reads the line once per process
 1. the environment variable ``GPUMLP_CBLOCKS_MAX_WORK`` (an integer; ``0``
    keeps every fit on the NumPy path), read at the first fit that asks;
 2. else this CPU's entry in the calibration file, where there is one;
-3. else the measured default the caller passes (``cblocks.MAX_WORK``).
+3. else the measured default (``cblocks.MAX_WORK``, which holds where the
+   NumPy path would run no more threads than the C kernel's two: see
+   :func:`gpumlp.fastpath.cblocks.blocks_for`).
 
 No timing is ever taken during a fit. The two paths round differently
 (within the agreement suite's tolerances), so a choice made afresh from
@@ -146,22 +148,21 @@ def _from_file(isa: str) -> int | None:
     return None if entry is None else entry["max_work"]
 
 
-def max_work(isa: str, default: int) -> int:
-    """The largest epoch, ``n * h * (f + k)``, that the C blocks take here.
+def max_work(isa: str) -> int | None:
+    """The largest epoch, ``n * h * (f + k)``, that the C blocks take here, where it was
+    set: by ``GPUMLP_CBLOCKS_MAX_WORK``, else by this CPU's calibration.
 
     Parameters
     ----------
     isa : str
         The instruction set the C blocks run with (``cblocks.chosen_isa()``).
-    default : int
-        The line where neither the environment nor a calibration says
-        (``cblocks.MAX_WORK``).
 
     Returns
     -------
-    int
-        As the module docs order them; decided at the first call for
-        ``isa`` in this process and the same for every later one.
+    int or None
+        None where neither says (the caller's measured default applies);
+        decided at the first call for ``isa`` in this process and the same
+        for every later one (until :func:`store` writes a new calibration).
 
     Raises
     ------
@@ -172,8 +173,7 @@ def max_work(isa: str, default: int) -> int:
         if isa not in _CHOSEN:
             text = os.environ.get(ENVIRONMENT, "").strip()
             _CHOSEN[isa] = _parse_override(text) if text else _from_file(isa)
-        chosen = _CHOSEN[isa]
-    return default if chosen is None else chosen
+        return _CHOSEN[isa]
 
 
 def crossover(rows: list[tuple[int, float]]) -> int:

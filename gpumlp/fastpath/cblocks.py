@@ -84,6 +84,12 @@ ISAS = ("avx512", "avx2", "baseline")
 #: loaded machine where the NumPy path's second thread rarely had a core;
 #: quiet, that second thread halves the NumPy step at large sizes, so the
 #: line is drawn where even that leaves C ahead (``scripts/PERF_NOTES.md``).
+#: Re-measured with the kernel's two threads (issue 23's second session, load
+#: 6-8): C won at every size from 2**28.6 to 2**32 in all four runs (0.60-0.94
+#: of the NumPy time), but it stays here: measured on two cores only, where
+#: both paths run two threads; a machine with more cores is calibrated
+#: (:func:`calibrate`) or keeps the C blocks to the rows the NumPy path would
+#: split over two threads at most (:func:`blocks_for`).
 MAX_WORK = 2**27
 
 #: ``GPUMLP_SIMD`` as the environment set it at import.
@@ -170,8 +176,10 @@ def blocks_for(X: Any, y: Any, h: int, activation: Activation, alpha: float) -> 
 
     They serve float32 and float64 NumPy arrays, an activation of
     :data:`ACTIVATION_CODES`, and epochs up to the line
-    :func:`gpumlp.fastpath.calibration.max_work` gives (this CPU's
-    calibration, else :data:`MAX_WORK`); the caller
+    :func:`gpumlp.fastpath.calibration.max_work` gives (the environment's,
+    else this CPU's calibration); where none was set, epochs up to
+    :data:`MAX_WORK` whose rows the NumPy path would split over at most
+    two threads (the conditions it was measured in); the caller
     has checked the rest (one hidden layer, the squared error, no weights,
     plain full-batch descent, the fast paths on).
     """
@@ -183,7 +191,16 @@ def blocks_for(X: Any, y: Any, h: int, activation: Activation, alpha: float) -> 
     if isa is None:
         return None
     n, f = X.shape
-    if n * h * (f + y.shape[1]) > calibration.max_work(isa, MAX_WORK):
+    work, line = n * h * (f + y.shape[1]), calibration.max_work(isa)
+    if line is None:
+        # The measured default: measured on two cores, it holds where the NumPy
+        # path would run no more threads than the kernel's two; on more cores
+        # the NumPy path takes the rest, uncalibrated.
+        from .numpy import _workers
+
+        if work > MAX_WORK or _workers(n) > 2:
+            return None
+    elif work > line:
         return None
     return CBlocks(X, y, h, activation, alpha, isa)
 
@@ -274,8 +291,12 @@ LADDER = ((1_600, 10, 32), (10_000, 16, 64), (30_000, 32, 64), (100_000, 16, 64)
 
 def _epoch_times(n: int, f: int, h: int, isa: str, rounds: int,
                  seconds: float) -> tuple[float, float, float]:
-    """Per epoch (s) by the C blocks and by the NumPy fast path, best rounds, and the
-    median within-round ratio C / NumPy: full-batch descent, float32, sigmoid, one output."""
+    """Per epoch (s) by the C blocks and by the NumPy fast path, the best of ``rounds``
+    interleaved rounds each, and their ratio C / NumPy: full-batch descent,
+    float32, sigmoid, one output. Best rounds, not the median of the rounds'
+    ratios: on a loaded machine one disturbed round of the C kernel (a barrier
+    per epoch waits for a descheduled thread) moved the median past 1 where
+    the other runs had C at 0.5-0.7 (``scripts/PERF_NOTES.md``)."""
     import time
 
     from ..activations import get_activation
@@ -309,8 +330,7 @@ def _epoch_times(n: int, f: int, h: int, isa: str, rounds: int,
             start = time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - start) / epochs)
-    ratio = float(np.median(np.asarray(times["c"]) / np.asarray(times["numpy"])))
-    return min(times["c"]), min(times["numpy"]), ratio
+    return min(times["c"]), min(times["numpy"]), min(times["c"]) / min(times["numpy"])
 
 
 def calibrate(ladder=None, rounds: int = 5, seconds: float = 0.2, write: bool = True,
@@ -329,7 +349,7 @@ def calibrate(ladder=None, rounds: int = 5, seconds: float = 0.2, write: bool = 
     ladder : sequence of (n, f, h), optional
         The sizes, one output each; by default :data:`LADDER`.
     rounds : int
-        Interleaved rounds per size (the ratio is their median).
+        Interleaved rounds per size (the ratio is of the best rounds).
     seconds : float
         About how long each timing runs.
     write : bool
