@@ -283,6 +283,8 @@ def feature_names(X):
     ------
     TypeError
         When string and non-string names are mixed.
+    ValueError
+        When a string name is repeated.
     """
     if aac.is_array_api_obj(X) or not hasattr(X, "columns") or not hasattr(X, "shape"):
         return None
@@ -296,7 +298,17 @@ def feature_names(X):
             f"but your input has {types} as feature name / column name types. Convert "
             f"them all to strings (X.columns = X.columns.astype(str)), or all to another "
             f"type to have them ignored.")
-    return names if types == ["str"] else None
+    if types != ["str"]:
+        return None
+    repeated = sorted({v for v in names.tolist() if names.tolist().count(v) > 1})
+    if repeated:
+        # Two columns of one name cannot be told apart when the names are
+        # checked (a swap of them would pass): refuse rather than guess.
+        raise ValueError(
+            f"X has more than one column named {', '.join(map(repr, repeated))}; columns "
+            f"are matched by name, so each name must be unique. Rename or drop the "
+            f"repeated columns.")
+    return names
 
 
 def check_feature_names(fitted, X, estimator_name="MLPRegressor"):

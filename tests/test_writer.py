@@ -440,3 +440,23 @@ def test_every_file_gpumlp_writes_goes_through_atomic_path():
     # The check itself sees a stray write:
     assert _writes_outside_atomic_path("open(path, 'w')\nnp.save(path, a)\n", "x.py") == [
         "x.py:1: open(path, 'w')", "x.py:2: save(path, ...)"]
+
+
+@pytest.mark.parametrize("spelling", ["glob", "folder"])
+@pytest.mark.parametrize("option", ["--out", "--json"])
+def test_an_output_over_a_part_of_a_glob_or_folder_of_data_is_refused(tmp_path, capsys,
+                                                                      spelling, option):
+    """Dask data named by a glob or a folder is every file it matches: an output
+    that is one of them is an input (adversary 7 #347: the part was replaced)."""
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        X = rng.normal(size=(10, 2))
+        np.savez(parts / f"p{i}.npz", X=X, y=X.sum(1))
+    before = (parts / "p1.npz").read_bytes()
+    data = str(parts / "*.npz") if spelling == "glob" else str(parts)
+    assert main(["train", "--quiet", "--device", "cpu", "--data", data,
+                 option, str(parts / "p1.npz")]) == 2
+    assert "is the same file as --data" in capsys.readouterr().err
+    assert (parts / "p1.npz").read_bytes() == before
