@@ -1175,6 +1175,10 @@ def _run_calibrate(args):
     print("per epoch, float32, best of the interleaved rounds:")
     result = cblocks.calibrate(rounds=args.rounds, write=not args.dry_run, report=report)
     key = result["key"]
+    if result["load"] is not None and result["load"] > key["cores"] / 2:
+        print(f"note: the machine was busy (load average {result['load']:.1f} on "
+              f"{key['cores']} cores), which moves these times; calibrate again when it "
+              f"is quiet.")
     print(f"this CPU: {key['cpu']}, {key['cores']} cores, C blocks {key['isa']}, "
           f"BLAS {key['blas']}")
     print(f"the C blocks take epochs up to a work of {result['max_work']:,d} "

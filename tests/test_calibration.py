@@ -137,9 +137,14 @@ def test_gpumlp_calibrate_dry_run_stores_nothing(isolated, monkeypatch, capsys):
     if not BUILT:
         pytest.skip("the C extension gpumlp.fastpath._cblocks is not built here")
     monkeypatch.setattr(cblocks, "LADDER", ((200, 3, 4),))
+    monkeypatch.setattr(cblocks, "_load", lambda: 0.0)
     assert cli.main(["calibrate", "--dry-run", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert "(200, 3, 4)" in out and "stored nothing" in out and "C blocks" in out
+    assert "busy" not in out
+    monkeypatch.setattr(cblocks, "_load", lambda: 99.0)
+    assert cli.main(["calibrate", "--dry-run", "--rounds", "1"]) == 0
+    assert "the machine was busy (load average 99.0" in capsys.readouterr().out
     assert not isolated.exists()
     assert cli.main(["calibrate", "--rounds", "0"]) == 2
     assert "--rounds 0" in capsys.readouterr().err

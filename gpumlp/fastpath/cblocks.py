@@ -333,6 +333,14 @@ def _epoch_times(n: int, f: int, h: int, isa: str, rounds: int,
     return min(times["c"]), min(times["numpy"]), min(times["c"]) / min(times["numpy"])
 
 
+def _load() -> float | None:
+    """The one-minute load average, where the system gives one."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
+
+
 def calibrate(ladder=None, rounds: int = 5, seconds: float = 0.2, write: bool = True,
               report=None) -> dict:
     """Measure where the C blocks stop beating the NumPy fast path on this CPU, and keep it.
@@ -362,7 +370,8 @@ def calibrate(ladder=None, rounds: int = 5, seconds: float = 0.2, write: bool = 
     Returns
     -------
     dict
-        ``{"key": {...}, "max_work": int, "default": MAX_WORK, "date": ...,
+        ``{"key": {...}, "max_work": int, "default": MAX_WORK, "load": float or
+        None (the load average when it ended), "date": ...,
         "rows": [{"n", "f", "h", "work", "c_ms", "numpy_ms", "ratio"}, ...],
         "path": str or None}``.
 
@@ -391,7 +400,7 @@ def calibrate(ladder=None, rounds: int = 5, seconds: float = 0.2, write: bool = 
             break
     entry = {"key": calibration.cpu_key(isa), "max_work": calibration.crossover(
                  [(r["work"], r["ratio"]) for r in rows]),
-             "default": MAX_WORK, "rounds": rounds,
+             "default": MAX_WORK, "rounds": rounds, "load": _load(),
              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "rows": rows}
     path = calibration.store(entry) if write else None
