@@ -18,6 +18,11 @@ medians of the within-round ratios, so that a loaded machine's drift
 cancels as far as it can. Nothing is asserted.
 
     python scripts/bench_fingerprint.py --rounds 7 --json scripts/results/DATE-fingerprint.json
+
+With ``--ready``, instead: one-epoch fits, each reporting when the
+fingerprint's thread started and ended and when training began, so as to
+show whether the hash is done before the first epoch (it then competes
+with the fit's checks only, never with its epochs).
 """
 
 from __future__ import annotations
@@ -47,12 +52,16 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--ready", action="store_true",
+                        help="time when the hash ends against when training starts")
     args = parser.parse_args(argv)
     n, f, h = args.rows, args.features, args.hidden
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, f)).astype(np.float32)
     y = (np.sin(X[:, 0]) + 0.5 * X[:, 1] * X[:, 2 % f]).astype(np.float32)
     y = ((y - y.mean()) / y.std()).astype(np.float32)
+    if args.ready:
+        return ready(X, y, h, args.rounds)
     real = estimator.PendingFingerprint
 
     class Constant:
@@ -141,6 +150,40 @@ def main(argv=None):
             json.dump({"machine": platform.processor() or platform.machine(),
                        "cores": os.cpu_count(), "size": [n, f, h], "epochs": args.epochs,
                        "rounds": rounds, "summary": summary}, handle, indent=1)
+
+
+def ready(X, y, h, rounds):
+    """Per one-epoch fit: the hash's wall time and how long before training it ended."""
+    from gpumlp import MLPRegressor, training
+    from gpumlp import _fitrecord as fitrecord
+
+    marks = {}
+    hash_data, train = fitrecord._fingerprint, training.Trainer.fit
+
+    def timed_hash(*args, **kwargs):
+        marks["hash_start"] = time.perf_counter()
+        digest = hash_data(*args, **kwargs)
+        marks["hash_end"] = time.perf_counter()
+        return digest
+
+    def timed_train(self, *args, **kwargs):
+        marks["train_start"] = time.perf_counter()
+        return train(self, *args, **kwargs)
+
+    fitrecord._fingerprint, training.Trainer.fit = timed_hash, timed_train
+    algorithm = "blake3" if fitrecord._blake3() is not None else "sha256"
+    for _ in range(rounds):
+        model = MLPRegressor((h,), solver="gd", learning_rate_init=0.01, batch_size=len(X),
+                             max_iter=1, tol=0.0, random_state=0)
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X, y)
+        print(f"load {os.getloadavg()[0]:.1f}: {algorithm} in the fit's thread "
+              f"{1e3 * (marks['hash_end'] - marks['hash_start']):.0f} ms wall, from "
+              f"{1e3 * (marks['hash_start'] - start):.0f} ms into the fit; training from "
+              f"{1e3 * (marks['train_start'] - start):.0f} ms: the hash ended "
+              f"{1e3 * (marks['train_start'] - marks['hash_end']):.0f} ms before it", flush=True)
 
 
 if __name__ == "__main__":
