@@ -254,6 +254,9 @@ def check_sample_weight(sample_weight, n_samples):
     """
     _check_not_meta(sample_weight, "sample_weight")
     weights = to_numpy(sample_weight) if aac.is_array_api_obj(sample_weight) else sample_weight
+    if np.iscomplexobj(weights):
+        # float64 would drop the imaginary part with only NumPy's ComplexWarning.
+        raise ValueError("sample_weight holds complex numbers; pass real weights, one per row.")
     try:
         weights = np.asarray(weights, dtype=np.float64)
     except (TypeError, ValueError, OverflowError) as exc:   # OverflowError: 10**400
