@@ -11,6 +11,8 @@ fit time is the wall time of ``fit``. Runners take turns within every split
 Runners:
 
 * ``gpumlp``: ``StandardizedRegressor()``, the user-facing default;
+* ``gpumlp-cv``: the same with ``alphas=(1.0, 0.1, 0.01)``: alpha chosen by
+  5-fold cross-validation, then refitted (``gpumlp.selection``; opt-in);
 * ``gpumlp-gd``: ``StandardizedRegressor(MLPRegressor(alpha=1.0))``: full-batch
   gradient descent with the "auto" step, stopped by its rule (``tol=1e-4`` of
   the loss), up to ``max_iter="auto"`` (5000) steps;
@@ -230,6 +232,15 @@ def _gpumlp_default(seed):
     return StandardizedRegressor(default_regressor().set_params(random_state=seed))
 
 
+def _gpumlp_cv(seed):
+    from gpumlp import StandardizedRegressor
+    from gpumlp.scaling import default_regressor
+    from gpumlp.selection import DEFAULT_ALPHAS
+
+    return StandardizedRegressor(default_regressor().set_params(random_state=seed),
+                                 alphas=DEFAULT_ALPHAS)
+
+
 def _gpumlp_gd(seed):
     from gpumlp import MLPRegressor, StandardizedRegressor
 
@@ -272,6 +283,7 @@ def _hgb(seed):
 
 RUNNERS = {
     "gpumlp": _gpumlp_default,
+    "gpumlp-cv": _gpumlp_cv,
     "gpumlp-gd": _gpumlp_gd,
     "gpumlp-gd-1e-3": _gpumlp_gd_loose,
     "sk-adam": _sklearn_mlp("adam"),
