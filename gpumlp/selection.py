@@ -31,6 +31,7 @@ value, ``StandardizedRegressor.alpha_search_``) and saved with the model.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import numpy as np
@@ -95,7 +96,8 @@ def search_alpha(regressor, X, y, sample_weight=None, *, alphas=DEFAULT_ALPHAS,
     alphas : sequence of float
         The candidates.
     n_folds : int
-        At least 2.
+        At least 2, and at most half the rows (each held-out fold needs two
+        rows for its R²).
 
     Returns
     -------
@@ -111,10 +113,16 @@ def search_alpha(regressor, X, y, sample_weight=None, *, alphas=DEFAULT_ALPHAS,
 
     alphas = check_alphas(alphas)
     n = int(X.shape[0])
-    if not 2 <= n_folds <= n:
-        raise ValueError(f"n_folds must be between 2 and the number of rows ({n}), "
-                         f"got {n_folds}.")
-    seed = regressor.random_state if isinstance(regressor.random_state, int) else 0
+    if isinstance(n_folds, bool) or not isinstance(n_folds, numbers.Integral) or n_folds < 2:
+        raise ValueError(f"n_folds must be an int >= 2, got {n_folds!r}.")
+    if n < 2 * n_folds:
+        # A held-out fold of one row has no R².
+        raise ValueError(f"choosing alpha by {n_folds}-fold cross-validation needs at least "
+                         f"{2 * n_folds} rows (two per held-out fold); there are {n}. Pass "
+                         f"alphas=None and the regressor's alpha.")
+    seed = regressor.random_state
+    seed = int(seed) if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) \
+        else 0
     # The folds are a permutation's slices: every row is held out once.
     order = np.random.default_rng(seed).permutation(n)
     folds = [np.sort(order[k::n_folds]) for k in range(n_folds)]

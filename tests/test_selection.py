@@ -191,3 +191,12 @@ def test_the_certificate_covers_the_final_fit_and_says_the_choice_was_not_checke
     assert cert.outcome == "PASS", cert.to_json()
     assert any("cross-validation" in note and "not the choice" in note
                for note in cert.notes)
+
+
+def test_too_few_rows_for_the_folds_are_refused_with_what_to_do(data):
+    X, y = data
+    model = StandardizedRegressor(small(), alphas=(1.0, 0.1))
+    with pytest.raises(ValueError, match=r"at least 10 rows .* there are 9\. Pass alphas=None"):
+        model.fit(X[:9], y[:9])
+    with pytest.raises(ValueError, match="n_folds must be an int >= 2"):
+        selection.search_alpha(small(), X, y, n_folds=1)
