@@ -13,6 +13,11 @@ scored from one set of fits, without refitting:
   penalty scaled to each fold's rows exactly as ``gpumlp.selection`` does),
   with their held-out R² and times.
 
+``--mode path`` (per dataset and split): ``full`` as above, and ``kfold``:
+  on each of 5 folds, a regularisation path: alpha 1 from fresh weights,
+  then each smaller alpha of ``full``'s warm-started from the last (a new
+  Adam, its stopping rule afresh; the penalty not scaled), with held-out R².
+
 ``--mode gate`` (the larger sets, training rows subsampled to 250 ... 3000):
   the test R² of alpha 1, 0.1 and 0.01 at each size: whether the grid's
   models come together as the rows grow.
@@ -106,6 +111,41 @@ def cv(datasets):
             print(json.dumps(row), flush=True)
 
 
+def path(datasets):
+    from gpumlp import MLPRegressor
+    from gpumlp.scaling import DEFAULT_PARAMS
+
+    for name in datasets:
+        X, y = bench.load(name)
+        for seed in (0, 1, 2):
+            train, test = bench.split(X.shape[0], seed)
+            X_fit, y_fit, X_test, y_mean, y_scale = _standardised(X, y, train, test)
+            row = dict(dataset=name, split=seed, n=len(train), full=[], kfold=[])
+            for alpha in WIDE:
+                net, seconds = _fit(X_fit, y_fit, alpha, seed)
+                row["full"].append(dict(
+                    alpha=alpha, r2=_r2(y[test], net.predict(X_test) * y_scale + y_mean),
+                    seconds=seconds, n_iter=int(net.n_iter_)))
+            order = np.random.default_rng(seed).permutation(len(y_fit))
+            for f in range(5):
+                held = order[f::5]
+                kept = np.setdiff1d(order, held)
+                steps, last = [], None
+                for alpha in WIDE:
+                    start = time.perf_counter()
+                    net = MLPRegressor(**{**DEFAULT_PARAMS, "alpha": alpha},
+                                       random_state=seed, warm_start=True)
+                    if last is not None:
+                        net.coefs_, net.intercepts_ = last.coefs_, last.intercepts_
+                    net.fit(X_fit[kept], y_fit[kept])
+                    steps.append(dict(alpha=alpha, r2=_r2(y_fit[held], net.predict(X_fit[held])),
+                                      seconds=time.perf_counter() - start,
+                                      n_iter=int(net.n_iter_)))
+                    last = net
+                row["kfold"].append(steps)
+            print(json.dumps(row), flush=True)
+
+
 def gate(datasets):
     for name in datasets:
         X, y = bench.load(name)
@@ -167,7 +207,7 @@ def summarize(path, bench_path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("cv", "gate"))
+    parser.add_argument("--mode", choices=("cv", "path", "gate"))
     parser.add_argument("--datasets", default=None)
     parser.add_argument("--summarize", metavar="CV.jsonl")
     parser.add_argument("--bench", metavar="RESULTS.json",
@@ -178,9 +218,11 @@ def main(argv=None):
         return summarize(args.summarize, args.bench)
     if args.mode == "gate":
         return gate((args.datasets or "college,wage,randhie,bikeshare").split(","))
+    if args.mode == "path":
+        return path((args.datasets or ",".join(bench.DATASETS)).split(","))
     if args.mode == "cv":
         return cv((args.datasets or ",".join(bench.DATASETS)).split(","))
-    parser.error("pass --mode cv, --mode gate or --summarize FILE")
+    parser.error("pass --mode cv, path or gate, or --summarize FILE")
 
 
 if __name__ == "__main__":
