@@ -53,7 +53,8 @@ read its CSVs).
 
 Run ``python scripts/bench_realdata.py --json results.json``; ``--datasets``
 and ``--runners`` take comma-separated subsets, ``--splits`` the number of
-splits (seeds 0, 1, ...: the first three are the benchmark's). Besides the
+splits (seeds 0, 1, ...: the first three are the benchmark's; ``--first-split``
+starts elsewhere). Besides the
 mean R² per dataset it prints each runner's R² minus scikit-learn's Adam's
 split by split, as a mean ± its standard error, which says whether a gap is
 more than the splits' noise. ``--summarize results.json`` prints the tables
@@ -310,12 +311,12 @@ def split(n, seed, test_size=0.25):
     return order[n_test:], order[:n_test]
 
 
-def run(datasets, runners, splits, max_rows=MAX_ROWS, out=sys.stdout):
+def run(datasets, runners, splits, max_rows=MAX_ROWS, out=sys.stdout, first_split=0):
     """Every runner on every split of every dataset; a list of result rows (dicts)."""
     rows, turn = [], 0
     for name in datasets:
         X, y = load(name, max_rows)
-        for seed in range(splits):
+        for seed in range(first_split, first_split + splits):
             train, test = split(X.shape[0], seed)
             order = runners[turn % len(runners):] + runners[:turn % len(runners)]
             turn += 1
@@ -420,6 +421,9 @@ def main(argv=None):
     parser.add_argument("--runners",
                         default="gpumlp,gpumlp-gd,gpumlp-gd-1e-3,sk-adam,sk-lbfgs,torch,hgb")
     parser.add_argument("--splits", type=int, default=3)
+    parser.add_argument("--first-split", type=int, default=0,
+                        help="the seed of the first split (3 with --splits 6: the six "
+                             "beyond the benchmark's three)")
     parser.add_argument("--variants", default="",
                         help="extra gpumlp runners, '|'-separated, each 'key=value;...' "
                              "over the default regressor's parameters")
@@ -446,7 +450,7 @@ def main(argv=None):
     for name in runners:
         if name not in RUNNERS and not name.startswith("gpumlp["):
             parser.error(f"unknown runner {name!r}; choose from {', '.join(RUNNERS)}")
-    rows = run(datasets, runners, args.splits, args.max_rows)
+    rows = run(datasets, runners, args.splits, args.max_rows, first_split=args.first_split)
     table = summary(rows)
     print(format_summary(table))
     if "sk-adam" in table and len(table) > 1:
