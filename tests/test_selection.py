@@ -200,3 +200,24 @@ def test_too_few_rows_for_the_folds_are_refused_with_what_to_do(data):
         model.fit(X[:9], y[:9])
     with pytest.raises(ValueError, match="n_folds must be an int >= 2"):
         selection.search_alpha(small(), X, y, n_folds=1)
+
+
+def test_the_search_runs_on_every_backend_and_agrees_with_numpy(backend, data):
+    from gpumlp._checks import resolve_dtype
+    from gpumlp.agreement import TOLERANCES
+
+    name, device = backend
+    X, y = data
+    with device.context():
+        Xd, yd = device.asarray(X), device.asarray(y)   # float64
+    search = dict(alphas=(1.0, 0.01), n_folds=2)   # the rows taken on the device
+    on_numpy = selection.search_alpha(small(max_iter=10), X, y, **search)
+    on_device = selection.search_alpha(small(max_iter=10), Xd, yd, **search)
+    # Each score is an R² of a training run, which may differ from NumPy's
+    # float64 one by the order of its sums, or by its dtype where the backend
+    # trains this input in float32: training's tolerance for the dtype the
+    # estimator trains this input in.
+    dtype = resolve_dtype(None, Xd)
+    np.testing.assert_allclose(on_device["scores"], on_numpy["scores"],
+                               rtol=0, atol=TOLERANCES[("training", dtype)], err_msg=name)
+    assert on_device["alpha"] == on_numpy["alpha"]
