@@ -869,6 +869,9 @@ def _read(path: str | os.PathLike, with_arrays: bool) -> tuple[dict, dict]:
     if not stat.S_ISREG(mode):
         raise ModelFileError(f"{path} is not a regular file (a pipe or a device?); pass "
                              f"a model file written by gpumlp.save or gpumlp train --out.")
+    from ._atomic import mark_input
+
+    mark_input(path)   # a model loaded is never removed as a killed writer's temporary
     try:
         with open(path, "rb") as handle:
             if handle.read(6) == b"\x93NUMPY":
