@@ -221,3 +221,13 @@ def test_the_search_runs_on_every_backend_and_agrees_with_numpy(backend, data):
     np.testing.assert_allclose(on_device["scores"], on_numpy["scores"],
                                rtol=0, atol=TOLERANCES[("training", dtype)], err_msg=name)
     assert on_device["alpha"] == on_numpy["alpha"]
+
+
+def test_eval_set_and_callback_belong_to_the_final_fit_alone(data):
+    X, y = data
+    epochs = []
+    model = StandardizedRegressor(small(), alphas=(1.0, 0.01)).fit(
+        X[:60], y[:60], eval_set=(X[60:], y[60:]),
+        callback=lambda epoch, loss, validation: epochs.append(epoch))
+    net = model.regressor_
+    assert len(epochs) == net.n_iter_ == len(net.validation_loss_curve_)
