@@ -109,8 +109,6 @@ def search_alpha(regressor, X, y, sample_weight=None, *, alphas=DEFAULT_ALPHAS,
         ``fold_seed`` (the seed of the rows' permutation) and
         ``not_converged`` (how many fold fits ended at ``max_iter``).
     """
-    from .estimator import MLPRegressor
-
     alphas = check_alphas(alphas)
     n = int(X.shape[0])
     if isinstance(n_folds, bool) or not isinstance(n_folds, numbers.Integral) or n_folds < 2:
@@ -144,7 +142,7 @@ def search_alpha(regressor, X, y, sample_weight=None, *, alphas=DEFAULT_ALPHAS,
         X_held, y_held, w_held = rows(X, held), rows(y, held), rows(sample_weight, held)
         for i, alpha in enumerate(alphas):
             # The penalty weighed against m rows as alpha is against n (module docs).
-            fold_model = MLPRegressor(**{**params, "alpha": alpha * len(kept) / n})
+            fold_model = type(regressor)(**{**params, "alpha": alpha * len(kept) / n})
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
