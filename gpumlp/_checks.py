@@ -254,10 +254,16 @@ def check_sample_weight(sample_weight, n_samples):
     """
     _check_not_meta(sample_weight, "sample_weight")
     weights = to_numpy(sample_weight) if aac.is_array_api_obj(sample_weight) else sample_weight
+    complex_ = False
     try:
-        weights = np.asarray(weights, dtype=np.float64)
+        weights = np.asarray(weights)
+        # float64 would drop an imaginary part with only NumPy's ComplexWarning.
+        complex_ = weights.dtype.kind == "c"
+        weights = weights if complex_ else np.asarray(weights, dtype=np.float64)
     except (TypeError, ValueError, OverflowError) as exc:   # OverflowError: 10**400
         raise ValueError(f"sample_weight must be numbers, one per row: {exc}") from None
+    if complex_:
+        raise ValueError("sample_weight holds complex numbers; pass real weights, one per row.")
     if weights.ndim == 0:
         weights = np.full(n_samples, float(weights))
     if weights.shape != (n_samples,):

@@ -1823,6 +1823,12 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     if whole_data is None and (metadata.get("extra") or {}).get("test_size") == 0:
         whole_data = (X, y)   # no split: the training data is all the data train read
     _check_settings(cert, model, metadata, whole_data, parent)
+    search = metadata.get("alpha_search")
+    if search is not None:   # StandardizedRegressor's choice of alpha (gpumlp.selection)
+        cert.notes.append(
+            f"alpha {search['alpha']:g} was chosen by {search.get('n_folds')}-fold "
+            f"cross-validation among {', '.join(f'{a:g}' for a in search['alphas'])} before "
+            f"this fit; the certificate covers the fit at that alpha, not the choice")
     bound = _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent)
 
     def certify_parent(parent_path):

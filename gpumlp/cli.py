@@ -95,9 +95,11 @@ def _check_outputs(inputs, outputs, *, to_stdout=()):
     regular file or a new one (:func:`gpumlp._atomic.check_target`: no
     directory, FIFO or device), and its folder must exist and be writable.
     """
-    from ._atomic import check_target
+    from ._atomic import check_target, mark_input
 
     inputs = [(option, path) for option, path in inputs if path is not None]
+    for _, path in inputs:
+        mark_input(path)   # never removed as a killed writer's temporary file
     written = []
     for option, path in outputs:
         if path is None or (path == STDOUT and option in to_stdout):

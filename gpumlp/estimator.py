@@ -604,6 +604,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             source, validation = source.split(self.validation_fraction,
                                               self._split_generator(continuing))
         batch_size = self._batch_size(source.n_samples)
+        if (self.solver not in ("gd", "lbfgs") and self.batch_size != "auto"
+                and self.batch_size > source.n_samples):
+            warnings.warn(f"Got `batch_size` ({self.batch_size}) larger than the "
+                          f"{source.n_samples} training rows; it is clipped to "
+                          f"{source.n_samples}, one batch per epoch (as scikit-learn warns).",
+                          UserWarning, stacklevel=3)
         # tol means what it means in scikit-learn: on the training loss, in
         # the units of scikit-learn's loss (ours is twice it for the squared error).
         # For "gd" it is a fraction of the loss (training.py), which needs no scaling.

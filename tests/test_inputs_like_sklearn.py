@@ -29,6 +29,7 @@ def _fit(model, *args, **kwargs):
     (-np.ones(80), "negative weights"),
     (np.full(80, np.nan), "NaN or infinity"),
     (np.zeros(80), "all zero"),
+    (np.ones(80) + 0j, "complex numbers"),   # was accepted, with NumPy's ComplexWarning only
 ])
 def test_bad_sample_weights_get_clear_errors(data, weights, match):
     X, y = data
