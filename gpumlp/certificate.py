@@ -1363,7 +1363,8 @@ def _same_numbers(model, record, arrays, sample_weight):
     for choice in itertools.islice(itertools.product(*map(_exact_casts, arrays)), 1, None):
         ev = tuple(choice[2:]) or None
         X_fit, y_fit, ev_fit, same = _fitted_data(model, choice[0], choice[1], ev)
-        if fingerprint(X_fit, y_fit, sample_weight, ev_fit) == record["data_sha256"]:
+        if fingerprint(X_fit, y_fit, sample_weight, ev_fit,
+                       like=record["data_sha256"]) == record["data_sha256"]:
             return X_fit, y_fit, ev_fit, same, [a.dtype.name for a in choice]
     return None
 
@@ -1409,7 +1410,7 @@ def _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent=False)
         return None
     if not record["eval_set"]:
         eval_fit = None
-    digest = fingerprint(X_fit, y_fit, sample_weight, eval_fit)
+    digest = fingerprint(X_fit, y_fit, sample_weight, eval_fit, like=record["data_sha256"])
     if digest != record["data_sha256"]:
         arrays = [X, y, *(eval_set if record["eval_set"] else ())]
         recast = _same_numbers(model, record, arrays, sample_weight)
@@ -1752,9 +1753,9 @@ def _check_training_state(cert, net, record, parent_net):
                         "the batch-order and split generators, the history")
 
 
-def _check_names(cert, metadata, X, feature_names, target_names):
+def _check_names(cert, metadata, X, y, feature_names, target_names):
     """The file's names against the data's header (``feature_names``, ``target_names``, or
-    a dataframe's columns) and against each other.
+    the columns of ``X`` and ``y`` given as dataframes) and against each other.
 
     ``feature_names`` (what the CLI reads a CSV's columns by) and
     ``feature_names_in`` (a dataframe's columns, which ``predict`` orders a
@@ -1763,10 +1764,10 @@ def _check_names(cert, metadata, X, feature_names, target_names):
     """
     from ._checks import feature_names as frame_names
 
-    columns = frame_names(X)
-    columns = None if columns is None else [str(n) for n in columns]
+    columns, targets = ([str(n) for n in names] if names is not None else None
+                        for names in (frame_names(X), frame_names(y)))
     header = {"feature_names": feature_names if feature_names is not None else columns,
-              "target_names": target_names}
+              "target_names": target_names if target_names is not None else targets}
     stored_features, stored_in = metadata.get("feature_names"), metadata.get("feature_names_in")
     if stored_features is not None and stored_in is not None:
         ok = list(stored_features) == list(stored_in)
@@ -1938,10 +1939,16 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
             f"replayed; fit it again with this gpumlp and save it to certify it.")
     dtype = metadata["dtype"]
     cert = Certificate(path, f"{record['device']} {dtype}", record["n_iter"])
-    _check_names(cert, metadata, X, feature_names, target_names)
+    _check_names(cert, metadata, X, y, feature_names, target_names)
     if whole_data is None and (metadata.get("extra") or {}).get("test_size") == 0:
         whole_data = (X, y)   # no split: the training data is all the data train read
     _check_settings(cert, model, metadata, whole_data, parent)
+    search = metadata.get("alpha_search")
+    if search is not None:   # StandardizedRegressor's choice of alpha (gpumlp.selection)
+        cert.notes.append(
+            f"alpha {search['alpha']:g} was chosen by {search.get('n_folds')}-fold "
+            f"cross-validation among {', '.join(f'{a:g}' for a in search['alphas'])} before "
+            f"this fit; the certificate covers the fit at that alpha, not the choice")
     bound = _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent)
 
     def certify_parent(parent_path):

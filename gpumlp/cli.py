@@ -65,6 +65,22 @@ def _same_file(a, b):
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+def _data_files(option, path):
+    """``(option, file)`` for each file that ``--data`` reads: the path itself, or
+    every file under a folder (a Parquet or Zarr dataset, a folder of parts),
+    or every match of a glob."""
+    import glob
+
+    if path is None:
+        return []
+    if os.path.isdir(path):
+        return [(option, os.path.join(root, name))
+                for root, _, names in os.walk(path) for name in names]
+    if not os.path.exists(path) and any(c in path for c in "*?["):
+        return [(option, match) for match in sorted(glob.glob(path))] or [(option, path)]
+    return [(option, path)]
+
+
 #: The path that means stdout, for the outputs that may go there.
 STDOUT = "-"
 
@@ -79,9 +95,11 @@ def _check_outputs(inputs, outputs, *, to_stdout=()):
     regular file or a new one (:func:`gpumlp._atomic.check_target`: no
     directory, FIFO or device), and its folder must exist and be writable.
     """
-    from ._atomic import check_target
+    from ._atomic import check_target, mark_input
 
     inputs = [(option, path) for option, path in inputs if path is not None]
+    for _, path in inputs:
+        mark_input(path)   # never removed as a killed writer's temporary file
     written = []
     for option, path in outputs:
         if path is None or (path == STDOUT and option in to_stdout):
@@ -388,7 +406,7 @@ def _run_train(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install 'gpumlp[plot]'") from None
-    inputs = [("--data", args.data)]
+    inputs = _data_files("--data", args.data)
     if args.resume and not _same_file(args.out, args.resume):
         inputs.append(("--resume", args.resume))
     _check_outputs(inputs, [("--out", args.out), ("--plot", args.plot),
@@ -1080,7 +1098,8 @@ def _run_predict(args):
 
     from .data import read_features, write_predictions, write_predictions_csv
 
-    _check_outputs([("--model", args.model), ("--data", args.data)], [("--out", args.out)],
+    _check_outputs([("--model", args.model), *_data_files("--data", args.data)],
+                   [("--out", args.out)],
                    to_stdout={"--out"})
     model, metadata = _load_model("--model", args.model)
     net = getattr(model, "regressor_", model)
@@ -1130,6 +1149,46 @@ def _run_devices(args):
     return 0
 
 
+def _add_calibrate(sub):
+    p = sub.add_parser(
+        "calibrate", help="measure where the C blocks beat NumPy on this CPU, and keep it",
+        description="Time full-batch epochs by the C blocks and by the NumPy fast path at "
+                    "a ladder of sizes on this CPU, and store the largest epoch work "
+                    "(n * h * (f + k)) up to which the C blocks won in the per-user "
+                    "calibration file, which every later fit on this CPU reads "
+                    "(GPUMLP_CBLOCKS_MAX_WORK overrides it). Run it on a quiet machine; "
+                    "it takes up to a minute.")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per size")
+    p.add_argument("--dry-run", action="store_true", help="measure and print, store nothing")
+    p.set_defaults(run=_run_calibrate)
+
+
+def _run_calibrate(args):
+    from .fastpath import cblocks
+
+    if args.rounds < 1:
+        raise ValueError(f"--rounds {args.rounds}: give at least 1.")
+
+    def report(row):
+        print(f"  {str((row['n'], row['f'], row['h'])):18s} work {row['work']:>12,d}  "
+              f"C {row['c_ms']:9.3f} ms  NumPy {row['numpy_ms']:9.3f} ms  "
+              f"C / NumPy {row['ratio']:.2f}", flush=True)
+
+    print("per epoch, float32, best of the interleaved rounds:")
+    result = cblocks.calibrate(rounds=args.rounds, write=not args.dry_run, report=report)
+    key = result["key"]
+    if result["load"] is not None and result["load"] > key["cores"] / 2:
+        print(f"note: the machine was busy (load average {result['load']:.1f} on "
+              f"{key['cores']} cores), which moves these times; calibrate again when it "
+              f"is quiet.")
+    print(f"this CPU: {key['cpu']}, {key['cores']} cores, C blocks {key['isa']}, "
+          f"BLAS {key['blas']}")
+    print(f"the C blocks take epochs up to a work of {result['max_work']:,d} "
+          f"(the default: {result['default']:,d})")
+    print(f"stored in {result['path']}" if result["path"] else "stored nothing (--dry-run)")
+    return 0
+
+
 def _add_validate(sub):
     from .agreement import BACKENDS, TRAINING_CONFIGS
 
@@ -1176,7 +1235,7 @@ def _run_validate(args):
         raise ValueError("--backends names no backend: pass one or more of "
                          "numpy, cupy, torch, jax (or leave it out for the default).")
     parents = [("--parent", path) for path in args.parent or ()]
-    _check_outputs([("--model", args.model), ("--data", args.data), *parents],
+    _check_outputs([("--model", args.model), *_data_files("--data", args.data), *parents],
                    [("--json", args.json)])
     if args.model is not None:
         return _run_certificate(args, names)
@@ -1289,6 +1348,7 @@ def build_parser():
     _add_predict(sub)
     _add_devices(sub)
     _add_validate(sub)
+    _add_calibrate(sub)
     return parser
 
 
