@@ -1391,9 +1391,11 @@ def _check_start(cert, net, record, metadata, parents, certify_parent):
         parent = load(path)
         parent_net = getattr(parent, "regressor_", parent)
         if model_digest(parent_net.coefs_, parent_net.intercepts_) == digest:
-            same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
-                [*parent_net.coefs_, *parent_net.intercepts_],
-                [*first["coefs"], *first["intercepts"]]))
+            # A continued fit casts the parent's weights to its own dtype
+            # (set_params(dtype=...) between the two): compare them so cast.
+            same = all(np.array_equal(np.asarray(a).astype(np.asarray(b).dtype), np.asarray(b))
+                       for a, b in zip([*parent_net.coefs_, *parent_net.intercepts_],
+                                       [*first["coefs"], *first["intercepts"]]))
             cert.checks.append(Check(f"the start is the parent model {os.fspath(path)}", same))
             cert.checks.append(_continued_state(net, parent_net, record, first))
             cert.parents.append(certify_parent(path))
@@ -1439,18 +1441,25 @@ def _continued_state(net, parent_net, record, first) -> Check:
 
     def starts_from(expected):
         arrays, description = state_to_arrays(expected)
+        recorded = first["state_arrays"]
+        # A kept state is cast to the continued fit's dtype, as its weights are.
         return json.dumps(description) == json.dumps(first["state"]) and all(
-            np.array_equal(np.asarray(to_numpy(a)), first["state_arrays"].get(k))
+            k in recorded and np.array_equal(
+                np.asarray(to_numpy(a)).astype(np.asarray(recorded[k]).dtype), recorded[k])
             for k, a in arrays.items())
 
     # partial_fit and `gpumlp train --resume` keep the parent's state (the
     # latter is no partial_fit: the record's `incremental` is False); a warm
-    # start makes a fresh one. Either is an honest start; nothing else is.
-    if trainer is not None and type(trainer.state) is type(template) and \
+    # start makes a fresh one, and so does partial_fit where the parent kept no
+    # state of this solver's kind (set_params(solver=...) between the two), as
+    # the estimator's _trainer_for does. Either is an honest start; nothing else is.
+    kept = trainer is not None and trainer.state is not None and \
+        type(trainer.solver) is type(net._make_solver(np.asarray(first["coefs"][-1]).shape[1]))
+    if kept and type(trainer.state) is type(template) and \
             starts_from(plain_numbers(trainer.state, template)):
         return Check("the continued fit starts from the parent's solver state, kept", True)
     return Check("the continued fit starts from a fresh solver state, or the parent's kept one",
-                 not record["incremental"] and starts_from(template))
+                 (not record["incremental"] or not kept) and starts_from(template))
 
 
 def _check_claims(cert, net, metadata, record, ctx):

@@ -265,6 +265,27 @@ def test_target_names_are_checked_against_a_dataframe_y(tmp_path, data):
         format_certificate(cert)
 
 
+@pytest.mark.parametrize("change", [{"solver": "adam"}, {"dtype": "float32"}])
+@pytest.mark.parametrize("how", ["partial_fit", "warm_start"])
+def test_a_chain_whose_solver_or_dtype_changed_between_links_certifies(tmp_path, data, change,
+                                                                      how):
+    """partial_fit after set_params(solver=...) starts a fresh solver state, and
+    after set_params(dtype=...) the parent's weights and state cast: honest
+    starts, which failed (adversarial round 8, #36, #39, #42)."""
+    model = _fit(data, scaled=False, solver="sgd", max_iter=5, dtype="float64")
+    parent = _saved(tmp_path, model, "parent.npz")
+    model.set_params(**change)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if how == "partial_fit":
+            model.partial_fit(*data)
+        else:
+            model.set_params(warm_start=True, max_iter=3).fit(*data)
+    child = _saved(tmp_path, model, "child.npz")
+    cert = certify(child, *data, backends=["numpy"], parents=(parent,))
+    assert cert.outcome == "PASS", format_certificate(cert)
+
+
 def test_a_warm_start_chain_certifies_link_by_link(tmp_path, data):
     model = _fit(data, max_iter=5)
     parent = _saved(tmp_path, model, "parent.npz")
