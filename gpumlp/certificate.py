@@ -1616,18 +1616,26 @@ def _check_training_state(cert, net, record, parent_net):
         # file's own curve no longer shows.
         cert.notes.append("the training history's validation losses are those of an earlier "
                           "call, not checked here: certify the model that call saved")
-    if training["last_params"] is not None:
-        final = [*last["coefs"], *last["intercepts"]]
-        state = last["state"]
-        if state.get("class") == "AutoGDState":   # the search's best point, as fit ends it
-            from .solvers import state_from_arrays
+    final = [*last["coefs"], *last["intercepts"]]
+    state = last["state"]
+    if state.get("class") == "AutoGDState":   # the search's best point, as fit ends it
+        from .solvers import state_from_arrays
 
-            auto = state_from_arrays(state, last["state_arrays"])
-            if auto.best_loss < auto.loss:
-                final = list(auto.best_params)
+        auto = state_from_arrays(state, last["state_arrays"])
+        if auto.best_loss < auto.loss:
+            final = list(auto.best_params)
+    if training["last_params"] is not None:
         if not all(np.array_equal(to_numpy(a), np.asarray(b))
                    for a, b in zip(training["last_params"], final, strict=True)):
             wrong.append("training last_params (early stopping's last weights)")
+    elif net.early_stopping and not all(
+            np.array_equal(to_numpy(a), np.asarray(b))
+            for a, b in zip([*net.coefs_, *net.intercepts_], final, strict=True)):
+        # Early stopping kept its best weights; the last ones, which a
+        # continuation goes on from, must be in the file (a file without them
+        # would resume from the best).
+        wrong.append("training last_params (missing, though the weights are early "
+                     "stopping's best, not the last epoch's)")
     if training["split"] is not None:
         # A fit draws its validation rows from the generator as the call starts;
         # a resumed run keeps its parent's split.
