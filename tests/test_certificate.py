@@ -571,6 +571,30 @@ def test_a_parent_no_fit_of_the_chain_continued_is_refused(tmp_path):
             certify(tmp_path / "a.npz", X, y, parents=(tmp_path / parent,), **kwargs)
 
 
+def test_validate_reads_a_frame_models_csv_by_its_column_names(tmp_path, capsys):
+    """A model fit in Python on a frame (columns b, a, c), validated with its data
+    as a CSV in another column order: predict reads such a CSV by name, validate
+    read it by position and failed the honest fit (adversarial round 8, #180)."""
+    pd = pytest.importorskip("pandas")
+    from gpumlp.cli import main
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.standard_normal((60, 3)), columns=["b", "a", "c"])
+    y = frame["a"] - frame["c"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MLPRegressor((3,), solver="sgd", max_iter=4, random_state=0).fit(frame, y)
+    save(model, tmp_path / "m.npz")
+    frame[["a", "b", "c"]].assign(y=y).to_csv(tmp_path / "d.csv", index=False)
+    argv = ["validate", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "d.csv"),
+            "--backends", "numpy"]
+    assert main(argv) == 0, capsys.readouterr().out
+    assert "feature_names_in are the data's header" in capsys.readouterr().out
+    shuffled = frame[["a", "b", "c"]].assign(y=y).sample(frac=1, random_state=0)
+    shuffled.to_csv(tmp_path / "d.csv", index=False)   # other rows: not its data
+    assert main(argv) == 1
+
+
 def test_a_cli_resume_link_certifies_against_its_parent(tmp_path):
     """`gpumlp train --resume` keeps the parent's solver state without being a
     partial_fit: validate failed the honest link (adversarial round 3)."""
