@@ -287,6 +287,30 @@ def test_a_chain_whose_solver_or_dtype_changed_between_links_certifies(tmp_path,
     assert cert.outcome == "PASS", format_certificate(cert)
 
 
+def test_a_partial_fit_from_a_parent_saved_without_its_state_cannot_be_certified(tmp_path,
+                                                                                  data):
+    """The parent file keeps no training state, the child went on from the state
+    kept in memory: nothing can check that state, so CANNOT, saying why; it
+    was FAIL (adversarial round 8, #345)."""
+    model = _fit(data, scaled=False, solver="sgd", max_iter=5)
+    parent = tmp_path / "parent.npz"
+    save(model, parent, training_state=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.partial_fit(*data)
+    child = _saved(tmp_path, model, "child.npz")
+    cert = certify(child, *data, backends=["numpy"], parents=(parent,))
+    assert cert.outcome == "CANNOT", format_certificate(cert)
+    assert any("keeps no training state" in m for m in cert.missing)
+    fresh = load(parent)   # loaded without a state, partial_fit starts afresh: checkable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fresh.partial_fit(*data)
+    cert = certify(_saved(tmp_path, fresh, "fresh.npz"), *data, backends=["numpy"],
+                   parents=(parent,))
+    assert cert.outcome == "PASS", format_certificate(cert)
+
+
 def test_a_warm_start_chain_certifies_link_by_link(tmp_path, data):
     model = _fit(data, max_iter=5)
     parent = _saved(tmp_path, model, "parent.npz")
