@@ -180,6 +180,36 @@ def _check_network_memory(network_bytes, device, hidden):
             f"{_gib(physical)} of memory. Use smaller hidden layers.")
 
 
+def _check_validation_split(validation: ArraySource, dtype) -> None:
+    """Refuse early stopping on held-out rows whose R² cannot rank epochs.
+
+    R² of a constant target (in the training dtype, in which the scores are
+    computed) is 0 by convention whatever the model, and rows that all
+    weigh 0 have none: early stopping would stop on a flat line, keeping
+    epoch 1. The same as an ``eval_set`` of constant targets is refused.
+    """
+    y = np.asarray(to_numpy(validation.y))
+    y = y.reshape(y.shape[0], -1)
+    n = y.shape[0]
+    advice = ("Pass a larger validation_fraction, an eval_set whose targets vary, or "
+              "early_stopping=False.")
+    if validation.sample_weight is not None:
+        weighted = np.asarray(to_numpy(validation.sample_weight)).reshape(-1) > 0
+        if np.count_nonzero(weighted) < 2:
+            raise ValueError(
+                f"early stopping's validation split ({n} rows held out at random) holds "
+                f"{np.count_nonzero(weighted)} row(s) of sample_weight above 0, so its R² (the "
+                f"criterion) is 0 whatever the model and cannot tell one epoch from "
+                f"another. {advice}")
+        y = y[weighted]
+    if np.all(y.max(axis=0) == y.min(axis=0)):
+        rows = " on its rows of weight above 0" if validation.sample_weight is not None else ""
+        raise ValueError(f"early stopping's validation split ({n} rows held out at random) has "
+                         f"a y that is constant in {y.dtype.name}{rows}, so its R² (the "
+                         f"criterion) is 0 whatever the model and cannot tell one epoch from "
+                         f"another. {advice}")
+
+
 class MLPRegressor(RegressorMixin, BaseEstimator):
     """Multi-layer perceptron regressor trained by hand-written array-API kernels.
 
@@ -603,6 +633,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         elif early_stopping:
             source, validation = source.split(self.validation_fraction,
                                               self._split_generator(continuing))
+            if isinstance(validation, ArraySource):
+                _check_validation_split(validation, dtype)
         batch_size = self._batch_size(source.n_samples)
         if (self.solver not in ("gd", "lbfgs") and self.batch_size != "auto"
                 and self.batch_size > source.n_samples):

@@ -243,7 +243,8 @@ def fit(config: Config, data: Data, model=None, **overrides):
     except ValueError as exc:
         # Early stopping on a drawn eval_set of constant targets is refused
         # (its R² cannot rank epochs): a clear refusal, of which no law speaks.
-        if "eval_set's y is constant" not in str(exc):
+        if "eval_set's y is constant" not in str(exc) and \
+                "early stopping's validation split" not in str(exc):
             raise
         event("constant eval_set with early stopping (rejected)")
         reject()

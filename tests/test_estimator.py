@@ -355,6 +355,36 @@ def test_early_stopping_on_a_constant_eval_set_is_refused(data):
             X, y, eval_set=(X[:6], np.ones(6)))
 
 
+@pytest.mark.parametrize("case", ["constant", "constant-in-float32", "weightless"])
+def test_early_stopping_on_a_validation_split_that_cannot_rank_epochs_is_refused(case):
+    """Its R² was 0.0 every epoch, the fit stopped early keeping epoch 1, with no
+    word (adversarial round 8, #592-#599): the split's version of the eval_set's
+    refusal."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y, w, dtype = X[:, 0].copy(), None, "float64"
+    if case == "constant":
+        y[:] = 5.0
+    elif case == "constant-in-float32":
+        y, dtype = 1 + 1e-9 * X[:, 0], "float32"
+    else:
+        w = np.zeros(40)
+        w[:2] = 1.0   # at most 2 of the 4 held-out rows can weigh anything
+    model = MLPRegressor((3,), max_iter=5, device="cpu", early_stopping=True, random_state=0,
+                         dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if case == "weightless":
+            # The split holds out 4 of the 40 rows; with random_state=0 it
+            # holds fewer than two of the two weighted ones.
+            with pytest.raises(ValueError, match="row\\(s\\) of sample_weight above 0"):
+                model.fit(X, y, sample_weight=w)
+        else:
+            with pytest.raises(ValueError, match="validation split .* constant in"):
+                model.fit(X, y)
+    assert not hasattr(model, "coefs_")   # refused before any training
+
+
 def test_early_stopping_on_an_eval_set_constant_in_float32_is_refused(data):
     # Before: 1 + 1e-9 * signal varies in float64 only; the scores, computed in
     # float32, were all 0.0 and epoch 1 was kept in silence (adversarial round 7).
