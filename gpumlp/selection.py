@@ -132,6 +132,18 @@ def search_alpha(regressor, X, y, sample_weight=None, *, alphas=DEFAULT_ALPHAS,
             return None if a is None else a[index]
         return xp.take(a, place.asarray(index), axis=0)
 
+    if sample_weight is not None:
+        weighted = np.asarray(sample_weight).reshape(-1) > 0
+        for k, held in enumerate(folds):
+            if np.count_nonzero(weighted[held]) < 2:
+                # Its R² would be 0 for every alpha (or its fit refused as
+                # weightless): the choice would rest on nothing.
+                raise ValueError(
+                    f"choosing alpha by {n_folds}-fold cross-validation: held-out fold "
+                    f"{k + 1} holds {np.count_nonzero(weighted[held])} row(s) of "
+                    f"sample_weight above 0 (of {len(held)}), so its R² is not defined. "
+                    f"Drop the rows of weight 0 (they do not count in the fit), or pass "
+                    f"alphas=None and the regressor's own alpha.")
     params = regressor.get_params()
     params.update(warm_start=False, verbose=False)
     scores = [[] for _ in alphas]

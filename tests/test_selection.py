@@ -124,6 +124,20 @@ def test_sample_weights_reach_every_fold_fit(data, monkeypatch):
     assert sum(fold_sums) == pytest.approx((selection.DEFAULT_FOLDS - 1) * w.sum())
 
 
+def test_a_fold_without_two_weighted_rows_is_refused_naming_it(data, monkeypatch):
+    """Weights of 0 on most rows left a held-out fold weightless: the refusal
+    said "sample_weight is all zero", false of the weights given (adversarial
+    round 8, #600). Now it names the fold, before any fit."""
+    X, y = data
+    spy = Spy(monkeypatch)
+    w = np.zeros(X.shape[0])
+    w[:4] = 1.0
+    with pytest.raises(ValueError, match=r"held-out fold \d holds [01] row\(s\) of "
+                                         r"sample_weight above 0"):
+        StandardizedRegressor(small(), alphas=(1.0, 0.1)).fit(X, y, sample_weight=w)
+    assert spy.calls == []
+
+
 @pytest.mark.parametrize("alphas, words", [
     ("auto", "None or a sequence"), ([], "empty"), ([0.1, -1.0], "-1.0"),
     ([float("nan")], "nan"), ([True], "True"), (0.1, "None or a sequence"),
