@@ -194,13 +194,18 @@ def _check_validation_split(validation: ArraySource, dtype) -> None:
     advice = ("Pass a larger validation_fraction, an eval_set whose targets vary, or "
               "early_stopping=False.")
     if validation.sample_weight is not None:
-        weighted = np.asarray(to_numpy(validation.sample_weight)).reshape(-1) > 0
-        if np.count_nonzero(weighted) < 2:
+        w = np.asarray(to_numpy(validation.sample_weight), dtype=np.float64).reshape(-1)
+        weighted = w > 0
+        # Kish's effective number of rows, (sum w)^2 / sum w^2: one row of
+        # weight 1 beside rows of 1e-40 is one row, whose R² ranks nothing.
+        scaled = w / w.max() if w.max() > 0 else w
+        effective = scaled.sum() ** 2 / (scaled * scaled).sum() if w.max() > 0 else 0.0
+        if effective < 2:
             raise ValueError(
                 f"early stopping's validation split ({n} rows held out at random) holds "
-                f"{np.count_nonzero(weighted)} row(s) of sample_weight above 0, so its R² (the "
-                f"criterion) is 0 whatever the model and cannot tell one epoch from "
-                f"another. {advice}")
+                f"{np.count_nonzero(weighted)} row(s) of sample_weight above 0, as many as "
+                f"{effective:.3g} row(s) by their weights ((sum w)^2 / sum w^2), so its R² "
+                f"(the criterion) cannot tell one epoch from another. {advice}")
         y = y[weighted]
     if np.all(y.max(axis=0) == y.min(axis=0)):
         rows = " on its rows of weight above 0" if validation.sample_weight is not None else ""

@@ -64,11 +64,19 @@ def r2_score(y, y_pred, sample_weight=None):
         sse = xp.sum(diff * diff, axis=0)
         centred = y - xp.mean(y, axis=0)
         sst = xp.sum(centred * centred, axis=0)
+        top, bottom = xp.max(y, axis=0), xp.min(y, axis=0)
     else:
         w = xp.reshape(sample_weight, (-1, 1))
         sse = xp.sum(w * diff * diff, axis=0)
         centred = y - xp.sum(w * y, axis=0) / xp.sum(w)
         sst = xp.sum(w * centred * centred, axis=0)
+        inf = xp.full_like(y, float("inf"))
+        top = xp.max(xp.where(w > 0, y, -inf), axis=0)
+        bottom = xp.min(xp.where(w > 0, y, inf), axis=0)
+    # A constant target is known by its values, not by sst: a mean that is not
+    # exact (0.1 three times) leaves an sst of 1e-33 that would divide the
+    # errors into a score of -1e31, by how each backend happens to round.
+    sst = xp.where(top > bottom, sst, xp.zeros_like(sst))
     safe = xp.where(sst > 0, sst, xp.ones_like(sst))
     per_output = xp.where(sst > 0, 1.0 - sse / safe, xp.astype(sse == 0, sse.dtype))
     return xp.mean(per_output)

@@ -162,6 +162,12 @@ def search_alpha(regressor, X, y, sample_weight=None, *, alphas=DEFAULT_ALPHAS,
                 except TrainingDivergedError:
                     scores[i].append(None)   # out of the running (JSON has no -inf)
                     continue
+                except ValueError as exc:
+                    # Say whose fit it was: a fold's, not the user's.
+                    raise ValueError(f"choosing alpha by {n_folds}-fold cross-validation, "
+                                     f"the fit of fold {len(scores[i]) + 1} (alpha {alpha:g}, "
+                                     f"{len(kept)} of the {n} rows) was refused: {exc}") \
+                        from exc
             not_converged += any(w.category.__name__ == "ConvergenceWarning" for w in caught)
             scores[i].append(float(fold_model.score(X_held, y_held, w_held)))
     means = [None if None in s else float(np.mean(s)) for s in scores]

@@ -299,6 +299,23 @@ def test_predictions_take_the_shape_fit_was_given(data, tmp_path):
         assert model.predict(X).shape == shape == io.load(tmp_path / "m.npz").predict(X).shape
 
 
+def test_r2_of_a_constant_target_is_known_by_its_values_on_every_backend(backend, dtype):
+    """0.1 three times has an inexact mean, so sst was 1e-33, not 0, and R² of a
+    near miss came out near -1e31 (NumPy) or otherwise (JAX): the constant
+    convention (1 if exact, else 0) now holds by the values (round 8, #624, #632)."""
+    from gpumlp.metrics import r2_score
+
+    _, device = backend
+    xp = device.xp
+    y = xp.asarray(np.full(3, 0.1), dtype=getattr(xp, dtype))
+    assert float(r2_score(y, y + 0.001)) == 0.0
+    assert float(r2_score(y, y)) == 1.0
+    weights = xp.asarray(np.array([1.0, 1.0, 0.0]), dtype=getattr(xp, dtype))
+    varied = xp.asarray(np.array([0.1, 0.1, 7.0]), dtype=getattr(xp, dtype))
+    # The row of weight 0 does not count: the weighted target is constant.
+    assert float(r2_score(varied, varied + 0.001, weights)) == 0.0
+
+
 def test_r2_of_one_row_is_undefined_not_made_up(data):
     # Before: 0.0 by the constant-target rule, and a one-row eval_set's
     # scores were all 0.0, on which early stopping stopped (adversarial round 5).
@@ -355,7 +372,8 @@ def test_early_stopping_on_a_constant_eval_set_is_refused(data):
             X, y, eval_set=(X[:6], np.ones(6)))
 
 
-@pytest.mark.parametrize("case", ["constant", "constant-in-float32", "weightless"])
+@pytest.mark.parametrize("case", ["constant", "constant-in-float32", "weightless",
+                                  "one-row-by-weight"])
 def test_early_stopping_on_a_validation_split_that_cannot_rank_epochs_is_refused(case):
     """Its R² was 0.0 every epoch, the fit stopped early keeping epoch 1, with no
     word (adversarial round 8, #592-#599): the split's version of the eval_set's
@@ -367,14 +385,17 @@ def test_early_stopping_on_a_validation_split_that_cannot_rank_epochs_is_refused
         y[:] = 5.0
     elif case == "constant-in-float32":
         y, dtype = 1 + 1e-9 * X[:, 0], "float32"
-    else:
+    elif case == "weightless":
         w = np.zeros(40)
         w[:2] = 1.0   # at most 2 of the 4 held-out rows can weigh anything
+    else:
+        w = np.ones(40)
+        w[::2] = 1e-40   # held out: a row or two of weight 1 beside rows of 1e-40 (#616)
     model = MLPRegressor((3,), max_iter=5, device="cpu", early_stopping=True, random_state=0,
                          dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if case == "weightless":
+        if case in ("weightless", "one-row-by-weight"):
             # The split holds out 4 of the 40 rows; with random_state=0 it
             # holds fewer than two of the two weighted ones.
             with pytest.raises(ValueError, match="row\\(s\\) of sample_weight above 0"):

@@ -1,5 +1,7 @@
 """Choosing a StandardizedRegressor's alpha by cross-validation (gpumlp.selection), and its hook."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -136,6 +138,23 @@ def test_a_fold_without_two_weighted_rows_is_refused_naming_it(data, monkeypatch
                                          r"sample_weight above 0"):
         StandardizedRegressor(small(), alphas=(1.0, 0.1)).fit(X, y, sample_weight=w)
     assert spy.calls == []
+
+
+def test_a_refused_fold_fit_says_it_was_a_folds():
+    """A fold's own early-stopping split drew a constant y: the refusal spoke
+    of "early stopping's validation split" as if it were the user's fit
+    (adversarial round 8, #648)."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(30, 3)
+    y = np.full(30, 0.5)
+    y[::6] = [1.0, 2.0, 3.0, 4.0, 5.0]
+    template = MLPRegressor((3,), solver="adam", max_iter=5, random_state=2, early_stopping=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        StandardizedRegressor(template).fit(X, y)   # the user's own split varies
+    with pytest.raises(ValueError, match=r"the fit of fold \d \(alpha 1, 24 of the 30 rows\) "
+                                         r"was refused: early stopping's validation split"):
+        StandardizedRegressor(template, alphas=(1.0, 0.1)).fit(X, y)
 
 
 @pytest.mark.parametrize("alphas, words", [
