@@ -79,6 +79,10 @@ def test_save_and_load_give_the_same_model(tmp_path_factory, drawn):
     path = tmp_path_factory.mktemp("rt") / "m.npz"
     io.save(model, path)
     loaded = io.load(path)
+    if config.standardized:   # its template: unfitted, with the regressor's parameters
+        template = loaded.regressor
+        assert template is not loaded.regressor_ and not hasattr(template, "coefs_")
+        assert _described(template.get_params()) == _described(loaded.regressor_.get_params())
     net_of(loaded).set_params(device="cpu")
     _assert_same_weights(model, loaded)
     assert _params_equal(model, loaded)
@@ -127,14 +131,86 @@ def test_a_warm_start_after_load_is_a_warm_start_without_it(tmp_path_factory, dr
     loaded = io.load(path)
     outcomes = []
     for each in (model, loaded):
-        net_of(each).set_params(device="cpu", warm_start=True, max_iter=m)
-        if config.standardized:
-            each.regressor = net_of(each)
+        # A StandardizedRegressor continues its fitted regressor_ when its
+        # template says warm_start (the template's parameters then apply).
+        continued = each.regressor if config.standardized else each
+        continued.set_params(device="cpu", warm_start=True, max_iter=m)
         outcomes.append(outcome(each.fit, X_for(config, data.X), data.y_for(config),
                                 **fit_kwargs(config, data)))
     assert outcomes[0] == outcomes[1]
     _assert_same_weights(model, loaded)
     assert net_of(loaded).loss_curve_ == net_of(model).loss_curve_
+
+
+# ------------------------------------------------------------------- template
+def _described(params):
+    """``get_params`` with a Generator ``random_state`` replaced by its state."""
+    return {k: v.bit_generator.state if isinstance(v, np.random.Generator) else v
+            for k, v in params.items()}
+
+
+@law_settings(cost=2)
+@given(_config_and_data(standardized=True), st.data(), st.booleans())
+def test_standardized_regressors_on_one_template_are_independent(drawn, draw, generator):
+    """Two StandardizedRegressors built on one template do not share a network.
+
+    fit trains a new regressor with the template's parameters (as
+    scikit-learn's meta-estimators clone theirs): fitting the second leaves
+    the first one's predictions as they were, each model is the fit of a
+    template of its own, and the template stays unfitted with the same
+    parameters (a Generator ``random_state`` is not advanced).
+    """
+    config, data = drawn
+    other = draw.draw(datasets(config))
+
+    def template():
+        params = dict(config.params)
+        if generator:
+            params["random_state"] = np.random.default_rng(params["random_state"])
+        return MLPRegressor(**params)
+
+    shared = template()
+    before = _described(shared.get_params())
+    first = fit(config, data, StandardizedRegressor(shared))
+    X = X_for(config, data.X)
+    predicted = np.asarray(first.predict(X))
+    second = fit(config, other, StandardizedRegressor(shared))
+    np.testing.assert_array_equal(np.asarray(first.predict(X)), predicted)
+    assert first.regressor_ is not second.regressor_
+    assert not hasattr(shared, "coefs_") and not hasattr(shared, "_trainer")
+    assert _described(shared.get_params()) == before
+    _assert_same_weights(first, fit(config, data, StandardizedRegressor(template())))
+    _assert_same_weights(second, fit(config, other, StandardizedRegressor(template())))
+
+
+def test_a_template_with_warm_start_continues_the_fitted_regressor():
+    """A refit trains a new network; ``regressor__warm_start=True`` continues ``regressor_``.
+
+    At a fixed rate, full-batch gd keeps no solver state, so 3 epochs and a
+    warm start of 2 are the 5 epochs of one fit, bit for bit.
+    """
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((30, 2)) * [1.0, 100.0]
+    y = 1e3 + 50 * np.sin(X[:, 0])
+
+    def model(epochs):
+        return StandardizedRegressor(MLPRegressor(
+            (3,), solver="gd", learning_rate_init=0.1, max_iter=epochs, tol=0.0,
+            n_iter_no_change=np.inf, random_state=0, device="cpu"))
+
+    first = quietly(model(3).fit, X, y)
+    net = first.regressor_
+    quietly(first.fit, X, y)
+    assert first.regressor_ is not net and len(first.regressor_.loss_curve_) == 3
+    for W, V in zip(first.regressor_.coefs_, net.coefs_, strict=True):   # the same seed
+        np.testing.assert_array_equal(W, V)
+    first.set_params(regressor__warm_start=True, regressor__max_iter=2)
+    continued = first.regressor_
+    quietly(first.fit, X, y)
+    assert first.regressor_ is continued and len(continued.loss_curve_) == 5
+    assert continued.max_iter == 2 and continued.warm_start
+    assert not hasattr(first.regressor, "coefs_")
+    _assert_same_weights(first, quietly(model(5).fit, X, y))
 
 
 # --------------------------------------------------------------------- resume
