@@ -290,24 +290,6 @@ def assert_same_answer(a, b, scale=1.0):
         np.testing.assert_array_equal(b, a * scale)
 
 
-def state_is_finite(model) -> bool:
-    """Whether the solver state a fit left holds only finite numbers.
-
-    Not so when a gradient overflowed while the loss stayed finite (Adam's
-    second moment is the gradient squared): a defect, reported in issue 20's
-    round, that saves a file load then refuses. Laws about saved files set
-    such draws aside, named, until it is fixed.
-    """
-    from gpumlp.solvers import map_state
-
-    found = []
-    trainer = getattr(net_of(model), "_trainer", None)
-    if trainer is not None:
-        map_state(trainer.state, lambda a: found.append(bool(np.all(np.isfinite(
-            np.asarray(a))))) or a)
-    return all(found)
-
-
 def weights(model) -> list:
     """Every fitted array of ``model``: the network's weights, then any scalers."""
     net = net_of(model)
