@@ -49,7 +49,8 @@ try:
 except ImportError:  # Windows: no locks, and no stale files removed (see below)
     fcntl = None
 
-__all__ = ["atomic_path", "check_target", "remove_stale_temporaries", "write_text_atomic"]
+__all__ = ["atomic_path", "check_target", "mark_input", "remove_stale_temporaries",
+           "write_text_atomic"]
 
 _TEMP_PREFIX = ".tmp-gpumlp-"
 #: Our temporary files: ``.tmp-gpumlp-<pid>-<host tag>-<mkstemp's 8 characters>-<name>``.
@@ -193,6 +194,31 @@ def _is_running(pid: int) -> bool:
     return True
 
 
+#: ``(st_dev, st_ino, st_size, st_mtime_ns)`` of the files this process was
+#: asked to read (the size and time so that a new file on a reused inode is
+#: not mistaken for one of them): never
+#: removed as stale temporaries, whatever their names (a user may recover a
+#: killed writer's complete temporary file by loading it).
+_INPUTS: set = set()
+
+
+def mark_input(path: str | os.PathLike) -> None:
+    """Record ``path`` as a file this process reads, so that no cleanup removes it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file named as an input (a model to load, data to read). A path
+        that cannot be examined is ignored.
+    """
+    with contextlib.suppress(OSError, TypeError, ValueError):
+        _INPUTS.add(_identity(os.stat(path)))
+
+
+def _identity(st: os.stat_result) -> tuple:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def remove_stale_temporaries(folder: str) -> list[str]:
     """Remove the temporary files in ``folder`` that killed gpumlp writers left.
 
@@ -222,7 +248,9 @@ def remove_stale_temporaries(folder: str) -> list[str]:
         with contextlib.suppress(OSError):
             fd = os.open(full, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
             try:
-                if stat.S_ISREG(os.fstat(fd).st_mode) and _lock(fd):
+                st = os.fstat(fd)
+                if (stat.S_ISREG(st.st_mode) and _identity(st) not in _INPUTS
+                        and _lock(fd)):
                     os.unlink(full)
                     removed.append(name)
             finally:

@@ -254,10 +254,16 @@ def check_sample_weight(sample_weight, n_samples):
     """
     _check_not_meta(sample_weight, "sample_weight")
     weights = to_numpy(sample_weight) if aac.is_array_api_obj(sample_weight) else sample_weight
+    complex_ = False
     try:
-        weights = np.asarray(weights, dtype=np.float64)
+        weights = np.asarray(weights)
+        # float64 would drop an imaginary part with only NumPy's ComplexWarning.
+        complex_ = weights.dtype.kind == "c"
+        weights = weights if complex_ else np.asarray(weights, dtype=np.float64)
     except (TypeError, ValueError, OverflowError) as exc:   # OverflowError: 10**400
         raise ValueError(f"sample_weight must be numbers, one per row: {exc}") from None
+    if complex_:
+        raise ValueError("sample_weight holds complex numbers; pass real weights, one per row.")
     if weights.ndim == 0:
         weights = np.full(n_samples, float(weights))
     if weights.shape != (n_samples,):
@@ -283,6 +289,8 @@ def feature_names(X):
     ------
     TypeError
         When string and non-string names are mixed.
+    ValueError
+        When a string name is repeated.
     """
     if aac.is_array_api_obj(X) or not hasattr(X, "columns") or not hasattr(X, "shape"):
         return None
@@ -296,7 +304,17 @@ def feature_names(X):
             f"but your input has {types} as feature name / column name types. Convert "
             f"them all to strings (X.columns = X.columns.astype(str)), or all to another "
             f"type to have them ignored.")
-    return names if types == ["str"] else None
+    if types != ["str"]:
+        return None
+    repeated = sorted({v for v in names.tolist() if names.tolist().count(v) > 1})
+    if repeated:
+        # Two columns of one name cannot be told apart when the names are
+        # checked (a swap of them would pass): refuse rather than guess.
+        raise ValueError(
+            f"X has more than one column named {', '.join(map(repr, repeated))}; columns "
+            f"are matched by name, so each name must be unique. Rename or drop the "
+            f"repeated columns.")
+    return names
 
 
 def check_feature_names(fitted, X, estimator_name="MLPRegressor"):

@@ -1632,9 +1632,9 @@ def _check_training_state(cert, net, record, parent_net):
                         "the batch-order and split generators, the history")
 
 
-def _check_names(cert, metadata, X, feature_names, target_names):
+def _check_names(cert, metadata, X, y, feature_names, target_names):
     """The file's names against the data's header (``feature_names``, ``target_names``, or
-    a dataframe's columns) and against each other.
+    the columns of ``X`` and ``y`` given as dataframes) and against each other.
 
     ``feature_names`` (what the CLI reads a CSV's columns by) and
     ``feature_names_in`` (a dataframe's columns, which ``predict`` orders a
@@ -1643,10 +1643,10 @@ def _check_names(cert, metadata, X, feature_names, target_names):
     """
     from ._checks import feature_names as frame_names
 
-    columns = frame_names(X)
-    columns = None if columns is None else [str(n) for n in columns]
+    columns, targets = ([str(n) for n in names] if names is not None else None
+                        for names in (frame_names(X), frame_names(y)))
     header = {"feature_names": feature_names if feature_names is not None else columns,
-              "target_names": target_names}
+              "target_names": target_names if target_names is not None else targets}
     stored_features, stored_in = metadata.get("feature_names"), metadata.get("feature_names_in")
     if stored_features is not None and stored_in is not None:
         ok = list(stored_features) == list(stored_in)
@@ -1818,10 +1818,16 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
             f"replayed; fit it again with this gpumlp and save it to certify it.")
     dtype = metadata["dtype"]
     cert = Certificate(path, f"{record['device']} {dtype}", record["n_iter"])
-    _check_names(cert, metadata, X, feature_names, target_names)
+    _check_names(cert, metadata, X, y, feature_names, target_names)
     if whole_data is None and (metadata.get("extra") or {}).get("test_size") == 0:
         whole_data = (X, y)   # no split: the training data is all the data train read
     _check_settings(cert, model, metadata, whole_data, parent)
+    search = metadata.get("alpha_search")
+    if search is not None:   # StandardizedRegressor's choice of alpha (gpumlp.selection)
+        cert.notes.append(
+            f"alpha {search['alpha']:g} was chosen by {search.get('n_folds')}-fold "
+            f"cross-validation among {', '.join(f'{a:g}' for a in search['alphas'])} before "
+            f"this fit; the certificate covers the fit at that alpha, not the choice")
     bound = _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent)
 
     def certify_parent(parent_path):

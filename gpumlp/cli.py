@@ -65,6 +65,22 @@ def _same_file(a, b):
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+def _data_files(option, path):
+    """``(option, file)`` for each file that ``--data`` reads: the path itself, or
+    every file under a folder (a Parquet or Zarr dataset, a folder of parts),
+    or every match of a glob."""
+    import glob
+
+    if path is None:
+        return []
+    if os.path.isdir(path):
+        return [(option, os.path.join(root, name))
+                for root, _, names in os.walk(path) for name in names]
+    if not os.path.exists(path) and any(c in path for c in "*?["):
+        return [(option, match) for match in sorted(glob.glob(path))] or [(option, path)]
+    return [(option, path)]
+
+
 #: The path that means stdout, for the outputs that may go there.
 STDOUT = "-"
 
@@ -79,9 +95,11 @@ def _check_outputs(inputs, outputs, *, to_stdout=()):
     regular file or a new one (:func:`gpumlp._atomic.check_target`: no
     directory, FIFO or device), and its folder must exist and be writable.
     """
-    from ._atomic import check_target
+    from ._atomic import check_target, mark_input
 
     inputs = [(option, path) for option, path in inputs if path is not None]
+    for _, path in inputs:
+        mark_input(path)   # never removed as a killed writer's temporary file
     written = []
     for option, path in outputs:
         if path is None or (path == STDOUT and option in to_stdout):
@@ -388,7 +406,7 @@ def _run_train(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install 'gpumlp[plot]'") from None
-    inputs = [("--data", args.data)]
+    inputs = _data_files("--data", args.data)
     if args.resume and not _same_file(args.out, args.resume):
         inputs.append(("--resume", args.resume))
     _check_outputs(inputs, [("--out", args.out), ("--plot", args.plot),
@@ -1088,7 +1106,8 @@ def _run_predict(args):
 
     from .data import read_features, write_predictions, write_predictions_csv
 
-    _check_outputs([("--model", args.model), ("--data", args.data)], [("--out", args.out)],
+    _check_outputs([("--model", args.model), *_data_files("--data", args.data)],
+                   [("--out", args.out)],
                    to_stdout={"--out"})
     model, metadata = _load_model("--model", args.model)
     net = getattr(model, "regressor_", model)
@@ -1184,7 +1203,7 @@ def _run_validate(args):
         raise ValueError("--backends names no backend: pass one or more of "
                          "numpy, cupy, torch, jax (or leave it out for the default).")
     parents = [("--parent", path) for path in args.parent or ()]
-    _check_outputs([("--model", args.model), ("--data", args.data), *parents],
+    _check_outputs([("--model", args.model), *_data_files("--data", args.data), *parents],
                    [("--json", args.json)])
     if args.model is not None:
         return _run_certificate(args, names)

@@ -603,6 +603,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             source, validation = source.split(self.validation_fraction,
                                               self._split_generator(continuing))
         batch_size = self._batch_size(source.n_samples)
+        if (self.solver not in ("gd", "lbfgs") and self.batch_size != "auto"
+                and self.batch_size > source.n_samples):
+            warnings.warn(f"Got `batch_size` ({self.batch_size}) larger than the "
+                          f"{source.n_samples} training rows; it is clipped to "
+                          f"{source.n_samples}, one batch per epoch (as scikit-learn warns).",
+                          UserWarning, stacklevel=3)
         # tol means what it means in scikit-learn: on the training loss, in
         # the units of scikit-learn's loss (ours is twice it for the squared error).
         # For "gd" it is a fraction of the loss (training.py), which needs no scaling.
@@ -713,6 +719,16 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError("eval_set's y is constant, so its R² (early stopping's "
                                  "criterion) cannot tell one epoch from another. Pass an "
                                  "eval_set whose targets vary, or early_stopping=False.")
+            rounded = held.astype(dtype)
+            if held.size and np.all(rounded.max(axis=0) == rounded.min(axis=0)):
+                # Its spread is below the training dtype's resolution at its values:
+                # the scores, computed in that dtype, would all be 0.
+                raise ValueError(
+                    f"eval_set's y is constant in {dtype}, the training dtype (it varies "
+                    f"by {float(np.ptp(held)):.3g} around {float(held.mean()):.6g}, below "
+                    f"{dtype}'s resolution there), so its R² (early stopping's criterion) "
+                    f"cannot tell one epoch from another. Pass dtype='float64', or use "
+                    f"StandardizedRegressor, which keeps y's offset and scale in float64.")
         return validation
 
     def _trainer_for(self, layer_sizes, device, dtype, activation, continuing, incremental):

@@ -227,6 +227,8 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
             for name, levels in columns],
         "extra": {str(k): _plain(str(k), v) for k, v in (extra or {}).items()},
     }
+    if getattr(model, "alpha_search_", None) is not None:   # how alpha was chosen
+        metadata["alpha_search"] = model.alpha_search_
     training = _training_metadata(net, coefs, intercepts) if training_state else None
     if training is not None:
         metadata["training"], state_arrays = training
@@ -440,6 +442,28 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _check_alpha_search(path: str, metadata: dict) -> None:
+    """A StandardizedRegressor's record of its choice of alpha (gpumlp.selection)."""
+    search = metadata["alpha_search"]
+    alphas = search.get("alphas")
+    if metadata["kind"] != "StandardizedRegressor":
+        raise _damaged(path, f"it holds an alpha_search but its kind is {metadata['kind']}")
+    if not (isinstance(alphas, list) and alphas
+            and all(_is_number(a) and 0 <= a < math.inf for a in alphas)):
+        raise _damaged(path, f"alpha_search's alphas {alphas!r} are not a list of "
+                             f"finite numbers >= 0")
+    if search.get("alpha") not in alphas or \
+            search["alpha"] != metadata["params"].get("alpha"):
+        raise _damaged(path, f"alpha_search chose alpha {search.get('alpha')!r}, which is "
+                             f"not among its alphas or not the model's alpha "
+                             f"{metadata['params'].get('alpha')!r}")
+    scores = search.get("scores")
+    if not (isinstance(scores, list) and len(scores) == len(alphas)
+            and all(isinstance(s, list) and all(v is None or _is_number(v) for v in s)
+                    for s in scores)):
+        raise _damaged(path, "alpha_search's scores are not one list of numbers per alpha")
+
+
 def _check_metadata(path: str, metadata: Any) -> None:
     """Check the metadata against the schema; raise ModelFileError naming the first problem."""
     if not isinstance(metadata, dict) or metadata.get("format") != _MAGIC:
@@ -462,7 +486,7 @@ def _check_metadata(path: str, metadata: Any) -> None:
                 "validation_loss_curve": (list, type(None)),
                 "feature_names": (list, type(None)), "target_names": (list, type(None)),
                 "feature_names_in": (list, type(None)), "columns": (list, type(None)),
-                "extra": dict, "fit_record": dict}
+                "extra": dict, "fit_record": dict, "alpha_search": dict}
     for key in required:
         if key not in metadata:
             raise _damaged(path, f"metadata lacks {key!r}")
@@ -488,6 +512,8 @@ def _check_metadata(path: str, metadata: Any) -> None:
                              f"{expected!r}, the output of its loss")
     if metadata["dtype"] not in _DTYPES:
         raise _damaged(path, f"dtype {metadata['dtype']!r} is not float32 or float64")
+    if "alpha_search" in metadata:
+        _check_alpha_search(path, metadata)
     if metadata.get("y_1d") and sizes[-1] != 1:
         raise _damaged(path, f"y_1d is true but the model has {sizes[-1]} outputs")
     if metadata.get("n_iter", 0) < 0:
@@ -843,6 +869,9 @@ def _read(path: str | os.PathLike, with_arrays: bool) -> tuple[dict, dict]:
     if not stat.S_ISREG(mode):
         raise ModelFileError(f"{path} is not a regular file (a pipe or a device?); pass "
                              f"a model file written by gpumlp.save or gpumlp train --out.")
+    from ._atomic import mark_input
+
+    mark_input(path)   # a model loaded is never removed as a killed writer's temporary
     try:
         with open(path, "rb") as handle:
             if handle.read(6) == b"\x93NUMPY":
@@ -1114,6 +1143,7 @@ def load_with_metadata(
     model.regressor_ = net
     for name in _SCALERS:
         setattr(model, name + "_", arrays[name])
+    model.alpha_search_ = metadata.get("alpha_search")
     if hasattr(net, "feature_names_in_"):   # the wrapper saw the names; the net did not
         model.feature_names_in_ = net.feature_names_in_
         del net.feature_names_in_

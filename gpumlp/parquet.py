@@ -4,7 +4,8 @@ A dataset is one ``.parquet`` file, a glob of them, or a folder of them:
 the part files ``dask.dataframe.to_parquet`` writes (with or without
 ``_metadata``), those of several ``pandas.DataFrame.to_parquet`` calls, and
 hive-partitioned folders (``key=value/`` levels, whose values become
-columns after the file's own, as pandas reads them). Names starting with
+columns after the file's own, as pandas reads them). Linked folders are
+followed, as pyarrow's datasets follow them. Names starting with
 ``.`` or ``_`` (``_metadata``, ``_common_metadata``, ``_SUCCESS``, ``.crc``
 files) are skipped, as Dask and pyarrow skip them; any other file that is
 not Parquet is refused, by name.
@@ -80,7 +81,16 @@ def _files(path):
                             f"file; narrow the pattern to the .parquet files.")
         return [(f, {}) for f in found]
     parts = []
-    for folder, dirs, files in os.walk(path):
+    seen = set()
+    # Linked folders are followed, as pyarrow's datasets follow them (a
+    # partition kept elsewhere and linked in is part of the data); a link back
+    # into the tree is refused rather than walked forever.
+    for folder, dirs, files in os.walk(path, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            raise DataError(f"{folder}: a folder link leads back to {real}, which the "
+                            f"dataset already holds; remove the link.")
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not _skipped(d))
         levels = os.path.relpath(folder, path).split(os.sep) if folder != path else []
         keys = {}

@@ -17,6 +17,7 @@ import numpy as np
 from ._checks import (
     check_eval_set,
     check_feature_names,
+    check_sample_weight,
     check_X,
     check_y,
     feature_names,
@@ -25,16 +26,21 @@ from ._checks import (
 from ._sklearn_compat import BaseEstimator, RegressorMixin, not_fitted_error
 from .devices import device_of, move
 from .estimator import MLPRegressor
+from .selection import check_alphas, search_alpha
 
 __all__ = ["DEFAULT_PARAMS", "StandardizedRegressor", "default_regressor", "mean_scale"]
 
 
 #: The parameters of the regressor :class:`StandardizedRegressor` trains when
 #: given none, and of ``gpumlp train``: chosen on the real-data benchmark
-#: (``scripts/bench_realdata.py``, README "Defaults on real data"). Adam at the
+#: (``scripts/bench_realdata.py``, docs/real-data.md). Adam at the
 #: estimator's rate (``learning_rate_init="auto"``: 0.01) with an L2 penalty of
-#: 0.1, up to 2000 epochs, the rest MLPRegressor's defaults.
-DEFAULT_PARAMS = {"solver": "adam", "alpha": 0.1, "max_iter": 2000}
+#: 0.1, up to 2000 epochs, stopped after 20 epochs without progress (not
+#: scikit-learn's 10: an epoch of 200-row batches on a few thousand rows is
+#: a few noisy steps, and 10 of them ended 11 of 600 seeded fits of the
+#: README's example on a plateau at R² 0.29; none with 20), the rest
+#: MLPRegressor's defaults.
+DEFAULT_PARAMS = {"solver": "adam", "alpha": 0.1, "max_iter": 2000, "n_iter_no_change": 20}
 
 
 def default_regressor() -> MLPRegressor:
@@ -86,7 +92,8 @@ def mean_scale(x):
 
 
 #: A fitted StandardizedRegressor's own state (the regressor's is its own).
-_FITTED = ("feature_names_in_", "x_mean_", "x_scale_", "y_mean_", "y_scale_", "regressor_")
+_FITTED = ("feature_names_in_", "x_mean_", "x_scale_", "y_mean_", "y_scale_", "regressor_",
+           "alpha_search_")
 
 
 class StandardizedRegressor(RegressorMixin, BaseEstimator):
@@ -99,8 +106,16 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         (``get_params``, as scikit-learn's ``clone``), ``regressor_``, and
         never changes the template, so that two StandardizedRegressors built
         on one template are independent. Default: :func:`default_regressor`,
-        ``MLPRegressor(solver="adam", alpha=0.1, max_iter=2000)``, the
-        defaults that did best on real data (``scripts/bench_realdata.py``).
+        ``MLPRegressor(solver="adam", alpha=0.1, max_iter=2000,
+        n_iter_no_change=20)``, the defaults that did best on real data
+        (``scripts/bench_realdata.py``).
+    alphas : None or sequence of float, default=None
+        None: the regressor's own alpha. A sequence, such as
+        ``gpumlp.selection.DEFAULT_ALPHAS`` (1, 0.1, 0.01): the regressor's
+        alpha is set to the one of these with the best mean held-out R² in
+        ``selection.DEFAULT_FOLDS``-fold cross-validation (:mod:`gpumlp.selection`;
+        ``len(alphas) * 5`` extra fits), then it is fit on all rows.
+        In-memory data only.
 
     Attributes
     ----------
@@ -112,10 +127,15 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         with its own parameters. Any other fit trains a new one.
     x_mean_, x_scale_ : arrays, shape (n_features,)
     y_mean_, y_scale_ : arrays, shape (n_outputs,)
+    alpha_search_ : dict or None
+        The choice of alpha (:func:`gpumlp.selection.search_alpha`): the
+        candidates, their held-out R² per fold, the chosen ``alpha``; None
+        when the fit chose none.
     """
 
-    def __init__(self, regressor=None):
+    def __init__(self, regressor=None, alphas=None):
         self.regressor = regressor
+        self.alphas = alphas
 
     def fit(self, X, y, sample_weight=None, *, eval_set=None, callback=None, client=None):
         """Learn the scalers from ``X`` and ``y``, then fit the regressor.
@@ -187,6 +207,7 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
 
             check_finite(X, "X")
             check_finite(y, "y")
+        alphas = check_alphas(self.alphas, type(self).__name__)
         self.regressor_ = self._regressor_to_train()
         if getattr(self.regressor_, "loss", "squared_error") == "poisson":
             self.y_mean_ = self.y_mean_ * 0.0   # counts keep their sign: scale only
@@ -198,7 +219,9 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
                                 type(self).__name__)
             eval_set = (self._scale_X(X_val), self._scale_y(y_val))
         extra = {} if client is None else {"client": client}
-        self.regressor_.fit(self._scale_X(X), self._scale_y(y), sample_weight,
+        X_scaled, y_scaled = self._scale_X(X), self._scale_y(y)
+        self.alpha_search_ = self._choose_alpha(alphas, X_scaled, y_scaled, sample_weight)
+        self.regressor_.fit(X_scaled, y_scaled, sample_weight,
                             eval_set=eval_set, callback=callback, **extra)
         return self
 
@@ -222,6 +245,21 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
                 # before templates were copied): continued with its own parameters.
                 return fitted
         return type(template)(**params)
+
+    def _choose_alpha(self, alphas, X, y, sample_weight):
+        """The regressor's alpha set by cross-validation among ``alphas``; the search's record."""
+        if alphas is None:
+            return None
+        if aac.is_dask_array(X):
+            raise ValueError(f"{type(self).__name__}'s alphas={self.alphas!r} chooses alpha "
+                             f"by cross-validation, which needs in-memory data, not Dask "
+                             f"arrays; pass alphas=None and the regressor's alpha, or "
+                             f"compute the arrays.")
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        record = search_alpha(self.regressor_, X, y, sample_weight, alphas=alphas)
+        self.regressor_.set_params(alpha=record["alpha"])
+        return record
 
     def _check_representable(self, X, y):
         """Refuse a target whose units the regressor's dtype cannot hold.

@@ -11,6 +11,8 @@ fit time is the wall time of ``fit``. Runners take turns within every split
 Runners:
 
 * ``gpumlp``: ``StandardizedRegressor()``, the user-facing default;
+* ``gpumlp-cv``: the same with ``alphas=(1.0, 0.1, 0.01)``: alpha chosen by
+  5-fold cross-validation, then refitted (``gpumlp.selection``; opt-in);
 * ``gpumlp-gd``: ``StandardizedRegressor(MLPRegressor(alpha=1.0))``: full-batch
   gradient descent with the "auto" step, stopped by its rule (``tol=1e-4`` of
   the loss), up to ``max_iter="auto"`` (5000) steps;
@@ -51,7 +53,8 @@ read its CSVs).
 
 Run ``python scripts/bench_realdata.py --json results.json``; ``--datasets``
 and ``--runners`` take comma-separated subsets, ``--splits`` the number of
-splits (seeds 0, 1, ...: the first three are the benchmark's). Besides the
+splits (seeds 0, 1, ...: the first three are the benchmark's; ``--first-split``
+starts elsewhere). Besides the
 mean R² per dataset it prints each runner's R² minus scikit-learn's Adam's
 split by split, as a mean ± its standard error, which says whether a gap is
 more than the splits' noise. ``--summarize results.json`` prints the tables
@@ -230,6 +233,15 @@ def _gpumlp_default(seed):
     return StandardizedRegressor(default_regressor().set_params(random_state=seed))
 
 
+def _gpumlp_cv(seed):
+    from gpumlp import StandardizedRegressor
+    from gpumlp.scaling import default_regressor
+    from gpumlp.selection import DEFAULT_ALPHAS
+
+    return StandardizedRegressor(default_regressor().set_params(random_state=seed),
+                                 alphas=DEFAULT_ALPHAS)
+
+
 def _gpumlp_gd(seed):
     from gpumlp import MLPRegressor, StandardizedRegressor
 
@@ -272,6 +284,7 @@ def _hgb(seed):
 
 RUNNERS = {
     "gpumlp": _gpumlp_default,
+    "gpumlp-cv": _gpumlp_cv,
     "gpumlp-gd": _gpumlp_gd,
     "gpumlp-gd-1e-3": _gpumlp_gd_loose,
     "sk-adam": _sklearn_mlp("adam"),
@@ -298,12 +311,12 @@ def split(n, seed, test_size=0.25):
     return order[n_test:], order[:n_test]
 
 
-def run(datasets, runners, splits, max_rows=MAX_ROWS, out=sys.stdout):
+def run(datasets, runners, splits, max_rows=MAX_ROWS, out=sys.stdout, first_split=0):
     """Every runner on every split of every dataset; a list of result rows (dicts)."""
     rows, turn = [], 0
     for name in datasets:
         X, y = load(name, max_rows)
-        for seed in range(splits):
+        for seed in range(first_split, first_split + splits):
             train, test = split(X.shape[0], seed)
             order = runners[turn % len(runners):] + runners[:turn % len(runners)]
             turn += 1
@@ -408,6 +421,9 @@ def main(argv=None):
     parser.add_argument("--runners",
                         default="gpumlp,gpumlp-gd,gpumlp-gd-1e-3,sk-adam,sk-lbfgs,torch,hgb")
     parser.add_argument("--splits", type=int, default=3)
+    parser.add_argument("--first-split", type=int, default=0,
+                        help="the seed of the first split (3 with --splits 6: the six "
+                             "beyond the benchmark's three)")
     parser.add_argument("--variants", default="",
                         help="extra gpumlp runners, '|'-separated, each 'key=value;...' "
                              "over the default regressor's parameters")
@@ -434,7 +450,7 @@ def main(argv=None):
     for name in runners:
         if name not in RUNNERS and not name.startswith("gpumlp["):
             parser.error(f"unknown runner {name!r}; choose from {', '.join(RUNNERS)}")
-    rows = run(datasets, runners, args.splits, args.max_rows)
+    rows = run(datasets, runners, args.splits, args.max_rows, first_split=args.first_split)
     table = summary(rows)
     print(format_summary(table))
     if "sk-adam" in table and len(table) > 1:

@@ -54,3 +54,33 @@ def test_summary_of_one_split_has_no_standard_error():
     table = bench.summary([r for r in ROWS if r["split"] == 0])
     mean, se = table["mine"]["paired"]["a"]
     assert mean == pytest.approx(0.1) and math.isnan(se)
+
+
+def _alpha_script():
+    path = pathlib.Path(__file__).parent.parent / "scripts" / "bench_alpha_selection.py"
+    spec = importlib.util.spec_from_file_location("bench_alpha_selection", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_alpha_choices_are_scored_by_their_rules():
+    """Held-out R² per fold for alphas 1, 0.1, 0.01, worked out by hand."""
+    script = _alpha_script()
+
+    def fold(*r2):
+        return [dict(alpha=a, r2=v, seconds=1.0) for a, v in zip(script.GRID, r2)]
+
+    # Means 0.50, 0.55, 0.40: the best is 0.1. Against 0.1 the differences of
+    # alpha 1 are -0.05 and -0.05 (s.e. 0), so one s.e. keeps 0.1; widen them
+    # to -0.15 and +0.05 (mean -0.05, s.e. 0.1) and alpha 1 is within it.
+    row = {"k5": [fold(0.45, 0.5, 0.4), fold(0.55, 0.6, 0.4)]}
+    assert script._choose(row, "k5", None, "best") == (0.1, 6.0)
+    assert script._choose(row, "k5", None, "1se") == (0.1, 6.0)
+    row = {"k5": [fold(0.35, 0.5, 0.4), fold(0.65, 0.6, 0.4)]}
+    assert script._choose(row, "k5", None, "best") == (0.1, 6.0)
+    assert script._choose(row, "k5", None, "1se") == (1.0, 6.0)
+    # A hold-out is the first fold alone: 0.35 < 0.5, so 0.1; its cost, 3 fits.
+    assert script._choose(row, "k5", [0], "best") == (0.1, 3.0)
+    # Ties go to the larger alpha.
+    assert script._choose({"k5": [fold(0.5, 0.5, 0.5)]}, "k5", None, "best")[0] == 1.0

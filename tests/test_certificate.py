@@ -250,6 +250,21 @@ def test_swapped_feature_names_fail_against_the_header(tmp_path, data):
         format_certificate(cert)
 
 
+def test_target_names_are_checked_against_a_dataframe_y(tmp_path, data):
+    """A y given as a dataframe is a header: swapped target names in the file
+    fail against its columns (before, the note said the data had no header)."""
+    pd = pytest.importorskip("pandas")
+    X, y = data
+    Y = pd.DataFrame({"u": y, "v": 2 - y})
+    path = _saved(tmp_path, _fit((X, Y.to_numpy()), max_iter=3), target_names=["u", "v"])
+    assert certify(path, X, Y, backends=["numpy"]).outcome == "PASS"
+    forged = _saved(tmp_path, _fit((X, Y.to_numpy()), max_iter=3), "forged.npz",
+                    target_names=["v", "u"])
+    cert = certify(forged, X, Y, backends=["numpy"])
+    assert cert.outcome == "FAIL" and "target_names are the data's header" in \
+        format_certificate(cert)
+
+
 def test_a_warm_start_chain_certifies_link_by_link(tmp_path, data):
     model = _fit(data, max_iter=5)
     parent = _saved(tmp_path, model, "parent.npz")

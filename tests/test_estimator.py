@@ -355,6 +355,21 @@ def test_early_stopping_on_a_constant_eval_set_is_refused(data):
             X, y, eval_set=(X[:6], np.ones(6)))
 
 
+def test_early_stopping_on_an_eval_set_constant_in_float32_is_refused(data):
+    # Before: 1 + 1e-9 * signal varies in float64 only; the scores, computed in
+    # float32, were all 0.0 and epoch 1 was kept in silence (adversarial round 7).
+    X, y = data
+    y_val = 1 + 1e-9 * np.linspace(-1, 1, 6)
+    with pytest.raises(ValueError, match="constant in float32, the training dtype"):
+        MLPRegressor(max_iter=3, device="cpu", early_stopping=True, dtype="float32").fit(
+            X, y, eval_set=(X[:6], y_val))
+    model = MLPRegressor(max_iter=3, device="cpu", early_stopping=True, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y, eval_set=(X[:6], y_val))   # in float64 it varies: accepted
+    assert len(model.validation_scores_) == model.n_iter_
+
+
 def test_a_refused_refit_leaves_a_standardized_model_as_it_was():
     # Before: the scalers were already the new data's when the regressor
     # refused it, so the old weights predicted through them (adversarial round 6).

@@ -29,6 +29,7 @@ def _fit(model, *args, **kwargs):
     (-np.ones(80), "negative weights"),
     (np.full(80, np.nan), "NaN or infinity"),
     (np.zeros(80), "all zero"),
+    (np.ones(80) + 0j, "complex numbers"),   # was accepted, with NumPy's ComplexWarning only
 ])
 def test_bad_sample_weights_get_clear_errors(data, weights, match):
     X, y = data
@@ -88,6 +89,23 @@ def test_a_dataframe_sets_feature_names_and_predict_checks_them(data):
     assert not hasattr(model, "feature_names_in_")
     with pytest.warns(UserWarning, match="X has feature names, but MLPRegressor was fitted "
                                          "without"):
+        model.predict(frame)
+
+
+def test_a_dataframe_with_a_repeated_column_name_is_refused(data):
+    """Two columns named alike cannot be told apart by the name check: a swap
+    of them would pass it, so fit (and predict) refuse them, naming them."""
+    from gpumlp import StandardizedRegressor
+
+    X, y = data
+    frame = pd.DataFrame(X, columns=["a", "a", "b"])
+    for model in (MLPRegressor((4,), max_iter=5, device="cpu"),
+                  StandardizedRegressor(MLPRegressor((4,), max_iter=5, device="cpu"))):
+        with pytest.raises(ValueError, match="more than one column named 'a'"):
+            _fit(model, frame, y)
+    model = _fit(MLPRegressor((4,), max_iter=5, device="cpu"),
+                 pd.DataFrame(X, columns=["a", "b", "c"]), y)
+    with pytest.raises(ValueError, match="more than one column named 'a'"):
         model.predict(frame)
 
 

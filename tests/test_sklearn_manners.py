@@ -41,6 +41,24 @@ def test_partial_fit_refuses_early_stopping(data):
     model.set_params(early_stopping=False).partial_fit(X, y)   # the way out it names
 
 
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_a_batch_size_above_the_rows_warns_that_it_is_clipped(data, solver):
+    """As scikit-learn warns (adversarial round 7, #221: clipped in silence)."""
+    X, y = data
+    model = MLPRegressor((4,), solver=solver, batch_size=100, max_iter=2, random_state=0,
+                         device="cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X, y)
+    assert [str(w.message) for w in caught if "batch_size" in str(w.message)] == [
+        "Got `batch_size` (100) larger than the 60 training rows; it is clipped to 60, one "
+        "batch per epoch (as scikit-learn warns)."]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.set_params(batch_size=60).fit(X, y)
+    assert not [w for w in caught if "batch_size" in str(w.message)]
+
+
 def test_non_finite_weights_are_named_as_scikit_learn_does(data, monkeypatch):
     X, y = data
     real = Trainer._record

@@ -13,11 +13,13 @@ import stat
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
 from test_atomic import SUFFIX, WRITERS
 
+import gpumlp
 from gpumlp import _atomic, io
 from gpumlp._atomic import atomic_path, check_target, remove_stale_temporaries
 from gpumlp.cli import main
@@ -440,3 +442,49 @@ def test_every_file_gpumlp_writes_goes_through_atomic_path():
     # The check itself sees a stray write:
     assert _writes_outside_atomic_path("open(path, 'w')\nnp.save(path, a)\n", "x.py") == [
         "x.py:1: open(path, 'w')", "x.py:2: save(path, ...)"]
+
+
+@pytest.mark.parametrize("spelling", ["glob", "folder"])
+@pytest.mark.parametrize("option", ["--out", "--json"])
+def test_an_output_over_a_part_of_a_glob_or_folder_of_data_is_refused(tmp_path, capsys,
+                                                                      spelling, option):
+    """Dask data named by a glob or a folder is every file it matches: an output
+    that is one of them is an input (adversary 7 #347: the part was replaced)."""
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        X = rng.normal(size=(10, 2))
+        np.savez(parts / f"p{i}.npz", X=X, y=X.sum(1))
+    before = (parts / "p1.npz").read_bytes()
+    data = str(parts / "*.npz") if spelling == "glob" else str(parts)
+    assert main(["train", "--quiet", "--device", "cpu", "--data", data,
+                 option, str(parts / "p1.npz")]) == 2
+    assert "is the same file as --data" in capsys.readouterr().err
+    assert (parts / "p1.npz").read_bytes() == before
+
+
+@posix_only
+def test_a_file_named_as_input_is_never_removed_as_a_stale_temporary(tmp_path, capsys):
+    """A killed checkpoint write can leave a complete model under a temporary's
+    name; a user who loads it (predict, --resume, io.load) must keep it
+    (adversary 7 #397: the command's own write removed it)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    model = gpumlp.MLPRegressor((3,), max_iter=2, device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, X.sum(1))
+    stale = [tmp_path / f".tmp-gpumlp-{dead.pid}-{_atomic._host_tag()}-abcd_12{i}-m.npz"
+             for i in range(3)]
+    io.save(model, tmp_path / "m.npz")
+    for path in stale:   # copies: a write of ours would remove the earlier ones
+        path.write_bytes((tmp_path / "m.npz").read_bytes())
+    np.save(tmp_path / "X.npy", X)
+    io.load(stale[1])
+    assert main(["predict", "--model", str(stale[0]), "--data", str(tmp_path / "X.npy"),
+                 "--out", str(tmp_path / "p.npy")]) == 0
+    io.save(model, tmp_path / "other.npz")
+    assert stale[0].exists() and stale[1].exists()
+    assert not stale[2].exists()   # named by no command: a stale temporary, removed
