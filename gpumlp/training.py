@@ -873,9 +873,10 @@ class Trainer:
         else:
             what = (f"the solver's state (member {member!r}) became NaN or infinite in "
                     f"{dtype} while the weights and the loss stayed finite")
-        fixes = ["Standardise X and y (StandardizedRegressor)", "lower learning_rate_init"]
+        fixes = ["Standardise X and y (StandardizedRegressor, which gpumlp train uses "
+                 "unless --no-standardize)", "lower learning_rate_init"]
         if dtype != "float64":
-            fixes.append("pass dtype='float64'")
+            fixes.append("pass dtype='float64' (on the command line: --dtype float64)")
         return TrainingDivergedError(
             f"Training stopped at epoch {len(self.loss_curve) + 1}: {what}. The weights the "
             f"epoch began with were kept. {', '.join(fixes[:-1])} or {fixes[-1]}.")
