@@ -1243,7 +1243,8 @@ def _same_numbers(model, record, arrays, sample_weight):
     for choice in itertools.islice(itertools.product(*map(_exact_casts, arrays)), 1, None):
         ev = tuple(choice[2:]) or None
         X_fit, y_fit, ev_fit, same = _fitted_data(model, choice[0], choice[1], ev)
-        if fingerprint(X_fit, y_fit, sample_weight, ev_fit) == record["data_sha256"]:
+        if fingerprint(X_fit, y_fit, sample_weight, ev_fit,
+                       like=record["data_sha256"]) == record["data_sha256"]:
             return X_fit, y_fit, ev_fit, same, [a.dtype.name for a in choice]
     return None
 
@@ -1289,7 +1290,7 @@ def _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent=False)
         return None
     if not record["eval_set"]:
         eval_fit = None
-    digest = fingerprint(X_fit, y_fit, sample_weight, eval_fit)
+    digest = fingerprint(X_fit, y_fit, sample_weight, eval_fit, like=record["data_sha256"])
     if digest != record["data_sha256"]:
         arrays = [X, y, *(eval_set if record["eval_set"] else ())]
         recast = _same_numbers(model, record, arrays, sample_weight)
@@ -1390,9 +1391,11 @@ def _check_start(cert, net, record, metadata, parents, certify_parent):
         parent = load(path)
         parent_net = getattr(parent, "regressor_", parent)
         if model_digest(parent_net.coefs_, parent_net.intercepts_) == digest:
-            same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
-                [*parent_net.coefs_, *parent_net.intercepts_],
-                [*first["coefs"], *first["intercepts"]]))
+            # A continued fit casts the parent's weights to its own dtype
+            # (set_params(dtype=...) between the two): compare them so cast.
+            same = all(np.array_equal(np.asarray(a).astype(np.asarray(b).dtype), np.asarray(b))
+                       for a, b in zip([*parent_net.coefs_, *parent_net.intercepts_],
+                                       [*first["coefs"], *first["intercepts"]]))
             cert.checks.append(Check(f"the start is the parent model {os.fspath(path)}", same))
             cert.checks.append(_continued_state(net, parent_net, record, first))
             cert.parents.append(certify_parent(path))
@@ -1438,18 +1441,25 @@ def _continued_state(net, parent_net, record, first) -> Check:
 
     def starts_from(expected):
         arrays, description = state_to_arrays(expected)
+        recorded = first["state_arrays"]
+        # A kept state is cast to the continued fit's dtype, as its weights are.
         return json.dumps(description) == json.dumps(first["state"]) and all(
-            np.array_equal(np.asarray(to_numpy(a)), first["state_arrays"].get(k))
+            k in recorded and np.array_equal(
+                np.asarray(to_numpy(a)).astype(np.asarray(recorded[k]).dtype), recorded[k])
             for k, a in arrays.items())
 
     # partial_fit and `gpumlp train --resume` keep the parent's state (the
     # latter is no partial_fit: the record's `incremental` is False); a warm
-    # start makes a fresh one. Either is an honest start; nothing else is.
-    if trainer is not None and type(trainer.state) is type(template) and \
+    # start makes a fresh one, and so does partial_fit where the parent kept no
+    # state of this solver's kind (set_params(solver=...) between the two), as
+    # the estimator's _trainer_for does. Either is an honest start; nothing else is.
+    kept = trainer is not None and trainer.state is not None and \
+        type(trainer.solver) is type(net._make_solver(np.asarray(first["coefs"][-1]).shape[1]))
+    if kept and type(trainer.state) is type(template) and \
             starts_from(plain_numbers(trainer.state, template)):
         return Check("the continued fit starts from the parent's solver state, kept", True)
     return Check("the continued fit starts from a fresh solver state, or the parent's kept one",
-                 not record["incremental"] and starts_from(template))
+                 (not record["incremental"] or not kept) and starts_from(template))
 
 
 def _check_claims(cert, net, metadata, record, ctx):
@@ -1606,18 +1616,26 @@ def _check_training_state(cert, net, record, parent_net):
         # file's own curve no longer shows.
         cert.notes.append("the training history's validation losses are those of an earlier "
                           "call, not checked here: certify the model that call saved")
-    if training["last_params"] is not None:
-        final = [*last["coefs"], *last["intercepts"]]
-        state = last["state"]
-        if state.get("class") == "AutoGDState":   # the search's best point, as fit ends it
-            from .solvers import state_from_arrays
+    final = [*last["coefs"], *last["intercepts"]]
+    state = last["state"]
+    if state.get("class") == "AutoGDState":   # the search's best point, as fit ends it
+        from .solvers import state_from_arrays
 
-            auto = state_from_arrays(state, last["state_arrays"])
-            if auto.best_loss < auto.loss:
-                final = list(auto.best_params)
+        auto = state_from_arrays(state, last["state_arrays"])
+        if auto.best_loss < auto.loss:
+            final = list(auto.best_params)
+    if training["last_params"] is not None:
         if not all(np.array_equal(to_numpy(a), np.asarray(b))
                    for a, b in zip(training["last_params"], final, strict=True)):
             wrong.append("training last_params (early stopping's last weights)")
+    elif net.early_stopping and not all(
+            np.array_equal(to_numpy(a), np.asarray(b))
+            for a, b in zip([*net.coefs_, *net.intercepts_], final, strict=True)):
+        # Early stopping kept its best weights; the last ones, which a
+        # continuation goes on from, must be in the file (a file without them
+        # would resume from the best).
+        wrong.append("training last_params (missing, though the weights are early "
+                     "stopping's best, not the last epoch's)")
     if training["split"] is not None:
         # A fit draws its validation rows from the generator as the call starts;
         # a resumed run keeps its parent's split.

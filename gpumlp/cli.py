@@ -1157,6 +1157,46 @@ def _run_devices(args):
     return 0
 
 
+def _add_calibrate(sub):
+    p = sub.add_parser(
+        "calibrate", help="measure where the C blocks beat NumPy on this CPU, and keep it",
+        description="Time full-batch epochs by the C blocks and by the NumPy fast path at "
+                    "a ladder of sizes on this CPU, and store the largest epoch work "
+                    "(n * h * (f + k)) up to which the C blocks won in the per-user "
+                    "calibration file, which every later fit on this CPU reads "
+                    "(GPUMLP_CBLOCKS_MAX_WORK overrides it). Run it on a quiet machine; "
+                    "it takes up to a minute.")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per size")
+    p.add_argument("--dry-run", action="store_true", help="measure and print, store nothing")
+    p.set_defaults(run=_run_calibrate)
+
+
+def _run_calibrate(args):
+    from .fastpath import cblocks
+
+    if args.rounds < 1:
+        raise ValueError(f"--rounds {args.rounds}: give at least 1.")
+
+    def report(row):
+        print(f"  {str((row['n'], row['f'], row['h'])):18s} work {row['work']:>12,d}  "
+              f"C {row['c_ms']:9.3f} ms  NumPy {row['numpy_ms']:9.3f} ms  "
+              f"C / NumPy {row['ratio']:.2f}", flush=True)
+
+    print("per epoch, float32, best of the interleaved rounds:")
+    result = cblocks.calibrate(rounds=args.rounds, write=not args.dry_run, report=report)
+    key = result["key"]
+    if result["load"] is not None and result["load"] > key["cores"] / 2:
+        print(f"note: the machine was busy (load average {result['load']:.1f} on "
+              f"{key['cores']} cores), which moves these times; calibrate again when it "
+              f"is quiet.")
+    print(f"this CPU: {key['cpu']}, {key['cores']} cores, C blocks {key['isa']}, "
+          f"BLAS {key['blas']}")
+    print(f"the C blocks take epochs up to a work of {result['max_work']:,d} "
+          f"(the default: {result['default']:,d})")
+    print(f"stored in {result['path']}" if result["path"] else "stored nothing (--dry-run)")
+    return 0
+
+
 def _add_validate(sub):
     from .agreement import BACKENDS, TRAINING_CONFIGS
 
@@ -1316,6 +1356,7 @@ def build_parser():
     _add_predict(sub)
     _add_devices(sub)
     _add_validate(sub)
+    _add_calibrate(sub)
     return parser
 
 

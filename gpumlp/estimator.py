@@ -529,11 +529,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             dtype = dtype_name(self.coefs_[0])
         device.check_dtype(dtype)
         if source is None:
+            # For the fit record (see _fitrecord): hashed in a thread beside the
+            # checks below, single-threaded passes over the data.
+            pending = PendingFingerprint(X, y, sample_weight, _host_pair(eval_set, name))
             check_dtype_limits(self, dtype, X, y, sample_weight)
             n_features, n_outputs = X.shape[1], 1 if y.ndim == 1 else y.shape[1]
-            # For the fit record (see _fitrecord): hashed beside the first epochs.
-            self._fingerprint = PendingFingerprint(X, y, sample_weight,
-                                                   _host_pair(eval_set, name))
+            self._fingerprint = pending
             if not continuing:   # data the guard let through, judged for its scale
                 _warn_if_unscaled(X, y, self.loss)
         else:   # summarised on the workers that hold the chunks

@@ -637,8 +637,8 @@ def _check_fit_record(path: str, metadata: dict) -> None:
         raise _damaged(path, f"fit_record n_iter {record['n_iter']} differs from the "
                              f"model's {metadata['n_iter']}")
     digest = record["data_sha256"]
-    if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise _damaged(path, "fit_record data_sha256 is not a SHA-256 hex digest")
+    if digest is not None and not re.fullmatch(r"(blake3:)?[0-9a-f]{64}", digest):
+        raise _damaged(path, "fit_record data_sha256 is not a SHA-256 or blake3: hex digest")
     if not re.fullmatch(r"[A-Za-z0-9_.:()' -]{1,200}", record["device"]):
         raise _damaged(path, f"fit_record device {record['device']!r} is not a device name")
     if version == 1:

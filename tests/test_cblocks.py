@@ -19,7 +19,7 @@ import pytest
 from gpumlp import MLPRegressor, TrainingDivergedError, fastpath, kernels
 from gpumlp.activations import get_activation
 from gpumlp.agreement import TOLERANCES
-from gpumlp.fastpath import cblocks
+from gpumlp.fastpath import calibration, cblocks
 from gpumlp.initialization import glorot_uniform
 
 BUILT = cblocks._module() is not None
@@ -28,6 +28,14 @@ RUNS = cblocks._module().isas() if BUILT else ()
 if os.environ.get("GPUMLP_REQUIRE_CBLOCKS") == "1" and not BUILT:
     raise RuntimeError("GPUMLP_REQUIRE_CBLOCKS=1, but gpumlp.fastpath._cblocks is not built "
                        "(pip install -e . with a C compiler)")
+
+
+@pytest.fixture(autouse=True)
+def no_calibration(tmp_path, monkeypatch):
+    """The measured default line, whatever this machine's calibration file or override."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(calibration.ENVIRONMENT, raising=False)
+    monkeypatch.setattr(calibration, "_CHOSEN", {})
 
 
 @pytest.fixture(params=cblocks.ISAS)
@@ -265,6 +273,46 @@ def test_epochs_above_the_measured_threshold_keep_the_numpy_path(sine_rows, runs
     del runs[:]
     fit(X, y, max_iter=3, tol=0.0, hidden_layer_sizes=(9,))
     assert not runs
+
+
+def test_this_cpus_calibration_and_the_override_move_the_line(sine_rows, runs, monkeypatch):
+    X, y = sine_rows
+    if not BUILT:
+        pytest.skip("the C extension gpumlp.fastpath._cblocks is not built here")
+    work = 300 * 8 * (4 + 1)
+    key = calibration.cpu_key(cblocks.chosen_isa())
+    for line, taken in ((work - 1, False), (work, True)):
+        calibration.store({"key": key, "max_work": line})
+        del runs[:]
+        fit(X, y, max_iter=3, tol=0.0)
+        assert bool(runs) == taken
+    monkeypatch.setattr(calibration, "_CHOSEN", {})
+    monkeypatch.setenv(calibration.ENVIRONMENT, "0")        # over the file: never C
+    del runs[:]
+    fit(X, y, max_iter=3, tol=0.0)
+    assert not runs
+
+
+def test_uncalibrated_on_more_cores_the_numpy_path_takes_what_it_splits_wider(
+        runs, monkeypatch):
+    """MAX_WORK was measured on two cores: on more, uncalibrated, the C blocks keep
+    the rows that the NumPy path would split over two threads at most."""
+    from gpumlp.fastpath import numpy as numpy_path
+
+    if not BUILT:
+        pytest.skip("the C extension gpumlp.fastpath._cblocks is not built here")
+    monkeypatch.setattr(numpy_path, "_CORES", 16)
+    rng = np.random.default_rng(0)
+    for n, taken in ((3 * numpy_path.MIN_ROWS_PER_THREAD - 1, True),
+                     (3 * numpy_path.MIN_ROWS_PER_THREAD, False)):
+        X = rng.standard_normal((n, 3))
+        del runs[:]
+        fit(X, X[:, 0], max_iter=2, tol=0.0, hidden_layer_sizes=(4,))
+        assert bool(runs) == taken, n
+    calibration.store({"key": calibration.cpu_key(cblocks.chosen_isa()), "max_work": 10**9})
+    del runs[:]
+    fit(X, X[:, 0], max_iter=2, tol=0.0, hidden_layer_sizes=(4,))
+    assert runs                                      # a calibration decides alone
 
 
 def test_without_the_extension_the_numpy_path_runs(sine_rows, runs, monkeypatch):

@@ -37,8 +37,9 @@ def _saved(tmp_path, model, name="model.npz", **kwargs):
     return path
 
 
-def _rewrite(path, out, edit_metadata=None, edit_arrays=None):
-    """Copy a model file, changing its metadata or members as a forger would."""
+def _rewrite(path, out, edit_metadata=None, edit_arrays=None, drop=""):
+    """Copy a model file, changing its metadata or members as a forger would
+    (and leaving out the members whose names start with ``drop``, if given)."""
     with zipfile.ZipFile(path) as archive:
         members = {n: archive.read(n) for n in archive.namelist()}
     metadata = read_metadata(path)
@@ -46,7 +47,7 @@ def _rewrite(path, out, edit_metadata=None, edit_arrays=None):
         edit_metadata(metadata)
     with zipfile.ZipFile(out, "w") as archive:
         for name, content in members.items():
-            if name == "metadata.npy":
+            if name == "metadata.npy" or (drop and name.startswith(drop)):
                 continue
             if edit_arrays is not None and name[:-4] in edit_arrays:
                 with archive.open(name, "w") as handle:
@@ -263,6 +264,27 @@ def test_target_names_are_checked_against_a_dataframe_y(tmp_path, data):
     cert = certify(forged, X, Y, backends=["numpy"])
     assert cert.outcome == "FAIL" and "target_names are the data's header" in \
         format_certificate(cert)
+
+
+@pytest.mark.parametrize("change", [{"solver": "adam"}, {"dtype": "float32"}])
+@pytest.mark.parametrize("how", ["partial_fit", "warm_start"])
+def test_a_chain_whose_solver_or_dtype_changed_between_links_certifies(tmp_path, data, change,
+                                                                      how):
+    """partial_fit after set_params(solver=...) starts a fresh solver state, and
+    after set_params(dtype=...) the parent's weights and state cast: honest
+    starts, which failed (adversarial round 8, #36, #39, #42)."""
+    model = _fit(data, scaled=False, solver="sgd", max_iter=5, dtype="float64")
+    parent = _saved(tmp_path, model, "parent.npz")
+    model.set_params(**change)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if how == "partial_fit":
+            model.partial_fit(*data)
+        else:
+            model.set_params(warm_start=True, max_iter=3).fit(*data)
+    child = _saved(tmp_path, model, "child.npz")
+    cert = certify(child, *data, backends=["numpy"], parents=(parent,))
+    assert cert.outcome == "PASS", format_certificate(cert)
 
 
 def test_a_warm_start_chain_certifies_link_by_link(tmp_path, data):
@@ -828,6 +850,26 @@ def test_a_tampered_training_state_fails_naming_the_field(tmp_path, data, edit, 
     assert cert.outcome == "FAIL", text
     assert "FAIL the training state (what partial_fit and --resume continue from)" in text
     assert field in text
+
+
+def test_early_stoppings_last_weights_dropped_from_a_file_fail(tmp_path, data):
+    """A file whose weights are early stopping's best must keep the last ones,
+    which a continuation goes on from: without them --resume went on from the
+    best, and the certificate said PASS (adversarial round 8, #73)."""
+    X, y = data
+    model = _fit(data, scaled=False, solver="sgd", learning_rate_init=0.5, batch_size=32,
+                 early_stopping=True, n_iter_no_change=100, max_iter=12)
+    assert model.n_iter_ > np.argmax(model.validation_scores_) + 1   # best is not last
+    path = _saved(tmp_path, model)
+    assert certify(path, X, y, backends=["numpy"], dtypes=("float64",)).outcome == "PASS"
+
+    def no_last(metadata):
+        metadata["training"]["last_params"] = False
+
+    forged = _rewrite(path, tmp_path / "forged.npz", edit_metadata=no_last, drop="state_last")
+    cert = certify(forged, X, y, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "FAIL" and "training last_params (missing" in \
+        format_certificate(cert)
 
 
 @pytest.mark.parametrize("params", [

@@ -42,8 +42,11 @@ Where the extension is not built (no compiler at install), the NumPy fast
 path runs instead, silently: the extension is optional. ``import gpumlp``
 never imports it; the first fit that could use it does. It runs only where
 it is faster than the NumPy fast path, which is decided by the work of one
-epoch, ``n * h * (f + k)`` (:data:`MAX_WORK`; see there for the
-measurements behind it), and with the fast paths on (``GPUMLP_FASTPATH``).
+epoch, ``n * h * (f + k)``, against a line measured on this CPU by
+:func:`calibrate` (``gpumlp calibrate``) where it was run, else
+:data:`MAX_WORK` (see there for the measurements behind it), or set by
+``GPUMLP_CBLOCKS_MAX_WORK`` (:mod:`gpumlp.fastpath.calibration`), and with
+the fast paths on (``GPUMLP_FASTPATH``).
 """
 
 from __future__ import annotations
@@ -59,9 +62,10 @@ import numpy as np
 
 from ..activations import Activation
 from ..kernels import output_delta_scale
+from . import calibration
 
-__all__ = ["ACTIVATION_CODES", "ISAS", "MAX_EPOCHS", "MAX_WORK", "CBlocks", "available",
-           "blocks_for", "chosen_isa", "simd"]
+__all__ = ["ACTIVATION_CODES", "ISAS", "LADDER", "MAX_EPOCHS", "MAX_WORK", "CBlocks",
+           "available", "blocks_for", "calibrate", "chosen_isa", "simd"]
 
 #: Epochs one call may run: the trainer's largest block.
 MAX_EPOCHS = 64
@@ -80,6 +84,12 @@ ISAS = ("avx512", "avx2", "baseline")
 #: loaded machine where the NumPy path's second thread rarely had a core;
 #: quiet, that second thread halves the NumPy step at large sizes, so the
 #: line is drawn where even that leaves C ahead (``scripts/PERF_NOTES.md``).
+#: Re-measured with the kernel's two threads (issue 23's second session, load
+#: 6-8): C won at every size from 2**28.6 to 2**32 in all four runs (0.60-0.94
+#: of the NumPy time), but it stays here: measured on two cores only, where
+#: both paths run two threads; a machine with more cores is calibrated
+#: (:func:`calibrate`) or keeps the C blocks to the rows the NumPy path would
+#: split over two threads at most (:func:`blocks_for`).
 MAX_WORK = 2**27
 
 #: ``GPUMLP_SIMD`` as the environment set it at import.
@@ -165,7 +175,11 @@ def blocks_for(X: Any, y: Any, h: int, activation: Activation, alpha: float) -> 
     """A :class:`CBlocks` for this fit, or None where the C blocks do not serve it.
 
     They serve float32 and float64 NumPy arrays, an activation of
-    :data:`ACTIVATION_CODES`, and epochs up to :data:`MAX_WORK`; the caller
+    :data:`ACTIVATION_CODES`, and epochs up to the line
+    :func:`gpumlp.fastpath.calibration.max_work` gives (the environment's,
+    else this CPU's calibration); where none was set, epochs up to
+    :data:`MAX_WORK` whose rows the NumPy path would split over at most
+    two threads (the conditions it was measured in); the caller
     has checked the rest (one hidden layer, the squared error, no weights,
     plain full-batch descent, the fast paths on).
     """
@@ -173,11 +187,20 @@ def blocks_for(X: Any, y: Any, h: int, activation: Activation, alpha: float) -> 
         return None
     if X.dtype not in (np.float32, np.float64) or y.dtype != X.dtype:
         return None
-    n, f = X.shape
-    if n * h * (f + y.shape[1]) > MAX_WORK:
-        return None
     isa = chosen_isa()
     if isa is None:
+        return None
+    n, f = X.shape
+    work, line = n * h * (f + y.shape[1]), calibration.max_work(isa)
+    if line is None:
+        # The measured default: measured on two cores, it holds where the NumPy
+        # path would run no more threads than the kernel's two; on more cores
+        # the NumPy path takes the rest, uncalibrated.
+        from .numpy import _workers
+
+        if work > MAX_WORK or _workers(n) > 2:
+            return None
+    elif work > line:
         return None
     return CBlocks(X, y, h, activation, alpha, isa)
 
@@ -258,3 +281,127 @@ class CBlocks:
         W1, W2, b1, b2 = self._split(slots)
         return [([W1[j], W2[j], b1[j], b2[j]], scalars[0, j], scalars[1, j])
                 for j in range(epochs)]
+
+
+#: The sizes (n, f, h) :func:`calibrate` times, in increasing epoch work
+#: ``n h (f + 1)``: from 2^19 to 2^30.6.
+LADDER = ((1_600, 10, 32), (10_000, 16, 64), (30_000, 32, 64), (100_000, 16, 64),
+          (30_000, 32, 128), (100_000, 32, 128), (100_000, 64, 256))
+
+
+def _epoch_times(n: int, f: int, h: int, isa: str, rounds: int,
+                 seconds: float) -> tuple[float, float, float]:
+    """Per epoch (s) by the C blocks and by the NumPy fast path, the best of ``rounds``
+    interleaved rounds each, and their ratio C / NumPy: full-batch descent,
+    float32, sigmoid, one output. Best rounds, not the median of the rounds'
+    ratios: on a loaded machine one disturbed round of the C kernel (a barrier
+    per epoch waits for a descheduled thread) moved the median past 1 where
+    the other runs had C at 0.5-0.7 (``scripts/PERF_NOTES.md``)."""
+    import time
+
+    from ..activations import get_activation
+    from ..initialization import glorot_uniform
+    from .numpy import numpy_loss_and_grads
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, f)).astype(np.float32)
+    y = rng.standard_normal((n, 1)).astype(np.float32)
+    coefs, intercepts = glorot_uniform([f, h, 1], rng)
+    params = [p.astype(np.float32) for p in coefs + intercepts]
+    sigmoid = get_activation("sigmoid")
+    blocks = CBlocks(X, y, h, sigmoid, 0.0, isa)
+    # About `seconds` per timing at 2 GFLOP/s (the work is ~ n h (f + 1) FMAs per pass).
+    epochs = int(max(1, min(MAX_EPOCHS, seconds / (2e-9 * n * h * (f + 1) + 1e-5))))
+
+    def c_epochs():
+        blocks.run(params, [0.01] * epochs)
+
+    def numpy_epochs():
+        p = params
+        for _ in range(epochs):
+            _, coef_grads, intercept_grads = numpy_loss_and_grads(X, y, p[:2], p[2:], sigmoid)
+            p = [w - 0.01 * g for w, g in zip(p, coef_grads + intercept_grads)]
+
+    c_epochs(), numpy_epochs()      # warm: workspaces, threads, pages
+    times: dict = {"c": [], "numpy": []}
+    for i in range(rounds):
+        pair = [("c", c_epochs), ("numpy", numpy_epochs)]
+        for name, fn in (pair if i % 2 == 0 else pair[::-1]):
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) / epochs)
+    return min(times["c"]), min(times["numpy"]), min(times["c"]) / min(times["numpy"])
+
+
+def _load() -> float | None:
+    """The one-minute load average, where the system gives one."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
+
+
+def calibrate(ladder=None, rounds: int = 5, seconds: float = 0.2, write: bool = True,
+              report=None) -> dict:
+    """Measure where the C blocks stop beating the NumPy fast path on this CPU, and keep it.
+
+    Times both paths, interleaved, at each size of ``ladder`` in increasing
+    work, stopping at the first where C is not faster; the line is the
+    largest work up to which C always won
+    (:func:`gpumlp.fastpath.calibration.crossover`). Run it on a quiet
+    machine: the NumPy path's threads need their cores, and so does the
+    kernel's second thread.
+
+    Parameters
+    ----------
+    ladder : sequence of (n, f, h), optional
+        The sizes, one output each; by default :data:`LADDER`.
+    rounds : int
+        Interleaved rounds per size (the ratio is of the best rounds).
+    seconds : float
+        About how long each timing runs.
+    write : bool
+        Store the result in the per-user calibration file
+        (:func:`gpumlp.fastpath.calibration.store`), which every later
+        process on this CPU reads.
+    report : callable, optional
+        Called with each measured row (a dict), as it comes.
+
+    Returns
+    -------
+    dict
+        ``{"key": {...}, "max_work": int, "default": MAX_WORK, "load": float or
+        None (the load average when it ended), "date": ...,
+        "rows": [{"n", "f", "h", "work", "c_ms", "numpy_ms", "ratio"}, ...],
+        "path": str or None}``.
+
+    Raises
+    ------
+    ValueError
+        The C blocks cannot run here (not built, or ``GPUMLP_SIMD=none``).
+    """
+    import datetime
+
+    isa = chosen_isa()
+    if isa is None:
+        raise ValueError("The C blocks cannot run here (the extension is not built, or "
+                         "GPUMLP_SIMD=none), so there is nothing to calibrate: every fit "
+                         "takes the NumPy path.")
+    rows = []
+    ladder = LADDER if ladder is None else ladder
+    for n, f, h in sorted(ladder, key=lambda s: s[0] * s[2] * (s[1] + 1)):
+        c, numpy_time, ratio = _epoch_times(n, f, h, isa, rounds, seconds)
+        row = {"n": n, "f": f, "h": h, "work": n * h * (f + 1), "c_ms": 1e3 * c,
+               "numpy_ms": 1e3 * numpy_time, "ratio": ratio}
+        rows.append(row)
+        if report is not None:
+            report(row)
+        if not ratio < 1.0:
+            break
+    entry = {"key": calibration.cpu_key(isa), "max_work": calibration.crossover(
+                 [(r["work"], r["ratio"]) for r in rows]),
+             "default": MAX_WORK, "rounds": rounds, "load": _load(),
+             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+             "rows": rows}
+    path = calibration.store(entry) if write else None
+    return dict(entry, path=None if path is None else str(path))
