@@ -1397,7 +1397,17 @@ def _check_start(cert, net, record, metadata, parents, certify_parent):
                        for a, b in zip([*parent_net.coefs_, *parent_net.intercepts_],
                                        [*first["coefs"], *first["intercepts"]]))
             cert.checks.append(Check(f"the start is the parent model {os.fspath(path)}", same))
-            cert.checks.append(_continued_state(net, parent_net, record, first))
+            state = _continued_state(net, parent_net, record, first)
+            if not state.ok and getattr(parent_net, "_trainer", None) is None and \
+                    record["incremental"]:
+                # The parent file keeps no training state (training_state=False):
+                # the solver state partial_fit kept in memory cannot be checked.
+                cert.missing.append(
+                    f"the solver state this partial_fit continued: the parent file "
+                    f"{os.fspath(path)} keeps no training state (saved with "
+                    f"training_state=False), so the state kept in memory cannot be checked")
+            else:
+                cert.checks.append(state)
             cert.parents.append(certify_parent(path))
             cert.covered.append(f"provenance: the parent {os.fspath(path)}, certified in turn")
             return parent_net

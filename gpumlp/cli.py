@@ -1309,6 +1309,13 @@ def _run_certificate(args, names):
             # Only a CSV has a header: an .npy's or .npz's names (x0, x1, ...) are
             # made up, with nothing to compare (the certificate's notes say so).
             header = (table.feature_names, [table.target])
+            # A model fit in Python on a frame names its columns: its CSV is read
+            # by those names, in the model's order, as predict reads it.
+            names_in = metadata.get("feature_names_in") or metadata.get("feature_names")
+            if names_in and list(table.feature_names) != list(names_in) and \
+                    sorted(table.feature_names) == sorted(names_in):
+                X = X[:, [list(table.feature_names).index(n) for n in names_in]]
+                header = (list(names_in), [table.target])
     eval_set, whole = None, (X, y)   # the data as train read it: its digest is in the file
     if "test_size" in extra:  # a model from `gpumlp train`: redo its split
         from .splitting import train_test_split

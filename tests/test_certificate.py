@@ -287,6 +287,30 @@ def test_a_chain_whose_solver_or_dtype_changed_between_links_certifies(tmp_path,
     assert cert.outcome == "PASS", format_certificate(cert)
 
 
+def test_a_partial_fit_from_a_parent_saved_without_its_state_cannot_be_certified(tmp_path,
+                                                                                  data):
+    """The parent file keeps no training state, the child went on from the state
+    kept in memory: nothing can check that state, so CANNOT, saying why; it
+    was FAIL (adversarial round 8, #345)."""
+    model = _fit(data, scaled=False, solver="sgd", max_iter=5)
+    parent = tmp_path / "parent.npz"
+    save(model, parent, training_state=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.partial_fit(*data)
+    child = _saved(tmp_path, model, "child.npz")
+    cert = certify(child, *data, backends=["numpy"], parents=(parent,))
+    assert cert.outcome == "CANNOT", format_certificate(cert)
+    assert any("keeps no training state" in m for m in cert.missing)
+    fresh = load(parent)   # loaded without a state, partial_fit starts afresh: checkable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fresh.partial_fit(*data)
+    cert = certify(_saved(tmp_path, fresh, "fresh.npz"), *data, backends=["numpy"],
+                   parents=(parent,))
+    assert cert.outcome == "PASS", format_certificate(cert)
+
+
 def test_a_warm_start_chain_certifies_link_by_link(tmp_path, data):
     model = _fit(data, max_iter=5)
     parent = _saved(tmp_path, model, "parent.npz")
@@ -569,6 +593,30 @@ def test_a_parent_no_fit_of_the_chain_continued_is_refused(tmp_path):
     for parent in ("b.npz", "a.npz"):   # another model, or the model itself
         with pytest.raises(ValueError, match="no link of the chain"):
             certify(tmp_path / "a.npz", X, y, parents=(tmp_path / parent,), **kwargs)
+
+
+def test_validate_reads_a_frame_models_csv_by_its_column_names(tmp_path, capsys):
+    """A model fit in Python on a frame (columns b, a, c), validated with its data
+    as a CSV in another column order: predict reads such a CSV by name, validate
+    read it by position and failed the honest fit (adversarial round 8, #180)."""
+    pd = pytest.importorskip("pandas")
+    from gpumlp.cli import main
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.standard_normal((60, 3)), columns=["b", "a", "c"])
+    y = frame["a"] - frame["c"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MLPRegressor((3,), solver="sgd", max_iter=4, random_state=0).fit(frame, y)
+    save(model, tmp_path / "m.npz")
+    frame[["a", "b", "c"]].assign(y=y).to_csv(tmp_path / "d.csv", index=False)
+    argv = ["validate", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "d.csv"),
+            "--backends", "numpy"]
+    assert main(argv) == 0, capsys.readouterr().out
+    assert "feature_names_in are the data's header" in capsys.readouterr().out
+    shuffled = frame[["a", "b", "c"]].assign(y=y).sample(frac=1, random_state=0)
+    shuffled.to_csv(tmp_path / "d.csv", index=False)   # other rows: not its data
+    assert main(argv) == 1
 
 
 def test_a_cli_resume_link_certifies_against_its_parent(tmp_path):
