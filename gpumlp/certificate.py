@@ -39,7 +39,12 @@ state and each epoch's decisions (:mod:`gpumlp._fitrecord`); :func:`certify`
    an L-BFGS replay evaluates the loss at the recorded step only, and where
    that is not an exact Wolfe step at its numbers searches again within the
    fit's own evaluations of that iteration (recorded), so a replay never
-   costs much more than the fit;
+   costs much more than the fit; where the fit's search found no step (it
+   forgot its memory and searched again, or stopped), the replay does as the
+   fit did and runs the rule's own search there, within the search's own
+   limit of evaluations: a step it finds that meets the Wolfe conditions
+   beyond rounding, where NumPy's float64 and float32 runs found one too,
+   refutes the record;
 5. **binds the file's claims**: ``loss_curve_``, ``loss_``, ``best_loss_``,
    ``n_iter_``, ``learning_rates_`` and validation scores are the ones the
    replays check, the stored weights are exactly those the last checkpoint
@@ -92,6 +97,7 @@ the data, the parent model); :attr:`Certificate.missing` says what.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -242,6 +248,8 @@ class _Decisions:
         self.retrying = False                   # L-BFGS: the first search given up, as recorded
         self.progress = []                      # "auto": each epoch's progress measure
         self.start = None                       # "auto": a continued call's go-on or restart
+        self.failed_searches = []               # L-BFGS: what the rule's search finds where
+        #                                         the fit's found no step
 
     def epoch_after(self, samples_seen: int) -> int:
         """The call's epoch (1-based) that ends with ``samples_seen`` rows seen."""
@@ -254,7 +262,7 @@ _IMPOSED: dict = {}
 
 def _imposed_class(base):
     """``base`` with recorded decisions imposed (from the instance's ``_decisions``)."""
-    from . import kernels, solvers
+    from . import solvers
     from .devices import read_floats
 
     class Imposed(base):
@@ -336,44 +344,69 @@ def _imposed_class(base):
             decisions.log[-1].update(improves=(own, imposed), best_loss=best_loss)
             return imposed
 
+        def _own_search(self, e, objective, params, direction, f0, slope, step, state, eps,
+                        failed=False):
+            """The rule's own search at iteration ``e``, within the loss evaluations
+            the fit's took (recorded), so a replay never costs more than the fit; or,
+            where the fit's search ``failed``, within the search's own limit (what
+            the recorded count cannot be trusted to bound: a forger's failed search
+            need spend none), None where the fit ran out of ``max_fun`` there."""
+            context = self._decisions.context
+            evaluations = context.record.get("evaluations")
+            budget = self.max_line_search * 2 if evaluations is None else evaluations[e]
+            if failed:
+                if context.n_fun is not None and e < len(context.n_fun) \
+                        and context.n_fun[e] >= self.max_fun:
+                    return None
+                budget = self.max_line_search * 2
+            trial = dataclasses.replace(state, n_fun=max(0, self.max_fun - budget))
+            found, _ = super()._line_search(objective, params, direction, f0, slope, step,
+                                            trial, eps)
+            return found
+
         def _line_search(self, objective, params, direction, f0, slope, step, state, eps):
             decisions = self._decisions
             e = decisions.epoch
             imposed = decisions.context.steps[e]
-            if math.isnan(imposed):
-                # The fit's search found no step here: so does the replay (the
-                # iteration then stops, as it did).
-                return None, state
             retried = decisions.context.record.get("retried") or ()
-            if e < len(retried) and retried[e] and not decisions.retrying:
-                # The fit's first search failed and it forgot its memory: so does
-                # the replay, which then takes the recorded step on the second.
-                decisions.retrying = True
+            first_failed = e < len(retried) and retried[e] and not decisions.retrying
+            if math.isnan(imposed) or first_failed:
+                # The fit's search found no step here: so does the replay (the
+                # iteration then stops, or, for a first search, forgets its memory
+                # and takes the recorded step on the second, as the fit did). What
+                # the rule's own search finds from the replay's numbers is logged,
+                # and checked (_failed_search_failures).
+                found = self._own_search(e, objective, params, direction, f0, slope, step,
+                                         state, eps, failed=True)
+                entry = {"epoch": e + 1, "attempt": sum(
+                    1 for x in decisions.failed_searches if x["epoch"] == e + 1),
+                    "f0": f0, "slope": slope, "own": None, "band": self.noise * eps * abs(f0)}
+                if found is not None:
+                    entry.update(own=found[0], f=found[3], d=read_floats(
+                        solvers._lbfgs_ops(direction)["dot"](found[2], direction))[0])
+                decisions.failed_searches.append(entry)
+                decisions.retrying = first_failed
                 return None, state
             decisions.retrying = False
             decisions.epoch += 1
+            ops = solvers._lbfgs_ops(params)
             loss, grads, (f, largest, d), after = self._evaluate(
-                objective, solvers._axpy(imposed, direction, params), state, direction)
+                objective, ops["axpy"](imposed, direction, params), state, direction)
             own = imposed
             # The search's own acceptance: strong Wolfe, or within the loss's
             # rounding band the approximate conditions (solvers.LBFGS).
             band = self.noise * eps * abs(f0)
             curvature = abs(d) <= -self.c2 * slope
             if not ((f <= f0 + self.c1 * imposed * slope or f <= f0 + band) and curvature):
-                # Not such a step here, exactly: what would the search choose? It may
-                # spend no more loss evaluations than the fit's did in this
-                # iteration (recorded), so a replay never costs more than the fit.
-                evaluations = decisions.context.record.get("evaluations")
-                budget = self.max_line_search * 2 if evaluations is None else evaluations[e]
-                trial = dataclasses.replace(state, n_fun=max(0, self.max_fun - budget))
-                found, _ = super()._line_search(objective, params, direction, f0, slope,
-                                                step, trial, eps)
+                # Not such a step here, exactly: what would the search choose?
+                found = self._own_search(e, objective, params, direction, f0, slope, step,
+                                         state, eps)
                 own = None if found is None else found[0]
             decisions.log.append({"epoch": e + 1, "own": own, "imposed": imposed, "f0": f0,
                                   "slope": slope, "f": f, "d": d, "band": band,
                                   "largest": largest,
                                   "s_norm": abs(imposed) * math.sqrt(read_floats(
-                                      kernels.dot(direction, direction))[0])})
+                                      ops["dot"](direction, direction))[0])})
             return (imposed, loss, grads, f, largest, 0.0), after
 
     Imposed.__name__ = Imposed.__qualname__ = f"Imposed{base.__name__}"
@@ -461,6 +494,41 @@ def _sources(ctx, device, dtype):
     return source, validation, generator_from_state(state)
 
 
+@contextlib.contextmanager
+def _replay_threads(device, n_rows: int, use_fastpath: bool):
+    """Hold a replay to the threads NumPy's fit gives ``n_rows`` rows, and restore them.
+
+    The NumPy fast path works ``n_rows`` rows on one thread per 4096 rows per
+    core, each with a one-thread BLAS (:mod:`gpumlp.fastpath.numpy`); the fit
+    a replay is measured against ran so. PyTorch's intra-op pool, as it
+    comes, takes every core for each small product: on a loaded 2-core VM its
+    threads and OpenBLAS's (NumPy's replays, run between its segments) waited
+    for each other, and an Adam replay of 2000 rows took 50 to 75 times the
+    fit (3 to 5 times held to one). So here PyTorch (on the CPU) and OpenBLAS
+    (for NumPy's generic kernels, and whatever NumPy work another backend's
+    replay does) get that many threads, and their own counts come back on
+    leaving, whatever happens inside. The NumPy fast path sets its own, as
+    in the fit (a replay that must give the fit's numbers bit for bit runs
+    exactly as the fit ran). JAX's CPU threads are fixed when it starts
+    (``XLA_FLAGS``): left alone.
+    """
+    from .fastpath.numpy import _blas, _workers
+
+    threads = _workers(n_rows)
+    with contextlib.ExitStack() as stack:
+        torch_cpu = device.backend == "torch" and device.native == "cpu"
+        if torch_cpu:
+            import torch
+
+            before = torch.get_num_threads()
+            if before != threads:
+                torch.set_num_threads(threads)
+                stack.callback(torch.set_num_threads, before)
+        if not (device.is_numpy and use_fastpath):
+            stack.enter_context(_blas().limit(limits=threads, user_api="blas"))
+        yield
+
+
 def _start_arrays(checkpoint, dtype):
     """A checkpoint's weights, best weights and state arrays in ``dtype``."""
     def cast(a):
@@ -486,7 +554,7 @@ def _run_segment(ctx, j, device, dtype, use_fastpath):
     _, activation = check_params(net)
     n_outputs = np.asarray(c0["coefs"][-1]).shape[1]
     network = Network(len(c0["coefs"]), activation, use_fastpath, get_loss(net.loss), False)
-    with device.context():
+    with device.context(), _replay_threads(device, ctx.X.shape[0], use_fastpath):
         source, validation, rng = _sources(ctx, device, dtype)
         if j > 0:
             rng = generator_from_state(c0["rng"]["numpy_generator"])
@@ -528,10 +596,13 @@ def _run_segment(ctx, j, device, dtype, use_fastpath):
                         n_iter_no_change=net.n_iter_no_change, validation=validation,
                         stop_on_validation=net.early_stopping and not record["incremental"],
                         check_convergence=False)
-        end_state = plain_numbers(trainer.state, solver.init_state(trainer.params))
+        end_params = [to_numpy(p) for p in trainer.params]
+        # The fresh state is only a template of types: made of host copies, it
+        # costs no device work (on JAX, a dispatch per array).
+        end_state = plain_numbers(trainer.state, solver.init_state(end_params))
         arrays, description = state_to_arrays(end_state)
         return {
-            "params": [to_numpy(p).astype(np.float64) for p in trainer.params],
+            "params": [p.astype(np.float64) for p in end_params],
             "state_arrays": {k: to_numpy(v).astype(np.float64) for k, v in arrays.items()},
             "state": description,
             "best": None if trainer.best_params is None else
@@ -542,6 +613,7 @@ def _run_segment(ctx, j, device, dtype, use_fastpath):
             "log": decisions.log,
             "progress": decisions.progress,
             "start_choice": decisions.start,
+            "failed_searches": decisions.failed_searches,
             "steps_per_epoch": steps_per_epoch,
             "start_params": [np.asarray(a, dtype=np.float64)
                              for a in [*c0["coefs"], *c0["intercepts"]]],
@@ -899,6 +971,54 @@ def _lbfgs_failures(entry, i, tau, uncertainty, ctx, grads) -> list:
     if e == ctx.n_iter and ctx.n_iter < ctx.max_iter and not stops:
         failures.append(f"epoch {e}: L-BFGS stopped where none of its stopping tests holds "
                         f"within rounding ({numbers})")
+    return failures
+
+
+def _failed_search_failures(run, exact, rounded, dtype, ctx) -> list:
+    """The L-BFGS line searches the file says found no step, against the rule's own.
+
+    Each replay runs the search where the fit's failed (within the fit's
+    evaluations of that iteration). A search that finds no step agrees. One
+    that finds a step refutes the record only when every oracle run (NumPy in
+    float64 and float32) found one too, and the step meets the strong Wolfe
+    conditions, or the approximate ones within the loss's rounding band,
+    beyond rounding: each number read (``f0``, ``f``, the slopes) moved by
+    :data:`MARGIN` times what float32 rounding moved it here, plus one
+    rounding per step. Where the oracle's searches disagree, or a number sits
+    within rounding of its threshold, the failure is within rounding.
+    """
+    eps, scale = float(np.finfo(dtype).eps), _scale(dtype)
+    solver, failures = ctx.solver, []
+    oracle = [{(x["epoch"], x["attempt"]): x for x in r["failed_searches"]}
+              for r in (exact, *rounded)]
+    for entry in run["failed_searches"]:
+        if entry["own"] is None:
+            continue
+        key = (entry["epoch"], entry["attempt"])
+        known = [o.get(key) for o in oracle]
+        if any(k is None or k["own"] is None for k in known):
+            continue
+        i = sum(1 for x in run["log"] if x["epoch"] < entry["epoch"])
+
+        def within(name):
+            x = entry[name]
+            moved = max(abs(k[name] - known[0][name]) for k in known[1:]) if len(known) > 1 \
+                else math.inf
+            if not math.isfinite(moved) or not math.isfinite(x):
+                return math.inf
+            return MARGIN * (scale * moved + (i + 1) * eps * abs(x))
+
+        a, f0, f, d, slope = (entry[k] for k in ("own", "f0", "f", "d", "slope"))
+        low_f = f + within("f") + within("f0")
+        steep = abs(d) + within("d") + solver.c2 * within("slope")
+        curvature = steep <= -solver.c2 * slope
+        strong = low_f <= f0 + solver.c1 * a * slope - solver.c1 * a * within("slope")
+        approximate = (low_f <= f0 + entry["band"]
+                       and d + within("d") + within("slope") <= (2.0 * solver.c1 - 1.0) * slope)
+        if curvature and (strong or approximate):
+            failures.append(f"epoch {entry['epoch']}: the line search found no step, where the "
+                            f"rule's own finds the step {a:.6g} (loss {f:.6g} from {f0:.6g}, "
+                            f"slope {d:.3g} from {slope:.3g}) beyond rounding")
     return failures
 
 
@@ -1980,6 +2100,8 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                     worst, where, failures = _compare(quantities, noise[j], tol_dtype, scales)
                     failures += _decision_failures(run, exact[j], [r[j] for r in rounded],
                                                    tol_dtype, ctx, scales[0])
+                    failures += _failed_search_failures(run, exact[j], [r[j] for r in rounded],
+                                                        tol_dtype, ctx)
                     start, end = record["checkpoints"][j]["epoch"], stored_end["epoch"]
                     replay.segments.append({"start": start, "end": end, "worst": worst,
                                             "what": where})

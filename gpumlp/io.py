@@ -206,7 +206,8 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         "activation": net.activation,
         "out_activation": getattr(net, "out_activation_", "identity"),
         "dtype": str(coefs[0].dtype),
-        "trained_on": str(getattr(net, "device_", "")),
+        # A loaded model has no device_ until it trains again: its file's word stays.
+        "trained_on": str(getattr(net, "device_", None) or getattr(net, "_trained_on", "")),
         "params": {k: _plain(k, v) for k, v in net.get_params().items()},
         "y_1d": bool(getattr(net, "_y_was_1d", False)),
         "n_iter": int(getattr(net, "n_iter_", 0)),
@@ -1134,6 +1135,9 @@ def load_with_metadata(
     if "fit_record" in metadata:
         net._fit_record = _record_from_file(metadata["fit_record"], arrays,
                                             metadata["layer_sizes"])
+    # Where it was trained, which save writes again (the fit record says so too,
+    # and a certificate checks that the two agree).
+    net._trained_on = metadata["trained_on"]
     if metadata["kind"] == "MLPRegressor":
         return net, metadata
     # The template is an unfitted regressor of the same parameters, as fit

@@ -39,6 +39,7 @@ says why it stopped through :meth:`Solver.stop_reason`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from collections.abc import Callable, Mapping
@@ -48,7 +49,7 @@ from typing import Any, ClassVar
 from array_api_compat import array_namespace, device, is_array_api_obj
 
 from . import kernels, step_size
-from .devices import read_floats, to_numpy
+from .devices import device_of, read_floats, to_numpy
 
 __all__ = ["SCHEDULES", "SOLVERS", "Adam", "AdamState", "AutoGD", "AutoGDState",
            "GradientDescent", "LBFGS", "LBFGSState", "SGD", "SGDState", "Solver", "make_solver",
@@ -367,6 +368,89 @@ def _axpy(alpha, x, y):
     return [alpha * u + v for u, v in zip(x, y)]
 
 
+def _newer_pair(q, s, y):
+    """The two-loop recursion's first loop at one pair: ``q``, ``rho`` and ``a``."""
+    rho = 1.0 / kernels.dot(y, s)
+    a = rho * kernels.dot(s, q)
+    return _axpy(-a, y, q), rho, a
+
+
+def _initial_scaling(q, s, y):
+    """``q`` scaled by ``s.y / y.y`` of the newest pair (the initial inverse Hessian)."""
+    return [(kernels.dot(s, y) / kernels.dot(y, y)) * v for v in q]
+
+
+def _older_pair(q, s, y, rho, a):
+    """The two-loop recursion's second loop at one pair."""
+    b = rho * kernels.dot(y, q)
+    return _axpy(a - b, s, q)
+
+
+def _negated(q):
+    return [-v for v in q]
+
+
+def _largest(grads):
+    """The largest gradient entry's magnitude, a 0-d array."""
+    xp = array_namespace(*grads)
+    return xp.max(xp.stack([xp.max(xp.abs(g)) for g in grads]))
+
+
+def _largest_and_slope(grads, direction):
+    """:func:`_largest`, and the slope ``g.d`` along ``direction``."""
+    return _largest(grads), kernels.dot(grads, direction)
+
+
+def _curvature_pair(step, direction, grads, old_grads):
+    """``s = step d``, ``y = g_new - g``, ``s.y`` and ``y.y``."""
+    s = [step * d for d in direction]
+    y = [g1 - g0 for g1, g0 in zip(grads, old_grads)]
+    return s, y, kernels.dot(s, y), kernels.dot(y, y)
+
+
+#: L-BFGS's arithmetic on the device, each a pure function of its arrays: on a
+#: device that compiles (JAX) each is one compiled program (:func:`_lbfgs_ops`),
+#: traced once whatever the memory holds; the two-loop recursion alone is some
+#: 400 small operations, each of which would otherwise cost a dispatch and, on
+#: its first call per shape, a compilation.
+_LBFGS_OPS = {"axpy": _axpy, "dot": kernels.dot, "largest": _largest,
+              "largest_and_slope": _largest_and_slope, "curvature_pair": _curvature_pair,
+              "newer_pair": _newer_pair, "initial_scaling": _initial_scaling,
+              "older_pair": _older_pair, "negated": _negated}
+
+
+def _two_loop(grads, steps, changes, ops=_LBFGS_OPS):
+    """``-H g`` by L-BFGS's two-loop recursion over the pairs ``(steps[i], changes[i])``,
+    oldest first (Nocedal and Wright, Algorithm 7.4, initial scaling ``s.y / y.y``).
+
+    ``ops``: :data:`_LBFGS_OPS`, or the same compiled (:func:`_lbfgs_ops`).
+    """
+    q = list(grads)
+    history = list(zip(steps, changes))
+    rhos, alphas = [], []
+    for s, y in reversed(history):
+        q, rho, a = ops["newer_pair"](q, s, y)
+        rhos.append(rho)
+        alphas.append(a)
+    if history:
+        q = ops["initial_scaling"](q, *history[-1])
+    for (s, y), rho, a in zip(history, reversed(rhos), reversed(alphas)):
+        q = ops["older_pair"](q, s, y, rho, a)
+    return ops["negated"](q)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_lbfgs_ops(where):
+    """:data:`_LBFGS_OPS` compiled by the device ``where``."""
+    return {name: where.compile(op) for name, op in _LBFGS_OPS.items()}
+
+
+def _lbfgs_ops(arrays):
+    """:data:`_LBFGS_OPS` for the device of ``arrays``: compiled where it compiles."""
+    where = device_of(arrays[0])
+    return _compiled_lbfgs_ops(where) if where.compiles else _LBFGS_OPS
+
+
 def _cubic_minimiser(a, fa, da, b, fb, db):
     """The minimiser of the cubic through ``(a, fa, da)`` and ``(b, fb, db)``, or ``None``.
 
@@ -457,29 +541,15 @@ class LBFGS(Solver):
 
     def _evaluate(self, objective, params, state, direction=None):
         """Loss, gradients and their host scalars at ``params``; one more evaluation."""
-        xp = array_namespace(*params)
         loss, grads = objective(params)
-        largest = xp.max(xp.stack([xp.max(xp.abs(g)) for g in grads]))
-        scalars = [loss, largest] + ([] if direction is None else [kernels.dot(grads, direction)])
-        return loss, grads, read_floats(*scalars), replace(state, n_fun=state.n_fun + 1)
+        ops = _lbfgs_ops(grads)
+        scalars = [ops["largest"](grads)] if direction is None else \
+            list(ops["largest_and_slope"](grads, direction))
+        return loss, grads, read_floats(loss, *scalars), replace(state, n_fun=state.n_fun + 1)
 
     def _direction(self, grads, state):
-        """``-H g`` by the two-loop recursion."""
-        q = list(grads)
-        history = list(zip(state.steps, state.changes))
-        rhos = [1.0 / kernels.dot(y, s) for s, y in history]
-        alphas = []
-        for (s, y), rho in zip(reversed(history), reversed(rhos)):
-            a = rho * kernels.dot(s, q)
-            alphas.append(a)
-            q = _axpy(-a, y, q)
-        if history:
-            s, y = history[-1]
-            q = [(kernels.dot(s, y) / kernels.dot(y, y)) * v for v in q]
-        for (s, y), rho, a in zip(history, rhos, reversed(alphas)):
-            b = rho * kernels.dot(y, q)
-            q = _axpy(a - b, s, q)
-        return [-v for v in q]
+        """``-H g`` by the two-loop recursion (:func:`_two_loop`)."""
+        return _two_loop(grads, state.steps, state.changes, _lbfgs_ops(grads))
 
     def update(self, params, state, objective):
         if state.stop:
@@ -495,15 +565,16 @@ class LBFGS(Solver):
         loss0, grads0 = state.loss, state.grads
         f0 = read_floats(loss0)[0]
         eps = float(array_namespace(loss0).finfo(loss0.dtype).eps)
+        ops = _lbfgs_ops(grads0)
         retried = False
         for _ in range(2):
             direction = self._direction(grads0, state)
-            slope = read_floats(kernels.dot(grads0, direction))[0]
+            slope = read_floats(ops["dot"](grads0, direction))[0]
             if not slope < 0:
                 # Not a descent direction (the memory went stale): steepest descent.
                 state = replace(state, steps=[], changes=[])
-                direction = [-g for g in grads0]
-                slope = read_floats(kernels.dot(grads0, direction))[0]
+                direction = ops["negated"](grads0)
+                slope = read_floats(ops["dot"](grads0, direction))[0]
             first = 1.0 if state.steps else min(1.0, 1.0 / math.sqrt(-slope))
             found, state = self._line_search(objective, params, direction, f0, slope, first,
                                              state, eps)
@@ -520,10 +591,9 @@ class LBFGS(Solver):
             state = replace(state, steps=[], changes=[])  # forget the memory, try once more
             retried = True
         step, loss, grads, f, largest, band = found
-        new_params = _axpy(step, direction, params)
-        s = [step * d for d in direction]
-        y = [g1 - g0 for g1, g0 in zip(grads, grads0)]
-        sy, yy = read_floats(kernels.dot(s, y), kernels.dot(y, y))
+        new_params = ops["axpy"](step, direction, params)
+        s, y, sy, yy = ops["curvature_pair"](step, direction, grads, grads0)
+        sy, yy = read_floats(sy, yy)
         steps, changes = state.steps, state.changes
         kept = self.keeps_pair(sy, yy)
         if kept:
@@ -568,9 +638,11 @@ class LBFGS(Solver):
         """
         band = self.noise * eps * abs(f0)
 
+        axpy = _lbfgs_ops(params)["axpy"]
+
         def at(a, state):
             loss, grads, (f, largest, d), state = self._evaluate(
-                objective, _axpy(a, direction, params), state, direction)
+                objective, axpy(a, direction, params), state, direction)
             return (a, loss, grads, f, largest, d), state
 
         def sufficient(p):

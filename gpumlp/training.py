@@ -133,7 +133,8 @@ from .solvers import (
 from .sources import Network, rows_loss_and_grads, select_blocks, select_fast
 
 __all__ = ["LossIncreasedWarning", "Trainer", "TrainingDivergedError", "compiled_blocks",
-           "compiled_step", "epoch_function", "read_scalars", "step_function"]
+           "compiled_objective", "compiled_step", "epoch_function", "objective_function",
+           "read_scalars", "step_function"]
 
 
 class TrainingDivergedError(ValueError):
@@ -290,26 +291,57 @@ def step_function(network: Network, solver: Solver, alpha: float, n_outputs: int
         included) at the old parameters, a 0-d array. No host read and no
         side effect: a compiler may trace it (see ``Device.compile``).
     """
-    n_coefs = network.n_coefs
     chosen = {}   # the fast path for each kind of batch: chosen once, not per step
 
     def step(params, state, X, y, w):
         kind = (type(X), w is None)
         if kind not in chosen:
-            chosen[kind] = select_fast(X, w, network)
-        fast = chosen[kind]
-
-        def objective(params):
-            coefs, intercepts = params[:n_coefs], params[n_coefs:]
-            loss, grads, total = rows_loss_and_grads(X, y, w, coefs, intercepts, network,
-                                                     fast)
-            loss, coef_grads = kernels.add_l2(loss, grads[:n_coefs], coefs, alpha, total,
-                                              n_outputs, network.loss)
-            return loss, coef_grads + grads[n_coefs:]
-
-        return solver.update(params, state, objective)
+            chosen[kind] = objective_function(network, alpha, n_outputs,
+                                              select_fast(X, w, network))
+        objective = chosen[kind]
+        return solver.update(params, state, lambda params: objective(params, X, y, w))
 
     return step
+
+
+def objective_function(network: Network, alpha: float, n_outputs: int, fast=None):
+    """A batch's loss and gradients, with the L2 penalty, as a pure function.
+
+    Parameters
+    ----------
+    network : Network
+    alpha : float
+        L2 penalty strength.
+    n_outputs : int
+    fast : callable or None
+        The backend's fast ``loss_and_grads`` for the batches (:func:`select_fast`),
+        or None for the generic kernels.
+
+    Returns
+    -------
+    callable
+        ``objective(params, X, y, w) -> (loss, grads)``, ``grads`` shaped as
+        ``params`` (``coefs + intercepts``), ``loss`` a 0-d array: what
+        :func:`step_function`'s step hands its solver, and what a solver that
+        reads the host evaluates (compiled where the device compiles,
+        :func:`compiled_objective`).
+    """
+    n_coefs = network.n_coefs
+
+    def objective(params, X, y, w):
+        coefs, intercepts = params[:n_coefs], params[n_coefs:]
+        loss, grads, total = rows_loss_and_grads(X, y, w, coefs, intercepts, network, fast)
+        loss, coef_grads = kernels.add_l2(loss, grads[:n_coefs], coefs, alpha, total,
+                                          n_outputs, network.loss)
+        return loss, coef_grads + grads[n_coefs:]
+
+    return objective
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_objective(device, network: Network, alpha: float, n_outputs: int):
+    """:func:`objective_function` on the generic kernels, compiled by ``device``, cached."""
+    return device.compile(objective_function(network, alpha, n_outputs))
 
 
 @functools.lru_cache(maxsize=64)
@@ -448,7 +480,18 @@ class Trainer:
         return self.params[self.network.n_coefs:]
 
     def objective(self, source, batch):
-        """``params -> (loss, grads)`` on one batch, with the L2 penalty added."""
+        """``params -> (loss, grads)`` on one batch, with the L2 penalty added.
+
+        On a device that compiles (JAX), for a source holding rows, one
+        compiled program (:func:`compiled_objective`): a solver that reads
+        the host (L-BFGS, ``"auto"``) evaluates it every step, and its some
+        thirty operations one by one would each cost a dispatch.
+        """
+        device = getattr(source, "device", None)
+        if device is not None and device.compiles and hasattr(source, "rows"):
+            X, y, w = source.rows(batch)
+            compiled = compiled_objective(device, self.network, self.alpha, source.n_outputs)
+            return lambda params: compiled(params, X, y, w)
         n_coefs = self.network.n_coefs
 
         def evaluate(params):

@@ -326,6 +326,25 @@ def test_a_warm_start_chain_certifies_link_by_link(tmp_path, data):
     assert chained.parents[0].outcome == "PASS"
 
 
+@pytest.mark.parametrize("scaled", [True, False])
+def test_a_loaded_model_saved_again_keeps_its_provenance_and_certifies(tmp_path, data,
+                                                                       scaled):
+    """save(load(f)) is f again, ``trained_on`` included (it was written as ''), so the
+    fit record and the file's word on where it ran still agree: PASS, not FAIL."""
+    first = _saved(tmp_path, _fit(data, scaled=scaled), "first.npz")
+    again = _saved(tmp_path, load(first), "again.npz")
+    before, after = read_metadata(first), read_metadata(again)
+    assert after["trained_on"] == before["trained_on"] == "cpu"
+    assert {k: v for k, v in after.items() if k != "created"} == \
+        {k: v for k, v in before.items() if k != "created"}
+    with np.load(first) as a, np.load(again) as b:
+        assert sorted(a.files) == sorted(b.files)
+        for name in set(a.files) - {"metadata"}:     # compared above, but for "created"
+            assert np.array_equal(a[name], b[name]), name
+    outcome, cert = _outcome(again, data)
+    assert outcome == "PASS", format_certificate(cert)
+
+
 def test_a_one_epoch_fit_formats_and_passes(tmp_path, data):
     path = _saved(tmp_path, _fit(data, max_iter=1))
     outcome, cert = _outcome(path, data)

@@ -114,6 +114,64 @@ def test_an_lbfgs_fit_run_past_its_stop_fails(tmp_path, data, monkeypatch):
         format_certificate(cert)
 
 
+def _failing_search(at_iteration):
+    """``LBFGS._line_search`` that finds no step at the fit's ``at_iteration``-th
+    iteration's first search (counted by the solver's loss evaluations so far)."""
+    def replacement(real):
+        calls = {"n": 0, "last": None}
+
+        def search(self, objective, params, direction, f0, slope, step, state, eps):
+            if state.n_fun != calls["last"]:
+                calls["n"], calls["last"] = calls["n"] + 1, state.n_fun
+                if calls["n"] == at_iteration:
+                    return None, state
+            return real(self, objective, params, direction, f0, slope, step, state, eps)
+        return search
+    return replacement
+
+
+@pytest.mark.parametrize("at_iteration, what", [(1, "stopped"), (4, "retried")])
+def test_a_line_search_recorded_as_failed_where_the_rule_finds_a_step_fails(
+        tmp_path, data, monkeypatch, at_iteration, what):
+    """A search that found no step is imposed on the replay, and checked: the rule's own
+    search, run there from the replay's numbers, finds a strong-Wolfe step beyond rounding.
+    At the first iteration (no memory) the fit stops for want of a step; at the fourth
+    it forgets its memory and searches again (a retry), then goes on."""
+    forged = _forged(monkeypatch, solvers.LBFGS, "_line_search", _failing_search(at_iteration),
+                     lambda: _fit(data, solver="lbfgs", max_iter=8))
+    record = forged._fit_record
+    if what == "stopped":
+        assert forged.n_iter_ == 1 and np.isnan(record["steps"][0])
+    else:
+        e = at_iteration - 1
+        assert record["retried"][e] and np.isfinite(record["steps"][e])
+    cert = _certified(tmp_path, forged, data, dtypes=("float64",))
+    assert cert.outcome == "FAIL", format_certificate(cert)
+    assert f"epoch {at_iteration}: the line search found no step, where the rule's own finds" \
+        in format_certificate(cert)
+
+
+def test_honest_failed_line_searches_pass(tmp_path, data, monkeypatch):
+    """A search that honestly finds no step is no failure: here the rule allows each
+    search two loss evaluations and asks a tight curvature (``max_line_search=1``,
+    ``c2=0.1``, in the fit and in the replays alike), so the third iteration's first
+    search fails and the fit retries; the replays' own searches fail there too."""
+    from gpumlp import MLPRegressor
+
+    real = MLPRegressor._make_solver
+
+    def short_searches(self, n_outputs=None):
+        solver = real(self, n_outputs)
+        return dataclasses.replace(solver, max_line_search=1, c2=0.1) \
+            if isinstance(solver, solvers.LBFGS) else solver
+
+    monkeypatch.setattr(MLPRegressor, "_make_solver", short_searches)
+    model = _fit(data, solver="lbfgs", max_iter=20)
+    assert model._fit_record["retried"][2], "this fit was meant to retry a failed search"
+    cert = _certified(tmp_path, model, data)
+    assert cert.outcome == "PASS", format_certificate(cert)
+
+
 def test_an_lbfgs_replay_evaluates_the_loss_no_more_than_the_fit(tmp_path, data,
                                                                   monkeypatch):
     """Where a recorded step is not an exact Wolfe step at the replay's numbers, the
