@@ -99,7 +99,10 @@ Divergence is never called convergence: a loss that becomes NaN or infinite
 raises :class:`TrainingDivergedError`, with training put back to the start of
 the last recorded epoch (the weights at which the last finite loss was
 measured, with their solver state, sample count and generator, and that
-epoch out of the history); a fit that ends with a higher loss than it began with warns
+epoch out of the history); so does a step that makes the weights, or the
+state a solver declares can overflow unseen
+(:attr:`gpumlp.solvers.Solver.UNSEEN_OVERFLOW`), NaN or infinite, back to
+the start of that epoch; a fit that ends with a higher loss than it began with warns
 (:class:`LossIncreasedWarning`), naming the learning rate.
 """
 
@@ -138,7 +141,8 @@ __all__ = ["LossIncreasedWarning", "Trainer", "TrainingDivergedError", "compiled
 
 
 class TrainingDivergedError(ValueError):
-    """The training loss became NaN or infinite; the last finite weights were kept."""
+    """The training loss, the weights, or a solver state whose overflow the weights would not
+    show (Adam's second moment) became NaN or infinite; the last finite weights were kept."""
 
 
 class LossIncreasedWarning(UserWarning):
