@@ -500,9 +500,9 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     from .scaling import StandardizedRegressor
     from .training import LossIncreasedWarning, TrainingDivergedError
 
-    # `net` is the network that trains: a StandardizedRegressor trains a new
-    # one from its template (its regressor_), unless the template says
-    # warm_start, which continues the fitted regressor_ (a resume).
+    # A StandardizedRegressor trains a new network from its template (as its
+    # regressor_), unless the template says warm_start, which continues the
+    # fitted regressor_ (a resume): `net` is read again once the fit ends.
     if resumed is not None:
         model, net = resumed, getattr(resumed, "regressor_", resumed)
         resumed_params = dict(warm_start=True, max_iter=args.epochs, device=device)
