@@ -500,9 +500,15 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     from .scaling import StandardizedRegressor
     from .training import LossIncreasedWarning, TrainingDivergedError
 
+    # A StandardizedRegressor trains a new network from its template (as its
+    # regressor_), unless the template says warm_start, which continues the
+    # fitted regressor_ (a resume): `net` is read again once the fit ends.
     if resumed is not None:
         model, net = resumed, getattr(resumed, "regressor_", resumed)
-        net.set_params(warm_start=True, max_iter=args.epochs, device=device)
+        resumed_params = dict(warm_start=True, max_iter=args.epochs, device=device)
+        net.set_params(**resumed_params)
+        if model is not net:
+            model.regressor.set_params(**resumed_params)
         print(f"resuming {args.resume} after epoch {len(net.loss_curve_)}, for {args.epochs} more")
     else:
         net = MLPRegressor(**_estimator_params(args), random_state=args.seed,
@@ -527,7 +533,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     saving = {"feature_names": names, "target_names": [target], "columns": columns}
     callback = progress
     if args.out and client is None:
-        callback = _Checkpoints(progress, model, net, args.out, args.checkpoint_every,
+        callback = _Checkpoints(progress, model, args.out, args.checkpoint_every,
                                 dict(saving, extra=dict(saved_extra, checkpoint=True)))
     start = time.perf_counter()
     interrupted = failure = None
@@ -560,6 +566,7 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
         failure = exc
     finally:
         progress.close()
+        net = getattr(model, "regressor_", net)   # the network that trained
     wall = time.perf_counter() - start
     if interrupted or failure is not None:
         # Whatever stopped the run, the epochs it finished are not lost.
@@ -932,18 +939,19 @@ class _Checkpoints:
     trainer's arrays; nothing is copied off the device until it is saved.
     """
 
-    def __init__(self, progress, model, net, out, every, saving):
-        self.progress, self.model, self.net = progress, model, net
+    def __init__(self, progress, model, out, every, saving):
+        self.progress, self.model = progress, model
         self.out, self.every, self.saving = out, every, saving
         self.last = self.written = None
 
     def snapshot(self):
         from .scaling import StandardizedRegressor
 
-        net = self.net._snapshot()
-        if self.model is self.net:
-            return net
-        model = StandardizedRegressor(net)
+        if not isinstance(self.model, StandardizedRegressor):
+            return self.model._snapshot()
+        # The network in training: the regressor_ this fit trains (not the template).
+        net = self.model.regressor_._snapshot()
+        model = StandardizedRegressor(self.model.regressor)
         model.regressor_ = net
         for name in ("x_mean_", "x_scale_", "y_mean_", "y_scale_"):
             setattr(model, name, getattr(self.model, name))

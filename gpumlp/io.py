@@ -1140,7 +1140,10 @@ def load_with_metadata(
     net._trained_on = metadata["trained_on"]
     if metadata["kind"] == "MLPRegressor":
         return net, metadata
-    model = StandardizedRegressor(net)
+    # The template is an unfitted regressor of the same parameters, as fit
+    # leaves one: fitting the loaded model trains a new network, or with
+    # regressor__warm_start=True continues this one.
+    model = StandardizedRegressor(MLPRegressor(**copy.deepcopy(net.get_params())))
     model.regressor_ = net
     for name in _SCALERS:
         setattr(model, name + "_", arrays[name])

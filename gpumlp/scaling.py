@@ -9,6 +9,8 @@ model, so predictions on raw data stay right wherever the model is loaded.
 
 from __future__ import annotations
 
+import copy
+
 import array_api_compat as aac
 import numpy as np
 
@@ -100,9 +102,12 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
     Parameters
     ----------
     regressor : MLPRegressor, optional
-        The model to train; it is used as is, not copied. Default:
-        :func:`default_regressor`, ``MLPRegressor(solver="adam", alpha=0.1,
-        max_iter=2000, n_iter_no_change=20)``, the defaults that did best on real data
+        A template: ``fit`` trains a new regressor with its parameters
+        (``get_params``, as scikit-learn's ``clone``), ``regressor_``, and
+        never changes the template, so that two StandardizedRegressors built
+        on one template are independent. Default: :func:`default_regressor`,
+        ``MLPRegressor(solver="adam", alpha=0.1, max_iter=2000,
+        n_iter_no_change=20)``, the defaults that did best on real data
         (``scripts/bench_realdata.py``).
     alphas : None or sequence of float, default=None
         None: the regressor's own alpha. A sequence, such as
@@ -115,6 +120,11 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
     Attributes
     ----------
     regressor_ : MLPRegressor
+        The regressor ``fit`` trained. A fit whose template has
+        ``warm_start=True`` continues it, given the template's parameters
+        (``set_params(regressor__warm_start=True, regressor__max_iter=...)``);
+        so does one where ``regressor_`` itself was given ``warm_start=True``,
+        with its own parameters. Any other fit trains a new one.
     x_mean_, x_scale_ : arrays, shape (n_features,)
     y_mean_, y_scale_ : arrays, shape (n_outputs,)
     alpha_search_ : dict or None
@@ -138,9 +148,19 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         ``loss="poisson"`` the target is only scaled, not centred, so that it
         stays non-negative.
 
+        The regressor trained is a new one with the template's parameters
+        (``self.regressor``'s, which ``fit`` never changes), or, when this
+        model is fitted and its template has ``warm_start=True``, the fitted
+        ``regressor_``, given the template's parameters and continued from
+        its weights (also when ``regressor_`` itself has ``warm_start=True``:
+        then with its own parameters). The scalers are learnt again from
+        ``X`` and ``y``: the same data gives the same ones.
+
         A fit refused before the regressor's weights change (bad
         ``sample_weight``, say) leaves a fitted model as it was: its scalers
-        are those its weights were trained with.
+        are those its weights were trained with. A fit stopped once training
+        began (an interrupt, a divergence) keeps what it trained, as
+        ``MLPRegressor`` does.
         """
         kept = {name: self.__dict__[name] for name in _FITTED if name in self.__dict__}
         regressor = kept.get("regressor_")
@@ -148,7 +168,12 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         try:
             return self._fit(X, y, sample_weight, eval_set, callback, client)
         except BaseException:
-            if regressor is not None and getattr(regressor, "coefs_", None) is weights:
+            # Trained is the regressor this fit set, if it has weights other
+            # than those it had before (a new one has none until it trains).
+            trained = self.__dict__.get("regressor_")
+            untouched = getattr(trained, "coefs_", None) is None or (
+                trained is regressor and trained.coefs_ is weights)
+            if regressor is not None and untouched:
                 for name in _FITTED:
                     self.__dict__.pop(name, None)
                 self.__dict__.update(kept)
@@ -183,7 +208,7 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
             check_finite(X, "X")
             check_finite(y, "y")
         alphas = check_alphas(self.alphas, type(self).__name__)
-        self.regressor_ = self.regressor if self.regressor is not None else default_regressor()
+        self.regressor_ = self._regressor_to_train()
         if getattr(self.regressor_, "loss", "squared_error") == "poisson":
             self.y_mean_ = self.y_mean_ * 0.0   # counts keep their sign: scale only
         self._check_representable(X, y)
@@ -199,6 +224,27 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         self.regressor_.fit(X_scaled, y_scaled, sample_weight,
                             eval_set=eval_set, callback=callback, **extra)
         return self
+
+    def _regressor_to_train(self):
+        """A new regressor with the template's parameters, or the fitted one on a warm start.
+
+        The template's mutable parameters (a NumPy ``Generator`` or
+        ``RandomState`` as ``random_state``) are copied, so that training
+        never draws from, and so never advances, the template's generator.
+        """
+        template = self.regressor if self.regressor is not None else default_regressor()
+        params = {name: copy.deepcopy(value)
+                  if isinstance(value, (np.random.Generator, np.random.RandomState)) else value
+                  for name, value in template.get_params(deep=False).items()}
+        fitted = self.__dict__.get("regressor_")
+        if type(fitted) is type(template) and hasattr(fitted, "coefs_"):
+            if params.get("warm_start"):
+                return fitted.set_params(**params)
+            if getattr(fitted, "warm_start", False):
+                # warm_start set on the fitted regressor_ itself (the way
+                # before templates were copied): continued with its own parameters.
+                return fitted
+        return type(template)(**params)
 
     def _choose_alpha(self, alphas, X, y, sample_weight):
         """The regressor's alpha set by cross-validation among ``alphas``; the search's record."""

@@ -69,10 +69,16 @@ class Solver:
     HYPER : tuple of str
         The estimator parameters, besides ``learning_rate_init``, this solver
         reads (used by :func:`make_solver`).
+    UNSEEN_OVERFLOW : tuple of str
+        The fields of its state (lists of arrays) that can cross the training
+        dtype's limit while the weights and the loss stay finite; the trainer
+        checks them with the weights after each epoch. Others show in the
+        weights at once (a velocity is added to them).
     """
 
     learning_rate: float
     HYPER: ClassVar[tuple[str, ...]] = ()
+    UNSEEN_OVERFLOW: ClassVar[tuple[str, ...]] = ()
 
     def init_state(self, params: list) -> Any:
         """The state before the first step (``None`` for a stateless solver)."""
@@ -282,6 +288,11 @@ class Adam(Solver):
     beta_2: float = 0.999
     epsilon: float = 1e-8
     HYPER: ClassVar[tuple[str, ...]] = ("beta_1", "beta_2", "epsilon")
+    # The second moment holds squared gradients: in float32 a gradient beyond
+    # about 1.8e19 makes it infinite, and the step m / (sqrt(v) + eps) is then
+    # 0, a frozen weight. (An infinite gradient makes the first moment, and so
+    # the step and the weights, non-finite: seen in the weights.)
+    UNSEEN_OVERFLOW: ClassVar[tuple[str, ...]] = ("second",)
 
     def init_state(self, params):
         xp = array_namespace(*params)

@@ -99,7 +99,10 @@ Divergence is never called convergence: a loss that becomes NaN or infinite
 raises :class:`TrainingDivergedError`, with training put back to the start of
 the last recorded epoch (the weights at which the last finite loss was
 measured, with their solver state, sample count and generator, and that
-epoch out of the history); a fit that ends with a higher loss than it began with warns
+epoch out of the history); so does a step that makes the weights, or the
+state a solver declares can overflow unseen
+(:attr:`gpumlp.solvers.Solver.UNSEEN_OVERFLOW`), NaN or infinite, back to
+the start of that epoch; a fit that ends with a higher loss than it began with warns
 (:class:`LossIncreasedWarning`), naming the learning rate.
 """
 
@@ -118,10 +121,18 @@ from array_api_compat import array_namespace
 
 from . import kernels
 from ._sklearn_compat import convergence_warning
-from .devices import read_floats
+from .devices import dtype_name, read_floats, to_numpy
 from .fastpath import cblocks, compiled
 from .fastpath.compiled import MAX_EPOCHS, CompiledBlocks
-from .solvers import SGD, AutoGD, GradientDescent, SGDState, Solver
+from .solvers import (
+    SGD,
+    Adam,
+    AutoGD,
+    GradientDescent,
+    SGDState,
+    Solver,
+    state_to_arrays,
+)
 from .sources import Network, rows_loss_and_grads, select_blocks, select_fast
 
 __all__ = ["LossIncreasedWarning", "Trainer", "TrainingDivergedError", "compiled_blocks",
@@ -130,7 +141,8 @@ __all__ = ["LossIncreasedWarning", "Trainer", "TrainingDivergedError", "compiled
 
 
 class TrainingDivergedError(ValueError):
-    """The training loss became NaN or infinite; the last finite weights were kept."""
+    """The training loss, the weights, or a solver state whose overflow the weights would not
+    show (Adam's second moment) became NaN or infinite; the last finite weights were kept."""
 
 
 class LossIncreasedWarning(UserWarning):
@@ -158,6 +170,16 @@ def _all_finite(params, xp=None):
     xp = array_namespace(*params) if xp is None else xp
     total = xp.sum(kernels.flatten(params, xp))
     return xp.astype(xp.isfinite(total), params[0].dtype)
+
+
+def _unseen_state(solver, state):
+    """The state's arrays that can overflow while the weights stay finite (a list).
+
+    They are checked for finiteness with the weights after each epoch
+    (:attr:`gpumlp.solvers.Solver.UNSEEN_OVERFLOW`: Adam's second moment,
+    whose overflow would freeze training unseen).
+    """
+    return [a for name in solver.UNSEEN_OVERFLOW for a in getattr(state, name)]
 
 
 def _zero_weight_batch(run, rng_state):
@@ -383,6 +405,15 @@ def _weighted_mean(losses, rows):
 @functools.lru_cache(maxsize=16)
 def _compiled_weighted_mean(device):
     return device.compile(_weighted_mean)
+
+
+def _non_finite_state(state):
+    """The name (as a model file's member) of the first non-finite array of ``state``, or None."""
+    arrays, _ = state_to_arrays(state)
+    for name, a in arrays.items():
+        if not np.all(np.isfinite(to_numpy(a))):
+            return name
+    return None
 
 
 @functools.lru_cache(maxsize=16)
@@ -625,7 +656,8 @@ class Trainer:
             else:
                 for _ in range(size):
                     batches = run.source.batches(rng, run.batch_size, run.shuffle)
-                    values = [self.epoch(run.source, batches), all_finite(self.params)]
+                    values = [self.epoch(run.source, batches),
+                              all_finite(self.params + _unseen_state(self.solver, self.state))]
                     if run.validation is not None:
                         values += list(run.validation.evaluate(self.coefs, self.intercepts,
                                                                self.network))
@@ -773,8 +805,14 @@ class Trainer:
             raise self._diverged(loss)
         if not params_finite:
             # The loss was measured before the epoch's steps, at finite weights;
-            # a step then made them NaN or infinite.
+            # a step then made them, or the solver's state, NaN or infinite.
+            params = list(epoch.params)
+            overflowed = None
+            if self.solver.UNSEEN_OVERFLOW and read_scalars(_all_finite(params))[0]:
+                overflowed = _non_finite_state(epoch.state)
             epoch.before.restore(self, run.rng)
+            if overflowed is not None:
+                raise self._state_overflowed(overflowed, dtype_name(params[0]))
             raise self._diverged(loss, weights=True)
         self.params, self.state, self.samples_seen = epoch.params, epoch.ended, epoch.seen
         run.rng.bit_generator.state = epoch.rng
@@ -869,6 +907,26 @@ class Trainer:
             f"Training diverged at epoch {len(self.loss_curve) + 1}: {what} "
             f"{self._rate_advice('standardise X and y')}."
         )
+
+    def _state_overflowed(self, member, dtype):
+        """The error for a solver state that crossed the training dtype's limit (weights finite)."""
+        largest = float(np.finfo(dtype).max)
+        if isinstance(self.solver, Adam) and member.startswith("second"):
+            what = (f"Adam's second moment (the running mean of squared gradients, member "
+                    f"{member!r} of its state) overflowed {dtype}: a gradient passed about "
+                    f"{math.sqrt(largest):.2g}, whose square {dtype} cannot hold, and from "
+                    f"there Adam's steps m / (sqrt(v) + epsilon) would be 0, so training "
+                    f"would freeze without a sign")
+        else:
+            what = (f"the solver's state (member {member!r}) became NaN or infinite in "
+                    f"{dtype} while the weights and the loss stayed finite")
+        fixes = ["Standardise X and y (StandardizedRegressor, which gpumlp train uses "
+                 "unless --no-standardize)", "lower learning_rate_init"]
+        if dtype != "float64":
+            fixes.append("pass dtype='float64' (on the command line: --dtype float64)")
+        return TrainingDivergedError(
+            f"Training stopped at epoch {len(self.loss_curve) + 1}: {what}. The weights the "
+            f"epoch began with were kept. {', '.join(fixes[:-1])} or {fixes[-1]}.")
 
     def _rate_advice(self, *more):
         """What to do about a step that is too large, as one sentence without its period."""

@@ -1009,8 +1009,17 @@ def test_a_generator_drawn_from_after_the_fit_cannot_be_certified_never_fails(tm
     """A random_state Generator is the batch-order generator: drawn from between fit and save,
     the file's generator is not the fit's last, though nothing was forged (CANNOT, named)."""
     X, y = data
+    # A StandardizedRegressor trains a copy of its template (issue 20, S2): drawing
+    # from the template's generator after its fit changes nothing that was saved.
+    template_generator = np.random.default_rng(3)
+    scaled = _fit(data, random_state=template_generator, solver="adam", batch_size=32,
+                  max_iter=4)
+    template_generator.random(3)
+    assert certify(_saved(tmp_path, scaled, "scaled.npz"), X, y, backends=["numpy"],
+                   dtypes=("float64",)).outcome == "PASS"
     generator = np.random.default_rng(3)
-    model = _fit(data, random_state=generator, solver="adam", batch_size=32, max_iter=4)
+    model = _fit(data, scaled=False, random_state=generator, solver="adam", batch_size=32,
+                 max_iter=4)
     assert certify(_saved(tmp_path, model), X, y, backends=["numpy"],
                    dtypes=("float64",)).outcome == "PASS"
     generator.random(3)

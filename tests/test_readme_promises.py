@@ -181,6 +181,32 @@ def numpy_in_numpy_out(env):
     assert all(type(W) is np.ndarray for W in model.coefs_ + model.intercepts_)
 
 
+@promise("each `fit` trains a new network with `net`'s parameters (`regressor_`) and never "
+         "changes `net`, so two models built on one template are independent.")
+def a_template_is_never_trained(env):
+    from gpumlp import StandardizedRegressor
+
+    X, y = _data()
+    net = MLPRegressor((3,), max_iter=3, device="cpu", random_state=0)
+    first = _quiet(StandardizedRegressor(net).fit, X, y)
+    before = first.predict(X)
+    _quiet(StandardizedRegressor(net).fit, X, -100 * y)
+    np.testing.assert_array_equal(first.predict(X), before)
+    assert not hasattr(net, "coefs_")
+
+
+@promise("`model.set_params(regressor__warm_start=True, regressor__max_iter=50).fit(X, y)`")
+def a_warm_template_continues(env):
+    from gpumlp import StandardizedRegressor
+
+    X, y = _data()
+    model = _quiet(StandardizedRegressor(MLPRegressor((3,), max_iter=3, device="cpu",
+                                                      random_state=0)).fit, X, y)
+    net = model.regressor_
+    _quiet(model.set_params(regressor__warm_start=True, regressor__max_iter=50).fit, X, y)
+    assert model.regressor_ is net and len(net.loss_curve_) > 3
+
+
 @promise('`"logistic"` is an alias of `"sigmoid"`')
 def logistic_is_sigmoid(env):
     X, y = _data()
