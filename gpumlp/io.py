@@ -1148,6 +1148,10 @@ def load_with_metadata(
     for name in _SCALERS:
         setattr(model, name + "_", arrays[name])
     model.alpha_search_ = metadata.get("alpha_search")
+    if model.alpha_search_ is not None:
+        # The grid it searched: a refit of the loaded model chooses again, as
+        # the saved one would (the grid as checked, largest first).
+        model.alphas = tuple(model.alpha_search_["alphas"])
     if hasattr(net, "feature_names_in_"):   # the wrapper saw the names; the net did not
         model.feature_names_in_ = net.feature_names_in_
         del net.feature_names_in_

@@ -178,9 +178,13 @@ def test_the_search_is_saved_with_the_model(data, tmp_path):
     assert loaded.alpha_search_ == model.alpha_search_
     assert loaded.regressor_.alpha == model.alpha_search_["alpha"]
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    # The parameter too: a refit of the loaded model chooses again (it was
+    # None after loading, so a refit kept one alpha: adversarial round 8, #464).
+    assert loaded.alphas == (1.0, 0.01)
     plain = StandardizedRegressor(small(), alphas=None).fit(X, y)
     save(plain, tmp_path / "p.npz")
     assert load(tmp_path / "p.npz").alpha_search_ is None
+    assert load(tmp_path / "p.npz").alphas is None
 
 
 def test_a_file_whose_search_disagrees_with_its_alpha_is_refused(data, tmp_path):
