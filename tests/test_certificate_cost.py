@@ -98,6 +98,10 @@ def test_jaxs_lbfgs_arithmetic_is_compiled_once_whatever_the_memory():
 
         ops = solvers._lbfgs_ops(on(grads))
         assert ops is solvers._compiled_lbfgs_ops(device)
+        # The programs are shared by the process: earlier tests may have
+        # traced them for their own shapes and dtypes. Count this test's.
+        before = {name: ops[name].jitted._cache_size()
+                  for name in ("newer_pair", "initial_scaling", "older_pair", "negated")}
         for m in range(len(steps) + 1):
             want = solvers._two_loop(grads, steps[:m], changes[:m])
             got = solvers._two_loop(on(grads), [on(s) for s in steps[:m]],
@@ -106,6 +110,6 @@ def test_jaxs_lbfgs_arithmetic_is_compiled_once_whatever_the_memory():
                 # A few roundings of sums of O(10) terms, each of order 1.
                 np.testing.assert_allclose(np.asarray(g), w, rtol=0, atol=1e3 * np.finfo(
                     np.float64).eps * max(1.0, float(np.abs(w).max())))
-    for name in ("newer_pair", "initial_scaling", "older_pair", "negated"):
-        assert ops[name].jitted._cache_size() == 1, name
+    for name, traced in before.items():
+        assert ops[name].jitted._cache_size() <= traced + 1, name   # once, for every m
     assert solvers._lbfgs_ops(grads) is solvers._LBFGS_OPS      # NumPy: plain
