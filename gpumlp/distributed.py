@@ -422,17 +422,19 @@ class ChunkSource:
 
     def evaluate(self, coefs, intercepts, network):
         """Loss and R² on all chunks, computed on the workers (NumPy 0-d arrays)."""
+        from .shards import combined_r2
+
         dtype = np.dtype(self.dtype)
-        k = self.n_outputs
-        sums = self._reduce("evaluate", range(len(self.rows)), [*coefs, *intercepts],
-                            len(coefs), network.activation.name, network.loss.name)
-        sse, total, squares = sums[:k], sums[k:2 * k], sums[2 * k:3 * k]
-        loss_sum, n = sums[3 * k], sums[3 * k + 1]
-        n = float(n)
-        sst = squares - total * total / n
-        safe = np.where(sst > 0, sst, 1.0)
-        r2 = np.where(sst > 0, 1.0 - sse / safe, (sse == 0).astype(sse.dtype))
-        return (np.asarray(float(loss_sum) / (n * self.n_outputs), dtype=dtype),
+        placement = self.placement
+        ids = [self.ids[i] for i in range(len(self.rows))]
+        params = [*coefs, *intercepts]
+        flat = np.concatenate([np.reshape(np.asarray(p, dtype=dtype), -1) for p in params])
+        shapes = [tuple(p.shape) for p in params]
+        vectors = self._retried(lambda: placement.call(
+            "evaluate", ids, flat, shapes, len(coefs), network.activation.name,
+            network.loss.name))
+        r2, loss_sum, n = combined_r2([vectors[i] for i in ids], self.n_outputs)
+        return (np.asarray(loss_sum / (n * self.n_outputs), dtype=dtype),
                 np.asarray(r2.mean(), dtype=dtype))
 
 

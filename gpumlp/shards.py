@@ -296,9 +296,12 @@ class Shard:
         return out
 
     def evaluate(self, ids, flat, shapes, n_coefs, activation, loss_kind):
-        """For each chunk of ``ids``, weighted: per output the squared errors, the sums of
-        ``y`` and ``y**2``; then the sum of losses and the sum of weights, end to end
-        (one row per chunk)."""
+        """For each chunk of ``ids``, weighted: per output the squared errors, the sum of
+        ``y``, the sum of squares about the chunk's own mean, and the largest and
+        smallest ``y`` of the rows that weigh; then the sum of losses and the sum of
+        weights, end to end (one row per chunk). The driver combines the chunks'
+        spreads about their means (:func:`combined_r2`): sums of ``y**2`` less
+        ``(sum y)**2 / n`` cancelled to nothing for a y far from 0."""
         from .losses import get_loss
 
         params = self._params(ids, flat, shapes)
@@ -312,10 +315,38 @@ class Shard:
             diff = y_pred - y
             ww = xp.ones((y.shape[0], 1), dtype=y.dtype) if w is None else \
                 xp.reshape(w, (-1, 1))
-            out.append(_flat([xp.sum(ww * diff * diff, axis=0), xp.sum(ww * y, axis=0),
-                              xp.sum(ww * y * y, axis=0),
-                              xp.sum(ww * loss.pointwise(y, y_pred)), xp.sum(ww)]))
+            total, weight = xp.sum(ww * y, axis=0), xp.sum(ww)
+            mean = total / weight if float(weight) > 0 else xp.zeros_like(total)
+            centred = y - mean
+            inf = xp.full_like(y, float("inf"))
+            out.append(_flat([xp.sum(ww * diff * diff, axis=0), total,
+                              xp.sum(ww * centred * centred, axis=0),
+                              xp.max(xp.where(ww > 0, y, -inf), axis=0),
+                              xp.min(xp.where(ww > 0, y, inf), axis=0),
+                              xp.sum(ww * loss.pointwise(y, y_pred)), weight]))
         return np.stack(out)
+
+
+def combined_r2(vectors: list, k: int) -> tuple:
+    """``(R² per output, sum of losses, sum of weights)`` from :meth:`Shard.evaluate`'s
+    chunk rows, in chunk order: the spreads about each chunk's mean combined
+    (Chan, Golub and LeVeque's pairwise rule, weighted), and a target that is
+    constant over the rows that weigh known by its values (R² 1 if predicted
+    exactly, else 0, as :func:`gpumlp.metrics.r2_score`)."""
+    rows = np.stack([np.asarray(v, dtype=np.float64) for v in vectors])
+    sse, totals, spreads = rows[:, :k], rows[:, k:2 * k], rows[:, 2 * k:3 * k]
+    tops, bottoms = rows[:, 3 * k:4 * k], rows[:, 4 * k:5 * k]
+    losses, weights = rows[:, 5 * k], rows[:, 5 * k + 1]
+    weight = weights.sum()
+    mean = totals.sum(axis=0) / weight
+    means = np.divide(totals, weights[:, None], out=np.zeros_like(totals),
+                      where=weights[:, None] > 0)
+    sst = spreads.sum(axis=0) + (weights[:, None] * (means - mean) ** 2).sum(axis=0)
+    sst = np.where(tops.max(axis=0) > bottoms.min(axis=0), sst, 0.0)
+    sse = tree_sum(list(sse))
+    safe = np.where(sst > 0, sst, 1.0)
+    r2 = np.where(sst > 0, 1.0 - sse / safe, (sse == 0).astype(np.float64))
+    return r2, float(tree_sum(list(losses))), float(weight)
 
 
 def _xp(x):

@@ -870,3 +870,39 @@ def test_chunks_of_another_library_train_as_numpy_chunks(client, data, to_chunk,
     assert_same_model(local, remote)
     np.testing.assert_allclose(remote.validation_scores_, local.validation_scores_,
                                rtol=1e-10)
+
+
+@pytest.mark.parametrize("offset, kind", [(1e8, "float64"), (1e4, "float32"), (None, "float64")])
+def test_the_validation_r2_on_the_workers_is_the_in_memory_one(client, offset, kind):
+    """The workers sent sums of y and y**2, whose difference cancels for a y far
+    from 0 (-4.7e15 against score()'s -7.6e15 at an offset of 1e8) and gave
+    -1e32 for a constant y (adversarial round 8, #655-#660, #702): now each
+    chunk's spread about its own mean, combined, and a constant known by its values."""
+    import dask.array as da
+
+    from gpumlp.metrics import r2_score
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 3))
+    y = X[:, 0] - X[:, 1] if offset is not None else np.full(300, 0.1)
+    y = y + (offset or 0.0)
+    X_val, y_val = X[:90], y[:90]
+    model = MLPRegressor((3,), solver="adam", max_iter=3, random_state=0, dtype=kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(da.from_array(X, chunks=100), da.from_array(y, chunks=100), client=client,
+                  eval_set=(da.from_array(X_val, chunks=30), da.from_array(y_val, chunks=30)))
+    # The last epoch's score is of the weights the model keeps (no early stopping),
+    # computed in the training dtype on the workers, in float64 here.
+    want = float(r2_score(y_val.astype(kind).astype(np.float64),
+                          np.asarray(model.predict(X_val), dtype=np.float64)))
+    got = model.validation_scores_[-1]
+    if offset is None:
+        assert got == want == 0.0
+    else:
+        eps = np.finfo(kind).eps
+        # sse is known to a few eps of itself; sst, from y centred in the
+        # dtype, to eps |y| / its deviation of itself: R² = 1 - sse/sst to
+        # their sum, times (1 - R²). (The sums of y and y**2 were off by 40%.)
+        assert abs(got - want) <= 10 * (1 - want) * eps * (
+            np.abs(y_val).max() / np.std(y_val) + 1)
