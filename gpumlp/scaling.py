@@ -165,6 +165,9 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
         kept = {name: self.__dict__[name] for name in _FITTED if name in self.__dict__}
         regressor = kept.get("regressor_")
         weights = getattr(regressor, "coefs_", None)
+        # A warm start gives the fitted regressor_ the template's parameters
+        # before training: a refusal must take them back with the rest.
+        params = regressor.get_params(deep=False) if regressor is not None else None
         try:
             return self._fit(X, y, sample_weight, eval_set, callback, client)
         except BaseException:
@@ -177,6 +180,7 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
                 for name in _FITTED:
                     self.__dict__.pop(name, None)
                 self.__dict__.update(kept)
+                regressor.set_params(**params)
             raise
 
     def _fit(self, X, y, sample_weight, eval_set, callback, client):

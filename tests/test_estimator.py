@@ -434,6 +434,16 @@ def test_a_refused_refit_leaves_a_standardized_model_as_it_was():
     with pytest.raises(ValueError, match="negative weights"):
         model.fit(B, B.sum(axis=1), sample_weight=-np.ones(50))
     np.testing.assert_array_equal(model.predict(A), before)
+    # A warm start refused the same way: the template's new parameters, given
+    # to regressor_ before training, are taken back too (round 8, #676-#695:
+    # regressor_ kept activation='tanh' for weights trained with sigmoid).
+    params = model.regressor_.get_params()
+    model.set_params(regressor__warm_start=True, regressor__activation="tanh",
+                     regressor__alpha=5.0)
+    with pytest.raises(ValueError, match="negative weights"):
+        model.fit(A, A.sum(axis=1), sample_weight=-np.ones(50))
+    assert model.regressor_.get_params() == params
+    np.testing.assert_array_equal(model.predict(A), before)
 
 
 def test_pandas_na_is_called_missing_not_non_numeric():
