@@ -133,17 +133,21 @@ def search_alpha(regressor, X, y, sample_weight=None, *, alphas=DEFAULT_ALPHAS,
         return xp.take(a, place.asarray(index), axis=0)
 
     if sample_weight is not None:
-        weighted = np.asarray(sample_weight).reshape(-1) > 0
+        weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
         for k, held in enumerate(folds):
-            if np.count_nonzero(weighted[held]) < 2:
-                # Its R² would be 0 for every alpha (or its fit refused as
-                # weightless): the choice would rest on nothing.
+            w = weights[held]
+            top = w.max()
+            # Kish's effective rows, (sum w)^2 / sum w^2: one row of weight 1
+            # beside rows of 1e-30 is one row, whose R² decides nothing.
+            effective = (w / top).sum() ** 2 / ((w / top) ** 2).sum() if top > 0 else 0.0
+            if effective < 2:
                 raise ValueError(
                     f"choosing alpha by {n_folds}-fold cross-validation: held-out fold "
-                    f"{k + 1} holds {np.count_nonzero(weighted[held])} row(s) of "
-                    f"sample_weight above 0 (of {len(held)}), so its R² is not defined. "
-                    f"Drop the rows of weight 0 (they do not count in the fit), or pass "
-                    f"alphas=None and the regressor's own alpha.")
+                    f"{k + 1} holds {np.count_nonzero(w > 0)} row(s) of sample_weight above "
+                    f"0 (of {len(held)}), as many as {effective:.3g} by their weights "
+                    f"((sum w)^2 / sum w^2), so its R² is not defined. Drop the rows of "
+                    f"weight 0 (they do not count in the fit), or pass alphas=None and the "
+                    f"regressor's own alpha.")
     params = regressor.get_params()
     params.update(warm_start=False, verbose=False)
     scores = [[] for _ in alphas]

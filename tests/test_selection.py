@@ -137,6 +137,10 @@ def test_a_fold_without_two_weighted_rows_is_refused_naming_it(data, monkeypatch
     with pytest.raises(ValueError, match=r"held-out fold \d holds [01] row\(s\) of "
                                          r"sample_weight above 0"):
         StandardizedRegressor(small(), alphas=(1.0, 0.1)).fit(X, y, sample_weight=w)
+    # Weights of 1e-30 count as rows but not as weight (round 8, #654).
+    w[4:] = 1e-30
+    with pytest.raises(ValueError, match=r"as many as 1 by their weights"):
+        StandardizedRegressor(small(), alphas=(1.0, 0.1)).fit(X, y, sample_weight=w)
     assert spy.calls == []
 
 
