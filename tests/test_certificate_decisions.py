@@ -318,3 +318,47 @@ def test_a_record_from_before_these_decisions_still_certifies(tmp_path, data, so
             np.save(handle, np.array(json.dumps(metadata)))
     cert = certify(old, *data, backends=["numpy"])
     assert cert.outcome == "PASS", format_certificate(cert)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_an_honest_float32_relu_lbfgs_fit_passes_in_both_dtypes(tmp_path, seed, monkeypatch):
+    """ReLU's kinks: the float64 replay of a float32 L-BFGS fit found "the step
+    length 1 is not the line search's (None) nor a strong-Wolfe step" in 8 of 8
+    honest fits (adversarial round 8, #739). Its decisions are judged at the
+    fit's dtype, where they hold, and the note says which were not judged here;
+    a forged step still fails there."""
+    rng = np.random.RandomState(seed)
+    X = rng.randn(40, 3)
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] ** 2 - X[:, 2] + 0.1 * rng.randn(40)
+    model = MLPRegressor((6,), activation="relu", solver="lbfgs", max_iter=400,
+                         random_state=seed, dtype="float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y)
+    save(model, tmp_path / "m.npz")
+    cert = certify(tmp_path / "m.npz", X, y, backends=["numpy"])
+    assert cert.outcome == "PASS", format_certificate(cert)
+    assert any("judged at float32 only" in note for note in cert.notes)
+    # Steps 2.5 times the search's, in the same fit: judged at float32, they fail.
+    real = solvers.LBFGS._line_search
+
+    def longer(self, objective, params, direction, f0, slope, step, state, eps):
+        found, state = real(self, objective, params, direction, f0, slope, step, state, eps)
+        if found is None:
+            return found, state
+        step = 2.5 * found[0]
+        loss, grads, (f, largest, _), state = self._evaluate(
+            objective, solvers._axpy(step, direction, params), state, direction)
+        return (step, loss, grads, f, largest, 0.0), state
+
+    monkeypatch.setattr(solvers.LBFGS, "_line_search", longer)
+    forged = MLPRegressor((6,), activation="relu", solver="lbfgs", max_iter=20,
+                          random_state=seed, dtype="float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        forged.fit(X, y)
+    monkeypatch.setattr(solvers.LBFGS, "_line_search", real)
+    save(forged, tmp_path / "forged.npz")
+    cert = certify(tmp_path / "forged.npz", X, y, backends=["numpy"])
+    assert cert.outcome == "FAIL", format_certificate(cert)
+    assert "nor a strong-Wolfe step" in format_certificate(cert)
