@@ -420,10 +420,15 @@ class ChunkSource:
         """Runs blocks of full-batch epochs of plain gradient descent (see :class:`ShardBlocks`)."""
         return ShardBlocks(self, network, solver, alpha)
 
-    def evaluate(self, coefs, intercepts, network):
-        """Loss and R² on all chunks, computed on the workers (NumPy 0-d arrays)."""
-        from .shards import combined_r2
+    def target_extremes(self, coefs, intercepts, network):
+        """``(largest, smallest)`` y per output over the rows that weigh, from the workers."""
+        vectors = self._evaluations(coefs, intercepts, network)
+        rows = np.stack([np.asarray(v, dtype=np.float64) for v in vectors])
+        k = self.n_outputs
+        return rows[:, 3 * k:4 * k].max(axis=0), rows[:, 4 * k:5 * k].min(axis=0)
 
+    def _evaluations(self, coefs, intercepts, network):
+        """Each chunk's row of :meth:`gpumlp.shards.Shard.evaluate`, in chunk order."""
         dtype = np.dtype(self.dtype)
         placement = self.placement
         ids = [self.ids[i] for i in range(len(self.rows))]
@@ -433,7 +438,15 @@ class ChunkSource:
         vectors = self._retried(lambda: placement.call(
             "evaluate", ids, flat, shapes, len(coefs), network.activation.name,
             network.loss.name))
-        r2, loss_sum, n = combined_r2([vectors[i] for i in ids], self.n_outputs)
+        return [vectors[i] for i in ids]
+
+    def evaluate(self, coefs, intercepts, network):
+        """Loss and R² on all chunks, computed on the workers (NumPy 0-d arrays)."""
+        from .shards import combined_r2
+
+        dtype = np.dtype(self.dtype)
+        r2, loss_sum, n = combined_r2(self._evaluations(coefs, intercepts, network),
+                                      self.n_outputs)
         return (np.asarray(loss_sum / (n * self.n_outputs), dtype=dtype),
                 np.asarray(r2.mean(), dtype=dtype))
 

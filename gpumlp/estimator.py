@@ -640,6 +640,18 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                                               self._split_generator(continuing))
             if isinstance(validation, ArraySource):
                 _check_validation_split(validation, dtype)
+            elif hasattr(validation, "target_extremes"):
+                n_coefs = trainer.network.n_coefs
+                high, low = validation.target_extremes(
+                    trainer.params[:n_coefs], trainer.params[n_coefs:], trainer.network)
+                if np.all(high <= low):
+                    raise ValueError(
+                        f"early stopping's validation split (whole chunks held out at "
+                        f"random) has a y that is constant in {dtype} on its rows of weight "
+                        f"above 0, so its R² (the criterion) is 0 whatever the model and "
+                        f"cannot tell one epoch from another. Pass a larger "
+                        f"validation_fraction, an eval_set whose targets vary, or "
+                        f"early_stopping=False.")
         batch_size = self._batch_size(source.n_samples)
         if (self.solver not in ("gd", "lbfgs") and self.batch_size != "auto"
                 and self.batch_size > source.n_samples):
@@ -750,6 +762,17 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"eval_set has {validation.n_samples} row; R² is not defined on "
                              f"fewer than 2, so validation_scores_ and early stopping would "
                              f"be meaningless. Pass at least 2 rows.")
+        if self.early_stopping and aac.is_dask_array(y_val):
+            # Its extremes, computed on the workers (one pass over the eval_set).
+            low, high = validation.client.compute([y_val.min(axis=0), y_val.max(axis=0)],
+                                                  sync=True)
+            low, high = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (low, high))
+            if np.all(low.astype(dtype) == high.astype(dtype)):
+                validation.release()
+                raise ValueError(f"eval_set's y is constant in {dtype} (the training dtype), "
+                                 f"so its R² (early stopping's criterion) cannot tell one "
+                                 f"epoch from another. Pass an eval_set whose targets vary, "
+                                 f"or early_stopping=False.")
         if self.early_stopping and not aac.is_dask_array(y_val):
             held = np.asarray(to_numpy(y_val), dtype=np.float64).reshape(len(y_val), -1)
             if held.size and np.all(held.max(axis=0) == held.min(axis=0)):

@@ -906,3 +906,25 @@ def test_the_validation_r2_on_the_workers_is_the_in_memory_one(client, offset, k
         # their sum, times (1 - R²). (The sums of y and y**2 were off by 40%.)
         assert abs(got - want) <= 10 * (1 - want) * eps * (
             np.abs(y_val).max() / np.std(y_val) + 1)
+
+
+def test_early_stopping_on_a_constant_dask_eval_set_or_split_is_refused(client):
+    """Accepted on Dask, scored 0.0 every epoch, epoch 1 kept (adversarial round 8,
+    #702, #715), where the same arrays in memory are refused."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((90, 3))
+    varied, flat = X[:, 0] - X[:, 1], np.full(90, 5.0)
+    model = MLPRegressor((3,), max_iter=4, random_state=0, early_stopping=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="eval_set's y is constant in float64"):
+            model.fit(da.from_array(X, chunks=30), da.from_array(varied, chunks=30),
+                      client=client, eval_set=(da.from_array(X, chunks=30),
+                                               da.from_array(flat, chunks=30)))
+        with pytest.raises(ValueError, match="validation split .*constant in float64"):
+            model.fit(da.from_array(X, chunks=30), da.from_array(flat, chunks=30),
+                      client=client)
+        # A split that varies trains as before.
+        model.fit(da.from_array(X, chunks=30), da.from_array(varied, chunks=30),
+                  client=client)
+    assert model.n_iter_ >= 1
