@@ -1975,7 +1975,8 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
         cert.notes.append(
             f"alpha {search['alpha']:g} was chosen by {search.get('n_folds')}-fold "
             f"cross-validation among {', '.join(f'{a:g}' for a in search['alphas'])} before "
-            f"this fit; the certificate covers the fit at that alpha, not the choice")
+            f"this fit; the certificate covers the fit at that alpha, not the choice, "
+            f"nor that grid (the alphas a refit of the loaded model searches)")
     bound = _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent)
 
     def certify_parent(parent_path):
