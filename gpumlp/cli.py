@@ -606,9 +606,12 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
         if client is not None:  # dask: two numbers computed on the workers
             import dask
 
-            mse, variance = (float(v) for v in dask.compute(
-                ((y_part - y_pred) ** 2).mean(), y_part.var()))
-            r2 = 1.0 - mse / variance if variance > 0 else float("nan")
+            mse, variance, high, low = (float(v) for v in dask.compute(
+                ((y_part - y_pred) ** 2).mean(), y_part.var(), y_part.max(), y_part.min()))
+            if high > low:
+                r2 = 1.0 - mse / variance if variance > 0 else float("nan")
+            else:   # a constant target, known by its values (as gpumlp.metrics.r2_score)
+                r2 = 1.0 if mse == 0 else 0.0
         else:
             from .metrics import r2_score
 

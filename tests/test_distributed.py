@@ -928,3 +928,23 @@ def test_early_stopping_on_a_constant_dask_eval_set_or_split_is_refused(client):
         model.fit(da.from_array(X, chunks=30), da.from_array(varied, chunks=30),
                   client=client)
     assert model.n_iter_ >= 1
+
+
+def test_the_cli_reports_a_constant_dask_test_split_by_the_constant_convention(tmp_path):
+    """Its R² was 1 - mse / var with var 1e-33 (y = 0.1 throughout): -1.3e32
+    printed and in --json (adversarial round 8, #655); now 0.0 unless predicted
+    exactly, as gpumlp.metrics.r2_score and the in-memory report say."""
+    import json
+
+    rng = np.random.RandomState(0)
+    (tmp_path / "parts").mkdir()
+    for i in range(3):
+        X = rng.randn(30, 3)
+        y = np.sin(X[:, 0]) + X[:, 1] if i < 2 else np.full(30, 0.1)
+        np.savez(tmp_path / "parts" / f"p{i}.npz", X=X, y=y)
+    result = run("train", "--data", str(tmp_path / "parts"), "--cluster", "local:1",
+                 "--hidden", "3", "--test-size", "0.34", "--epochs", "5", "--quiet",
+                 "--json", str(tmp_path / "r.json"), env={"PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["test"]["r2"] == 0.0, report["test"]
