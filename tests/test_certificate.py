@@ -515,8 +515,8 @@ def test_a_fit_whose_auto_decisions_are_not_the_rules_fails(tmp_path, data, monk
     assert "where the rule gives" in format_certificate(cert)
 
 
-def test_a_fit_whose_lbfgs_steps_are_not_the_searchs_fails(tmp_path, data, monkeypatch):
-    """A self-consistent file whose L-BFGS steps are twice the search's: not strong-Wolfe."""
+def forging_longer_steps(monkeypatch):
+    """Make L-BFGS take steps 2.5 times its line search's; returns the undo."""
     from gpumlp import solvers
 
     real = solvers.LBFGS._line_search
@@ -531,8 +531,14 @@ def test_a_fit_whose_lbfgs_steps_are_not_the_searchs_fails(tmp_path, data, monke
         return (step, loss, grads, f, largest, 0.0), state
 
     monkeypatch.setattr(solvers.LBFGS, "_line_search", longer)
+    return lambda: monkeypatch.setattr(solvers.LBFGS, "_line_search", real)
+
+
+def test_a_fit_whose_lbfgs_steps_are_not_the_searchs_fails(tmp_path, data, monkeypatch):
+    """A self-consistent file whose L-BFGS steps are twice the search's: not strong-Wolfe."""
+    undo = forging_longer_steps(monkeypatch)
     forged = _fit(data, solver="lbfgs", max_iter=6)
-    monkeypatch.setattr(solvers.LBFGS, "_line_search", real)
+    undo()
     cert = certify(_saved(tmp_path, forged), *data, backends=["numpy"], dtypes=("float64",))
     assert cert.outcome == "FAIL"
     assert "nor a strong-Wolfe step" in format_certificate(cert)

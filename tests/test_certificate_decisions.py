@@ -340,24 +340,15 @@ def test_an_honest_float32_relu_lbfgs_fit_passes_in_both_dtypes(tmp_path, seed, 
     assert cert.outcome == "PASS", format_certificate(cert)
     assert any("judged at float32 only" in note for note in cert.notes)
     # Steps 2.5 times the search's, in the same fit: judged at float32, they fail.
-    real = solvers.LBFGS._line_search
+    from test_certificate import forging_longer_steps
 
-    def longer(self, objective, params, direction, f0, slope, step, state, eps):
-        found, state = real(self, objective, params, direction, f0, slope, step, state, eps)
-        if found is None:
-            return found, state
-        step = 2.5 * found[0]
-        loss, grads, (f, largest, _), state = self._evaluate(
-            objective, solvers._axpy(step, direction, params), state, direction)
-        return (step, loss, grads, f, largest, 0.0), state
-
-    monkeypatch.setattr(solvers.LBFGS, "_line_search", longer)
+    undo = forging_longer_steps(monkeypatch)
     forged = MLPRegressor((6,), activation="relu", solver="lbfgs", max_iter=20,
                           random_state=seed, dtype="float32")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         forged.fit(X, y)
-    monkeypatch.setattr(solvers.LBFGS, "_line_search", real)
+    undo()
     save(forged, tmp_path / "forged.npz")
     cert = certify(tmp_path / "forged.npz", X, y, backends=["numpy"])
     assert cert.outcome == "FAIL", format_certificate(cert)
