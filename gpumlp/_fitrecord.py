@@ -300,7 +300,7 @@ class Recorder:
     """
 
     def __init__(self, trainer, rng, *, start: dict, device, data_sha256, n_samples: int,
-                 eval_set: bool, incremental: bool):
+                 eval_set: bool, incremental: bool, y_1d: bool | None = None):
         self.trainer, self.rng = trainer, rng
         # Every epoch at first; each time the checkpoints outnumber MAX_CHECKPOINTS,
         # every other one goes and the spacing doubles: segments stay about
@@ -310,6 +310,8 @@ class Recorder:
                        "fastpath": bool(trainer.network.fastpath), "eval_set": bool(eval_set),
                        "incremental": bool(incremental), "n_samples": int(n_samples),
                        "data_sha256": data_sha256}
+        if y_1d is not None:   # how predict shapes its answer: y was (n,), or (n, k)
+            self.header["y_1d"] = bool(y_1d)
         self.checkpoints = [self._keep(0, self._snapshot())]
         self.pending = None
         self.accepted, self.improved, self.monotone, self.steps = [], [], [], []

@@ -1598,6 +1598,12 @@ def _check_claims(cert, net, metadata, record, ctx):
     curve = list(net.loss_curve_)
     cert.checks.append(Check("n_iter_ is the record's", net.n_iter_ == n_iter and
                              len(curve) >= n_iter, f"n_iter_ {net.n_iter_}, record {n_iter}"))
+    if "y_1d" in record:   # predict's answer is (n,) after a 1-D y, (n, k) otherwise
+        y_1d = bool(getattr(net, "_y_was_1d", False))
+        cert.checks.append(Check("y_1d (the shape predict answers in) is the fit's",
+                                 y_1d == record["y_1d"],
+                                 f"the file says {y_1d}, the fit was given a "
+                                 f"{'1-D' if record['y_1d'] else '2-D'} y"))
     rates = list(net.learning_rates_)
     cert.checks.append(Check("learning_rates_ hold a rate per epoch", len(rates) >= n_iter))
     # learning_rate_ is the rate in force at the end, as fit sets it (_set_fitted).

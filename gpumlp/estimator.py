@@ -629,7 +629,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if start is not None and isinstance(source, ArraySource):
             recorder = Recorder(trainer, self._rng, start=start, device=device,
                                 data_sha256=data_sha256, n_samples=source.n_samples,
-                                eval_set=eval_set is not None, incremental=incremental)
+                                eval_set=eval_set is not None, incremental=incremental,
+                                y_1d=y_was_1d)
             callback = _recording(recorder, callback)
         validation = None
         early_stopping = self.early_stopping and not incremental

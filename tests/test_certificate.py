@@ -311,6 +311,19 @@ def test_a_partial_fit_from_a_parent_saved_without_its_state_cannot_be_certified
     assert cert.outcome == "PASS", format_certificate(cert)
 
 
+def test_a_flipped_y_1d_fails(tmp_path, data):
+    """y_1d decides predict's shape, (n,) or (n, 1): flipped, the loaded model
+    answered (n, 1), and the certificate said PASS (adversarial round 9)."""
+    X, y = data
+    path = _saved(tmp_path, _fit(data, scaled=False, solver="sgd", max_iter=4))
+    assert certify(path, X, y, backends=["numpy"], dtypes=("float64",)).outcome == "PASS"
+    forged = _rewrite(path, tmp_path / "forged.npz",
+                      edit_metadata=lambda m: m.update(y_1d=False))
+    cert = certify(forged, X, y, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "FAIL" and "y_1d (the shape predict answers in)" in \
+        format_certificate(cert)
+
+
 def test_a_warm_start_chain_certifies_link_by_link(tmp_path, data):
     model = _fit(data, max_iter=5)
     parent = _saved(tmp_path, model, "parent.npz")
