@@ -1917,11 +1917,24 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
     # The replays, as the fit, judge overflow by the values it leaves (a
     # non-finite quantity agrees only with the same one), not by NumPy's
     # warnings on the way.
+    _checked_arguments(backends, dtypes)   # the caller's mistakes raise, as documented
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        cert = _certify(model_file, X, y, sample_weight=sample_weight, eval_set=eval_set,
-                        backends=backends, dtypes=dtypes, parents=parents,
-                        feature_names=feature_names, target_names=target_names,
-                        whole_data=whole_data)
+        try:
+            cert = _certify(model_file, X, y, sample_weight=sample_weight, eval_set=eval_set,
+                            backends=backends, dtypes=dtypes, parents=parents,
+                            feature_names=feature_names, target_names=target_names,
+                            whole_data=whole_data)
+        except (TypeError, AttributeError, IndexError, KeyError) as exc:
+            # A file whose parts contradict each other (a solver's name against
+            # its recorded state, a history cut short) cannot be replayed as it
+            # claims: what gpumlp.save writes has no such parts. A FAIL that
+            # says so, not a traceback.
+            cert = Certificate(os.fspath(model_file), "?", 0)
+            cert.checks.append(Check(
+                "the file's parts agree with each other (its parameters, fit record and "
+                "training state)", False,
+                f"replaying it as it claims raised {type(exc).__name__}: {exc}"))
+            return cert
     used, chain = set(), [cert]
     while chain:
         link = chain.pop()
@@ -1936,14 +1949,8 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
     return cert
 
 
-def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set=None,
-            backends: list | None = None, dtypes: tuple = ("float32", "float64"),
-            parents: tuple = (), feature_names=None, target_names=None,
-            whole_data=None, parent: bool = False) -> Certificate:
-    """:func:`certify` without the check that every parent given was used; ``parent``
-    when the model is a parent certified with its child's data."""
-    from .io import ModelFileError, load_with_metadata
-
+def _checked_arguments(backends, dtypes) -> tuple:
+    """``dtypes`` as a tuple; a string for either, or a dtype not float32/float64, refused."""
     for name, value in (("backends", backends), ("dtypes", dtypes)):
         if isinstance(value, str):   # a string is a sequence of its letters
             raise TypeError(f"{name} takes a list of names, such as [{value!r}], not a "
@@ -1952,6 +1959,18 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     if not dtypes or any(d not in ("float32", "float64") for d in dtypes):
         raise ValueError(f"dtypes must name float32 and/or float64, got {dtypes!r}: a "
                          f"certificate that replays nothing would certify nothing.")
+    return dtypes
+
+
+def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set=None,
+            backends: list | None = None, dtypes: tuple = ("float32", "float64"),
+            parents: tuple = (), feature_names=None, target_names=None,
+            whole_data=None, parent: bool = False) -> Certificate:
+    """:func:`certify` without the check that every parent given was used; ``parent``
+    when the model is a parent certified with its child's data."""
+    from .io import ModelFileError, load_with_metadata
+
+    dtypes = _checked_arguments(backends, dtypes)
     path = os.fspath(model_file)
     try:
         model, metadata = load_with_metadata(path)

@@ -324,6 +324,23 @@ def test_a_flipped_y_1d_fails(tmp_path, data):
         format_certificate(cert)
 
 
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_a_file_whose_solver_contradicts_its_record_fails_without_a_traceback(tmp_path, data,
+                                                                              solver):
+    """params.solver edited from sgd: the replay met an SGD state it could not
+    build or read and crashed with a TypeError or AttributeError (adversarial
+    round 8, #558-#560); now a FAIL that says why. A caller's mistake still raises."""
+    X, y = data
+    path = _saved(tmp_path, _fit(data, scaled=False, solver="sgd", max_iter=4))
+    forged = _rewrite(path, tmp_path / "forged.npz",
+                      edit_metadata=lambda m: m["params"].update(solver=solver))
+    cert = certify(forged, X, y, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "FAIL", format_certificate(cert)
+    assert "the file's parts agree with each other" in format_certificate(cert)
+    with pytest.raises(TypeError, match="backends takes a list of names"):
+        certify(forged, X, y, backends="numpy")
+
+
 def test_a_warm_start_chain_certifies_link_by_link(tmp_path, data):
     model = _fit(data, max_iter=5)
     parent = _saved(tmp_path, model, "parent.npz")
