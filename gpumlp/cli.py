@@ -1003,7 +1003,7 @@ def _stop_state(net, converged, warned=(), rose=False):
         else:
             how = "stopped: no improvement"
         return how + (", the training loss rose" if rose else "") + ", not converged"
-    if net.early_stopping:
+    if net.early_stopping and net.solver != "lbfgs":   # L-BFGS stops on its own tests
         return "stopped early: the validation R^2 no longer improved"
     return "converged"
 

@@ -316,7 +316,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         Use Nesterov's momentum with ``"sgd"``.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows and stop on their R².
-        The weights with the best validation score are kept.
+        The weights with the best validation score are kept. L-BFGS does not
+        stop on them (as in scikit-learn, where early stopping is for the
+        stochastic solvers): it stops on its own tests, and warns that the
+        held-out rows' scores are recorded only.
     validation_fraction : float, default=0.1
         The fraction of the rows held out for early stopping: in [0, 1), as
         in scikit-learn, and in (0, 1) when rows are held out (early
@@ -637,6 +640,13 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if eval_set is not None:
             validation = self._eval_source(eval_set, source, device, dtype, client)
         elif early_stopping:
+            if self.solver == "lbfgs":
+                warnings.warn("early_stopping does not stop solver='lbfgs' (as in "
+                              "scikit-learn): it stops on its own tests, and "
+                              "n_iter_no_change has no effect; the held-out rows are "
+                              "left out of training and only scored (validation_scores_). "
+                              "Pass early_stopping=False to train on every row.",
+                              UserWarning, stacklevel=4)
             source, validation = source.split(self.validation_fraction,
                                               self._split_generator(continuing))
             if isinstance(validation, ArraySource):

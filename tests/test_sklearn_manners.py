@@ -107,3 +107,28 @@ def test_lbfgs_stopping_on_its_budget_always_warns():
             with pytest.warns(ConvergenceWarning):
                 model.fit(X, y)
             assert model.n_iter_ == n_iter
+
+
+def test_lbfgs_with_early_stopping_warns_and_the_cli_does_not_say_it_stopped_early(data,
+                                                                                  tmp_path):
+    """L-BFGS stops on its own tests; n_iter_no_change had no effect and the CLI
+    said "stopped early: the validation R^2 no longer improved" (round 9, #542)."""
+    from gpumlp.cli import main
+
+    X, y = data
+    model = MLPRegressor((4,), solver="lbfgs", early_stopping=True, max_iter=30,
+                         random_state=0, device="cpu")
+    with pytest.warns(UserWarning, match="early_stopping does not stop solver='lbfgs'"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, y)
+    np.savetxt(tmp_path / "d.csv", np.column_stack([X, y]), delimiter=",",
+               header="a,b,c,t", comments="")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["train", "--data", str(tmp_path / "d.csv"), "--solver", "lbfgs",
+                     "--early-stopping", "--epochs", "400", "--hidden", "4", "--quiet",
+                     "--json", str(tmp_path / "r.json")]) == 0
+    import json
+
+    assert "stopped early" not in json.loads((tmp_path / "r.json").read_text())["stopped"]
