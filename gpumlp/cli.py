@@ -1027,8 +1027,8 @@ def _train_report(args, net, device, source, target, names, state, converged, re
     report = {
         **_report_head(args, device, source, target, names),
         "epochs": len(net.loss_curve_), "stopped": state, "converged": converged and
-        not net.early_stopping, "final_loss": net.loss_,
-        "learning_rate": net.learning_rate_,
+        not (net.early_stopping and net.solver != "lbfgs"), "final_loss": net.loss_,
+        "learning_rate": None if net.solver == "lbfgs" else net.learning_rate_,
         "best_validation_r2": net.best_validation_score_,
         "train": results.get("train"), "test": results.get("test"),
         "wall_seconds": wall, "model": args.out,

@@ -131,4 +131,6 @@ def test_lbfgs_with_early_stopping_warns_and_the_cli_does_not_say_it_stopped_ear
                      "--json", str(tmp_path / "r.json")]) == 0
     import json
 
-    assert "stopped early" not in json.loads((tmp_path / "r.json").read_text())["stopped"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert "stopped early" not in report["stopped"]
+    assert report["learning_rate"] is None   # it has none; was the unused 0.01 (#760)
