@@ -641,7 +641,12 @@ def _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
     # The run's epochs in all (a resumed run counts those before it too).
     print(f"epochs: {len(net.loss_curve_)} ({state})  final loss: {net.loss_:.6g}")
     print(f"learning rate: {_describe_rate(net)}")
-    if args.early_stopping:
+    if args.early_stopping and net.solver == "lbfgs":
+        # Scored only: the model keeps L-BFGS's last weights, not the best ones.
+        print(f"validation R^2 {net.validation_scores_[-1]:.4f} (the last iteration's) on "
+              f"{args.validation_fraction:g} of the training rows, held out and scored "
+              f"only: L-BFGS does not stop early")
+    elif args.early_stopping:
         print(f"early stopping: best validation R^2 {net.best_validation_score_:.4f} on "
               f"{args.validation_fraction:g} of the training rows")
     for name, figures in results.items():
@@ -906,6 +911,8 @@ def _check_unused_options(args):
         "power_t": (schedules and args.learning_rate == "invscaling",
                     "--learning-rate invscaling (with sgd, or gd at a fixed --lr)"),
         "validation_fraction": (args.early_stopping, "--early-stopping"),
+        # L-BFGS stops on its own tests: the stopping rule's patience is unused.
+        "n_iter_no_change": (args.solver != "lbfgs", "--solver gd, sgd or adam"),
     }
     for dest, (used, needs) in users.items():
         if dest in given and not used:

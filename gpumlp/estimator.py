@@ -315,11 +315,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     nesterovs_momentum : bool, default=True
         Use Nesterov's momentum with ``"sgd"``.
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the rows and stop on their R².
-        The weights with the best validation score are kept. L-BFGS does not
-        stop on them (as in scikit-learn, where early stopping is for the
-        stochastic solvers): it stops on its own tests, and warns that the
-        held-out rows' scores are recorded only.
+        Hold out ``validation_fraction`` of the rows and stop on their R²;
+        the weights with the best validation score are kept. Not so with
+        L-BFGS (as in scikit-learn, where early stopping is for the
+        stochastic solvers): it stops on its own tests and keeps its last
+        weights, and warns that the held-out rows are only scored.
     validation_fraction : float, default=0.1
         The fraction of the rows held out for early stopping: in [0, 1), as
         in scikit-learn, and in (0, 1) when rows are held out (early
@@ -365,10 +365,13 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     learning_rate_ : float or None
         The step size in force at the end of the last epoch: with
         ``learning_rate_init="auto"`` the one chosen and adapted, else
-        ``learning_rate_init`` (as a schedule left it).
+        ``learning_rate_init`` (as a schedule left it). L-BFGS takes its
+        steps by a line search and uses no rate: for it this is
+        ``learning_rate_init`` as given, unused.
     learning_rates_ : list of float
         The step size of each epoch (they add up over warm starts and
-        ``partial_fit``, like ``loss_curve_``).
+        ``partial_fit``, like ``loss_curve_``); for L-BFGS, the unused
+        ``learning_rate_init`` (see ``learning_rate_``).
     best_loss_ : float or None
     validation_scores_ : list of float or None
         R² on the validation set (early stopping or ``eval_set``) per epoch.

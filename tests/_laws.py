@@ -354,7 +354,7 @@ def train_argv(draw, *, early_stopping=None, solvers=SOLVERS, epochs=(1, 6)) -> 
         argv += ["--max-fun", "9"]
     if draw(st.booleans()):
         argv += ["--tol", repr(draw(st.sampled_from([0.0, 1e-4])))]
-    if draw(st.booleans()):
+    if solver != "lbfgs" and draw(st.booleans()):   # L-BFGS has no use for it: refused
         argv += ["--n-iter-no-change", str(draw(st.integers(1, 5)))]
     if (draw(st.booleans()) if early_stopping is None else early_stopping):
         argv += ["--early-stopping"]

@@ -134,3 +134,7 @@ def test_lbfgs_with_early_stopping_warns_and_the_cli_does_not_say_it_stopped_ear
     report = json.loads((tmp_path / "r.json").read_text())
     assert "stopped early" not in report["stopped"]
     assert report["learning_rate"] is None   # it has none; was the unused 0.01 (#760)
+    assert report["converged"] == (report["stopped"] == "converged")   # (#923)
+    # --n-iter-no-change has no effect on L-BFGS: refused, as other such options (#519).
+    assert main(["train", "--data", str(tmp_path / "d.csv"), "--solver", "lbfgs",
+                 "--n-iter-no-change", "3", "--quiet"]) == 2
