@@ -151,8 +151,14 @@ def _learning_rate(text):
 
 
 def _hidden(text):
+    parts = text.split(",")
+    if len(parts) > 1 and not all(part.strip() for part in parts):
+        # "4,,3" is a typo for three layers or two: neither is guessed.
+        raise argparse.ArgumentTypeError(
+            f"--hidden takes comma-separated widths such as 64,32, got {text!r}, which has "
+            f"an empty width")
     try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+        sizes = tuple(int(part) for part in parts if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--hidden takes comma-separated widths such as 64,32, got {text!r}"
@@ -1256,6 +1262,9 @@ def _run_validate(args):
     _check_outputs([("--model", args.model), *_data_files("--data", args.data), *parents],
                    [("--json", args.json)])
     if args.model is not None:
+        if args.configs is not None:
+            raise ValueError("--configs chooses the agreement suite's training runs; with "
+                             "--model the fit to certify is the file's own. Leave it out.")
         return _run_certificate(args, names)
     if args.data is not None:
         raise ValueError("--data goes with --model (the fit to certify).")

@@ -479,6 +479,7 @@ def test_the_validate_command_certifies_with_three_exit_codes(tmp_path, capsys):
     # An empty --backends checked nothing and passed; --parent without
     # --model was ignored (adversarial round 6).
     for argv, said in ((args[:-2] + ["--backends", ","], "names no backend"),
+                       (args + ["--configs", "gd"], "--configs chooses the agreement"),
                        (["validate", "--backends", ""], "names no backend"),
                        (["validate", "--parent", str(model), "--backends", "numpy"],
                         "--parent goes with --model")):

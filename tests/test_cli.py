@@ -37,6 +37,7 @@ def test_train_options_are_used():
 @pytest.mark.parametrize("args, message", [
     (["--device", "npu"], "Unknown device 'npu'"),
     (["--hidden", "a,b"], "--hidden takes comma-separated widths"),
+    (["--hidden", "4,,3"], "which has an empty width"),   # read as 4,3 (round 9)
     (["--lr", "-1"], "argument --lr: must be a number > 0, got '-1'"),
     (["--lr", "fast"], "argument --lr: takes auto or a number > 0, got 'fast'"),
     (["--momentum", "1.5"], "argument --momentum: must be a number >= 0 and <= 1, got '1.5'"),
