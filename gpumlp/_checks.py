@@ -22,7 +22,7 @@ from .devices import Device, to_numpy
 
 __all__ = ["DataSummary", "check_dtype_limits", "check_eval_set", "check_feature_names",
            "check_n_features", "check_non_negative", "check_params", "check_sample_weight",
-           "check_validation_fraction", "check_X", "check_y", "column_peaks",
+           "check_validation_fraction", "check_X", "check_y", "column_peaks", "effective_rows",
            "feature_names", "resolve_dtype"]
 
 
@@ -276,6 +276,21 @@ def check_sample_weight(sample_weight, n_samples):
     if not np.any(weights > 0):
         raise ValueError("sample_weight is all zero; at least one row must have weight > 0.")
     return weights
+
+
+def effective_rows(sample_weight) -> float:
+    """Kish's effective number of rows, ``(sum w)**2 / sum w**2``; 0 without weight.
+
+    One row of weight 1 beside rows of 1e-40 is one row: an R² over such rows
+    ranks nothing. The weights are scaled by their largest first, so that
+    neither tiny nor huge weights underflow or overflow the squares.
+    """
+    w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    top = w.max() if w.size else 0.0
+    if not top > 0:
+        return 0.0
+    scaled = w / top
+    return float(scaled.sum() ** 2 / (scaled * scaled).sum())
 
 
 def feature_names(X):

@@ -29,6 +29,7 @@ from ._checks import (
     check_validation_fraction,
     check_X,
     check_y,
+    effective_rows,
     feature_names,
     resolve_dtype,
 )
@@ -196,10 +197,7 @@ def _check_validation_split(validation: ArraySource, dtype) -> None:
     if validation.sample_weight is not None:
         w = np.asarray(to_numpy(validation.sample_weight), dtype=np.float64).reshape(-1)
         weighted = w > 0
-        # Kish's effective number of rows, (sum w)^2 / sum w^2: one row of
-        # weight 1 beside rows of 1e-40 is one row, whose R² ranks nothing.
-        scaled = w / w.max() if w.max() > 0 else w
-        effective = scaled.sum() ** 2 / (scaled * scaled).sum() if w.max() > 0 else 0.0
+        effective = effective_rows(w)
         if effective < 2:
             raise ValueError(
                 f"early stopping's validation split ({n} rows held out at random) holds "

@@ -36,6 +36,7 @@ import warnings
 
 import numpy as np
 
+from ._checks import effective_rows
 from .devices import device_of
 from .training import TrainingDivergedError
 
@@ -136,10 +137,7 @@ def search_alpha(regressor, X, y, sample_weight=None, *, alphas=DEFAULT_ALPHAS,
         weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
         for k, held in enumerate(folds):
             w = weights[held]
-            top = w.max()
-            # Kish's effective rows, (sum w)^2 / sum w^2: one row of weight 1
-            # beside rows of 1e-30 is one row, whose R² decides nothing.
-            effective = (w / top).sum() ** 2 / ((w / top) ** 2).sum() if top > 0 else 0.0
+            effective = effective_rows(w)
             if effective < 2:
                 raise ValueError(
                     f"choosing alpha by {n_folds}-fold cross-validation: held-out fold "
