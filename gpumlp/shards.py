@@ -316,7 +316,9 @@ class Shard:
             ww = xp.ones((y.shape[0], 1), dtype=y.dtype) if w is None else \
                 xp.reshape(w, (-1, 1))
             total, weight = xp.sum(ww * y, axis=0), xp.sum(ww)
-            mean = total / weight if float(weight) > 0 else xp.zeros_like(total)
+            # No host read (a CuPy chunk would sync): a weightless chunk's mean is
+            # 0 / 1, and its spread 0, as it weighs nothing in the combination.
+            mean = total / xp.where(weight > 0, weight, xp.ones_like(weight))
             centred = y - mean
             inf = xp.full_like(y, float("inf"))
             out.append(_flat([xp.sum(ww * diff * diff, axis=0), total,
