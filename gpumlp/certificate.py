@@ -2042,6 +2042,11 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
                      "losses, the stored weights, the device and dtype",
                      f"every epoch of the {record['n_iter']}, in "
                      f"{len(record['checkpoints']) - 1} segments"]
+    # A parameter no number of this fit depends on leaves no trace to replay.
+    cert.notes.append("not certified: warm_start and verbose, and the parameters of other "
+                      "solvers and schedules than this fit's (no number of the fit depends "
+                      "on them; warm_start decides whether a later fit of the loaded model "
+                      "continues from its weights)")
     _replay_all(cert, ctx, backends, dtypes, dtype)
     return cert
 

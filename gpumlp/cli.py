@@ -906,7 +906,9 @@ def _check_unused_options(args):
     schedules = args.solver == "sgd" or (args.solver == "gd" and fixed_rate)
     users = {
         "momentum": (args.solver == "sgd", "--solver sgd"),
-        "nesterov": (args.solver == "sgd", "--solver sgd"),
+        # Nesterov's look-ahead moves along the velocity: none without momentum.
+        "nesterov": (args.solver == "sgd" and args.momentum > 0,
+                     "--solver sgd and a --momentum above 0"),
         "beta1": (args.solver == "adam", "--solver adam"),
         "beta2": (args.solver == "adam", "--solver adam"),
         "epsilon": (args.solver == "adam", "--solver adam"),
@@ -936,6 +938,11 @@ def _check_checkpoint_options(args):
     if _uses_dask(args):
         raise ValueError("--checkpoint-every works for data read into memory, not for "
                          "training on Dask.")
+    if args.solver == "lbfgs":
+        raise ValueError("--checkpoint-every has no use with --solver lbfgs: its checkpoints "
+                         "are for --resume, which cannot continue an lbfgs run exactly (each "
+                         "fit starts a new L-BFGS memory). Leave it out: --out saves the "
+                         "model when the run ends or is interrupted.")
 
 
 def _check_resumed_data(args, extra, digest):

@@ -324,6 +324,23 @@ def test_a_flipped_y_1d_fails(tmp_path, data):
         format_certificate(cert)
 
 
+def test_a_parameter_no_replay_can_confirm_is_named_as_not_certified(tmp_path, data):
+    """warm_start changes no number of a fit, so a file edited to warm_start=True
+    (a later fit of the loaded model then continues) replays as the honest one
+    did: the report must say that warm_start is not certified, not imply it was
+    (adversarial round 9 saw such a file PASS with nothing said)."""
+    X, y = data
+    path = _saved(tmp_path, _fit(data, scaled=False, solver="sgd", max_iter=4))
+    forged = _rewrite(path, tmp_path / "forged.npz",
+                      edit_metadata=lambda m: m["params"].update(warm_start=True))
+    assert load(forged).warm_start is True
+    cert = certify(forged, X, y, backends=["numpy"], dtypes=("float64",))
+    text = format_certificate(cert)
+    assert any(note.startswith("not certified: warm_start and verbose")
+               for note in cert.notes), text
+    assert "note: not certified: warm_start" in text
+
+
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 def test_a_file_whose_solver_contradicts_its_record_fails_without_a_traceback(tmp_path, data,
                                                                               solver):

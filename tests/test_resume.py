@@ -299,6 +299,9 @@ def test_a_run_killed_with_sigkill_leaves_a_checkpoint_that_resumes_exactly(tmp_
     (lambda m, t: ["--resume", str(t / "other-data.npz")],
      "is not the data the saved run trained on"),
     (lambda m, t: ["--checkpoint-every", "5"], "--checkpoint-every needs --out"),
+    # --resume refuses lbfgs files, so their checkpoints would serve nothing (adversary 9).
+    (lambda m, t: ["--solver", "lbfgs", "--checkpoint-every", "5", "--out", str(t / "l.npz")],
+     "--checkpoint-every has no use with --solver lbfgs"),
     (lambda m, t: ["--checkpoint-every", "0", "--out", m],
      "argument --checkpoint-every: must be an integer >= 1"),
     (lambda m, t: ["--resume", str(t / "missing.npz")], "no such model file"),
