@@ -396,9 +396,11 @@ def _uses_dask(args):
 
 
 def _run_train(args):
-    from . import get_device
+    from . import fastpath, get_device
     from ._settings import data_digest
     from .splitting import train_test_split
+
+    fastpath.check_environment()     # before the data is read: a typo costs nothing
 
     resumed = _resume(args) if args.resume else None
     if args.data is not None and "samples" in getattr(args, "given", ()):

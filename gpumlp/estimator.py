@@ -816,6 +816,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         """
         loss = get_loss(self.loss)
         solver = self._make_solver(layer_sizes[-1])
+        fastpath.check_environment()      # a typo'd variable is an error, never dropped
         network = Network(len(layer_sizes) - 1, activation, fastpath.is_enabled(), loss,
                           fastpath.cuda_graph_enabled())
         previous = getattr(self, "_trainer", None)
