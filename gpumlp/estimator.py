@@ -371,6 +371,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         ``partial_fit``, like ``loss_curve_``); for L-BFGS, the unused
         ``learning_rate_init`` (see ``learning_rate_``).
     best_loss_ : float or None
+        The smallest entry of ``loss_curve_``, which the stopping rule
+        compares each epoch's loss with; None with early stopping (which
+        compares validation scores), as in scikit-learn. ``loss_`` can be
+        lower (L-BFGS and ``"auto"``: the loss at the weights returned, after
+        the last epoch's step).
     validation_scores_ : list of float or None
         R² on the validation set (early stopping or ``eval_set``) per epoch.
     validation_loss_curve_ : list of float or None
