@@ -1297,6 +1297,9 @@ def _run_validate(args):
         if dtype not in ("float32", "float64"):
             raise ValueError(f"--dtypes takes float32 and/or float64, got {dtype!r}")
     configs = names(args.configs)
+    if configs is not None and not configs:   # an empty list would run no training check
+        raise ValueError(f"--configs names no training run: pass one or more of "
+                         f"{', '.join(agreement.TRAINING_CONFIGS)} (or leave it out for all).")
     for config in configs or ():
         if config not in agreement.TRAINING_CONFIGS:
             raise ValueError(f"unknown --configs entry {config!r}; choose from "

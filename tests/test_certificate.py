@@ -498,6 +498,9 @@ def test_the_validate_command_certifies_with_three_exit_codes(tmp_path, capsys):
     for argv, said in ((args[:-2] + ["--backends", ","], "names no backend"),
                        (args + ["--configs", "gd"], "--configs chooses the agreement"),
                        (["validate", "--backends", ""], "names no backend"),
+                       # ran none of the training checks and passed (adversarial round 10)
+                       (["validate", "--backends", "numpy", "--configs", ""],
+                        "--configs names no training run"),
                        (["validate", "--parent", str(model), "--backends", "numpy"],
                         "--parent goes with --model")):
         assert main(argv) == 2
