@@ -1973,7 +1973,9 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     dtypes = _checked_arguments(backends, dtypes)
     path = os.fspath(model_file)
     try:
-        model, metadata = load_with_metadata(path)
+        # With the parameters the fit ran with, where its record keeps them
+        # (the file's may be a later fit's: _check_parameters_ran).
+        model, metadata = load_with_metadata(path, as_fit=True)
     except ModelFileError as exc:
         cert = Certificate(path, "?", 0)
         cert.checks.append(Check("the file loads and its schema holds", False, str(exc)))
@@ -1994,6 +1996,7 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     _check_names(cert, metadata, X, y, feature_names, target_names)
     if whole_data is None and (metadata.get("extra") or {}).get("test_size") == 0:
         whole_data = (X, y)   # no split: the training data is all the data train read
+    _check_parameters_ran(cert, metadata, record)
     _check_settings(cert, model, metadata, whole_data, parent)
     search = metadata.get("alpha_search")
     if search is not None:   # StandardizedRegressor's choice of alpha (gpumlp.selection)
@@ -2049,6 +2052,41 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
                       "continues from its weights)")
     _replay_all(cert, ctx, backends, dtypes, dtype)
     return cert
+
+
+#: Parameters ``predict`` reads: the file's must be those the fit ran with.
+_PREDICTING = ("activation", "loss", "hidden_layer_sizes", "dtype")
+
+
+def _check_parameters_ran(cert, metadata, record) -> None:
+    """Replay with the parameters the fit ran with, where its record keeps them.
+
+    A ``set_params`` between the fit and ``save`` (``warm_start=True`` and a
+    new ``max_iter`` for the next call, say) changes the file's parameters,
+    not what the fit did: those are a later fit's settings, named in a note
+    and not certified (``net`` was loaded with the fit's: ``as_fit``). The
+    parameters ``predict`` reads must be the fit's. Files from before the
+    record kept them are replayed with the file's.
+    """
+    ran = record.get("params")
+    if ran is None:
+        return
+    kept = metadata["params"]
+    differ = [name for name in ran if kept.get(name) != ran[name]]
+    predicting = [name for name in differ if name in _PREDICTING]
+    cert.checks.append(Check(
+        "the parameters predict uses (activation, loss, hidden_layer_sizes, dtype) are "
+        "those the fit ran with", not predicting,
+        "; ".join(f"{name} is {kept.get(name)!r} in the file, {ran[name]!r} in the fit"
+                  for name in predicting)))
+    later = [name for name in differ if name not in _PREDICTING]
+    if later:
+        cert.notes.append(
+            "the file's parameters differ from those its fit ran with: "
+            + ", ".join(f"{name} {kept.get(name)!r} (the fit's {ran[name]!r})"
+                        for name in later)
+            + "; they are settings for a later fit of the loaded model (set_params after "
+              "this fit), not certified: the replay runs with the fit's")
 
 
 def _validation_scores(net, metadata, record):

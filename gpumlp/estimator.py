@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import numbers
 import os
 import warnings
 
@@ -635,6 +636,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         start, data_sha256 = self.__dict__.pop("_start", None), \
             self.__dict__.pop("_fingerprint", None)
         recorder = None
+        # The parameters this call runs with, for its record: a set_params after
+        # it (for a later call) changes the model's, not what this fit did.
+        ran_with = {name: value for name, value in self.get_params().items()
+                    if name not in ("device", "backend", "random_state")}
+        if self.random_state is None or isinstance(self.random_state, numbers.Integral):
+            ran_with["random_state"] = self.random_state    # (a generator's: in the start)
         if start is not None and isinstance(source, ArraySource):
             recorder = Recorder(trainer, self._rng, start=start, device=device,
                                 data_sha256=data_sha256, n_samples=source.n_samples,
@@ -715,6 +722,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             # An interrupted or diverged call keeps no record: it cannot be certified.
             self._fit_record = recorder.finish(len(trainer.loss_curve) - trainer.call_start) \
                 if recorder is not None and finished else None
+            if self._fit_record is not None:
+                self._fit_record["params"] = ran_with
             if hasattr(validation, "release"):   # eval_set's or early stopping's Dask chunks
                 validation.release()
         return self

@@ -9,7 +9,7 @@ import pytest
 
 from gpumlp import MLPRegressor, StandardizedRegressor, load, save
 from gpumlp.certificate import NotReplayableError, certify, format_certificate
-from gpumlp.io import ModelFileError, read_metadata
+from gpumlp.io import ModelFileError, _plain, read_metadata
 
 
 @pytest.fixture(scope="module")
@@ -344,16 +344,24 @@ def test_a_parameter_no_replay_can_confirm_is_named_as_not_certified(tmp_path, d
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 def test_a_file_whose_solver_contradicts_its_record_fails_without_a_traceback(tmp_path, data,
                                                                               solver):
-    """params.solver edited from sgd: the replay met an SGD state it could not
-    build or read and crashed with a TypeError or AttributeError (adversarial
-    round 8, #558-#560); now a FAIL that says why. A caller's mistake still raises."""
+    """params.solver edited from sgd, in the file and in the record of what the fit
+    ran with: the replay met an SGD state it could not build or read and crashed
+    with a TypeError or AttributeError (adversarial round 8, #558-#560); now a
+    FAIL that says why. Edited in the file alone, it is what set_params(solver=...)
+    before save gives, a later fit's setting: named in a note. A caller's
+    mistake still raises."""
     X, y = data
     path = _saved(tmp_path, _fit(data, scaled=False, solver="sgd", max_iter=4))
-    forged = _rewrite(path, tmp_path / "forged.npz",
-                      edit_metadata=lambda m: m["params"].update(solver=solver))
+    forged = _rewrite(path, tmp_path / "forged.npz", edit_metadata=lambda m: [
+        d.update(solver=solver) for d in (m["params"], m["fit_record"]["params"])])
     cert = certify(forged, X, y, backends=["numpy"], dtypes=("float64",))
     assert cert.outcome == "FAIL", format_certificate(cert)
     assert "the file's parts agree with each other" in format_certificate(cert)
+    later = _rewrite(path, tmp_path / "later.npz",
+                     edit_metadata=lambda m: m["params"].update(solver=solver))
+    cert = certify(later, X, y, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "PASS", format_certificate(cert)
+    assert f"solver {solver!r} (the fit's 'sgd')" in format_certificate(cert)
     with pytest.raises(TypeError, match="backends takes a list of names"):
         certify(forged, X, y, backends="numpy")
 
@@ -390,6 +398,55 @@ def test_a_loaded_model_saved_again_keeps_its_provenance_and_certifies(tmp_path,
             assert np.array_equal(a[name], b[name]), name
     outcome, cert = _outcome(again, data)
     assert outcome == "PASS", format_certificate(cert)
+
+
+def test_a_file_saved_with_names_and_extra_is_the_same_file_saved_again(tmp_path, data):
+    """The names and extra (the CLI's settings, split and data digest) a file was saved
+    with are written again by save(load(f)): they were dropped, so a `gpumlp train` model
+    saved again from Python FAILed `validate --data` on its own CSV and `predict` wanted
+    columns x0, x1, ... (adversarial round 10). Trained again, the model's new weights
+    take no old names."""
+    model = _fit(data, scaled=False, solver="sgd", max_iter=4)
+    first = _saved(tmp_path, model, "first.npz", feature_names=["p", "q", "r", "s"],
+                   target_names=["t"], extra={"note": "kept", "n": 3})
+    loaded = load(first)
+    again = _saved(tmp_path, loaded, "again.npz")
+    before, after = read_metadata(first), read_metadata(again)
+    assert {k: v for k, v in after.items() if k != "created"} == \
+        {k: v for k, v in before.items() if k != "created"}
+    renamed = read_metadata(_saved(tmp_path, loaded, "renamed.npz", target_names=["u"]))
+    assert renamed["target_names"] == ["u"] and renamed["feature_names"] == ["p", "q", "r", "s"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded.partial_fit(*data)
+    trained = read_metadata(_saved(tmp_path, loaded, "trained.npz"))
+    assert trained["feature_names"] is None and trained["extra"] == {}
+
+
+def test_parameters_set_after_the_fit_are_noted_and_the_replay_uses_the_fits(tmp_path, data):
+    """set_params between fit and save (the next call's warm_start and max_iter, say)
+    changed the file's parameters, and the replay judged the fit by them: an honest fit
+    FAILed ("the rule ends it at 4"; adversarial round 10). The record keeps the
+    parameters the fit ran with; those it replays; the others are a later fit's."""
+    model = _fit(data, scaled=False, solver="adam", max_iter=10, batch_size=32, alpha=1e-4)
+    model.set_params(warm_start=True, max_iter=4, alpha=0.5, tol=0.5)
+    path = _saved(tmp_path, model)
+    outcome, cert = _outcome(path, data)
+    assert outcome == "PASS", format_certificate(cert)
+    note = next(n for n in cert.notes if n.startswith("the file's parameters differ"))
+    assert "max_iter 4 (the fit's 10)" in note and "alpha 0.5 (the fit's 0.0001)" in note
+    # What predict reads must be the fit's; a forged record's parameters replay as forged.
+    for forge, said in (
+            (lambda m: m.update(activation="tanh") or m["params"].update(activation="tanh"),
+             "activation is 'tanh' in the file, 'sigmoid' in the fit"),
+            (lambda m: m["fit_record"]["params"].update(alpha=0.3), None),
+            (lambda m: [d.update(alpha=0.3) for d in (m["params"],
+                                                       m["fit_record"]["params"])], None)):
+        forged = _rewrite(path, tmp_path / "forged.npz", edit_metadata=forge)
+        outcome, cert = _outcome(forged, data)
+        assert outcome == "FAIL", format_certificate(cert)
+        if said is not None:
+            assert said in format_certificate(cert)
 
 
 def test_a_one_epoch_fit_formats_and_passes(tmp_path, data):
@@ -930,12 +987,20 @@ def test_a_randomstate_fit_certifies_and_a_seed_it_did_not_draw_fails(tmp_path, 
     other = _fit(data, random_state=12345, max_iter=4)
     claimed = np.random.RandomState(3)
     claimed.randint(np.iinfo(np.int32).max)
-    other.regressor_.random_state = claimed
-    forged = _saved(tmp_path, other, "forged.npz")
+    forged = _rewrite(_saved(tmp_path, other, "other.npz"), tmp_path / "forged.npz",
+                      edit_metadata=lambda m: [m["params"].update(
+                          random_state=_plain("random_state", claimed)),
+                          m["fit_record"]["params"].pop("random_state")])
     cert = certify(forged, X, y, backends=["numpy"], dtypes=("float64",))
     assert cert.outcome == "FAIL"
     assert "FAIL the seed is the draw of the model's random_state (a RandomState)" in \
         format_certificate(cert)
+    # Set after the fit (for a later one), the file's RandomState is named, not judged.
+    other.regressor_.random_state = claimed
+    later = certify(_saved(tmp_path, other, "later.npz"), X, y, backends=["numpy"],
+                    dtypes=("float64",))
+    assert later.outcome == "PASS", format_certificate(later)
+    assert "random_state" in next(n for n in later.notes if "differ from those" in n)
 
 
 
