@@ -631,6 +631,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         layer_sizes = [source.n_features, *hidden, source.n_outputs]
         trainer = self._trainer_for(layer_sizes, device, dtype, activation, continuing,
                                     incremental)
+        # A resumed run's loss that rose is judged over the run, as in one call.
+        trainer.run_start = 0 if getattr(self, "_keep_solver_state", False) else None
         # An in-memory fit keeps a record of how to certify it (see _fitrecord):
         # checkpoint 0 is taken here, before the validation split is drawn.
         start, data_sha256 = self.__dict__.pop("_start", None), \
