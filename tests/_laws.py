@@ -87,7 +87,8 @@ def configs(draw, *, solvers=SOLVERS, dtypes=DTYPES, standardized=None, early_st
     """A configuration from the whole parameter space (each keyword narrows one axis).
 
     ``early_stopping``, ``eval_set``, ``sample_weight``, ``frame`` and
-    ``standardized`` are drawn when None, else fixed.
+    ``standardized`` are drawn when None, else fixed. ``max_iter`` is a range
+    ``(low, high)`` or a strategy.
     """
     solver = draw(st.sampled_from(solvers))
     depth = draw(st.integers(1, 2))
@@ -101,7 +102,7 @@ def configs(draw, *, solvers=SOLVERS, dtypes=DTYPES, standardized=None, early_st
         learning_rate=draw(st.sampled_from(SCHEDULES)),
         power_t=draw(st.sampled_from([0.25, 0.5, 1.0])),
         learning_rate_init=draw(_rates(solver)),
-        max_iter=draw(st.integers(*max_iter)),
+        max_iter=draw(st.integers(*max_iter) if isinstance(max_iter, tuple) else max_iter),
         tol=draw(st.sampled_from([0.0, 1e-4, 1e-2])),
         n_iter_no_change=draw(st.integers(1, 4)),
         batch_size=draw(st.sampled_from(["auto", 1, 4, 7, 1000])),

@@ -532,6 +532,22 @@ def test_the_record_stays_bounded(data):
     assert [c["epoch"] for c in record["checkpoints"]][-1] == 300
 
 
+@pytest.mark.parametrize("n_iter", [33, 66])
+def test_a_fit_ending_where_the_checkpoints_thin_keeps_its_last_epoch(tmp_path, data, n_iter):
+    """The 33rd checkpoint doubles the spacing, and thinning dropped that very epoch
+    when it was the fit's last: the record then ended at epoch 32, its file would
+    not load back, and save refused it, so `gpumlp train` lost the trained model
+    (adversarial round 10: a --resume that converged after 33 epochs)."""
+    from gpumlp._fitrecord import MAX_CHECKPOINTS
+
+    assert n_iter in (MAX_CHECKPOINTS + 1, 2 * (MAX_CHECKPOINTS + 1))
+    model = _fit(data, scaled=False, solver="sgd", batch_size=64, max_iter=n_iter, tol=0.0,
+                 n_iter_no_change=10**6)
+    assert [c["epoch"] for c in model._fit_record["checkpoints"]][-1] == n_iter
+    outcome, cert = _outcome(_saved(tmp_path, model), data, dtypes=("float64",))
+    assert outcome == "PASS", format_certificate(cert)
+
+
 def test_the_validate_command_certifies_with_three_exit_codes(tmp_path, capsys):
     from gpumlp.cli import main
 
