@@ -548,6 +548,39 @@ def test_a_fit_ending_where_the_checkpoints_thin_keeps_its_last_epoch(tmp_path, 
     assert outcome == "PASS", format_certificate(cert)
 
 
+def test_a_resumed_early_stopping_chain_certifies_link_by_link(tmp_path, capsys):
+    """`train --resume` of an --early-stopping run goes on from its last weights; its
+    parent file holds its best. The certificate compared the start with the best only,
+    and FAILed the honest link; and as the links of such a chain share their best
+    weights (the best epoch stayed the first), a link was taken as its own parent and
+    certified itself until the recursion ran out, reported as a damaged file
+    (adversarial round 10, #721)."""
+    from gpumlp.cli import main
+
+    rows = np.random.default_rng(8)
+    table = rows.normal(size=(150, 3))
+    target = table @ [1, -2, 0.5] + 0.1 * rows.normal(size=150)
+    data = tmp_path / "d.csv"
+    np.savetxt(data, np.c_[table, target], delimiter=",", header="a,b,c,y", comments="")
+    links = [str(tmp_path / f"c{i}.npz") for i in range(3)]
+    assert main(["train", "--data", str(data), "--hidden", "4", "--device", "cpu", "--quiet",
+                 "--epochs", "7", "--out", links[0], "--early-stopping",
+                 "--n-iter-no-change", "50"]) == 0
+    for parent, child, epochs in ((links[0], links[1], "6"), (links[1], links[2], "5")):
+        assert main(["train", "--resume", parent, "--data", str(data), "--epochs", epochs,
+                     "--quiet", "--out", child]) == 0
+    scores = load(links[0]).regressor_.validation_scores_
+    assert scores.index(max(scores)) < len(scores) - 1     # the best is not the last epoch
+    capsys.readouterr()
+    check = ["validate", "--data", str(data), "--backends", "numpy", "--dtypes", "float32"]
+    assert main([*check, "--model", links[1], "--parent", links[0]]) == 0
+    assert "(its last weights: an early-stopping run resumed)" in capsys.readouterr().out
+    assert main([*check, "--model", links[2], "--parent", links[1], "--parent", links[0]]) == 0
+    assert "PASS" in capsys.readouterr().out
+    # A model given as its own parent is no parent; the real one still missing: exit 2.
+    assert main([*check, "--model", links[1], "--parent", links[1]]) == 2
+
+
 def test_the_validate_command_certifies_with_three_exit_codes(tmp_path, capsys):
     from gpumlp.cli import main
 
