@@ -165,6 +165,10 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
 
     if not isinstance(training_state, (bool, np.bool_)):
         raise TypeError(f"training_state must be True or False, got {training_state!r}.")
+    if extra is not None and not all(isinstance(key, str) for key in extra):
+        # JSON keys are strings: {1: 2} would read back as {"1": 2}, another dict.
+        raise TypeError(f"extra's keys must be strings (JSON's), got "
+                        f"{sorted(repr(k) for k in extra if not isinstance(k, str))}.")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"save writes to a file path (str or os.PathLike), not a "
                         f"{type(path).__name__}: it replaces the file atomically, which an "
