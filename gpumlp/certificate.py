@@ -2081,8 +2081,9 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     return cert
 
 
-#: Parameters ``predict`` reads: the file's must be those the fit ran with.
-_PREDICTING = ("activation", "loss", "hidden_layer_sizes", "dtype")
+#: Parameters ``predict`` reads: the file's must be those the fit ran with. (Not
+#: ``dtype``: predict computes in the weights' dtype, which the file records.)
+_PREDICTING = ("activation", "loss", "hidden_layer_sizes")
 
 
 def _check_parameters_ran(cert, metadata, record) -> None:
@@ -2102,8 +2103,8 @@ def _check_parameters_ran(cert, metadata, record) -> None:
     differ = [name for name in ran if kept.get(name) != ran[name]]
     predicting = [name for name in differ if name in _PREDICTING]
     cert.checks.append(Check(
-        "the parameters predict uses (activation, loss, hidden_layer_sizes, dtype) are "
-        "those the fit ran with", not predicting,
+        "the parameters predict uses (activation, loss, hidden_layer_sizes) are those the "
+        "fit ran with", not predicting,
         "; ".join(f"{name} is {kept.get(name)!r} in the file, {ran[name]!r} in the fit"
                   for name in predicting)))
     later = [name for name in differ if name not in _PREDICTING]

@@ -429,7 +429,8 @@ def test_parameters_set_after_the_fit_are_noted_and_the_replay_uses_the_fits(tmp
     FAILed ("the rule ends it at 4"; adversarial round 10). The record keeps the
     parameters the fit ran with; those it replays; the others are a later fit's."""
     model = _fit(data, scaled=False, solver="adam", max_iter=10, batch_size=32, alpha=1e-4)
-    model.set_params(warm_start=True, max_iter=4, alpha=0.5, tol=0.5)
+    # dtype too: predict computes in the weights' dtype (adversarial round 11 saw a FAIL).
+    model.set_params(warm_start=True, max_iter=4, alpha=0.5, tol=0.5, dtype="float32")
     path = _saved(tmp_path, model)
     outcome, cert = _outcome(path, data)
     assert outcome == "PASS", format_certificate(cert)
