@@ -1268,8 +1268,9 @@ def _run_validate(args):
     from . import agreement
     from ._atomic import write_text_atomic
 
-    def names(text):
-        return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+    def names(text):   # each once, in order: a name twice would run its checks twice
+        return None if text is None else list(dict.fromkeys(
+            t.strip() for t in text.split(",") if t.strip()))
 
     if args.backends is not None and not names(args.backends):
         raise ValueError("--backends names no backend: pass one or more of "

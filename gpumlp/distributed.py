@@ -958,18 +958,25 @@ def read_dataset(path, target=None, drop=()):
     drop = tuple(drop or ())
     from .parquet import is_parquet, read_parquet
 
+    if path.lower().endswith(".csv"):
+        raise DataError(f"{path}: a CSV is read into memory, not by Dask workers; "
+                        f"--cluster and --scheduler train on a dataset the workers read (a "
+                        f".parquet file or folder, a .zarr store, .npy or .npz parts). Leave "
+                        f"them out, or convert it: pandas.read_csv(path).to_parquet("
+                        f"'data.parquet').")
+
     if drop and (path.endswith(".zarr") or not is_parquet(path)):
-        raise DataError(f"--drop names columns of a CSV or Parquet dataset; {path} holds "
+        raise DataError(f"--drop names columns of a Parquet dataset; {path} holds "
                         f"arrays without column names. Leave the columns out of the arrays.")
     if path.endswith(".zarr"):
         if target is not None:
-            raise DataError("--target names a Parquet or CSV column; a Zarr store keeps the "
+            raise DataError("--target names a Parquet column; a Zarr store keeps the "
                             "target in y or in its last column.")
         return _read_zarr(path, da)
     if is_parquet(path):
         return read_parquet(path, target, drop)
     if target is not None:
-        raise DataError("--target names a Parquet or CSV column; .npy parts keep the target "
+        raise DataError("--target names a Parquet column; .npy parts keep the target "
                         "in their last column, .npz parts in the array y.")
     files = [f for f in _dataset_files(path) if f.endswith((".npy", ".npz"))]
     if not files:

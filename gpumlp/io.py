@@ -147,7 +147,7 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         :func:`load` continues as the saved model's ``partial_fit`` would.
         It is left out, whatever this says, when the model has none (never
         fitted by gpumlp) or when it no longer fits the weights (weights
-        assigned by hand).
+        assigned by hand; a ``UserWarning`` says so).
 
     Notes
     -----
@@ -415,7 +415,12 @@ def _training_metadata(net: MLPRegressor, coefs: list, intercepts: list):
         state_arrays, description = state_to_arrays(state)
         state_arrays = {name: to_numpy(a) for name, a in state_arrays.items()}
         state_from_arrays(description, state_arrays, template)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError) as exc:
+        # Never in silence: a partial_fit or resume of the file starts a new state.
+        warnings.warn(f"The model's training state no longer fits its weights ({exc}; "
+                      f"weights assigned by hand, say): it is saved without it, so a "
+                      f"partial_fit or train --resume of the file starts a new solver "
+                      f"state.", UserWarning, stacklevel=3)
         return None
     history = training["history"]
     last = training.get("last_params")

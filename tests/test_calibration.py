@@ -195,3 +195,19 @@ def test_without_the_c_blocks_there_is_nothing_to_calibrate(capsys):
     with cblocks.simd("none"):
         assert cli.main(["calibrate", "--dry-run"]) == 2
     assert "nothing to calibrate" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not BUILT, reason="the C extension is not built here")
+def test_calibrate_names_a_cache_folder_it_cannot_make_before_measuring(tmp_path,
+                                                                        monkeypatch):
+    """$XDG_CACHE_HOME/gpumlp a regular file: calibrate measured for a minute, then failed
+    with a bare "[Errno 17] File exists" (adversarial round 12)."""
+    blocker = tmp_path / "cache" / "gpumlp"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    measured = []
+    with pytest.raises(ValueError, match=r"cannot keep the calibration in .*cblocks\.json.*"
+                                         r"Move that file, or set XDG_CACHE_HOME"):
+        cblocks.calibrate(ladder=[(64, 2, 4)], rounds=1, seconds=0.001,
+                          report=measured.append)
+    assert measured == [] and blocker.read_text() == "not a folder"

@@ -158,3 +158,27 @@ def test_the_plot_is_written_in_the_format_its_suffix_names(tmp_path, capsys, mo
                      "--quiet", "--plot", str(tmp_path / "loss.txt")]) == 2
     assert ".txt is no image format matplotlib writes" in capsys.readouterr().err
     assert not (tmp_path / "loss.txt").exists()
+
+
+def test_validate_runs_a_name_given_twice_once(capsys):
+    """--dtypes float64,float64 ran and counted every check twice (adversarial round 12)."""
+    from gpumlp.cli import main
+
+    counts = []
+    for backends, dtypes in (("numpy", "float64"), ("numpy,numpy", "float64, float64")):
+        assert main(["validate", "--backends", backends, "--dtypes", dtypes,
+                     "--configs", "gd"]) == 0
+        counts.append(re.search(r"(\d+) passed, 0 failed", capsys.readouterr().out).group(1))
+    assert counts[0] == counts[1]
+
+
+def test_a_csv_with_cluster_is_refused_for_what_it_is(tmp_path, capsys):
+    """It said "--target names a Parquet or CSV column; .npy parts keep ..." about a CSV
+    (adversarial round 12)."""
+    from gpumlp.cli import main
+
+    data = tmp_path / "x.csv"
+    data.write_text("a,b,t\n1,2,3\n2,3,4\n3,1,2\n4,4,4\n")
+    assert main(["train", "--cluster", "local:1", "--data", str(data), "--target", "t",
+                 "--epochs", "2", "--quiet"]) == 2
+    assert "a CSV is read into memory, not by Dask workers" in capsys.readouterr().err

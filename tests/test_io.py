@@ -382,3 +382,17 @@ def test_the_loss_increased_warning_is_public():
 
     assert gpumlp.LossIncreasedWarning is LossIncreasedWarning
     assert "LossIncreasedWarning" in gpumlp.__all__
+
+
+def test_a_training_state_that_no_longer_fits_is_dropped_aloud(tmp_path, data):
+    """save left out a state that no longer fits the weights in silence, so a partial_fit
+    of the file restarted Adam unannounced (adversarial round 12)."""
+    import dataclasses
+
+    X, y = data
+    model = _fit(MLPRegressor((3,), solver="adam", max_iter=2, random_state=0), X, y)
+    state = model._trainer.state     # Adam's moments, set by hand to another shape
+    model._trainer.state = dataclasses.replace(state, first=[np.zeros((1, 1))] * 4)
+    with pytest.warns(UserWarning, match="training state no longer fits its weights"):
+        io.save(model, tmp_path / "m.npz")
+    assert "training" not in io.read_metadata(tmp_path / "m.npz")

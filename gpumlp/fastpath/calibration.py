@@ -227,6 +227,35 @@ def crossover(rows: list[tuple[int, float]]) -> int:
     return line
 
 
+def folder(path: Path | None = None) -> Path:
+    """Make the calibration file's folder if it is missing; a clear error where it cannot be.
+
+    Parameters
+    ----------
+    path : Path, optional
+        The calibration file; by default :func:`cache_path`.
+
+    Returns
+    -------
+    Path
+        The folder.
+
+    Raises
+    ------
+    ValueError
+        Naming the path in the way and what to do.
+    """
+    path = cache_path() if path is None else path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+        raise ValueError(f"cannot keep the calibration in {path}: its folder cannot be made "
+                         f"({exc.strerror or exc}: {exc.filename or path.parent}; a file in "
+                         f"the way, or no permission). Move that file, or set XDG_CACHE_HOME "
+                         f"to a writable folder.") from None
+    return path.parent
+
+
 def store(entry: dict, path: Path | None = None) -> Path:
     """Write one CPU's calibration into the file, keeping the other CPUs' entries.
 
@@ -259,7 +288,7 @@ def store(entry: dict, path: Path | None = None) -> Path:
                           f"entries are kept.", CalibrationWarning, stacklevel=2)
             entries = {k: v for k, v in entries.items() if k not in damaged}
     entries[_key_text(entry["key"])] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder(path)
     write_text_atomic(path, json.dumps({"format": FORMAT, "entries": entries}, indent=1))
     with _LOCK:
         _CHOSEN.pop(entry["key"]["isa"], None)    # this process reads it afresh

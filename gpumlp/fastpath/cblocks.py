@@ -405,7 +405,8 @@ def calibrate(ladder=None, rounds: int = 5, seconds: float = 0.2, write: bool = 
     Raises
     ------
     ValueError
-        The C blocks cannot run here (not built, or ``GPUMLP_SIMD=none``).
+        The C blocks cannot run here (not built, or ``GPUMLP_SIMD=none``), or
+        ``write`` and the calibration file's folder cannot be made.
     """
     import datetime
 
@@ -414,6 +415,8 @@ def calibrate(ladder=None, rounds: int = 5, seconds: float = 0.2, write: bool = 
         raise ValueError("The C blocks cannot run here (the extension is not built, or "
                          "GPUMLP_SIMD=none), so there is nothing to calibrate: every fit "
                          "takes the NumPy path.")
+    if write:    # before a minute of measurements, not after
+        calibration.folder()
     rows = []
     ladder = LADDER if ladder is None else ladder
     for n, f, h in sorted(ladder, key=lambda s: s[0] * s[2] * (s[1] + 1)):
