@@ -60,10 +60,10 @@ def _timed_segments():
     totals = {}
     real = certificate._run_segment
 
-    def timed(ctx, j, device, dtype, use_fastpath):
+    def timed(ctx, j, device, dtype, use_fastpath, **kwargs):
         start = time.perf_counter()
         try:
-            return real(ctx, j, device, dtype, use_fastpath)
+            return real(ctx, j, device, dtype, use_fastpath, **kwargs)
         finally:
             key = (device.name, dtype)
             totals[key] = totals.get(key, 0.0) + time.perf_counter() - start

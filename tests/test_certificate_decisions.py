@@ -188,8 +188,8 @@ def test_an_lbfgs_replay_evaluates_the_loss_no_more_than_the_fit(tmp_path, data,
     real_imposing, real_evaluate = certificate._imposing, solvers.LBFGS._evaluate
     count = {"n": 0}
 
-    def imposing(solver, decisions, first_segment):
-        return real_imposing(dataclasses.replace(solver, c2=0.0), decisions, first_segment)
+    def imposing(solver, *args, **kwargs):
+        return real_imposing(dataclasses.replace(solver, c2=0.0), *args, **kwargs)
 
     def counted(self, *args, **kwargs):
         count["n"] += 1
