@@ -284,7 +284,9 @@ def _imposed_class(base):
             return None       # the recorded end is checked from the record, not here
 
         def update(self, params, state, objective):
-            probe = self._kink_probe
+            # (a copy made by dataclasses.replace, such as a compiled block's
+            # program solver, has no probe: it runs no oracle)
+            probe = getattr(self, "_kink_probe", None)
             if probe is not None:
                 # Where each evaluation point stands to the kinks (the oracle's run).
                 decisions, evaluate = self._decisions, objective
