@@ -589,11 +589,40 @@ def _start_arrays(checkpoint, dtype):
     return params, state_arrays, best
 
 
-def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False):
+def _reordered(source, how: str):
+    """``source`` whose every batch holds the same rows in another order: ``"reversed"``,
+    or ``"rolled"`` by half the batch.
+
+    The batches and the generator's draws are the fit's; only the order in
+    which each batch's rows are summed changes, and with it every sum's
+    rounding: another sample of the rounding a backend that sums otherwise
+    makes (see :func:`_replay_all`).
+    """
+    from .sources import ArraySource
+
+    class Reordered(ArraySource):
+        def batches(self, rng, batch_size, shuffle):
+            batches = super().batches(rng, batch_size, shuffle)
+            order = batches[0][2]
+            old = np.arange(self.n_samples) if order is None else to_numpy(order)
+            new = old.copy()
+            for start, stop, _ in batches:
+                block = old[start:stop]
+                new[start:stop] = block[::-1] if how == "reversed" else \
+                    np.roll(block, (stop - start) // 2)
+            order = self.device.asarray(new)
+            return [(start, stop, order) for start, stop, _ in batches]
+
+    return Reordered(source.X, source.y, source.device, source.sample_weight)
+
+
+def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, rows=None):
     """Replay segment ``j`` (checkpoint ``j`` to ``j + 1``): its end and every epoch's figures.
 
     With ``probe_kinks`` (a ReLU network on NumPy, each step on all rows), each
-    evaluation point's margin to the kinks is logged (:func:`_kink_margin`).
+    evaluation point's margin to the kinks is logged (:func:`_kink_margin`);
+    with ``rows`` (``"reversed"``, ``"rolled"``), each batch's rows are summed
+    in that order (:func:`_reordered`).
     """
     from ._checks import check_params
     from .losses import get_loss
@@ -608,6 +637,8 @@ def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False):
     network = Network(len(c0["coefs"]), activation, use_fastpath, get_loss(net.loss), False)
     with device.context(), _replay_threads(device, ctx.X.shape[0], use_fastpath):
         source, validation, rng = _sources(ctx, device, dtype)
+        if rows is not None:
+            source = _reordered(source, rows)
         if j > 0:
             rng = generator_from_state(c0["rng"]["numpy_generator"])
         decisions = _Decisions(ctx, c0["epoch"],
@@ -2139,20 +2170,28 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
     # how far float32 rounding moves each quantity is the segment's own measured
     # sensitivity to rounding (module docs). These runs are NumPy's replays too.
     # When another backend replays, the generic kernels it runs (other formulas:
-    # a(1 - a) for the fast path's 1 - t**2) run in float32 as well, and each
-    # quantity's noise is the larger: with the fast path's alone, an honest
-    # float64 L-BFGS fit of 2000 rows failed on torch and JAX in float64 (its
-    # memory's gradient differences, by 1.4 times their tolerance).
+    # a(1 - a) for the fast path's 1 - t**2) run in float32 as well, twice, each
+    # batch's rows summed in another order (_reordered): each quantity's noise
+    # is the largest of the three. One sample of rounding is not a bound where
+    # a segment magnifies one direction most (a chaotic L-BFGS segment, "auto"
+    # steps): the replay's distance and the sample's are then two projections
+    # of random roundings on that direction, whose ratio has Cauchy tails, and
+    # exceeds MARGIN = 10 about 6% of the time; over the largest of three
+    # samples, some 0.1% (module docs). With one sample, honest float32
+    # L-BFGS fits of 400 iterations failed on torch or JAX in 6 of 8 seeds
+    # (tanh) and 2 of 8 (ReLU, past its kinks); with the fast path's alone, an
+    # honest float64 L-BFGS fit of 2000 rows failed on torch and JAX in float64.
     from .training import TrainingDivergedError
 
     oracle, fast = Device("cpu"), fastpath.is_enabled()
-    kernels = [fast] + ([False] if fast and any(d.name != "numpy" for d in devices.values())
-                        else [])
+    variants = [(fast, None)]
+    if any(d.name != "numpy" for d in devices.values()):
+        variants += [(False, "reversed"), (False, "rolled")]
     try:
         exact = [_run_segment(ctx, j, oracle, "float64", fast, probe_kinks=_kinked(ctx.net))
                  for j in range(n_segments)]
-        rounded = [[_run_segment(ctx, j, oracle, "float32", f) for j in range(n_segments)]
-                   for f in kernels]
+        rounded = [[_run_segment(ctx, j, oracle, "float32", f, rows=rows)
+                    for j in range(n_segments)] for f, rows in variants]
     except TrainingDivergedError as exc:
         # A fit that float32 cannot hold (a Poisson exp of unscaled X, say) has
         # no measured sensitivity: neither a pass nor a failure can be judged.
