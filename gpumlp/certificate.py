@@ -947,7 +947,8 @@ def _decision_failures(run, exact, rounded, dtype, ctx, grads=0.0):
         values = [p[key] if n is None else p[key][n] for p in found]
         if any(v is None for v in values):
             return None
-        return max(abs(v - values[0]) for v in values[1:])
+        # The range: two float32 runs apart count, as each one from float64.
+        return max(values) - min(values)
 
     def uncertainty(n, entry, key, i, floor=0.0):
         """The number's absolute uncertainty (inf when the oracle has no such number)."""
@@ -2203,8 +2204,12 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
     for j in range(n_segments):
         stored_end = record["checkpoints"][j + 1]
         reference = _quantities(exact[j], stored_end, ctx, j)
-        measured = [_noise(reference, _quantities(runs[j], stored_end, ctx, j))
-                    for runs in rounded]
+        samples = [_quantities(runs[j], stored_end, ctx, j) for runs in rounded]
+        # A replay and the record are two roundings of the segment: how far two
+        # of NumPy's float32 runs land apart counts, as does each one's distance
+        # from float64.
+        measured = [_noise(reference, q) for q in samples] + \
+            [_noise(a, b) for a, b in itertools.combinations(samples, 2)]
         noise.append({name: max(m[name] for m in measured) for name in measured[0]})
     if ctx.accepted is not None and record["start"]["kind"] == "seed" and ctx.n_iter:
         initial = _check_initial_rate(ctx, trained_dtype)
