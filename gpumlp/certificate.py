@@ -61,13 +61,18 @@ room to grow in it: there is no cut-off, and the verdict covers every epoch.
 What a segment does with rounding is measured, on that segment: NumPy runs
 it in float64 and in float32 (with its fast path when that is on: BLAS sums,
 with larger errors than the generic pairwise sums), and, when another backend
-replays, NumPy's generic kernels run it in float32 too (the formulas those
-backends run: ``a (1 - a)`` where the fast path has ``1 - t**2``). For each quantity
+replays, NumPy's generic kernels run it in float32 twice more (the formulas
+those backends run: ``a (1 - a)`` where the fast path has ``1 - t**2``), each
+batch's rows summed in another order (:func:`_reordered`). For each quantity
 ``q`` compared at the segment's end (each weight array, each array and number
 of the solver state, early stopping's best weights) and each epoch's loss
 and validation loss, ``noise_q`` is the largest distance of a float32 run
-from the float64 one: how far float32 rounding, magnified or damped by this
-segment, moves ``q``. A replay in ``dtype`` of a fit trained in
+from the float64 one, or of two float32 runs from each other: how far
+float32 rounding, magnified or damped by this segment, moves ``q``. Three
+samples, because where a segment magnifies one direction most, a replay's
+distance over one sample's is a ratio of two random projections on it, with
+Cauchy tails (past :data:`MARGIN` about 6% of the time; for the largest of
+three, some 0.1%). A replay in ``dtype`` of a fit trained in
 ``trained_dtype`` may differ from the record by::
 
     MARGIN * (noise_q * eps / eps32 + (k + 1) * eps * |q|)
@@ -86,6 +91,14 @@ one part in a million in float64, a thousand in float32) moves the end of its
 segment by that fraction of the step, far beyond float32's noise scaled to
 float64, and beyond float32's own where the segment's steps are not
 themselves at the rounding level.
+
+ReLU's kinks break the smoothness: where a unit's pre-activation is within
+rounding of 0, a replay that rounds otherwise may take the kink's other
+side, and the rest of its segment moves by a finite amount. NumPy's float64
+run logs each evaluation point's margin to the kinks (:func:`_kink_margin`);
+a replay other than the fit's own computation compares a segment only up to
+the epoch before the first point within rounding (:func:`_kink_crossing`),
+and the fit's own computation, bit for bit, judges the whole segment.
 
 Outcomes
 --------
