@@ -2227,6 +2227,7 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
     if ctx.accepted is not None and record["start"]["kind"] == "seed" and ctx.n_iter:
         initial = _check_initial_rate(ctx, trained_dtype)
         cert.checks.append(initial)
+    judged_whole = False      # a replay computed as the fit did (every segment judged whole)
     for name, device in devices.items():
         for dtype in dtypes:
             replay = Replay(name, dtype)
@@ -2304,8 +2305,15 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                                                   trained_here, unjudged)
             except (ValueError, BackendUnavailableError, MemoryError) as exc:
                 replay.error = str(exc)
+            if trained_here and replay.error is None:
+                judged_whole = True
     if not any(r.error is None for r in cert.replays):
         cert.missing.append("a backend and dtype that can replay the fit")
+    elif any(r.partial for r in cert.replays) and not judged_whole:
+        cert.missing.append(
+            f"the fit's own computation ({record['device']} {trained_dtype}, fast path "
+            f"{'on' if record['fastpath'] else 'off'}), which judges the segments past a "
+            f"ReLU unit within rounding of its kink: no replay here computes as the fit did")
 
 
 def _kinked(net) -> bool:

@@ -95,3 +95,17 @@ def test_a_fault_before_the_kink_still_fails_the_other_backend(relu_fit, monkeyp
     assert [(r.backend, r.passed) for r in cert.replays] == [("numpy", True),
                                                             ("torch", False)]
     assert cert.replays[1].failures[0].startswith("epochs 1-8:"), cert.replays[1].failures
+
+
+def test_without_the_fits_own_computation_the_kinks_cannot_be_certified(relu_fit):
+    """With the fast paths off here (the fit ran with them on), no replay computes as
+    the fit did: the segments' tails past a kink are judged by none, so the outcome
+    is "cannot certify", never PASS."""
+    from gpumlp import fastpath
+
+    path, X, y = relu_fit
+    others = _other_backends()
+    with fastpath.disabled():
+        cert = certify(path, X, y, backends=["numpy", *others], dtypes=("float32",))
+    assert cert.outcome == "CANNOT", format_certificate(cert)
+    assert any("the fit's own computation" in m for m in cert.missing), cert.missing
