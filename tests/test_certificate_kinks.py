@@ -7,7 +7,8 @@ other side, its derivative 1 instead of 0, and the rest of the segment moves
 by a finite amount. The certificate finds the first point of each segment
 where a unit is within rounding of its kink (on its float64 oracle run) and
 compares such a replay only up to there; the fit's own computation judges
-the whole segment.
+the whole segment. Also here: the reordered sources behind the extra
+rounding samples a certificate takes when another backend replays.
 """
 
 import warnings
@@ -109,3 +110,27 @@ def test_without_the_fits_own_computation_the_kinks_cannot_be_certified(relu_fit
         cert = certify(path, X, y, backends=["numpy", *others], dtypes=("float32",))
     assert cert.outcome == "CANNOT", format_certificate(cert)
     assert any("the fit's own computation" in m for m in cert.missing), cert.missing
+
+
+@pytest.mark.parametrize("how", ["reversed", "rolled"])
+@pytest.mark.parametrize("batch_size", [7, 40])
+def test_a_reordered_source_sums_the_same_batches_in_another_order(how, batch_size):
+    """The extra rounding samples (certificate._reordered): every batch holds the fit's
+    rows, in another order, and the generator draws what the fit's drew."""
+    from gpumlp.certificate import _reordered
+    from gpumlp.devices import Device
+    from gpumlp.sources import ArraySource
+
+    X, y = _data()
+    source = ArraySource.from_arrays(X, y, Device("cpu"), "float64")
+    other = _reordered(source, how)
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    plain, reordered = source.batches(rng_a, batch_size, True), other.batches(rng_b, batch_size,
+                                                                               True)
+    assert rng_a.bit_generator.state == rng_b.bit_generator.state
+    assert [b[:2] for b in plain] == [b[:2] for b in reordered]
+    for a, b in zip(plain, reordered):
+        rows_a, rows_b = source.rows(a)[0], other.rows(b)[0]
+        assert sorted(map(tuple, rows_a)) == sorted(map(tuple, rows_b))
+        if len(rows_a) > 1:
+            assert not np.array_equal(rows_a, rows_b)
