@@ -11,13 +11,14 @@ from .devices import BackendUnavailableError, CUDAUnavailableError, Device, get_
 from .estimator import MLPRegressor, UnscaledDataWarning
 from .io import ModelFileError, load, save
 from .scaling import StandardizedRegressor
-from .training import TrainingDivergedError
+from .training import LossIncreasedWarning, TrainingDivergedError
 
 __all__ = [
     "BackendUnavailableError",
     "ConvergenceWarning",
     "CUDAUnavailableError",
     "Device",
+    "LossIncreasedWarning",
     "MLPRegressor",
     "ModelFileError",
     "StandardizedRegressor",

@@ -387,12 +387,18 @@ class Recorder:
             self.n_fun = int(state.n_fun)
         snapshot = self._snapshot()
         if epoch % self.every == 0:
-            self.checkpoints.append(self._keep(epoch, snapshot))
+            kept = self._keep(epoch, snapshot)
+            self.checkpoints.append(kept)
             self.pending = None
             if len(self.checkpoints) - 1 > MAX_CHECKPOINTS:
                 self.every *= 2
                 self.checkpoints = [c for c in self.checkpoints
                                     if self._epoch(c) % self.every == 0]
+                if epoch % self.every:
+                    # Thinned out, this epoch may still be the last: finish keeps
+                    # it then (a fit of 33 or 66 epochs lost it, and its file
+                    # would not load back, so save refused it).
+                    self.pending = kept
         else:
             self.pending = (epoch, snapshot)
 

@@ -1561,10 +1561,12 @@ def _plain_state(state):
     return state
 
 
-def _check_start(cert, net, record, metadata, parents, certify_parent):
+def _check_start(cert, net, record, metadata, parents, certify_parent, chain=frozenset()):
     """Provenance: the initial weights redrawn from the seed, or the parent's digest.
 
-    Returns the parent model's network when it was found among ``parents``, else None.
+    ``chain``: the real paths of the model and the links it descends from,
+    which are never taken as its parent. Returns the parent model's network
+    when it was found among ``parents``, else None.
     """
     from .initialization import glorot_uniform
 
@@ -1610,33 +1612,54 @@ def _check_start(cert, net, record, metadata, parents, certify_parent):
         cert.checks.append(Check("a fresh solver state and history at the start", ok))
         cert.covered.append("provenance: the initial weights redrawn from the recorded seed")
         return
-    digest = start["parent"]
-    for path in parents:
-        from .io import load
+    from .io import load
 
+    digest = start["parent"]
+    candidates = []
+    for path in parents:
+        if os.path.realpath(os.fspath(path)) in chain:
+            continue   # the model itself, or a link it descends from: never its own parent
         parent = load(path)
         parent_net = getattr(parent, "regressor_", parent)
         if model_digest(parent_net.coefs_, parent_net.intercepts_) == digest:
-            # A continued fit casts the parent's weights to its own dtype
-            # (set_params(dtype=...) between the two): compare them so cast.
-            same = all(np.array_equal(np.asarray(a).astype(np.asarray(b).dtype), np.asarray(b))
-                       for a, b in zip([*parent_net.coefs_, *parent_net.intercepts_],
-                                       [*first["coefs"], *first["intercepts"]]))
-            cert.checks.append(Check(f"the start is the parent model {os.fspath(path)}", same))
-            state = _continued_state(net, parent_net, record, first)
-            if not state.ok and getattr(parent_net, "_trainer", None) is None and \
-                    record["incremental"]:
-                # The parent file keeps no training state (training_state=False):
-                # the solver state partial_fit kept in memory cannot be checked.
-                cert.missing.append(
-                    f"the solver state this partial_fit continued: the parent file "
-                    f"{os.fspath(path)} keeps no training state (saved with "
-                    f"training_state=False), so the state kept in memory cannot be checked")
-            else:
-                cert.checks.append(state)
-            cert.parents.append(certify_parent(path))
-            cert.covered.append(f"provenance: the parent {os.fspath(path)}, certified in turn")
-            return parent_net
+            candidates.append((path, parent_net))
+    starts = [*first["coefs"], *first["intercepts"]]
+
+    def same_as(weights):
+        # A continued fit casts the parent's weights to its own dtype
+        # (set_params(dtype=...) between the two): compare them so cast.
+        return weights is not None and all(
+            np.array_equal(np.asarray(to_numpy(a)).astype(np.asarray(b).dtype), np.asarray(b))
+            for a, b in zip(weights, starts))
+
+    # An early-stopping run resumed (train --resume) goes on from its last
+    # weights, kept in its training state; its file's weights are its best,
+    # which the links of a chain may share: the parent is the one it started from.
+    candidates.sort(key=lambda c: not (same_as([*c[1].coefs_, *c[1].intercepts_])
+                                        or same_as(getattr(c[1], "_last_params", None))))
+    for path, parent_net in candidates[:1]:
+        last = getattr(parent_net, "_last_params", None)
+        from_last = not same_as([*parent_net.coefs_, *parent_net.intercepts_]) and \
+            same_as(last)
+        same = from_last or same_as([*parent_net.coefs_, *parent_net.intercepts_])
+        cert.checks.append(Check(
+            f"the start is the parent model {os.fspath(path)}"
+            + (" (its last weights: an early-stopping run resumed)" if from_last else ""),
+            same))
+        state = _continued_state(net, parent_net, record, first)
+        if not state.ok and getattr(parent_net, "_trainer", None) is None and \
+                record["incremental"]:
+            # The parent file keeps no training state (training_state=False):
+            # the solver state partial_fit kept in memory cannot be checked.
+            cert.missing.append(
+                f"the solver state this partial_fit continued: the parent file "
+                f"{os.fspath(path)} keeps no training state (saved with "
+                f"training_state=False), so the state kept in memory cannot be checked")
+        else:
+            cert.checks.append(state)
+        cert.parents.append(certify_parent(path))
+        cert.covered.append(f"provenance: the parent {os.fspath(path)}, certified in turn")
+        return parent_net
     cert.missing.append(f"the parent model (weights digest {digest[:16]}...): this fit "
                         f"continued it (a warm start or partial_fit); pass it (--parent) so "
                         f"the chain is certified link by link")
@@ -2071,15 +2094,19 @@ def _checked_arguments(backends, dtypes) -> tuple:
 def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set=None,
             backends: list | None = None, dtypes: tuple = ("float32", "float64"),
             parents: tuple = (), feature_names=None, target_names=None,
-            whole_data=None, parent: bool = False) -> Certificate:
+            whole_data=None, parent: bool = False,
+            descendants: frozenset = frozenset()) -> Certificate:
     """:func:`certify` without the check that every parent given was used; ``parent``
-    when the model is a parent certified with its child's data."""
+    when the model is a parent certified with its child's data; ``descendants``: the
+    real paths of the links certified above it (none of them can be its parent)."""
     from .io import ModelFileError, load_with_metadata
 
     dtypes = _checked_arguments(backends, dtypes)
     path = os.fspath(model_file)
     try:
-        model, metadata = load_with_metadata(path)
+        # With the parameters the fit ran with, where its record keeps them
+        # (the file's may be a later fit's: _check_parameters_ran).
+        model, metadata = load_with_metadata(path, as_fit=True)
     except ModelFileError as exc:
         cert = Certificate(path, "?", 0)
         cert.checks.append(Check("the file loads and its schema holds", False, str(exc)))
@@ -2100,6 +2127,7 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     _check_names(cert, metadata, X, y, feature_names, target_names)
     if whole_data is None and (metadata.get("extra") or {}).get("test_size") == 0:
         whole_data = (X, y)   # no split: the training data is all the data train read
+    _check_parameters_ran(cert, metadata, record)
     _check_settings(cert, model, metadata, whole_data, parent)
     search = metadata.get("alpha_search")
     if search is not None:   # StandardizedRegressor's choice of alpha (gpumlp.selection)
@@ -2110,12 +2138,14 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
             f"nor that grid (the alphas a refit of the loaded model searches)")
     bound = _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent)
 
+    chain = descendants | {os.path.realpath(path)}
+
     def certify_parent(parent_path):
         return _certify(parent_path, X, y, sample_weight=sample_weight, eval_set=eval_set,
                        backends=backends, dtypes=dtypes, parents=parents,
-                       whole_data=whole_data, parent=True)
+                       whole_data=whole_data, parent=True, descendants=chain)
 
-    parent_net = _check_start(cert, net, record, metadata, parents, certify_parent)
+    parent_net = _check_start(cert, net, record, metadata, parents, certify_parent, chain)
     if bound is None:
         return cert
     X_fit, y_fit, sw, ev = bound
@@ -2148,8 +2178,49 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
                      "losses, the stored weights, the device and dtype",
                      f"every epoch of the {record['n_iter']}, in "
                      f"{len(record['checkpoints']) - 1} segments"]
+    # A parameter no number of this fit depends on leaves no trace to replay.
+    cert.notes.append("not certified: warm_start and verbose, and the parameters of other "
+                      "solvers and schedules than this fit's (no number of the fit depends "
+                      "on them; warm_start decides whether a later fit of the loaded model "
+                      "continues from its weights)")
     _replay_all(cert, ctx, backends, dtypes, dtype)
     return cert
+
+
+#: Parameters ``predict`` reads: the file's must be those the fit ran with. (Not
+#: ``dtype``: predict computes in the weights' dtype, which the file records.)
+_PREDICTING = ("activation", "loss", "hidden_layer_sizes")
+
+
+def _check_parameters_ran(cert, metadata, record) -> None:
+    """Replay with the parameters the fit ran with, where its record keeps them.
+
+    A ``set_params`` between the fit and ``save`` (``warm_start=True`` and a
+    new ``max_iter`` for the next call, say) changes the file's parameters,
+    not what the fit did: those are a later fit's settings, named in a note
+    and not certified (``net`` was loaded with the fit's: ``as_fit``). The
+    parameters ``predict`` reads must be the fit's. Files from before the
+    record kept them are replayed with the file's.
+    """
+    ran = record.get("params")
+    if ran is None:
+        return
+    kept = metadata["params"]
+    differ = [name for name in ran if kept.get(name) != ran[name]]
+    predicting = [name for name in differ if name in _PREDICTING]
+    cert.checks.append(Check(
+        "the parameters predict uses (activation, loss, hidden_layer_sizes) are those the "
+        "fit ran with", not predicting,
+        "; ".join(f"{name} is {kept.get(name)!r} in the file, {ran[name]!r} in the fit"
+                  for name in predicting)))
+    later = [name for name in differ if name not in _PREDICTING]
+    if later:
+        cert.notes.append(
+            "the file's parameters differ from those its fit ran with: "
+            + ", ".join(f"{name} {kept.get(name)!r} (the fit's {ran[name]!r})"
+                        for name in later)
+            + "; they are settings for a later fit of the loaded model (set_params after "
+              "this fit), not certified: the replay runs with the fit's")
 
 
 def _validation_scores(net, metadata, record):

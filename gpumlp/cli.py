@@ -396,9 +396,11 @@ def _uses_dask(args):
 
 
 def _run_train(args):
-    from . import get_device
+    from . import fastpath, get_device
     from ._settings import data_digest
     from .splitting import train_test_split
+
+    fastpath.check_environment()     # before the data is read: a typo costs nothing
 
     resumed = _resume(args) if args.resume else None
     if args.data is not None and "samples" in getattr(args, "given", ()):
@@ -906,7 +908,9 @@ def _check_unused_options(args):
     schedules = args.solver == "sgd" or (args.solver == "gd" and fixed_rate)
     users = {
         "momentum": (args.solver == "sgd", "--solver sgd"),
-        "nesterov": (args.solver == "sgd", "--solver sgd"),
+        # Nesterov's look-ahead moves along the velocity: none without momentum.
+        "nesterov": (args.solver == "sgd" and args.momentum > 0,
+                     "--solver sgd and a --momentum above 0"),
         "beta1": (args.solver == "adam", "--solver adam"),
         "beta2": (args.solver == "adam", "--solver adam"),
         "epsilon": (args.solver == "adam", "--solver adam"),
@@ -936,6 +940,11 @@ def _check_checkpoint_options(args):
     if _uses_dask(args):
         raise ValueError("--checkpoint-every works for data read into memory, not for "
                          "training on Dask.")
+    if args.solver == "lbfgs":
+        raise ValueError("--checkpoint-every has no use with --solver lbfgs: its checkpoints "
+                         "are for --resume, which cannot continue an lbfgs run exactly (each "
+                         "fit starts a new L-BFGS memory). Leave it out: --out saves the "
+                         "model when the run ends or is interrupted.")
 
 
 def _check_resumed_data(args, extra, digest):
@@ -1288,6 +1297,9 @@ def _run_validate(args):
         if dtype not in ("float32", "float64"):
             raise ValueError(f"--dtypes takes float32 and/or float64, got {dtype!r}")
     configs = names(args.configs)
+    if configs is not None and not configs:   # an empty list would run no training check
+        raise ValueError(f"--configs names no training run: pass one or more of "
+                         f"{', '.join(agreement.TRAINING_CONFIGS)} (or leave it out for all).")
     for config in configs or ():
         if config not in agreement.TRAINING_CONFIGS:
             raise ValueError(f"unknown --configs entry {config!r}; choose from "

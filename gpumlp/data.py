@@ -11,7 +11,7 @@ Where the target comes from
 * CSV: the column named by ``target``; by default the last column.
 * ``.npy``: a 2-D array whose last column is the target.
 * ``.npz``: the arrays ``X`` and ``y`` (``y`` is not needed to predict); other
-  members are never read.
+  members are never read (training names them in a note).
 
 What a CSV may hold
 -------------------
@@ -565,6 +565,10 @@ def _is_index(values):
             and len(np.unique(values)) == len(values))
 
 
+#: The name pandas gives a nameless column read back: an index written by to_csv.
+_PANDAS_INDEX = "Unnamed: 0"
+
+
 def _read_csv_table(path, target, drop):
     header, n_header_lines = _csv_header(path)
     if header is None:
@@ -619,6 +623,13 @@ def _read_csv_table(path, target, drop):
             _columns(path, header, None)   # an unnamed column that is no index: refused
         notes.append(f"{path}: dropped column 1, which has no name and holds distinct "
                      f"integers: a row index, as pandas' to_csv writes it.")
+    elif named[0] == _PANDAS_INDEX and 0 in keep and target != _PANDAS_INDEX and \
+            _is_index(numbers.get(0)):
+        keep.remove(0)
+        notes.append(f"{path}: dropped column 1, {_PANDAS_INDEX!r}, which holds distinct "
+                     f"integers: an old row index (pandas names a nameless column so when "
+                     f"it reads one back, and to_csv then writes it as a column). Rename "
+                     f"it to keep it as a feature.")
     t = named.index(target)
     if t in texts:
         raise DataError(f"{path}: the target column {target!r} holds text; it must be "
@@ -677,7 +688,15 @@ def read_training_table(path, target=None, drop=()) -> Table:
             raise DataError(f"{path}: --drop names the target {target!r}; drop features only.")
         return _read_csv_table(path, target, drop)
     X, y, names, target = read_training_data(path, target)
-    return Table(X, y, names, target, [(name, None) for name in names], [])
+    notes = []
+    if kind == ".npz":
+        with zipfile.ZipFile(path) as archive:
+            others = [k for k in _npz_keys(archive) if k not in ("X", "y")]
+        if others:   # a sample_weight the user meant to be used, say: never in silence
+            notes.append(f"{path}: the arrays {', '.join(others)} are not read; gpumlp "
+                         f"train reads X and y only (for sample weights, fit in Python: "
+                         f"fit(X, y, sample_weight=...)).")
+    return Table(X, y, names, target, [(name, None) for name in names], notes)
 
 
 def target_column(path: str, columns: list[str], target: str | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import numbers
 import os
 import warnings
 
@@ -371,6 +372,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         ``partial_fit``, like ``loss_curve_``); for L-BFGS, the unused
         ``learning_rate_init`` (see ``learning_rate_``).
     best_loss_ : float or None
+        The smallest entry of ``loss_curve_``, which the stopping rule
+        compares each epoch's loss with; None with early stopping (which
+        compares validation scores), as in scikit-learn. ``loss_`` can be
+        lower (L-BFGS and ``"auto"``: the loss at the weights returned, after
+        the last epoch's step).
     validation_scores_ : list of float or None
         R² on the validation set (early stopping or ``eval_set``) per epoch.
     validation_loss_curve_ : list of float or None
@@ -625,11 +631,19 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         layer_sizes = [source.n_features, *hidden, source.n_outputs]
         trainer = self._trainer_for(layer_sizes, device, dtype, activation, continuing,
                                     incremental)
+        # A resumed run's loss that rose is judged over the run, as in one call.
+        trainer.run_start = 0 if getattr(self, "_keep_solver_state", False) else None
         # An in-memory fit keeps a record of how to certify it (see _fitrecord):
         # checkpoint 0 is taken here, before the validation split is drawn.
         start, data_sha256 = self.__dict__.pop("_start", None), \
             self.__dict__.pop("_fingerprint", None)
         recorder = None
+        # The parameters this call runs with, for its record: a set_params after
+        # it (for a later call) changes the model's, not what this fit did.
+        ran_with = {name: value for name, value in self.get_params().items()
+                    if name not in ("device", "backend", "random_state")}
+        if self.random_state is None or isinstance(self.random_state, numbers.Integral):
+            ran_with["random_state"] = self.random_state    # (a generator's: in the start)
         if start is not None and isinstance(source, ArraySource):
             recorder = Recorder(trainer, self._rng, start=start, device=device,
                                 data_sha256=data_sha256, n_samples=source.n_samples,
@@ -710,6 +724,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             # An interrupted or diverged call keeps no record: it cannot be certified.
             self._fit_record = recorder.finish(len(trainer.loss_curve) - trainer.call_start) \
                 if recorder is not None and finished else None
+            if self._fit_record is not None:
+                self._fit_record["params"] = ran_with
             if hasattr(validation, "release"):   # eval_set's or early stopping's Dask chunks
                 validation.release()
         return self
@@ -816,6 +832,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         """
         loss = get_loss(self.loss)
         solver = self._make_solver(layer_sizes[-1])
+        fastpath.check_environment()      # a typo'd variable is an error, never dropped
         network = Network(len(layer_sizes) - 1, activation, fastpath.is_enabled(), loss,
                           fastpath.cuda_graph_enabled())
         previous = getattr(self, "_trainer", None)

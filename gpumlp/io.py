@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._atomic import atomic_path, write_text_atomic  # noqa: F401 (re-exported)
-from ._fitrecord import MAX_CHECKPOINTS, RECORD_VERSION, generator_from_state
+from ._fitrecord import MAX_CHECKPOINTS, RECORD_VERSION, generator_from_state, model_digest
 from .activations import NAMES as ACTIVATIONS
 from .devices import Device, to_numpy
 from .losses import LOSSES
@@ -165,6 +165,10 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
 
     if not isinstance(training_state, (bool, np.bool_)):
         raise TypeError(f"training_state must be True or False, got {training_state!r}.")
+    if extra is not None and not all(isinstance(key, str) for key in extra):
+        # JSON keys are strings: {1: 2} would read back as {"1": 2}, another dict.
+        raise TypeError(f"extra's keys must be strings (JSON's), got "
+                        f"{sorted(repr(k) for k in extra if not isinstance(k, str))}.")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"save writes to a file path (str or os.PathLike), not a "
                         f"{type(path).__name__}: it replaces the file atomically, which an "
@@ -184,6 +188,16 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         raise ValueError("Only a fitted model can be saved; call fit first.")
     coefs = [to_numpy(W) for W in net.coefs_]
     intercepts = [to_numpy(b) for b in net.intercepts_]
+    labels = getattr(net, "_file_labels", None)
+    if labels is not None and labels["weights"] == model_digest(coefs, intercepts):
+        # A loaded model not trained since: what its file said of its data
+        # (names, encoded columns, the CLI's settings) is written again, unless
+        # given anew, so that save(load(f)) is f's model, predicting from the
+        # same CSV and certifying as f did.
+        feature_names = labels["feature_names"] if feature_names is None else feature_names
+        target_names = labels["target_names"] if target_names is None else target_names
+        columns = labels["columns"] if columns is None else columns
+        extra = labels["extra"] if extra is None else extra
     feature_names = _check_names("feature_names", feature_names, coefs[0].shape[0], "input")
     seen = getattr(model, "feature_names_in_", None)
     if feature_names is not None and seen is not None and \
@@ -279,7 +293,7 @@ _RECORD_KEYS = {"version": int, "start": dict, "device": str, "fastpath": bool,
 #: Keys a version-2 record written before they existed lacks (the certificate then
 #: replays those decisions by the rule instead of imposing them).
 _RECORD_KEYS_LATER = {"kept": (list, type(None)), "evaluations": (list, type(None)),
-                      "continued": (bool, type(None)), "y_1d": bool}
+                      "continued": (bool, type(None)), "y_1d": bool, "params": dict}
 #: A version-1 record (gpumlp before checkpoints): it loads, and cannot be certified.
 _RECORD_KEYS_1 = {"version": int, "rng_state": dict, "device": str, "fastpath": bool,
                   "eval_set": bool, "n_samples": int, "n_iter": int,
@@ -309,7 +323,9 @@ def _checkpoint_layout(sizes: list, checkpoint: dict) -> list[tuple[str, tuple]]
 def _record_metadata(record: dict) -> tuple[dict, dict]:
     """A fit record as plain JSON and the members it names (see :mod:`gpumlp._fitrecord`)."""
     plain = {key: _plain(key, record[key]) for key in [*_RECORD_KEYS, *_RECORD_KEYS_LATER]
-             if key != "checkpoints" and key in record}
+             if key not in ("checkpoints", "params") and key in record}
+    if "params" in record:     # the parameters the fit ran with, each as the file's own
+        plain["params"] = {name: _plain(name, value) for name, value in record["params"].items()}
     checkpoints, arrays = [], {}
     for j, c in enumerate(record["checkpoints"]):
         parts = [*c["coefs"], *c["intercepts"], *(c["best"] or ()),
@@ -628,6 +644,13 @@ def _check_fit_record(path: str, metadata: dict) -> None:
         value = record[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise _damaged(path, f"fit_record {key!r} is {value!r:.80}, of the wrong type")
+    if "params" in record:
+        from .estimator import MLPRegressor
+
+        unknown = sorted(set(record["params"]) - set(MLPRegressor().get_params()))
+        if unknown:
+            raise _damaged(path, f"fit_record params name unknown parameter(s) "
+                                 f"{', '.join(unknown)[:200]}")
     if record["version"] not in (1, RECORD_VERSION):
         raise _damaged(path, f"fit_record version {record['version']!r} is not "
                              f"{RECORD_VERSION}")
@@ -1094,12 +1117,19 @@ def _record_from_file(record: dict, arrays: dict, sizes: list) -> dict:
 
 
 def load_with_metadata(
-        path: str | os.PathLike) -> tuple[MLPRegressor | StandardizedRegressor, dict]:
+        path: str | os.PathLike, *,
+        as_fit: bool = False) -> tuple[MLPRegressor | StandardizedRegressor, dict]:
     """Load a model saved by :func:`save`, with its checked metadata, reading the file once.
 
     Parameters
     ----------
     path : str or path-like
+    as_fit : bool, default=False
+        Give the model the parameters its last fit ran with, where the file's
+        fit record keeps them, instead of the file's own (which a
+        ``set_params`` between that fit and ``save`` may have changed for a
+        later fit); the certificate replays the fit so. ``metadata`` is the
+        file's either way.
 
     Returns
     -------
@@ -1121,7 +1151,9 @@ def load_with_metadata(
     if metadata["activation"] != metadata["params"].get("activation", "sigmoid"):
         raise _damaged(path, f"activation {metadata['activation']!r} differs from the "
                              f"parameter's {metadata['params'].get('activation')!r}")
-    net = MLPRegressor(**_params(path, metadata))
+    ran = (metadata.get("fit_record") or {}).get("params") if as_fit else None
+    net = MLPRegressor(**_params(path, metadata if ran is None else
+                                 {**metadata, "params": {**metadata["params"], **ran}}))
     n_layers = len(metadata["layer_sizes"]) - 1
     hidden = net.hidden_layer_sizes
     hidden = [hidden] if isinstance(hidden, numbers.Integral) else list(hidden)
@@ -1138,6 +1170,14 @@ def load_with_metadata(
     # Where it was trained, which save writes again (the fit record says so too,
     # and a certificate checks that the two agree).
     net._trained_on = metadata["trained_on"]
+    # What the file says of the data, which save writes again while these weights last.
+    net._file_labels = {
+        "weights": model_digest(net.coefs_, net.intercepts_),
+        "feature_names": metadata.get("feature_names"),
+        "target_names": metadata.get("target_names"),
+        "columns": None if metadata.get("columns") is None else [
+            (c["name"], c["levels"]) for c in metadata["columns"]],
+        "extra": metadata.get("extra") or None}
     if metadata["kind"] == "MLPRegressor":
         return net, metadata
     # The template is an unfitted regressor of the same parameters, as fit

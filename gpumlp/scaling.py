@@ -184,6 +184,12 @@ class StandardizedRegressor(RegressorMixin, BaseEstimator):
             raise
 
     def _fit(self, X, y, sample_weight, eval_set, callback, client):
+        if self.regressor is not None and not isinstance(self.regressor, MLPRegressor):
+            raise TypeError(f"{type(self).__name__}'s regressor must be a gpumlp "
+                            f"MLPRegressor, not {type(self.regressor).__name__}: its scalers, "
+                            f"dtype checks and model files are made for it. For another "
+                            f"estimator, scale with scikit-learn (make_pipeline(StandardScaler(),"
+                            f" TransformedTargetRegressor(...))).")
         names = feature_names(X)
         if names is not None:
             self.feature_names_in_ = names

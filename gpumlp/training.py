@@ -479,6 +479,11 @@ class Trainer:
     call_start : int
         ``len(loss_curve)`` when the last call to :meth:`fit` began, so the
         epochs of that call are ``len(loss_curve) - call_start``.
+    run_start : int or None
+        Where the run the next call continues began, when it continues one
+        (a resume: ``gpumlp train --resume``): a loss that rose is judged
+        from there, as the run done in one call would be. None: from the
+        call's first epoch.
     """
 
     network: Network
@@ -500,6 +505,7 @@ class Trainer:
     #: ``(key, runner or None)``: the backend's block runner for the last data.
     _blocks: Any = field(default=None, init=False, repr=False, compare=False)
     call_start: int = 0
+    run_start: int | None = field(default=None, compare=False)
 
     def __getstate__(self):
         # The cached compiled step and block runner hold closures and device
@@ -994,7 +1000,7 @@ class Trainer:
         A healthy fit, even a noisy minibatch one, does not end above where it
         began; a step that is too large does, without ever overflowing.
         """
-        curve = self.loss_curve[first_epoch:]
+        curve = self.loss_curve[first_epoch if self.run_start is None else self.run_start:]
         if stop_on_validation or len(curve) < 2 or not curve[-1] > 1.01 * curve[0]:
             return
         if isinstance(self.solver, AutoGD):

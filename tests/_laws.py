@@ -87,7 +87,8 @@ def configs(draw, *, solvers=SOLVERS, dtypes=DTYPES, standardized=None, early_st
     """A configuration from the whole parameter space (each keyword narrows one axis).
 
     ``early_stopping``, ``eval_set``, ``sample_weight``, ``frame`` and
-    ``standardized`` are drawn when None, else fixed.
+    ``standardized`` are drawn when None, else fixed. ``max_iter`` is a range
+    ``(low, high)`` or a strategy.
     """
     solver = draw(st.sampled_from(solvers))
     depth = draw(st.integers(1, 2))
@@ -101,7 +102,7 @@ def configs(draw, *, solvers=SOLVERS, dtypes=DTYPES, standardized=None, early_st
         learning_rate=draw(st.sampled_from(SCHEDULES)),
         power_t=draw(st.sampled_from([0.25, 0.5, 1.0])),
         learning_rate_init=draw(_rates(solver)),
-        max_iter=draw(st.integers(*max_iter)),
+        max_iter=draw(st.integers(*max_iter) if isinstance(max_iter, tuple) else max_iter),
         tol=draw(st.sampled_from([0.0, 1e-4, 1e-2])),
         n_iter_no_change=draw(st.integers(1, 4)),
         batch_size=draw(st.sampled_from(["auto", 1, 4, 7, 1000])),
@@ -242,25 +243,41 @@ def fit(config: Config, data: Data, model=None, **overrides):
         event("diverged (rejected)")
         reject()
     except ValueError as exc:
-        # Early stopping on a drawn eval_set of constant targets is refused
-        # (its R² cannot rank epochs): a clear refusal, of which no law speaks.
-        if "eval_set's y is constant" not in str(exc) and \
-                "early stopping's validation split" not in str(exc):
-            raise
-        event("constant eval_set with early stopping (rejected)")
-        reject()
+        reject_a_validation_refusal(exc)
+
+
+def reject_a_validation_refusal(exc: ValueError) -> None:
+    """Reject the draw if ``exc`` is early stopping's refusal of its validation rows, else
+    raise it again.
+
+    Early stopping on validation rows (a drawn eval_set or split) whose R²
+    cannot rank epochs (constant targets, fewer than 2 rows by their weights)
+    is refused before training: a clear refusal, of which no law speaks.
+    """
+    if "eval_set's y is constant" not in str(exc) and \
+            "early stopping's validation split" not in str(exc):
+        raise exc
+    event("validation rows that cannot rank epochs (rejected)")
+    reject()
 
 
 def outcome(fn, *args, **kwargs) -> str:
-    """``"diverged"`` if ``fn`` raised ``TrainingDivergedError``, else ``"done"`` (quietly).
+    """``"diverged"`` if ``fn`` raised ``TrainingDivergedError``, the refusal's message
+    if it refused its validation rows (see :func:`reject_a_validation_refusal`),
+    else ``"done"`` (quietly).
 
     A law that continues training compares outcomes: the same training
-    diverges at the same epoch, with or without a round trip.
+    diverges at the same epoch, and a continued call that draws a split its
+    early stopping cannot use refuses it, with or without a round trip.
     """
     try:
         quietly(fn, *args, **kwargs)
     except TrainingDivergedError:
         return "diverged"
+    except ValueError as exc:
+        if "early stopping's validation split" not in str(exc):
+            raise
+        return f"refused: {exc}"
     return "done"
 
 
@@ -337,9 +354,11 @@ def train_argv(draw, *, early_stopping=None, solvers=SOLVERS, epochs=(1, 6)) -> 
     if solver in ("sgd", "adam") and draw(st.booleans()):
         argv += ["--batch-size", str(draw(st.sampled_from([4, 16, 1000])))]
     if solver == "sgd":
+        momentum = 0.9                 # the CLI's default
         if draw(st.booleans()):
-            argv += ["--momentum", repr(draw(st.sampled_from([0.0, 0.5])))]
-        if draw(st.booleans()):
+            momentum = draw(st.sampled_from([0.0, 0.5]))
+            argv += ["--momentum", repr(momentum)]
+        if momentum > 0 and draw(st.booleans()):   # without momentum, refused as unused
             argv += ["--no-nesterov"]
     if solver == "adam" and draw(st.booleans()):
         argv += ["--beta1", "0.8", "--beta2", "0.99", "--epsilon", "1e-6"]

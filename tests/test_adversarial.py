@@ -117,6 +117,8 @@ def test_cli_says_lbfgs_stopped_at_max_fun_not_at_epochs(tmp_path, capsys):
     (["--solver", "sgd", "--beta1", "0.5"], "--beta1"),
     (["--momentum", "0.5"], "--momentum"),                     # adam, the default
     (["--no-nesterov"], "--nesterov/--no-nesterov"),
+    # Nesterov's look-ahead moves along a velocity that momentum 0 never builds.
+    (["--solver", "sgd", "--momentum", "0", "--no-nesterov"], "--nesterov/--no-nesterov"),
     (["--solver", "gd", "--batch-size", "7"], "--batch-size"),
     (["--max-fun", "5"], "--max-fun"),
     (["--solver", "lbfgs", "--lr", "0.1"], "--lr"),

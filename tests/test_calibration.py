@@ -114,8 +114,49 @@ def test_storing_keeps_the_other_cpus_entries(isolated):
     entries = json.loads(isolated.read_text())["entries"]
     assert sorted(e["max_work"] for e in entries.values()) == [55, 66]
     isolated.write_text("{damaged")
-    calibration.store({"key": calibration.cpu_key("avx2"), "max_work": 67})
+    with pytest.warns(calibration.CalibrationWarning, match="was replaced"):
+        calibration.store({"key": calibration.cpu_key("avx2"), "max_work": 67})
     assert [e["max_work"] for e in json.loads(isolated.read_text())["entries"].values()] == [67]
+
+
+def test_storing_drops_only_a_damaged_entry_and_says_so(isolated):
+    """One damaged entry used to cost every other CPU's entry, with nothing said
+    (adversarial round 10)."""
+    _write(isolated, {**_entry("avx2", 55, cpu="another CPU"),
+                      **_entry("avx2", -3, cpu="a damaged CPU")})
+    with pytest.warns(calibration.CalibrationWarning, match="1 damaged entry was dropped"):
+        calibration.store({"key": calibration.cpu_key("avx2"), "max_work": 66})
+    entries = json.loads(isolated.read_text())["entries"].values()
+    assert sorted((e["key"]["cpu"], e["max_work"]) for e in entries) == sorted(
+        [("another CPU", 55), (calibration.cpu_key("avx2")["cpu"], 66)])
+
+
+@pytest.mark.parametrize("variable, text", [
+    (calibration.ENVIRONMENT, "1e9"), (calibration.ENVIRONMENT, "0x10"),
+    (calibration.ENVIRONMENT, "1.5"), ("GPUMLP_SIMD", "avx9"),
+])
+def test_every_fit_refuses_a_bad_fast_path_variable(monkeypatch, variable, text):
+    """Adam's minibatches never consult the C blocks, so these values were
+    silently ignored there (adversarial round 10); issue 20 asks that unknown
+    values be errors."""
+    import warnings
+
+    import numpy as np
+
+    from gpumlp import MLPRegressor
+
+    X = np.random.default_rng(0).standard_normal((40, 3))
+    model = MLPRegressor((4,), max_iter=2, random_state=0)
+    simd = "auto"
+    if variable == "GPUMLP_SIMD":
+        simd = text            # read at import: set as the context the fit sees
+    else:
+        monkeypatch.setenv(variable, text)
+    with cblocks.simd(simd), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=f"{variable}='?{text}'? is not"):
+            model.fit(X, X[:, 0])
+    assert not hasattr(model, "coefs_")
 
 
 def test_calibrate_stores_the_line_its_rows_give(isolated):

@@ -9,7 +9,7 @@ import pytest
 
 from gpumlp import MLPRegressor, StandardizedRegressor, load, save
 from gpumlp.certificate import NotReplayableError, certify, format_certificate
-from gpumlp.io import ModelFileError, read_metadata
+from gpumlp.io import ModelFileError, _plain, read_metadata
 
 
 @pytest.fixture(scope="module")
@@ -324,19 +324,44 @@ def test_a_flipped_y_1d_fails(tmp_path, data):
         format_certificate(cert)
 
 
-@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
-def test_a_file_whose_solver_contradicts_its_record_fails_without_a_traceback(tmp_path, data,
-                                                                              solver):
-    """params.solver edited from sgd: the replay met an SGD state it could not
-    build or read and crashed with a TypeError or AttributeError (adversarial
-    round 8, #558-#560); now a FAIL that says why. A caller's mistake still raises."""
+def test_a_parameter_no_replay_can_confirm_is_named_as_not_certified(tmp_path, data):
+    """warm_start changes no number of a fit, so a file edited to warm_start=True
+    (a later fit of the loaded model then continues) replays as the honest one
+    did: the report must say that warm_start is not certified, not imply it was
+    (adversarial round 9 saw such a file PASS with nothing said)."""
     X, y = data
     path = _saved(tmp_path, _fit(data, scaled=False, solver="sgd", max_iter=4))
     forged = _rewrite(path, tmp_path / "forged.npz",
-                      edit_metadata=lambda m: m["params"].update(solver=solver))
+                      edit_metadata=lambda m: m["params"].update(warm_start=True))
+    assert load(forged).warm_start is True
+    cert = certify(forged, X, y, backends=["numpy"], dtypes=("float64",))
+    text = format_certificate(cert)
+    assert any(note.startswith("not certified: warm_start and verbose")
+               for note in cert.notes), text
+    assert "note: not certified: warm_start" in text
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_a_file_whose_solver_contradicts_its_record_fails_without_a_traceback(tmp_path, data,
+                                                                              solver):
+    """params.solver edited from sgd, in the file and in the record of what the fit
+    ran with: the replay met an SGD state it could not build or read and crashed
+    with a TypeError or AttributeError (adversarial round 8, #558-#560); now a
+    FAIL that says why. Edited in the file alone, it is what set_params(solver=...)
+    before save gives, a later fit's setting: named in a note. A caller's
+    mistake still raises."""
+    X, y = data
+    path = _saved(tmp_path, _fit(data, scaled=False, solver="sgd", max_iter=4))
+    forged = _rewrite(path, tmp_path / "forged.npz", edit_metadata=lambda m: [
+        d.update(solver=solver) for d in (m["params"], m["fit_record"]["params"])])
     cert = certify(forged, X, y, backends=["numpy"], dtypes=("float64",))
     assert cert.outcome == "FAIL", format_certificate(cert)
     assert "the file's parts agree with each other" in format_certificate(cert)
+    later = _rewrite(path, tmp_path / "later.npz",
+                     edit_metadata=lambda m: m["params"].update(solver=solver))
+    cert = certify(later, X, y, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "PASS", format_certificate(cert)
+    assert f"solver {solver!r} (the fit's 'sgd')" in format_certificate(cert)
     with pytest.raises(TypeError, match="backends takes a list of names"):
         certify(forged, X, y, backends="numpy")
 
@@ -373,6 +398,56 @@ def test_a_loaded_model_saved_again_keeps_its_provenance_and_certifies(tmp_path,
             assert np.array_equal(a[name], b[name]), name
     outcome, cert = _outcome(again, data)
     assert outcome == "PASS", format_certificate(cert)
+
+
+def test_a_file_saved_with_names_and_extra_is_the_same_file_saved_again(tmp_path, data):
+    """The names and extra (the CLI's settings, split and data digest) a file was saved
+    with are written again by save(load(f)): they were dropped, so a `gpumlp train` model
+    saved again from Python FAILed `validate --data` on its own CSV and `predict` wanted
+    columns x0, x1, ... (adversarial round 10). Trained again, the model's new weights
+    take no old names."""
+    model = _fit(data, scaled=False, solver="sgd", max_iter=4)
+    first = _saved(tmp_path, model, "first.npz", feature_names=["p", "q", "r", "s"],
+                   target_names=["t"], extra={"note": "kept", "n": 3})
+    loaded = load(first)
+    again = _saved(tmp_path, loaded, "again.npz")
+    before, after = read_metadata(first), read_metadata(again)
+    assert {k: v for k, v in after.items() if k != "created"} == \
+        {k: v for k, v in before.items() if k != "created"}
+    renamed = read_metadata(_saved(tmp_path, loaded, "renamed.npz", target_names=["u"]))
+    assert renamed["target_names"] == ["u"] and renamed["feature_names"] == ["p", "q", "r", "s"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded.partial_fit(*data)
+    trained = read_metadata(_saved(tmp_path, loaded, "trained.npz"))
+    assert trained["feature_names"] is None and trained["extra"] == {}
+
+
+def test_parameters_set_after_the_fit_are_noted_and_the_replay_uses_the_fits(tmp_path, data):
+    """set_params between fit and save (the next call's warm_start and max_iter, say)
+    changed the file's parameters, and the replay judged the fit by them: an honest fit
+    FAILed ("the rule ends it at 4"; adversarial round 10). The record keeps the
+    parameters the fit ran with; those it replays; the others are a later fit's."""
+    model = _fit(data, scaled=False, solver="adam", max_iter=10, batch_size=32, alpha=1e-4)
+    # dtype too: predict computes in the weights' dtype (adversarial round 11 saw a FAIL).
+    model.set_params(warm_start=True, max_iter=4, alpha=0.5, tol=0.5, dtype="float32")
+    path = _saved(tmp_path, model)
+    outcome, cert = _outcome(path, data)
+    assert outcome == "PASS", format_certificate(cert)
+    note = next(n for n in cert.notes if n.startswith("the file's parameters differ"))
+    assert "max_iter 4 (the fit's 10)" in note and "alpha 0.5 (the fit's 0.0001)" in note
+    # What predict reads must be the fit's; a forged record's parameters replay as forged.
+    for forge, said in (
+            (lambda m: m.update(activation="tanh") or m["params"].update(activation="tanh"),
+             "activation is 'tanh' in the file, 'sigmoid' in the fit"),
+            (lambda m: m["fit_record"]["params"].update(alpha=0.3), None),
+            (lambda m: [d.update(alpha=0.3) for d in (m["params"],
+                                                       m["fit_record"]["params"])], None)):
+        forged = _rewrite(path, tmp_path / "forged.npz", edit_metadata=forge)
+        outcome, cert = _outcome(forged, data)
+        assert outcome == "FAIL", format_certificate(cert)
+        if said is not None:
+            assert said in format_certificate(cert)
 
 
 def test_a_one_epoch_fit_formats_and_passes(tmp_path, data):
@@ -458,6 +533,55 @@ def test_the_record_stays_bounded(data):
     assert [c["epoch"] for c in record["checkpoints"]][-1] == 300
 
 
+@pytest.mark.parametrize("n_iter", [33, 66])
+def test_a_fit_ending_where_the_checkpoints_thin_keeps_its_last_epoch(tmp_path, data, n_iter):
+    """The 33rd checkpoint doubles the spacing, and thinning dropped that very epoch
+    when it was the fit's last: the record then ended at epoch 32, its file would
+    not load back, and save refused it, so `gpumlp train` lost the trained model
+    (adversarial round 10: a --resume that converged after 33 epochs)."""
+    from gpumlp._fitrecord import MAX_CHECKPOINTS
+
+    assert n_iter in (MAX_CHECKPOINTS + 1, 2 * (MAX_CHECKPOINTS + 1))
+    model = _fit(data, scaled=False, solver="sgd", batch_size=64, max_iter=n_iter, tol=0.0,
+                 n_iter_no_change=10**6)
+    assert [c["epoch"] for c in model._fit_record["checkpoints"]][-1] == n_iter
+    outcome, cert = _outcome(_saved(tmp_path, model), data, dtypes=("float64",))
+    assert outcome == "PASS", format_certificate(cert)
+
+
+def test_a_resumed_early_stopping_chain_certifies_link_by_link(tmp_path, capsys):
+    """`train --resume` of an --early-stopping run goes on from its last weights; its
+    parent file holds its best. The certificate compared the start with the best only,
+    and FAILed the honest link; and as the links of such a chain share their best
+    weights (the best epoch stayed the first), a link was taken as its own parent and
+    certified itself until the recursion ran out, reported as a damaged file
+    (adversarial round 10, #721)."""
+    from gpumlp.cli import main
+
+    rows = np.random.default_rng(8)
+    table = rows.normal(size=(150, 3))
+    target = table @ [1, -2, 0.5] + 0.1 * rows.normal(size=150)
+    data = tmp_path / "d.csv"
+    np.savetxt(data, np.c_[table, target], delimiter=",", header="a,b,c,y", comments="")
+    links = [str(tmp_path / f"c{i}.npz") for i in range(3)]
+    assert main(["train", "--data", str(data), "--hidden", "4", "--device", "cpu", "--quiet",
+                 "--epochs", "7", "--out", links[0], "--early-stopping",
+                 "--n-iter-no-change", "50"]) == 0
+    for parent, child, epochs in ((links[0], links[1], "6"), (links[1], links[2], "5")):
+        assert main(["train", "--resume", parent, "--data", str(data), "--epochs", epochs,
+                     "--quiet", "--out", child]) == 0
+    scores = load(links[0]).regressor_.validation_scores_
+    assert scores.index(max(scores)) < len(scores) - 1     # the best is not the last epoch
+    capsys.readouterr()
+    check = ["validate", "--data", str(data), "--backends", "numpy", "--dtypes", "float32"]
+    assert main([*check, "--model", links[1], "--parent", links[0]]) == 0
+    assert "(its last weights: an early-stopping run resumed)" in capsys.readouterr().out
+    assert main([*check, "--model", links[2], "--parent", links[1], "--parent", links[0]]) == 0
+    assert "PASS" in capsys.readouterr().out
+    # A model given as its own parent is no parent; the real one still missing: exit 2.
+    assert main([*check, "--model", links[1], "--parent", links[1]]) == 2
+
+
 def test_the_validate_command_certifies_with_three_exit_codes(tmp_path, capsys):
     from gpumlp.cli import main
 
@@ -481,6 +605,9 @@ def test_the_validate_command_certifies_with_three_exit_codes(tmp_path, capsys):
     for argv, said in ((args[:-2] + ["--backends", ","], "names no backend"),
                        (args + ["--configs", "gd"], "--configs chooses the agreement"),
                        (["validate", "--backends", ""], "names no backend"),
+                       # ran none of the training checks and passed (adversarial round 10)
+                       (["validate", "--backends", "numpy", "--configs", ""],
+                        "--configs names no training run"),
                        (["validate", "--parent", str(model), "--backends", "numpy"],
                         "--parent goes with --model")):
         assert main(argv) == 2
@@ -910,12 +1037,20 @@ def test_a_randomstate_fit_certifies_and_a_seed_it_did_not_draw_fails(tmp_path, 
     other = _fit(data, random_state=12345, max_iter=4)
     claimed = np.random.RandomState(3)
     claimed.randint(np.iinfo(np.int32).max)
-    other.regressor_.random_state = claimed
-    forged = _saved(tmp_path, other, "forged.npz")
+    forged = _rewrite(_saved(tmp_path, other, "other.npz"), tmp_path / "forged.npz",
+                      edit_metadata=lambda m: [m["params"].update(
+                          random_state=_plain("random_state", claimed)),
+                          m["fit_record"]["params"].pop("random_state")])
     cert = certify(forged, X, y, backends=["numpy"], dtypes=("float64",))
     assert cert.outcome == "FAIL"
     assert "FAIL the seed is the draw of the model's random_state (a RandomState)" in \
         format_certificate(cert)
+    # Set after the fit (for a later one), the file's RandomState is named, not judged.
+    other.regressor_.random_state = claimed
+    later = certify(_saved(tmp_path, other, "later.npz"), X, y, backends=["numpy"],
+                    dtypes=("float64",))
+    assert later.outcome == "PASS", format_certificate(later)
+    assert "random_state" in next(n for n in later.notes if "differ from those" in n)
 
 
 

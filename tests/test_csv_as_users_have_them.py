@@ -39,6 +39,36 @@ def test_pandas_index_is_dropped_and_said(tmp_path, frame):
     assert len(table.notes) == 1 and "row index" in table.notes[0]
 
 
+def test_pandas_old_index_read_back_and_written_again_is_dropped_and_said(tmp_path, frame):
+    """read_csv then to_csv again names the old index "Unnamed: 0"; it was trained on as
+    a feature in silence (adversarial round 10). Not integers, it stays a feature."""
+    first, again = tmp_path / "first.csv", tmp_path / "again.csv"
+    frame[["x", "price"]].to_csv(first)
+    pd.read_csv(first).to_csv(again, index=False)
+    assert open(again).readline().startswith("Unnamed: 0,")
+    table = read_training_table(again)
+    assert table.feature_names == ["x"] and "'Unnamed: 0'" in table.notes[0]
+    np.testing.assert_allclose(table.X[:, 0], frame["x"], rtol=1e-15)
+    measured = tmp_path / "measured.csv"
+    frame.assign(**{"Unnamed: 0": frame["x"] / 2})[["Unnamed: 0", "x", "price"]].to_csv(
+        measured, index=False)
+    assert read_training_table(measured).feature_names == ["Unnamed: 0", "x"]
+
+
+def test_npz_arrays_train_does_not_read_are_named(tmp_path):
+    """An .npz's sample_weight was dropped in silence (adversarial round 10)."""
+    path = tmp_path / "w.npz"
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 2))
+    np.savez(path, X=X, y=X[:, 0], sample_weight=np.arange(30.0))
+    table = read_training_table(path)
+    assert table.notes == [f"{path}: the arrays sample_weight are not read; gpumlp train "
+                           f"reads X and y only (for sample weights, fit in Python: "
+                           f"fit(X, y, sample_weight=...))."]
+    np.savez(path, X=X, y=X[:, 0])
+    assert read_training_table(path).notes == []
+
+
 def test_an_unnamed_first_column_that_is_no_index_is_refused(tmp_path):
     path = tmp_path / "q.csv"
     path.write_text(",a,y\n0.5,1,2\n1.5,2,3\n")

@@ -507,3 +507,15 @@ def test_partial_fit_keeps_the_solver_state_and_warm_start_resets_it(data):
     quiet(restarted.set_params(warm_start=True, max_iter=2), X, y)
     assert any(not np.allclose(a, b, rtol=1e-9)
                for a, b in zip(restarted.coefs_, whole.coefs_))  # new moments, new path
+
+
+def test_standardized_regressor_refuses_a_regressor_that_is_not_gpumlps():
+    """A scikit-learn Ridge as the template failed inside the dtype check with
+    "'Ridge' object has no attribute 'dtype'" (adversarial round 10)."""
+    from sklearn.linear_model import Ridge
+
+    X = np.random.default_rng(0).standard_normal((30, 2))
+    model = StandardizedRegressor(Ridge())
+    with pytest.raises(TypeError, match="regressor must be a gpumlp MLPRegressor, not Ridge"):
+        model.fit(X, X[:, 0])
+    assert not hasattr(model, "regressor_")

@@ -364,3 +364,21 @@ def test_predict_names_each_output_by_its_target_name(tmp_path, data, capsys, to
                  str(tmp_path / "new.csv"), *out]) == 0
     text = (tmp_path / "p.csv").read_text() if to == "csv" else capsys.readouterr().out
     assert text.splitlines()[0] == "u,v"  # stdout is CSV too (the one writer's format)
+
+
+def test_extra_with_keys_json_cannot_keep_is_refused(tmp_path, data):
+    """extra={1: 2} read back as {"1": 2}, another dict (adversarial round 10)."""
+    X, y = data
+    model = _fit(MLPRegressor((3,), max_iter=2, random_state=0), X, y)
+    with pytest.raises(TypeError, match=r"extra's keys must be strings.*\['1'\]"):
+        io.save(model, tmp_path / "m.npz", extra={1: 2})
+    assert not (tmp_path / "m.npz").exists()
+    io.save(model, tmp_path / "m.npz", extra={"1": 2})
+    assert io.read_metadata(tmp_path / "m.npz")["extra"] == {"1": 2}
+
+
+def test_the_loss_increased_warning_is_public():
+    from gpumlp.training import LossIncreasedWarning
+
+    assert gpumlp.LossIncreasedWarning is LossIncreasedWarning
+    assert "LossIncreasedWarning" in gpumlp.__all__

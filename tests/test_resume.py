@@ -6,6 +6,7 @@ training that would have run had the process not stopped: bitwise, on NumPy.
 """
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -299,6 +300,9 @@ def test_a_run_killed_with_sigkill_leaves_a_checkpoint_that_resumes_exactly(tmp_
     (lambda m, t: ["--resume", str(t / "other-data.npz")],
      "is not the data the saved run trained on"),
     (lambda m, t: ["--checkpoint-every", "5"], "--checkpoint-every needs --out"),
+    # --resume refuses lbfgs files, so their checkpoints would serve nothing (adversary 9).
+    (lambda m, t: ["--solver", "lbfgs", "--checkpoint-every", "5", "--out", str(t / "l.npz")],
+     "--checkpoint-every has no use with --solver lbfgs"),
     (lambda m, t: ["--checkpoint-every", "0", "--out", m],
      "argument --checkpoint-every: must be an integer >= 1"),
     (lambda m, t: ["--resume", str(t / "missing.npz")], "no such model file"),
@@ -339,3 +343,34 @@ def test_a_resumed_run_draws_its_loss_plot(tmp_path):
     assert main(["train", *common, "--resume", str(first), "--epochs", "2", "--out",
                  str(second), "--plot", str(plot)]) == 0
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_resumed_run_reports_how_it_ended_as_the_run_in_one_call(tmp_path, capsys):
+    """20 epochs and a resume of 20 are bit for bit the run of 40, and must say so: the
+    resumed report judged "the training loss rose" over its own epochs 21-30 (1.0835 to
+    1.0976) where the whole run fell from 1.7589, and called it "not converged", with a
+    LossIncreasedWarning, where the run in one call said "converged" (adversarial round
+    10, #682)."""
+    rows = np.random.default_rng(8)
+    table = rows.normal(size=(150, 3))
+    target = table @ [1, -2, 0.5] + 0.1 * rows.normal(size=150)
+    data = tmp_path / "d.csv"
+    np.savetxt(data, np.c_[table, target], delimiter=",", header="a,b,c,y", comments="")
+    common = ["train", "--data", str(data), "--hidden", "4", "--device", "cpu", "--quiet",
+              "--solver", "sgd", "--learning-rate", "adaptive", "--tol", "0.01",
+              "--n-iter-no-change", "2"]
+    reports = {}
+    assert main([*common, "--epochs", "40", "--out", str(tmp_path / "straight.npz"),
+                 "--json", str(tmp_path / "straight.json")]) == 0
+    assert main([*common, "--epochs", "20", "--out", str(tmp_path / "half.npz")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "half.npz"), "--data", str(data),
+                 "--epochs", "20", "--quiet", "--out", str(tmp_path / "resumed.npz"),
+                 "--json", str(tmp_path / "resumed.json")]) == 0
+    assert "training loss rose" not in capsys.readouterr().err
+    for name in ("straight", "resumed"):
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        reports[name] = (report["epochs"], report["stopped"], report["converged"])
+    curve = io.load(tmp_path / "resumed.npz").regressor_.loss_curve_
+    assert curve[-1] < curve[0] and curve[-1] > 1.01 * curve[20]   # the case: rose late
+    assert reports["resumed"] == reports["straight"]

@@ -70,9 +70,9 @@ from .cupy import cupy_fused_loss_and_grads, cupy_loss_and_grads
 from .numpy import numpy_loss_and_grads
 from .tiles import tile_loss_and_grads
 
-__all__ = ["cuda_graph_enabled", "cupy_fused_loss_and_grads", "cupy_loss_and_grads",
-           "disabled", "is_enabled", "numpy_loss_and_grads", "select", "select_blocks",
-           "tile_loss_and_grads", "with_cuda_graph"]
+__all__ = ["check_environment", "cuda_graph_enabled", "cupy_fused_loss_and_grads",
+           "cupy_loss_and_grads", "disabled", "is_enabled", "numpy_loss_and_grads", "select",
+           "select_blocks", "tile_loss_and_grads", "with_cuda_graph"]
 
 #: The values a switch in the environment takes (any case, spaces ignored);
 #: unset or empty means the switch's default.
@@ -110,6 +110,27 @@ def _value(var: contextvars.ContextVar, name: str) -> bool:
     if isinstance(value, ValueError):
         raise value
     return value
+
+
+def check_environment() -> None:
+    """Raise for a fast-path environment variable holding a value not understood.
+
+    ``GPUMLP_FASTPATH``, ``GPUMLP_CUDA_GRAPH``, ``GPUMLP_SIMD`` and
+    ``GPUMLP_CBLOCKS_MAX_WORK``: every fit checks all four, so that a typo in
+    one that this fit does not consult is an error, not a setting silently
+    dropped.
+
+    Raises
+    ------
+    ValueError
+        Naming the variable and the values it takes.
+    """
+    from . import calibration, cblocks
+
+    is_enabled()
+    cuda_graph_enabled()
+    cblocks.check_setting()
+    calibration.check_override()
 
 
 def is_enabled() -> bool:

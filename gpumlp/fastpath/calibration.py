@@ -117,8 +117,25 @@ def _parse_override(text: str) -> int:
     return value
 
 
-def _read(path: Path) -> dict:
-    """The file's entries; ValueError (why) for a file that is not a calibration."""
+def check_override() -> None:
+    """Raise where ``GPUMLP_CBLOCKS_MAX_WORK`` is set to anything but a non-negative integer.
+
+    Every fit checks it, also one the C blocks would not serve, so that a typo
+    is never silently ignored.
+
+    Raises
+    ------
+    ValueError
+        Naming the variable and what it takes.
+    """
+    text = os.environ.get(ENVIRONMENT, "").strip()
+    if text:
+        _parse_override(text)
+
+
+def _entries(path: Path) -> dict:
+    """The file's entries, damaged ones included; ValueError (why) for a file that is
+    not a calibration."""
     try:
         content = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -126,11 +143,21 @@ def _read(path: Path) -> dict:
     if not isinstance(content, dict) or content.get("format") != FORMAT \
             or not isinstance(content.get("entries"), dict):
         raise ValueError(f"it is not a {FORMAT} file")
-    for key, entry in content["entries"].items():
-        value = entry.get("max_work") if isinstance(entry, dict) else None
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"its entry {key[:80]!r} has no non-negative integer max_work")
     return content["entries"]
+
+
+def _damaged(entry) -> bool:
+    value = entry.get("max_work") if isinstance(entry, dict) else None
+    return not isinstance(value, int) or isinstance(value, bool) or value < 0
+
+
+def _read(path: Path) -> dict:
+    """The file's entries; ValueError (why) for a file that is not a calibration."""
+    entries = _entries(path)
+    for key, entry in entries.items():
+        if _damaged(entry):
+            raise ValueError(f"its entry {key[:80]!r} has no non-negative integer max_work")
+    return entries
 
 
 def _from_file(isa: str) -> int | None:
@@ -221,9 +248,16 @@ def store(entry: dict, path: Path | None = None) -> Path:
     entries = {}
     if path.is_file():
         try:
-            entries = _read(path)
-        except ValueError:
-            entries = {}        # a damaged file is replaced, as the warning promised
+            entries = _entries(path)
+        except ValueError as exc:   # not a calibration: replaced, as the warning promised
+            warnings.warn(f"{path} was replaced: {exc}.", CalibrationWarning, stacklevel=2)
+        damaged = [key for key, kept in entries.items() if _damaged(kept)]
+        if damaged:     # the other CPUs' sound entries stay
+            warnings.warn(f"{path}: {len(damaged)} damaged entr"
+                          f"{'y was' if len(damaged) == 1 else 'ies were'} dropped "
+                          f"({', '.join(repr(k[:80]) for k in damaged)}); the other CPUs' "
+                          f"entries are kept.", CalibrationWarning, stacklevel=2)
+            entries = {k: v for k, v in entries.items() if k not in damaged}
     entries[_key_text(entry["key"])] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps({"format": FORMAT, "entries": entries}, indent=1))

@@ -131,6 +131,39 @@ def available() -> bool:
     return chosen_isa() is not None
 
 
+def check_setting(setting: str | None = None) -> str:
+    """``GPUMLP_SIMD``'s value, normalised, or ValueError where it is not one it takes.
+
+    Every fit checks it, also one the C blocks would not serve, so that a typo
+    is never silently ignored; whether the CPU runs what it names is checked
+    where the C blocks are chosen (:func:`chosen_isa`).
+
+    Parameters
+    ----------
+    setting : str, optional
+        By default that of the enclosing :func:`simd` block, else the
+        environment's at import.
+
+    Returns
+    -------
+    str
+        One of ``auto``, ``none`` and :data:`ISAS`.
+
+    Raises
+    ------
+    ValueError
+        Naming the variable and the values it takes.
+    """
+    if setting is None:
+        setting = _SETTING.get() or _SIMD
+    setting = setting.strip().lower()
+    if setting not in ("auto", "none", *ISAS):
+        raise ValueError(f"The environment variable GPUMLP_SIMD={setting!r} is not "
+                         f"understood; set it to one of auto, none, {', '.join(ISAS)}, "
+                         f"or unset it.")
+    return setting
+
+
 def chosen_isa(setting: str | None = None) -> str | None:
     """The instruction set the C blocks run with, or None for no C blocks.
 
@@ -146,13 +179,7 @@ def chosen_isa(setting: str | None = None) -> str | None:
         For an unknown setting, or one that names an instruction set this
         CPU cannot run or a build without the extension.
     """
-    if setting is None:
-        setting = _SETTING.get() or _SIMD
-    setting = setting.strip().lower()
-    if setting not in ("auto", "none", *ISAS):
-        raise ValueError(f"The environment variable GPUMLP_SIMD={setting!r} is not "
-                         f"understood; set it to one of auto, none, {', '.join(ISAS)}, "
-                         f"or unset it.")
+    setting = check_setting(setting)
     if setting == "none":
         return None
     module = _module()
