@@ -2149,6 +2149,7 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     if bound is None:
         return cert
     X_fit, y_fit, sw, ev = bound
+    _check_training_dtype(cert, record, metadata, X_fit)
     ctx = _Context(net, record, X_fit, y_fit, sw, ev, [], record["accepted"],
                    record["improved"], record["steps"],
                    set(), record["n_iter"], [], None, None)
@@ -2192,6 +2193,17 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
 _PREDICTING = ("activation", "loss", "hidden_layer_sizes")
 
 
+def _meaning(name, value):
+    """A parameter's value as the estimator takes it: one spelling per meaning."""
+    from .activations import ALIASES
+
+    if name == "activation":
+        return ALIASES.get(value, value)
+    if name == "hidden_layer_sizes":   # 4 is (4,), which the file keeps as [4]
+        return [value] if isinstance(value, int) else list(value)
+    return value
+
+
 def _check_parameters_ran(cert, metadata, record) -> None:
     """Replay with the parameters the fit ran with, where its record keeps them.
 
@@ -2206,7 +2218,8 @@ def _check_parameters_ran(cert, metadata, record) -> None:
     if ran is None:
         return
     kept = metadata["params"]
-    differ = [name for name in ran if kept.get(name) != ran[name]]
+    differ = [name for name in ran
+              if _meaning(name, kept.get(name)) != _meaning(name, ran[name])]
     predicting = [name for name in differ if name in _PREDICTING]
     cert.checks.append(Check(
         "the parameters predict uses (activation, loss, hidden_layer_sizes) are those the "
@@ -2221,6 +2234,32 @@ def _check_parameters_ran(cert, metadata, record) -> None:
                         for name in later)
             + "; they are settings for a later fit of the loaded model (set_params after "
               "this fit), not certified: the replay runs with the fit's")
+
+
+def _check_training_dtype(cert, record, metadata, X_fit) -> None:
+    """The dtype the record's checkpoints are in is the one the fit's ``dtype`` gives.
+
+    A fit computes in its ``dtype`` parameter, or, for None, in its data's
+    (float32 stays float32, anything else is float64; a continued fit keeps
+    its parent's). A float64 fit whose arrays were all cast to float32 and
+    called a float32 fit lands within float32's rounding of one, which no
+    replay tolerance can refute: what can be refuted is a record of a fit
+    that ran with float64 (or with float64 data) holding float32 weights.
+    """
+    from ._checks import resolve_dtype
+
+    ran = record.get("params")
+    if ran is None:
+        return
+    requested = ran.get("dtype")
+    if requested is None and record["start"]["kind"] != "seed":
+        return   # the parent's dtype, checked on the parent's own link
+    expected = resolve_dtype(requested, np.asarray(X_fit))
+    cert.checks.append(Check(
+        "the dtype the fit ran in is its dtype parameter's (or its data's)",
+        metadata["dtype"] == expected,
+        f"the weights and checkpoints are {metadata['dtype']}; dtype={requested!r} on "
+        f"this {np.asarray(X_fit).dtype.name} data computes in {expected}"))
 
 
 def _validation_scores(net, metadata, record):

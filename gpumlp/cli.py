@@ -286,7 +286,9 @@ def _add_stopping_options(g):
                    help="sgd and adam: an epoch improves when the loss falls (with "
                         "--early-stopping: the validation R^2 rises) by at least this; gd: "
                         "when the next step is expected to lower the loss by more than this "
-                        f"fraction of it (default: {defaults['tol']:g})")
+                        "fraction of it; lbfgs: stops when no gradient entry is larger "
+                        "(scikit-learn's gtol) "
+                        f"(default: {defaults['tol']:g})")
     g.add_argument("--n-iter-no-change", type=_bounded(int, 1),
                    default=defaults["n_iter_no_change"],
                    help="stop after more than this many epochs without improvement "
@@ -846,11 +848,16 @@ def _effective(key, value, args, metadata=None):
     """What setting ``key`` means for a run: a default that depends on others resolved.
 
     ``--lr`` left out means ``auto`` for every solver (issue 21: the estimator's
-    rate; before, 0.1 for sgd and adam), and ``--target`` left out the last
-    column, whose name the model file keeps.
+    rate; before, 0.1 for sgd and adam), ``--target`` left out the last
+    column, whose name the model file keeps, and ``--activation logistic``
+    the sigmoid (scikit-learn's name for it).
     """
+    from .activations import ALIASES
+
     if key == "lr" and value is None:
         return "auto"
+    if key == "activation":
+        return ALIASES.get(value, value)
     if key == "target" and value is None and metadata is not None:
         return (metadata.get("target_names") or [None])[0]
     return value

@@ -277,8 +277,8 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
         except ModelFileError as exc:
             problem = str(exc).split("damaged or tampered model file: ", 1)[-1]
             problem = problem.split(f"; {_REMEDY}", 1)[0]
-            hint = (" The parameters were changed with set_params since fit: set them back "
-                    "or fit again." if "parameter" in problem else "")
+            hint = (" A parameter was changed with set_params since fit (one that must fit "
+                    "the weights): set it back or fit again." if "parameter" in problem else "")
             raise ValueError(f"Cannot save to {os.fspath(path)}: the file would not load back "
                              f"({problem}); nothing was written.{hint}") from None
 

@@ -341,6 +341,31 @@ def test_a_parameter_no_replay_can_confirm_is_named_as_not_certified(tmp_path, d
     assert "note: not certified: warm_start" in text
 
 
+def test_a_float64_fit_cast_to_float32_fails_where_its_record_says_float64(tmp_path, data):
+    """Every array of a float64 fit cast to float32 and the file called float32 replayed
+    within float32's rounding and PASSed (adversarial round 11). The record of what the
+    fit ran with says dtype float64 (or None on float64 data): that contradiction fails.
+    (Called a float32 fit in the record too, it lands within the rounding that no
+    tolerance can refute: docs/certificate.md, "What is not certified".)"""
+    for dtype in ("float64", None):
+        path = _saved(tmp_path, _fit(data, scaled=False, solver="sgd", batch_size=32,
+                                     max_iter=4, dtype=dtype), f"{dtype}.npz")
+        with np.load(path) as archive:
+            floats = [n for n in archive.files if archive[n].dtype == np.float64]
+
+        def cast(m):
+            m["dtype"] = "float32"
+            m["params"]["dtype"] = "float32"
+
+        forged = _rewrite(path, tmp_path / "forged.npz", edit_metadata=cast, edit_arrays={
+            name: (lambda a: a.astype(np.float32)) for name in floats})
+        assert load(forged).coefs_[0].dtype == np.float32     # it loads as float32
+        outcome, cert = _outcome(forged, data)
+        assert outcome == "FAIL", format_certificate(cert)
+        assert "FAIL the dtype the fit ran in is its dtype parameter's" in \
+            format_certificate(cert)
+
+
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 def test_a_file_whose_solver_contradicts_its_record_fails_without_a_traceback(tmp_path, data,
                                                                               solver):
@@ -429,8 +454,10 @@ def test_parameters_set_after_the_fit_are_noted_and_the_replay_uses_the_fits(tmp
     FAILed ("the rule ends it at 4"; adversarial round 10). The record keeps the
     parameters the fit ran with; those it replays; the others are a later fit's."""
     model = _fit(data, scaled=False, solver="adam", max_iter=10, batch_size=32, alpha=1e-4)
-    # dtype too: predict computes in the weights' dtype (adversarial round 11 saw a FAIL).
-    model.set_params(warm_start=True, max_iter=4, alpha=0.5, tol=0.5, dtype="float32")
+    # dtype too: predict computes in the weights' dtype; and the same activation and
+    # width in their other spellings (adversarial round 11 saw each FAIL).
+    model.set_params(warm_start=True, max_iter=4, alpha=0.5, tol=0.5, dtype="float32",
+                     activation="logistic", hidden_layer_sizes=6)
     path = _saved(tmp_path, model)
     outcome, cert = _outcome(path, data)
     assert outcome == "PASS", format_certificate(cert)

@@ -374,3 +374,17 @@ def test_a_resumed_run_reports_how_it_ended_as_the_run_in_one_call(tmp_path, cap
     curve = io.load(tmp_path / "resumed.npz").regressor_.loss_curve_
     assert curve[-1] < curve[0] and curve[-1] > 1.01 * curve[20]   # the case: rose late
     assert reports["resumed"] == reports["straight"]
+
+
+def test_a_resume_takes_an_option_in_another_spelling_of_the_saved_value(tmp_path, capsys):
+    """--activation logistic is the sigmoid; a resume refused it as differing from the
+    saved sigmoid run (adversarial round 11, #585)."""
+    model = tmp_path / "m.npz"
+    assert _in_process(capsys, [*TRAIN, "--epochs", "2", "--activation", "sigmoid",
+                                "--out", str(model)])[0] == 0
+    status, _, err = _in_process(capsys, ["train", "--resume", str(model), "--epochs", "1",
+                                          "--activation", "logistic", "--quiet"])
+    assert status == 0, err
+    status, _, err = _in_process(capsys, ["train", "--resume", str(model), "--epochs", "1",
+                                          "--activation", "tanh", "--quiet"])
+    assert status == 2 and "--activation tanh differs from the resumed run's sigmoid" in err
