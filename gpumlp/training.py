@@ -116,6 +116,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import array_api_compat as aac
 import numpy as np
 from array_api_compat import array_namespace
 
@@ -131,6 +132,7 @@ from .solvers import (
     GradientDescent,
     SGDState,
     Solver,
+    map_state,
     state_to_arrays,
 )
 from .sources import Network, rows_loss_and_grads, select_blocks, select_fast
@@ -510,7 +512,28 @@ class Trainer:
     def __getstate__(self):
         # The cached compiled step and block runner hold closures and device
         # buffers: rebuilt on demand, never pickled.
-        return {**self.__dict__, "_step": None, "_blocks": None}
+        state = {**self.__dict__, "_step": None, "_blocks": None}
+        if self.params and aac.is_jax_array(self.params[0]):
+            # JAX unpickles a float64 array as float32 unless 64-bit types are on,
+            # which gpumlp turns on within each fit only: kept on the host with
+            # their dtypes, and put back on their device by __setstate__.
+            from .devices import device_of
+
+            state["_jax_device"] = device_of(self.params[0])
+            for name in ("params", "best_params"):
+                if state[name] is not None:
+                    state[name] = [np.asarray(a) for a in state[name]]
+            state["state"] = map_state(self.state, np.asarray)
+        return state
+
+    def __setstate__(self, state):
+        device = state.pop("_jax_device", None)
+        self.__dict__.update(state)
+        if device is not None:
+            for name in ("params", "best_params"):
+                if getattr(self, name) is not None:
+                    setattr(self, name, [device.asarray(a) for a in getattr(self, name)])
+            self.state = map_state(self.state, device.asarray)
 
     @property
     def learning_rate(self) -> float:

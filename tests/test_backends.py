@@ -241,3 +241,26 @@ def test_float64_agrees_with_numpy_to_1e12_after_30_epochs(name, config):
         r = compare(got[key], devices.to_numpy(ref[key]), backend=name, dtype="float64",
                     group=config, name=key, tol=1e-12)
         assert r.passed, (key, r.rel)
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_a_pickled_jax_model_continues_as_the_original(solver):
+    """JAX unpickles a float64 array as float32 unless 64-bit types are on (gpumlp turns
+    them on within each fit only): a pickled float64 JAX fit continued with partial_fit
+    from float32-rounded weights and moments, 1.3e-9 from the original's (adversarial
+    round 12). The trainer now pickles its JAX arrays on the host, dtypes kept."""
+    pytest.importorskip("jax")
+    import pickle
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(80, 3))
+    y = np.tanh(X[:, 0]) + 0.5 * X[:, 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MLPRegressor((4,), solver=solver, max_iter=6, random_state=0, device="cpu",
+                             dtype="float64", backend="jax").fit(X, y)
+        copy = pickle.loads(pickle.dumps(model))
+        assert copy._trainer.params[0].dtype == np.float64
+        model.partial_fit(X, y)
+        copy.partial_fit(X, y)
+    np.testing.assert_array_equal(np.asarray(copy.predict(X)), np.asarray(model.predict(X)))
