@@ -242,6 +242,12 @@ class ArraySource:
 @functools.lru_cache(maxsize=32)
 def _compiled_selection(device: Device, bounds: tuple, shuffled: bool):
     """``(X, y, w, order) -> [(X_b, y_b, w_b), ...]`` for these batch bounds, compiled."""
+    return device.compile(selection_function(device, bounds, shuffled))
+
+
+def selection_function(device: Device, bounds: tuple, shuffled: bool):
+    """``(X, y, w, order) -> [(X_b, y_b, w_b), ...]`` for these batch bounds, as a pure
+    function (what :meth:`ArraySource.epoch_rows` compiles, and a compiled epoch traces)."""
 
     def select(X, y, w, order):
         xp = device.xp
@@ -256,4 +262,4 @@ def _compiled_selection(device: Device, bounds: tuple, shuffled: bool):
                             None if w is None else w[start:stop]))
         return out
 
-    return device.compile(select)
+    return select

@@ -356,6 +356,42 @@ def compiled_step(device, network: Network, solver: Solver, alpha: float, n_outp
     return device.compile(step_function(network, solver, alpha, n_outputs))
 
 
+#: A device that compiles runs an epoch of at most this many minibatches as one
+#: program (:func:`compiled_epoch`); more would be unrolled into a program
+#: whose compilation outgrows what it saves.
+MAX_EPOCH_BATCHES = 32
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_epoch(device, network: Network, solver: Solver, alpha: float, n_outputs: int,
+                   bounds: tuple, shuffled: bool):
+    """An epoch of minibatch steps as one program, compiled by ``device``, cached.
+
+    ``epoch(params, state, X, y, w, order) -> (params, state, loss)``: the
+    batches ``bounds`` (``(start, stop)`` pairs) of the rows, in ``order`` when
+    ``shuffled``, each one :func:`step_function`'s step, and the epoch's loss
+    their losses weighted by their rows (:func:`_weighted_mean`). On JAX each
+    compiled call costs a dispatch about as long as a step of a small network:
+    one call per epoch instead of one per batch, plus the selection's and the
+    mean's.
+    """
+    from .sources import selection_function
+
+    step = step_function(network, solver, alpha, n_outputs)
+    select = selection_function(device, bounds, shuffled)
+    xp = device.xp
+    rows = [stop - start for start, stop in bounds] + [bounds[-1][1]]
+
+    def epoch(params, state, X, y, w, order):
+        losses = []
+        for X_b, y_b, w_b in select(X, y, w, order):
+            params, state, loss = step(params, state, X_b, y_b, w_b)
+            losses.append(loss)
+        return params, state, _weighted_mean(losses, xp.asarray(rows, dtype=losses[0].dtype))
+
+    return device.compile(epoch)
+
+
 def epoch_function(network: Network, solver: Solver, alpha: float, n_outputs: int):
     """One epoch of plain full-batch gradient descent at a given rate, as a pure function.
 
@@ -547,6 +583,15 @@ class Trainer:
         device = getattr(source, "device", None)
         if hasattr(source, "epoch_rows") and not (self.solver.host_reads and device.compiles):
             key = (device, self.network, self.solver, self.alpha, source.n_outputs)
+            if device.compiles and 1 < len(batches) <= MAX_EPOCH_BATCHES \
+                    and hasattr(source, "X"):
+                order = batches[0][2]
+                program = compiled_epoch(*key, tuple((b[0], b[1]) for b in batches),
+                                         order is not None)
+                self.params, self.state, loss = program(
+                    self.params, self.state, source.X, source.y, source.sample_weight, order)
+                self.samples_seen += source.n_samples
+                return loss
             if self._step is None or any(a is not b for a, b in zip(self._step[0], key)):
                 self._step = (key, compiled_step(*key))
             step = self._step[1]

@@ -166,17 +166,20 @@ def test_import_gpumlp_imports_neither_torch_nor_jax():
 # ------------------------------------------------------------------- JAX
 @pytest.fixture
 def compiled_steps(monkeypatch):
-    """Every distinct step the trainer gets from ``training.compiled_step``, in order."""
-    real, seen = training.compiled_step, []
-    real.cache_clear()  # traces of earlier tests' steps must not count here
+    """Every distinct program the trainer gets from ``training.compiled_step`` (one
+    step) or ``training.compiled_epoch`` (an epoch of minibatches), in order."""
+    seen = []
+    for name in ("compiled_step", "compiled_epoch"):
+        real = getattr(training, name)
+        real.cache_clear()  # traces of earlier tests' programs must not count here
 
-    def recording(*key):
-        step = real(*key)
-        if not any(step is s for s in seen):
-            seen.append(step)
-        return step
+        def recording(*key, real=real):
+            program = real(*key)
+            if not any(program is s for s in seen):
+                seen.append(program)
+            return program
 
-    monkeypatch.setattr(training, "compiled_step", recording)
+        monkeypatch.setattr(training, name, recording)
     return seen
 
 
@@ -196,8 +199,9 @@ def test_jax_compiles_the_step_once_not_per_epoch(solver, compiled_steps):
         after_two = step.jitted._cache_size()
         for _ in range(5):
             model.partial_fit(X, y)  # a new trainer each call, the same compiled step
-    # One trace per batch shape: full batches of 32, and the last one of 4.
-    assert after_two == (1 if solver == "gd" else 2)
+    # One trace: gd's step of the full batch; sgd's and Adam's epoch of batches
+    # (three of 32 and the last of 4), one program with every step in it.
+    assert after_two == 1
     assert len(compiled_steps) == 1
     assert step.jitted._cache_size() == after_two
     assert len(model.loss_curve_) == 7   # n_iter_ counts the last call's (issue 12)

@@ -188,8 +188,8 @@ def test_an_lbfgs_replay_evaluates_the_loss_no_more_than_the_fit(tmp_path, data,
     real_imposing, real_evaluate = certificate._imposing, solvers.LBFGS._evaluate
     count = {"n": 0}
 
-    def imposing(solver, decisions, first_segment):
-        return real_imposing(dataclasses.replace(solver, c2=0.0), decisions, first_segment)
+    def imposing(solver, *args, **kwargs):
+        return real_imposing(dataclasses.replace(solver, c2=0.0), *args, **kwargs)
 
     def counted(self, *args, **kwargs):
         count["n"] += 1
@@ -338,7 +338,12 @@ def test_an_honest_float32_relu_lbfgs_fit_passes_in_both_dtypes(tmp_path, seed, 
     save(model, tmp_path / "m.npz")
     cert = certify(tmp_path / "m.npz", X, y, backends=["numpy"])
     assert cert.outcome == "PASS", format_certificate(cert)
-    assert any("judged at float32 only" in note for note in cert.notes)
+    # The float64 replay's decisions past a point where a unit is within rounding
+    # of its kink are not judged there (tests/test_certificate_kinks.py), the others
+    # at float32: a note says which (under OPENBLAS_CORETYPE=Haswell, seed 7's are
+    # all past such points).
+    assert any("judged at float32 only" in note or "float64: " in note
+               and "within rounding of its kink" in note for note in cert.notes), cert.notes
     # Steps 2.5 times the search's, in the same fit: judged at float32, they fail.
     from test_certificate import forging_longer_steps
 

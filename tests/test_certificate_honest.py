@@ -64,6 +64,17 @@ def configurations(draw):
     }
 
 
+def _installed(names):
+    found = []
+    for name in names:
+        try:
+            __import__(name)
+        except ImportError:
+            continue
+        found.append(name)
+    return found
+
+
 def _data(config):
     rng = np.random.default_rng(config["seed"])
     X = rng.standard_normal((90, 3))
@@ -81,7 +92,9 @@ def _data(config):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(config=configurations())
 def test_every_honest_fit_passes(tmp_path_factory, config):
-    backends = ["numpy", "array_api_strict"] + (["torch"] if LONG else [])
+    # The long draw replays on every other backend installed too (issue 19: no
+    # honest fit fails on any backend): PyTorch's and JAX's sums round otherwise.
+    backends = ["numpy", "array_api_strict"] + (_installed(["torch", "jax"]) if LONG else [])
     pytest.importorskip("array_api_strict")
     X, y = _data(config)
     w = np.random.default_rng(1).uniform(0.2, 2.0, X.shape[0]) if config["weights"] else None
