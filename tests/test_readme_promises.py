@@ -113,6 +113,19 @@ def alpha_adds_the_stated_penalty(env):
     assert model.loss_curve_[0] == pytest.approx(mse + penalty, rel=1e-9)
 
 
+@promise("for `k` outputs, whose mean runs over `n k` entries, `(alpha / (n k)) Σ ‖W‖²`")
+def alpha_penalty_for_k_outputs(env):
+    """The README said (alpha / n) for any k (adversarial round 13)."""
+    X, y = _data()
+    Y = np.c_[y, -y, 2 * y]
+    n, k = Y.shape
+    model = _quiet(MLPRegressor((3,), max_iter=1, alpha=0.5, learning_rate_init=1e-12,
+                                device="cpu", random_state=0).fit, X, Y)
+    mse = np.mean((model.predict(X) - Y) ** 2)
+    penalty = 0.5 / (n * k) * sum(np.sum(W ** 2) for W in model.coefs_)
+    assert model.loss_curve_[0] == pytest.approx(mse + penalty, rel=1e-9)
+
+
 # ----------------------------------------------------------------- the step size
 @promise("every rate is rounded to four significant digits")
 def auto_rates_have_four_digits(env):
