@@ -2176,7 +2176,9 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     cert.covered += ["the data: fingerprint of X, y, sample_weight, eval_set (the validation "
                      "split is drawn from the verified generator)",
                      "loss_curve_, learning_rates_, n_iter_, loss_, best_loss_, validation "
-                     "losses, the stored weights, the device and dtype",
+                     "losses, the stored weights, the device and dtype the file and its "
+                     "record claim (agreeing with each other; which backend or dtype really "
+                     "ran is certified only to within rounding)",
                      f"every epoch of the {record['n_iter']}, in "
                      f"{len(record['checkpoints']) - 1} segments"]
     # A parameter no number of this fit depends on leaves no trace to replay.
