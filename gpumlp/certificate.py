@@ -452,13 +452,16 @@ def _imposing(solver, decisions: _Decisions, first_segment: bool, kink_probe=Non
     cached by its value): one class for all its replays, so a segment reuses
     the last one's compiled program; the decisions it imposes live on the
     host (``end_epoch``). One that reads the host decides inside ``update``,
-    so each replay gets a class of its own (never a cached step of another's).
+    so each replay gets a class of its own (never a cached step of another's),
+    and so does one that probes the kinks: a cached step is a closure over the
+    solver it was made with, and would call that one's probe (on another fit's
+    rows: the laws' long run met it) and log into that one's decisions.
     """
     base = type(solver)
     if base not in _IMPOSED:
         _IMPOSED[base] = _imposed_class(base)
     cls = _IMPOSED[base]
-    if solver.host_reads:
+    if solver.host_reads or kink_probe is not None:
         cls = type(cls.__name__, (cls,), {})
     fields = {f.name: getattr(solver, f.name) for f in dataclasses.fields(solver)}
     imposed = cls(**fields)

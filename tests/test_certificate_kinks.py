@@ -134,3 +134,22 @@ def test_a_reordered_source_sums_the_same_batches_in_another_order(how, batch_si
         assert sorted(map(tuple, rows_a)) == sorted(map(tuple, rows_b))
         if len(rows_a) > 1:
             assert not np.array_equal(rows_a, rows_b)
+
+
+def test_one_certificate_after_another_probes_its_own_rows(tmp_path):
+    """A compiled step is cached by the solver's value, as a closure over the solver it
+    was made with: the next certificate's oracle replay called the previous one's kink
+    probe, on the previous fit's rows (a matmul shape error, found by the laws' long
+    run), and logged into its decisions. Full-batch Adam, whose step is cached."""
+    for features in (2, 1, 3):
+        rng = np.random.default_rng(features)
+        X = rng.standard_normal((30, features))
+        y = X[:, 0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = MLPRegressor((3,), activation="relu", solver="adam", batch_size=1000,
+                                 max_iter=3, random_state=0).fit(X, y)
+        path = tmp_path / f"m{features}.npz"
+        save(model, path)
+        cert = certify(path, X, y, backends=["numpy"], dtypes=("float64",))
+        assert cert.outcome == "PASS", format_certificate(cert)
