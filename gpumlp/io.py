@@ -244,6 +244,11 @@ def save(model: MLPRegressor | StandardizedRegressor, path: str | os.PathLike, *
     }
     if getattr(model, "alpha_search_", None) is not None:   # how alpha was chosen
         metadata["alpha_search"] = model.alpha_search_
+    if isinstance(model, StandardizedRegressor) and model.regressor is not None:
+        # The template, which the next fit reads (set_params(regressor__...) since
+        # this one's, say): a loaded model fits on as the saved one would.
+        metadata["template"] = {k: _plain(k, v)
+                                for k, v in model.regressor.get_params().items()}
     training = _training_metadata(net, coefs, intercepts) if training_state else None
     if training is not None:
         metadata["training"], state_arrays = training
@@ -508,7 +513,7 @@ def _check_metadata(path: str, metadata: Any) -> None:
                 "validation_loss_curve": (list, type(None)),
                 "feature_names": (list, type(None)), "target_names": (list, type(None)),
                 "feature_names_in": (list, type(None)), "columns": (list, type(None)),
-                "extra": dict, "fit_record": dict, "alpha_search": dict}
+                "extra": dict, "fit_record": dict, "alpha_search": dict, "template": dict}
     for key in required:
         if key not in metadata:
             raise _damaged(path, f"metadata lacks {key!r}")
@@ -1188,7 +1193,9 @@ def load_with_metadata(
     # The template is an unfitted regressor of the same parameters, as fit
     # leaves one: fitting the loaded model trains a new network, or with
     # regressor__warm_start=True continues this one.
-    model = StandardizedRegressor(MLPRegressor(**copy.deepcopy(net.get_params())))
+    template = net.get_params() if "template" not in metadata else \
+        _params(path, {**metadata, "params": metadata["template"]})
+    model = StandardizedRegressor(MLPRegressor(**copy.deepcopy(template)))
     model.regressor_ = net
     for name in _SCALERS:
         setattr(model, name + "_", arrays[name])

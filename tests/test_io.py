@@ -396,3 +396,17 @@ def test_a_training_state_that_no_longer_fits_is_dropped_aloud(tmp_path, data):
     with pytest.warns(UserWarning, match="training state no longer fits its weights"):
         io.save(model, tmp_path / "m.npz")
     assert "training" not in io.read_metadata(tmp_path / "m.npz")
+
+
+def test_a_standardized_models_template_survives_save_and_load(tmp_path, data):
+    """The template's parameters set after the fit (the README's continuation recipe,
+    set_params(regressor__warm_start=True, regressor__max_iter=2)) were lost by
+    save/load, and the loaded model's next fit trained afresh (adversarial round 13)."""
+    X, y = data
+    model = _fit(StandardizedRegressor(MLPRegressor((3,), solver="adam", max_iter=3,
+                                                    random_state=0)), X, y)
+    model.set_params(regressor__warm_start=True, regressor__max_iter=2, regressor__alpha=0.5)
+    io.save(model, tmp_path / "m.npz")
+    loaded = io.load(tmp_path / "m.npz")
+    assert loaded.regressor.get_params() == model.regressor.get_params()
+    np.testing.assert_array_equal(_fit(loaded, X, y).predict(X), _fit(model, X, y).predict(X))
