@@ -85,6 +85,19 @@ def _data_files(option, path):
 STDOUT = "-"
 
 
+def _is_model_file(path) -> bool:
+    """Whether ``path`` is an existing gpumlp model file (an archive with its metadata)."""
+    import zipfile
+
+    if not os.path.isfile(path):     # (a FIFO would block the read; check_target refuses it)
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "metadata.npy" in archive.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
 def _check_outputs(inputs, outputs, *, to_stdout=()):
     """Refuse, before any work, an output that cannot be written or would destroy a file.
 
@@ -117,6 +130,12 @@ def _check_outputs(inputs, outputs, *, to_stdout=()):
                 raise ValueError(f"{option} {path} is the same file as {other_option} "
                                  f"{other}, so one would overwrite the other; choose "
                                  f"another {option} path.")
+        if option in ("--json", "--plot") and _is_model_file(path):
+            # A report or a plot over a trained model is a slip, not a wish.
+            raise ValueError(f"{option} {path} is a gpumlp model file, which writing "
+                             f"{'the report' if option == '--json' else 'the plot'} there "
+                             f"would destroy; choose another {option} path (or delete the "
+                             f"model first).")
         try:
             check_target(path)
         except (FileNotFoundError, NotADirectoryError):

@@ -182,3 +182,21 @@ def test_a_csv_with_cluster_is_refused_for_what_it_is(tmp_path, capsys):
     assert main(["train", "--cluster", "local:1", "--data", str(data), "--target", "t",
                  "--epochs", "2", "--quiet"]) == 2
     assert "a CSV is read into memory, not by Dask workers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_a_report_or_plot_over_a_model_file_is_refused(tmp_path, capsys, option):
+    """`train --json m.npz` over an existing model replaced it with JSON (adversarial
+    round 13: the user named the path, but never meant that)."""
+    if option == "--plot":
+        pytest.importorskip("matplotlib")
+    from gpumlp.cli import main
+
+    model = tmp_path / "m.npz"
+    assert main(["train", "--samples", "80", "--epochs", "2", "--quiet",
+                 "--out", str(model)]) == 0
+    before = model.read_bytes()
+    assert main(["train", "--samples", "80", "--epochs", "2", "--quiet",
+                 option, str(model)]) == 2
+    assert f"{option} {model} is a gpumlp model file" in capsys.readouterr().err
+    assert model.read_bytes() == before
