@@ -2045,11 +2045,19 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
         For ``dtypes`` that name nothing or something else than float32/float64,
         or a model in ``parents`` that no fit of the chain continued (a claimed
         parent is never ignored in silence).
+    TypeError
+        For ``backends`` or ``dtypes`` given as a string, or a ``parents``
+        entry that is not a path.
     """
     # The replays, as the fit, judge overflow by the values it leaves (a
     # non-finite quantity agrees only with the same one), not by NumPy's
     # warnings on the way.
     _checked_arguments(backends, dtypes)   # the caller's mistakes raise, as documented
+    for parent in parents:
+        if not isinstance(parent, (str, os.PathLike)):
+            raise TypeError(f"parents takes model file paths (str or os.PathLike), got "
+                            f"{type(parent).__name__} {parent!r:.80}: each parent is "
+                            f"certified with this model's data.")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         try:
             cert = _certify(model_file, X, y, sample_weight=sample_weight, eval_set=eval_set,

@@ -477,6 +477,19 @@ def test_parameters_set_after_the_fit_are_noted_and_the_replay_uses_the_fits(tmp
             assert said in format_certificate(cert)
 
 
+def test_a_parent_that_is_no_path_is_the_callers_mistake(tmp_path, data):
+    """parents=[(path, X, y)] gave a FAIL blaming the honest file (adversarial round 14)."""
+    model = _fit(data, scaled=False, solver="adam", max_iter=3)
+    parent = _saved(tmp_path, model, "parent.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.partial_fit(*data)
+    child = _saved(tmp_path, model, "child.npz")
+    with pytest.raises(TypeError, match="parents takes model file paths"):
+        certify(child, *data, backends=["numpy"], parents=[(parent, *data)])
+    assert certify(child, *data, backends=["numpy"], parents=[parent]).outcome == "PASS"
+
+
 def test_a_one_epoch_fit_formats_and_passes(tmp_path, data):
     path = _saved(tmp_path, _fit(data, max_iter=1))
     outcome, cert = _outcome(path, data)
