@@ -2053,6 +2053,9 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
     # non-finite quantity agrees only with the same one), not by NumPy's
     # warnings on the way.
     _checked_arguments(backends, dtypes)   # the caller's mistakes raise, as documented
+    if isinstance(parents, (str, os.PathLike)):   # a string is a sequence of its letters
+        raise TypeError(f"parents takes a list of model file paths, such as "
+                        f"[{os.fspath(parents)!r}], not one path.")
     for parent in parents:
         if not isinstance(parent, (str, os.PathLike)):
             raise TypeError(f"parents takes model file paths (str or os.PathLike), got "

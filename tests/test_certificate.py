@@ -487,6 +487,8 @@ def test_a_parent_that_is_no_path_is_the_callers_mistake(tmp_path, data):
     child = _saved(tmp_path, model, "child.npz")
     with pytest.raises(TypeError, match="parents takes model file paths"):
         certify(child, *data, backends=["numpy"], parents=[(parent, *data)])
+    with pytest.raises(TypeError, match="parents takes a list of model file paths"):
+        certify(child, *data, backends=["numpy"], parents=str(parent))
     assert certify(child, *data, backends=["numpy"], parents=[parent]).outcome == "PASS"
 
 
