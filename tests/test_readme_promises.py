@@ -472,15 +472,18 @@ def an_output_that_is_an_input_is_refused(env):
     assert Path(data).read_bytes() == before
 
 
-@promise("a diverging training (it stops, keeps the last finite weights and names the "
-         "setting to lower; exit status 1)")
+@promise("a diverging training (it stops and names the setting to lower, exit status 1; "
+         "the estimator keeps the last finite weights, but `--out` writes no model for a "
+         "diverged run)")
 def divergence_exits_1(env):
     X, y = _data()
     data = _csv(env.tmp / "d.csv", X, y * 1e3)
+    out = env.tmp / "diverged.npz"
     status, _, err = _cli(env.capsys, *TRAIN[:-1], "200", "--data", data, "--lr", "1",
                           "--solver", "gd", "--alpha", "0", "--activation", "identity",
-                          "--no-standardize", "--dtype", "float64")
+                          "--no-standardize", "--dtype", "float64", "--out", str(out))
     assert status == 1 and "diverged" in err and "Lower learning_rate_init" in err
+    assert not out.exists()
 
 
 @promise("Ctrl-C stops cleanly; with `--out`, the last complete epoch's model is saved, "
