@@ -185,6 +185,13 @@ def _columns(path, header, wanted):
     if not named:
         raise DataError(f"{path}: the header row has no column names; the first line must "
                         f"name the columns, such as a,b,price.")
+    if all(_is_number(name) for name in named):
+        # Every "name" a number: a file with no header row, whose first row of data
+        # would be lost and its numbers taken for column names.
+        raise DataError(f"{path}: the first line ({', '.join(named[:4])}"
+                        f"{', ...' if len(named) > 4 else ''}) holds numbers, not column "
+                        f"names; it looks like data. gpumlp reads the first line as the "
+                        f"header: add a line naming the columns, such as a,b,price.")
     seen = {}
     for name in named:
         seen[name] = seen.get(name, 0) + 1
@@ -207,6 +214,15 @@ def _columns(path, header, wanted):
                             f"{', '.join(map(repr, missing))}, which the file lacks (it has "
                             f"{', '.join(repr(n) for n in named if n)}).")
     return [named.index(name) for name in wanted], trailing, list(wanted)
+
+
+def _is_number(text) -> bool:
+    """Whether ``text`` reads as a number (a header cell that is one is data)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _ignored(cell):
@@ -576,7 +592,7 @@ def _read_csv_table(path, target, drop):
     named, trailing = _split_header(header)
     index = 0 if len(named) > 1 and not named[0] and all(named[1:]) else None
     unnamed = [j + 1 for j, name in enumerate(named) if not name and j != index]
-    if unnamed or not any(named):
+    if unnamed or not any(named) or all(_is_number(name) for name in named if name):
         _columns(path, header, None)   # raises the usual error
     seen = [name for name in named if name]
     duplicates = sorted({name for name in seen if seen.count(name) > 1})
@@ -847,6 +863,10 @@ def _read_encoded(path, columns):
             continue
         known = set(levels)
         for i, cell in enumerate(cells):
+            if cell.lower() in _MISSING:     # as training calls it
+                raise DataError(f"{path}, line {lines[i]}: the text column {name!r} has a "
+                                f"missing value; fill it in with one of the levels the "
+                                f"model knows ({', '.join(levels)}).")
             if cell not in known:
                 raise DataError(
                     f"{path}, line {lines[i]}: column {name!r} holds {_shown(cell)}, a level "

@@ -135,6 +135,12 @@ def test_an_unseen_level_is_refused_at_predict(tmp_path, frame):
     with pytest.raises(DataError, match=r"line 7: column 'region' holds 'west', a level the "
                                         r"model did not see .*east, north, south"):
         read_features(tmp_path / "n.csv", table.feature_names, columns=table.columns)
+    # An empty cell is a missing value, as training calls it, not an unseen level
+    # (adversarial round 16).
+    new.loc[5, "region"] = None
+    new.to_csv(tmp_path / "e.csv", index=False)
+    with pytest.raises(DataError, match=r"line 7: the text column 'region' has a missing "):
+        read_features(tmp_path / "e.csv", table.feature_names, columns=table.columns)
 
 
 def test_too_many_levels_name_the_column_and_the_flag(tmp_path, frame):
@@ -232,3 +238,18 @@ def test_damaged_columns_in_a_model_file_are_refused(tmp_path, frame, damage, me
     np.savez(tmp_path / "bad.npz", **members)
     with pytest.raises(ModelFileError, match=message):
         io.load(tmp_path / "bad.npz")
+
+
+def test_a_file_without_a_header_row_is_refused(tmp_path):
+    """Its first row of data became the column names (numbers) and was lost from
+    training, with no word said (adversarial round 16)."""
+    path = tmp_path / "bare.csv"
+    rows = np.random.default_rng(0).normal(size=(20, 3))
+    np.savetxt(path, rows, delimiter=",")
+    with pytest.raises(DataError, match="holds numbers, not column names"):
+        read_training_table(path)
+    with pytest.raises(DataError, match="holds numbers, not column names"):
+        read_features(path, ["a", "b"])
+    named = tmp_path / "named.csv"
+    np.savetxt(named, rows, delimiter=",", header="1st,b,c", comments="")
+    assert read_training_table(named).feature_names == ["1st", "b"]
