@@ -745,6 +745,12 @@ def get_device(spec: str | Device | None = None, backend: str | None = None) -> 
         return Device._backends[name].parse(spec)
     except ValueError as exc:
         raise _env_error(from_env, exc) from None
+    except BackendUnavailableError as exc:
+        if not from_env:
+            raise
+        # The device came from the environment, not from the caller: say so.
+        raise type(exc)(f"{exc} The device came from the environment "
+                        f"({' and '.join(from_env)}): unset it, or set it to cpu.") from None
 
 
 def _env_error(from_env, exc):

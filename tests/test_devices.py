@@ -108,3 +108,19 @@ def test_device_of_array_api_strict_array():
     device = devices.device_of(x)
     assert device.kind == "array" and device.native == xp.Device("device1")
     assert "device1" in str(device)
+
+
+def test_an_unusable_device_from_the_environment_names_the_variable(monkeypatch):
+    """GPUMLP_DEVICE=cuda:7 on a machine without CuPy said "pass device='cpu'" and
+    not where the device came from (adversarial round 16)."""
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed here: cuda:7 may be usable or fail otherwise")
+    except ImportError:
+        pass
+    monkeypatch.setenv("GPUMLP_DEVICE", "cuda:7")
+    with pytest.raises(CUDAUnavailableError, match="GPUMLP_DEVICE='cuda:7'"):
+        get_device()
+    with pytest.raises(CUDAUnavailableError) as caught:
+        get_device("cuda:7")           # asked for by the caller: no word of the variable
+    assert "GPUMLP_DEVICE" not in str(caught.value)
