@@ -334,7 +334,8 @@ def _add_data_options(g):
                    help="train on X and y as they are")
     g.add_argument("--seed", type=_bounded(int, 0, at_most=2**32 - 1), default=0,
                    help="random seed, 0 to 2**32 - 1 (default: 0)")
-    g.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    g.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="the dtype to train in (default: float32)")
     g.add_argument("--device", default=None,
                    help="auto, cpu, cuda or cuda:N (default: $GPUMLP_DEVICE or auto)")
     g.add_argument("--backend", default=None, choices=_BACKEND_CHOICES, help=_BACKEND_HELP)
@@ -811,6 +812,12 @@ def _resume(args):
         raise ValueError(f"--resume {args.resume}: an lbfgs run cannot be resumed exactly "
                          f"(like scikit-learn's, each fit starts a new L-BFGS memory); "
                          f"train again with more --epochs.")
+    if settings is None and "source" in extra and extra.get("data_sha256") is None:
+        # gpumlp train saves its settings and data digest for data read into memory.
+        raise ValueError(f"--resume {args.resume}: this run trained on Dask (data "
+                         f"{extra['source']}), and --resume continues runs on data read "
+                         f"into memory only (docs/reliability.md); train again, with more "
+                         f"--epochs.")
     if "training" not in metadata or not isinstance(settings, dict) or not isinstance(
             extra.get("data_sha256"), str):
         raise ValueError(f"--resume {args.resume}: this model file holds no run to resume "
@@ -826,10 +833,12 @@ def _resume(args):
     if given_options is None:  # parsed by build_parser() alone: tell by the defaults
         defaults = vars(parser.parse_args(["train"]))
         given_options = {key for key in _RESUME_SETTINGS if getattr(args, key) != defaults[key]}
+    saved_run = argparse.Namespace(**saved)
     for key in _RESUME_SETTINGS:
         if key in given_options and key != "data":  # other data: compared by digest
-            given = _effective(key, getattr(args, key), args)
-            kept = _effective(key, saved[key], argparse.Namespace(**saved), metadata)
+            # Both meant for the saved run (its solver: another --solver is refused).
+            given = _effective(key, getattr(args, key), saved_run)
+            kept = _effective(key, saved[key], saved_run, metadata)
             if given != kept:
                 option = "--" + key.replace("_", "-")
                 raise ValueError(f"{option} {_show(getattr(args, key))} differs from the "
@@ -867,14 +876,19 @@ def _effective(key, value, args, metadata=None):
     """What setting ``key`` means for a run: a default that depends on others resolved.
 
     ``--lr`` left out means ``auto`` for every solver (issue 21: the estimator's
-    rate; before, 0.1 for sgd and adam), ``--target`` left out the last
-    column, whose name the model file keeps, and ``--activation logistic``
-    the sigmoid (scikit-learn's name for it).
+    rate; before, 0.1 for sgd and adam), which for sgd and adam is the fixed
+    rate 0.01 (so ``--lr 0.01`` means the same there), ``--target`` left out
+    the last column, whose name the model file keeps, and ``--activation
+    logistic`` the sigmoid (scikit-learn's name for it).
     """
     from .activations import ALIASES
+    from .estimator import _AUTO_RATE
 
-    if key == "lr" and value is None:
-        return "auto"
+    if key == "lr":
+        value = "auto" if value is None else value
+        if value == "auto" and getattr(args, "solver", None) in ("sgd", "adam"):
+            return _AUTO_RATE
+        return value
     if key == "activation":
         return ALIASES.get(value, value)
     if key == "target" and value is None and metadata is not None:
