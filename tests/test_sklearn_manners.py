@@ -138,3 +138,21 @@ def test_lbfgs_with_early_stopping_warns_and_the_cli_does_not_say_it_stopped_ear
     # --n-iter-no-change has no effect on L-BFGS: refused, as other such options (#519).
     assert main(["train", "--data", str(tmp_path / "d.csv"), "--solver", "lbfgs",
                  "--n-iter-no-change", "3", "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("solver, rate_taken", [("sgd", False), ("adam", True)])
+def test_partial_fit_after_a_new_learning_rate_init(solver, rate_taken):
+    """docs/scikit-learn.md: a kept sgd state keeps its rate; Adam's state holds no
+    rate, so its next call steps at the new learning_rate_init (adversarial round 16
+    found the docs saying neither takes it)."""
+    rng = np.random.default_rng(25)
+    X = rng.normal(size=(90, 3))
+    y = np.sin(X[:, 0]) + X[:, 1]
+    models = [MLPRegressor((4,), solver=solver, random_state=2, batch_size=30,
+                           learning_rate_init=0.01).partial_fit(X, y) for _ in range(2)]
+    models[0].set_params(learning_rate_init=0.1)
+    for model in models:
+        model.partial_fit(X, y)
+    assert models[0].learning_rates_[-1] == (0.1 if rate_taken else 0.01)
+    moved = not np.array_equal(models[0].predict(X), models[1].predict(X))
+    assert moved == rate_taken
