@@ -118,7 +118,8 @@ def digest_algorithm(digest: str) -> str:
     return "blake3" if digest.startswith(_DIGESTS["blake3"][0]) else "sha256"
 
 
-def fingerprint(X, y, sample_weight=None, eval_set=None, *, like: str | None = None) -> str | None:
+def fingerprint(X, y, sample_weight=None, eval_set=None, *, like: str | None = None,
+                y_1d: bool | None = None) -> str | None:
     """A cryptographic digest of the data a fit was given, from its own bytes; None for
     non-NumPy data.
 
@@ -132,6 +133,11 @@ def fingerprint(X, y, sample_weight=None, eval_set=None, *, like: str | None = N
         A digest this function gave (a fit record's ``data_sha256``): the
         data is hashed by the same algorithm, so that the two compare. By
         default BLAKE3 where the ``blake3`` package is installed, else SHA-256.
+    y_1d : bool, optional
+        Whether the fit was given ``y`` as ``(n,)``: hashed after the arrays,
+        which count ``(n,)`` and ``(n, 1)`` as the same data, because it sets
+        the shape ``predict`` answers in (a fit record binds it so). None
+        hashes nothing for it, as fingerprints made before it was bound did.
 
     Returns
     -------
@@ -148,10 +154,10 @@ def fingerprint(X, y, sample_weight=None, eval_set=None, *, like: str | None = N
     ValueError
         ``like`` is a BLAKE3 digest and the ``blake3`` package is not installed.
     """
-    return _fingerprint(X, y, sample_weight, eval_set, like, every_core=True)
+    return _fingerprint(X, y, sample_weight, eval_set, like, every_core=True, y_1d=y_1d)
 
 
-def _fingerprint(X, y, sample_weight, eval_set, like, every_core):
+def _fingerprint(X, y, sample_weight, eval_set, like, every_core, y_1d=None):
     """:func:`fingerprint`; BLAKE3 on one thread unless ``every_core``."""
     parts = [("X", X), ("y", y), ("sample_weight", sample_weight)]
     if eval_set is not None:
@@ -173,6 +179,8 @@ def _fingerprint(X, y, sample_weight, eval_set, like, every_core):
                                max_threads=blake3.blake3.AUTO if every_core else 1)
     for name, a in parts:
         _hash_array(digest, name, a)
+    if y_1d is not None:
+        digest.update(f"y_1d:{int(bool(y_1d))};".encode())
     return prefix + digest.hexdigest()
 
 
@@ -193,18 +201,19 @@ class PendingFingerprint:
     hashed at once.
     """
 
-    def __init__(self, X, y, sample_weight=None, eval_set=None):
+    def __init__(self, X, y, sample_weight=None, eval_set=None, y_1d=None):
         import threading
 
         arrays = [X, y, sample_weight, *(eval_set or ())]
         size = sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
         self._digest, self._thread = None, None
         if size < _THREAD_BYTES:
-            self._digest = fingerprint(X, y, sample_weight, eval_set)
+            self._digest = fingerprint(X, y, sample_weight, eval_set, y_1d=y_1d)
             return
 
         def run():
-            self._digest = _fingerprint(X, y, sample_weight, eval_set, None, every_core=False)
+            self._digest = _fingerprint(X, y, sample_weight, eval_set, None, every_core=False,
+                                        y_1d=y_1d)
 
         self._thread = threading.Thread(target=run, name="gpumlp-fingerprint", daemon=True)
         self._thread.start()

@@ -63,7 +63,10 @@ it in float64 and in float32 (with its fast path when that is on: BLAS sums,
 with larger errors than the generic pairwise sums), and, when another backend
 replays, NumPy's generic kernels run it in float32 twice more (the formulas
 those backends run: ``a (1 - a)`` where the fast path has ``1 - t**2``), each
-batch's rows summed in another order (:func:`_reordered`). For each quantity
+batch's rows summed in another order (:func:`_reordered`) and the activation's
+``tanh`` moved within an eps, as another backend's own ``tanh`` is
+(:func:`_perturbed`); a segment a replay leaves by more than their spread is
+judged again over :data:`EXTRA_SAMPLES` more before it fails. For each quantity
 ``q`` compared at the segment's end (each weight array, each array and number
 of the solver state, early stopping's best weights) and each epoch's loss
 and validation loss, ``noise_q`` is the largest distance of a float32 run
@@ -72,7 +75,8 @@ float32 rounding, magnified or damped by this segment, moves ``q``. Three
 samples, because where a segment magnifies one direction most, a replay's
 distance over one sample's is a ratio of two random projections on it, with
 Cauchy tails (past :data:`MARGIN` about 6% of the time; for the largest of
-three, some 0.1%). A replay in ``dtype`` of a fit trained in
+three, some 0.1%; and a chaotic segment's honest distances spread over two
+decades, which the extra samples cover). A replay in ``dtype`` of a fit trained in
 ``trained_dtype`` may differ from the record by::
 
     MARGIN * (noise_q * eps / eps32 + (k + 1) * eps * |q|)
@@ -133,6 +137,10 @@ __all__ = ["EXIT_CODES", "MARGIN", "Certificate", "NotReplayableError", "Replay"
 #: A replay may differ from the record by this many times the rounding noise
 #: measured for the segment (the margin the agreement table keeps over its bounds).
 MARGIN = 10.0
+
+#: Rounding samples taken for a segment that a replay leaves by more than the
+#: first three's spread, before the replay is called a failure (:func:`_replay_all`).
+EXTRA_SAMPLES = 8
 #: The command line's exit status for each outcome.
 EXIT_CODES = {"PASS": 0, "FAIL": 1, "CANNOT": 2}
 
@@ -605,9 +613,9 @@ def _start_arrays(checkpoint, dtype):
     return params, state_arrays, best
 
 
-def _reordered(source, how: str):
+def _reordered(source, how: str, seed: int = 0):
     """``source`` whose every batch holds the same rows in another order: ``"reversed"``,
-    or ``"rolled"`` by half the batch.
+    ``"rolled"`` by half the batch, or ``"permuted"`` at random (``seed``).
 
     The batches and the generator's draws are the fit's; only the order in
     which each batch's rows are summed changes, and with it every sum's
@@ -616,29 +624,73 @@ def _reordered(source, how: str):
     """
     from .sources import ArraySource
 
+    shuffle = np.random.default_rng(seed)
+
     class Reordered(ArraySource):
-        def batches(self, rng, batch_size, shuffle):
-            batches = super().batches(rng, batch_size, shuffle)
+        def batches(self, rng, batch_size, shuffle_rows):
+            batches = super().batches(rng, batch_size, shuffle_rows)
             order = batches[0][2]
             old = np.arange(self.n_samples) if order is None else to_numpy(order)
             new = old.copy()
             for start, stop, _ in batches:
                 block = old[start:stop]
-                new[start:stop] = block[::-1] if how == "reversed" else \
-                    np.roll(block, (stop - start) // 2)
+                new[start:stop] = (block[::-1] if how == "reversed" else
+                                   np.roll(block, (stop - start) // 2) if how == "rolled"
+                                   else shuffle.permutation(block))
             order = self.device.asarray(new)
             return [(start, stop, order) for start, stop, _ in batches]
 
     return Reordered(source.X, source.y, source.device, source.sample_weight)
 
 
-def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, rows=None):
+#: The hash that makes a perturbed activation a function of its input's bits
+#: (Knuth's multiplicative constant, 2**32 over the golden ratio).
+_HASH = np.uint32(2654435761)
+
+
+def _perturbed(activation, seed: int):
+    """``activation`` computed as another backend's implementation might: the ``tanh``
+    it is made of moved by a pseudo-random fraction, within one eps, of itself.
+
+    Backends evaluate ``tanh`` with their own approximations (here: NumPy within
+    1.4 ulps of the true value, PyTorch 0.5, JAX 4), so the same
+    pre-activation gives outputs an ulp or so apart from one backend to the
+    next; a replay's every step inherits that, and a chaotic segment
+    magnifies it. Row reordering alone does not sample it: on float32 L-BFGS
+    fits of tanh networks, PyTorch and JAX replays landed 2 to 3 times
+    farther from the record than 30 NumPy runs with their rows reordered,
+    and among runs perturbed so. The fraction is a function of ``z``'s bits
+    and ``seed``, as an implementation's error is a function of its input.
+    An activation ``s tanh(c z) + shift`` (its ``tanh_form``) moves by
+    ``(a - shift)`` times the fraction: the sigmoid's ``tanh(z/2)/2 + 1/2``
+    near 0 carries its ``tanh``'s absolute error. Activations every backend
+    computes exactly (ReLU, the identity) are returned unchanged.
+    """
+    if activation.tanh_form is None or activation.name not in ("sigmoid", "tanh"):
+        return activation
+    forward, shift = activation.forward, activation.tanh_form[2]
+    salt = np.uint32((seed * 0x9E3779B9 + 0x7F4A7C15) & 0xFFFFFFFF)
+
+    def perturbed_forward(z):
+        a = forward(z)
+        z = np.ascontiguousarray(z)
+        bits = z.view(np.uint32 if z.dtype == np.float32 else np.uint64)
+        with np.errstate(over="ignore"):
+            mixed = ((bits.astype(np.uint32) ^ salt) * _HASH) >> np.uint32(8)
+        fraction = mixed.astype(a.dtype) * a.dtype.type(2.0 ** -23) - a.dtype.type(1.0)
+        return a + (a - a.dtype.type(shift)) * (fraction * np.finfo(a.dtype).eps)
+
+    return dataclasses.replace(activation, forward=perturbed_forward)
+
+
+def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, sample=None):
     """Replay segment ``j`` (checkpoint ``j`` to ``j + 1``): its end and every epoch's figures.
 
     With ``probe_kinks`` (a ReLU network on NumPy, each step on all rows), each
     evaluation point's margin to the kinks is logged (:func:`_kink_margin`);
-    with ``rows`` (``"reversed"``, ``"rolled"``), each batch's rows are summed
-    in that order (:func:`_reordered`).
+    a ``sample`` ``(how, seed)`` is a rounding sample (:func:`_replay_all`):
+    each batch's rows summed in that order (:func:`_reordered`), the activation
+    perturbed within an eps (:func:`_perturbed`).
     """
     from ._checks import check_params
     from .losses import get_loss
@@ -650,11 +702,13 @@ def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, rows=No
     c0, c1 = record["checkpoints"][j], record["checkpoints"][j + 1]
     _, activation = check_params(net)
     n_outputs = np.asarray(c0["coefs"][-1]).shape[1]
+    if sample is not None:
+        activation = _perturbed(activation, sample[1])
     network = Network(len(c0["coefs"]), activation, use_fastpath, get_loss(net.loss), False)
     with device.context(), _replay_threads(device, ctx.X.shape[0], use_fastpath):
         source, validation, rng = _sources(ctx, device, dtype)
-        if rows is not None:
-            source = _reordered(source, rows)
+        if sample is not None:
+            source = _reordered(source, *sample)
         if j > 0:
             rng = generator_from_state(c0["rng"]["numpy_generator"])
         decisions = _Decisions(ctx, c0["epoch"],
@@ -709,6 +763,8 @@ def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, rows=No
             "state": description,
             "best": None if trainer.best_params is None else
             [to_numpy(p).astype(np.float64) for p in trainer.best_params],
+            # (the no-improvement count is the stopping rule's, re-run apart: _rule_checks)
+            "history": {"samples_seen": trainer.samples_seen},
             "losses": list(trainer.loss_curve),
             "validation_losses": list(trainer.validation_losses),
             "validation_scores": list(trainer.validation_scores),
@@ -785,6 +841,12 @@ def _quantities(run, stored_end, ctx, j):
             continue
         out[path] = (np.float64(got), None if path not in want_floats
                      else np.float64(want_floats[path]), None, k)
+    # The samples seen at the segment's end (the last checkpoint's are also checked
+    # bit for bit with the training state).
+    for name, got in run["history"].items():
+        if stored_end["history"].get(name) is not None:     # (kept by every record here)
+            out[f"history {name}"] = (np.float64(got),
+                                      np.float64(stored_end["history"][name]), None, k)
     first = c0["epoch"]
     for i, loss in enumerate(run["losses"]):
         e = first + i
@@ -1472,10 +1534,33 @@ def _same_numbers(model, record, arrays, sample_weight):
     for choice in itertools.islice(itertools.product(*map(_exact_casts, arrays)), 1, None):
         ev = tuple(choice[2:]) or None
         X_fit, y_fit, ev_fit, same = _fitted_data(model, choice[0], choice[1], ev)
-        if fingerprint(X_fit, y_fit, sample_weight, ev_fit,
-                       like=record["data_sha256"]) == record["data_sha256"]:
-            return X_fit, y_fit, ev_fit, same, [a.dtype.name for a in choice]
+        shape = _fingerprinted_shape(record, X_fit, y_fit, sample_weight, ev_fit)
+        if shape is not _OTHER_DATA:
+            return X_fit, y_fit, ev_fit, same, [a.dtype.name for a in choice], shape
     return None
+
+
+#: :func:`_fingerprinted_shape`'s answer for data whose fingerprint is not the record's.
+_OTHER_DATA = object()
+
+
+def _fingerprinted_shape(record, X_fit, y_fit, sample_weight, eval_fit):
+    """Whether the fit was given ``y`` as ``(n,)``, as the record's fingerprint binds it.
+
+    The fingerprint counts ``y`` of shape ``(n,)`` and ``(n, 1)`` as the same
+    data, and hashes after it whether the fit had a 1-D ``y`` (which sets the
+    shape ``predict`` answers in). Returns True or False (the data is the
+    fit's, and that is how its ``y`` was shaped), None (the data is the fit's,
+    and the fingerprint, made before it bound the shape, says nothing of it),
+    or :data:`_OTHER_DATA`.
+    """
+    claimed = record.get("y_1d")
+    tries = ([bool(claimed), not claimed] if claimed is not None else []) + [None]
+    for y_1d in tries:
+        if fingerprint(X_fit, y_fit, sample_weight, eval_fit, like=record["data_sha256"],
+                       y_1d=y_1d) == record["data_sha256"]:
+            return y_1d
+    return _OTHER_DATA
 
 
 def _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent=False):
@@ -1518,9 +1603,12 @@ def _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent=False)
                             "the data given cannot be bound to the model")
         return None
     if not record["eval_set"]:
+        if eval_set is not None:
+            cert.notes.append("the eval_set given was not used: the fit had none (its "
+                              "record says so), so it is no part of what was certified")
         eval_fit = None
-    digest = fingerprint(X_fit, y_fit, sample_weight, eval_fit, like=record["data_sha256"])
-    if digest != record["data_sha256"]:
+    shape = _fingerprinted_shape(record, X_fit, y_fit, sample_weight, eval_fit)
+    if shape is _OTHER_DATA:
         arrays = [X, y, *(eval_set if record["eval_set"] else ())]
         recast = _same_numbers(model, record, arrays, sample_weight)
         if recast is None and parent:
@@ -1537,13 +1625,21 @@ def _bind_data(cert, model, record, X, y, sample_weight, eval_set, parent=False)
                 + " (nor do the same numbers in float64, float32 or int64); pass the same "
                 "data, in the same order"))
             return None
-        X_fit, y_fit, eval_fit, same, dtypes = recast
+        X_fit, y_fit, eval_fit, same, dtypes, shape = recast
         cert.notes.append("the data given holds the numbers the model was fit on, in other "
                           "dtypes: " + ", ".join(
                               f"{n} is {a.dtype.name}, fit as {d}" for n, a, d in
                               zip(["X", "y", "X_val", "y_val"], arrays, dtypes)
                               if a.dtype.name != d) + "; certified with them cast back")
     cert.checks.append(Check("the data's fingerprint (X, y, sample_weight, eval_set)", True))
+    if shape is None:
+        cert.notes.append("the shape predict answers in (y_1d) is not certified: this file's "
+                          "data fingerprint, made before gpumlp bound it, does not cover it")
+    elif shape != record.get("y_1d"):
+        cert.checks.append(Check(
+            "y_1d (the shape predict answers in) is the fit's, as its data's fingerprint binds it",
+            False, f"the fit was given a {'1-D' if shape else '2-D'} y (its fingerprint says so), "
+            f"the record says {'1-D' if record.get('y_1d') else '2-D'}"))
     for k, ok in same.items():
         cert.checks.append(Check(f"the scaler {k}, recomputed from the data", ok,
                                  "" if ok else "the file's differs from the data's: the "
@@ -1732,9 +1828,9 @@ def _check_claims(cert, net, metadata, record, ctx):
                              len(curve) >= n_iter, f"n_iter_ {net.n_iter_}, record {n_iter}"))
     if "y_1d" in record:   # predict's answer is (n,) after a 1-D y, (n, k) otherwise
         y_1d = bool(getattr(net, "_y_was_1d", False))
-        cert.checks.append(Check("y_1d (the shape predict answers in) is the fit's",
+        cert.checks.append(Check("y_1d (the shape predict answers in) is the record's",
                                  y_1d == record["y_1d"],
-                                 f"the file says {y_1d}, the fit was given a "
+                                 f"the file says {y_1d}, its record says the fit was given a "
                                  f"{'1-D' if record['y_1d'] else '2-D'} y"))
     rates = list(net.learning_rates_)
     cert.checks.append(Check("learning_rates_ hold a rate per epoch", len(rates) >= n_iter))
@@ -2078,13 +2174,27 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
                 "training state)", False,
                 f"replaying it as it claims raised {type(exc).__name__}: {exc}"))
             return cert
-    used, chain = set(), [cert]
+    used, chain, links, broken = set(), [cert], set(), []
     while chain:
         link = chain.pop()
+        links.add(os.path.realpath(link.model))
         used |= {os.path.realpath(p.model) for p in link.parents}
+        broken += [link.model for m in link.missing if m.startswith("the parent model")]
         chain += link.parents
     unused = [os.fspath(p) for p in parents if os.path.realpath(os.fspath(p)) not in used]
     if unused:   # a parent claimed by the caller and never checked: never a silent PASS
+        itself = [p for p in unused if os.path.realpath(p) in links]
+        if itself:
+            raise ValueError(
+                f"{', '.join(itself)} is {os.fspath(model_file)} itself or a link of its "
+                f"chain: a model is never its own parent, nor that of a model it descends "
+                f"from. Pass as parents only the models the fit was continued from.")
+        if broken:
+            raise ValueError(
+                f"{', '.join(unused)} was not reached: the parent of {broken[0]} (a warm "
+                f"start, partial_fit or --resume) is not among the parents given, so the "
+                f"chain stops there. Pass every model of the chain, the parent of each "
+                f"link, or leave out the models above the missing one.")
         raise ValueError(
             f"{', '.join(unused)} is no link of the chain of {os.fspath(model_file)}: "
             f"no fit in that chain continued it (a fit from its seed has no parent). "
@@ -2098,6 +2208,10 @@ def _checked_arguments(backends, dtypes) -> tuple:
         if isinstance(value, str):   # a string is a sequence of its letters
             raise TypeError(f"{name} takes a list of names, such as [{value!r}], not a "
                             f"string.")
+    if backends is not None and not list(backends):
+        raise ValueError("backends is empty: name at least one (such as ['numpy']), or "
+                         "leave it out for every available one; a certificate that "
+                         "replays nothing would certify nothing.")
     dtypes = tuple(dtypes)
     if not dtypes or any(d not in ("float32", "float64") for d in dtypes):
         raise ValueError(f"dtypes must name float32 and/or float64, got {dtypes!r}: a "
@@ -2325,13 +2439,14 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
 
     oracle, fast = Device("cpu"), fastpath.is_enabled()
     variants = [(fast, None)]
-    if any(d.name != "numpy" for d in devices.values()):
-        variants += [(False, "reversed"), (False, "rolled")]
+    sampled = any(d.name != "numpy" for d in devices.values())
+    if sampled:
+        variants += [(False, ("reversed", 1)), (False, ("rolled", 2))]
     try:
         exact = [_run_segment(ctx, j, oracle, "float64", fast, probe_kinks=_kinked(ctx.net))
                  for j in range(n_segments)]
-        rounded = [[_run_segment(ctx, j, oracle, "float32", f, rows=rows)
-                    for j in range(n_segments)] for f, rows in variants]
+        rounded = [[_run_segment(ctx, j, oracle, "float32", f, sample=sample)
+                    for j in range(n_segments)] for f, sample in variants]
     except TrainingDivergedError as exc:
         # A fit that float32 cannot hold (a Poisson exp of unscaled X, say) has
         # no measured sensitivity: neither a pass nor a failure can be judged.
@@ -2339,20 +2454,70 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                             f"them in float64 and float32 on NumPy: a replay diverged ({exc})")
         return
     ctx.shared_runs = {("numpy", "float64"): exact, ("numpy", "float32"): rounded[0]}
-    noise, initial, scales = [], None, _state_scales(record)
-    for j in range(n_segments):
+    scales = _state_scales(record)
+
+    def measured_noise(j, samples):
         stored_end = record["checkpoints"][j + 1]
         reference = _quantities(exact[j], stored_end, ctx, j)
-        samples = [_quantities(runs[j], stored_end, ctx, j) for runs in rounded]
+        samples = [_quantities(run, stored_end, ctx, j) for run in samples]
         # A replay and the record are two roundings of the segment: how far two
         # of NumPy's float32 runs land apart counts, as does each one's distance
         # from float64.
         measured = [_noise(reference, q) for q in samples] + \
             [_noise(a, b) for a, b in itertools.combinations(samples, 2)]
-        noise.append({name: max(m[name] for m in measured) for name in measured[0]})
+        return {name: max(m[name] for m in measured) for name in measured[0]}
+
+    noise = [measured_noise(j, [runs[j] for runs in rounded]) for j in range(n_segments)]
+    more = {}
+
+    def more_samples(j):
+        """Segment ``j``'s rounding samples with :data:`EXTRA_SAMPLES` more, and their noise."""
+        if j not in more:
+            runs = [r[j] for r in rounded] + [
+                _run_segment(ctx, j, oracle, "float32", False, sample=("permuted", seed))
+                for seed in range(len(variants) + 1, len(variants) + 1 + EXTRA_SAMPLES)]
+            more[j] = (runs, measured_noise(j, runs))
+        return more[j]
+
+    def judge(run, j, samples, noise_j, name, dtype, tol_dtype, trained_here):
+        """One replay of segment ``j`` against the record, with these rounding samples:
+        ``(worst, where, failures, notes, kink)``, ``kink`` the crossing (or None)."""
+        stored_end = record["checkpoints"][j + 1]
+        start, end = record["checkpoints"][j]["epoch"], stored_end["epoch"]
+        quantities = _quantities(run, stored_end, ctx, j)
+        crossing = None if trained_here or not _kinked(ctx.net) else \
+            _kink_crossing(exact[j], noise_j, tol_dtype)
+        judged, notes = run, []
+        if crossing is not None:
+            # ReLU's derivative jumps where a unit crosses 0. From the first
+            # point where one is within rounding of its kink, this replay may
+            # take the other side and leave the fit's path by more than
+            # rounding: it is compared up to there, and the rest is judged by
+            # the fit's own computation.
+            judged, quantities = _before(run, quantities, start + crossing[0])
+        worst, where, failures = _compare(quantities, noise_j, tol_dtype, scales)
+        decisions = _decision_failures(judged, exact[j], samples, tol_dtype, ctx, scales[0])
+        if decisions and dtype != trained_dtype and _kinked(ctx.net):
+            # ReLU's derivative jumps where a unit crosses 0: the other dtype's
+            # weights, a rounding apart, may sit across a kink, and a line
+            # search's Wolfe test or a step's acceptance changes by a finite
+            # amount there, beyond any rounding bound. The decisions are judged
+            # at the fit's own dtype (its NumPy replay, below or above); the
+            # trajectory here is still compared within its tolerance.
+            own = ctx.shared_runs[("numpy", trained_dtype)][j]
+            if not _decision_failures(own, exact[j], samples, trained_dtype, ctx, scales[0]):
+                notes.append(
+                    f"{name} {dtype}, epochs {start + 1}-{end}: {len(decisions)} decision(s) "
+                    f"judged at {trained_dtype} only (the fit's dtype), where they hold: at "
+                    f"{dtype}'s numbers a ReLU unit near its kink changes them by more than "
+                    f"rounding ({decisions[0]})")
+                decisions = []
+        failures += decisions
+        failures += _failed_search_failures(judged, exact[j], samples, tol_dtype, ctx)
+        return worst, where, failures, notes, crossing
+
     if ctx.accepted is not None and record["start"]["kind"] == "seed" and ctx.n_iter:
-        initial = _check_initial_rate(ctx, trained_dtype)
-        cert.checks.append(initial)
+        cert.checks.append(_check_initial_rate(ctx, trained_dtype))
     judged_whole = False      # a replay computed as the fit did (every segment judged whole)
     for name, device in devices.items():
         for dtype in dtypes:
@@ -2363,56 +2528,49 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
             # fast path) reproduces it bit for bit: every epoch is judged there.
             trained_here = (device.name == record["device"] and dtype == trained_dtype
                             and record["fastpath"] == fastpath.is_enabled())
+            # Three samples of rounding are not a bound (_replay_all's comment
+            # above): a segment this replay leaves by more than their spread is
+            # judged again over EXTRA_SAMPLES more before it is called a failure.
+            escalate = sampled and not trained_here
             try:
                 device.check_dtype(dtype)
                 runs, unjudged = [], set()
                 for j in range(n_segments):
-                    stored_end = record["checkpoints"][j + 1]
-                    start, end = record["checkpoints"][j]["epoch"], stored_end["epoch"]
+                    start = record["checkpoints"][j]["epoch"]
+                    end = record["checkpoints"][j + 1]["epoch"]
                     shared = ctx.shared_runs.get((device.name, dtype))
                     run = shared[j] if shared else \
                         _run_segment(ctx, j, device, dtype, fastpath.is_enabled())
                     runs.append(run)
-                    quantities = _quantities(run, stored_end, ctx, j)
-                    crossing = None if trained_here or not _kinked(ctx.net) else \
-                        _kink_crossing(exact[j], noise[j], tol_dtype)
-                    judged = run
+                    args = (name, dtype, tol_dtype, trained_here)
+                    worst, where, failures, notes, crossing = judge(
+                        run, j, [r[j] for r in rounded], noise[j], *args)
+                    if failures and escalate:
+                        first = failures[0]
+                        try:
+                            widened = more_samples(j)
+                        except TrainingDivergedError:
+                            widened = None      # no more samples: judged over three
+                    if failures and escalate and widened is not None:
+                        worst, where, failures, notes, crossing = judge(run, j, *widened, *args)
+                        notes.append(
+                            f"{name} {dtype}, epochs {start + 1}-{end}: past the spread of "
+                            f"{len(variants)} rounding samples ({first}); judged over "
+                            f"{len(variants) + EXTRA_SAMPLES}, "
+                            f"{'and still past it' if failures else 'within their spread'}")
+                        if failures:
+                            # The replay has failed: its later segments are judged over
+                            # three samples (what they list may then be rounding).
+                            escalate = False
+                            notes.append(f"{name} {dtype}: the segments after epoch {end} "
+                                         f"judged over {len(variants)} rounding samples only")
+                    cert.notes += notes
                     if crossing is not None:
-                        # ReLU's derivative jumps where a unit crosses 0. From the
-                        # first point where one is within rounding of its kink,
-                        # this replay may take the other side and leave the fit's
-                        # path by more than rounding: it is compared up to there,
-                        # and the rest is judged by the fit's own computation.
                         last = start + crossing[0]
-                        judged, quantities = _before(run, quantities, last)
                         unjudged.update(range(last, end))
                         replay.partial.append((start + 1, end, last))
                         if len(replay.partial) == 1:
                             first_crossing = crossing
-                    worst, where, failures = _compare(quantities, noise[j], tol_dtype, scales)
-                    decisions = _decision_failures(judged, exact[j], [r[j] for r in rounded],
-                                                   tol_dtype, ctx, scales[0])
-                    if decisions and dtype != trained_dtype and _kinked(ctx.net):
-                        # ReLU's derivative jumps where a unit crosses 0: the other
-                        # dtype's weights, a rounding apart, may sit across a kink,
-                        # and a line search's Wolfe test or a step's acceptance
-                        # changes by a finite amount there, beyond any rounding
-                        # bound. The decisions are judged at the fit's own dtype
-                        # (its NumPy replay, below or above); the trajectory here
-                        # is still compared within its tolerance.
-                        own = ctx.shared_runs[("numpy", trained_dtype)][j]
-                        if not _decision_failures(own, exact[j], [r[j] for r in rounded],
-                                                  trained_dtype, ctx, scales[0]):
-                            cert.notes.append(
-                                f"{name} {dtype}, epochs {start + 1}-{end}: "
-                                f"{len(decisions)} decision(s) judged at {trained_dtype} "
-                                f"only (the fit's dtype), where they hold: at {dtype}'s "
-                                f"numbers a ReLU unit near its kink changes them by more "
-                                f"than rounding ({decisions[0]})")
-                            decisions = []
-                    failures += decisions
-                    failures += _failed_search_failures(judged, exact[j],
-                                                        [r[j] for r in rounded], tol_dtype, ctx)
                     replay.segments.append({"start": start, "end": end, "worst": worst,
                                             "what": where})
                     replay.failures += [f"epochs {start + 1}-{end}: {f}" for f in failures]
@@ -2427,8 +2585,21 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                         f"judged by the fit's own computation ({record['device']} "
                         f"{trained_dtype})")
                 # The call's own decisions, over all its segments.
-                replay.failures += _call_failures(runs, exact, rounded, tol_dtype, ctx,
-                                                  trained_here, unjudged)
+                failures = _call_failures(runs, exact, rounded, tol_dtype, ctx, trained_here,
+                                          unjudged)
+                try:
+                    widened = [more_samples(j)[0] for j in range(n_segments)] \
+                        if failures and escalate else None
+                except TrainingDivergedError:
+                    widened = None
+                if widened is not None:
+                    failures = _call_failures(runs, exact, [list(v) for v in zip(*widened)],
+                                              tol_dtype, ctx, trained_here, unjudged)
+                    cert.notes.append(
+                        f"{name} {dtype}: the call's decisions judged over "
+                        f"{len(variants) + EXTRA_SAMPLES} rounding samples, "
+                        f"{'and still past their spread' if failures else 'within their spread'}")
+                replay.failures += failures
             except (ValueError, BackendUnavailableError, MemoryError) as exc:
                 replay.error = str(exc)
             if trained_here and replay.error is None:

@@ -576,7 +576,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if source is None:
             # For the fit record (see _fitrecord): hashed in a thread beside the
             # checks below, single-threaded passes over the data.
-            pending = PendingFingerprint(X, y, sample_weight, _host_pair(eval_set, name))
+            pending = PendingFingerprint(X, y, sample_weight, _host_pair(eval_set, name),
+                                         y_1d=y_was_1d)
             check_dtype_limits(self, dtype, X, y, sample_weight)
             n_features, n_outputs = X.shape[1], 1 if y.ndim == 1 else y.shape[1]
             self._fingerprint = pending

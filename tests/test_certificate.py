@@ -324,6 +324,31 @@ def test_a_flipped_y_1d_fails(tmp_path, data):
         format_certificate(cert)
 
 
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("one_d", [True, False])
+def test_y_1d_flipped_in_the_file_and_its_record_fails(tmp_path, data, scaled, one_d):
+    """Flipped in the metadata and in the fit record alike, y_1d changed predict's
+    shape and the certificate said PASS (adversarial round 16): the data's
+    fingerprint now binds it. The fit's y given either way is the same data."""
+    X, y = data
+    y = y if one_d else y[:, None]
+    model = _fit((X, y), scaled=scaled, solver="sgd", max_iter=4)
+    path = _saved(tmp_path, model)
+    for given in (y, np.reshape(y, (-1, 1)), np.ravel(y)):
+        assert certify(path, X, given, backends=["numpy"], dtypes=("float64",)).outcome == \
+            "PASS"
+
+    def flip(metadata):
+        metadata["y_1d"] = not one_d
+        metadata["fit_record"]["y_1d"] = not one_d
+
+    forged = _rewrite(path, tmp_path / "forged.npz", edit_metadata=flip)
+    assert load(forged).predict(X).ndim != model.predict(X).ndim
+    cert = certify(forged, X, y, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "FAIL", format_certificate(cert)
+    assert "as its data's fingerprint binds it" in format_certificate(cert)
+
+
 def test_a_parameter_no_replay_can_confirm_is_named_as_not_certified(tmp_path, data):
     """warm_start changes no number of a fit, so a file edited to warm_start=True
     (a later fit of the loaded model then continues) replays as the honest one
@@ -425,6 +450,23 @@ def test_a_loaded_model_saved_again_keeps_its_provenance_and_certifies(tmp_path,
     assert outcome == "PASS", format_certificate(cert)
 
 
+def test_saved_again_the_file_differs_only_in_backend_and_device(tmp_path, data):
+    """README: a loaded model saved again is the same file but for its backend and
+    device parameters, which load resets (adversarial round 16: the README named
+    only the device)."""
+    model = _fit(data, scaled=False, solver="sgd", max_iter=4, backend="numpy", device="cpu")
+    first = _saved(tmp_path, model, "first.npz")
+    again = _saved(tmp_path, load(first), "again.npz")
+    before, after = read_metadata(first), read_metadata(again)
+    assert (before["params"]["backend"], before["params"]["device"]) == ("numpy", "cpu")
+    assert (after["params"]["backend"], after["params"]["device"]) == (None, None)
+    for meta in (before, after):
+        meta.pop("created")
+        meta["params"].pop("backend")
+        meta["params"].pop("device")
+    assert after == before
+
+
 def test_a_file_saved_with_names_and_extra_is_the_same_file_saved_again(tmp_path, data):
     """The names and extra (the CLI's settings, split and data digest) a file was saved
     with are written again by save(load(f)): they were dropped, so a `gpumlp train` model
@@ -511,16 +553,30 @@ def test_a_missing_training_backend_cannot_certify(tmp_path, data, monkeypatch):
             raise BackendUnavailableError("not installed here (simulated)")
         return real(name)
 
+    pytest.importorskip("array_api_strict")
     monkeypatch.setattr(agreement, "backend_device", without_numpy_name)
-    cert = certify(path, *data, backends=[])
+    cert = certify(path, *data, backends=["array_api_strict"])
     assert cert.outcome == "CANNOT" and cert.exit_code == 2
     assert any("trained on, numpy" in m for m in cert.missing)
 
 
-def test_no_dtype_is_refused(tmp_path, data):
+@pytest.mark.parametrize("argument", [dict(dtypes=()), dict(backends=[])])
+def test_no_dtype_or_no_backend_is_refused(tmp_path, data, argument):
+    """backends=[] replayed on NumPy all the same, where dtypes=() was refused
+    (adversarial round 16): both are refused."""
     path = _saved(tmp_path, _fit(data, max_iter=2))
     with pytest.raises(ValueError, match="certify nothing"):
-        certify(path, *data, dtypes=())
+        certify(path, *data, **argument)
+
+
+def test_an_eval_set_the_fit_did_not_have_is_named_unused(tmp_path, data):
+    """An eval_set given for a fit that had none was ignored without a word
+    (adversarial round 16)."""
+    X, y = data
+    path = _saved(tmp_path, _fit(data, max_iter=2))
+    cert = certify(path, X, y, eval_set=(X[:5], y[:5]), backends=["numpy"])
+    assert cert.outcome == "PASS", format_certificate(cert)
+    assert any("eval_set given was not used" in n for n in cert.notes), cert.notes
 
 
 def test_a_file_without_a_record_cannot_be_certified_and_says_what_it_can(tmp_path, data):
@@ -815,9 +871,32 @@ def test_a_parent_no_fit_of_the_chain_continued_is_refused(tmp_path):
                           random_state=0).fit(X, y), tmp_path / f"{name}.npz")
     kwargs = dict(backends=["numpy"], dtypes=("float64",))
     assert certify(tmp_path / "a.npz", X, y, **kwargs).outcome == "PASS"
-    for parent in ("b.npz", "a.npz"):   # another model, or the model itself
-        with pytest.raises(ValueError, match="no link of the chain"):
+    for parent, said in (("b.npz", "no link of the chain"),     # another model
+                         ("a.npz", "never its own parent")):    # the model itself
+        with pytest.raises(ValueError, match=said):
             certify(tmp_path / "a.npz", X, y, parents=(tmp_path / parent,), **kwargs)
+
+
+def test_a_grandparent_without_the_parent_names_the_missing_link(tmp_path):
+    """c <- b <- a, certified with a alone: the refusal said a was "no link of the
+    chain" and to drop it, where the missing model is b (adversarial round 16)."""
+    from gpumlp.certificate import certify
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 3))
+    y = X @ [1.0, -2.0, 0.5]
+    model = MLPRegressor((4,), solver="sgd", max_iter=3, dtype="float64", device="cpu",
+                         random_state=0)
+    for name in ("a", "b", "c"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.partial_fit(X, y)
+        save(model, tmp_path / f"{name}.npz")
+    kwargs = dict(backends=["numpy"], dtypes=("float64",))
+    chain = (tmp_path / "b.npz", tmp_path / "a.npz")
+    assert certify(tmp_path / "c.npz", X, y, parents=chain, **kwargs).outcome == "PASS"
+    with pytest.raises(ValueError, match="a.npz was not reached: the parent of .*c.npz"):
+        certify(tmp_path / "c.npz", X, y, parents=(tmp_path / "a.npz",), **kwargs)
 
 
 def test_validate_reads_a_frame_models_csv_by_its_column_names(tmp_path, capsys):
@@ -1431,3 +1510,38 @@ def test_a_string_for_backends_or_dtypes_is_refused(tmp_path):
         with pytest.raises(TypeError, match="takes a list of names"):
             certify(tmp_path / "m.npz", X, y, **kwargs)
 
+
+
+def test_a_fingerprint_made_before_y_1d_was_bound_says_so(tmp_path, data):
+    """A file whose data fingerprint does not cover y's shape (written before it
+    did) still certifies, with a note that y_1d is not certified."""
+    from gpumlp._fitrecord import fingerprint
+
+    X, y = data
+    path = _saved(tmp_path, _fit(data, scaled=False, solver="sgd", max_iter=4))
+
+    def older(metadata):
+        metadata["fit_record"]["data_sha256"] = fingerprint(
+            X, y, like=metadata["fit_record"]["data_sha256"])
+
+    legacy = _rewrite(path, tmp_path / "legacy.npz", edit_metadata=older)
+    cert = certify(legacy, X, y, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "PASS", format_certificate(cert)
+    assert any("y_1d) is not certified" in n for n in cert.notes), cert.notes
+
+
+@pytest.mark.parametrize("field", ["samples_seen", "no_improvement_count"])
+def test_a_middle_checkpoints_counters_are_checked(tmp_path, data, field):
+    """A middle checkpoint's samples_seen, raised by 2000, passed (adversarial round
+    16): each segment's end samples_seen is compared with the replay's, and the
+    no-improvement count with the stopping rule's re-run."""
+    X, y = data
+    path = _saved(tmp_path, _fit(data, scaled=False, solver="adam", max_iter=40,
+                                 batch_size=32))
+
+    def edit(metadata):
+        metadata["fit_record"]["checkpoints"][2]["history"][field] += 1
+
+    cert = certify(_rewrite(path, tmp_path / "forged.npz", edit_metadata=edit), X, y,
+                   backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "FAIL", format_certificate(cert)

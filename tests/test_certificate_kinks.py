@@ -112,7 +112,7 @@ def test_without_the_fits_own_computation_the_kinks_cannot_be_certified(relu_fit
     assert any("the fit's own computation" in m for m in cert.missing), cert.missing
 
 
-@pytest.mark.parametrize("how", ["reversed", "rolled"])
+@pytest.mark.parametrize("how", ["reversed", "rolled", "permuted"])
 @pytest.mark.parametrize("batch_size", [7, 40])
 def test_a_reordered_source_sums_the_same_batches_in_another_order(how, batch_size):
     """The extra rounding samples (certificate._reordered): every batch holds the fit's
