@@ -1,6 +1,6 @@
 """What certifying a fit costs, against the fit's own time (issue 19: at most 3x per replay).
 
-Setting (the README's "Size and cost"): Friedman #1, 2000 rows, 10 features,
+Setting (the README's "Size and cost"): Friedman #1, 2000 rows (``--rows``), 10 features,
 standardised by ``StandardizedRegressor``, one hidden layer of 64,
 ``max_iter=200``, on NumPy, for each solver (gd at a fixed rate, gd
 ``"auto"``, sgd, Adam, L-BFGS) and each fit dtype. Each repetition fits, saves
@@ -91,10 +91,12 @@ def main() -> None:
                         help="replay backends, e.g. numpy,torch,jax (NumPy always runs)")
     parser.add_argument("--native-fits", action="store_true",
                         help="also time a fit of the same model on each other backend")
+    parser.add_argument("--rows", type=int, default=2000,
+                        help="Friedman #1 rows (default 2000, the README's setting)")
     parser.add_argument("--json", default=None, help="write every measurement here")
     args = parser.parse_args()
     backends = args.backends.split(",")
-    X, y = make_friedman1(2000, random_state=0)
+    X, y = make_friedman1(args.rows, random_state=0)
     totals = _timed_segments()
     cases = [(s, d) for s in args.solvers.split(",") for d in args.dtypes.split(",")]
     results = {case: [] for case in cases}
@@ -154,7 +156,7 @@ def main() -> None:
         out = {"machine": f"{platform.machine()} {os.cpu_count()} cores, "
                           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(native)')}",
                "load_average": [min(loads), max(loads)], "repeat": args.repeat,
-               "setting": "Friedman #1, 2000 rows, 10 features, StandardizedRegressor, "
+               "setting": f"Friedman #1, {args.rows} rows, 10 features, StandardizedRegressor, "
                           "hidden (64,), max_iter=200, fit on NumPy",
                "cases": [{"solver": s, "dtype": d, "runs": runs}
                          for (s, d), runs in results.items()]}
