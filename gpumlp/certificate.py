@@ -2269,8 +2269,10 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     chain = descendants | {os.path.realpath(path)}
 
     def certify_parent(parent_path):
+        # With the data's header too: a parent's names are bound as its child's are.
         return _certify(parent_path, X, y, sample_weight=sample_weight, eval_set=eval_set,
                        backends=backends, dtypes=dtypes, parents=parents,
+                       feature_names=feature_names, target_names=target_names,
                        whole_data=whole_data, parent=True, descendants=chain)
 
     parent_net = _check_start(cert, net, record, metadata, parents, certify_parent, chain)

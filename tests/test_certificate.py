@@ -1545,3 +1545,24 @@ def test_a_middle_checkpoints_counters_are_checked(tmp_path, data, field):
     cert = certify(_rewrite(path, tmp_path / "forged.npz", edit_metadata=edit), X, y,
                    backends=["numpy"], dtypes=("float64",))
     assert cert.outcome == "FAIL", format_certificate(cert)
+
+
+def test_a_parents_names_are_checked_against_the_header_too(tmp_path, data):
+    """A parent with swapped feature names, certified in turn, passed where certified
+    alone it failed: the header was not handed down the chain (adversarial round 17)."""
+    X, y = data
+    names = ["a", "b", "c", "d"]
+    model = MLPRegressor((4,), solver="sgd", max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.partial_fit(X, y)
+        parent = _saved(tmp_path, model, "parent.npz", feature_names=names, target_names=["t"])
+        model.partial_fit(X, y)
+    child = _saved(tmp_path, model, "child.npz", feature_names=names, target_names=["t"])
+    kwargs = dict(backends=["numpy"], dtypes=("float64",), feature_names=names,
+                  target_names=["t"])
+    assert certify(child, X, y, parents=(parent,), **kwargs).outcome == "PASS"
+    swapped = _rewrite(parent, tmp_path / "swapped.npz",
+                       edit_metadata=lambda m: m.update(feature_names=["b", "a", "c", "d"]))
+    cert = certify(child, X, y, parents=(swapped,), **kwargs)
+    assert cert.outcome == "FAIL" and cert.parents[0].outcome == "FAIL", format_certificate(cert)
