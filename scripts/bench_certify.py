@@ -11,8 +11,9 @@ to back, so fit and certify see the same load; the script prints, over
 * ``fit``: the fit's own time (median);
 * ``<backend> <bits>``: the time of all the segment replays on that backend
   in that dtype (NumPy's two runs also measure the rounding; ``numpy 32
-  reordered``: its two float32 runs with each batch's rows in another
-  order, the extra rounding samples taken when another backend replays), over the
+  reordered``: its float32 runs with each batch's rows in another order and
+  the activation perturbed, the extra rounding samples taken when another
+  backend replays, two and 8 more per segment a replay leaves), over the
   fit's time: the median over the repetitions after the first (the
   compiled programs of JAX reused, as in any certificate after the first of
   a process), and, in a second table, the first repetition's (JAX compiling
@@ -67,10 +68,11 @@ def _timed_segments():
         try:
             return real(ctx, j, device, dtype, use_fastpath, **kwargs)
         finally:
-            # NumPy's float32 runs with the rows reordered are the extra rounding
-            # samples a certificate takes when another backend replays: apart.
-            rows = kwargs.get("rows")
-            key = (device.name, dtype if rows is None else f"{dtype} reordered")
+            # NumPy's float32 runs with the rows reordered (and the activation
+            # perturbed) are the extra rounding samples a certificate takes when
+            # another backend replays: apart.
+            sample = kwargs.get("sample")
+            key = (device.name, dtype if sample is None else f"{dtype} reordered")
             totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
 
     certificate._run_segment = timed
