@@ -586,8 +586,11 @@ class LBFGS(Solver):
                                        f"evaluations reached", converged=False,
                                        step=math.nan), loss0
             if not state.steps:
+                why = "" if math.isfinite(slope) else (
+                    f": the slope along the gradient is beyond {loss0.dtype}'s range (the "
+                    f"gradient is too large; lower alpha, or scale X and y)")
                 return params, replace(state, stop="the line search found no acceptable "
-                                       "step", converged=False, step=math.nan), loss0
+                                       "step" + why, converged=False, step=math.nan), loss0
             state = replace(state, steps=[], changes=[])  # forget the memory, try once more
             retried = True
         step, loss, grads, f, largest, band = found
@@ -637,6 +640,11 @@ class LBFGS(Solver):
         is accepted too (see the class).
         """
         band = self.noise * eps * abs(f0)
+        if not (math.isfinite(slope) and math.isfinite(step) and step > 0):
+            # The slope g.d overflowed (|g|**2 beyond the dtype: a huge alpha, say),
+            # and with it the first step 1/sqrt(-slope) became 0: no step can be
+            # judged, and a step of 0 would stop the fit as if converged.
+            return None, state
 
         axpy = _lbfgs_ops(params)["axpy"]
 

@@ -133,3 +133,21 @@ def test_lbfgs_has_no_partial_fit(data):
     X, y = data
     with pytest.raises(AttributeError, match="only available for stochastic optimizers"):
         MLPRegressor(solver="lbfgs", device="cpu").partial_fit(X, y)
+
+
+@pytest.mark.parametrize("alpha", [1e170, 1e308])
+def test_a_slope_beyond_the_dtype_is_no_convergence(alpha):
+    """With alpha so large that |g|**2 overflows float64, the first step 1/sqrt(-slope)
+    was 0, the search took it, the loss did not change, and the fit stopped as
+    converged after 1 iteration with the weights never moved (adversarial round 17;
+    scikit-learn warns ABNORMAL). It is no step, and no convergence."""
+    from gpumlp import ConvergenceWarning, MLPRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = X[:, 0] - X[:, 1]
+    model = MLPRegressor((4,), solver="lbfgs", alpha=alpha, max_iter=50, dtype="float64",
+                         random_state=0)
+    with pytest.warns(ConvergenceWarning, match="beyond float64's range"):
+        model.fit(X, y)
+    assert not model._trainer.state.converged
