@@ -749,8 +749,11 @@ def get_device(spec: str | Device | None = None, backend: str | None = None) -> 
         if not from_env:
             raise
         # The device came from the environment, not from the caller: say so.
+        advice = " and ".join(
+            f"{var.split('=')[0]} to {'numpy' if var.startswith(BACKEND_ENV_VAR) else 'cpu'}"
+            for var in from_env)
         raise type(exc)(f"{exc} The device came from the environment "
-                        f"({' and '.join(from_env)}): unset it, or set it to cpu.") from None
+                        f"({' and '.join(from_env)}): unset it, or set {advice}.") from None
 
 
 def _env_error(from_env, exc):

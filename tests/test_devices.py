@@ -119,7 +119,12 @@ def test_an_unusable_device_from_the_environment_names_the_variable(monkeypatch)
     except ImportError:
         pass
     monkeypatch.setenv("GPUMLP_DEVICE", "cuda:7")
-    with pytest.raises(CUDAUnavailableError, match="GPUMLP_DEVICE='cuda:7'"):
+    with pytest.raises(CUDAUnavailableError, match="GPUMLP_DEVICE='cuda:7'.*GPUMLP_DEVICE to "
+                                                   "cpu"):
+        get_device()
+    monkeypatch.delenv("GPUMLP_DEVICE")
+    monkeypatch.setenv("GPUMLP_BACKEND", "cupy")     # the advice fits the variable
+    with pytest.raises(CUDAUnavailableError, match="set GPUMLP_BACKEND to numpy"):
         get_device()
     with pytest.raises(CUDAUnavailableError) as caught:
         get_device("cuda:7")           # asked for by the caller: no word of the variable
