@@ -1012,6 +1012,14 @@ class Trainer:
             if isinstance(self.solver, GradientDescent):
                 options.append('pass learning_rate_init="auto" to set it from the '
                                "loss's curvature")
+        # The penalty's own step scales the weights by 1 - rate alpha c, c at most the
+        # loss's delta scale for one row: past 2 it alone overshoots (a step that
+        # normalises the gradient, Adam's, is bounded by the rate and never does).
+        scale = self.network.loss.delta_scale(1, 1)
+        if not isinstance(self.solver, Adam) and self.alpha * self.learning_rate * scale > 2:
+            options[0] = options[0][0].lower() + options[0][1:]
+            options.insert(0, f"Lower alpha (now {self.alpha:g}): with this rate its "
+                              f"penalty alone can make a step overshoot")
         options += more
         if len(options) == 1:
             return options[0]

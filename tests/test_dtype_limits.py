@@ -418,3 +418,19 @@ def test_r2_is_exact_under_power_of_two_scaling_and_never_overflows(kind, factor
     # about a twentieth of |y|, then carries about 20 eps, squared twice that.
     eps = float(np.finfo(kind).eps)
     assert big_score == pytest.approx(reference, abs=100 * eps)
+
+
+def test_a_divergence_alpha_can_cause_names_alpha():
+    """sgd in float64 with alpha 1e200 was told to lower learning_rate_init only
+    (adversarial round 17): the penalty's own step, rate times alpha times the
+    loss's scale, can overshoot, so alpha is named first."""
+    from gpumlp import MLPRegressor, TrainingDivergedError
+
+    rng = np.random.default_rng(24)
+    X = rng.normal(size=(150, 3))
+    y = np.tanh(X[:, 0])
+    with pytest.raises(TrainingDivergedError, match=r"Lower alpha \(now 1e\+200\)"):
+        MLPRegressor((4,), solver="sgd", batch_size=50, max_iter=5, alpha=1e200,
+                     random_state=0, dtype="float64").fit(X, y)
+    # (A divergence alpha cannot cause still begins "Lower learning_rate_init":
+    # tests/test_estimator.py, test_cli_data.py.)
