@@ -659,6 +659,10 @@ class Trainer:
             parameters of the last whole epoch.
         """
         batch_size = min(batch_size, source.n_samples)
+        # What the L2 penalty's step scales with (the divergence advice: _rate_advice):
+        # a batch's rows, for unweighted rows (weights normalise it by their sum).
+        self._penalty_rows = (batch_size, getattr(source, "n_outputs", 1)) \
+            if getattr(source, "sample_weight", None) is None else None
         first_epoch = self.call_start = len(self.loss_curve)
         self.state = self.solver.begin_fit(self.state)
         run = _Run(source, validation, rng, batch_size, shuffle, tol, n_iter_no_change,
@@ -1012,10 +1016,11 @@ class Trainer:
             if isinstance(self.solver, GradientDescent):
                 options.append('pass learning_rate_init="auto" to set it from the '
                                "loss's curvature")
-        # The penalty's own step scales the weights by 1 - rate alpha c, c at most the
-        # loss's delta scale for one row: past 2 it alone overshoots (a step that
+        # The penalty's own step scales the weights by 1 - rate alpha c, c the loss's
+        # delta scale for a batch's rows: past 2 it alone overshoots (a step that
         # normalises the gradient, Adam's, is bounded by the rate and never does).
-        scale = self.network.loss.delta_scale(1, 1)
+        rows = getattr(self, "_penalty_rows", None)
+        scale = 0.0 if rows is None else self.network.loss.delta_scale(*rows)
         if not isinstance(self.solver, Adam) and self.alpha * self.learning_rate * scale > 2:
             options[0] = options[0][0].lower() + options[0][1:]
             options.insert(0, f"Lower alpha (now {self.alpha:g}): with this rate its "
