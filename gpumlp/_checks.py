@@ -297,8 +297,10 @@ def feature_names(X):
     """The column names of a dataframe ``X``, as an object array, or ``None``.
 
     Any object with a ``columns`` attribute that is not an array counts as a
-    dataframe (pandas, polars, ...), so no dataframe library is imported.
-    Names are kept only when every one is a string, as in scikit-learn.
+    dataframe (pandas, polars, ...), so no dataframe library is imported; a
+    pyarrow ``Table`` or ``RecordBatch`` gives its names as ``column_names``
+    (its ``columns`` are the data). Names are kept only when every one is a
+    string, as in scikit-learn.
 
     Raises
     ------
@@ -309,7 +311,7 @@ def feature_names(X):
     """
     if aac.is_array_api_obj(X) or not hasattr(X, "columns") or not hasattr(X, "shape"):
         return None
-    names = np.asarray(list(X.columns), dtype=object)
+    names = np.asarray(list(getattr(X, "column_names", None) or X.columns), dtype=object)
     if names.size == 0:
         return None
     types = sorted({type(v).__qualname__ for v in names})

@@ -241,3 +241,26 @@ def test_resume_of_a_dask_run_says_dask(tmp_path, capsys):
                                     "--quiet", "--out", str(tmp_path / "next.npz")])
     assert status == 2 and "trained on Dask" in err, err
     assert not (tmp_path / "next.npz").exists()
+
+
+@pytest.mark.parametrize("header", [["b", "a", "c", "y"], ["a", "b", "c", "z"]])
+def test_resume_refuses_the_same_numbers_under_other_names(tmp_path, capsys, header):
+    """--resume took a CSV whose header swapped two names (same numbers, so the same
+    digest) and kept the run's names: predict and validate then read those columns
+    by the other names (adversarial round 18)."""
+    rng = np.random.RandomState(0)
+    table = np.c_[rng.randn(60, 3), rng.randn(60)]
+    data, other = tmp_path / "d.csv", tmp_path / "other.csv"
+    np.savetxt(data, table, delimiter=",", header="a,b,c,y", comments="")
+    np.savetxt(other, table, delimiter=",", header=",".join(header), comments="")
+    model = tmp_path / "p.npz"
+    assert _main(capsys, ["train", "--data", str(data), "--hidden", "3", "--epochs", "3",
+                          "--quiet", "--device", "cpu", "--out", str(model)])[0] == 0
+    before = model.read_bytes()
+    status, _, err = _main(capsys, ["train", "--resume", str(model), "--data", str(other),
+                                    "--epochs", "1", "--quiet", "--out",
+                                    str(tmp_path / "c.npz")])
+    assert status == 2 and "pass the original data" in err, err
+    assert model.read_bytes() == before and not (tmp_path / "c.npz").exists()
+    assert _main(capsys, ["train", "--resume", str(model), "--data", str(data), "--epochs",
+                          "1", "--quiet", "--out", str(tmp_path / "c.npz")])[0] == 0

@@ -117,3 +117,28 @@ def test_import_gpumlp_does_not_import_pandas():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("kind", ["table", "record_batch"])
+def test_a_pyarrow_tables_column_names_are_its_feature_names(kind):
+    """A pyarrow Table gives its names as column_names (its columns are the data):
+    they were not taken, and a reordered table was predicted by position, off by
+    up to 6 (adversarial round 18; scikit-learn refuses it)."""
+    pa = pytest.importorskip("pyarrow")
+    from gpumlp import MLPRegressor, StandardizedRegressor
+
+    rng = np.random.RandomState(5)
+    X = rng.randn(60, 3)
+    y = X @ [1.0, 2.0, -1.0]
+    make = pa.table if kind == "table" else pa.record_batch
+    table = make({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2]})
+    reordered = make({"c": X[:, 2], "a": X[:, 0], "b": X[:, 1]})
+    for model in (MLPRegressor((3,), solver="lbfgs", max_iter=8, random_state=0),
+                  StandardizedRegressor(MLPRegressor((3,), solver="lbfgs", max_iter=8,
+                                                     random_state=0))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(table, y)
+        assert list(model.feature_names_in_) == ["a", "b", "c"]
+        with pytest.raises(ValueError, match="same order"):
+            model.predict(reordered)
