@@ -2316,6 +2316,12 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
                       "solvers and schedules than this fit's (no number of the fit depends "
                       "on them; warm_start decides whether a later fit of the loaded model "
                       "continues from its weights)")
+    if "template" in metadata:
+        # A StandardizedRegressor's regressor parameters, which only a later fit of
+        # the loaded model reads (the fitted network's are the record's).
+        cert.notes.append("not certified: the StandardizedRegressor's template (its "
+                          "regressor's parameters, what a later fit of the loaded model "
+                          "trains with; the fitted network's are certified)")
     _replay_all(cert, ctx, backends, dtypes, dtype)
     return cert
 

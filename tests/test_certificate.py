@@ -1566,3 +1566,15 @@ def test_a_parents_names_are_checked_against_the_header_too(tmp_path, data):
                        edit_metadata=lambda m: m.update(feature_names=["b", "a", "c", "d"]))
     cert = certify(child, X, y, parents=(swapped,), **kwargs)
     assert cert.outcome == "FAIL" and cert.parents[0].outcome == "FAIL", format_certificate(cert)
+
+
+def test_a_standardized_models_template_is_named_not_certified(tmp_path, data):
+    """An edited template (what a refit of the loaded model trains) passed with no
+    word of it (adversarial round 18): it is no number of the fit, so a note."""
+    X, y = data
+    path = _saved(tmp_path, _fit(data, scaled=True, solver="sgd", max_iter=4))
+    edited = _rewrite(path, tmp_path / "edited.npz",
+                      edit_metadata=lambda m: m["template"].update(hidden_layer_sizes=[50]))
+    cert = certify(edited, X, y, backends=["numpy"], dtypes=("float64",))
+    assert cert.outcome == "PASS", format_certificate(cert)
+    assert any("StandardizedRegressor's template" in n for n in cert.notes), cert.notes
