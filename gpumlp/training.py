@@ -1002,6 +1002,19 @@ class Trainer:
                  "unless --no-standardize)", "lower learning_rate_init"]
         if dtype != "float64":
             fixes.append("pass dtype='float64' (on the command line: --dtype float64)")
+        rows = getattr(self, "_penalty_rows", None)
+        if rows is not None and self.alpha > 0:
+            # The penalty's gradient alpha c W, at the weights the epoch began with: a
+            # second moment overflows where a gradient passes sqrt(largest); alpha is
+            # named where its penalty alone came within a thousandth of that (the
+            # weights, and with them that gradient, move within the epoch).
+            largest_weight = max(float(np.max(np.abs(to_numpy(W)), initial=0.0))
+                                 for W in self.params[:self.network.n_coefs])
+            penalty = self.alpha * self.network.loss.delta_scale(*rows) * largest_weight
+            if penalty > 1e-3 * math.sqrt(largest):
+                fixes.insert(0, f"Lower alpha (now {self.alpha:g}): its penalty's gradient "
+                                f"alone reached {penalty:.2g}")
+                fixes[1] = fixes[1][0].lower() + fixes[1][1:]
         return TrainingDivergedError(
             f"Training stopped at epoch {len(self.loss_curve) + 1}: {what}. The weights the "
             f"epoch began with were kept. {', '.join(fixes[:-1])} or {fixes[-1]}.")
