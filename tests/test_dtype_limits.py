@@ -436,8 +436,8 @@ def test_a_divergence_alpha_can_cause_names_alpha():
     # tests/test_estimator.py, test_cli_data.py.)
 
 
-@pytest.mark.parametrize("alpha, dtype", [(1e200, "float64"), (1e30, "float32")])
-def test_adams_overflow_from_a_huge_alpha_names_alpha(alpha, dtype):
+@pytest.mark.parametrize("alpha, precision", [(1e200, "float64"), (1e30, "float32")])
+def test_adams_overflow_from_a_huge_alpha_names_alpha(alpha, precision):
     """Adam's second moment overflowed from alpha's penalty gradient, and the message
     named scaling and the rate, neither of which helps (adversarial round 18)."""
     from gpumlp import MLPRegressor, TrainingDivergedError
@@ -446,4 +446,4 @@ def test_adams_overflow_from_a_huge_alpha_names_alpha(alpha, dtype):
     X = rng.randn(100, 3)
     with pytest.raises(TrainingDivergedError, match=r"Lower alpha \(now "):
         MLPRegressor((4,), solver="adam", max_iter=10, random_state=0, alpha=alpha,
-                     dtype=dtype).fit(X, X @ [1.0, 2.0, -1.0])
+                     dtype=precision).fit(X, X @ [1.0, 2.0, -1.0])
