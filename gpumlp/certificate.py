@@ -116,6 +116,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -279,6 +280,8 @@ class _Decisions:
         self.epochs_ended = 0                   # epochs of the segment done so far
         self.kinks = []                         # ReLU: (epoch in the segment, relative margin)
         #                                         of each evaluation point (_kink_margin)
+        self.searched = 0                       # L-BFGS: the last own search's evaluations
+        self.fresh_start = False                # L-BFGS: the iteration began without a gradient
 
     def epoch_after(self, samples_seen: int) -> int:
         """The call's epoch (1-based) that ends with ``samples_seen`` rows seen."""
@@ -287,6 +290,36 @@ class _Decisions:
 
 #: One subclass per solver class (see :func:`_imposing`).
 _IMPOSED: dict = {}
+
+
+def _perturbed_dot(rng):
+    """:func:`gpumlp.kernels.dot` as another summation order might round it: moved by
+    a random fraction of ``sqrt(n) eps`` times the sum of its terms' magnitudes
+    (the size of a sum's rounding, ``n`` terms in random order; its worst case
+    is ``n eps`` times that)."""
+    from . import kernels
+
+    def dot(a, b, xp=None):
+        exact = kernels.dot(a, b, xp)
+        size = kernels.dot([abs(u) for u in a], [abs(v) for v in b], xp)
+        n = sum(int(np.size(u)) for u in a)
+        eps = float(np.finfo(np.asarray(exact).dtype).eps)
+        return exact + size * (math.sqrt(n) * eps * rng.uniform(-1.0, 1.0))
+
+    return dot
+
+
+def _first_trial_accepted(solver, a, f0, slope, f, d, band) -> bool:
+    """Whether L-BFGS's search accepts its first trial ``a`` at these numbers, as it
+    does (:meth:`gpumlp.solvers.LBFGS._line_search`): sufficient decrease and the
+    strong curvature condition, or, without sufficient decrease, the approximate
+    conditions within the loss's rounding ``band``."""
+    if not math.isfinite(f):
+        return False
+    sufficient = f <= f0 + solver.c1 * a * slope
+    curvature = abs(d) <= -solver.c2 * slope
+    approximate = f <= f0 + band and curvature and d <= (2.0 * solver.c1 - 1.0) * slope
+    return (sufficient and curvature) or (not sufficient and approximate)
 
 
 def _imposed_class(base):
@@ -305,6 +338,10 @@ def _imposed_class(base):
             return None       # the recorded end is checked from the record, not here
 
         def update(self, params, state, objective):
+            # An L-BFGS call that starts without a gradient evaluates once first.
+            # (a compiled program's copy of the solver has no decisions: it reads no host)
+            if getattr(self, "_decisions", None) is not None:
+                self._decisions.fresh_start = getattr(state, "grads", False) is None
             # (a copy made by dataclasses.replace, such as a compiled block's
             # program solver, has no probe: it runs no oracle)
             probe = getattr(self, "_kink_probe", None)
@@ -384,6 +421,18 @@ def _imposed_class(base):
             decisions.log[-1].update(improves=(own, imposed), best_loss=best_loss)
             return imposed
 
+        def _direction(self, grads, state):
+            rng = getattr(self, "_perturb", None)
+            if rng is None or not state.steps:
+                return super()._direction(grads, state)
+            # A rounding sample (_replay_all): the two-loop recursion's dot
+            # products summed as another backend sums them (_perturbed_dot).
+            dot = _perturbed_dot(rng)
+            ops = {**solvers._LBFGS_OPS, **{name: functools.partial(
+                solvers._LBFGS_OPS[name], dot=dot) for name in
+                ("newer_pair", "initial_scaling", "older_pair")}}
+            return solvers._two_loop(grads, state.steps, state.changes, ops)
+
         def _own_search(self, e, objective, params, direction, f0, slope, step, state, eps,
                         failed=False):
             """The rule's own search at iteration ``e``, within the loss evaluations
@@ -400,8 +449,9 @@ def _imposed_class(base):
                     return None
                 budget = self.max_line_search * 2
             trial = dataclasses.replace(state, n_fun=max(0, self.max_fun - budget))
-            found, _ = super()._line_search(objective, params, direction, f0, slope, step,
-                                            trial, eps)
+            found, after = super()._line_search(objective, params, direction, f0, slope, step,
+                                                trial, eps)
+            self._decisions.searched = after.n_fun - trial.n_fun
             return found
 
         def _line_search(self, objective, params, direction, f0, slope, step, state, eps):
@@ -432,7 +482,7 @@ def _imposed_class(base):
             ops = solvers._lbfgs_ops(params)
             loss, grads, (f, largest, d), after = self._evaluate(
                 objective, ops["axpy"](imposed, direction, params), state, direction)
-            own = imposed
+            own, evaluations = imposed, None
             # The search's own acceptance: strong Wolfe, or within the loss's
             # rounding band the approximate conditions (solvers.LBFGS).
             band = self.noise * eps * abs(f0)
@@ -442,7 +492,24 @@ def _imposed_class(base):
                 found = self._own_search(e, objective, params, direction, f0, slope, step,
                                          state, eps)
                 own = None if found is None else found[0]
+                evaluations = decisions.searched if own == imposed else None
+            elif imposed == step and _first_trial_accepted(self, imposed, f0, slope, f, d,
+                                                           band):
+                evaluations = 1     # the search's first trial, accepted at once
+            elif getattr(self, "_count_searches", False):
+                # A step the search reached past its first trial: how many loss
+                # evaluations it took there, found by running it as the fit did.
+                found = self._own_search(e, objective, params, direction, f0, slope, step,
+                                         state, eps)
+                evaluations = decisions.searched if found is not None and \
+                    found[0] == imposed else None
+            if evaluations is not None and e < len(retried) and retried[e]:
+                evaluations = None  # (a retried search's first attempt counts too: unjudged)
+            if evaluations is not None and decisions.fresh_start:
+                evaluations += 1    # the fit's evaluation at its start, before the search
+            decisions.fresh_start = False
             decisions.log.append({"epoch": e + 1, "own": own, "imposed": imposed, "f0": f0,
+                                  "evaluations": evaluations,
                                   "slope": slope, "f": f, "d": d, "band": band,
                                   "largest": largest,
                                   "s_norm": abs(imposed) * math.sqrt(read_floats(
@@ -453,7 +520,8 @@ def _imposed_class(base):
     return Imposed
 
 
-def _imposing(solver, decisions: _Decisions, first_segment: bool, kink_probe=None):
+def _imposing(solver, decisions: _Decisions, first_segment: bool, kink_probe=None,
+              count_searches=False, perturb=None):
     """``solver`` with the recorded decisions imposed, and the rule's own logged.
 
     A solver that does not read the host is compiled (its pure ``update``,
@@ -469,13 +537,16 @@ def _imposing(solver, decisions: _Decisions, first_segment: bool, kink_probe=Non
     if base not in _IMPOSED:
         _IMPOSED[base] = _imposed_class(base)
     cls = _IMPOSED[base]
-    if solver.host_reads or kink_probe is not None:
+    if solver.host_reads or kink_probe is not None or perturb is not None:
         cls = type(cls.__name__, (cls,), {})
     fields = {f.name: getattr(solver, f.name) for f in dataclasses.fields(solver)}
     imposed = cls(**fields)
     object.__setattr__(imposed, "_decisions", decisions)
     object.__setattr__(imposed, "_first_segment", first_segment)
     object.__setattr__(imposed, "_kink_probe", kink_probe)
+    object.__setattr__(imposed, "_count_searches", count_searches)
+    object.__setattr__(imposed, "_perturb", None if perturb is None else
+                       np.random.default_rng(perturb))
     return imposed
 
 
@@ -683,14 +754,17 @@ def _perturbed(activation, seed: int):
     return dataclasses.replace(activation, forward=perturbed_forward)
 
 
-def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, sample=None):
+def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, sample=None,
+                 count_searches=False):
     """Replay segment ``j`` (checkpoint ``j`` to ``j + 1``): its end and every epoch's figures.
 
     With ``probe_kinks`` (a ReLU network on NumPy, each step on all rows), each
     evaluation point's margin to the kinks is logged (:func:`_kink_margin`);
     a ``sample`` ``(how, seed)`` is a rounding sample (:func:`_replay_all`):
     each batch's rows summed in that order (:func:`_reordered`), the activation
-    perturbed within an eps (:func:`_perturbed`).
+    perturbed within an eps (:func:`_perturbed`). With ``count_searches``, each
+    L-BFGS iteration's loss evaluations are found by running its search as the fit
+    did (for the replay that computes as the fit did: :func:`_evaluation_failures`).
     """
     from ._checks import check_params
     from .losses import get_loss
@@ -719,7 +793,8 @@ def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, sample=
         probe = None
         if probe_kinks and steps_per_epoch == 1 and device.is_numpy:
             probe = _kink_margin(source.X, len(c0["coefs"]))
-        solver = _imposing(net._make_solver(n_outputs), decisions, j == 0, probe)
+        solver = _imposing(net._make_solver(n_outputs), decisions, j == 0, probe,
+                           count_searches, None if sample is None else sample[1])
         params, state_arrays, best = _start_arrays(c0, dtype)
         params = [device.asarray(p) for p in params]
         state = state_from_arrays(c0["state"], {k: device.asarray(v)
@@ -1137,6 +1212,27 @@ def _lbfgs_failures(entry, i, tau, uncertainty, ctx, grads) -> list:
     if e == ctx.n_iter and ctx.n_iter < ctx.max_iter and not stops:
         failures.append(f"epoch {e}: L-BFGS stopped where none of its stopping tests holds "
                         f"within rounding ({numbers})")
+    return failures
+
+
+def _evaluation_failures(run, ctx) -> list:
+    """The L-BFGS iterations whose recorded loss evaluations are not the search's.
+
+    For the replay that computes as the fit did (bit for bit): its search, run
+    as the fit's was, took that many evaluations (its first trial accepted:
+    one; the evaluation at a call's start counted too). A count the record
+    inflates could fake a ``max_fun`` stop. Retried searches are not judged.
+    """
+    recorded = ctx.record.get("evaluations")
+    if recorded is None:
+        return []
+    failures = []
+    for entry in run["log"]:
+        found, e = entry.get("evaluations"), entry["epoch"]
+        if found is not None and e - 1 < len(recorded) and recorded[e - 1] != found:
+            failures.append(f"epoch {e}: the line search took {found} loss evaluation(s) "
+                            f"computed as the fit computed, the record says "
+                            f"{recorded[e - 1]}")
     return failures
 
 
@@ -2451,9 +2547,12 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
     if sampled:
         variants += [(False, ("reversed", 1)), (False, ("rolled", 2))]
     try:
-        exact = [_run_segment(ctx, j, oracle, "float64", fast, probe_kinks=_kinked(ctx.net))
-                 for j in range(n_segments)]
-        rounded = [[_run_segment(ctx, j, oracle, "float32", f, sample=sample)
+        # (NumPy's float64 and float32 runs with its fast path as set: one of
+        # them computes as a NumPy fit did, and counts its searches' evaluations)
+        exact = [_run_segment(ctx, j, oracle, "float64", fast, probe_kinks=_kinked(ctx.net),
+                              count_searches=True) for j in range(n_segments)]
+        rounded = [[_run_segment(ctx, j, oracle, "float32", f, sample=sample,
+                                 count_searches=sample is None)
                     for j in range(n_segments)] for f, sample in variants]
     except TrainingDivergedError as exc:
         # A fit that float32 cannot hold (a Poisson exp of unscaled X, say) has
@@ -2522,6 +2621,8 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                 decisions = []
         failures += decisions
         failures += _failed_search_failures(judged, exact[j], samples, tol_dtype, ctx)
+        if trained_here:
+            failures += _evaluation_failures(judged, ctx)
         return worst, where, failures, notes, crossing
 
     if ctx.accepted is not None and record["start"]["kind"] == "seed" and ctx.n_iter:
@@ -2548,7 +2649,8 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                     end = record["checkpoints"][j + 1]["epoch"]
                     shared = ctx.shared_runs.get((device.name, dtype))
                     run = shared[j] if shared else \
-                        _run_segment(ctx, j, device, dtype, fastpath.is_enabled())
+                        _run_segment(ctx, j, device, dtype, fastpath.is_enabled(),
+                                     count_searches=trained_here)
                     runs.append(run)
                     args = (name, dtype, tol_dtype, trained_here)
                     worst, where, failures, notes, crossing = judge(

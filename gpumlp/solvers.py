@@ -368,21 +368,25 @@ def _axpy(alpha, x, y):
     return [alpha * u + v for u, v in zip(x, y)]
 
 
-def _newer_pair(q, s, y):
-    """The two-loop recursion's first loop at one pair: ``q``, ``rho`` and ``a``."""
-    rho = 1.0 / kernels.dot(y, s)
-    a = rho * kernels.dot(s, q)
+def _newer_pair(q, s, y, dot=kernels.dot):
+    """The two-loop recursion's first loop at one pair: ``q``, ``rho`` and ``a``.
+
+    ``dot``: :func:`gpumlp.kernels.dot`, or one that rounds otherwise (the
+    certificate's rounding samples), for this and the two below.
+    """
+    rho = 1.0 / dot(y, s)
+    a = rho * dot(s, q)
     return _axpy(-a, y, q), rho, a
 
 
-def _initial_scaling(q, s, y):
+def _initial_scaling(q, s, y, dot=kernels.dot):
     """``q`` scaled by ``s.y / y.y`` of the newest pair (the initial inverse Hessian)."""
-    return [(kernels.dot(s, y) / kernels.dot(y, y)) * v for v in q]
+    return [(dot(s, y) / dot(y, y)) * v for v in q]
 
 
-def _older_pair(q, s, y, rho, a):
+def _older_pair(q, s, y, rho, a, dot=kernels.dot):
     """The two-loop recursion's second loop at one pair."""
-    b = rho * kernels.dot(y, q)
+    b = rho * dot(y, q)
     return _axpy(a - b, s, q)
 
 

@@ -358,3 +358,39 @@ def test_an_honest_float32_relu_lbfgs_fit_passes_in_both_dtypes(tmp_path, seed, 
     cert = certify(tmp_path / "forged.npz", X, y, backends=["numpy"])
     assert cert.outcome == "FAIL", format_certificate(cert)
     assert "nor a strong-Wolfe step" in format_certificate(cert)
+
+
+@pytest.mark.parametrize("where", [0, 1, -1])
+def test_a_forged_count_of_loss_evaluations_fails(tmp_path, where):
+    """An L-BFGS fit stopped at max_iter=12, edited to claim max_iter=100 and a
+    max_fun its recorded evaluation counts reach (one count raised by 3): it
+    PASSed, a truncated fit dressed as a max_fun stop (adversarial round 18). The
+    replay that computes as the fit did runs each search as the fit did, and
+    counts its evaluations."""
+    import json
+
+    certify, format_certificate = certificate.certify, certificate.format_certificate
+    rng = np.random.RandomState(1)
+    X = rng.randn(150, 3)
+    y = X @ [1.0, 2.0, -1.0] + 0.1 * rng.randn(150)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MLPRegressor(solver="lbfgs", hidden_layer_sizes=(4,), max_iter=12,
+                             random_state=3, dtype="float64").fit(X, y)
+    honest = tmp_path / "honest.npz"
+    save(model, honest)
+    kwargs = dict(backends=["numpy"], dtypes=("float64",))
+    assert certify(honest, X, y, **kwargs).outcome == "PASS"
+    with np.load(honest) as z:
+        arrays = {k: z[k] for k in z.files}
+    metadata = json.loads(str(arrays["metadata"]))
+    counts = metadata["fit_record"]["evaluations"]
+    counts[where] += 3
+    for params in (metadata["params"], metadata["fit_record"]["params"]):
+        params.update(max_iter=100, max_fun=sum(counts))
+    arrays["metadata"] = np.array(json.dumps(metadata))
+    forged = tmp_path / "forged.npz"
+    np.savez(forged, **arrays)
+    cert = certify(forged, X, y, **kwargs)
+    assert cert.outcome == "FAIL", format_certificate(cert)
+    assert "loss evaluation(s) computed as the fit computed" in format_certificate(cert)

@@ -105,3 +105,23 @@ def test_a_segment_past_three_samples_is_judged_over_more(tmp_path, monkeypatch)
     calls.clear()
     passed = certify(path, X, y, backends=["numpy", "array_api_strict"], dtypes=("float32",))
     assert passed.outcome == "PASS", format_certificate(passed)
+
+
+def test_a_perturbed_dot_moves_within_a_sums_rounding():
+    """The two-loop recursion's dot products in a rounding sample: a one-step
+    segment's end depends on nothing else, and NumPy's samples all summed them
+    alike (no spread), where PyTorch and JAX sum otherwise (a float64 L-BFGS
+    fit's one-step segment failed on both in float32: the long draw, 2026-12-06)."""
+    from gpumlp import kernels
+    from gpumlp.certificate import _perturbed_dot
+
+    rng = np.random.default_rng(0)
+    a = [rng.normal(size=(3, 8)).astype(np.float32), rng.normal(size=8).astype(np.float32)]
+    b = [rng.normal(size=(3, 8)).astype(np.float32), rng.normal(size=8).astype(np.float32)]
+    dot = _perturbed_dot(np.random.default_rng(1))
+    exact = float(kernels.dot(a, b))
+    size = float(kernels.dot([abs(u) for u in a], [abs(v) for v in b]))
+    moved = [float(dot(a, b)) - exact for _ in range(20)]
+    bound = np.sqrt(32) * np.finfo(np.float32).eps * size
+    assert all(abs(m) <= 1.01 * bound for m in moved)
+    assert np.std(moved) > 0.1 * bound       # a spread, not a constant
