@@ -156,3 +156,23 @@ def test_partial_fit_after_a_new_learning_rate_init(solver, rate_taken):
     assert models[0].learning_rates_[-1] == (0.1 if rate_taken else 0.01)
     moved = not np.array_equal(models[0].predict(X), models[1].predict(X))
     assert moved == rate_taken
+
+
+def test_a_two_output_poisson_loss_is_the_mean_over_every_entry():
+    """docs/scikit-learn.md: with k outputs our Poisson loss is the mean half
+    deviance over all n k entries, 1/k of scikit-learn's sum over the outputs
+    (the docs said "identical"; adversarial round 18)."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(200, 3)
+    Y = np.c_[rng.poisson(np.exp(0.3 * X[:, 0])), rng.poisson(np.exp(0.2 * X[:, 1]))]
+    Y = Y.astype(float)
+    model = MLPRegressor((4,), loss="poisson", solver="lbfgs", max_iter=20, alpha=0.0,
+                         random_state=0, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, Y)
+    p = model.predict(X)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        half_deviance = np.where(Y > 0, Y * np.log(Y / p), 0.0) - Y + p
+    assert model.loss_ == pytest.approx(half_deviance.mean(), rel=1e-9)
+    assert model.loss_ == pytest.approx(half_deviance.mean(0).sum() / 2, rel=1e-9)
