@@ -1860,6 +1860,31 @@ def _check_start(cert, net, record, metadata, parents, certify_parent, chain=fro
                         f"the chain is certified link by link")
 
 
+def _check_inherited(cert, net, parent_net, record) -> None:
+    """A continued fit's curves begin with its parent's epochs, where it kept them:
+    those must be the parent's, whose file is certified in turn (the replay checks
+    only this call's). An edited inherited loss or rate PASSed (adversarial round
+    18). A call that started its curves afresh (a parent loaded without its
+    training state, a warm start without the parent's eval_set) has no such head."""
+    validated = bool(record["eval_set"]) or (bool(getattr(net, "early_stopping", False))
+                                             and not record["incremental"])
+    for name in ("loss_curve_", "learning_rates_", "validation_scores_",
+                 "validation_loss_curve_"):
+        theirs, ours = (getattr(m, name, None) for m in (parent_net, net))
+        theirs = [] if theirs is None else [float(v) for v in theirs]
+        ours = [] if ours is None else [float(v) for v in ours]
+        this_call = record["n_iter"] if name in ("loss_curve_", "learning_rates_") or \
+            validated else 0
+        head = ours[:max(0, len(ours) - this_call)]
+        if not head:
+            continue
+        same = len(head) == len(theirs) and all(
+            a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(head, theirs))
+        cert.checks.append(Check(
+            f"{name}'s first {len(head)} entries, before this call's, are the parent's",
+            same, "" if same else f"they are {head[:3]}..., the parent's {theirs[:3]}..."))
+
+
 def _drawn_from(random_state, seed: int) -> Check:
     """The seed a fit drew from a ``RandomState`` random_state, found in its saved state.
 
@@ -2372,6 +2397,8 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
                        whole_data=whole_data, parent=True, descendants=chain)
 
     parent_net = _check_start(cert, net, record, metadata, parents, certify_parent, chain)
+    if parent_net is not None:
+        _check_inherited(cert, net, parent_net, record)
     if bound is None:
         return cert
     X_fit, y_fit, sw, ev = bound

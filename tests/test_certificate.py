@@ -1578,3 +1578,32 @@ def test_a_standardized_models_template_is_named_not_certified(tmp_path, data):
     cert = certify(edited, X, y, backends=["numpy"], dtypes=("float64",))
     assert cert.outcome == "PASS", format_certificate(cert)
     assert any("StandardizedRegressor's template" in n for n in cert.notes), cert.notes
+
+
+@pytest.mark.parametrize("name", ["loss_curve", "learning_rates", "validation_scores"])
+def test_a_childs_inherited_epochs_are_the_parents(tmp_path, data, name):
+    """A warm-start child keeps its parent's epochs at the head of its curves: an
+    edited inherited entry PASSed with the parent given (adversarial round 18)."""
+    X, y = data
+    model = MLPRegressor((4,), solver="sgd", max_iter=4, random_state=3, batch_size=32,
+                         early_stopping=name == "validation_scores", n_iter_no_change=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y)
+        parent = _saved(tmp_path, model, "parent.npz")
+        model.set_params(warm_start=True, max_iter=3)
+        model.fit(X, y)
+    child = _saved(tmp_path, model, "child.npz")
+    kwargs = dict(backends=["numpy"], dtypes=("float64",), parents=(parent,))
+    assert certify(child, X, y, **kwargs).outcome == "PASS"
+
+    def edit(metadata):
+        key = name if name in metadata else None
+        if key is None:     # validation scores live in the training state's history
+            metadata["training"]["history"]["validation_scores"][0] *= 0.5
+        else:
+            metadata[key][0] *= 0.5
+
+    cert = certify(_rewrite(child, tmp_path / "edited.npz", edit_metadata=edit), X, y,
+                   **kwargs)
+    assert cert.outcome == "FAIL", format_certificate(cert)
