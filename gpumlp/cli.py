@@ -486,25 +486,7 @@ def _run_train(args):
         _check_resumed_data(args, resumed[1], digest)
         # The same numbers (checked): the run keeps its names, though an .npy has none.
         saved_names, saved_target, saved_columns = resumed[2]
-        # (An .npy or .npz has no header: its names are made up, and the run's kept.)
-        headed = args.data is not None and not args.data.endswith((".npy", ".npz"))
-        if headed and names is not None and saved_names is not None and \
-                list(names) != list(saved_names):
-            # The digest is of the numbers, in their places: a header that names
-            # them otherwise (a and b swapped) says they are other columns, which
-            # predict and validate would read by those names.
-            raise ValueError(
-                f"--resume {args.resume}: {args.data} names its feature columns "
-                f"{', '.join(map(str, names))}, the saved run's are "
-                f"{', '.join(map(str, saved_names))}: the same numbers under other names "
-                f"are other columns; pass the original data with --data, or rename its "
-                f"columns as the run's.")
-        if headed and target is not None and saved_target is not None and \
-                target != saved_target:
-            raise ValueError(
-                f"--resume {args.resume}: {args.data}'s target column is {target!r}, the "
-                f"saved run's {saved_target!r}: pass the original data with --data, or "
-                f"rename its column as the run's.")
+        data_names, data_target = names, target
         names = saved_names or names
         target = saved_target or target
         if saved_columns is not None:
@@ -519,6 +501,25 @@ def _run_train(args):
                     f"{'; '.join(', '.join(lv) for lv in saved_levels if lv)}); pass the "
                     f"original data with --data.")
             columns = [(column["name"], column["levels"]) for column in saved_columns]
+        # (An .npy or .npz has no header: its names are made up, and the run's kept.)
+        headed = args.data is not None and not args.data.endswith((".npy", ".npz"))
+        if headed and data_names is not None and saved_names is not None and \
+                list(data_names) != list(saved_names):
+            # The digest is of the numbers, in their places: a header that names
+            # them otherwise (a and b swapped) says they are other columns, which
+            # predict and validate would read by those names.
+            raise ValueError(
+                f"--resume {args.resume}: {args.data} names its feature columns "
+                f"{', '.join(map(str, data_names))}, the saved run's are "
+                f"{', '.join(map(str, saved_names))}: the same numbers under other names "
+                f"are other columns; pass the original data with --data, or rename its "
+                f"columns as the run's.")
+        if headed and data_target is not None and saved_target is not None and \
+                data_target != saved_target:
+            raise ValueError(
+                f"--resume {args.resume}: {args.data}'s target column is {data_target!r}, the "
+                f"saved run's {saved_target!r}: pass the original data with --data, or "
+                f"rename its column as the run's.")
     try:
         return _train_and_report(args, device, client, X, X_train, X_test, y_train, y_test,
                                  names, target, source, resumed=resumed and resumed[0],
