@@ -264,3 +264,15 @@ def test_resume_refuses_the_same_numbers_under_other_names(tmp_path, capsys, hea
     assert model.read_bytes() == before and not (tmp_path / "c.npz").exists()
     assert _main(capsys, ["train", "--resume", str(model), "--data", str(data), "--epochs",
                           "1", "--quiet", "--out", str(tmp_path / "c.npz")])[0] == 0
+
+
+def test_a_figure_that_is_not_finite_is_null_in_the_json_report():
+    """docs/cli.md: JSON has no infinity; a test MSE that overflowed is null there
+    (adversarial round 18 saw `inf` printed and `null` written, undocumented)."""
+    import json
+
+    from gpumlp.cli import _plain_json
+
+    report = {"test": {"mse": float("inf"), "r2": float("nan")}, "epochs": np.int64(3)}
+    text = json.dumps(_plain_json(report), allow_nan=False)
+    assert json.loads(text) == {"test": {"mse": None, "r2": None}, "epochs": 3}
