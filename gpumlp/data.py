@@ -209,6 +209,7 @@ def _columns(path, header, wanted):
     else:
         missing = [name for name in wanted if name not in seen]
         if missing:
+            _check_separator(path, named)   # (predict: a file of ';' or tabs, said so)
             # Quoted: a name with a space (" a" from a Parquet column) must show.
             raise DataError(f"{path}: the model needs the column(s) "
                             f"{', '.join(map(repr, missing))}, which the file lacks (it has "
@@ -715,19 +716,13 @@ def read_training_table(path, target=None, drop=()) -> Table:
     return Table(X, y, names, target, [(name, None) for name in names], notes)
 
 
-def target_column(path: str, columns: list[str], target: str | None) -> str:
-    """The target's column name: ``target``, by default the last column; checked.
-
-    Raises
-    ------
-    DataError
-        When there is no such column, or no feature column besides it.
-    """
+def _check_separator(path, columns) -> None:
+    """Refuse a header of one column that is another file's separator hint or holds
+    another separator (a file of ';' or tabs), saying how to convert it."""
     if len(columns) == 1 and columns[0].lower().startswith("sep="):
         raise DataError(f"{path}: its first line starts with {columns[0]!r}: a spreadsheet's "
                         f"separator hint, not the header; delete that line.")
     if len(columns) == 1:
-        # One column whose name holds another separator: a file of ';' or tabs.
         found = [(name, sep) for name, sep in (("semicolons", ";"), ("tabs", "\t"),
                                                ("'|'", "|")) if sep in columns[0]]
         if found:
@@ -737,6 +732,17 @@ def target_column(path: str, columns: list[str], target: str | None) -> str:
                 f"gpumlp reads comma-separated files with decimal points. Convert it, e.g. "
                 f"pandas.read_csv(path, sep={sep!r}).to_csv('data.csv', index=False) "
                 f"(with decimal=',' if its numbers have decimal commas).")
+
+
+def target_column(path: str, columns: list[str], target: str | None) -> str:
+    """The target's column name: ``target``, by default the last column; checked.
+
+    Raises
+    ------
+    DataError
+        When there is no such column, or no feature column besides it.
+    """
+    _check_separator(path, columns)
     target = columns[-1] if target is None else target
     if target not in columns:
         raise DataError(f"{path}: there is no column {target!r}; the columns are "

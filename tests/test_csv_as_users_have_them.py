@@ -87,6 +87,9 @@ def test_a_file_of_another_separator_is_named_as_such(tmp_path, frame, sep, name
     for target in ("price", None):
         with pytest.raises(DataError, match=f"separated by {name}; gpumlp reads comma-"):
             read_training_table(path, target)
+    # predict's reader says so too (it said the columns were missing; round 19)
+    with pytest.raises(DataError, match=f"separated by {name}; gpumlp reads comma-"):
+        read_features(path, ["x"])
 
 
 def test_a_spreadsheet_separator_hint_line_is_named(tmp_path):
