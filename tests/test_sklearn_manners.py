@@ -176,3 +176,19 @@ def test_a_two_output_poisson_loss_is_the_mean_over_every_entry():
         half_deviance = np.where(Y > 0, Y * np.log(Y / p), 0.0) - Y + p
     assert model.loss_ == pytest.approx(half_deviance.mean(), rel=1e-9)
     assert model.loss_ == pytest.approx(half_deviance.mean(0).sum() / 2, rel=1e-9)
+
+
+def test_t_counts_the_samples_seen_and_is_zero_without_a_training_state(tmp_path):
+    """docs/scikit-learn.md and docs/reliability.md: t_ is the samples seen (for
+    L-BFGS too, where scikit-learn's stays 0), and 0 after loading a file saved
+    without its training state (adversarial round 19 found both undocumented)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MLPRegressor((3,), solver="lbfgs", max_iter=4, random_state=0).fit(X, X[:, 0])
+    assert model.t_ == 50 * model.n_iter_
+    save(model, tmp_path / "without.npz", training_state=False)
+    save(model, tmp_path / "with.npz")
+    assert load(tmp_path / "without.npz").t_ == 0
+    assert load(tmp_path / "with.npz").t_ == model.t_
