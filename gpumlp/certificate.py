@@ -2196,8 +2196,10 @@ def _check_settings(cert, model, metadata, whole_data, parent=False):
             cert.checks.append(Check(
                 "extra.data_sha256 (what train --resume checks the data against) is the "
                 "data's digest", ok, "" if ok else f"the file claims {str(claimed)[:16]}..., "
-                f"the data given has {data_digest(np.asarray(X), np.asarray(y))[:16]}...: the "
-                f"file's claim is false (a resume would take other data and refuse this)"))
+                f"the data given has {data_digest(np.asarray(X), np.asarray(y))[:16]}...: "
+                f"either the data given is not the data train read (pass the same --data) "
+                f"or the file's claim is false (a resume would take other data and refuse "
+                f"this)"))
             cert.covered.append("extra.data_sha256, against the data as train read it")
     settings = extra.get("settings")
     if not isinstance(settings, dict):

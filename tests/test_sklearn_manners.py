@@ -192,3 +192,17 @@ def test_t_counts_the_samples_seen_and_is_zero_without_a_training_state(tmp_path
     save(model, tmp_path / "with.npz")
     assert load(tmp_path / "without.npz").t_ == 0
     assert load(tmp_path / "with.npz").t_ == model.t_
+
+
+def test_validation_scores_are_none_without_a_training_state(tmp_path):
+    """docs/reliability.md: without the training state the validation scores come
+    back as None (the docs said "empty"; adversarial round 20)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MLPRegressor((3,), solver="sgd", max_iter=4, early_stopping=True,
+                             random_state=0).fit(X, X[:, 0])
+    assert len(model.validation_scores_) == model.n_iter_
+    save(model, tmp_path / "without.npz", training_state=False)
+    assert load(tmp_path / "without.npz").validation_scores_ is None
