@@ -309,19 +309,6 @@ def _perturbed_dot(rng):
     return dot
 
 
-def _first_trial_accepted(solver, a, f0, slope, f, d, band) -> bool:
-    """Whether L-BFGS's search accepts its first trial ``a`` at these numbers, as it
-    does (:meth:`gpumlp.solvers.LBFGS._line_search`): sufficient decrease and the
-    strong curvature condition, or, without sufficient decrease, the approximate
-    conditions within the loss's rounding ``band``."""
-    if not math.isfinite(f):
-        return False
-    sufficient = f <= f0 + solver.c1 * a * slope
-    curvature = abs(d) <= -solver.c2 * slope
-    approximate = f <= f0 + band and curvature and d <= (2.0 * solver.c1 - 1.0) * slope
-    return (sufficient and curvature) or (not sufficient and approximate)
-
-
 def _imposed_class(base):
     """``base`` with recorded decisions imposed (from the instance's ``_decisions``)."""
     from . import solvers
@@ -493,8 +480,7 @@ def _imposed_class(base):
                                          state, eps)
                 own = None if found is None else found[0]
                 evaluations = decisions.searched if own == imposed else None
-            elif imposed == step and _first_trial_accepted(self, imposed, f0, slope, f, d,
-                                                           band):
+            elif imposed == step and self.accepts_first(imposed, f, d, f0, slope, band):
                 evaluations = 1     # the search's first trial, accepted at once
             elif getattr(self, "_count_searches", False):
                 # A step the search reached past its first trial: how many loss

@@ -633,6 +633,25 @@ class LBFGS(Solver):
         """
         return sy > 2.220446049250313e-16 * yy
 
+    def wolfe_tests(self, a, f, d, f0, slope, band) -> tuple[bool, bool, bool]:
+        """The line search's tests of a trial step ``a`` with loss ``f`` and slope ``d``:
+        sufficient decrease, the strong curvature condition, and the approximate
+        Wolfe conditions within the loss's rounding ``band``, where the slope
+        decides (see the class). The certificate's replay asks them too."""
+        finite = math.isfinite(f)
+        sufficient = finite and f <= f0 + self.c1 * a * slope
+        curvature = abs(d) <= -self.c2 * slope
+        approximate = (finite and f <= f0 + band and curvature
+                       and d <= (2.0 * self.c1 - 1.0) * slope)
+        return sufficient, curvature, approximate
+
+    def accepts_first(self, a, f, d, f0, slope, band) -> bool:
+        """Whether the search takes its first trial ``a`` at once (one evaluation):
+        the approximate conditions without sufficient decrease, or sufficient
+        decrease with the curvature condition (:meth:`_line_search`)."""
+        sufficient, curvature, approximate = self.wolfe_tests(a, f, d, f0, slope, band)
+        return (not sufficient and approximate) or (sufficient and curvature)
+
     def _line_search(self, objective, params, direction, f0, slope, step, state, eps):
         """A step satisfying the strong Wolfe conditions, or ``None``.
 
@@ -658,15 +677,13 @@ class LBFGS(Solver):
             return (a, loss, grads, f, largest, d), state
 
         def sufficient(p):
-            return math.isfinite(p[3]) and p[3] <= f0 + self.c1 * p[0] * slope
+            return self.wolfe_tests(p[0], p[3], p[5], f0, slope, band)[0]
 
         def curvature(p):
-            return abs(p[5]) <= -self.c2 * slope
+            return self.wolfe_tests(p[0], p[3], p[5], f0, slope, band)[1]
 
         def approximately_wolfe(p):
-            # Within the loss's rounding band the slope decides (see the class).
-            return (math.isfinite(p[3]) and p[3] <= f0 + band and curvature(p)
-                    and p[5] <= (2.0 * self.c1 - 1.0) * slope)
+            return self.wolfe_tests(p[0], p[3], p[5], f0, slope, band)[2]
 
         def budget(state):
             return state.n_fun < self.max_fun
