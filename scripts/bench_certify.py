@@ -21,9 +21,13 @@ to back, so fit and certify see the same load; the script prints, over
   and shape that does not grow with the fit);
 * ``certify/replay``: the whole certificate (every replay, the checks) over
   the fit's time, divided by the number of replays;
-* with ``--native-fits``: a fit of the same model on each other backend
-  (first, then the median of the rest), over the NumPy fit's time: what
-  the replay's backend costs for the same work.
+* with ``--native-fits``: a fit of the same model on each backend and
+  dtype the certificate replayed on (the median of the repetitions after
+  the first), over the NumPy fit's time: what the replay's backend costs
+  for the same work; and ``certify/own fits``, the whole certificate over
+  the sum of those fits' times: the certificate's cost against the fit's
+  own time on each backend and dtype it replays (issue 19's bar, read
+  per backend: a replay cannot be cheaper than its backend's own fit).
 
 ``--json PATH`` writes every measurement, with the machine and its load.
 
@@ -106,7 +110,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeat):
             for solver, dtype in cases:       # interleaved: each repetition runs every case
-                def fitted(backend):
+                def fitted(backend, dtype=dtype):
                     model = StandardizedRegressor(MLPRegressor(
                         (64,), max_iter=200, random_state=0, dtype=dtype, device="cpu",
                         backend=backend, **SOLVERS[solver]))
@@ -125,11 +129,13 @@ def main() -> None:
                 whole = time.perf_counter() - start
                 assert cert.outcome == "PASS", certificate.format_certificate(cert)
                 replays = {f"{b} {d}": t / fit for (b, d), t in totals.items()}
-                native = {b: fitted(b)[1] / fit for b in backends
-                          if b != "numpy"} if args.native_fits else {}
+                native = {f"{r.backend} {r.dtype}": fitted(r.backend, r.dtype)[1] / fit
+                          for r in cert.replays} if args.native_fits else {}
                 results[(solver, dtype)].append(
                     {"fit_s": fit, "replays": replays, "native_fits": native,
                      "certify_per_replay": whole / fit / len(cert.replays),
+                     "certify_per_own_fits": whole / fit / sum(native.values())
+                     if native else None,
                      "epochs": model.regressor_.n_iter_})
                 loads.append(os.getloadavg()[0])
     keys = sorted({key for runs in results.values() for r in runs for key in r["replays"]})
@@ -140,7 +146,8 @@ def main() -> None:
               f"{len(range(args.repeat)[pick])}")
         print(f"{'solver':8s} {'fit dtype':9s} {'epochs':>6s} {'fit s':>7s} "
               + " ".join(f"{k.replace('float', ''):>10s}" for k in keys)
-              + " ".join(f" {b + ' fit':>10s}" for b in others) + f" {'certify/replay':>14s}")
+              + " ".join(f" {b.replace('float', '') + ' fit':>11s}" for b in others)
+              + f" {'certify/replay':>14s}" + (f" {'certify/own fits':>16s}" if others else ""))
         for (solver, dtype), runs in results.items():
             chosen = runs[pick] or runs
             fit = _median(r["fit_s"] for r in runs)
@@ -148,9 +155,12 @@ def main() -> None:
             fits = [_median(r["native_fits"].get(b, float("nan")) for r in chosen)
                     for b in others]
             whole = _median(r["certify_per_replay"] for r in chosen)
+            own = _median(r["certify_per_own_fits"] for r in chosen
+                          if r["certify_per_own_fits"] is not None)
             print(f"{solver:8s} {dtype:9s} {runs[0]['epochs']:6d} {fit:7.3f} "
                   + " ".join(f"{v:10.2f}" for v in ratios)
-                  + " ".join(f" {v:10.2f}" for v in fits) + f" {whole:14.2f}")
+                  + " ".join(f" {v:11.2f}" for v in fits) + f" {whole:14.2f}"
+                  + (f" {own:16.2f}" if others else ""))
     print(f"\nload average (1 min) during the run: {min(loads):.1f} to {max(loads):.1f}")
     if args.json:
         import platform
