@@ -65,8 +65,13 @@ replays, NumPy's generic kernels run it in float32 twice more (the formulas
 those backends run: ``a (1 - a)`` where the fast path has ``1 - t**2``), each
 batch's rows summed in another order (:func:`_reordered`) and the activation's
 ``tanh`` moved within an eps, as another backend's own ``tanh`` is
-(:func:`_perturbed`); a segment a replay leaves by more than their spread is
-judged again over :data:`EXTRA_SAMPLES` more before it fails. For each quantity
+(:func:`_perturbed`), and each layer's products within their rounding, as
+another backend's matrix kernels sum them (:func:`_perturbed_affine`); a
+segment a replay leaves by more than their spread is judged again over
+:data:`EXTRA_SAMPLES` more before it fails. Another backend's replay is also
+judged at its own end point of each segment, by one evaluation against
+NumPy's there (:func:`_point_failures`), which a chaotic segment's wide
+tolerance does not blunt. For each quantity
 ``q`` compared at the segment's end (each weight array, each array and number
 of the solver state, early stopping's best weights) and each epoch's loss
 and validation loss, ``noise_q`` is the largest distance of a float32 run
@@ -705,6 +710,18 @@ def _reordered(source, how: str, seed: int = 0):
 _HASH = np.uint32(2654435761)
 
 
+def _fraction(x, seed: int):
+    """A pseudo-random fraction in ``[-1, 1)`` for each entry of ``x``, in its dtype: a
+    function of the entry's bits and ``seed`` alone (the same value anywhere in any
+    array gets the same fraction), as an implementation's rounding error is."""
+    salt = np.uint32((seed * 0x9E3779B9 + 0x7F4A7C15) & 0xFFFFFFFF)
+    x = np.ascontiguousarray(x)
+    bits = x.view(np.uint32 if x.dtype == np.float32 else np.uint64)
+    with np.errstate(over="ignore"):
+        mixed = ((bits.astype(np.uint32) ^ salt) * _HASH) >> np.uint32(8)
+    return mixed.astype(x.dtype) * x.dtype.type(2.0 ** -23) - x.dtype.type(1.0)
+
+
 def _perturbed(activation, seed: int):
     """``activation`` computed as another backend's implementation might: the ``tanh``
     it is made of moved by a pseudo-random fraction, within one eps, of itself.
@@ -717,40 +734,72 @@ def _perturbed(activation, seed: int):
     fits of tanh networks, PyTorch and JAX replays landed 2 to 3 times
     farther from the record than 30 NumPy runs with their rows reordered,
     and among runs perturbed so. The fraction is a function of ``z``'s bits
-    and ``seed``, as an implementation's error is a function of its input.
-    An activation ``s tanh(c z) + shift`` (its ``tanh_form``) moves by
-    ``(a - shift)`` times the fraction: the sigmoid's ``tanh(z/2)/2 + 1/2``
-    near 0 carries its ``tanh``'s absolute error. Activations every backend
-    computes exactly (ReLU, the identity) are returned unchanged.
+    and ``seed`` (:func:`_fraction`), as an implementation's error is a
+    function of its input. An activation ``s tanh(c z) + shift`` (its
+    ``tanh_form``) moves by ``(a - shift)`` times the fraction: the sigmoid's
+    ``tanh(z/2)/2 + 1/2`` near 0 carries its ``tanh``'s absolute error.
+    Activations every backend computes exactly (ReLU, the identity) are
+    returned unchanged.
     """
     if activation.tanh_form is None:
         return activation
     forward, shift = activation.forward, activation.tanh_form[2]
-    salt = np.uint32((seed * 0x9E3779B9 + 0x7F4A7C15) & 0xFFFFFFFF)
 
     def perturbed_forward(z):
         a = forward(z)
-        z = np.ascontiguousarray(z)
-        bits = z.view(np.uint32 if z.dtype == np.float32 else np.uint64)
-        with np.errstate(over="ignore"):
-            mixed = ((bits.astype(np.uint32) ^ salt) * _HASH) >> np.uint32(8)
-        fraction = mixed.astype(a.dtype) * a.dtype.type(2.0 ** -23) - a.dtype.type(1.0)
-        return a + (a - a.dtype.type(shift)) * (fraction * np.finfo(a.dtype).eps)
+        return a + (a - a.dtype.type(shift)) * (_fraction(z, seed) * np.finfo(a.dtype).eps)
 
     return dataclasses.replace(activation, forward=perturbed_forward)
 
 
+def _perturbed_affine(seed: int):
+    """A layer's ``a @ W + b`` as another backend's products might round it:
+    ``a @ W + b`` moved by a pseudo-random fraction of ``eps (|a| @ |W| + |b|)``.
+
+    Each backend sums a layer's fan-in in its own order, with or without fused
+    multiply-adds (its own matrix kernels), so the same weights give each row's
+    pre-activations that differ by a few units of the sum's rounding, ``eps``
+    times the sum of the magnitudes it adds. Unlike reordered rows, which move
+    only the sums over rows (the gradients), this moves every row's output, and
+    so the residual, the loss and every gradient alike. Sampled here, it covers
+    what the two others did not: on a float32 sigmoid L-BFGS fit (40 rows, 3
+    features, width 6, seed 4), PyTorch's and JAX's replays of epochs 177-192
+    landed 0.097 and 0.091 from the record, where 24 NumPy runs with their rows
+    reordered and the activation perturbed landed within 0.009 (and ``z``
+    moved by one eps of its own magnitude, within 0.008); with this, 8 runs
+    spread from 0.0005 to 0.10 (2-core x86 VM, 2026-12-06). The fraction is a
+    function of ``z``'s bits and ``seed`` (:func:`_fraction`), with a salt
+    per layer (its ``W``'s shape).
+
+    Used for smooth activations (those with a ``tanh_form``) only: on ReLU
+    networks it moved units across their kinks, and 3 of 10 long float32
+    L-BFGS samples restarted their memory there, which no replay did; a
+    replay's kink crossings are judged apart (:func:`_kink_crossing`), and
+    reordered rows alone covered PyTorch's and JAX's ReLU replays (10 of 10).
+    """
+    def affine(a, W, b):
+        z = a @ W + b
+        scale = np.abs(a) @ np.abs(W) + np.abs(b)
+        salt = seed * 7919 + W.shape[0] * 31 + W.shape[1]
+        return z + scale * (_fraction(z, salt) * np.finfo(z.dtype).eps)
+
+    return affine
+
+
 def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, sample=None,
-                 count_searches=False):
+                 count_searches=False, at_end=False):
     """Replay segment ``j`` (checkpoint ``j`` to ``j + 1``): its end and every epoch's figures.
 
     With ``probe_kinks`` (a ReLU network on NumPy, each step on all rows), each
     evaluation point's margin to the kinks is logged (:func:`_kink_margin`);
     a ``sample`` ``(how, seed)`` is a rounding sample (:func:`_replay_all`):
     each batch's rows summed in that order (:func:`_reordered`), the activation
-    perturbed within an eps (:func:`_perturbed`). With ``count_searches``, each
+    perturbed within an eps (:func:`_perturbed`) and each layer's products
+    within their rounding (:func:`_perturbed_affine`). With ``count_searches``, each
     L-BFGS iteration's loss evaluations are found by running its search as the fit
     did (for the replay that computes as the fit did: :func:`_evaluation_failures`).
+    With ``at_end``, the loss and gradients at the replay's own end point, computed
+    as its steps computed them, are kept too (:func:`_point_failures`).
     """
     from ._checks import check_params
     from .losses import get_loss
@@ -762,9 +811,13 @@ def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, sample=
     c0, c1 = record["checkpoints"][j], record["checkpoints"][j + 1]
     _, activation = check_params(net)
     n_outputs = np.asarray(c0["coefs"][-1]).shape[1]
+    affine = None
     if sample is not None:
+        if activation.tanh_form is not None:
+            affine = _perturbed_affine(sample[1])
         activation = _perturbed(activation, sample[1])
-    network = Network(len(c0["coefs"]), activation, use_fastpath, get_loss(net.loss), False)
+    network = Network(len(c0["coefs"]), activation, use_fastpath, get_loss(net.loss), False,
+                      affine)
     with device.context(), _replay_threads(device, ctx.X.shape[0], use_fastpath):
         source, validation, rng = _sources(ctx, device, dtype)
         if sample is not None:
@@ -814,6 +867,9 @@ def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, sample=
                         stop_on_validation=net.early_stopping and not record["incremental"],
                         check_convergence=False)
         end_params = [to_numpy(p) for p in trainer.params]
+        at_point = None
+        if at_end:
+            at_point = _evaluated(network, net, n_outputs, list(trainer.params), source)
         # The fresh state is only a template of types: made of host copies, it
         # costs no device work (on JAX, a dispatch per array).
         end_state = plain_numbers(trainer.state, solver.init_state(end_params))
@@ -837,7 +893,91 @@ def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, sample=
             "steps_per_epoch": steps_per_epoch,
             "start_params": [np.asarray(a, dtype=np.float64)
                              for a in [*c0["coefs"], *c0["intercepts"]]],
+            "at_end": at_point,
         }
+
+
+def _evaluated(network, net, n_outputs, params, source) -> dict:
+    """The loss (penalty included) and gradients at ``params`` over ``source``'s rows,
+    computed as a training step on that backend computes them, as float64 arrays."""
+    from .sources import select_fast
+    from .training import objective_function
+
+    X, y, w = source.X, source.y, source.sample_weight
+    objective = objective_function(network, float(net.alpha), n_outputs,
+                                   select_fast(X, w, network))
+    loss, grads = objective(params, X, y, w)
+    return {"loss": np.float64(to_numpy(loss)),
+            "grads": [to_numpy(g).astype(np.float64) for g in grads]}
+
+
+#: Rounding samples of one evaluation at a replay's end point (:func:`_point_failures`).
+POINT_SAMPLES = 8
+
+
+def _point_failures(ctx, run, dtype) -> list:
+    """A replay's loss and gradients at its own end point, against NumPy's at that point.
+
+    A chaotic segment (a long float32 L-BFGS tail, where the gradient is near its
+    own rounding) carries a replay anywhere within the region its rounding
+    samples reach, and a backend whose gradients are wrong by a small factor
+    lands there too: its trajectory cannot tell. One evaluation can: at the
+    point where the replay ended (exact in its dtype), NumPy computes the loss
+    and gradients in the same dtype on its generic kernels, and again
+    :data:`POINT_SAMPLES` times with each layer's products, the activation and
+    the order of the rows perturbed as the segment's rounding samples are
+    (:func:`_perturbed_affine`, :func:`_perturbed`); each of the replay's
+    quantities must lie within :data:`MARGIN` times the largest distance
+    between those evaluations (at least its dtype's eps times its size).
+    A gradient wrong by 1e-3 of itself in float32 is 10 to 100 times that
+    distance where the gradient is not itself at its rounding (measured,
+    2026-12-06). Smooth activations only: at a ReLU kink one evaluation's
+    rounding can switch a unit, a finite jump (:func:`_kink_crossing`).
+    """
+    from ._checks import check_params
+    from .losses import get_loss
+    from .sources import Network
+
+    got = run.get("at_end")
+    net = ctx.net
+    _, activation = check_params(net)
+    if got is None or activation.tanh_form is None:
+        return []
+    oracle = Device("cpu")
+    source = _sources(ctx, oracle, dtype)[0]
+    params = [p.astype(dtype) for p in run["params"]]
+    n_coefs, n_outputs = len(params) // 2, params[len(params) // 2 - 1].shape[1]
+    loss_kind = get_loss(net.loss)
+    with _replay_threads(oracle, ctx.X.shape[0], False):
+        evaluations = [_evaluated(Network(n_coefs, activation, False, loss_kind), net,
+                                  n_outputs, params, source)]
+        for seed in range(1, POINT_SAMPLES + 1):
+            order = np.random.default_rng(seed).permutation(source.n_samples)
+            rows = type(source)(source.X[order], source.y[order], oracle,
+                                None if source.sample_weight is None
+                                else source.sample_weight[order])
+            network = Network(n_coefs, _perturbed(activation, seed), False, loss_kind, False,
+                              _perturbed_affine(seed))
+            evaluations.append(_evaluated(network, net, n_outputs, params, rows))
+
+    def quantities(e):
+        names = [f"W{i + 1}" for i in range(n_coefs)] + [f"b{i + 1}" for i in range(n_coefs)]
+        return {"loss": np.atleast_1d(e["loss"]), **{f"the gradient of {n}": g
+                                                     for n, g in zip(names, e["grads"])}}
+
+    reference, replayed = quantities(evaluations[0]), quantities(got)
+    eps = float(np.finfo(dtype).eps)
+    failures = []
+    for name, want in reference.items():
+        spread = max(_norm(quantities(a)[name] - quantities(b)[name])
+                     for a, b in itertools.combinations(evaluations, 2))
+        tolerance = MARGIN * max(spread, eps * _norm(want))
+        distance = _norm(replayed[name] - want)
+        if not distance <= tolerance:
+            failures.append(f"at the segment's end point, {name} differs from NumPy's at the "
+                            f"same point by {distance:.3g}, tolerance {tolerance:.3g} (one "
+                            f"evaluation, {MARGIN:g} times its rounding samples' spread)")
+    return failures
 
 
 def _state_floats(description, prefix="state"):
@@ -2587,7 +2727,9 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
         # from float64.
         measured = [_noise(reference, q) for q in samples] + \
             [_noise(a, b) for a, b in itertools.combinations(samples, 2)]
-        return {name: max(m[name] for m in measured) for name in measured[0]}
+        # (a sample whose L-BFGS memory restarted lacks some arrays: unmeasured, as
+        # _noise counts a quantity a sample lacks)
+        return {name: max(m.get(name, math.inf) for m in measured) for name in measured[0]}
 
     noise = [measured_noise(j, [runs[j] for runs in rounded]) for j in range(n_segments)]
     more = {}
@@ -2643,6 +2785,9 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
     if ctx.accepted is not None and record["start"]["kind"] == "seed" and ctx.n_iter:
         cert.checks.append(_check_initial_rate(ctx, trained_dtype))
     judged_whole = False      # a replay computed as the fit did (every segment judged whole)
+    from ._checks import check_params
+
+    smooth = check_params(ctx.net)[1].tanh_form is not None   # (_point_failures)
     for name, device in devices.items():
         for dtype in dtypes:
             replay = Replay(name, dtype)
@@ -2656,6 +2801,9 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
             # above): a segment this replay leaves by more than their spread is
             # judged again over EXTRA_SAMPLES more before it is called a failure.
             escalate = sampled and not trained_here
+            # Another backend's replay is also evaluated once at each segment's
+            # end point (_point_failures).
+            at_end = escalate and not device.is_numpy and smooth
             try:
                 device.check_dtype(dtype)
                 runs, unjudged = [], set()
@@ -2665,7 +2813,7 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                     shared = ctx.shared_runs.get((device.name, dtype))
                     run = shared[j] if shared else \
                         _run_segment(ctx, j, device, dtype, fastpath.is_enabled(),
-                                     count_searches=trained_here)
+                                     count_searches=trained_here, at_end=at_end)
                     runs.append(run)
                     args = (name, dtype, tol_dtype, trained_here)
                     worst, where, failures, notes, crossing = judge(
@@ -2689,6 +2837,10 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                             escalate = False
                             notes.append(f"{name} {dtype}: the segments after epoch {end} "
                                          f"judged over {len(variants)} rounding samples only")
+                    if at_end:
+                        # Where the trajectory cannot tell (a chaotic segment), one
+                        # evaluation at the replay's own end point can.
+                        failures += _point_failures(ctx, run, dtype)
                     cert.notes += notes
                     if crossing is not None:
                         last = start + crossing[0]

@@ -100,7 +100,8 @@ def _out_function(out_activation):
     raise ValueError(f"out_activation must be 'identity' or 'exp', got {out_activation!r}.")
 
 
-def forward(X, coefs, intercepts, activation="sigmoid", out_activation="identity"):
+def forward(X, coefs, intercepts, activation="sigmoid", out_activation="identity",
+            affine=None):
     """Run the network forward and keep what :func:`backward` needs.
 
     Parameters
@@ -112,6 +113,11 @@ def forward(X, coefs, intercepts, activation="sigmoid", out_activation="identity
         The hidden layers' activation.
     out_activation : {"identity", "exp"}
         The output layer's (the loss's, see :mod:`gpumlp.losses`).
+    affine : callable or None
+        ``affine(a, W, b) -> z``, each layer's ``a @ W + b`` computed otherwise:
+        the certificate's rounding samples round it as another backend's
+        products might (:func:`gpumlp.certificate._perturbed_affine`). None:
+        ``a @ W + b``.
 
     Returns
     -------
@@ -124,7 +130,7 @@ def forward(X, coefs, intercepts, activation="sigmoid", out_activation="identity
     activations = [X]
     last = len(coefs) - 1
     for i, (W, b) in enumerate(zip(coefs, intercepts)):
-        z = activations[-1] @ W + b
+        z = activations[-1] @ W + b if affine is None else affine(activations[-1], W, b)
         if i < last:
             z = f(z)
         elif out is not None:
@@ -276,7 +282,7 @@ def backward(y, activations, coefs, activation="sigmoid", alpha=0.0, n_total=Non
 
 
 def loss_and_grads(X, y, coefs, intercepts, activation="sigmoid", n_total=None,
-                   sample_weight=None, loss_kind="squared_error"):
+                   sample_weight=None, loss_kind="squared_error", affine=None):
     """The data term of the loss and its gradients, by the generic kernels.
 
     The contract every fast path shares: ``loss`` is the mean squared error
@@ -284,14 +290,15 @@ def loss_and_grads(X, y, coefs, intercepts, activation="sigmoid", n_total=None,
     with ``n_total`` this chunk's share of a batch of ``n_total`` rows (see
     :func:`backward`). No L2 penalty: :func:`add_l2` adds it. Here, and
     only here, also the other losses and row weights: ``loss`` is then the
-    weighted mean loss over the rows given (:func:`loss_value`).
+    weighted mean loss over the rows given (:func:`loss_value`). ``affine``:
+    see :func:`forward`.
 
     Returns
     -------
     loss, coef_grads, intercept_grads
     """
     out_activation = get_loss(loss_kind).out_activation
-    activations = forward(X, coefs, intercepts, activation, out_activation)
+    activations = forward(X, coefs, intercepts, activation, out_activation, affine)
     loss = loss_value(y, activations[-1], sample_weight, loss_kind)
     coef_grads, intercept_grads = backward(y, activations, coefs, activation,
                                            n_total=n_total, sample_weight=sample_weight,

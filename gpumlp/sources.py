@@ -34,6 +34,7 @@ for each batch's gradients instead.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,10 @@ class Network:
     cuda_graph : bool
         Whether the opt-in CUDA tile kernels and graphs may be used (see
         :mod:`gpumlp.fastpath`); off by default.
+    affine : callable or None
+        Each layer's ``a @ W + b`` computed otherwise, on the generic kernels
+        only (see :func:`gpumlp.kernels.forward`): the certificate's rounding
+        samples. None, the default: as written.
     """
 
     n_coefs: int
@@ -74,6 +79,12 @@ class Network:
     fastpath: bool = True
     loss: Loss = LOSSES["squared_error"]
     cuda_graph: bool = False
+    affine: Callable | None = None
+
+    def __post_init__(self):
+        if self.affine is not None and (self.fastpath or self.cuda_graph):
+            raise ValueError("a Network with its own affine products runs on the generic "
+                             "kernels only: set fastpath=False and cuda_graph=False")
 
 
 #: ``rows_loss_and_grads(fast=...)``'s default: select here.
@@ -115,7 +126,7 @@ def rows_loss_and_grads(X, y, w, coefs, intercepts, network: Network, fast=_SELE
     else:
         loss, coef_grads, intercept_grads = kernels.loss_and_grads(
             X, y, coefs, intercepts, network.activation, sample_weight=w,
-            loss_kind=network.loss)
+            loss_kind=network.loss, affine=network.affine)
     total = X.shape[0] if w is None else array_namespace(w).sum(w)
     return loss, coef_grads + intercept_grads, total
 

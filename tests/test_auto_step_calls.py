@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _faults import plant_gradient_fault
 
 from gpumlp import MLPRegressor, save
 from gpumlp.certificate import certify, format_certificate
@@ -77,20 +78,11 @@ def test_certificate_passes_an_honest_default_float64_fit(tmp_path):
 
 def test_an_auto_gradient_off_by_a_millionth_still_fails(tmp_path, monkeypatch):
     pytest.importorskip("array_api_strict")
-    from gpumlp import kernels
 
     X, y = _data(150, 4, 0)
     model = _fit(X, y, hidden_layer_sizes=(32,), max_iter=10, random_state=0)
     save(model, tmp_path / "m.npz")
-    real_backward = kernels.backward
-
-    def perturbed(y, activations, coefs, *args, **kwargs):
-        coef_grads, intercept_grads = real_backward(y, activations, coefs, *args, **kwargs)
-        if type(y).__module__.startswith("array_api_strict"):
-            coef_grads[0] = coef_grads[0] * (1.0 + 1e-6)
-        return coef_grads, intercept_grads
-
-    monkeypatch.setattr(kernels, "backward", perturbed)
+    plant_gradient_fault(monkeypatch, "array_api_strict", 1e-6)
     cert = certify(tmp_path / "m.npz", X, y, backends=["numpy", "array_api_strict"],
                    dtypes=("float64",))
     bad = [r for r in cert.replays if not r.passed]

@@ -9,26 +9,17 @@ import warnings
 
 import numpy as np
 import pytest
+from _faults import plant_gradient_fault
 
-from gpumlp import MLPRegressor, kernels, save
+from gpumlp import MLPRegressor, save
 from gpumlp.certificate import certify, format_certificate
 
 EPOCHS = 12
 
 
 def _fault_from(monkeypatch, call, size, dtype):
-    """Scale W1's gradient by ``1 + size`` from the ``call``-th array_api_strict backward."""
-    real, count = kernels.backward, {"n": 0}
-
-    def perturbed(y, activations, coefs, *args, **kwargs):
-        coef_grads, intercept_grads = real(y, activations, coefs, *args, **kwargs)
-        if type(y).__module__.startswith("array_api_strict") and dtype in str(y.dtype):
-            count["n"] += 1
-            if count["n"] >= call:
-                coef_grads[0] = coef_grads[0] * (1.0 + size)
-        return coef_grads, intercept_grads
-
-    monkeypatch.setattr(kernels, "backward", perturbed)
+    """Scale W1's gradient by ``1 + size`` from the ``call``-th array_api_strict step."""
+    plant_gradient_fault(monkeypatch, "array_api_strict", size, call, dtype)
 
 
 @pytest.fixture(scope="module")

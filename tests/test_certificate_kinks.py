@@ -15,8 +15,9 @@ import warnings
 
 import numpy as np
 import pytest
+from _faults import plant_gradient_fault
 
-from gpumlp import MLPRegressor, kernels, save
+from gpumlp import MLPRegressor, save
 from gpumlp.certificate import certify, format_certificate
 
 #: The data and seed of the fit below: NumPy float32, 138 L-BFGS iterations.
@@ -82,15 +83,7 @@ def test_a_fault_before_the_kink_still_fails_the_other_backend(relu_fit, monkeyp
     have none."""
     pytest.importorskip("torch")
     path, X, y = relu_fit
-    real = kernels.backward
-
-    def perturbed(y, activations, coefs, *args, **kwargs):
-        coef_grads, intercept_grads = real(y, activations, coefs, *args, **kwargs)
-        if type(y).__module__.startswith("torch"):
-            coef_grads[0] = coef_grads[0] * (1.0 + 1e-3)
-        return coef_grads, intercept_grads
-
-    monkeypatch.setattr(kernels, "backward", perturbed)
+    plant_gradient_fault(monkeypatch, "torch", 1e-3)
     cert = certify(path, X, y, backends=["numpy", "torch"], dtypes=("float32",))
     assert cert.outcome == "FAIL", format_certificate(cert)
     assert [(r.backend, r.passed) for r in cert.replays] == [("numpy", True),

@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _faults import plant_gradient_fault
 
 from gpumlp import MLPRegressor, save
 from gpumlp.activations import get_activation
@@ -125,3 +126,101 @@ def test_a_perturbed_dot_moves_within_a_sums_rounding():
     bound = np.sqrt(32) * np.finfo(np.float32).eps * size
     assert all(abs(m) <= 1.01 * bound for m in moved)
     assert np.std(moved) > 0.1 * bound       # a spread, not a constant
+
+
+@pytest.mark.parametrize("precision", [np.float32, np.float64])
+def test_a_perturbed_affine_moves_within_its_products_rounding(precision):
+    """Each layer's ``a @ W + b`` in a rounding sample: moved by at most eps times
+    the magnitudes it sums, a function of the product's bits and the seed."""
+    from gpumlp.certificate import _perturbed_affine
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 7)).astype(precision)
+    W = rng.normal(size=(7, 4)).astype(precision)
+    b = rng.normal(size=4).astype(precision)
+    exact = a @ W + b
+    one, other = _perturbed_affine(1), _perturbed_affine(2)
+    z = one(a, W, b)
+    assert z.dtype == precision and z.shape == exact.shape
+    eps = np.finfo(precision).eps
+    scale = np.abs(a) @ np.abs(W) + np.abs(b)
+    # At most eps times the magnitudes summed, plus the addition's own rounding.
+    assert np.all(np.abs(z - exact) <= eps * scale + eps * np.abs(exact))
+    assert np.mean(z != exact) > 0.3                        # most entries move
+    np.testing.assert_array_equal(one(a[::-1], W, b), z[::-1])   # row by row, by bits
+    assert not np.array_equal(other(a, W, b), z)            # another seed, another function
+
+
+def _sigmoid_lbfgs_fit(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(40, 3))
+    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2]
+    model = MLPRegressor((6,), activation="logistic", solver="lbfgs", max_iter=400,
+                         dtype="float32", random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y)
+    path = tmp_path / "m.npz"
+    save(model, path)
+    return path, X, y
+
+
+def test_an_honest_float32_sigmoid_lbfgs_fit_passes_on_torch(tmp_path):
+    """Seed 4 (324 iterations): torch's and JAX's float32 replays of epochs 177-192
+    landed 0.097 and 0.091 from the record, past 24 NumPy samples with reordered
+    rows and a perturbed activation (within 0.009), and FAILed; their forward
+    products round otherwise, which those samples never moved (2-core x86 VM,
+    2026-12-06). With the products perturbed too (_perturbed_affine) the samples
+    spread as far."""
+    pytest.importorskip("torch")
+    path, X, y = _sigmoid_lbfgs_fit(tmp_path, 4)
+    cert = certify(path, X, y, backends=["numpy", "torch"], dtypes=("float32",))
+    assert cert.outcome == "PASS", format_certificate(cert)
+
+
+def test_a_fault_is_caught_at_a_segments_end_point_before_its_trajectory_shows_it(
+        tmp_path, monkeypatch):
+    """A 1e-3 float32 gradient fault from the 50th evaluation of the seed-4 fit's
+    replay: one evaluation at each segment's end point, against NumPy's at the same
+    point (_point_failures), fails the segment it starts in; its trajectory stays
+    within the rounding samples' spread until two segments later."""
+    pytest.importorskip("array_api_strict")
+    import re
+
+    from gpumlp import certificate
+
+    def first_failing_epoch(cert):
+        failures = [f for r in cert.replays for f in r.failures]
+        assert cert.outcome == "FAIL" and failures, format_certificate(cert)
+        return int(re.match(r"epochs (\d+)-", failures[0]).group(1)), failures[0]
+
+    path, X, y = _sigmoid_lbfgs_fit(tmp_path, 4)
+    plant_gradient_fault(monkeypatch, "array_api_strict", 1e-3, 50)
+    cert = certify(path, X, y, backends=["numpy", "array_api_strict"], dtypes=("float32",))
+    at_point, first = first_failing_epoch(cert)
+    assert "end point" in first, first
+    monkeypatch.undo()                  # (the fault counts afresh)
+    monkeypatch.setattr(certificate, "_point_failures", lambda ctx, run, dtype: [])
+    plant_gradient_fault(monkeypatch, "array_api_strict", 1e-3, 50)
+    blind = certify(path, X, y, backends=["numpy", "array_api_strict"], dtypes=("float32",))
+    by_trajectory, _ = first_failing_epoch(blind)
+    assert at_point < by_trajectory
+
+
+def test_an_honest_replay_is_within_its_end_point_tolerance(tmp_path):
+    """The end-point check on an honest torch replay: every quantity within
+    tolerance, and the check ran (it fails when its tolerance is shrunk to nothing;
+    array_api_strict, NumPy underneath, gives NumPy's numbers exactly)."""
+    pytest.importorskip("torch")
+    from gpumlp import certificate
+
+    path, X, y = _sigmoid_lbfgs_fit(tmp_path, 4)
+    cert = certify(path, X, y, backends=["numpy", "torch"], dtypes=("float32",))
+    assert cert.outcome == "PASS", format_certificate(cert)
+    old = certificate.MARGIN
+    try:
+        certificate.MARGIN = 1e-30
+        strict = certify(path, X, y, backends=["numpy", "torch"], dtypes=("float32",))
+    finally:
+        certificate.MARGIN = old
+    assert any("end point" in f for r in strict.replays for f in r.failures)
