@@ -68,10 +68,7 @@ batch's rows summed in another order (:func:`_reordered`) and the activation's
 (:func:`_perturbed`), and each layer's products within their rounding, as
 another backend's matrix kernels sum them (:func:`_perturbed_affine`); a
 segment a replay leaves by more than their spread is judged again over
-:data:`EXTRA_SAMPLES` more before it fails. Another backend's replay is also
-judged at its own end point of each segment, by one evaluation against
-NumPy's there (:func:`_point_failures`), which a chaotic segment's wide
-tolerance does not blunt. For each quantity
+:data:`EXTRA_SAMPLES` more before it fails. For each quantity
 ``q`` compared at the segment's end (each weight array, each array and number
 of the solver state, early stopping's best weights) and each epoch's loss
 and validation loss, ``noise_q`` is the largest distance of a float32 run
@@ -787,7 +784,7 @@ def _perturbed_affine(seed: int):
 
 
 def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, sample=None,
-                 count_searches=False, at_end=False):
+                 count_searches=False):
     """Replay segment ``j`` (checkpoint ``j`` to ``j + 1``): its end and every epoch's figures.
 
     With ``probe_kinks`` (a ReLU network on NumPy, each step on all rows), each
@@ -798,8 +795,6 @@ def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, sample=
     within their rounding (:func:`_perturbed_affine`). With ``count_searches``, each
     L-BFGS iteration's loss evaluations are found by running its search as the fit
     did (for the replay that computes as the fit did: :func:`_evaluation_failures`).
-    With ``at_end``, the loss and gradients at the replay's own end point, computed
-    as its steps computed them, are kept too (:func:`_point_failures`).
     """
     from ._checks import check_params
     from .losses import get_loss
@@ -867,9 +862,6 @@ def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, sample=
                         stop_on_validation=net.early_stopping and not record["incremental"],
                         check_convergence=False)
         end_params = [to_numpy(p) for p in trainer.params]
-        at_point = None
-        if at_end:
-            at_point = _evaluated(network, net, n_outputs, list(trainer.params), source)
         # The fresh state is only a template of types: made of host copies, it
         # costs no device work (on JAX, a dispatch per array).
         end_state = plain_numbers(trainer.state, solver.init_state(end_params))
@@ -893,91 +885,7 @@ def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, sample=
             "steps_per_epoch": steps_per_epoch,
             "start_params": [np.asarray(a, dtype=np.float64)
                              for a in [*c0["coefs"], *c0["intercepts"]]],
-            "at_end": at_point,
         }
-
-
-def _evaluated(network, net, n_outputs, params, source) -> dict:
-    """The loss (penalty included) and gradients at ``params`` over ``source``'s rows,
-    computed as a training step on that backend computes them, as float64 arrays."""
-    from .sources import select_fast
-    from .training import objective_function
-
-    X, y, w = source.X, source.y, source.sample_weight
-    objective = objective_function(network, float(net.alpha), n_outputs,
-                                   select_fast(X, w, network))
-    loss, grads = objective(params, X, y, w)
-    return {"loss": np.float64(to_numpy(loss)),
-            "grads": [to_numpy(g).astype(np.float64) for g in grads]}
-
-
-#: Rounding samples of one evaluation at a replay's end point (:func:`_point_failures`).
-POINT_SAMPLES = 8
-
-
-def _point_failures(ctx, run, dtype) -> list:
-    """A replay's loss and gradients at its own end point, against NumPy's at that point.
-
-    A chaotic segment (a long float32 L-BFGS tail, where the gradient is near its
-    own rounding) carries a replay anywhere within the region its rounding
-    samples reach, and a backend whose gradients are wrong by a small factor
-    lands there too: its trajectory cannot tell. One evaluation can: at the
-    point where the replay ended (exact in its dtype), NumPy computes the loss
-    and gradients in the same dtype on its generic kernels, and again
-    :data:`POINT_SAMPLES` times with each layer's products, the activation and
-    the order of the rows perturbed as the segment's rounding samples are
-    (:func:`_perturbed_affine`, :func:`_perturbed`); each of the replay's
-    quantities must lie within :data:`MARGIN` times the largest distance
-    between those evaluations (at least its dtype's eps times its size).
-    A gradient wrong by 1e-3 of itself in float32 is 10 to 100 times that
-    distance where the gradient is not itself at its rounding (measured,
-    2026-12-06). Smooth activations only: at a ReLU kink one evaluation's
-    rounding can switch a unit, a finite jump (:func:`_kink_crossing`).
-    """
-    from ._checks import check_params
-    from .losses import get_loss
-    from .sources import Network
-
-    got = run.get("at_end")
-    net = ctx.net
-    _, activation = check_params(net)
-    if got is None or activation.tanh_form is None:
-        return []
-    oracle = Device("cpu")
-    source = _sources(ctx, oracle, dtype)[0]
-    params = [p.astype(dtype) for p in run["params"]]
-    n_coefs, n_outputs = len(params) // 2, params[len(params) // 2 - 1].shape[1]
-    loss_kind = get_loss(net.loss)
-    with _replay_threads(oracle, ctx.X.shape[0], False):
-        evaluations = [_evaluated(Network(n_coefs, activation, False, loss_kind), net,
-                                  n_outputs, params, source)]
-        for seed in range(1, POINT_SAMPLES + 1):
-            order = np.random.default_rng(seed).permutation(source.n_samples)
-            rows = type(source)(source.X[order], source.y[order], oracle,
-                                None if source.sample_weight is None
-                                else source.sample_weight[order])
-            network = Network(n_coefs, _perturbed(activation, seed), False, loss_kind, False,
-                              _perturbed_affine(seed))
-            evaluations.append(_evaluated(network, net, n_outputs, params, rows))
-
-    def quantities(e):
-        names = [f"W{i + 1}" for i in range(n_coefs)] + [f"b{i + 1}" for i in range(n_coefs)]
-        return {"loss": np.atleast_1d(e["loss"]), **{f"the gradient of {n}": g
-                                                     for n, g in zip(names, e["grads"])}}
-
-    reference, replayed = quantities(evaluations[0]), quantities(got)
-    eps = float(np.finfo(dtype).eps)
-    failures = []
-    for name, want in reference.items():
-        spread = max(_norm(quantities(a)[name] - quantities(b)[name])
-                     for a, b in itertools.combinations(evaluations, 2))
-        tolerance = MARGIN * max(spread, eps * _norm(want))
-        distance = _norm(replayed[name] - want)
-        if not distance <= tolerance:
-            failures.append(f"at the segment's end point, {name} differs from NumPy's at the "
-                            f"same point by {distance:.3g}, tolerance {tolerance:.3g} (one "
-                            f"evaluation, {MARGIN:g} times its rounding samples' spread)")
-    return failures
 
 
 def _state_floats(description, prefix="state"):
@@ -2785,9 +2693,6 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
     if ctx.accepted is not None and record["start"]["kind"] == "seed" and ctx.n_iter:
         cert.checks.append(_check_initial_rate(ctx, trained_dtype))
     judged_whole = False      # a replay computed as the fit did (every segment judged whole)
-    from ._checks import check_params
-
-    smooth = check_params(ctx.net)[1].tanh_form is not None   # (_point_failures)
     for name, device in devices.items():
         for dtype in dtypes:
             replay = Replay(name, dtype)
@@ -2801,9 +2706,6 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
             # above): a segment this replay leaves by more than their spread is
             # judged again over EXTRA_SAMPLES more before it is called a failure.
             escalate = sampled and not trained_here
-            # Another backend's replay is also evaluated once at each segment's
-            # end point (_point_failures).
-            at_end = escalate and not device.is_numpy and smooth
             try:
                 device.check_dtype(dtype)
                 runs, unjudged = [], set()
@@ -2813,7 +2715,7 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                     shared = ctx.shared_runs.get((device.name, dtype))
                     run = shared[j] if shared else \
                         _run_segment(ctx, j, device, dtype, fastpath.is_enabled(),
-                                     count_searches=trained_here, at_end=at_end)
+                                     count_searches=trained_here)
                     runs.append(run)
                     args = (name, dtype, tol_dtype, trained_here)
                     worst, where, failures, notes, crossing = judge(
@@ -2837,10 +2739,6 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                             escalate = False
                             notes.append(f"{name} {dtype}: the segments after epoch {end} "
                                          f"judged over {len(variants)} rounding samples only")
-                    if at_end:
-                        # Where the trajectory cannot tell (a chaotic segment), one
-                        # evaluation at the replay's own end point can.
-                        failures += _point_failures(ctx, run, dtype)
                     cert.notes += notes
                     if crossing is not None:
                         last = start + crossing[0]

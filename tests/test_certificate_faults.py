@@ -18,7 +18,7 @@ EPOCHS = 12
 
 
 def _fault_from(monkeypatch, call, size, dtype):
-    """Scale W1's gradient by ``1 + size`` from the ``call``-th array_api_strict step."""
+    """Scale W1's gradient by ``1 + size`` from the ``call``-th array_api_strict backward."""
     plant_gradient_fault(monkeypatch, "array_api_strict", size, call, dtype)
 
 
