@@ -68,7 +68,8 @@ batch's rows summed in another order (:func:`_reordered`) and the activation's
 (:func:`_perturbed`), and each layer's products within their rounding, as
 another backend's matrix kernels sum them (:func:`_perturbed_affine`); a
 segment a replay leaves by more than their spread is judged again over
-:data:`EXTRA_SAMPLES` more before it fails. For each quantity
+:data:`EXTRA_SAMPLES` more before it fails (a float64 replay of a float64
+fit, over as many more in float64 too). For each quantity
 ``q`` compared at the segment's end (each weight array, each array and number
 of the solver state, early stopping's best weights) and each epoch's loss
 and validation loss, ``noise_q`` is the largest distance of a float32 run
@@ -2651,6 +2652,26 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
             more[j] = (runs, measured_noise(j, runs))
         return more[j]
 
+    in_float64 = {}
+
+    def float64_noise(j):
+        """Segment ``j``'s noise measured by :data:`EXTRA_SAMPLES` rounding samples run in
+        float64 itself, in float32's units (over :func:`_scale`, which _compare applies).
+
+        Three float32 samples' spread, scaled by the ratio of the two eps, is
+        float64's only while the segment is close to linear in its rounding; in
+        a segment chaotic enough that float32's spread has saturated (a long
+        float64 L-BFGS tail), float64's grows by more than that ratio. Taken
+        where a float64 replay of a float64 fit is still past the float32
+        samples' spread.
+        """
+        if j not in in_float64:
+            runs = [_run_segment(ctx, j, oracle, "float64", False, sample=("permuted", seed))
+                    for seed in range(101, 101 + EXTRA_SAMPLES)]
+            scale = _scale("float64")
+            in_float64[j] = {k: v / scale for k, v in measured_noise(j, runs).items()}
+        return in_float64[j]
+
     def judge(run, j, samples, noise_j, name, dtype, tol_dtype, trained_here):
         """One replay of segment ``j`` against the record, with these rounding samples:
         ``(worst, where, failures, notes, kink)``, ``kink`` the crossing (or None)."""
@@ -2728,10 +2749,22 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                             widened = None      # no more samples: judged over three
                     if failures and escalate and widened is not None:
                         worst, where, failures, notes, crossing = judge(run, j, *widened, *args)
+                        also = ""
+                        if failures and tol_dtype == "float64":
+                            try:
+                                own = float64_noise(j)
+                            except TrainingDivergedError:
+                                own = None
+                            if own is not None:
+                                both = {k: max(v, own.get(k, math.inf))
+                                        for k, v in widened[1].items()}
+                                worst, where, failures, notes, crossing = judge(
+                                    run, j, widened[0], both, *args)
+                                also = f" and {EXTRA_SAMPLES} more in float64"
                         notes.append(
                             f"{name} {dtype}, epochs {start + 1}-{end}: past the spread of "
                             f"{len(variants)} rounding samples ({first}); judged over "
-                            f"{len(variants) + EXTRA_SAMPLES}, "
+                            f"{len(variants) + EXTRA_SAMPLES}{also}, "
                             f"{'and still past it' if failures else 'within their spread'}")
                         if failures:
                             # The replay has failed: its later segments are judged over
