@@ -45,12 +45,13 @@ def test_activations_every_backend_computes_exactly_are_not_perturbed(name):
     assert _perturbed(activation, 1) is activation
 
 
-def _tanh_lbfgs_fit(tmp_path, seed):
+def _lbfgs_fit(tmp_path, seed, activation="tanh", dtype="float32"):
+    """An L-BFGS fit of 40 rows, 3 features, width 6, up to 400 iterations, saved."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(40, 3))
     y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2]
-    model = MLPRegressor((6,), activation="tanh", solver="lbfgs", max_iter=400,
-                         dtype="float32", random_state=seed)
+    model = MLPRegressor((6,), activation=activation, solver="lbfgs", max_iter=400,
+                         dtype=dtype, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(X, y)
@@ -65,7 +66,7 @@ def test_an_honest_float32_tanh_lbfgs_fit_passes_on_torch(tmp_path):
     tolerance; 2-core x86 VM, 2026-12-06); NumPy's perturbed samples spread as
     far as torch's replay lands."""
     pytest.importorskip("torch")
-    path, X, y = _tanh_lbfgs_fit(tmp_path, 5)
+    path, X, y = _lbfgs_fit(tmp_path, 5)
     cert = certify(path, X, y, backends=["numpy", "torch"], dtypes=("float32",))
     assert cert.outcome == "PASS", format_certificate(cert)
 
@@ -77,7 +78,7 @@ def test_a_segment_past_three_samples_is_judged_over_more(tmp_path, monkeypatch)
     pytest.importorskip("array_api_strict")
     from gpumlp import certificate
 
-    path, X, y = _tanh_lbfgs_fit(tmp_path, 5)
+    path, X, y = _lbfgs_fit(tmp_path, 5)
     # Shrink the first noise estimate a thousandfold: every segment is then past it.
     real = certificate._noise
 
@@ -150,20 +151,6 @@ def test_a_perturbed_affine_moves_within_its_products_rounding(precision):
     assert not np.array_equal(other(a, W, b), z)            # another seed, another function
 
 
-def _sigmoid_lbfgs_fit(tmp_path, seed):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(40, 3))
-    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2]
-    model = MLPRegressor((6,), activation="logistic", solver="lbfgs", max_iter=400,
-                         dtype="float32", random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(X, y)
-    path = tmp_path / "m.npz"
-    save(model, path)
-    return path, X, y
-
-
 def test_an_honest_float32_sigmoid_lbfgs_fit_passes_on_torch(tmp_path):
     """Seed 4 (324 iterations): torch's and JAX's float32 replays of epochs 177-192
     landed 0.097 and 0.091 from the record, past 24 NumPy samples with reordered
@@ -172,7 +159,7 @@ def test_an_honest_float32_sigmoid_lbfgs_fit_passes_on_torch(tmp_path):
     2026-12-06). With the products perturbed too (_perturbed_affine) the samples
     spread as far."""
     pytest.importorskip("torch")
-    path, X, y = _sigmoid_lbfgs_fit(tmp_path, 4)
+    path, X, y = _lbfgs_fit(tmp_path, 4, "logistic")
     cert = certify(path, X, y, backends=["numpy", "torch"], dtypes=("float32",))
     assert cert.outcome == "PASS", format_certificate(cert)
 
@@ -184,16 +171,7 @@ def test_a_chaotic_float64_segment_is_judged_over_samples_in_float64(tmp_path):
     2-core x86 VM, 2026-12-06). Judged again over samples run in float64, it passes,
     and the notes say so."""
     pytest.importorskip("array_api_strict")
-    rng = np.random.default_rng(4)
-    X = rng.normal(size=(40, 3))
-    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2]
-    model = MLPRegressor((6,), activation="logistic", solver="lbfgs", max_iter=400,
-                         dtype="float64", random_state=4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(X, y)
-    path = tmp_path / "m.npz"
-    save(model, path)
+    path, X, y = _lbfgs_fit(tmp_path, 4, "logistic", "float64")
     cert = certify(path, X, y, backends=["numpy", "array_api_strict"], dtypes=("float64",))
     assert cert.outcome == "PASS", format_certificate(cert)
     assert any("more in float64, within their spread" in n for n in cert.notes), cert.notes
