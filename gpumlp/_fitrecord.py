@@ -24,6 +24,10 @@ IEEE S&P 2021):
   evaluations the iteration took (``evaluations``); the loss and validation
   scores of every epoch are the model's own ``loss_curve_`` and
   ``validation_scores_``;
+* **what the numbers were computed with** (:func:`computation`, NumPy fits
+  only): gpumlp's, NumPy's and the BLAS's versions, the CPU and the C blocks'
+  instruction set, so that a replay on the same can be held to the fit's
+  numbers bit for bit;
 * **a fingerprint of the data** (:func:`fingerprint`): ``X``, ``y``,
   ``sample_weight`` and ``eval_set``, hashed from their own bytes (BLAKE3
   where the ``blake3`` package is installed, else SHA-256; the digest says
@@ -34,7 +38,8 @@ stores it, and checks it on loading)::
 
     {"version": 2, "start": {...}, "device": "numpy", "fastpath": True,
      "eval_set": False, "incremental": False, "n_samples": 200, "n_iter": 30,
-     "data_sha256": "blake3:..." or "..." or None, "accepted": [...] or None,
+     "data_sha256": "blake3:..." or "..." or None, "computation": {...} or None,
+     "accepted": [...] or None,
      "improved": [...] or None,
      "steps": [...] or None, "retried": [...] or None, "kept": [...] or None,
      "evaluations": [...] or None, "continued": bool or None,
@@ -51,8 +56,11 @@ for sgd, two copies of the weights for Adam, about four for ``"auto"``, up to
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import math
+import os
+import platform
 
 import numpy as np
 
@@ -298,6 +306,59 @@ def generator_from_state(state: dict) -> np.random.Generator:
     return np.random.Generator(bit_generator)
 
 
+@functools.cache
+def _machine() -> dict:
+    """This process's CPU, cores and BLAS (fixed once NumPy has loaded its BLAS)."""
+    from threadpoolctl import ThreadpoolController
+
+    from .fastpath import calibration
+
+    blas = [f"{lib.internal_api} {lib.version} {getattr(lib, 'architecture', None) or ''}"
+            .strip() for lib in ThreadpoolController().lib_controllers
+            if lib.user_api == "blas"]
+    return {"cpu": calibration._cpu_model(), "machine": platform.machine(),
+            "cores": os.cpu_count() or 1, "blas": blas}
+
+
+def computation(device_name: str, use_fastpath: bool) -> dict | None:
+    """What a NumPy fit's numbers depend on besides its data, parameters and start.
+
+    Two runs on NumPy with the same key compute alike, bit for bit: the same
+    gpumlp, NumPy and BLAS (its version and the core type it chose), on the
+    same CPU and cores (how many threads the fast path takes), with the same
+    C blocks (the instruction set and the work line that chooses them). The
+    certificate's replay that computes as the fit did is then compared bit
+    for bit. None for other backends (their thread pools and kernels are not
+    pinned here).
+
+    Parameters
+    ----------
+    device_name : str
+        The fit's backend (``Device.name``).
+    use_fastpath : bool
+        Whether the fit's fast paths were on.
+
+    Returns
+    -------
+    dict or None
+    """
+    if device_name != "numpy":
+        return None
+    from ._version import __version__
+
+    isa = max_work = None
+    if use_fastpath:
+        from .fastpath import calibration, cblocks
+
+        try:
+            isa = cblocks.chosen_isa()
+            max_work = None if isa is None else calibration.max_work(isa)
+        except ValueError:          # (a bad GPUMLP_SIMD: the fit raised it already)
+            isa = "invalid"
+    return {"gpumlp": __version__, "numpy": np.__version__, **_machine(), "isa": isa,
+            "max_work": max_work}
+
+
 class Recorder:
     """Keeps a call's record as it runs: the fit callback's companion.
 
@@ -318,7 +379,8 @@ class Recorder:
         self.header = {"version": RECORD_VERSION, "start": start, "device": device.name,
                        "fastpath": bool(trainer.network.fastpath), "eval_set": bool(eval_set),
                        "incremental": bool(incremental), "n_samples": int(n_samples),
-                       "data_sha256": data_sha256}
+                       "data_sha256": data_sha256,
+                       "computation": computation(device.name, bool(trainer.network.fastpath))}
         if y_1d is not None:   # how predict shapes its answer: y was (n,), or (n, k)
             self.header["y_1d"] = bool(y_1d)
         self.checkpoints = [self._keep(0, self._snapshot())]

@@ -107,6 +107,19 @@ a replay other than the fit's own computation compares a segment only up to
 the epoch before the first point within rounding (:func:`_kink_crossing`),
 and the fit's own computation, bit for bit, judges the whole segment.
 
+Bit for bit
+-----------
+The record keeps what a NumPy fit's numbers depend on besides its data
+(:func:`gpumlp._fitrecord.computation`: gpumlp's, NumPy's and the BLAS's
+versions and core type, the CPU, its cores, the C blocks' instruction set
+and work line). Where this process has the same, NumPy's replay in the fit's
+dtype, with the fast path the record claims, computes as the fit did, and
+is held to the record exactly (:func:`_bit_exact_failures`): every
+quantity, the generator at each checkpoint, and every decision the rule
+takes at its numbers. Elsewhere, every replay is judged within rounding
+only, and a note says so: a change below a segment's measured rounding, or
+an L-BFGS step that is another strong-Wolfe one, is then not seen.
+
 Outcomes
 --------
 ``PASS`` (exit 0): every check ran and held. ``FAIL`` (exit 1): something the
@@ -132,7 +145,13 @@ import numpy as np
 
 from . import agreement, fastpath
 from ._checks import check_X, check_y
-from ._fitrecord import fingerprint, generator_from_seed, generator_from_state, model_digest
+from ._fitrecord import (
+    computation,
+    fingerprint,
+    generator_from_seed,
+    generator_from_state,
+    model_digest,
+)
 from .devices import BackendUnavailableError, Device, to_numpy
 
 __all__ = ["EXIT_CODES", "MARGIN", "Certificate", "NotReplayableError", "Replay", "certify",
@@ -179,6 +198,9 @@ class Replay:
         ``(first, last, compared_to)``: the segments (epochs, 1-based) this
         replay compared only up to epoch ``compared_to``, where a ReLU unit
         came within rounding of its kink (the fit's own replay judges them whole).
+    exact : bool
+        Whether this replay computes as the fit did (the same backend, dtype,
+        fast path and computation key) and was held to the record bit for bit.
     error : str or None
         Why the replay could not run.
     """
@@ -189,6 +211,7 @@ class Replay:
     failures: list = field(default_factory=list)
     error: str | None = None
     partial: list = field(default_factory=list)
+    exact: bool = False
 
     @property
     def passed(self) -> bool:
@@ -490,8 +513,8 @@ def _imposed_class(base):
                 # evaluations it took there, found by running it as the fit did.
                 found = self._own_search(e, objective, params, direction, f0, slope, step,
                                          state, eps)
-                evaluations = decisions.searched if found is not None and \
-                    found[0] == imposed else None
+                own = None if found is None else found[0]
+                evaluations = decisions.searched if own == imposed else None
             if evaluations is not None and e < len(retried) and retried[e]:
                 evaluations = None  # (a retried search's first attempt counts too: unjudged)
             if evaluations is not None and decisions.fresh_start:
@@ -884,6 +907,8 @@ def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, sample=
             "failed_searches": decisions.failed_searches,
             "kinks": decisions.kinks,
             "steps_per_epoch": steps_per_epoch,
+            # (the generator's end: the next segment starts from the checkpoint's)
+            "rng": rng.bit_generator.state,
             "start_params": [np.asarray(a, dtype=np.float64)
                              for a in [*c0["coefs"], *c0["intercepts"]]],
         }
@@ -2605,7 +2630,11 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
     # honest float64 L-BFGS fit of 2000 rows failed on torch and JAX in float64.
     from .training import TrainingDivergedError
 
-    oracle, fast = Device("cpu"), fastpath.is_enabled()
+    # NumPy's runs compute as a NumPy fit did: with the fast path where it ran
+    # with it (and it is on here), with the generic kernels where it did not.
+    oracle = Device("cpu")
+    fast = fastpath.is_enabled() and (bool(record["fastpath"]) or record["device"] != "numpy")
+    own_key = computation("numpy", fast)
     variants = [(fast, None)]
     sampled = any(d.name != "numpy" for d in devices.values())
     if sampled:
@@ -2672,7 +2701,7 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
             in_float64[j] = {k: v / scale for k, v in measured_noise(j, runs).items()}
         return in_float64[j]
 
-    def judge(run, j, samples, noise_j, name, dtype, tol_dtype, trained_here):
+    def judge(run, j, samples, noise_j, name, dtype, tol_dtype, trained_here, bit_exact):
         """One replay of segment ``j`` against the record, with these rounding samples:
         ``(worst, where, failures, notes, kink)``, ``kink`` the crossing (or None)."""
         stored_end = record["checkpoints"][j + 1]
@@ -2707,8 +2736,15 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                 decisions = []
         failures += decisions
         failures += _failed_search_failures(judged, exact[j], samples, tol_dtype, ctx)
+        if _plain_state(run["rng"]) != _plain_state(stored_end["rng"]["numpy_generator"]):
+            # Each segment starts from its checkpoint's generator: one the record
+            # swapped would choose the later batches, unseen by the replays.
+            failures.append(f"the batch-order generator after epoch {end} is not where the "
+                            f"epochs before it leave it (the next checkpoint's was changed)")
         if trained_here:
             failures += _evaluation_failures(judged, ctx)
+        if bit_exact:
+            failures += _bit_exact_failures(run, quantities, ctx)
         return worst, where, failures, notes, crossing
 
     if ctx.accepted is not None and record["start"]["kind"] == "seed" and ctx.n_iter:
@@ -2721,8 +2757,14 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
             tol_dtype = _looser(dtype, trained_dtype)
             # The replay that computes as the fit did (same backend, dtype and
             # fast path) reproduces it bit for bit: every epoch is judged there.
+            replay_fast = fast if device.is_numpy else fastpath.is_enabled()
             trained_here = (device.name == record["device"] and dtype == trained_dtype
-                            and record["fastpath"] == fastpath.is_enabled())
+                            and record["fastpath"] == replay_fast)
+            # On the machine, BLAS and versions the fit ran with (the record's
+            # computation key), that replay is the fit's own arithmetic: it is
+            # held to the record bit for bit, every quantity and decision.
+            replay.exact = trained_here and device.name == "numpy" and \
+                record.get("computation") is not None and record["computation"] == own_key
             # Three samples of rounding are not a bound (_replay_all's comment
             # above): a segment this replay leaves by more than their spread is
             # judged again over EXTRA_SAMPLES more before it is called a failure.
@@ -2735,10 +2777,10 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                     end = record["checkpoints"][j + 1]["epoch"]
                     shared = ctx.shared_runs.get((device.name, dtype))
                     run = shared[j] if shared else \
-                        _run_segment(ctx, j, device, dtype, fastpath.is_enabled(),
+                        _run_segment(ctx, j, device, dtype, replay_fast,
                                      count_searches=trained_here)
                     runs.append(run)
-                    args = (name, dtype, tol_dtype, trained_here)
+                    args = (name, dtype, tol_dtype, trained_here, replay.exact)
                     worst, where, failures, notes, crossing = judge(
                         run, j, [r[j] for r in rounded], noise[j], *args)
                     if failures and escalate:
@@ -2812,6 +2854,20 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
                 replay.error = str(exc)
             if trained_here and replay.error is None:
                 judged_whole = True
+    exact = [r for r in cert.replays if r.exact and r.error is None]
+    if exact:
+        cert.covered.append(f"every epoch and decision bit for bit on {exact[0].backend} "
+                            f"{exact[0].dtype}, which computes as the fit did (the same "
+                            f"gpumlp, NumPy, BLAS, CPU and fast path)")
+    elif record["device"] == "numpy":
+        why = "its record names none (a file from an older gpumlp)" \
+            if record.get("computation") is None else \
+            f"the fit's {_key_difference(record['computation'], own_key)}"
+        cert.notes.append(
+            f"no replay here computes as the fit did, bit for bit ({why}): every segment is "
+            f"judged within its measured rounding, so a change smaller than that (a few "
+            f"times float32's rounding of a chaotic segment) would not be seen; certify on "
+            f"the machine the fit ran on to hold it to its numbers exactly")
     if not any(r.error is None for r in cert.replays):
         cert.missing.append("a backend and dtype that can replay the fit")
     elif any(r.partial for r in cert.replays) and not judged_whole:
@@ -2819,6 +2875,69 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
             f"the fit's own computation ({record['device']} {trained_dtype}, fast path "
             f"{'on' if record['fastpath'] else 'off'}), which judges the segments past a "
             f"ReLU unit within rounding of its kink: no replay here computes as the fit did")
+
+
+def _key_difference(theirs: dict, ours: dict | None) -> str:
+    """What differs between the fit's computation key and this process's, in words."""
+    ours = ours or {}
+    names = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+    return "; ".join(f"{k} {theirs.get(k)!r:.60}, here {ours.get(k)!r:.60}"
+                     for k in names[:3]) or "computation key"
+
+
+def _bit_exact_failures(run, quantities, ctx) -> list:
+    """What a replay that computes as the fit did does not reproduce bit for bit.
+
+    Same kernels on the same machine give the same numbers (the record's
+    computation key, :func:`gpumlp._fitrecord.computation`): every quantity
+    must equal the record's, and every decision the one the rule takes at
+    the replay's numbers (the L-BFGS step, the search run as the fit ran it;
+    the "auto" step's accept and rate; the best point; the curvature pair; a
+    failed search), with no allowance for rounding.
+    """
+    failures = []
+    for name, (got, want, _, _) in quantities.items():
+        if want is None:
+            continue            # (a quantity the record lacks: _compare names it)
+        got = np.asarray(got, dtype=np.float64)
+        if got.shape != np.shape(want):
+            continue            # (_compare names it)
+        if not np.array_equal(got, want, equal_nan=True):
+            with np.errstate(invalid="ignore"):
+                gap = float(np.nanmax(np.abs(got - want))) if got.size else 0.0
+            failures.append(f"{name} differs from the record by {gap:.3g}, where this replay "
+                            f"computes as the fit did (bit for bit)")
+    for entry in run["log"]:
+        e, own, imposed = entry["epoch"], entry.get("own"), entry.get("imposed")
+        if "inputs" in entry:
+            last = e == ctx.n_iter
+            if own[0] != imposed[0] or (not last and own[1] != imposed[1]):
+                taken, rule = ("accepted" if imposed[0] else "refused",
+                               "accepts" if own[0] else "refuses")
+                failures.append(f"epoch {e}: the step was {taken} at rate {imposed[1]:g}, "
+                                f"where the rule, computed as the fit did, {rule} and gives "
+                                f"{own[1]:g}")
+        elif imposed is not None and own != imposed:
+            failures.append(f"epoch {e}: the step length {imposed:g} is not the line search's "
+                            f"({own}), run as the fit ran it")
+        if "improves" in entry and entry["improves"][0] != entry["improves"][1]:
+            became = "became" if entry["improves"][1] else "did not become"
+            failures.append(f"epoch {e}: the point {became} the best, where the rule, "
+                            f"computed as the fit did, says otherwise")
+        if "keep" in entry and entry["keep"][0] != entry["keep"][1]:
+            kept, rule = ("kept" if entry["keep"][1] else "skipped",
+                          "keeps" if entry["keep"][0] else "skips")
+            failures.append(f"epoch {e}: the curvature pair was {kept}, where the rule, "
+                            f"computed as the fit did, {rule} it")
+    start = run["start_choice"]
+    if start and start["own"] != start["imposed"]:
+        failures.append("the call went on with its kept search where the rule, computed as "
+                        "the fit did, chooses otherwise")
+    for entry in run["failed_searches"]:
+        if entry["own"] is not None:
+            failures.append(f"epoch {entry['epoch']}: the file says the line search found no "
+                            f"step; run as the fit ran it, it finds {entry['own']:g}")
+    return failures
 
 
 def _kinked(net) -> bool:
@@ -2929,8 +3048,9 @@ def format_certificate(cert: Certificate) -> str:
             worst = max((s["worst"] for s in r.segments), default=0.0)
             partial = (f" ({len(r.partial)} compared up to a ReLU kink, see the notes)"
                        if r.partial else "")
+            exact = " (bit for bit: computes as the fit did)" if r.exact else ""
             lines.append(f"  {r.backend:28s} {r.dtype:8s} {len(r.segments):8d} {worst:9.2e}  "
-                         f"{'PASS' if r.passed else 'FAIL'}{partial}")
+                         f"{'PASS' if r.passed else 'FAIL'}{exact}{partial}")
             lines += [f"    {f}" for f in r.failures[:5]]
             if len(r.failures) > 5:
                 lines.append(f"    ... and {len(r.failures) - 5} more")

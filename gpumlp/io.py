@@ -298,7 +298,8 @@ _RECORD_KEYS = {"version": int, "start": dict, "device": str, "fastpath": bool,
 #: Keys a version-2 record written before they existed lacks (the certificate then
 #: replays those decisions by the rule instead of imposing them).
 _RECORD_KEYS_LATER = {"kept": (list, type(None)), "evaluations": (list, type(None)),
-                      "continued": (bool, type(None)), "y_1d": bool, "params": dict}
+                      "continued": (bool, type(None)), "y_1d": bool, "params": dict,
+                      "computation": (dict, type(None))}
 #: A version-1 record (gpumlp before checkpoints): it loads, and cannot be certified.
 _RECORD_KEYS_1 = {"version": int, "rng_state": dict, "device": str, "fastpath": bool,
                   "eval_set": bool, "n_samples": int, "n_iter": int,

@@ -1,5 +1,6 @@
 """The per-fit certificate by segments: honest fits pass, each forgery fails, gaps are named."""
 
+import contextlib
 import json
 import warnings
 import zipfile
@@ -798,6 +799,135 @@ def test_a_fit_whose_lbfgs_steps_are_not_the_searchs_fails(tmp_path, data, monke
     cert = certify(_saved(tmp_path, forged), *data, backends=["numpy"], dtypes=("float64",))
     assert cert.outcome == "FAIL"
     assert "nor a strong-Wolfe step" in format_certificate(cert)
+
+
+def test_a_fit_choosing_other_strong_wolfe_steps_fails_bit_for_bit(tmp_path, data,
+                                                                   monkeypatch):
+    """L-BFGS steps 0.7 times the search's, each still a strong-Wolfe step (the rule's
+    evaluation count kept): within rounding on any backend, so only the replay that
+    computes as the fit did tells (found by review)."""
+    from dataclasses import replace
+
+    from gpumlp import solvers
+
+    real = solvers.LBFGS._line_search
+    changed = []
+
+    def shorter(self, objective, params, direction, f0, slope, step, state, eps):
+        found, after = real(self, objective, params, direction, f0, slope, step, state, eps)
+        if found is None:
+            return found, after
+        a = 0.7 * found[0]
+        loss, grads, (f, largest, d), moved = self._evaluate(
+            objective, solvers._lbfgs_ops(params)["axpy"](a, direction, params), after,
+            direction)
+        if f <= f0 + self.c1 * a * slope and abs(d) <= -self.c2 * slope:
+            changed.append(a)
+            return (a, loss, grads, f, largest, 0.0), replace(moved, n_fun=after.n_fun)
+        return found, after
+
+    monkeypatch.setattr(solvers.LBFGS, "_line_search", shorter)
+    forged = _fit(data, solver="lbfgs", max_iter=20, scaled=False)
+    monkeypatch.undo()
+    assert len(changed) >= 10
+    path = _saved(tmp_path, forged)
+    outcome, cert = _outcome(path, data, dtypes=("float64",))
+    assert outcome == "FAIL" and cert.replays[0].exact
+    assert "is not the line search's" in format_certificate(cert)
+    # Claimed from another machine, no replay computes as the fit did: each step is
+    # then only checked to be a strong-Wolfe one, and the report says what that costs.
+    elsewhere = _rewrite(path, tmp_path / "elsewhere.npz", edit_metadata=lambda m: m[
+        "fit_record"]["computation"].update(cpu="another CPU"))
+    outcome, cert = _outcome(elsewhere, data, dtypes=("float64",))
+    assert not cert.replays[0].exact
+    assert "no replay here computes as the fit did" in format_certificate(cert)
+
+
+def test_a_float32_weight_changed_within_rounding_fails_bit_for_bit(tmp_path, data,
+                                                                   monkeypatch):
+    """One float32 weight moved by 5e-3 after the last of many minibatch steps: in a long
+    enough segment within its rounding allowance (k eps |W|: 480 steps passed on every
+    other backend in review), never within the fit's own numbers."""
+    from gpumlp import _fitrecord, training
+
+    real = _fitrecord.Recorder.on_epoch
+
+    def nudged(self):
+        t = self.trainer
+        if len(t.loss_curve) - t.call_start == 64:
+            W1 = np.array(t.params[0])
+            W1[0, 0] *= np.float32(1.005)
+            t.params = [W1, *t.params[1:]]
+        real(self)
+
+    monkeypatch.setattr(_fitrecord.Recorder, "on_epoch", nudged)
+    monkeypatch.setattr(training, "_next_block_size", lambda *a: 1)
+    forged = _fit(data, solver="sgd", batch_size=1, max_iter=64, n_iter_no_change=10**6,
+                  dtype="float32", scaled=False)
+    monkeypatch.undo()
+    outcome, cert = _outcome(_saved(tmp_path, forged), data, dtypes=("float32", "float64"))
+    assert outcome == "FAIL"
+    exact = [r for r in cert.replays if r.exact]
+    assert [(r.dtype, r.passed) for r in exact] == [("float32", False)]
+    assert any("W1 differs from the record" in f for f in exact[0].failures)
+
+
+@pytest.mark.parametrize("fit_fast", [True, False])
+def test_the_fast_path_claim_is_replayed_as_claimed(tmp_path, data, fit_fast):
+    """A fit made with the fast paths off replays with the generic kernels, bit for bit;
+    a fast-path fit whose file claims they were off fails (found by review)."""
+    from gpumlp import fastpath
+
+    with contextlib.nullcontext() if fit_fast else fastpath.disabled():
+        model = _fit(data, solver="gd", max_iter=30, scaled=False)
+    path = _saved(tmp_path, model)
+    outcome, cert = _outcome(path, data, dtypes=("float64",))
+    assert outcome == "PASS" and cert.replays[0].exact
+    if fit_fast:
+        flipped = _rewrite(path, tmp_path / "flipped.npz", edit_metadata=lambda m: m[
+            "fit_record"].update(fastpath=False, computation=_computation(False)))
+        outcome, cert = _outcome(flipped, data, dtypes=("float64",))
+        assert outcome == "FAIL" and cert.replays[0].exact, format_certificate(cert)
+
+
+def _computation(fast):
+    from gpumlp._fitrecord import computation
+
+    return computation("numpy", fast)
+
+
+def test_an_old_record_without_its_computation_is_judged_within_rounding(tmp_path, data):
+    path = _saved(tmp_path, _fit(data, solver="adam", scaled=False))
+    old = _rewrite(path, tmp_path / "old.npz",
+                   edit_metadata=lambda m: m["fit_record"].pop("computation"))
+    outcome, cert = _outcome(old, data, dtypes=("float64",))
+    assert outcome == "PASS" and not cert.replays[0].exact
+    assert "its record names none" in format_certificate(cert)
+
+
+def test_a_generator_swapped_at_a_checkpoint_fails(tmp_path, data, monkeypatch):
+    """A file whose batch-order generator was reseeded mid-fit: its later batches are a
+    forger's choice, each segment an honest run from its checkpoint (found by review)."""
+    from gpumlp import _fitrecord, training
+
+    real = _fitrecord.Recorder.on_epoch
+
+    def reseeding(self):
+        if len(self.trainer.loss_curve) - self.trainer.call_start == 4:
+            self.rng.bit_generator.state = np.random.default_rng(12345).bit_generator.state
+        real(self)
+
+    monkeypatch.setattr(_fitrecord.Recorder, "on_epoch", reseeding)
+    monkeypatch.setattr(training, "_next_block_size", lambda *a: 1)
+    forged = _fit(data, solver="sgd", batch_size=16, scaled=False)
+    monkeypatch.undo()
+    honest = _fit(data, solver="sgd", batch_size=16, scaled=False)
+    assert not np.array_equal(forged.coefs_[0], honest.coefs_[0])
+    outcome, cert = _outcome(_saved(tmp_path, forged), data, dtypes=("float64",))
+    assert outcome == "FAIL"
+    assert "the batch-order generator after epoch 4" in format_certificate(cert)
+    assert _outcome(_saved(tmp_path, honest, "honest.npz"), data,
+                    dtypes=("float64",))[0] == "PASS"
 
 
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
