@@ -307,17 +307,18 @@ def generator_from_state(state: dict) -> np.random.Generator:
 
 
 @functools.cache
-def _machine() -> dict:
-    """This process's CPU, cores and BLAS (fixed once NumPy has loaded its BLAS)."""
+def _machine() -> tuple:
+    """This process's CPU, cores and BLAS (fixed once NumPy has loaded its BLAS), and the
+    BLAS libraries' controllers (their thread counts are read at each fit)."""
     from threadpoolctl import ThreadpoolController
 
     from .fastpath import calibration
 
+    libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
     blas = [f"{lib.internal_api} {lib.version} {getattr(lib, 'architecture', None) or ''}"
-            .strip() for lib in ThreadpoolController().lib_controllers
-            if lib.user_api == "blas"]
+            .strip() for lib in libs]
     return {"cpu": calibration._cpu_model(), "machine": platform.machine(),
-            "cores": os.cpu_count() or 1, "blas": blas}
+            "cores": os.cpu_count() or 1, "blas": blas}, libs
 
 
 def computation(device_name: str, use_fastpath: bool) -> dict | None:
@@ -326,8 +327,10 @@ def computation(device_name: str, use_fastpath: bool) -> dict | None:
     Two runs on NumPy with the same key compute alike, bit for bit: the same
     gpumlp, NumPy and BLAS (its version and the core type it chose), on the
     same CPU and cores (how many threads the fast path takes), with the same
-    C blocks (the instruction set and the work line that chooses them). The
-    certificate's replay that computes as the fit did is then compared bit
+    C blocks (the instruction set and the work line that chooses them); and
+    the BLAS's threads as the fit found them (``blas_threads``: a product's
+    bits depend on how many threads split it), which the certificate's replay
+    takes on. The replay that computes as the fit did is then compared bit
     for bit. None for other backends (their thread pools and kernels are not
     pinned here).
 
@@ -355,8 +358,9 @@ def computation(device_name: str, use_fastpath: bool) -> dict | None:
             max_work = None if isa is None else calibration.max_work(isa)
         except ValueError:          # (a bad GPUMLP_SIMD: the fit raised it already)
             isa = "invalid"
-    return {"gpumlp": __version__, "numpy": np.__version__, **_machine(), "isa": isa,
-            "max_work": max_work}
+    machine, libs = _machine()
+    return {"gpumlp": __version__, "numpy": np.__version__, **machine, "isa": isa,
+            "max_work": max_work, "blas_threads": [int(lib.num_threads) for lib in libs]}
 
 
 class Recorder:

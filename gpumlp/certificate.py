@@ -617,6 +617,7 @@ class _Context:
     max_iter: int = 0                   # the call's max_iter
     trained_eps: float = 0.0            # the unit roundoff of the dtype the fit ran in
     n_fun: list | None = None           # L-BFGS: loss evaluations after each iteration
+    blas_threads: int | None = None     # a NumPy fit's BLAS threads (its computation key)
 
 
 def _sources(ctx, device, dtype):
@@ -650,7 +651,7 @@ def _sources(ctx, device, dtype):
 
 
 @contextlib.contextmanager
-def _replay_threads(device, n_rows: int, use_fastpath: bool):
+def _replay_threads(device, n_rows: int, use_fastpath: bool, blas_threads=None):
     """Hold a replay to the threads NumPy's fit gives ``n_rows`` rows, and restore them.
 
     The NumPy fast path works ``n_rows`` rows on one thread per 4096 rows per
@@ -664,8 +665,10 @@ def _replay_threads(device, n_rows: int, use_fastpath: bool):
     replay does) get that many threads, and their own counts come back on
     leaving, whatever happens inside. The NumPy fast path sets its own, as
     in the fit (a replay that must give the fit's numbers bit for bit runs
-    exactly as the fit ran). JAX's CPU threads are fixed when it starts
-    (``XLA_FLAGS``): left alone.
+    exactly as the fit ran). NumPy's replays of a NumPy fit whose record names
+    its BLAS threads (``blas_threads``) take those, fast path or not: a
+    product's bits depend on how many threads split it. JAX's CPU threads are
+    fixed when it starts (``XLA_FLAGS``): left alone.
     """
     from .fastpath.numpy import _blas, _workers
 
@@ -679,7 +682,9 @@ def _replay_threads(device, n_rows: int, use_fastpath: bool):
             if before != threads:
                 torch.set_num_threads(threads)
                 stack.callback(torch.set_num_threads, before)
-        if not (device.is_numpy and use_fastpath):
+        if device.is_numpy and blas_threads is not None:
+            stack.enter_context(_blas().limit(limits=blas_threads, user_api="blas"))
+        elif not (device.is_numpy and use_fastpath):
             stack.enter_context(_blas().limit(limits=threads, user_api="blas"))
         yield
 
@@ -837,7 +842,8 @@ def _run_segment(ctx, j, device, dtype, use_fastpath, probe_kinks=False, sample=
         activation = _perturbed(activation, sample[1])
     network = Network(len(c0["coefs"]), activation, use_fastpath, get_loss(net.loss), False,
                       affine)
-    with device.context(), _replay_threads(device, ctx.X.shape[0], use_fastpath):
+    with device.context(), _replay_threads(device, ctx.X.shape[0], use_fastpath,
+                                           ctx.blas_threads):
         source, validation, rng = _sources(ctx, device, dtype)
         if sample is not None:
             source = _reordered(source, *sample)
@@ -2374,7 +2380,8 @@ def certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_set
                 f"from. Pass as parents only the models the fit was continued from.")
         if broken:
             raise ValueError(
-                f"{', '.join(unused)} was not reached: the parent of {broken[0]} (a warm "
+                f"{', '.join(unused)} was not reached (a model further up the chain, "
+                f"perhaps): the parent of {broken[0]} (a warm "
                 f"start, partial_fit or --resume) is not among the parents given, so the "
                 f"chain stops there. Pass every model of the chain, the parent of each "
                 f"link, or leave out the models above the missing one.")
@@ -2479,6 +2486,16 @@ def _certify(model_file: str | os.PathLike, X, y, *, sample_weight=None, eval_se
     if record.get("evaluations") is not None:
         ctx.n_fun = list(itertools.accumulate(
             record["evaluations"], initial=_first_state_number(record, "n_fun") or 0))[1:]
+        # An iteration evaluates the loss at most at its call's start and in two
+        # searches (one retried after forgetting the memory), each of at most
+        # max_line_search trials and as many zooms: a count beyond that could fake
+        # a max_fun stop where the replay cannot recount (a failed search's).
+        cap = 4 * int(ctx.solver.max_line_search) + 1
+        over = [(e + 1, n) for e, n in enumerate(record["evaluations"]) if not 0 <= n <= cap]
+        cert.checks.append(Check(
+            "each L-BFGS iteration's loss evaluations are within what its searches take",
+            not over, "" if not over else f"iteration {over[0][0]} records {over[0][1]}, "
+            f"where its searches take at most {cap}"))
     ctx.auto = record["accepted"] is not None and not (net.early_stopping
                                                        and not record["incremental"])
     scores = _validation_scores(net, metadata, record)
@@ -2635,6 +2652,15 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
     oracle = Device("cpu")
     fast = fastpath.is_enabled() and (bool(record["fastpath"]) or record["device"] != "numpy")
     own_key = computation("numpy", fast)
+    theirs = record.get("computation")
+    if record["device"] == "numpy" and theirs is not None:
+        threads = theirs.get("blas_threads")
+        if isinstance(threads, list) and len(set(threads)) == 1 and \
+                isinstance(threads[0], int) and threads[0] >= 1:
+            # (the replays take the fit's BLAS threads: no part of the key to match)
+            ctx.blas_threads = threads[0]
+            theirs = {k: v for k, v in theirs.items() if k != "blas_threads"}
+            own_key = {k: v for k, v in own_key.items() if k != "blas_threads"}
     variants = [(fast, None)]
     sampled = any(d.name != "numpy" for d in devices.values())
     if sampled:
@@ -2764,7 +2790,7 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
             # computation key), that replay is the fit's own arithmetic: it is
             # held to the record bit for bit, every quantity and decision.
             replay.exact = trained_here and device.name == "numpy" and \
-                record.get("computation") is not None and record["computation"] == own_key
+                theirs is not None and theirs == own_key
             # Three samples of rounding are not a bound (_replay_all's comment
             # above): a segment this replay leaves by more than their spread is
             # judged again over EXTRA_SAMPLES more before it is called a failure.
@@ -2859,15 +2885,23 @@ def _replay_all(cert, ctx, backends, dtypes, trained_dtype):
         cert.covered.append(f"every epoch and decision bit for bit on {exact[0].backend} "
                             f"{exact[0].dtype}, which computes as the fit did (the same "
                             f"gpumlp, NumPy, BLAS, CPU and fast path)")
-    elif record["device"] == "numpy":
-        why = "its record names none (a file from an older gpumlp)" \
-            if record.get("computation") is None else \
-            f"the fit's {_key_difference(record['computation'], own_key)}"
+    else:
+        if record["device"] != "numpy":
+            why = (f"the fit ran on {record['device']}: only a NumPy fit's record names what "
+                   f"it computed with")
+        elif theirs is None:
+            why = "its record names none of what it computed with (an older gpumlp's file)"
+        elif theirs != own_key:
+            why = f"the fit's {_key_difference(theirs, own_key)}"
+        elif trained_dtype not in dtypes:
+            why = f"the fit's dtype, {trained_dtype}, was not among those replayed"
+        else:
+            why = "the fit ran with the fast path, which is off here"
         cert.notes.append(
             f"no replay here computes as the fit did, bit for bit ({why}): every segment is "
             f"judged within its measured rounding, so a change smaller than that (a few "
-            f"times float32's rounding of a chaotic segment) would not be seen; certify on "
-            f"the machine the fit ran on to hold it to its numbers exactly")
+            f"times float32's rounding of a chaotic segment) would not be seen; certify "
+            f"where the fit ran, with NumPy, to hold it to its numbers exactly")
     if not any(r.error is None for r in cert.replays):
         cert.missing.append("a backend and dtype that can replay the fit")
     elif any(r.partial for r in cert.replays) and not judged_whole:

@@ -903,6 +903,66 @@ def test_an_old_record_without_its_computation_is_judged_within_rounding(tmp_pat
     outcome, cert = _outcome(old, data, dtypes=("float64",))
     assert outcome == "PASS" and not cert.replays[0].exact
     assert "its record names none" in format_certificate(cert)
+    # (and where the key matches but the fit's dtype is not replayed, that is the reason)
+    outcome, cert = _outcome(path, data, dtypes=("float32",))
+    assert outcome == "PASS" and "the fit's dtype, float64, was not among those replayed" \
+        in format_certificate(cert)
+
+
+@pytest.mark.parametrize("count", ["max_fun", "plausible"])
+def test_a_failed_search_faked_by_its_count_fails(tmp_path, data, monkeypatch, count):
+    """The 8th L-BFGS search made to "fail" (the fit then stops, 12 iterations early):
+    with a count that reaches max_fun, more than an iteration's searches can take; with
+    a plausible count, the search run as the fit ran it finds a step (found by review)."""
+    import dataclasses
+
+    from gpumlp import solvers
+
+    real_search, real_update = solvers.LBFGS._line_search, solvers.LBFGS.update
+    calls = []
+
+    def update(self, params, state, objective):
+        calls.append(None)
+        return real_update(self, params, state, objective)
+
+    def failing(self, objective, params, direction, f0, slope, step, state, eps):
+        if len(calls) == 8:
+            n = self.max_fun if count == "max_fun" else state.n_fun + 5
+            return None, dataclasses.replace(state, n_fun=n)
+        return real_search(self, objective, params, direction, f0, slope, step, state, eps)
+
+    monkeypatch.setattr(solvers.LBFGS, "update", update)
+    monkeypatch.setattr(solvers.LBFGS, "_line_search", failing)
+    forged = _fit(data, solver="lbfgs", max_iter=20, scaled=False)
+    monkeypatch.undo()
+    assert forged.n_iter_ == 8
+    outcome, cert = _outcome(_saved(tmp_path, forged), data, dtypes=("float64",))
+    assert outcome == "FAIL"
+    text = format_certificate(cert)
+    if count == "max_fun":
+        assert "FAIL each L-BFGS iteration's loss evaluations" in text
+    else:
+        assert "the file says the line search found no step; run as the fit ran it" in text
+
+
+def test_the_fits_blas_threads_are_taken_on(tmp_path):
+    """A fit whose BLAS ran on one thread (OPENBLAS_NUM_THREADS=1, a joblib worker),
+    certified with more: a product's bits depend on its threads, so the bit-for-bit
+    replay takes the fit's (it failed by 5.6e-17 with the default two, in review)."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((5000, 50))
+    y = np.sin(X[:, 0]) + 0.1 * X[:, 1:].sum(1)
+    model = MLPRegressor((30, 20), solver="adam", batch_size=5000, max_iter=4,
+                         random_state=0, learning_rate_init=0.01)
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y)
+    assert model._fit_record["computation"]["blas_threads"] == [1]
+    path = _saved(tmp_path, model)
+    outcome, cert = _outcome(path, (X, y), dtypes=("float64",))
+    assert outcome == "PASS" and cert.replays[0].exact, format_certificate(cert)
 
 
 def test_a_generator_swapped_at_a_checkpoint_fails(tmp_path, data, monkeypatch):
@@ -1025,7 +1085,8 @@ def test_a_grandparent_without_the_parent_names_the_missing_link(tmp_path):
     kwargs = dict(backends=["numpy"], dtypes=("float64",))
     chain = (tmp_path / "b.npz", tmp_path / "a.npz")
     assert certify(tmp_path / "c.npz", X, y, parents=chain, **kwargs).outcome == "PASS"
-    with pytest.raises(ValueError, match="a.npz was not reached: the parent of .*c.npz"):
+    with pytest.raises(ValueError, match=r"a.npz was not reached \(a model further up the "
+                                         r"chain, perhaps\): the parent of .*c.npz"):
         certify(tmp_path / "c.npz", X, y, parents=(tmp_path / "a.npz",), **kwargs)
 
 
