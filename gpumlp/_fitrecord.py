@@ -315,6 +315,11 @@ def _machine() -> tuple:
     from .fastpath import calibration
 
     libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    # NumPy's own BLAS (a wheel's, in numpy.libs), where it can be told from the
+    # others a process may load (SciPy's, say, once imported: not NumPy's numbers)
+    own = [lib for lib in libs
+           if os.path.basename(os.path.dirname(lib.filepath or "")).startswith("numpy")]
+    libs = own or libs
     blas = [f"{lib.internal_api} {lib.version} {getattr(lib, 'architecture', None) or ''}"
             .strip() for lib in libs]
     return {"cpu": calibration._cpu_model(), "machine": platform.machine(),

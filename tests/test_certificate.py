@@ -959,7 +959,7 @@ def test_the_fits_blas_threads_are_taken_on(tmp_path):
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(X, y)
-    assert model._fit_record["computation"]["blas_threads"] == [1]
+    assert set(model._fit_record["computation"]["blas_threads"]) == {1}
     path = _saved(tmp_path, model)
     outcome, cert = _outcome(path, (X, y), dtypes=("float64",))
     assert outcome == "PASS" and cert.replays[0].exact, format_certificate(cert)
