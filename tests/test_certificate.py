@@ -772,28 +772,40 @@ def test_a_fit_whose_auto_decisions_are_not_the_rules_fails(tmp_path, data, monk
     assert "where the rule gives" in format_certificate(cert)
 
 
-def forging_longer_steps(monkeypatch):
-    """Make L-BFGS take steps 2.5 times its line search's; returns the undo."""
+def forging_longer_steps(monkeypatch, factor=2.5, wolfe_only=False):
+    """Make L-BFGS take steps ``factor`` times its line search's (with ``wolfe_only``,
+    only where that is still a strong-Wolfe step, the search's evaluation count kept);
+    returns the undo and the list of the steps changed."""
+    import dataclasses
+
     from gpumlp import solvers
 
     real = solvers.LBFGS._line_search
+    changed = []
 
-    def longer(self, objective, params, direction, f0, slope, step, state, eps):
-        found, state = real(self, objective, params, direction, f0, slope, step, state, eps)
+    def other(self, objective, params, direction, f0, slope, step, state, eps):
+        found, after = real(self, objective, params, direction, f0, slope, step, state, eps)
         if found is None:
-            return found, state
-        step = 2.5 * found[0]
-        loss, grads, (f, largest, _), state = self._evaluate(
-            objective, solvers._axpy(step, direction, params), state, direction)
-        return (step, loss, grads, f, largest, 0.0), state
+            return found, after
+        a = factor * found[0]
+        loss, grads, (f, largest, d), moved = self._evaluate(
+            objective, solvers._lbfgs_ops(params)["axpy"](a, direction, params), after,
+            direction)
+        if not wolfe_only:
+            return (a, loss, grads, f, largest, 0.0), moved
+        if f <= f0 + self.c1 * a * slope and abs(d) <= -self.c2 * slope:
+            changed.append(a)
+            return (a, loss, grads, f, largest, 0.0), dataclasses.replace(
+                moved, n_fun=after.n_fun)
+        return found, after
 
-    monkeypatch.setattr(solvers.LBFGS, "_line_search", longer)
-    return lambda: monkeypatch.setattr(solvers.LBFGS, "_line_search", real)
+    monkeypatch.setattr(solvers.LBFGS, "_line_search", other)
+    return lambda: monkeypatch.setattr(solvers.LBFGS, "_line_search", real), changed
 
 
 def test_a_fit_whose_lbfgs_steps_are_not_the_searchs_fails(tmp_path, data, monkeypatch):
     """A self-consistent file whose L-BFGS steps are twice the search's: not strong-Wolfe."""
-    undo = forging_longer_steps(monkeypatch)
+    undo, _ = forging_longer_steps(monkeypatch)
     forged = _fit(data, solver="lbfgs", max_iter=6)
     undo()
     cert = certify(_saved(tmp_path, forged), *data, backends=["numpy"], dtypes=("float64",))
@@ -806,29 +818,9 @@ def test_a_fit_choosing_other_strong_wolfe_steps_fails_bit_for_bit(tmp_path, dat
     """L-BFGS steps 0.7 times the search's, each still a strong-Wolfe step (the rule's
     evaluation count kept): within rounding on any backend, so only the replay that
     computes as the fit did tells (found by review)."""
-    from dataclasses import replace
-
-    from gpumlp import solvers
-
-    real = solvers.LBFGS._line_search
-    changed = []
-
-    def shorter(self, objective, params, direction, f0, slope, step, state, eps):
-        found, after = real(self, objective, params, direction, f0, slope, step, state, eps)
-        if found is None:
-            return found, after
-        a = 0.7 * found[0]
-        loss, grads, (f, largest, d), moved = self._evaluate(
-            objective, solvers._lbfgs_ops(params)["axpy"](a, direction, params), after,
-            direction)
-        if f <= f0 + self.c1 * a * slope and abs(d) <= -self.c2 * slope:
-            changed.append(a)
-            return (a, loss, grads, f, largest, 0.0), replace(moved, n_fun=after.n_fun)
-        return found, after
-
-    monkeypatch.setattr(solvers.LBFGS, "_line_search", shorter)
+    undo, changed = forging_longer_steps(monkeypatch, 0.7, wolfe_only=True)
     forged = _fit(data, solver="lbfgs", max_iter=20, scaled=False)
-    monkeypatch.undo()
+    undo()
     assert len(changed) >= 10
     path = _saved(tmp_path, forged)
     outcome, cert = _outcome(path, data, dtypes=("float64",))

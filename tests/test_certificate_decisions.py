@@ -347,7 +347,7 @@ def test_an_honest_float32_relu_lbfgs_fit_passes_in_both_dtypes(tmp_path, seed, 
     # Steps 2.5 times the search's, in the same fit: judged at float32, they fail.
     from test_certificate import forging_longer_steps
 
-    undo = forging_longer_steps(monkeypatch)
+    undo, _ = forging_longer_steps(monkeypatch)
     forged = MLPRegressor((6,), activation="relu", solver="lbfgs", max_iter=20,
                           random_state=seed, dtype="float32")
     with warnings.catch_warnings():
