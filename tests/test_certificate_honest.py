@@ -120,3 +120,7 @@ def test_every_honest_fit_passes(tmp_path_factory, config):
     cert = certify(tmp / "m.npz", X, y, sample_weight=w, eval_set=eval_set,
                    backends=backends, parents=parents)
     assert cert.outcome == "PASS", f"{config}\n{format_certificate(cert)}"
+    # Fit and certified here: NumPy's replay in the fit's dtype computes as the fit
+    # did, and held every epoch and decision bit for bit.
+    assert [(r.backend, r.exact) for r in cert.replays if r.exact] == [("numpy", True)], \
+        format_certificate(cert)
