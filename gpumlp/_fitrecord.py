@@ -323,7 +323,25 @@ def _machine() -> tuple:
     blas = [f"{lib.internal_api} {lib.version} {getattr(lib, 'architecture', None) or ''}"
             .strip() for lib in libs]
     return {"cpu": calibration._cpu_model(), "machine": platform.machine(),
-            "cores": os.cpu_count() or 1, "blas": blas}, libs
+            "cores": os.cpu_count() or 1, "blas": blas, "numpy_simd": _numpy_simd()}, libs
+
+
+def _numpy_simd() -> list | None:
+    """The instruction sets NumPy's own loops dispatch to here (its ``exp``, ``tanh``,
+    ``log1p`` differ in their last bits between them; ``NPY_DISABLE_CPU_FEATURES``
+    changes them, and two CPUs of one model name may offer different ones)."""
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:                          # (NumPy 1)
+        try:
+            from numpy.core import _multiarray_umath as umath
+        except ImportError:
+            return None
+    features = getattr(umath, "__cpu_features__", None)
+    targets = getattr(umath, "__cpu_dispatch__", None)
+    if not isinstance(features, dict) or targets is None:
+        return None
+    return [str(t) for t in targets if features.get(t)]
 
 
 def computation(device_name: str, use_fastpath: bool) -> dict | None:
@@ -331,7 +349,8 @@ def computation(device_name: str, use_fastpath: bool) -> dict | None:
 
     Two runs on NumPy with the same key compute alike, bit for bit: the same
     gpumlp, NumPy and BLAS (its version and the core type it chose), on the
-    same CPU and cores (how many threads the fast path takes), with the same
+    same CPU and cores (how many threads the fast path takes), with NumPy's
+    loops dispatched to the same instruction sets, with the same
     C blocks (the instruction set and the work line that chooses them); and
     the BLAS's threads as the fit found them (``blas_threads``: a product's
     bits depend on how many threads split it), which the certificate's replay

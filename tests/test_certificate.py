@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import os
 import warnings
 import zipfile
 
@@ -880,6 +881,59 @@ def test_the_fast_path_claim_is_replayed_as_claimed(tmp_path, data, fit_fast):
             "fit_record"].update(fastpath=False, computation=_computation(False)))
         outcome, cert = _outcome(flipped, data, dtypes=("float64",))
         assert outcome == "FAIL" and cert.replays[0].exact, format_certificate(cert)
+
+
+def test_a_fast_path_fit_certified_with_the_fast_path_off_passes(tmp_path):
+    """NumPy's generic kernels cannot compute as the fast path did (its sigmoid is a
+    tanh form): their replay is judged over rounding samples, as another backend's.
+    Judged over float32's spread alone, an honest default gd fit of 500 rows failed
+    by 10 times its tolerance under GPUMLP_FASTPATH=0 (found by review)."""
+    from gpumlp import fastpath
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 5))
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] ** 2 - X[:, 2] + 0.1 * rng.standard_normal(500)
+    model = MLPRegressor(solver="gd", max_iter=100, random_state=0, dtype="float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y)
+    assert model._fit_record["fastpath"]
+    path = _saved(tmp_path, model)
+    with fastpath.disabled():
+        outcome, cert = _outcome(path, (X, y))
+    assert outcome == "PASS", format_certificate(cert)
+    assert not any(r.exact for r in cert.replays)
+    assert "the fit ran with the fast path, which is off here" in format_certificate(cert)
+
+
+def test_numpys_instruction_sets_are_in_the_computation_key(tmp_path, data):
+    """NPY_DISABLE_CPU_FEATURES moves NumPy's exp and tanh by an ulp: a fit made so is
+    no longer declared bit for bit here (it failed so, in review), and passes within
+    rounding, the note naming the difference."""
+    import subprocess
+    import sys
+
+    from gpumlp._fitrecord import _numpy_simd
+
+    targets = _numpy_simd()
+    if not targets:
+        pytest.skip("NumPy dispatches to no instruction set beyond its baseline here")
+    np.savez(tmp_path / "data.npz", X=data[0], y=data[1])
+    script = (
+        "import sys, warnings, numpy as np\n"
+        "from gpumlp import MLPRegressor, save\n"
+        "d = np.load(sys.argv[1])\n"
+        "warnings.simplefilter('ignore')\n"
+        "m = MLPRegressor((6,), solver='adam', activation='tanh', max_iter=12, "
+        "random_state=0, learning_rate_init=0.05).fit(d['X'], d['y'])\n"
+        "save(m, sys.argv[2])\n")
+    env = dict(os.environ, NPY_DISABLE_CPU_FEATURES=",".join(targets))
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "data.npz"),
+                    str(tmp_path / "m.npz")], env=env, check=True, capture_output=True)
+    assert load(tmp_path / "m.npz")._fit_record["computation"]["numpy_simd"] == []
+    outcome, cert = _outcome(tmp_path / "m.npz", data, dtypes=("float64",))
+    assert outcome == "PASS" and not cert.replays[0].exact, format_certificate(cert)
+    assert "the fit's numpy_simd []" in format_certificate(cert)
 
 
 def _computation(fast):
